@@ -1,0 +1,268 @@
+//! From a valid envelope to the frames that answer it: route lookup, running
+//! the handler in the right place, and turning its outcome into replies.
+//!
+//! Where a handler runs is the main cost decision of the server. A handler
+//! declared inline (ping) runs right here on the connection's task: a call
+//! costs well under a microsecond, where a hand-off to a thread pool costs
+//! several. Every other handler runs on tokio's blocking pool, bounded per
+//! plugin, under the handler timeout: a handler that sleeps holds up only
+//! its own caller. An inline handler that turns out slow is moved to the pool
+//! for good, with a warning.
+
+use std::{
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::Utf8Bytes;
+use rohrpost_plugin_api::{
+    abi::{Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_SEND},
+    wire,
+};
+use serde::de::IgnoredAny;
+use tracing::{error, warn};
+
+use crate::{
+    protocol::{self, Envelope},
+    registry::{Registry, Route},
+};
+
+/// What the connection sends back for one request, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outbound {
+    Text(String),
+    /// Close the connection after what came before.
+    Close,
+}
+
+/// Routing and execution settings shared by all connections.
+pub struct Dispatcher {
+    pub registry: Arc<Registry>,
+    /// How long a caller waits for a pooled handler.
+    pub handler_timeout: Duration,
+    /// An inline call taking longer than this moves its handler to the pool.
+    pub inline_budget: Duration,
+}
+
+impl Dispatcher {
+    /// Answers one text frame.
+    pub async fn handle_text(&self, frame: Utf8Bytes, scope: &Arc<str>) -> Vec<Outbound> {
+        let text = frame.as_str();
+        let envelope = match protocol::parse(text) {
+            Ok(envelope) => envelope,
+            Err(rejection) => return vec![Outbound::Text(rejection.reply())],
+        };
+        let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
+            Some(route) => route.clone(),
+            None => {
+                let error = format!("Unknown message type '{}'.", envelope.kind);
+                return vec![Outbound::Text(wire::write_message(
+                    Some(envelope.id),
+                    Some(&envelope.kind),
+                    Some(&error),
+                    None,
+                ))];
+            }
+        };
+        let handler = &route.plugin.handlers[route.handler as usize];
+        let outcome = if handler.is_inline() {
+            self.run_inline(&route, &envelope, text, scope)
+        } else {
+            let owned = OwnedCall::new(&frame, &envelope, scope.clone());
+            self.run_pooled(&route, owned).await
+        };
+        outcome_to_frames(&route, &envelope, outcome)
+    }
+
+    fn run_inline(
+        &self,
+        route: &Route,
+        envelope: &Envelope<'_>,
+        frame: &str,
+        scope: &str,
+    ) -> Outcome {
+        let call = Call {
+            frame: frame.into(),
+            id: envelope.id.into(),
+            kind: envelope.kind.as_ref().into(),
+            data: envelope.data.unwrap_or("").into(),
+            scope: scope.into(),
+        };
+        let started = Instant::now();
+        let outcome = route.plugin.call(route.handler, &call);
+        let took = started.elapsed();
+        if took > self.inline_budget && route.plugin.handlers[route.handler as usize].demote() {
+            warn!(
+                plugin = %route.plugin.name,
+                version = %route.plugin.version,
+                r#type = %envelope.kind,
+                took_ms = took.as_millis() as u64,
+                "inline handler is too slow for the connection task; running it on the worker pool from now on"
+            );
+        }
+        Outcome::Returned(outcome)
+    }
+
+    async fn run_pooled(&self, route: &Route, owned: OwnedCall) -> Outcome {
+        let plugin = route.plugin.clone();
+        let handler = route.handler;
+        let slots = plugin.pool_slots.clone();
+        let work = async move {
+            // Held by the blocking call until it returns, even after the
+            // caller gave up waiting: a native call cannot be cancelled.
+            let permit = slots.acquire_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                plugin.call(handler, &owned.as_call())
+            })
+            .await
+        };
+        match tokio::time::timeout(self.handler_timeout, work).await {
+            Ok(Ok(outcome)) => Outcome::Returned(outcome),
+            Ok(Err(join_error)) => Outcome::Lost(join_error.to_string()),
+            Err(_) => Outcome::TimedOut(self.handler_timeout),
+        }
+    }
+}
+
+/// How a handler call ended, seen from the host.
+enum Outcome {
+    Returned(CallOutcome),
+    TimedOut(Duration),
+    Lost(String),
+}
+
+/// A request owned for a call on another thread: the frame is shared, and
+/// the parts are ranges into it.
+struct OwnedCall {
+    frame: Utf8Bytes,
+    id: Range<usize>,
+    kind: String,
+    data: Option<Range<usize>>,
+    scope: Arc<str>,
+}
+
+impl OwnedCall {
+    fn new(frame: &Utf8Bytes, envelope: &Envelope<'_>, scope: Arc<str>) -> Self {
+        let base = frame.as_str().as_ptr() as usize;
+        let range = |part: &str| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        OwnedCall {
+            frame: frame.clone(),
+            id: range(envelope.id),
+            kind: envelope.kind.to_string(),
+            data: envelope.data.map(range),
+            scope,
+        }
+    }
+
+    fn as_call(&self) -> Call<'_> {
+        let text = self.frame.as_str();
+        Call {
+            frame: text.into(),
+            id: text[self.id.clone()].into(),
+            kind: self.kind.as_str().into(),
+            data: self.data.clone().map_or("", |r| &text[r]).into(),
+            scope: self.scope.as_ref().into(),
+        }
+    }
+}
+
+fn error_reply(envelope: &Envelope<'_>, error: &str) -> Outbound {
+    Outbound::Text(wire::write_message(
+        Some(envelope.id),
+        Some(&envelope.kind),
+        Some(error),
+        None,
+    ))
+}
+
+fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -> Vec<Outbound> {
+    let plugin = &route.plugin;
+    let kind = envelope.kind.as_ref();
+    match outcome {
+        Outcome::Returned(CallOutcome::Done(effects)) => {
+            effects_to_frames(route, envelope, effects)
+        }
+        Outcome::Returned(CallOutcome::Failed(text)) => {
+            vec![error_reply(envelope, text.as_str())]
+        }
+        Outcome::Returned(CallOutcome::Panicked(message)) => {
+            error!(plugin = %plugin.name, version = %plugin.version, r#type = kind,
+                panic = %message, "handler panicked");
+            vec![error_reply(
+                envelope,
+                &format!("Internal error: the handler for '{kind}' panicked."),
+            )]
+        }
+        Outcome::TimedOut(after) => {
+            warn!(plugin = %plugin.name, version = %plugin.version, r#type = kind,
+                timeout_ms = after.as_millis() as u64, "handler timed out");
+            vec![error_reply(
+                envelope,
+                &format!(
+                    "The handler for '{kind}' did not finish within {} ms.",
+                    after.as_millis()
+                ),
+            )]
+        }
+        Outcome::Lost(why) => {
+            error!(plugin = %plugin.name, version = %plugin.version, r#type = kind,
+                cause = %why, "handler call was lost");
+            vec![error_reply(
+                envelope,
+                &format!("Internal error: the handler for '{kind}' did not complete."),
+            )]
+        }
+    }
+}
+
+fn effects_to_frames(
+    route: &Route,
+    envelope: &Envelope<'_>,
+    effects: abi_stable::std_types::RVec<Effect>,
+) -> Vec<Outbound> {
+    let mut frames = Vec::with_capacity(effects.len());
+    for effect in effects {
+        match effect.kind {
+            EFFECT_SEND if is_json_object(effect.body.as_str()) => {
+                frames.push(Outbound::Text(effect.body.into_string()));
+            }
+            EFFECT_SEND => {
+                error!(plugin = %route.plugin.name, version = %route.plugin.version,
+                    r#type = %envelope.kind, "handler sent a message that is not a JSON object");
+                frames.push(error_reply(
+                    envelope,
+                    &format!(
+                        "Internal error: the handler for '{}' produced an invalid message.",
+                        envelope.kind
+                    ),
+                ));
+            }
+            EFFECT_CLOSE => {
+                frames.push(Outbound::Close);
+                break;
+            }
+            other => {
+                warn!(plugin = %route.plugin.name, version = %route.plugin.version,
+                    r#type = %envelope.kind, effect = other,
+                    "handler asked for an effect this host does not support");
+                frames.push(error_reply(
+                    envelope,
+                    &format!(
+                        "The handler for '{}' used a feature this server does not support.",
+                        envelope.kind
+                    ),
+                ));
+            }
+        }
+    }
+    frames
+}
+
+fn is_json_object(text: &str) -> bool {
+    text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
+}

@@ -1,0 +1,251 @@
+//! One loaded plugin library: loading it safely, and calling its handlers.
+//!
+//! Loading follows the rules learned the hard way (see DESIGN.md):
+//! - the bytes are read once, hashed, and checked as a complete ELF file;
+//! - they are written to a fresh, uniquely named shadow copy and loaded from
+//!   there, because `dlopen` of a path it already has returns the old code;
+//! - `lib_header_from_path` + `init_root_module`, never
+//!   `RootModule::load_from_*`, which caches one module per type forever;
+//! - libraries are never unloaded: a retired version stays mapped until the
+//!   process exits, so a call running on it can always finish.
+
+use std::{
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, MODE_INLINE};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+use crate::elf_check;
+
+/// Why a plugin file was not loaded.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("cannot read the file: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a loadable library: {0}")]
+    NotALibrary(#[from] elf_check::ElfError),
+    #[error("cannot write the shadow copy {path}: {source}")]
+    Shadow {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dynamic loader refused it: {0}")]
+    Open(String),
+    #[error("not a rohrpost plugin: it does not export a plugin root module")]
+    NoRootModule,
+    #[error("built against an incompatible plugin ABI: {0}")]
+    Incompatible(String),
+    #[error("the plugin failed while starting: {0}")]
+    Init(String),
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+}
+
+/// One handler of a loaded plugin.
+#[derive(Debug)]
+pub struct HandlerInfo {
+    pub types: Vec<String>,
+    /// Declared inline, and not (yet) found too slow for that.
+    inline: AtomicBool,
+}
+
+impl HandlerInfo {
+    /// Whether calls run on the connection's task rather than the pool.
+    pub fn is_inline(&self) -> bool {
+        self.inline.load(Ordering::Relaxed)
+    }
+
+    /// Moves the handler to the pool for good; true if it was inline.
+    pub fn demote(&self) -> bool {
+        self.inline.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A plugin library loaded into the process.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    /// The file in the plugins directory it was loaded from.
+    pub file: PathBuf,
+    pub handlers: Vec<HandlerInfo>,
+    /// Bounds the plugin's calls running on the pool at once.
+    pub pool_slots: Arc<Semaphore>,
+    pub calls: AtomicU64,
+    module: PluginModRef,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// Every message type this plugin serves.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.handlers
+            .iter()
+            .flat_map(|h| h.types.iter().map(String::as_str))
+    }
+
+    /// Calls a handler. Synchronous native code: the caller decides where it
+    /// runs. Never unwinds (the plugin side catches panics).
+    pub fn call(&self, handler: u32, call: &Call<'_>) -> CallOutcome {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        (self.module.call())(handler, call)
+    }
+}
+
+/// The content hash used to skip reloading an unchanged file.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Where shadow copies go, and how they get unique names.
+pub struct ShadowDir {
+    dir: PathBuf,
+    next: AtomicU64,
+}
+
+impl ShadowDir {
+    /// A private folder for this process's shadow copies.
+    pub fn create() -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("rohrpost-shadow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(ShadowDir {
+            dir,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    fn unique_path(&self, file: &Path) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".to_owned());
+        self.dir
+            .join(format!("{stem}-{n}.{}", std::env::consts::DLL_EXTENSION))
+    }
+}
+
+impl Drop for ShadowDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Loads the plugin whose file content is `bytes` (read from `file`).
+/// Blocking: run it off the async reactor.
+pub fn load(
+    file: &Path,
+    bytes: &[u8],
+    shadow: &ShadowDir,
+    pool_size: usize,
+) -> Result<LoadedPlugin, LoadError> {
+    #[cfg(target_os = "linux")]
+    elf_check::check(bytes)?;
+
+    let copy = shadow.unique_path(file);
+    std::fs::write(&copy, bytes).map_err(|source| LoadError::Shadow {
+        path: copy.clone(),
+        source,
+    })?;
+    let opened = lib_header_from_path(&copy);
+    // The mapping outlives the file: the copy is not needed any more.
+    let _ = std::fs::remove_file(&copy);
+    let module = opened
+        .and_then(|header| header.init_root_module::<PluginModRef>())
+        .map_err(library_error)?;
+
+    let manifest = (module.manifest())();
+    let name = manifest.name.to_string();
+    if name.trim().is_empty() {
+        return Err(LoadError::Manifest("the plugin has no name".into()));
+    }
+    let mut handlers = Vec::new();
+    for decl in manifest.handlers.iter() {
+        let types: Vec<String> = decl.types.iter().map(|t| t.to_string()).collect();
+        if types.is_empty() {
+            return Err(LoadError::Manifest(
+                "a handler declares no message type".into(),
+            ));
+        }
+        if types.iter().any(|t| t.is_empty()) {
+            return Err(LoadError::Manifest("an empty message type".into()));
+        }
+        handlers.push(HandlerInfo {
+            types,
+            inline: AtomicBool::new(decl.mode == MODE_INLINE),
+        });
+    }
+    if handlers.is_empty() {
+        return Err(LoadError::Manifest("the plugin declares no handler".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in handlers.iter().flat_map(|h| &h.types) {
+        if !seen.insert(t.as_str()) {
+            return Err(LoadError::Manifest(format!(
+                "message type '{t}' is declared twice"
+            )));
+        }
+    }
+    Ok(LoadedPlugin {
+        name,
+        version: manifest.version.to_string(),
+        api_version: manifest.api_version.to_string(),
+        file: file.to_owned(),
+        handlers,
+        pool_slots: Arc::new(Semaphore::new(pool_size)),
+        calls: AtomicU64::new(0),
+        module,
+    })
+}
+
+/// Turns abi_stable's errors into one readable reason.
+fn library_error(e: LibraryError) -> LoadError {
+    match e {
+        LibraryError::OpenError { err, .. } => LoadError::Open(err.to_string()),
+        LibraryError::GetSymbolError { .. } => LoadError::NoRootModule,
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => LoadError::Incompatible(format!(
+            "the plugin uses ABI {actual_version}, this host speaks ABI {expected_version}"
+        )),
+        LibraryError::AbiInstability(details) => {
+            // The full layout report runs to hundreds of lines; its end says
+            // what differs.
+            let text = details.to_string();
+            let tail: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let start = tail.len().saturating_sub(4);
+            LoadError::Incompatible(format!(
+                "its plugin interface layout differs from this host's: {}",
+                tail[start..].join(" | ")
+            ))
+        }
+        LibraryError::RootModule { err, .. } => LoadError::Init(err.to_string()),
+        other => LoadError::Init(other.to_string()),
+    }
+}

@@ -1,0 +1,213 @@
+//! The rohrpost envelope: turning one text frame into `id`, `type` and
+//! `data`, or into the exact error reply PROTOCOL.md prescribes.
+//!
+//! The frame is read once, without building a JSON tree: `id` and `data` stay
+//! raw text slices of the frame (so big integers and `"123"` go back exactly
+//! as sent), and the handler parses only what it needs.
+
+use std::borrow::Cow;
+
+use rohrpost_plugin_api::wire;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A request whose envelope is valid.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub id: &'a str,
+    pub kind: Cow<'a, str>,
+    pub data: Option<&'a str>,
+}
+
+/// Why a frame gets an error reply instead of reaching a handler. The
+/// `Display` texts are the exact wire texts of PROTOCOL.md.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejection<'a> {
+    #[error("Received empty message.")]
+    Empty,
+    #[error("Expected a text frame: rohrpost messages are JSON text.")]
+    Binary,
+    #[error("Could not decode JSON message. Error: {0}")]
+    Decode(String),
+    #[error("Expected a JSON object as message.")]
+    NotObject,
+    #[error("Missing required field 'type'.")]
+    MissingType,
+    #[error("Missing required field 'id'.")]
+    MissingId,
+    #[error("Field 'type' must be a string.")]
+    TypeNotString { id: &'a str },
+}
+
+impl Rejection<'_> {
+    /// The error reply for this rejection.
+    pub fn reply(&self) -> String {
+        let id = match self {
+            Rejection::TypeNotString { id } => Some(*id),
+            _ => None,
+        };
+        wire::write_message(id, None, Some(&self.to_string()), None)
+    }
+}
+
+/// Reads one text frame.
+pub fn parse(frame: &str) -> Result<Envelope<'_>, Rejection<'_>> {
+    if frame.is_empty() {
+        return Err(Rejection::Empty);
+    }
+    let decode = |e: serde_json::Error| Rejection::Decode(e.to_string());
+    if !frame
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        // Not an object, but the decode error comes first when it is not
+        // JSON at all.
+        serde_json::from_str::<IgnoredAny>(frame).map_err(decode)?;
+        return Err(Rejection::NotObject);
+    }
+    let fields: Fields<'_> = serde_json::from_str(frame).map_err(decode)?;
+    let kind = fields.kind.ok_or(Rejection::MissingType)?;
+    let id = fields.id.ok_or(Rejection::MissingId)?;
+    let kind = decode_string(kind).ok_or(Rejection::TypeNotString { id })?;
+    Ok(Envelope {
+        id,
+        kind,
+        data: fields.data,
+    })
+}
+
+/// The text of a JSON string literal, borrowed when it has no escapes.
+fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// The top-level fields the host looks at; the last of duplicate keys wins,
+/// as in most JSON readers.
+#[derive(Default)]
+struct Fields<'a> {
+    id: Option<&'a str>,
+    kind: Option<&'a str>,
+    data: Option<&'a str>,
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::Id => &mut fields.id,
+                Key::Type => &mut fields.kind,
+                Key::Data => &mut fields.data,
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<&'de RawValue>()?.get());
+        }
+        Ok(fields)
+    }
+}
+
+enum Key {
+    Id,
+    Type,
+    Data,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(match v {
+            "id" => Key::Id,
+            "type" => Key::Type,
+            "data" => Key::Data,
+            _ => Key::Other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_envelope_keeps_raw_parts() {
+        let e = parse(r#"{"type":"ping","id": 9007199254740993 ,"data":{"a": 1}}"#).unwrap();
+        assert_eq!(e.id, "9007199254740993");
+        assert_eq!(e.kind, "ping");
+        assert_eq!(e.data, Some(r#"{"a": 1}"#));
+    }
+
+    #[test]
+    fn escaped_keys_and_type_are_decoded() {
+        let e = parse(r#"{"\u0074ype":"p\u0069ng","id":1}"#).unwrap();
+        assert_eq!(e.kind, "ping");
+    }
+
+    #[test]
+    fn errors_in_protocol_order() {
+        assert_eq!(parse(""), Err(Rejection::Empty));
+        assert!(matches!(parse("   "), Err(Rejection::Decode(_))));
+        assert!(matches!(parse("[1,"), Err(Rejection::Decode(_))));
+        assert_eq!(parse("42"), Err(Rejection::NotObject));
+        assert_eq!(parse("{\"id\":1}"), Err(Rejection::MissingType));
+        assert_eq!(parse("{\"type\":5}"), Err(Rejection::MissingId));
+        assert_eq!(
+            parse("{\"type\":5,\"id\":[1]}").unwrap_err().reply(),
+            r#"{"id":[1],"error":"Field 'type' must be a string."}"#
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_decode_error_not_a_crash() {
+        let deep = format!(
+            "{{\"id\":1,\"type\":\"x\",\"data\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(parse(&deep), Err(Rejection::Decode(_))));
+        let deep_array = "[".repeat(100_000);
+        assert!(matches!(parse(&deep_array), Err(Rejection::Decode(_))));
+    }
+
+    #[test]
+    fn lone_surrogate_is_a_decode_error() {
+        assert!(matches!(
+            parse(r#"{"id":1,"type":"ping","data":"\ud800"}"#),
+            Err(Rejection::Decode(_))
+        ));
+    }
+}

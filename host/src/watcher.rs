@@ -1,0 +1,281 @@
+//! Keeps the registry in step with the plugins directory while serving.
+//!
+//! File events are noisy and differ by tool (`cp` writes in several steps,
+//! `mv` gives one rename, cargo hard-links), so events only mark a file as
+//! dirty; a file is looked at once it has been quiet for the debounce
+//! period. Then its content decides: unchanged content (same hash) does
+//! nothing, new content is loaded and swapped in, a missing file is
+//! unregistered. A file that fails to load changes nothing but the log:
+//! whatever served before keeps serving.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use notify::{
+    event::{AccessKind, AccessMode},
+    EventKind, RecommendedWatcher, RecursiveMode, Watcher,
+};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tracing::{debug, info, warn};
+
+use crate::{
+    plugin::{self, content_hash, LoadError, LoadedPlugin, ShadowDir},
+    registry::Registry,
+};
+
+/// Settings of the watcher.
+pub struct WatchSettings {
+    pub dir: PathBuf,
+    pub debounce: Duration,
+    /// Concurrent pooled calls allowed per plugin.
+    pub pool_size: usize,
+}
+
+/// The running watcher; dropping it stops watching.
+pub struct PluginWatcher {
+    _watcher: RecommendedWatcher,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PluginWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the file-event thread tells the reconciler.
+enum Dirty {
+    File(PathBuf),
+    /// Events were lost: look at every file again.
+    All,
+}
+
+/// Loads what the directory holds now, then keeps watching it.
+pub async fn start(
+    settings: WatchSettings,
+    registry: Arc<Registry>,
+) -> anyhow::Result<PluginWatcher> {
+    std::fs::create_dir_all(&settings.dir).with_context(|| {
+        format!(
+            "cannot create the plugins directory {}",
+            settings.dir.display()
+        )
+    })?;
+    let dir = settings.dir.canonicalize().with_context(|| {
+        format!(
+            "cannot resolve the plugins directory {}",
+            settings.dir.display()
+        )
+    })?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let watch_dir = dir.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                if matches!(
+                    event.kind,
+                    EventKind::Access(AccessKind::Close(AccessMode::Write))
+                ) || !matches!(event.kind, EventKind::Access(_))
+                {
+                    if event.need_rescan() {
+                        let _ = tx.send(Dirty::All);
+                    }
+                    for path in event.paths {
+                        if path.parent() == Some(watch_dir.as_path()) {
+                            let _ = tx.send(Dirty::File(path));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(%error, "plugin directory watch error; rescanning");
+                let _ = tx.send(Dirty::All);
+            }
+        })
+        .context("cannot start watching files")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+
+    let mut reconciler = Reconciler {
+        dir: dir.clone(),
+        registry,
+        shadow: Arc::new(ShadowDir::create().context("cannot create the shadow directory")?),
+        pool_size: settings.pool_size,
+        known: HashMap::new(),
+    };
+    reconciler.rescan().await;
+    info!(dir = %dir.display(), "watching the plugins directory");
+    let task = tokio::spawn(reconciler.run(rx, settings.debounce));
+    Ok(PluginWatcher {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// What the reconciler last made of a file.
+struct Known {
+    hash: u64,
+}
+
+struct Reconciler {
+    dir: PathBuf,
+    registry: Arc<Registry>,
+    shadow: Arc<ShadowDir>,
+    pool_size: usize,
+    known: HashMap<PathBuf, Known>,
+}
+
+impl Reconciler {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Dirty>, debounce: Duration) {
+        let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+        loop {
+            let next_due = pending.values().min().map(|t| *t + debounce);
+            tokio::select! {
+                dirty = rx.recv() => match dirty {
+                    Some(Dirty::File(path)) => { pending.insert(path, Instant::now()); }
+                    Some(Dirty::All) => {
+                        pending.clear();
+                        self.rescan().await;
+                    }
+                    None => break,
+                },
+                _ = sleep_until(next_due), if next_due.is_some() => {
+                    let now = Instant::now();
+                    let mut due: Vec<PathBuf> = pending
+                        .iter()
+                        .filter(|(_, at)| now.duration_since(**at) >= debounce)
+                        .map(|(path, _)| path.clone())
+                        .collect();
+                    due.sort();
+                    for path in due {
+                        pending.remove(&path);
+                        self.reconcile(&path).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks at every candidate file and every file loaded before.
+    async fn rescan(&mut self) {
+        let mut paths: Vec<PathBuf> = self.known.keys().cloned().collect();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => paths.extend(entries.flatten().map(|e| e.path())),
+            Err(error) => {
+                warn!(dir = %self.dir.display(), %error, "cannot list the plugins directory")
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        for path in paths {
+            self.reconcile(&path).await;
+        }
+    }
+
+    /// Brings the registry in line with what `path` holds now.
+    async fn reconcile(&mut self, path: &Path) {
+        if !is_candidate(path) {
+            debug!(file = %path.display(), "ignoring a file not named *.{}", std::env::consts::DLL_EXTENSION);
+            return;
+        }
+        let bytes = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => match tokio::fs::read(path).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    self.reject(path, None, &LoadError::Read(error));
+                    return;
+                }
+            },
+            _ => {
+                self.known.remove(path);
+                if let Some(old) = self.registry.remove(path) {
+                    info!(event = "removed", plugin = %old.name, version = %old.version,
+                        types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
+                        reason = "file deleted", "plugin removed");
+                }
+                return;
+            }
+        };
+        let hash = content_hash(&bytes);
+        if self.known.get(path).is_some_and(|k| k.hash == hash) {
+            return;
+        }
+        self.known.insert(path.to_owned(), Known { hash });
+
+        let shadow = self.shadow.clone();
+        let file = path.to_owned();
+        let pool_size = self.pool_size;
+        let loaded =
+            tokio::task::spawn_blocking(move || plugin::load(&file, &bytes, &shadow, pool_size))
+                .await;
+        let plugin = match loaded {
+            Ok(Ok(plugin)) => Arc::new(plugin),
+            Ok(Err(error)) => return self.reject(path, None, &error),
+            Err(join_error) => {
+                return self.reject(path, None, &LoadError::Init(join_error.to_string()));
+            }
+        };
+        match self.registry.install(plugin.clone()) {
+            Ok(replaced) => {
+                let types: Vec<&str> = plugin.types().collect();
+                match replaced {
+                    None => {
+                        info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
+                        types = ?types, file = %path.display(), api = %plugin.api_version, "plugin loaded")
+                    }
+                    Some(old) => {
+                        info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
+                        types = ?types, file = %path.display(), api = %plugin.api_version,
+                        previous_version = %old.version, "plugin replaced; calls in flight finish on the previous version")
+                    }
+                }
+            }
+            Err(conflict) => self.reject(path, Some(&plugin), &conflict),
+        }
+    }
+
+    fn reject(
+        &self,
+        path: &Path,
+        plugin: Option<&Arc<LoadedPlugin>>,
+        reason: &dyn std::fmt::Display,
+    ) {
+        let still = self
+            .registry
+            .snapshot()
+            .plugins
+            .get(path)
+            .map(|p| format!("{} {}", p.name, p.version))
+            .unwrap_or_else(|| "nothing from this file".to_owned());
+        warn!(event = "rejected",
+            plugin = %plugin.map_or("-", |p| p.name.as_str()),
+            version = %plugin.map_or("-", |p| p.version.as_str()),
+            types = ?plugin.map(|p| p.types().collect::<Vec<_>>()).unwrap_or_default(),
+            file = %path.display(), reason = %reason, still_serving = %still,
+            "plugin rejected");
+    }
+}
+
+/// Plugin files are `*.so` (the platform's library suffix) and not hidden;
+/// anything else, such as a temporary file being written, is left alone.
+fn is_candidate(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    !hidden && path.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
