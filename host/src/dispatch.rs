@@ -191,7 +191,7 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
             vec![error_reply(envelope, text.as_str())]
         }
         Outcome::Returned(CallOutcome::Panicked(message)) => {
-            error!(plugin = %plugin.name, version = %plugin.version, r#type = kind,
+            error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                 panic = %message, "handler panicked");
             vec![error_reply(
                 envelope,
@@ -199,7 +199,7 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
             )]
         }
         Outcome::TimedOut(after) => {
-            warn!(plugin = %plugin.name, version = %plugin.version, r#type = kind,
+            warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                 timeout_ms = after.as_millis() as u64, "handler timed out");
             vec![error_reply(
                 envelope,
@@ -210,7 +210,7 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
             )]
         }
         Outcome::Lost(why) => {
-            error!(plugin = %plugin.name, version = %plugin.version, r#type = kind,
+            error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                 cause = %why, "handler call was lost");
             vec![error_reply(
                 envelope,

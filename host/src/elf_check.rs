@@ -68,7 +68,7 @@ pub fn check(bytes: &[u8]) -> Result<(), ElfError> {
         len,
         phoff,
         u64::from(phentsize) * u64::from(phnum),
-        "the program headers",
+        "the program header table",
     )?;
     for i in 0..u64::from(phnum) {
         let at = phoff + i * u64::from(phentsize);
@@ -84,7 +84,7 @@ pub fn check(bytes: &[u8]) -> Result<(), ElfError> {
             len,
             shoff,
             u64::from(shentsize) * u64::from(shnum),
-            "the section headers",
+            "the section header table",
         )?;
         for i in 0..u64::from(shnum) {
             let at = shoff + i * u64::from(shentsize);

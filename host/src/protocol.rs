@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A request whose envelope is valid.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
     pub id: &'a str,
     pub kind: Cow<'a, str>,
@@ -66,6 +66,7 @@ pub fn parse(frame: &str) -> Result<Envelope<'_>, Rejection<'_>> {
         return Err(Rejection::NotObject);
     }
     let fields: Fields<'_> = serde_json::from_str(frame).map_err(decode)?;
+    check_raw_parts(frame)?;
     let kind = fields.kind.ok_or(Rejection::MissingType)?;
     let id = fields.id.ok_or(Rejection::MissingId)?;
     let kind = decode_string(kind).ok_or(Rejection::TypeNotString { id })?;
@@ -74,6 +75,74 @@ pub fn parse(frame: &str) -> Result<Envelope<'_>, Rejection<'_>> {
         kind,
         data: fields.data,
     })
+}
+
+/// How deep arrays and objects may nest: serde_json's own limit, which
+/// handlers parsing `data` run into.
+const MAX_DEPTH: usize = 128;
+
+/// What a full parse would reject but reading raw parts does not: nesting
+/// deeper than [`MAX_DEPTH`], and `\u` escapes of lone UTF-16 surrogates.
+/// Checked here so that the request fails as PROTOCOL.md says, instead of
+/// reaching a handler with `data` it cannot read. `frame` is valid JSON.
+fn check_raw_parts(frame: &str) -> Result<(), Rejection<'static>> {
+    let bytes = frame.as_bytes();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut at = 0;
+    while at < bytes.len() {
+        let b = bytes[at];
+        if in_string {
+            match b {
+                b'\\' if bytes.get(at + 1) == Some(&b'u') => {
+                    let unit = hex4(bytes, at + 2);
+                    if (0xD800..0xDC00).contains(&unit) {
+                        let low = (bytes.get(at + 6..at + 8) == Some(b"\\u"))
+                            .then(|| hex4(bytes, at + 8));
+                        if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                            return Err(decode_at("lone leading surrogate in hex escape", at));
+                        }
+                        at += 12;
+                        continue;
+                    }
+                    if (0xDC00..0xE000).contains(&unit) {
+                        return Err(decode_at("lone trailing surrogate in hex escape", at));
+                    }
+                    at += 6;
+                    continue;
+                }
+                b'\\' => at += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(decode_at("recursion limit exceeded", at));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+fn hex4(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
+
+fn decode_at(what: &str, at: usize) -> Rejection<'static> {
+    Rejection::Decode(format!("{what} at byte {}", at + 1))
 }
 
 /// The text of a JSON string literal, borrowed when it has no escapes.
@@ -205,9 +274,19 @@ mod tests {
 
     #[test]
     fn lone_surrogate_is_a_decode_error() {
-        assert!(matches!(
-            parse(r#"{"id":1,"type":"ping","data":"\ud800"}"#),
-            Err(Rejection::Decode(_))
-        ));
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00x""#,
+            r#""\ud800\u0041""#,
+            r#"{"\ud83d":1}"#,
+        ] {
+            let frame = format!(r#"{{"id":1,"type":"ping","data":{bad}}}"#);
+            assert!(
+                matches!(parse(&frame), Err(Rejection::Decode(_))),
+                "{frame}"
+            );
+        }
+        let ok = r#"{"id":1,"type":"ping","data":"\ud83d\ude00 \\ud800 \u00e9"}"#;
+        assert!(parse(ok).is_ok());
     }
 }

@@ -100,7 +100,8 @@ impl Registry {
                 );
             }
         }
-        let replaced = next.plugins.insert(plugin.file.clone(), plugin);
+        let replaced = old.plugins.get(&plugin.file).cloned();
+        next.plugins.insert(plugin.file.clone(), plugin);
         self.current.store(Arc::new(next));
         Ok(replaced)
     }

@@ -1,1 +1,356 @@
-//! placeholder
+//! Helpers for the end-to-end tests: build the real binaries once, start a
+//! real host on a free port with a private plugins directory, and talk to
+//! it over real WebSockets.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{
+        protocol::{frame::coding::CloseCode, CloseFrame},
+        Message,
+    },
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// Every library the tests load, by crate name.
+const LIBRARIES: &[&str] = &[
+    "ping",
+    "fixture-testkit",
+    "fixture-echo-v1",
+    "fixture-echo-v2",
+    "fixture-dup-ping",
+    "fixture-no-root",
+    "fixture-abi-v2",
+];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_relative() {
+                workspace().join(p)
+            } else {
+                p
+            }
+        })
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Builds the host and every test plugin (debug profile) once per test
+/// binary; cargo makes this a no-op when nothing changed.
+pub fn build() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace())
+            .args(["build", "--quiet", "-p", "rohrpost-host"]);
+        for lib in LIBRARIES {
+            cmd.args(["-p", lib]);
+        }
+        let status = cmd.status().expect("cannot run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the host and plugins failed"
+        );
+        Built {
+            dir: target_dir().join("debug"),
+        }
+    })
+}
+
+/// Paths of the built artifacts.
+pub struct Built {
+    dir: PathBuf,
+}
+
+impl Built {
+    /// The `rohrpost` binary.
+    pub fn host(&self) -> PathBuf {
+        self.dir.join("rohrpost")
+    }
+
+    /// The library of a plugin crate, e.g. `plugin("ping")`.
+    pub fn plugin(&self, crate_name: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{}{}{}",
+            std::env::consts::DLL_PREFIX,
+            crate_name.replace('-', "_"),
+            std::env::consts::DLL_SUFFIX
+        ))
+    }
+}
+
+/// A fresh, empty directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rohrpost-test-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("cannot create a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies `from` into `dir` as `name` the way users are told to deploy:
+/// write under a hidden temporary name, then rename into place.
+pub fn install(from: &Path, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(from, &tmp).expect("copy plugin");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename plugin into place");
+}
+
+/// A running host process with its own plugins directory.
+pub struct Host {
+    child: Child,
+    pub addr: String,
+    pub plugins: TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    /// Starts a host with these plugin crates installed before start.
+    pub fn start(plugins: &[&str]) -> Result<Host> {
+        Self::start_with(plugins, &[])
+    }
+
+    /// Like [`Host::start`], with extra command-line arguments.
+    pub fn start_with(plugins: &[&str], args: &[&str]) -> Result<Host> {
+        let built = build();
+        let dir = TempDir::new("plugins");
+        for p in plugins {
+            let file = built.plugin(p);
+            let name = file.file_name().expect("library file name").to_owned();
+            install(&file, dir.path(), &name.to_string_lossy());
+        }
+        let mut child = Command::new(built.host())
+            .args(["--listen", "127.0.0.1:0", "--plugins"])
+            .arg(dir.path())
+            .args(args)
+            .env("ROHRPOST_LOG", "info,rohrpost=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start the host")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("ROHRPOST_TEST_ECHO").is_some() {
+                    eprintln!("host: {line}");
+                }
+                if line.contains("listening") {
+                    if let Some(addr) = field(&line, "address") {
+                        let _ = addr_tx.send(addr);
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| anyhow!("the host did not start listening"))?;
+        Ok(Host {
+            child,
+            addr,
+            plugins: dir,
+            log,
+        })
+    }
+
+    /// The WebSocket URL of the rohrpost endpoint.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws/rohrpost/", self.addr)
+    }
+
+    /// Opens a client connection.
+    pub async fn connect(&self) -> Result<Client> {
+        Client::connect(&self.url()).await
+    }
+
+    /// The host's log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until a log line contains every one of `parts`.
+    pub async fn wait_for_log(&self, parts: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .log()
+                .into_iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no log line with {parts:?}; log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=value` in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"').to_owned())
+}
+
+/// A WebSocket client speaking to the host.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What arrived from the server.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    Text(String),
+    Close(Option<u16>),
+    /// The connection ended without a close frame.
+    Gone,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Client> {
+        let (ws, _) = connect_async(url).await.context("WebSocket connect")?;
+        Ok(Client { ws })
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> Result<()> {
+        self.ws.send(Message::binary(bytes.to_vec())).await?;
+        Ok(())
+    }
+
+    /// The next text frame or close, skipping pings and pongs.
+    pub async fn recv(&mut self, timeout: Duration) -> Result<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("nothing received within {timeout:?}"))?;
+            return Ok(match next {
+                Some(Ok(Message::Text(t))) => Received::Text(t.to_string()),
+                Some(Ok(Message::Close(frame))) => {
+                    Received::Close(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(Message::Binary(b))) => bail!("unexpected binary frame {b:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Received::Gone,
+            });
+        }
+    }
+
+    /// The next message, parsed as JSON.
+    pub async fn recv_json(&mut self, timeout: Duration) -> Result<Value> {
+        match self.recv(timeout).await? {
+            Received::Text(t) => serde_json::from_str(&t).with_context(|| format!("not JSON: {t}")),
+            other => bail!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Sends a request and returns the first reply.
+    pub async fn request(&mut self, text: &str) -> Result<Value> {
+        self.send_text(text).await?;
+        self.recv_json(Duration::from_secs(10)).await
+    }
+
+    /// Checks that nothing arrives for `period`.
+    pub async fn expect_silence(&mut self, period: Duration) -> Result<()> {
+        match tokio::time::timeout(period, self.ws.next()).await {
+            Err(_) => Ok(()),
+            Ok(other) => bail!("expected silence, got {other:?}"),
+        }
+    }
+
+    /// Sends a ping request and checks the pong.
+    pub async fn ping_ok(&mut self, id: u64) -> Result<()> {
+        let reply = self
+            .request(&format!(r#"{{"id":{id},"type":"ping"}}"#))
+            .await?;
+        if reply != serde_json::json!({"id": id, "type": "pong"}) {
+            bail!("unexpected reply to ping: {reply}");
+        }
+        Ok(())
+    }
+
+    /// Starts the closing handshake with `code`; the server's close
+    /// frame is then read with [`Client::recv`].
+    pub async fn close_with(&mut self, code: u16) -> Result<()> {
+        self.ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            }))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Parses JSON text that the test itself wrote.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON in test: {e}: {text}"))
+}
