@@ -1,28 +1,13 @@
-//! `rohrpost`: the rohrpost WebSocket server with hot-loaded handler plugins.
-//!
-//! The data path, one file each: `server` (listener, upgrade) →
-//! `connection` (one task per socket) → `protocol` (envelope and its errors)
-//! → `dispatch` (route, run the handler, replies) → `registry` (type →
-//! plugin) ← `watcher` (plugins directory) → `plugin` (loading a library
-//! safely, `elf_check` first).
-
-mod config;
-mod connection;
-mod dispatch;
-mod elf_check;
-mod plugin;
-mod protocol;
-mod registry;
-mod server;
-mod watcher;
+//! `rohrpost`: the command line of the host (see the library's docs).
 
 use std::io::IsTerminal;
 
 use clap::Parser;
+use rohrpost_host::{config::Config, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let config = config::Config::parse();
+    let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("ROHRPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),

@@ -1,0 +1,20 @@
+//! The rohrpost host: a WebSocket server that routes rohrpost messages to
+//! hot-loaded handler plugins.
+//!
+//! The data path, one module each: [`server`] (listener, upgrade) →
+//! [`connection`] (one task per socket) → [`protocol`] (envelope and its
+//! errors) → [`dispatch`] (route, run the handler, replies) → [`registry`]
+//! (type → plugin) ← [`watcher`] (plugins directory) → [`plugin`] (loading
+//! a library safely, [`elf_check`] first).
+//!
+//! The `rohrpost` binary is a thin command line over [`server::run`].
+
+pub mod config;
+pub mod connection;
+pub mod dispatch;
+pub mod elf_check;
+pub mod plugin;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod watcher;
