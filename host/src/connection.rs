@@ -5,7 +5,7 @@
 //! task owns the socket and nothing else that grows: an idle connection
 //! costs its socket buffers and this future.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
@@ -49,33 +49,53 @@ pub async fn serve(mut socket: WebSocket, dispatcher: Arc<Dispatcher>, scope: Ar
                 continue;
             }
         };
-        if !send_replies(&mut socket, replies).await {
-            break;
+        match send_replies(&mut socket, replies).await {
+            Ok(true) => {}
+            Ok(false) => {
+                close(socket, close_code::NORMAL, "").await;
+                return;
+            }
+            Err(()) => break,
         }
     }
     debug!(connection = id, "connection closed");
 }
 
-/// Writes the replies to one request; false when the connection is done.
-async fn send_replies(socket: &mut WebSocket, replies: Vec<Outbound>) -> bool {
+/// Starts the closing handshake and waits briefly for the client's answer,
+/// so that the close frame is read rather than lost to a reset.
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+    }
+}
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Writes the replies to one request. `Ok(false)`: a handler asked to close
+/// the connection; `Err`: the connection is gone.
+async fn send_replies(socket: &mut WebSocket, replies: Vec<Outbound>) -> Result<bool, ()> {
     for reply in replies {
-        let sent = match reply {
-            Outbound::Text(text) => socket.feed(Message::Text(text.into())).await,
+        match reply {
+            Outbound::Text(text) => socket
+                .feed(Message::Text(text.into()))
+                .await
+                .map_err(|_| ())?,
             Outbound::Close => {
-                let _ = socket
-                    .send(Message::Close(Some(CloseFrame {
-                        code: close_code::NORMAL,
-                        reason: "".into(),
-                    })))
-                    .await;
-                return false;
+                socket.flush().await.map_err(|_| ())?;
+                return Ok(false);
             }
-        };
-        if sent.is_err() {
-            return false;
         }
     }
-    socket.flush().await.is_ok()
+    socket.flush().await.map_err(|_| ())?;
+    Ok(true)
 }
 
 fn is_too_big(error: axum::Error) -> bool {

@@ -109,6 +109,7 @@ pub async fn start(
         shadow: Arc::new(ShadowDir::create().context("cannot create the shadow directory")?),
         pool_size: settings.pool_size,
         known: HashMap::new(),
+        pending: HashMap::new(),
     };
     reconciler.rescan().await;
     info!(dir = %dir.display(), "watching the plugins directory");
@@ -122,6 +123,9 @@ pub async fn start(
 /// What the reconciler last made of a file.
 struct Known {
     hash: u64,
+    /// Rejected only because another plugin held its name or a type: worth
+    /// another try once that plugin is gone.
+    blocked: bool,
 }
 
 struct Reconciler {
@@ -130,12 +134,14 @@ struct Reconciler {
     shadow: Arc<ShadowDir>,
     pool_size: usize,
     known: HashMap<PathBuf, Known>,
+    /// Files to look at once quiet, with the time of their last event.
+    pending: HashMap<PathBuf, Instant>,
 }
 
 impl Reconciler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Dirty>, debounce: Duration) {
-        let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
         loop {
+            let pending = &mut self.pending;
             let next_due = pending.values().min().map(|t| *t + debounce);
             tokio::select! {
                 dirty = rx.recv() => match dirty {
@@ -155,7 +161,7 @@ impl Reconciler {
                         .collect();
                     due.sort();
                     for path in due {
-                        pending.remove(&path);
+                        self.pending.remove(&path);
                         self.reconcile(&path).await;
                     }
                 }
@@ -199,6 +205,7 @@ impl Reconciler {
                     info!(event = "removed", plugin = %old.name, version = %old.version,
                         types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
                         reason = "file deleted", "plugin removed");
+                    self.retry_blocked();
                 }
                 return;
             }
@@ -207,7 +214,13 @@ impl Reconciler {
         if self.known.get(path).is_some_and(|k| k.hash == hash) {
             return;
         }
-        self.known.insert(path.to_owned(), Known { hash });
+        self.known.insert(
+            path.to_owned(),
+            Known {
+                hash,
+                blocked: false,
+            },
+        );
 
         let shadow = self.shadow.clone();
         let file = path.to_owned();
@@ -223,21 +236,38 @@ impl Reconciler {
             }
         };
         match self.registry.install(plugin.clone()) {
-            Ok(replaced) => {
-                let types: Vec<&str> = plugin.types().collect();
-                match replaced {
-                    None => {
-                        info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
-                        types = ?types, file = %path.display(), api = %plugin.api_version, "plugin loaded")
-                    }
-                    Some(old) => {
-                        info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
-                        types = ?types, file = %path.display(), api = %plugin.api_version,
-                        previous_version = %old.version, "plugin replaced; calls in flight finish on the previous version")
-                    }
-                }
+            Ok(None) => info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
+                types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
+                api = %plugin.api_version, "plugin loaded"),
+            Ok(Some(old)) => {
+                info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
+                    api = %plugin.api_version, previous_version = %old.version,
+                    "plugin replaced; calls in flight finish on the previous version");
+                // The new version may have given up a type or a name.
+                self.retry_blocked();
             }
-            Err(conflict) => self.reject(path, Some(&plugin), &conflict),
+            Err(conflict) => {
+                if let Some(known) = self.known.get_mut(path) {
+                    known.blocked = true;
+                }
+                self.reject(path, Some(&plugin), &conflict);
+            }
+        }
+    }
+
+    /// Queues the files rejected for a conflict for another look.
+    fn retry_blocked(&mut self) {
+        let now = Instant::now();
+        let blocked: Vec<PathBuf> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.blocked)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in blocked {
+            self.known.remove(&path);
+            self.pending.insert(path, now);
         }
     }
 

@@ -124,6 +124,15 @@ async fn a_plugin_claiming_a_served_type_is_rejected() {
         c.request(r#"{"id":1,"type":"impostor"}"#).await.unwrap(),
         json!({"id":1,"type":"impostor","error":"Unknown message type 'impostor'."})
     );
+    // Once the owner of "ping" is gone, the waiting plugin gets its turn.
+    std::fs::remove_file(host.plugins.path().join("libping.so")).unwrap();
+    host.wait_for_log(&["event=\"loaded\"", "plugin=dup-ping"], T)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.request(r#"{"id":2,"type":"ping"}"#).await.unwrap(),
+        json!({"id":2,"type":"impostor"})
+    );
 }
 
 #[tokio::test]

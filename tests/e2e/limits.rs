@@ -36,6 +36,23 @@ async fn a_frame_over_the_limit_closes_with_1009_and_nothing_else_is_affected() 
 }
 
 #[tokio::test]
+async fn a_frame_far_over_the_default_limit_still_gets_its_close_frame() {
+    let host = Host::start(&["ping"]).unwrap();
+    for size in [2 << 20, 8 << 20] {
+        let mut c = host.connect().await.unwrap();
+        let big = format!(r#"{{"id":1,"type":"ping","data":"{}"}}"#, "x".repeat(size));
+        // The server may stop reading before the whole frame is written.
+        let _ = c.send_text(&big).await;
+        assert_eq!(
+            c.recv(T).await.unwrap(),
+            Received::Close(Some(1009)),
+            "{size} bytes"
+        );
+    }
+    host.connect().await.unwrap().ping_ok(1).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_sleeping_handler_does_not_hold_up_other_connections_and_times_out() {
     let host =
         Host::start_with(&["ping", "fixture-testkit"], &["--handler-timeout", "2s"]).unwrap();

@@ -1,0 +1,174 @@
+//! `cargo xtask`: the project's own commands, in Rust so they run wherever
+//! cargo does.
+//!
+//! - `cargo xtask run [HOST ARGS...]`: builds the host and every plugin under
+//!   `plugins/` (release), installs the plugins into `plugins.d/` (write,
+//!   then rename, so a running host reloads them cleanly) and starts the host.
+//! - `cargo xtask install-plugins [DIR]`: the build-and-install step alone,
+//!   for a host that is already running.
+//! - `cargo xtask bench [ARGS...]`: builds everything in release and runs the
+//!   load generator (`rohrpost-bench`) against the host and the baseline.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "run" => run(&rest),
+        "install-plugins" => {
+            let dir = rest
+                .first()
+                .map_or_else(|| root().join("plugins.d"), PathBuf::from);
+            install_plugins(&dir)
+        }
+        "bench" => bench(&rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask run [HOST ARGS...]\n       \
+                 cargo xtask install-plugins [DIR]\n       \
+                 cargo xtask bench [all|throughput|memory|reload|new-plugin] [ARGS...]"
+            );
+            bail!("unknown command '{command}'")
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { root().join(p) } else { p })
+        .unwrap_or_else(|| root().join("target"))
+        .join("release")
+}
+
+/// Package names of the shipped plugins: every crate under `plugins/`.
+fn shipped_plugins() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).context("cannot list plugins/")? {
+        let manifest = entry?.path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let name = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = "))
+            .map(|n| n.trim_matches('"').to_owned())
+            .with_context(|| format!("no package name in {}", manifest.display()))?;
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn cargo_build_release(packages: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root()).args(["build", "--release"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+fn library_file(package: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// Copies `from` into `dir` under its own name by write-then-rename,
+/// skipping files whose content is already there.
+fn install(from: &Path, dir: &Path) -> Result<()> {
+    let name = from.file_name().context("library without a file name")?;
+    let target = dir.join(name);
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    if std::fs::read(&target).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &target)
+        .with_context(|| format!("cannot rename into {}", target.display()))?;
+    eprintln!("installed {}", target.display());
+    Ok(())
+}
+
+fn install_plugins(dir: &Path) -> Result<()> {
+    let plugins = shipped_plugins()?;
+    cargo_build_release(&plugins)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for p in &plugins {
+        install(&release_dir().join(library_file(p)), dir)?;
+    }
+    Ok(())
+}
+
+fn run(host_args: &[String]) -> Result<()> {
+    let mut packages = shipped_plugins()?;
+    packages.push("rohrpost-host".into());
+    cargo_build_release(&packages)?;
+    let dir = root().join("plugins.d");
+    std::fs::create_dir_all(&dir)?;
+    for p in shipped_plugins()? {
+        install(&release_dir().join(library_file(&p)), &dir)?;
+    }
+    let status = Command::new(release_dir().join("rohrpost"))
+        .arg("--plugins")
+        .arg(&dir)
+        .args(host_args)
+        .status()
+        .context("cannot start the host")?;
+    if !status.success() {
+        bail!("the host exited with {status}");
+    }
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let packages = ["rohrpost-host", "rohrpost-bench", "ping", "fixture-testkit"];
+    cargo_build_release(&packages.map(String::from))?;
+    let release = release_dir();
+    let mut cmd = Command::new(release.join("rohrpost-bench"));
+    if args.is_empty() {
+        cmd.arg("all");
+    } else {
+        cmd.args(args);
+    }
+    let status = cmd
+        .arg("--host-bin")
+        .arg(release.join("rohrpost"))
+        .arg("--baseline-bin")
+        .arg(release.join("baseline-ping"))
+        .arg("--ping-lib")
+        .arg(release.join(library_file("ping")))
+        .arg("--pool-lib")
+        .arg(release.join(library_file("fixture-testkit")))
+        .status()
+        .context("cannot start rohrpost-bench")?;
+    if !status.success() {
+        bail!("the benchmark failed: {status}");
+    }
+    Ok(())
+}
