@@ -104,3 +104,8 @@ mod tests {
         assert!(src.contains(&needle), "expected {needle}");
     }
 }
+
+/// The README's plugin example compiles as it is written.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
