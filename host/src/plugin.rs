@@ -179,6 +179,11 @@ pub fn load(
     if name.trim().is_empty() {
         return Err(LoadError::Manifest("the plugin has no name".into()));
     }
+    if !manifest.panic_unwind {
+        return Err(LoadError::Manifest(
+            "built with panic = \"abort\": one panicking handler would stop the whole server; build it with panic = \"unwind\"".into(),
+        ));
+    }
     let mut handlers = Vec::new();
     for decl in manifest.handlers.iter() {
         let types: Vec<String> = decl.types.iter().map(|t| t.to_string()).collect();

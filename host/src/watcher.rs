@@ -238,11 +238,12 @@ impl Reconciler {
         match self.registry.install(plugin.clone()) {
             Ok(None) => info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
                 types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
-                api = %plugin.api_version, "plugin loaded"),
+                api = %plugin.api_version, reason = "new file", "plugin loaded"),
             Ok(Some(old)) => {
                 info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
                     types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
                     api = %plugin.api_version, previous_version = %old.version,
+                    reason = "content changed",
                     "plugin replaced; calls in flight finish on the previous version");
                 // The new version may have given up a type or a name.
                 self.retry_blocked();

@@ -67,6 +67,10 @@ pub struct Manifest {
     pub api_version: RString,
     /// The handlers, in the order `PluginMod::call` numbers them.
     pub handlers: RVec<HandlerDecl>,
+    /// Whether the plugin was built with `panic = "unwind"`. With
+    /// `panic = "abort"` a panicking handler would end the whole server, so
+    /// the host refuses such a plugin.
+    pub panic_unwind: bool,
 }
 
 /// One handler and the message types it serves.

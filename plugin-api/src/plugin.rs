@@ -143,6 +143,7 @@ impl Plugin {
                     mode: h.mode,
                 })
                 .collect(),
+            panic_unwind: cfg!(panic = "unwind"),
         }
     }
 }
@@ -171,6 +172,7 @@ extern "C" fn manifest_shim() -> Manifest {
             version: RString::new(),
             api_version: RString::from(API_CRATE_VERSION),
             handlers: RVec::new(),
+            panic_unwind: cfg!(panic = "unwind"),
         },
     }
 }

@@ -100,6 +100,26 @@ async fn a_plugin_of_an_incompatible_abi_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_plugin_built_with_panic_abort_is_rejected() {
+    let aborting = rohrpost_tests::build_echo_with_panic_abort();
+    let mut host = Host::start(&["ping"]).unwrap();
+    install(&aborting, host.plugins.path(), "aborting.so");
+    host.wait_for_log(
+        &["event=\"rejected\"", "aborting.so", "panic = \"abort\""],
+        T,
+    )
+    .await
+    .unwrap();
+    assert!(host.is_running());
+    let mut c = host.connect().await.unwrap();
+    c.ping_ok(1).await.unwrap();
+    assert_eq!(
+        c.request(r#"{"id":2,"type":"echo"}"#).await.unwrap()["error"],
+        "Unknown message type 'echo'."
+    );
+}
+
+#[tokio::test]
 async fn a_plugin_claiming_a_served_type_is_rejected() {
     let mut host = Host::start(&["ping", "fixture-echo-v1"]).unwrap();
     install(

@@ -81,6 +81,33 @@ pub fn build() -> &'static Built {
     })
 }
 
+/// Builds the test plugin `fixture-echo-v1` with `panic = "abort"` (in a
+/// target directory of its own, as the whole dependency tree is rebuilt) and
+/// returns its library.
+pub fn build_echo_with_panic_abort() -> PathBuf {
+    let target = target_dir().join("panic-abort");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "fixture-echo-v1",
+            "--config",
+            "profile.dev.panic=\"abort\"",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cannot run cargo build");
+    assert!(status.success(), "cargo build with panic = abort failed");
+    Built {
+        dir: target.join("debug"),
+    }
+    .plugin("fixture-echo-v1")
+}
+
 /// Paths of the built artifacts.
 pub struct Built {
     dir: PathBuf,
