@@ -110,6 +110,7 @@ pub async fn start(
         pool_size: settings.pool_size,
         known: HashMap::new(),
         pending: HashMap::new(),
+        retired: 0,
     };
     reconciler.rescan().await;
     info!(dir = %dir.display(), "watching the plugins directory");
@@ -136,6 +137,8 @@ struct Reconciler {
     known: HashMap<PathBuf, Known>,
     /// Files to look at once quiet, with the time of their last event.
     pending: HashMap<PathBuf, Instant>,
+    /// Library versions out of service but still mapped.
+    retired: u64,
 }
 
 impl Reconciler {
@@ -202,9 +205,11 @@ impl Reconciler {
             _ => {
                 self.known.remove(path);
                 if let Some(old) = self.registry.remove(path) {
+                    let retired = self.retire();
                     info!(event = "removed", plugin = %old.name, version = %old.version,
                         types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
-                        reason = "file deleted", "plugin removed");
+                        reason = "file deleted", retired_versions = retired,
+                        "plugin removed; its library stays mapped until restart");
                     self.retry_blocked();
                 }
                 return;
@@ -240,10 +245,11 @@ impl Reconciler {
                 types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
                 api = %plugin.api_version, reason = "new file", "plugin loaded"),
             Ok(Some(old)) => {
+                let retired = self.retire();
                 info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
                     types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
                     api = %plugin.api_version, previous_version = %old.version,
-                    reason = "content changed",
+                    reason = "content changed", retired_versions = retired,
                     "plugin replaced; calls in flight finish on the previous version");
                 // The new version may have given up a type or a name.
                 self.retry_blocked();
@@ -255,6 +261,13 @@ impl Reconciler {
                 self.reject(path, Some(&plugin), &conflict);
             }
         }
+    }
+
+    /// Counts one more library version that is out of service but stays
+    /// mapped (libraries are never unloaded); returns the total.
+    fn retire(&mut self) -> u64 {
+        self.retired += 1;
+        self.retired
     }
 
     /// Queues the files rejected for a conflict for another look.

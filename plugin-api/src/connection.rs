@@ -34,7 +34,7 @@ impl Connection {
 
     /// rohrpost's `send_message`: sends any message; refuses an empty one.
     pub fn send_message(&mut self, message: Message) -> Result<(), MessageError> {
-        let text = message.to_json()?;
+        let text = message.into_json()?;
         self.push(EFFECT_SEND, "", text);
         Ok(())
     }

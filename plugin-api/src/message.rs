@@ -172,18 +172,22 @@ impl Message {
 
     /// The message as compact JSON text, or why it cannot be sent.
     pub fn to_json(&self) -> Result<String, MessageError> {
-        let data = match (&self.data, self.extra.is_empty()) {
-            (data, true) => data.clone(),
-            (None, false) => Some(Value::Object(self.extra.clone())),
-            (Some(Value::Object(map)), false) => {
-                let mut map = map.clone();
-                map.extend(self.extra.clone());
+        self.clone().into_json()
+    }
+
+    /// Like [`Message::to_json`], consuming the message (no copies).
+    pub fn into_json(self) -> Result<String, MessageError> {
+        let data = match (self.data, self.extra.is_empty()) {
+            (data, true) => data,
+            (None, false) => Some(Value::Object(self.extra)),
+            (Some(Value::Object(mut map)), false) => {
+                map.extend(self.extra);
                 Some(Value::Object(map))
             }
-            (Some(other), false) => return Err(MessageError::DataNotObject(json_kind(other))),
+            (Some(other), false) => return Err(MessageError::DataNotObject(json_kind(&other))),
         };
-        let id = match (&self.id, self.generate_id) {
-            (Some(id), _) => Some(id.clone()),
+        let id = match (self.id, self.generate_id) {
+            (Some(id), _) => Some(id),
             (None, true) => Some(Id::generate()),
             (None, false) => None,
         };
