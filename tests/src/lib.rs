@@ -170,6 +170,7 @@ pub struct Host {
     child: Child,
     pub addr: String,
     pub plugins: TempDir,
+    _work: TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -188,11 +189,14 @@ impl Host {
             let name = file.file_name().expect("library file name").to_owned();
             install(&file, dir.path(), &name.to_string_lossy());
         }
+        let work = TempDir::new("work");
         let mut child = Command::new(built.host())
             .args(["--listen", "127.0.0.1:0", "--plugins"])
             .arg(dir.path())
             .args(args)
-            .env("ROHRPOST_LOG", "info,rohrpost=debug")
+            .env("ROHRPOST_LOG", "info,rohrpost_host=debug")
+            // The host's shadow copies go with the test's own temp dir.
+            .env("TMPDIR", work.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -221,6 +225,7 @@ impl Host {
             child,
             addr,
             plugins: dir,
+            _work: work,
             log,
         })
     }

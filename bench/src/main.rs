@@ -1,0 +1,163 @@
+//! `rohrpost-bench`: measures the rohrpost host against `baseline-ping`, a
+//! plugin-free server with the same parser, and measures hot reload.
+//!
+//! Every benchmark starts the servers it needs as child processes, prints
+//! its results as Markdown tables on stdout and its progress on stderr.
+//! The modules: [`servers`] (child processes), [`client`] and [`load`]
+//! (the WebSocket side), one module per benchmark, and [`report`].
+
+mod client;
+mod load;
+mod memory;
+mod new_plugin;
+mod reload;
+mod report;
+mod servers;
+mod throughput;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+
+use crate::{
+    memory::MemoryArgs, new_plugin::NewPluginArgs, reload::ReloadArgs, report::Table,
+    servers::Artifacts, throughput::ThroughputArgs,
+};
+
+/// Benchmarks of the rohrpost host.
+///
+/// The programs and libraries default to files next to this program (as
+/// `cargo build --release -p rohrpost-bench -p rohrpost-host -p ping -p
+/// fixture-testkit` puts them).
+#[derive(Debug, Parser)]
+#[command(name = "rohrpost-bench", version, about)]
+struct Cli {
+    #[command(flatten)]
+    paths: Paths,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Paths {
+    /// The host binary (`rohrpost`).
+    #[arg(long, global = true)]
+    host_bin: Option<PathBuf>,
+
+    /// The baseline server (`baseline-ping`).
+    #[arg(long, global = true)]
+    baseline_bin: Option<PathBuf>,
+
+    /// The ping plugin library.
+    #[arg(long, global = true)]
+    ping_lib: Option<PathBuf>,
+
+    /// The testkit plugin library, whose `sleep` runs on the worker pool.
+    #[arg(long, global = true)]
+    pool_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replies per second and latency: baseline, host inline, host pooled.
+    Throughput(ThroughputArgs),
+    /// Resident memory per idle connection: baseline and host.
+    Memory(MemoryArgs),
+    /// Replacing the ping plugin over and over under load.
+    Reload(ReloadArgs),
+    /// Time from deploying a new plugin to its first reply.
+    NewPlugin(NewPluginArgs),
+    /// Every benchmark with its default settings.
+    All,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let artifacts = cli.paths.resolve()?;
+    artifacts.check()?;
+    // Before any server starts, so that the servers inherit it.
+    let open_files = servers::raise_open_files_limit()?;
+
+    match cli.command {
+        Command::Throughput(args) => print(&throughput::run(&artifacts, &args).await?),
+        Command::Memory(args) => print(&memory::run(&artifacts, &args, open_files).await?),
+        Command::Reload(args) => {
+            for table in reload::run(&artifacts, &args).await? {
+                print(&table);
+            }
+        }
+        Command::NewPlugin(args) => print(&new_plugin::run(&artifacts, &args).await?),
+        Command::All => {
+            let memory_args = defaults()?;
+            // Fail now rather than after the throughput runs.
+            memory::check_open_files(&memory_args, open_files)?;
+            print(&throughput::run(&artifacts, &defaults()?).await?);
+            print(&memory::run(&artifacts, &memory_args, open_files).await?);
+            for table in reload::run(&artifacts, &defaults()?).await? {
+                print(&table);
+            }
+            print(&new_plugin::run(&artifacts, &defaults()?).await?);
+        }
+    }
+    Ok(())
+}
+
+fn print(table: &Table) {
+    println!("{table}");
+}
+
+/// A benchmark's settings as its flags' defaults give them.
+fn defaults<T: Args + FromArgMatches>() -> Result<T> {
+    let matches = T::augment_args(clap::Command::new("defaults"))
+        .try_get_matches_from(["defaults"])
+        .context("default settings")?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+impl Paths {
+    fn resolve(self) -> Result<Artifacts> {
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let dir = exe
+            .parent()
+            .context("this program's path has no directory")?
+            .to_owned();
+        let library = |crate_name: &str| {
+            dir.join(format!(
+                "{}{crate_name}{}",
+                std::env::consts::DLL_PREFIX,
+                std::env::consts::DLL_SUFFIX
+            ))
+        };
+        Ok(Artifacts {
+            host: self.host_bin.unwrap_or_else(|| dir.join("rohrpost")),
+            baseline: self
+                .baseline_bin
+                .unwrap_or_else(|| dir.join("baseline-ping")),
+            ping_lib: self.ping_lib.unwrap_or_else(|| library("ping")),
+            pool_lib: self.pool_lib.unwrap_or_else(|| library("fixture_testkit")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_flag_defaults() {
+        let args: ThroughputArgs = defaults().expect("defaults parse");
+        assert_eq!(args.connections, 100);
+        assert_eq!(args.duration, std::time::Duration::from_secs(10));
+        let args: ReloadArgs = defaults().expect("defaults parse");
+        assert_eq!(args.reloads, 50);
+    }
+
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
