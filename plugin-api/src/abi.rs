@@ -19,12 +19,14 @@ use abi_stable::{
     StableAbi,
 };
 
-/// Version of the binary interface (not of the crate). A host accepts plugins
-/// with the same major version; additive changes bump the minor version.
-pub const ABI_VERSION: &str = "1.0.0";
+/// Version of the binary interface, which is this crate's version. A host
+/// accepts plugins built against the same major version (abi_stable checks
+/// it, and checks the crate version of every type crossing the boundary the
+/// same way); additive changes bump the minor version.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The version of this crate, recorded in every plugin's manifest.
-pub const API_CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const API_CRATE_VERSION: &str = ABI_VERSION;
 
 /// The root module every plugin library exports.
 ///

@@ -108,6 +108,28 @@ pub fn build_echo_with_panic_abort() -> PathBuf {
     .plugin("fixture-echo-v1")
 }
 
+/// Builds the plugin under `tests/compat/<name>` on its own (it is not a
+/// workspace member: it stands for a plugin built elsewhere, against an
+/// earlier plugin-api release) and returns its library.
+pub fn build_compat_plugin(name: &str, crate_name: &str) -> PathBuf {
+    let target = target_dir().join("compat");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace().join("tests/compat").join(name))
+        .args(["build", "--quiet", "--locked", "--target-dir"])
+        .arg(&target)
+        .status()
+        .expect("cannot run cargo build");
+    assert!(
+        status.success(),
+        "cargo build of tests/compat/{name} failed"
+    );
+    Built {
+        dir: target.join("debug"),
+    }
+    .plugin(crate_name)
+}
+
 /// Paths of the built artifacts.
 pub struct Built {
     dir: PathBuf,

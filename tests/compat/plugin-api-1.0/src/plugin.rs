@@ -1,0 +1,200 @@
+//! The plugin a library exports: its name, version and handlers, and the
+//! glue that turns them into the stable root module the host loads.
+
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::OnceLock,
+};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    std_types::{RString, RVec},
+};
+
+use crate::{
+    abi::{
+        Call, CallOutcome, HandlerDecl, Manifest, PluginMod, PluginModRef, API_CRATE_VERSION,
+        MODE_INLINE, MODE_POOLED,
+    },
+    connection::Connection,
+    request::Request,
+};
+
+/// What a handler returns: `Ok(())` after sending its replies, or an error
+/// whose text goes back to the client as `{"id","type","error"}`.
+pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+type HandlerFn = Box<dyn Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync>;
+
+/// The message types one handler serves: one (`"x"`) or several
+/// (`["x", "y"]`), like rohrpost's `@rohrpost_handler`.
+pub struct Types(Vec<String>);
+
+impl From<&str> for Types {
+    fn from(t: &str) -> Self {
+        Types(vec![t.to_owned()])
+    }
+}
+
+impl From<String> for Types {
+    fn from(t: String) -> Self {
+        Types(vec![t])
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Types {
+    fn from(ts: [&str; N]) -> Self {
+        Types(ts.iter().map(|t| (*t).to_owned()).collect())
+    }
+}
+
+impl From<&[&str]> for Types {
+    fn from(ts: &[&str]) -> Self {
+        Types(ts.iter().map(|t| (*t).to_owned()).collect())
+    }
+}
+
+impl From<Vec<String>> for Types {
+    fn from(ts: Vec<String>) -> Self {
+        Types(ts)
+    }
+}
+
+struct Handler {
+    types: Vec<String>,
+    mode: u8,
+    run: HandlerFn,
+}
+
+/// A plugin: a name, a version and its handlers. Build one in a function and
+/// export it with [`crate::export_plugin!`].
+///
+/// ```
+/// use rohrpost_plugin_api::{Connection, HandlerResult, Plugin, Request};
+///
+/// fn hello(req: &Request, conn: &mut Connection) -> HandlerResult {
+///     conn.send_success(req.id(), "hello", Some(serde_json::json!({"hi": true})))?;
+///     Ok(())
+/// }
+///
+/// fn plugin() -> Plugin {
+///     Plugin::new("hello", "1.0.0")
+///         .handler("hello", hello)
+///         .handler(["hi", "hey"], hello)
+/// }
+/// # let _ = plugin();
+/// ```
+pub struct Plugin {
+    name: String,
+    version: String,
+    handlers: Vec<Handler>,
+}
+
+impl Plugin {
+    /// A plugin with a name (unique among loaded plugins) and a version.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Plugin {
+            name: name.into(),
+            version: version.into(),
+            handlers: Vec::new(),
+        }
+    }
+
+    /// Adds a handler for one or several message types. It may block (a
+    /// database call, a sleep): the host runs it on a worker pool with a
+    /// timeout, so it never holds up other connections.
+    pub fn handler<F>(self, types: impl Into<Types>, f: F) -> Self
+    where
+        F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.add(types.into(), MODE_POOLED, Box::new(f))
+    }
+
+    /// Adds a handler that only computes (no I/O, no locks held long, done
+    /// in microseconds). The host runs it on the connection's own task,
+    /// which is several times cheaper than a pool hand-off; one that turns
+    /// out slow is moved to the pool.
+    pub fn inline_handler<F>(self, types: impl Into<Types>, f: F) -> Self
+    where
+        F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.add(types.into(), MODE_INLINE, Box::new(f))
+    }
+
+    fn add(mut self, types: Types, mode: u8, run: HandlerFn) -> Self {
+        self.handlers.push(Handler {
+            types: types.0,
+            mode,
+            run,
+        });
+        self
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            name: RString::from(self.name.as_str()),
+            version: RString::from(self.version.as_str()),
+            api_version: RString::from(API_CRATE_VERSION),
+            handlers: self
+                .handlers
+                .iter()
+                .map(|h| HandlerDecl {
+                    types: h.types.iter().map(|t| RString::from(t.as_str())).collect(),
+                    mode: h.mode,
+                })
+                .collect(),
+            panic_unwind: cfg!(panic = "unwind"),
+        }
+    }
+}
+
+/// The plugin of this library. Each plugin library links its own copy of
+/// this crate, so each has its own.
+static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+
+/// Builds the root module; called once by the loader the export macro
+/// generates.
+#[doc(hidden)]
+pub fn root_module(build: fn() -> Plugin) -> PluginModRef {
+    PLUGIN.get_or_init(build);
+    PluginMod {
+        manifest: manifest_shim,
+        call: call_shim,
+    }
+    .leak_into_prefix()
+}
+
+extern "C" fn manifest_shim() -> Manifest {
+    match PLUGIN.get() {
+        Some(plugin) => plugin.manifest(),
+        None => Manifest {
+            name: RString::new(),
+            version: RString::new(),
+            api_version: RString::from(API_CRATE_VERSION),
+            handlers: RVec::new(),
+            panic_unwind: cfg!(panic = "unwind"),
+        },
+    }
+}
+
+extern "C" fn call_shim(handler: u32, call: &Call<'_>) -> CallOutcome {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let Some(h) = PLUGIN.get().and_then(|p| p.handlers.get(handler as usize)) else {
+            return CallOutcome::Failed(RString::from(format!("no handler number {handler}")));
+        };
+        let request = Request::new(call);
+        let mut conn = Connection::new();
+        match (h.run)(&request, &mut conn) {
+            Ok(()) => CallOutcome::Done(RVec::from(conn.into_effects())),
+            Err(e) => CallOutcome::Failed(RString::from(e.to_string())),
+        }
+    }));
+    outcome.unwrap_or_else(|payload| {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        CallOutcome::Panicked(RString::from(text))
+    })
+}

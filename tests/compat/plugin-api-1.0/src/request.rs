@@ -1,0 +1,85 @@
+//! The request a handler receives: the envelope's parts, parsed on demand.
+
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::{abi::Call, message::Id};
+
+/// One rohrpost request: `id` exactly as sent, `type`, `data`, and every other
+/// top-level field. Parsing happens only for the parts a handler reads.
+pub struct Request<'a> {
+    call: &'a Call<'a>,
+    id: Id,
+    data: OnceLock<Option<Value>>,
+    fields: OnceLock<Map<String, Value>>,
+    scope: OnceLock<Map<String, Value>>,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(call: &'a Call<'a>) -> Self {
+        Request {
+            call,
+            id: Id::from_raw_json(call.id.as_str()),
+            data: OnceLock::new(),
+            fields: OnceLock::new(),
+            scope: OnceLock::new(),
+        }
+    }
+
+    /// The request's id, to be echoed in replies.
+    pub fn id(&self) -> &Id {
+        &self.id
+    }
+
+    /// The request's `type`.
+    pub fn kind(&self) -> &str {
+        self.call.kind.as_str()
+    }
+
+    /// The request's `data`, or `None` when the request had no `data` key.
+    pub fn data(&self) -> Option<&Value> {
+        self.data
+            .get_or_init(|| {
+                let raw = self.call.data.as_str();
+                if raw.is_empty() {
+                    None
+                } else {
+                    serde_json::from_str(raw).ok()
+                }
+            })
+            .as_ref()
+    }
+
+    /// `data` deserialized into your own type.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        let raw = self.call.data.as_str();
+        serde_json::from_str(if raw.is_empty() { "null" } else { raw })
+    }
+
+    /// The raw JSON text of `data`, if present.
+    pub fn data_json(&self) -> Option<&str> {
+        Some(self.call.data.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// Any top-level field of the request (for example `auth_jwt`).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .get_or_init(|| serde_json::from_str(self.call.frame.as_str()).unwrap_or_default())
+            .get(name)
+    }
+
+    /// The whole request as received.
+    pub fn raw(&self) -> &str {
+        self.call.frame.as_str()
+    }
+
+    /// Who is calling: `connection_id`, `remote_addr`, `path`, `query_string`
+    /// and `headers` (lower-case names) of the WebSocket handshake, like the
+    /// `scope` of a Channels consumer.
+    pub fn scope(&self) -> &Map<String, Value> {
+        self.scope
+            .get_or_init(|| serde_json::from_str(self.call.scope.as_str()).unwrap_or_default())
+    }
+}
