@@ -1,8 +1,12 @@
-//! Command-line settings of the host, with their defaults.
+//! Settings of the host: command-line flags (or their environment
+//! variables), with their defaults, and the optional TOML config file for
+//! what does not fit on a command line (per-plugin tables).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
+use serde::Deserialize;
 
 /// A rohrpost WebSocket server that hot-loads handler plugins.
 ///
@@ -52,6 +56,60 @@ pub struct Config {
     /// 128 KiB costs that much memory per idle connection).
     #[arg(long, env = "ROHRPOST_READ_BUFFER", default_value_t = 4096)]
     pub read_buffer_size: usize,
+
+    /// Group messages a connection may have waiting to be written; a
+    /// connection whose queue is full is closed with code 1013.
+    #[arg(long, env = "ROHRPOST_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Bearer token that `POST /api/notify` requires; without one (here or
+    /// in the config file's `[notify]` table) the endpoint is disabled.
+    #[arg(long, env = "ROHRPOST_NOTIFY_TOKEN", hide_env_values = true)]
+    pub notify_token: Option<String>,
+
+    /// TOML config file: `[notify] token = "..."` and one `[plugins.<name>]`
+    /// table per plugin, handed to that plugin when it loads.
+    #[arg(long, env = "ROHRPOST_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub notify: NotifySection,
+    /// Per-plugin settings, by plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, toml::Table>,
+}
+
+/// `[notify]`: the change-notification endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    pub token: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and checks the file; an unknown key is an error.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Each plugin's table as JSON text, the form plugins receive it in.
+    pub fn plugin_settings(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        self.plugins
+            .iter()
+            .map(|(name, table)| {
+                let json = serde_json::to_string(table)
+                    .with_context(|| format!("[plugins.{name}] cannot be passed on as JSON"))?;
+                Ok((name.clone(), json))
+            })
+            .collect()
+    }
 }
 
 /// Parses "250ms", "2s", "1.5s" or plain seconds ("30").
@@ -74,6 +132,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file_tables_reach_plugins_as_json() {
+        let file: FileConfig = toml::from_str(
+            "[notify]\ntoken = \"t\"\n[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n",
+        )
+        .unwrap();
+        assert_eq!(file.notify.token.as_deref(), Some("t"));
+        assert_eq!(
+            file.plugin_settings().unwrap()["subscriptions"],
+            r#"{"auth":"tokens","tokens":["a"]}"#
+        );
+        assert!(toml::from_str::<FileConfig>("[notfy]\ntoken = \"t\"\n").is_err());
+    }
 
     #[test]
     fn durations() {

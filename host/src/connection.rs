@@ -1,64 +1,243 @@
-//! One WebSocket connection: read a frame, answer it, repeat.
+//! One WebSocket connection: read a frame, answer it, repeat; and deliver
+//! what its groups send it.
 //!
 //! Requests of a connection are handled one after another, so replies leave
-//! in request order; a slow handler holds up only its own connection. The
-//! task owns the socket and nothing else that grows: an idle connection
-//! costs its socket buffers and this future.
+//! in request order; a slow handler holds up only its own connection, and
+//! group messages keep flowing while it runs. The outbound queue for group
+//! messages is created when the connection first joins a group, so an idle
+//! connection that never joins costs only its socket and this task.
 
 use std::{sync::Arc, time::Duration};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
+use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
-    dispatch::{Dispatcher, Outbound},
+    dispatch::{Action, Dispatcher},
+    groups::{outbound_queue, ConnectionId, GroupLayer, Outbox},
     protocol::Rejection,
 };
 
+/// Close code for a connection whose outbound queue overflowed: 1013, "try
+/// again later". The client missed messages and should reconnect and
+/// resubscribe.
+pub const QUEUE_FULL_CODE: u16 = 1013;
+const QUEUE_FULL_REASON: &str = "Outbound queue full: the client reads too slowly.";
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Group messages written per flush.
+const BATCH: usize = 64;
+
+/// What every connection shares.
+pub struct Shared {
+    pub dispatcher: Dispatcher,
+    pub groups: Arc<dyn GroupLayer>,
+    /// Group messages a connection may have waiting before it is closed.
+    pub outbound_queue: usize,
+}
+
+/// How a connection ended.
+enum End {
+    /// The client went away, or the socket failed.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// The connection's own state.
+struct Conn {
+    socket: WebSocket,
+    id: ConnectionId,
+    scope: Arc<str>,
+    /// Created on the first join, with the two fields below.
+    outbox: Option<Outbox>,
+    queue: Option<mpsc::Receiver<Utf8Bytes>>,
+    overflow: Option<Arc<Notify>>,
+}
+
+/// Leaves every group when the connection ends, however it ends.
+struct Membership {
+    groups: Arc<dyn GroupLayer>,
+    id: ConnectionId,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.groups.leave_all(self.id);
+    }
+}
+
 /// Serves one upgraded connection until it closes.
-pub async fn serve(mut socket: WebSocket, dispatcher: Arc<Dispatcher>, scope: Arc<str>, id: u64) {
-    while let Some(received) = socket.recv().await {
-        let message = match received {
-            Ok(message) => message,
-            Err(error) => {
-                if is_too_big(error) {
-                    debug!(
-                        connection = id,
-                        "frame over the size limit; closing with 1009"
-                    );
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame {
-                            code: close_code::SIZE,
-                            reason: "Message too big.".into(),
-                        })))
-                        .await;
-                }
-                break;
+pub async fn serve(socket: WebSocket, shared: Arc<Shared>, scope: Arc<str>, id: ConnectionId) {
+    let _membership = Membership {
+        groups: shared.groups.clone(),
+        id,
+    };
+    let mut conn = Conn {
+        socket,
+        id,
+        scope,
+        outbox: None,
+        queue: None,
+        overflow: None,
+    };
+    match run(&mut conn, &shared).await {
+        End::Gone => debug!(connection = id, "connection closed"),
+        End::Close(code, reason) => {
+            if code == QUEUE_FULL_CODE {
+                warn!(
+                    connection = id,
+                    "closing a connection whose outbound queue is full"
+                );
             }
+            close(conn.socket, code, reason).await;
+        }
+    }
+}
+
+async fn run(conn: &mut Conn, shared: &Shared) -> End {
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = overflowed(&conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
+            Some(queued) = next_queued(&mut conn.queue) => {
+                if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &conn.overflow, queued).await {
+                    return end;
+                }
+                continue;
+            }
+            received = conn.socket.recv() => received,
         };
-        let replies = match message {
-            Message::Text(text) => dispatcher.handle_text(text, &scope).await,
-            Message::Binary(_) => vec![Outbound::Text(Rejection::Binary.reply())],
+        let message = match received {
+            None => return End::Gone,
+            Some(Ok(message)) => message,
+            Some(Err(error)) if is_too_big(&error) => {
+                debug!(
+                    connection = conn.id,
+                    "frame over the size limit; closing with 1009"
+                );
+                return End::Close(close_code::SIZE, "Message too big.");
+            }
+            Some(Err(_)) => return End::Gone,
+        };
+        let actions = match message {
+            Message::Text(text) => {
+                let handling = shared.dispatcher.handle_text(text, &conn.scope);
+                tokio::pin!(handling);
+                // Group messages keep flowing while a handler runs.
+                loop {
+                    tokio::select! {
+                        biased;
+                        actions = &mut handling => break actions,
+                        () = overflowed(&conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
+                        Some(queued) = next_queued(&mut conn.queue) => {
+                            if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &conn.overflow, queued).await {
+                                return end;
+                            }
+                        }
+                    }
+                }
+            }
+            Message::Binary(_) => vec![Action::Text(Rejection::Binary.reply())],
             // Pings are answered by the WebSocket layer itself; a client's
             // close is echoed by it on the next flush.
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => {
-                let _ = socket.flush().await;
+                let _ = conn.socket.flush().await;
                 continue;
             }
         };
-        match send_replies(&mut socket, replies).await {
-            Ok(true) => {}
-            Ok(false) => {
-                close(socket, close_code::NORMAL, "").await;
-                return;
-            }
-            Err(()) => break,
+        if let Err(end) = apply(conn, shared, actions).await {
+            return end;
         }
     }
-    debug!(connection = id, "connection closed");
+}
+
+/// Carries out a handler's actions in order, then flushes.
+async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result<(), End> {
+    for action in actions {
+        match action {
+            Action::Text(text) => {
+                let fed = tokio::select! {
+                    fed = conn.socket.feed(Message::Text(text.into())) => fed,
+                    () = overflowed(&conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
+                };
+                fed.map_err(|_| End::Gone)?;
+            }
+            Action::Close => {
+                let _ = conn.socket.flush().await;
+                return Err(End::Close(close_code::NORMAL, ""));
+            }
+            Action::Join(group) => {
+                let outbox = conn.outbox.get_or_insert_with(|| {
+                    let (outbox, inbox) = outbound_queue(shared.outbound_queue);
+                    conn.queue = Some(inbox.queue);
+                    conn.overflow = Some(inbox.overflow);
+                    outbox
+                });
+                shared.groups.join(&group, conn.id, outbox);
+            }
+            Action::Leave(group) => shared.groups.leave(&group, conn.id),
+            Action::GroupSend { group, message } => {
+                shared.groups.send(&group, message.into()).await;
+            }
+        }
+    }
+    let flushed = tokio::select! {
+        flushed = conn.socket.flush() => flushed,
+        () = overflowed(&conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
+    };
+    flushed.map_err(|_| End::Gone)
+}
+
+/// Resolves when the connection's queue has overflowed; never without one.
+async fn overflowed(overflow: &Option<Arc<Notify>>) {
+    match overflow {
+        Some(overflow) => overflow.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next queued group message; never without a queue.
+async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
+    match queue {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then
+/// flushes; gives up when the queue overflows meanwhile.
+async fn write_queued(
+    socket: &mut WebSocket,
+    queue: &mut Option<mpsc::Receiver<Utf8Bytes>>,
+    overflow: &Option<Arc<Notify>>,
+    first: Utf8Bytes,
+) -> Result<(), End> {
+    let mut batch = vec![first];
+    if let Some(queue) = queue.as_mut() {
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+    }
+    let write = async {
+        for message in batch {
+            socket.feed(Message::Text(message)).await?;
+        }
+        socket.flush().await
+    };
+    tokio::select! {
+        written = write => written.map_err(|_| End::Gone),
+        () = overflowed(overflow) => Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
+    }
 }
 
 /// Starts the closing handshake and waits briefly for the client's answer,
@@ -68,39 +247,17 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
         code,
         reason: reason.into(),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_ok() {
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
             while let Some(Ok(_)) = socket.recv().await {}
-        })
-        .await;
-    }
-}
-
-/// How long a closing connection waits for the client's close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Writes the replies to one request. `Ok(false)`: a handler asked to close
-/// the connection; `Err`: the connection is gone.
-async fn send_replies(socket: &mut WebSocket, replies: Vec<Outbound>) -> Result<bool, ()> {
-    for reply in replies {
-        match reply {
-            Outbound::Text(text) => socket
-                .feed(Message::Text(text.into()))
-                .await
-                .map_err(|_| ())?,
-            Outbound::Close => {
-                socket.flush().await.map_err(|_| ())?;
-                return Ok(false);
-            }
         }
-    }
-    socket.flush().await.map_err(|_| ())?;
-    Ok(true)
+    })
+    .await;
 }
 
-fn is_too_big(error: axum::Error) -> bool {
+fn is_too_big(error: &axum::Error) -> bool {
     matches!(
-        error.into_inner().downcast_ref::<tungstenite::Error>(),
+        std::error::Error::source(error).and_then(|e| e.downcast_ref::<tungstenite::Error>()),
         Some(tungstenite::Error::Capacity(_))
     )
 }

@@ -17,7 +17,10 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use rohrpost_plugin_api::{
-    abi::{Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_SEND},
+    abi::{
+        Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
+        EFFECT_SEND,
+    },
     wire,
 };
 use serde::de::IgnoredAny;
@@ -28,12 +31,20 @@ use crate::{
     registry::{Registry, Route},
 };
 
-/// What the connection sends back for one request, in order.
+/// What the connection does for one request, in order: the replies and
+/// the other effects of its handler.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outbound {
+pub enum Action {
+    /// Send this message to the caller.
     Text(String),
     /// Close the connection after what came before.
     Close,
+    /// Add the caller to a group.
+    Join(String),
+    /// Remove the caller from a group.
+    Leave(String),
+    /// Send a message to every member of a group.
+    GroupSend { group: String, message: String },
 }
 
 /// Routing and execution settings shared by all connections.
@@ -47,17 +58,17 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Answers one text frame.
-    pub async fn handle_text(&self, frame: Utf8Bytes, scope: &Arc<str>) -> Vec<Outbound> {
+    pub async fn handle_text(&self, frame: Utf8Bytes, scope: &Arc<str>) -> Vec<Action> {
         let text = frame.as_str();
         let envelope = match protocol::parse(text) {
             Ok(envelope) => envelope,
-            Err(rejection) => return vec![Outbound::Text(rejection.reply())],
+            Err(rejection) => return vec![Action::Text(rejection.reply())],
         };
         let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
             Some(route) => route.clone(),
             None => {
                 let error = format!("Unknown message type '{}'.", envelope.kind);
-                return vec![Outbound::Text(wire::write_message(
+                return vec![Action::Text(wire::write_message(
                     Some(envelope.id),
                     Some(&envelope.kind),
                     Some(&error),
@@ -171,8 +182,8 @@ impl OwnedCall {
     }
 }
 
-fn error_reply(envelope: &Envelope<'_>, error: &str) -> Outbound {
-    Outbound::Text(wire::write_message(
+fn error_reply(envelope: &Envelope<'_>, error: &str) -> Action {
+    Action::Text(wire::write_message(
         Some(envelope.id),
         Some(&envelope.kind),
         Some(error),
@@ -180,7 +191,7 @@ fn error_reply(envelope: &Envelope<'_>, error: &str) -> Outbound {
     ))
 }
 
-fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -> Vec<Outbound> {
+fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -> Vec<Action> {
     let plugin = &route.plugin;
     let kind = envelope.kind.as_ref();
     match outcome {
@@ -224,33 +235,46 @@ fn effects_to_frames(
     route: &Route,
     envelope: &Envelope<'_>,
     effects: abi_stable::std_types::RVec<Effect>,
-) -> Vec<Outbound> {
-    let mut frames = Vec::with_capacity(effects.len());
+) -> Vec<Action> {
+    let mut actions = Vec::with_capacity(effects.len());
     for effect in effects {
+        let target = effect.target.as_str();
+        let valid = match effect.kind {
+            EFFECT_SEND => is_json_object(effect.body.as_str()),
+            EFFECT_GROUP_SEND => !target.is_empty() && is_json_object(effect.body.as_str()),
+            EFFECT_JOIN | EFFECT_LEAVE => !target.is_empty(),
+            _ => true,
+        };
+        if !valid {
+            error!(plugin = %route.plugin.name, version = %route.plugin.version,
+                r#type = %envelope.kind, effect = effect.kind,
+                "handler produced an invalid message or group name");
+            actions.push(error_reply(
+                envelope,
+                &format!(
+                    "Internal error: the handler for '{}' produced an invalid message.",
+                    envelope.kind
+                ),
+            ));
+            continue;
+        }
         match effect.kind {
-            EFFECT_SEND if is_json_object(effect.body.as_str()) => {
-                frames.push(Outbound::Text(effect.body.into_string()));
-            }
-            EFFECT_SEND => {
-                error!(plugin = %route.plugin.name, version = %route.plugin.version,
-                    r#type = %envelope.kind, "handler sent a message that is not a JSON object");
-                frames.push(error_reply(
-                    envelope,
-                    &format!(
-                        "Internal error: the handler for '{}' produced an invalid message.",
-                        envelope.kind
-                    ),
-                ));
-            }
+            EFFECT_SEND => actions.push(Action::Text(effect.body.into_string())),
             EFFECT_CLOSE => {
-                frames.push(Outbound::Close);
+                actions.push(Action::Close);
                 break;
             }
+            EFFECT_JOIN => actions.push(Action::Join(effect.target.into_string())),
+            EFFECT_LEAVE => actions.push(Action::Leave(effect.target.into_string())),
+            EFFECT_GROUP_SEND => actions.push(Action::GroupSend {
+                group: effect.target.into_string(),
+                message: effect.body.into_string(),
+            }),
             other => {
                 warn!(plugin = %route.plugin.name, version = %route.plugin.version,
                     r#type = %envelope.kind, effect = other,
                     "handler asked for an effect this host does not support");
-                frames.push(error_reply(
+                actions.push(error_reply(
                     envelope,
                     &format!(
                         "The handler for '{}' used a feature this server does not support.",
@@ -260,7 +284,7 @@ fn effects_to_frames(
             }
         }
     }
-    frames
+    actions
 }
 
 fn is_json_object(text: &str) -> bool {

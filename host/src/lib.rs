@@ -5,7 +5,9 @@
 //! [`connection`] (one task per socket) → [`protocol`] (envelope and its
 //! errors) → [`dispatch`] (route, run the handler, replies) → [`registry`]
 //! (type → plugin) ← [`watcher`] (plugins directory) → [`plugin`] (loading
-//! a library safely, [`elf_check`] first).
+//! a library safely, [`elf_check`] first). Group messages, from handlers or
+//! from [`notify`] (`POST /api/notify`), go through [`groups`] to each
+//! member connection's outbound queue.
 //!
 //! The `rohrpost` binary is a thin command line over [`server::run`].
 
@@ -13,6 +15,8 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod elf_check;
+pub mod groups;
+pub mod notify;
 pub mod plugin;
 pub mod protocol;
 pub mod registry;

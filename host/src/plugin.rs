@@ -10,6 +10,7 @@
 //!   process exits, so a call running on it can always finish.
 
 use std::{
+    collections::BTreeMap,
     hash::{Hash, Hasher},
     path::{Path, PathBuf},
     sync::{
@@ -19,7 +20,9 @@ use std::{
 };
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, MODE_INLINE};
+use rohrpost_plugin_api::abi::{
+    Call, CallOutcome, PluginModRef, EXT_CONFIGURE, EXT_UNSUPPORTED, MODE_INLINE,
+};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
@@ -48,6 +51,8 @@ pub enum LoadError {
     Init(String),
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    #[error("its configuration was refused: {0}")]
+    Config(String),
 }
 
 /// One handler of a loaded plugin.
@@ -158,6 +163,7 @@ pub fn load(
     bytes: &[u8],
     shadow: &ShadowDir,
     pool_size: usize,
+    settings: &BTreeMap<String, String>,
 ) -> Result<LoadedPlugin, LoadError> {
     #[cfg(target_os = "linux")]
     elf_check::check(bytes)?;
@@ -202,6 +208,19 @@ pub fn load(
     }
     if handlers.is_empty() {
         return Err(LoadError::Manifest("the plugin declares no handler".into()));
+    }
+    let config = settings.get(&name).map_or("{}", String::as_str);
+    match (module.extension())(EXT_CONFIGURE.into(), config.into()).into_result() {
+        Ok(_) => {}
+        Err(e) if e.as_str() == EXT_UNSUPPORTED => {
+            if settings.contains_key(&name) {
+                tracing::warn!(
+                    plugin = %name,
+                    "the plugin was built against plugin-api 1.0, which takes no configuration; its [plugins.{name}] table is ignored"
+                );
+            }
+        }
+        Err(e) => return Err(LoadError::Config(e.into_string())),
     }
     let mut seen = std::collections::HashSet::new();
     for t in handlers.iter().flat_map(|h| &h.types) {

@@ -1,5 +1,5 @@
-//! The HTTP side: the listener, the WebSocket endpoint and its limits, and
-//! the connection scope handed to plugins.
+//! The HTTP side: the listener, the WebSocket endpoint and its limits, the
+//! connection scope handed to plugins, and the notification endpoint.
 
 use std::{
     net::SocketAddr,
@@ -11,10 +11,10 @@ use std::{
 
 use anyhow::Context;
 use axum::{
-    extract::{ConnectInfo, State, WebSocketUpgrade},
+    extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade},
     http::{HeaderMap, Uri},
     response::Response,
-    routing::get,
+    routing::{get, post},
     Router,
 };
 use serde_json::{json, Map, Value};
@@ -22,45 +22,71 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::{
-    config::Config,
-    connection,
+    config::{Config, FileConfig},
+    connection::{self, Shared},
     dispatch::Dispatcher,
+    groups::{GroupLayer, MemoryGroups},
+    notify::{self, NotifyEndpoint},
     registry::Registry,
     watcher::{self, WatchSettings},
 };
 
-/// What every connection shares.
+/// What the WebSocket endpoint shares.
 struct App {
-    dispatcher: Arc<Dispatcher>,
+    shared: Arc<Shared>,
     config: Config,
     next_connection: AtomicU64,
 }
 
 /// Loads the plugins, then serves until interrupted.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let file = match &config.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
     let registry = Arc::new(Registry::default());
     let _watcher = watcher::start(
         WatchSettings {
             dir: config.plugins.clone(),
             debounce: config.reload_debounce,
             pool_size: config.plugin_concurrency,
+            plugin_settings: Arc::new(file.plugin_settings()?),
         },
         registry.clone(),
     )
     .await?;
 
+    let groups: Arc<dyn GroupLayer> = Arc::new(MemoryGroups::default());
     let app = Arc::new(App {
-        dispatcher: Arc::new(Dispatcher {
-            registry,
-            handler_timeout: config.handler_timeout,
-            inline_budget: config.inline_budget,
+        shared: Arc::new(Shared {
+            dispatcher: Dispatcher {
+                registry,
+                handler_timeout: config.handler_timeout,
+                inline_budget: config.inline_budget,
+            },
+            groups: groups.clone(),
+            outbound_queue: config.outbound_queue,
         }),
         config: config.clone(),
         next_connection: AtomicU64::new(1),
     });
+    let notify_token = config.notify_token.clone().or(file.notify.token);
+    if notify_token.is_none() {
+        info!("POST /api/notify is disabled: no notify token is configured");
+    }
+    let endpoint = Arc::new(NotifyEndpoint {
+        token: notify_token,
+        groups,
+    });
     let router = Router::new()
         .route(&config.ws_path, get(upgrade))
-        .with_state(app);
+        .with_state(app)
+        .merge(
+            Router::new()
+                .route("/api/notify", post(notify::notify))
+                .layer(DefaultBodyLimit::max(config.max_message_size))
+                .with_state(endpoint),
+        );
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -86,12 +112,12 @@ async fn upgrade(
 ) -> Response {
     let id = app.next_connection.fetch_add(1, Ordering::Relaxed);
     let scope: Arc<str> = scope_json(id, remote, &uri, &headers).into();
-    let dispatcher = app.dispatcher.clone();
+    let shared = app.shared.clone();
     upgrade
         .read_buffer_size(app.config.read_buffer_size)
         .max_message_size(app.config.max_message_size)
         .max_frame_size(app.config.max_message_size)
-        .on_upgrade(move |socket| connection::serve(socket, dispatcher, scope, id))
+        .on_upgrade(move |socket| connection::serve(socket, shared, scope, id))
 }
 
 /// The connection's scope as plugins see it, built once per connection.

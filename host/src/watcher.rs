@@ -9,7 +9,7 @@
 //! whatever served before keeps serving.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -34,6 +34,8 @@ pub struct WatchSettings {
     pub debounce: Duration,
     /// Concurrent pooled calls allowed per plugin.
     pub pool_size: usize,
+    /// Each plugin's configuration (JSON text), by plugin name.
+    pub plugin_settings: Arc<BTreeMap<String, String>>,
 }
 
 /// The running watcher; dropping it stops watching.
@@ -108,6 +110,7 @@ pub async fn start(
         registry,
         shadow: Arc::new(ShadowDir::create().context("cannot create the shadow directory")?),
         pool_size: settings.pool_size,
+        plugin_settings: settings.plugin_settings.clone(),
         known: HashMap::new(),
         pending: HashMap::new(),
         retired: 0,
@@ -134,6 +137,7 @@ struct Reconciler {
     registry: Arc<Registry>,
     shadow: Arc<ShadowDir>,
     pool_size: usize,
+    plugin_settings: Arc<BTreeMap<String, String>>,
     known: HashMap<PathBuf, Known>,
     /// Files to look at once quiet, with the time of their last event.
     pending: HashMap<PathBuf, Instant>,
@@ -230,9 +234,11 @@ impl Reconciler {
         let shadow = self.shadow.clone();
         let file = path.to_owned();
         let pool_size = self.pool_size;
-        let loaded =
-            tokio::task::spawn_blocking(move || plugin::load(&file, &bytes, &shadow, pool_size))
-                .await;
+        let settings = self.plugin_settings.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            plugin::load(&file, &bytes, &shadow, pool_size, &settings)
+        })
+        .await;
         let plugin = match loaded {
             Ok(Ok(plugin)) => Arc::new(plugin),
             Ok(Err(error)) => return self.reject(path, None, &error),

@@ -5,8 +5,13 @@
 //! The boundary is deliberately small: the host hands a plugin the request as
 //! JSON text slices and gets back a list of [`Effect`]s (messages to send,
 //! group operations, close). New kinds of effects are new numbers, not new
-//! layouts, and new entry points go after the `last_prefix_field` of
-//! [`PluginMod`], so plugins built today keep loading in later hosts.
+//! layouts, and new entry points are new names for [`PluginMod::extension`],
+//! not new fields: abi_stable refuses a library whose root module has fewer
+//! fields than the host's, so the root module's layout is fixed for all of
+//! 1.x, and plugins built against an earlier 1.x keep loading.
+//!
+//! History: 1.0 the root module, effects send and close; 1.1 the
+//! `configure` extension, effects join, leave and group send.
 //!
 //! Plugin authors never touch this module: [`crate::export_plugin!`] fills it
 //! in from a [`crate::Plugin`].
@@ -15,7 +20,7 @@ use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     sabi_types::VersionStrings,
-    std_types::{RStr, RString, RVec},
+    std_types::{RResult, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -28,11 +33,8 @@ pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The version of this crate, recorded in every plugin's manifest.
 pub const API_CRATE_VERSION: &str = ABI_VERSION;
 
-/// The root module every plugin library exports.
-///
-/// A prefix type: a later ABI minor version may append entry points after
-/// `call` (per-plugin configuration, for one); the host sees them as optional
-/// and old plugins simply lack them.
+/// The root module every plugin library exports. Its layout is the same for
+/// every 1.x version.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -44,9 +46,23 @@ pub struct PluginMod {
     /// Runs handler number `handler` (an index into `Manifest::handlers`).
     /// Never unwinds: a panicking handler comes back as
     /// `CallOutcome::Panicked`.
-    #[sabi(last_prefix_field)]
     pub call: extern "C" fn(handler: u32, call: &Call<'_>) -> CallOutcome,
+
+    /// Every other entry point, by name, with JSON text in and out; a name
+    /// the plugin does not know answers `RErr(EXT_UNSUPPORTED)`. Never
+    /// unwinds. Names: [`EXT_CONFIGURE`].
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString>,
 }
+
+/// The answer of [`PluginMod::extension`] for a name the plugin does not
+/// know (it was built against an earlier version).
+pub const EXT_UNSUPPORTED: &str = "rohrpost: unsupported extension";
+
+/// Since 1.1: the plugin's configuration, a JSON object (the host's
+/// `[plugins.<name>]` table, `{}` when there is none), handed over once per
+/// load before any call. An error rejects the load.
+pub const EXT_CONFIGURE: &str = "configure";
 
 impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}

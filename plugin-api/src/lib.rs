@@ -41,18 +41,22 @@
 pub mod abi;
 mod connection;
 mod message;
+mod notification;
 mod plugin;
 mod request;
 pub mod wire;
 
-pub use connection::Connection;
+pub use connection::{Connection, NotifyError};
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
+pub use notification::{Event, Notification, NotificationError};
 pub use plugin::{HandlerResult, Plugin, Types};
 pub use request::Request;
 
 /// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`.
 pub mod prelude {
-    pub use crate::{export_plugin, Connection, HandlerResult, Id, Message, Plugin, Request};
+    pub use crate::{
+        export_plugin, Connection, Event, HandlerResult, Id, Message, Notification, Plugin, Request,
+    };
     pub use serde_json::{json, Value};
 }
 

@@ -8,13 +8,13 @@ use std::{
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
-    std_types::{RString, RVec},
+    std_types::{RErr, ROk, RResult, RStr, RString, RVec},
 };
 
 use crate::{
     abi::{
         Call, CallOutcome, HandlerDecl, Manifest, PluginMod, PluginModRef, API_CRATE_VERSION,
-        MODE_INLINE, MODE_POOLED,
+        EXT_CONFIGURE, EXT_UNSUPPORTED, MODE_INLINE, MODE_POOLED,
     },
     connection::Connection,
     request::Request,
@@ -25,6 +25,8 @@ use crate::{
 pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 type HandlerFn = Box<dyn Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync>;
+
+type ConfigFn = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// The message types one handler serves: one (`"x"`) or several
 /// (`["x", "y"]`), like rohrpost's `@rohrpost_handler`.
@@ -88,6 +90,7 @@ pub struct Plugin {
     name: String,
     version: String,
     handlers: Vec<Handler>,
+    config: Option<ConfigFn>,
 }
 
 impl Plugin {
@@ -97,7 +100,47 @@ impl Plugin {
             name: name.into(),
             version: version.into(),
             handlers: Vec::new(),
+            config: None,
         }
+    }
+
+    /// Takes the plugin's configuration: the host's `[plugins.<name>]`
+    /// table, deserialized into `T` (an empty table when the host has none),
+    /// once per load and before any handler runs. Store what you need, for
+    /// example in a `static OnceLock`; each load of a library starts with
+    /// fresh statics. An `Err`, or a table that does not fit `T`, rejects
+    /// the load with that reason and the previous version keeps serving.
+    ///
+    /// ```
+    /// use std::sync::OnceLock;
+    /// use rohrpost_plugin_api::Plugin;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Settings {
+    ///     #[serde(default)]
+    ///     greeting: Option<String>,
+    /// }
+    ///
+    /// static GREETING: OnceLock<String> = OnceLock::new();
+    ///
+    /// let plugin = Plugin::new("hello", "1.0.0").with_config(|s: Settings| {
+    ///     let _ = GREETING.set(s.greeting.unwrap_or_else(|| "Hello".into()));
+    ///     Ok(())
+    /// });
+    /// # let _ = plugin;
+    /// ```
+    pub fn with_config<T, F>(mut self, f: F) -> Self
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(T) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.config = Some(Box::new(move |text: &str| {
+            let value: T =
+                serde_json::from_str(text).map_err(|e| format!("invalid configuration: {e}"))?;
+            f(value).map_err(|e| e.to_string())
+        }));
+        self
     }
 
     /// Adds a handler for one or several message types. It may block (a
@@ -160,8 +203,27 @@ pub fn root_module(build: fn() -> Plugin) -> PluginModRef {
     PluginMod {
         manifest: manifest_shim,
         call: call_shim,
+        extension: extension_shim,
     }
     .leak_into_prefix()
+}
+
+extern "C" fn extension_shim(name: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| match (name.as_str(), PLUGIN.get()) {
+        (EXT_CONFIGURE, Some(plugin)) => match &plugin.config {
+            Some(apply) => apply(input.as_str()).map(|()| String::new()),
+            None => Ok(String::new()),
+        },
+        _ => Err(EXT_UNSUPPORTED.to_owned()),
+    }));
+    match outcome {
+        Ok(Ok(output)) => ROk(RString::from(output)),
+        Ok(Err(error)) => RErr(RString::from(error)),
+        Err(payload) => RErr(RString::from(format!(
+            "{name} panicked: {}",
+            panic_text(payload.as_ref())
+        ))),
+    }
 }
 
 extern "C" fn manifest_shim() -> Manifest {
@@ -190,11 +252,14 @@ extern "C" fn call_shim(handler: u32, call: &Call<'_>) -> CallOutcome {
         }
     }));
     outcome.unwrap_or_else(|payload| {
-        let text = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        CallOutcome::Panicked(RString::from(text))
+        CallOutcome::Panicked(RString::from(panic_text(payload.as_ref())))
     })
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

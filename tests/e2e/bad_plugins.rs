@@ -95,7 +95,10 @@ async fn a_plugin_of_an_incompatible_abi_is_rejected() {
         )
         .await
         .unwrap();
-    assert!(line.contains("2.0.0") && line.contains("1.0.0"), "{line}");
+    assert!(
+        line.contains("uses ABI 2.0.0") && line.contains("speaks ABI 1."),
+        "{line}"
+    );
     still_serving(&mut host).await;
 }
 

@@ -15,7 +15,7 @@ use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     sabi_types::VersionStrings,
-    std_types::{RStr, RString, RVec},
+    std_types::{RResult, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -44,9 +44,16 @@ pub struct PluginMod {
     /// Runs handler number `handler` (an index into `Manifest::handlers`).
     /// Never unwinds: a panicking handler comes back as
     /// `CallOutcome::Panicked`.
-    #[sabi(last_prefix_field)]
     pub call: extern "C" fn(handler: u32, call: &Call<'_>) -> CallOutcome,
+
+    /// Every other entry point, by name, with JSON text in and out; a name
+    /// the plugin does not know answers `RErr(EXT_UNSUPPORTED)`.
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString>,
 }
+
+/// The answer of [`PluginMod::extension`] for a name the plugin does not know.
+pub const EXT_UNSUPPORTED: &str = "rohrpost: unsupported extension";
 
 impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}

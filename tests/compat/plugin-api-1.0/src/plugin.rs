@@ -8,13 +8,13 @@ use std::{
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
-    std_types::{RString, RVec},
+    std_types::{RErr, RResult, RStr, RString, RVec},
 };
 
 use crate::{
     abi::{
         Call, CallOutcome, HandlerDecl, Manifest, PluginMod, PluginModRef, API_CRATE_VERSION,
-        MODE_INLINE, MODE_POOLED,
+        EXT_UNSUPPORTED, MODE_INLINE, MODE_POOLED,
     },
     connection::Connection,
     request::Request,
@@ -160,8 +160,14 @@ pub fn root_module(build: fn() -> Plugin) -> PluginModRef {
     PluginMod {
         manifest: manifest_shim,
         call: call_shim,
+        extension: extension_shim,
     }
     .leak_into_prefix()
+}
+
+/// 1.0 knows no extension.
+extern "C" fn extension_shim(_name: RStr<'_>, _input: RStr<'_>) -> RResult<RString, RString> {
+    RErr(RString::from(EXT_UNSUPPORTED))
 }
 
 extern "C" fn manifest_shim() -> Manifest {

@@ -1,0 +1,110 @@
+//! `POST /api/notify`: change notifications from any backend (rohrpost's
+//! model mixins, for apps that are not Django or not in this process).
+//!
+//! The body names a model, a primary key, an event and optionally the
+//! object, the updated fields and the group; every member of the group gets
+//! the same `subscription-update` message (one generated id for all). The
+//! answer says which group, which id, and how many connections were reached.
+//! A bad request gets a 4xx with a JSON error and sends nothing.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use rohrpost_plugin_api::{Id, Notification};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::groups::GroupLayer;
+
+/// What the endpoint needs.
+pub struct NotifyEndpoint {
+    /// The bearer token; `None` disables the endpoint.
+    pub token: Option<String>,
+    pub groups: Arc<dyn GroupLayer>,
+}
+
+fn error(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": text.into() }))).into_response()
+}
+
+/// Handles one notification request.
+pub async fn notify(
+    State(endpoint): State<Arc<NotifyEndpoint>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(expected) = endpoint.token.as_deref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Notifications are disabled: no notify token is configured.",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| same_token(given.trim(), expected)) {
+        warn!("notification refused: missing or wrong bearer token");
+        let mut response = error(StatusCode::UNAUTHORIZED, "Missing or wrong bearer token.");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    let notification: Notification = match serde_json::from_slice(&body) {
+        Ok(notification) => notification,
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("The body is not valid JSON: {e}"),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid notification: {e}"),
+            )
+        }
+    };
+    let id = Id::generate();
+    let (group, text) = match notification
+        .group_name()
+        .and_then(|group| Ok((group, notification.message(id.clone())?)))
+    {
+        Ok((group, message)) => match message.into_json() {
+            Ok(text) => (group, text),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid notification: {e}"),
+                )
+            }
+        },
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid notification: {e}"),
+            )
+        }
+    };
+    let delivered = endpoint.groups.send(&group, text.into()).await;
+    info!(%group, event = notification.event.as_str(), delivered, "notification sent");
+    Json(json!({ "group": group, "id": id.to_value(), "delivered": delivered })).into_response()
+}
+
+/// Compares tokens in time independent of where they differ.
+fn same_token(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
