@@ -193,6 +193,7 @@ pub struct Host {
     pub addr: String,
     pub plugins: TempDir,
     _work: TempDir,
+    _config: Option<TempDir>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -248,8 +249,27 @@ impl Host {
             addr,
             plugins: dir,
             _work: work,
+            _config: None,
             log,
         })
+    }
+
+    /// Starts a host with a config file holding `config_toml`.
+    pub fn start_with_config(plugins: &[&str], config_toml: &str, args: &[&str]) -> Result<Host> {
+        let dir = TempDir::new("config");
+        let file = dir.path().join("rohrpost.toml");
+        std::fs::write(&file, config_toml)?;
+        let file = file.to_string_lossy().into_owned();
+        let mut all = vec!["--config", file.as_str()];
+        all.extend_from_slice(args);
+        let mut host = Self::start_with(plugins, &all)?;
+        host._config = Some(dir);
+        Ok(host)
+    }
+
+    /// `POST /api/notify` with this bearer token (none: no header).
+    pub async fn notify(&self, token: Option<&str>, body: &str) -> Result<(u16, Value)> {
+        post(&self.addr, "/api/notify", token, body).await
     }
 
     /// The WebSocket URL of the rohrpost endpoint.
@@ -299,6 +319,29 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A minimal HTTP/1.1 POST of a JSON body; returns the status and the body
+/// parsed as JSON (`null` when it is not JSON).
+pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad HTTP response: {text}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
 /// The value of `key=value` in a log line.

@@ -1,0 +1,1 @@
+//! Groups and change notifications: membership, fan-out, slow receivers.

@@ -1,0 +1,1 @@
+//! The rohrpost-js subscription flow against the real host and the subscriptions plugin.
