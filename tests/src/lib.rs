@@ -344,6 +344,48 @@ pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> Re
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
+/// Raises this process's open-file limit (inherited by hosts started later)
+/// to at least `needed`, up to the hard limit; fails when the hard limit is
+/// lower.
+pub fn raise_fd_limit(needed: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit failed");
+        }
+        if limit.rlim_cur >= needed {
+            return Ok(());
+        }
+        if limit.rlim_max < needed {
+            bail!(
+                "the open-file hard limit is {}, this test needs {needed}",
+                limit.rlim_max
+            );
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!("setrlimit failed");
+        }
+    }
+    Ok(())
+}
+
+/// Opens `n` client connections, a batch at a time (the listen backlog is
+/// finite).
+pub async fn connect_many(host: &Host, n: usize) -> Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(n);
+    while clients.len() < n {
+        let batch = (n - clients.len()).min(100);
+        let opened = futures_util::future::try_join_all((0..batch).map(|_| host.connect())).await?;
+        clients.extend(opened);
+    }
+    Ok(clients)
+}
+
 /// The value of `key=value` in a log line.
 fn field(line: &str, key: &str) -> Option<String> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
