@@ -156,6 +156,41 @@ impl Drop for ShadowDir {
     }
 }
 
+/// What a plugin says it is, for the log.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub name: String,
+    pub version: String,
+    pub types: Vec<String>,
+}
+
+impl Identity {
+    /// The identity of a loaded plugin.
+    pub fn of(plugin: &LoadedPlugin) -> Self {
+        Identity {
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            types: plugin.types().map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// A failed load: why, and who the plugin said it was when it got that far.
+#[derive(Debug)]
+pub struct Rejection {
+    pub identity: Option<Identity>,
+    pub error: LoadError,
+}
+
+impl From<LoadError> for Rejection {
+    fn from(error: LoadError) -> Self {
+        Rejection {
+            identity: None,
+            error,
+        }
+    }
+}
+
 /// Loads the plugin whose file content is `bytes` (read from `file`).
 /// Blocking: run it off the async reactor.
 pub fn load(
@@ -164,42 +199,41 @@ pub fn load(
     shadow: &ShadowDir,
     pool_size: usize,
     settings: &BTreeMap<String, String>,
-) -> Result<LoadedPlugin, LoadError> {
-    #[cfg(target_os = "linux")]
-    elf_check::check(bytes)?;
-
-    let copy = shadow.unique_path(file);
-    std::fs::write(&copy, bytes).map_err(|source| LoadError::Shadow {
-        path: copy.clone(),
-        source,
-    })?;
-    let opened = lib_header_from_path(&copy);
-    // The mapping outlives the file: the copy is not needed any more.
-    let _ = std::fs::remove_file(&copy);
-    let module = opened
-        .and_then(|header| header.init_root_module::<PluginModRef>())
-        .map_err(library_error)?;
-
+) -> Result<LoadedPlugin, Rejection> {
+    let module = open(file, bytes, shadow)?;
     let manifest = (module.manifest())();
     let name = manifest.name.to_string();
+    let identity = Identity {
+        name: name.clone(),
+        version: manifest.version.to_string(),
+        types: manifest
+            .handlers
+            .iter()
+            .flat_map(|h| h.types.iter().map(|t| t.to_string()))
+            .collect(),
+    };
+    let reject = |error: LoadError| Rejection {
+        identity: Some(identity.clone()),
+        error,
+    };
     if name.trim().is_empty() {
-        return Err(LoadError::Manifest("the plugin has no name".into()));
+        return Err(reject(LoadError::Manifest("the plugin has no name".into())));
     }
     if !manifest.panic_unwind {
-        return Err(LoadError::Manifest(
+        return Err(reject(LoadError::Manifest(
             "built with panic = \"abort\": one panicking handler would stop the whole server; build it with panic = \"unwind\"".into(),
-        ));
+        )));
     }
     let mut handlers = Vec::new();
     for decl in manifest.handlers.iter() {
         let types: Vec<String> = decl.types.iter().map(|t| t.to_string()).collect();
         if types.is_empty() {
-            return Err(LoadError::Manifest(
+            return Err(reject(LoadError::Manifest(
                 "a handler declares no message type".into(),
-            ));
+            )));
         }
         if types.iter().any(|t| t.is_empty()) {
-            return Err(LoadError::Manifest("an empty message type".into()));
+            return Err(reject(LoadError::Manifest("an empty message type".into())));
         }
         handlers.push(HandlerInfo {
             types,
@@ -207,7 +241,15 @@ pub fn load(
         });
     }
     if handlers.is_empty() {
-        return Err(LoadError::Manifest("the plugin declares no handler".into()));
+        return Err(reject(LoadError::Manifest(
+            "the plugin declares no handler".into(),
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = identity.types.iter().find(|t| !seen.insert(t.as_str())) {
+        return Err(reject(LoadError::Manifest(format!(
+            "message type '{twice}' is declared twice"
+        ))));
     }
     let config = settings.get(&name).map_or("{}", String::as_str);
     match (module.extension())(EXT_CONFIGURE.into(), config.into()).into_result() {
@@ -220,19 +262,11 @@ pub fn load(
                 );
             }
         }
-        Err(e) => return Err(LoadError::Config(e.into_string())),
-    }
-    let mut seen = std::collections::HashSet::new();
-    for t in handlers.iter().flat_map(|h| &h.types) {
-        if !seen.insert(t.as_str()) {
-            return Err(LoadError::Manifest(format!(
-                "message type '{t}' is declared twice"
-            )));
-        }
+        Err(e) => return Err(reject(LoadError::Config(e.into_string()))),
     }
     Ok(LoadedPlugin {
         name,
-        version: manifest.version.to_string(),
+        version: identity.version,
         api_version: manifest.api_version.to_string(),
         file: file.to_owned(),
         handlers,
@@ -240,6 +274,25 @@ pub fn load(
         calls: AtomicU64::new(0),
         module,
     })
+}
+
+/// Checks the bytes, loads them from a fresh shadow copy, and checks the
+/// plugin interface.
+fn open(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<PluginModRef, LoadError> {
+    #[cfg(target_os = "linux")]
+    elf_check::check(bytes)?;
+
+    let copy = shadow.unique_path(file);
+    std::fs::write(&copy, bytes).map_err(|source| LoadError::Shadow {
+        path: copy.clone(),
+        source,
+    })?;
+    let opened = lib_header_from_path(&copy);
+    // The mapping outlives the file: the copy is not needed any more.
+    let _ = std::fs::remove_file(&copy);
+    opened
+        .and_then(|header| header.init_root_module::<PluginModRef>())
+        .map_err(library_error)
 }
 
 /// Turns abi_stable's errors into one readable reason.

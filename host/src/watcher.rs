@@ -24,7 +24,7 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
 use crate::{
-    plugin::{self, content_hash, LoadError, LoadedPlugin, ShadowDir},
+    plugin::{self, content_hash, Identity, LoadError, ShadowDir},
     registry::Registry,
 };
 
@@ -241,7 +241,9 @@ impl Reconciler {
         .await;
         let plugin = match loaded {
             Ok(Ok(plugin)) => Arc::new(plugin),
-            Ok(Err(error)) => return self.reject(path, None, &error),
+            Ok(Err(rejection)) => {
+                return self.reject(path, rejection.identity.as_ref(), &rejection.error)
+            }
             Err(join_error) => {
                 return self.reject(path, None, &LoadError::Init(join_error.to_string()));
             }
@@ -264,7 +266,7 @@ impl Reconciler {
                 if let Some(known) = self.known.get_mut(path) {
                     known.blocked = true;
                 }
-                self.reject(path, Some(&plugin), &conflict);
+                self.reject(path, Some(&Identity::of(&plugin)), &conflict);
             }
         }
     }
@@ -291,12 +293,7 @@ impl Reconciler {
         }
     }
 
-    fn reject(
-        &self,
-        path: &Path,
-        plugin: Option<&Arc<LoadedPlugin>>,
-        reason: &dyn std::fmt::Display,
-    ) {
+    fn reject(&self, path: &Path, plugin: Option<&Identity>, reason: &dyn std::fmt::Display) {
         let still = self
             .registry
             .snapshot()
@@ -307,7 +304,7 @@ impl Reconciler {
         warn!(event = "rejected",
             plugin = %plugin.map_or("-", |p| p.name.as_str()),
             version = %plugin.map_or("-", |p| p.version.as_str()),
-            types = ?plugin.map(|p| p.types().collect::<Vec<_>>()).unwrap_or_default(),
+            types = ?plugin.map(|p| p.types.as_slice()).unwrap_or_default(),
             file = %path.display(), reason = %reason, still_serving = %still,
             "plugin rejected");
     }

@@ -108,7 +108,12 @@ async fn a_plugin_built_with_panic_abort_is_rejected() {
     let mut host = Host::start(&["ping"]).unwrap();
     install(&aborting, host.plugins.path(), "aborting.so");
     host.wait_for_log(
-        &["event=\"rejected\"", "aborting.so", "panic = \"abort\""],
+        &[
+            "event=\"rejected\"",
+            "aborting.so",
+            "plugin=echo",
+            "panic = \"abort\"",
+        ],
         T,
     )
     .await

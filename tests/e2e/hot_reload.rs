@@ -230,3 +230,57 @@ fn replace(library: &Path, dir: &Path) {
     let name = name.file_name().unwrap().to_string_lossy();
     install(library, dir, &name);
 }
+
+/// The plugin's `[plugins.<name>]` table reaches it on load and again on
+/// every reload; a table it refuses rejects that version only.
+#[tokio::test]
+async fn configuration_reaches_the_plugin_on_load_and_on_every_reload() {
+    let config = "[plugins.testkit]\ngreeting = \"hi\"\nlimits = { max = 3 }\n";
+    let host = Host::start_with_config(&["fixture-testkit"], config, &[]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let expected = json!({"id":1,"type":"config","data":{"greeting":"hi","limits":{"max":3}}});
+    assert_eq!(
+        c.request(r#"{"id":1,"type":"config"}"#).await.unwrap(),
+        expected
+    );
+
+    // A new build of the same plugin (here: the same library with other
+    // trailing bytes, which changes the file but not the code).
+    let file = build().plugin("fixture-testkit");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"another build");
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = host.plugins.path().join(".testkit.tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, host.plugins.path().join(&name)).unwrap();
+    host.wait_for_log(&["event=\"replaced\"", "plugin=testkit"], T)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.request(r#"{"id":1,"type":"config"}"#).await.unwrap(),
+        expected
+    );
+}
+
+#[tokio::test]
+async fn a_refused_configuration_rejects_the_plugin() {
+    let config = "[plugins.testkit]\nrefuse = true\n";
+    let host = Host::start_with_config(&["ping", "fixture-testkit"], config, &[]).unwrap();
+    host.wait_for_log(
+        &[
+            "event=\"rejected\"",
+            "plugin=testkit",
+            "version=1.0.0",
+            "its configuration was refused: told to refuse this configuration",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    let mut c = host.connect().await.unwrap();
+    assert_eq!(
+        c.request(r#"{"id":1,"type":"config"}"#).await.unwrap()["error"],
+        "Unknown message type 'config'."
+    );
+    c.ping_ok(2).await.unwrap();
+}
