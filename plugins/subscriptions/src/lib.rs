@@ -1,0 +1,91 @@
+//! The server side of rohrpost-js subscriptions: `subscribe` joins a
+//! connection to the group of one object (`{"type":"collection","id":52}`
+//! joins `collection-52`), so that it receives the object's change
+//! notifications; `unsubscribe` leaves it again.
+//!
+//! ```text
+//! {"id":1,"type":"subscribe","auth_jwt":"<token>","data":{"type":"collection","id":52}}
+//!   -> {"id":1,"type":"subscribe","data":{"group":"collection-52"}}
+//!   -> {"id":1,"type":"subscribe","error":"ACCESS_DENIED"}       (refused)
+//! {"id":2,"type":"unsubscribe","data":{"type":"collection","id":52}}
+//!   -> {"id":2,"type":"unsubscribe","data":{"group":"collection-52"}}
+//! ```
+//!
+//! Subscribing is authorized by the request's `auth_jwt` as the
+//! `[plugins.subscriptions]` table says (see [`auth`]); unsubscribing needs
+//! no authorization. Invalid subscription data gets an error reply naming
+//! the expected shape.
+
+mod auth;
+mod subject;
+
+use std::sync::OnceLock;
+
+use rohrpost_plugin_api::{prelude::*, MessageError};
+
+use crate::{
+    auth::{AuthConfig, Authorization},
+    subject::Subject,
+};
+
+/// The error text rohrpost-js clients expect when a subscription is refused.
+const ACCESS_DENIED: &str = "ACCESS_DENIED";
+
+/// This load's authorization settings, set once by the configuration step,
+/// which the host runs before any handler.
+static SETTINGS: OnceLock<Authorization> = OnceLock::new();
+
+fn configure(config: AuthConfig) -> HandlerResult {
+    let authorization = Authorization::try_from(config)?;
+    SETTINGS
+        .set(authorization)
+        .map_err(|_| "the subscriptions plugin was configured twice")?;
+    Ok(())
+}
+
+/// Parses `data` into a subject, or answers with an error and returns `None`.
+fn subject_or_reply(req: &Request, conn: &mut Connection) -> Result<Option<Subject>, MessageError> {
+    match Subject::from_data(req.data()) {
+        Ok(subject) => Ok(Some(subject)),
+        Err(error) => {
+            conn.send_error(req.id(), req.kind(), error)?;
+            Ok(None)
+        }
+    }
+}
+
+fn subscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
+    let Some(subject) = subject_or_reply(req, conn)? else {
+        return Ok(());
+    };
+    let authorization = SETTINGS
+        .get()
+        .ok_or("the subscriptions plugin has not been configured")?;
+    if !authorization.allows(req.field("auth_jwt")) {
+        conn.send_error(req.id(), req.kind(), ACCESS_DENIED)?;
+        return Ok(());
+    }
+    let group = subject.group();
+    conn.add_to_group(&group);
+    conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
+    Ok(())
+}
+
+fn unsubscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
+    let Some(subject) = subject_or_reply(req, conn)? else {
+        return Ok(());
+    };
+    let group = subject.group();
+    conn.remove_from_group(&group);
+    conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
+    Ok(())
+}
+
+fn plugin() -> Plugin {
+    Plugin::new("subscriptions", env!("CARGO_PKG_VERSION"))
+        .with_config(configure)
+        .handler("subscribe", subscribe)
+        .handler("unsubscribe", unsubscribe)
+}
+
+export_plugin!(plugin);
