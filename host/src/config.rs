@@ -1,124 +1,352 @@
-//! Settings of the host: command-line flags (or their environment
-//! variables), with their defaults, and the optional TOML config file for
-//! what does not fit on a command line (per-plugin tables).
+//! Settings of the host, from three places: command-line flags, then
+//! `ROHRPOST_*` environment variables, then the TOML config file, then the
+//! defaults (the first that sets a value wins).
+//!
+//! Every setting is declared once, in the `settings!` list below: its type,
+//! default, flag, environment variable and help. From that list come the
+//! command line, the file's keys, the merge, `--check-config` and the table
+//! of settings in the README (a test keeps the README in step).
+//! The file also holds one `[plugins.<name>]` table per plugin.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Parser;
-use serde::Deserialize;
 
-/// A rohrpost WebSocket server that hot-loads handler plugins.
-///
-/// Plugins are shared libraries (`*.so`) in the plugins directory. Adding,
-/// replacing or deleting one takes effect while the server runs. Deploy a new
-/// version by writing it under a temporary name and renaming it into place.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "rohrpost", version, about)]
-pub struct Config {
-    /// Address and port to listen on.
-    #[arg(long, env = "ROHRPOST_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
+/// One value of a setting, parsed from its text form (flag, environment
+/// variable, or the file's value as text).
+type ParseFn<T> = fn(&str) -> Result<T, String>;
 
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $default:literal, flag $flag:literal, env $env:literal, parse $parse:path;
+    )+) => {
+        /// A rohrpost WebSocket server that hot-loads handler plugins.
+        ///
+        /// Plugins are shared libraries (`*.so`) in the plugins directory.
+        /// Adding, replacing or deleting one takes effect while the server
+        /// runs. Deploy a new version by writing it under a temporary name
+        /// and renaming it into place.
+        ///
+        /// Each setting comes from its flag, else its environment variable,
+        /// else the config file, else its default.
+        #[derive(Debug, Clone, Default, Parser)]
+        #[command(name = "rohrpost", version, about, long_about)]
+        pub struct Cli {
+            $(
+                #[doc = concat!($($doc, "\n",)+ "\n[default: ", $default, "]")]
+                #[arg(long = $flag, env = $env, value_parser = $parse as ParseFn<$ty>,
+                    value_name = "VALUE", hide_env_values = true)]
+                pub $name: Option<$ty>,
+            )+
+
+            /// TOML config file with any of the settings (keys named like
+            /// the flags, with `_` for `-`) and `[plugins.<name>]` tables.
+            #[arg(long, env = "ROHRPOST_CONFIG", value_name = "FILE")]
+            pub config: Option<PathBuf>,
+
+            /// Check a config file, report every problem with its key, and
+            /// exit (0: valid).
+            #[arg(long, value_name = "FILE")]
+            pub check_config: Option<PathBuf>,
+        }
+
+        /// The settings in force.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        /// What the config file sets.
+        #[derive(Debug, Clone, Default)]
+        struct FileLayer {
+            $( $name: Option<$ty>, )+
+        }
+
+        impl FileLayer {
+            /// Takes one top-level key; `Ok(false)` for an unknown key.
+            fn set(&mut self, key: &str, value: &toml::Value) -> Result<bool, String> {
+                match key {
+                    $( stringify!($name) => {
+                        self.$name = Some($parse(&toml_text(value)?)?);
+                        Ok(true)
+                    } )+
+                    _ => Ok(false),
+                }
+            }
+        }
+
+        fn merge(cli: &Cli, file: FileLayer) -> Settings {
+            Settings {
+                $( $name: match (&cli.$name, file.$name) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(v)) => v,
+                    (None, None) => $parse($default)
+                        .unwrap_or_else(|e| panic!("default of {}: {e}", stringify!($name))),
+                }, )+
+            }
+        }
+
+        /// Every setting: flag, environment variable, file key, default,
+        /// help (first line).
+        pub const SETTINGS: &[SettingInfo] = &[
+            $( SettingInfo {
+                flag: $flag,
+                env: $env,
+                key: stringify!($name),
+                default: $default,
+                help: first_line(&[$($doc),+]),
+            }, )+
+        ];
+    };
+}
+
+/// One line of the settings table.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingInfo {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub key: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+const fn first_line(doc: &[&'static str]) -> &'static str {
+    doc[0]
+}
+
+settings! {
+    /// Address and port to listen on (WebSocket, notifications, status).
+    listen: SocketAddr = "127.0.0.1:8000", flag "listen", env "ROHRPOST_LISTEN", parse parse_addr;
     /// Directory watched for plugin libraries; created if missing.
-    #[arg(long, env = "ROHRPOST_PLUGINS", default_value = "plugins.d")]
-    pub plugins: PathBuf,
-
+    plugins_dir: PathBuf = "plugins.d", flag "plugins", env "ROHRPOST_PLUGINS", parse parse_path;
     /// Path of the WebSocket endpoint.
-    #[arg(long, env = "ROHRPOST_WS_PATH", default_value = "/ws/rohrpost/")]
-    pub ws_path: String,
-
-    /// Largest accepted message in bytes; a bigger frame closes the
-    /// connection with code 1009.
-    #[arg(long, env = "ROHRPOST_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
-    pub max_message_size: usize,
-
-    /// How long a caller waits for a handler on the worker pool before it
-    /// gets an error reply ("30s", "500ms", or seconds).
-    #[arg(long, env = "ROHRPOST_HANDLER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub handler_timeout: Duration,
-
-    /// Calls of one plugin that may run on the worker pool at once; more
-    /// wait (within the handler timeout).
-    #[arg(long, env = "ROHRPOST_PLUGIN_CONCURRENCY", default_value_t = 64)]
-    pub plugin_concurrency: usize,
-
-    /// An inline handler call that takes longer than this moves the handler
-    /// to the worker pool for good.
-    #[arg(long, env = "ROHRPOST_INLINE_BUDGET", default_value = "10ms", value_parser = parse_duration)]
-    pub inline_budget: Duration,
-
+    ws_path: String = "/ws/rohrpost/", flag "ws-path", env "ROHRPOST_WS_PATH", parse parse_ws_path;
+    /// Largest accepted message in bytes; a bigger one closes the connection with 1009.
+    max_message_size: usize = "1048576", flag "max-message-size", env "ROHRPOST_MAX_MESSAGE_SIZE", parse parse_positive;
+    /// Most open WebSocket connections; the next handshake gets 503.
+    max_connections: usize = "10000", flag "max-connections", env "ROHRPOST_MAX_CONNECTIONS", parse parse_positive;
+    /// A connection with no frame from the client for this long is closed
+    /// (1001); the server pings a quiet client well before. 0 disables it.
+    idle_timeout: Duration = "60s", flag "idle-timeout", env "ROHRPOST_IDLE_TIMEOUT", parse parse_duration;
+    /// Per-connection WebSocket read buffer in bytes.
+    read_buffer_size: usize = "4096", flag "read-buffer-size", env "ROHRPOST_READ_BUFFER", parse parse_positive;
+    /// Group messages a connection may have waiting; when full, the connection is closed (1013).
+    outbound_queue: usize = "1024", flag "outbound-queue", env "ROHRPOST_OUTBOUND_QUEUE", parse parse_positive;
+    /// How long a caller waits for a pooled handler before an error reply.
+    handler_timeout: Duration = "30s", flag "handler-timeout", env "ROHRPOST_HANDLER_TIMEOUT", parse parse_duration;
+    /// Calls of one plugin that may run on the worker pool at once.
+    plugin_concurrency: usize = "64", flag "plugin-concurrency", env "ROHRPOST_PLUGIN_CONCURRENCY", parse parse_positive;
+    /// An inline handler call slower than this moves the handler to the pool.
+    inline_budget: Duration = "10ms", flag "inline-budget", env "ROHRPOST_INLINE_BUDGET", parse parse_duration;
     /// How long a plugin file must be quiet before it is (re)loaded.
-    #[arg(long, env = "ROHRPOST_RELOAD_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
-    pub reload_debounce: Duration,
-
-    /// Per-connection WebSocket read buffer in bytes (axum's default of
-    /// 128 KiB costs that much memory per idle connection).
-    #[arg(long, env = "ROHRPOST_READ_BUFFER", default_value_t = 4096)]
-    pub read_buffer_size: usize,
-
-    /// Group messages a connection may have waiting to be written; a
-    /// connection whose queue is full is closed with code 1013.
-    #[arg(long, env = "ROHRPOST_OUTBOUND_QUEUE", default_value_t = 1024)]
-    pub outbound_queue: usize,
-
-    /// Bearer token that `POST /api/notify` requires; without one (here or
-    /// in the config file's `[notify]` table) the endpoint is disabled.
-    #[arg(long, env = "ROHRPOST_NOTIFY_TOKEN", hide_env_values = true)]
-    pub notify_token: Option<String>,
-
-    /// TOML config file: `[notify] token = "..."` and one `[plugins.<name>]`
-    /// table per plugin, handed to that plugin when it loads.
-    #[arg(long, env = "ROHRPOST_CONFIG")]
-    pub config: Option<PathBuf>,
+    reload_debounce: Duration = "100ms", flag "reload-debounce", env "ROHRPOST_RELOAD_DEBOUNCE", parse parse_duration;
+    /// Bearer token of `POST /api/notify`; empty disables the endpoint.
+    notify_token: String = "", flag "notify-token", env "ROHRPOST_NOTIFY_TOKEN", parse parse_string;
+    /// Origins allowed to open WebSockets from a browser (comma-separated,
+    /// e.g. `https://app.example.com`); empty allows any origin.
+    allowed_origins: Origins = "", flag "allowed-origins", env "ROHRPOST_ALLOWED_ORIGINS", parse parse_origins;
+    /// On SIGTERM or SIGINT, how long running handler calls may take to finish.
+    shutdown_timeout: Duration = "10s", flag "shutdown-timeout", env "ROHRPOST_SHUTDOWN_TIMEOUT", parse parse_duration;
+    /// Log format: `text` (for people) or `json` (one object per line).
+    log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
 }
 
-/// The config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub notify: NotifySection,
-    /// Per-plugin settings, by plugin name.
-    #[serde(default)]
-    pub plugins: BTreeMap<String, toml::Table>,
-}
+/// Browser origins allowed to connect; empty means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins(pub Vec<String>);
 
-/// `[notify]`: the change-notification endpoint.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifySection {
-    pub token: Option<String>,
-}
-
-impl FileConfig {
-    /// Reads and checks the file; an unknown key is an error.
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+impl Origins {
+    /// Whether a handshake's `Origin` header value may connect.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
+}
 
-    /// Each plugin's table as JSON text, the form plugins receive it in.
-    pub fn plugin_settings(&self) -> anyhow::Result<BTreeMap<String, String>> {
-        self.plugins
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings, the plugins' tables, and where they came from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    /// Each plugin's `[plugins.<name>]` table as JSON text, by plugin name.
+    pub plugin_tables: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Merges flags, environment and the config file named by `cli`.
+    pub fn load(cli: &Cli) -> anyhow::Result<Config> {
+        let (file, plugin_tables) = match &cli.config {
+            Some(path) => {
+                let table = read_table(path)?;
+                match check_table(&table) {
+                    Ok(parsed) => parsed,
+                    Err(problems) => bail!(
+                        "invalid config file {}:\n  {}",
+                        path.display(),
+                        problems.join("\n  ")
+                    ),
+                }
+            }
+            None => (FileLayer::default(), BTreeMap::new()),
+        };
+        Ok(Config {
+            settings: merge(cli, file),
+            plugin_tables,
+        })
+    }
+}
+
+/// `--check-config`: every problem of the file, each naming its key.
+pub fn check_file(path: &Path) -> Result<(), Vec<String>> {
+    let table = read_table(path).map_err(|e| vec![format!("{e:#}")])?;
+    check_table(&table).map(|_| ())
+}
+
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
+}
+
+/// Reads a parsed file, collecting every problem rather than the first.
+fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, String>), Vec<String>> {
+    let mut layer = FileLayer::default();
+    let mut plugins = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (key, value) in table {
+        if key == "plugins" {
+            match value {
+                toml::Value::Table(tables) => {
+                    for (name, plugin_table) in tables {
+                        match plugin_table {
+                            toml::Value::Table(t) => match serde_json::to_string(t) {
+                                Ok(json) => {
+                                    plugins.insert(name.clone(), json);
+                                }
+                                Err(e) => problems.push(format!("plugins.{name}: {e}")),
+                            },
+                            _ => problems.push(format!("plugins.{name}: must be a table")),
+                        }
+                    }
+                }
+                _ => {
+                    problems.push("plugins: must hold one [plugins.<name>] table per plugin".into())
+                }
+            }
+            continue;
+        }
+        match layer.set(key, value) {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!("{key}: unknown key")),
+            Err(e) => problems.push(format!("{key}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok((layer, plugins))
+    } else {
+        Err(problems)
+    }
+}
+
+/// A file value as the text a flag would carry: strings as they are,
+/// numbers and booleans written out, arrays of strings comma-separated.
+fn toml_text(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Array(items) => items
             .iter()
-            .map(|(name, table)| {
-                let json = serde_json::to_string(table)
-                    .with_context(|| format!("[plugins.{name}] cannot be passed on as JSON"))?;
-                Ok((name.clone(), json))
+            .map(|item| match item {
+                toml::Value::String(s) if !s.contains(',') => Ok(s.clone()),
+                _ => Err("expected a list of strings without commas".to_owned()),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|items| items.join(",")),
+        _ => Err("expected a string, a number or a list of strings".to_owned()),
     }
 }
 
-/// Parses "250ms", "2s", "1.5s" or plain seconds ("30").
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not an address such as 127.0.0.1:8000"))
+}
+
+fn parse_path(text: &str) -> Result<PathBuf, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn parse_ws_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') || text.starts_with("/api/") || text == "/" {
+        return Err(format!(
+            "'{text}' must be a path starting with '/', other than '/' and '/api/...'"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{text}' is not a positive whole number")),
+    }
+}
+
+fn parse_string(text: &str) -> Result<String, String> {
+    Ok(text.to_owned())
+}
+
+fn parse_origins(text: &str) -> Result<Origins, String> {
+    let origins: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for origin in &origins {
+        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin
+                .trim_end_matches('/')
+                .contains(|c: char| c.is_whitespace())
+            && !origin.ends_with('/');
+        if !ok {
+            return Err(format!(
+                "'{origin}' is not an origin such as https://app.example.com (scheme, host, optional port, no path)"
+            ));
+        }
+    }
+    Ok(Origins(origins))
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("'{other}' is not a log format: text or json")),
+    }
+}
+
+/// Parses "250ms", "2s", "1.5s", "2m" or plain seconds ("30").
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {
         (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
     } else {
         (text, 1.0)
     };
@@ -133,18 +361,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn config_file_tables_reach_plugins_as_json() {
-        let file: FileConfig = toml::from_str(
-            "[notify]\ntoken = \"t\"\n[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n",
-        )
-        .unwrap();
-        assert_eq!(file.notify.token.as_deref(), Some("t"));
-        assert_eq!(
-            file.plugin_settings().unwrap()["subscriptions"],
-            r#"{"auth":"tokens","tokens":["a"]}"#
-        );
-        assert!(toml::from_str::<FileConfig>("[notfy]\ntoken = \"t\"\n").is_err());
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["rohrpost"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
     }
 
     #[test]
@@ -152,7 +372,77 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn every_default_parses() {
+        let settings = merge(&Cli::default(), FileLayer::default());
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(settings.max_message_size, 1 << 20);
+        assert_eq!(settings.allowed_origins, Origins::default());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let table: toml::Table = toml::from_str(
+            "max_message_size = 2000\nhandler_timeout = \"2s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:8080\"]\n",
+        )
+        .unwrap();
+        let (file, _) = check_table(&table).unwrap();
+        let s = merge(&cli(&["--max-message-size", "3000"]), file);
+        assert_eq!(s.max_message_size, 3000);
+        assert_eq!(s.handler_timeout, Duration::from_secs(2));
+        assert!(s.allowed_origins.allows("https://a.example"));
+        assert!(!s.allowed_origins.allows("https://evil.example"));
+        assert_eq!(s.plugin_concurrency, 64);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let table: toml::Table = toml::from_str(
+            "listen = \"nowhere\"\nmax_conections = 5\nidle_timeout = \"soon\"\nplugins = 3\n\
+             [notify]\ntoken = \"x\"\n",
+        )
+        .unwrap();
+        let problems = check_table(&table).unwrap_err();
+        let text = problems.join("\n");
+        for key in [
+            "listen:",
+            "max_conections: unknown key",
+            "idle_timeout:",
+            "plugins:",
+            "notify: unknown key",
+        ] {
+            assert!(text.contains(key), "{key} missing in:\n{text}");
+        }
+        assert_eq!(problems.len(), 5);
+    }
+
+    #[test]
+    fn plugin_tables_reach_plugins_as_json() {
+        let table: toml::Table =
+            toml::from_str("[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n")
+                .unwrap();
+        let (_, plugins) = check_table(&table).unwrap();
+        assert_eq!(
+            plugins["subscriptions"],
+            r#"{"auth":"tokens","tokens":["a"]}"#
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting() {
+        let readme = include_str!("../../README.md");
+        for s in SETTINGS {
+            let row = format!("| `--{}` | `{}` | `{}` |", s.flag, s.env, s.key);
+            assert!(
+                readme.contains(&row),
+                "README lacks the row for --{}: {row}",
+                s.flag
+            );
+        }
     }
 }

@@ -7,11 +7,14 @@
 //! messages is created when the connection first joins a group, so an idle
 //! connection that never joins costs only its socket and this task.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::{
+    sync::{mpsc, Notify},
+    time::{Instant, Sleep},
+};
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
 
@@ -19,6 +22,7 @@ use crate::{
     dispatch::{Action, Dispatcher},
     groups::{outbound_queue, ConnectionId, GroupLayer, Outbox},
     protocol::Rejection,
+    shutdown::Stopping,
 };
 
 /// Close code for a connection whose outbound queue overflowed: 1013, "try
@@ -26,6 +30,9 @@ use crate::{
 /// resubscribe.
 pub const QUEUE_FULL_CODE: u16 = 1013;
 const QUEUE_FULL_REASON: &str = "Outbound queue full: the client reads too slowly.";
+
+const SHUTDOWN_REASON: &str = "Server shutting down.";
+const IDLE_REASON: &str = "Idle timeout.";
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -39,6 +46,9 @@ pub struct Shared {
     pub groups: Arc<dyn GroupLayer>,
     /// Group messages a connection may have waiting before it is closed.
     pub outbound_queue: usize,
+    /// No frame from the client for this long closes the connection
+    /// (zero: never); a ping goes out at half of it.
+    pub idle_timeout: Duration,
 }
 
 /// How a connection ended.
@@ -73,7 +83,13 @@ impl Drop for Membership {
 }
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(socket: WebSocket, shared: Arc<Shared>, scope: Arc<str>, id: ConnectionId) {
+pub async fn serve(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    scope: Arc<str>,
+    id: ConnectionId,
+    mut stopping: Stopping,
+) {
     let _membership = Membership {
         groups: shared.groups.clone(),
         id,
@@ -86,7 +102,7 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>, scope: Arc<str>, id: 
         queue: None,
         overflow: None,
     };
-    match run(&mut conn, &shared).await {
+    match run(&mut conn, &shared, &mut stopping).await {
         End::Gone => debug!(connection = id, "connection closed"),
         End::Close(code, reason) => {
             if code == QUEUE_FULL_CODE {
@@ -100,11 +116,23 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>, scope: Arc<str>, id: 
     }
 }
 
-async fn run(conn: &mut Conn, shared: &Shared) -> End {
+async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
+    let mut idle = Idle::new(shared.idle_timeout);
     loop {
         let received = tokio::select! {
             biased;
             () = overflowed(&conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
+            () = stopping.stopped() => return End::Close(close_code::AWAY, SHUTDOWN_REASON),
+            ping = idle.expired() => {
+                if !ping {
+                    debug!(connection = conn.id, "idle timeout");
+                    return End::Close(close_code::AWAY, IDLE_REASON);
+                }
+                if conn.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return End::Gone;
+                }
+                continue;
+            }
             Some(queued) = next_queued(&mut conn.queue) => {
                 if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &conn.overflow, queued).await {
                     return end;
@@ -115,7 +143,10 @@ async fn run(conn: &mut Conn, shared: &Shared) -> End {
         };
         let message = match received {
             None => return End::Gone,
-            Some(Ok(message)) => message,
+            Some(Ok(message)) => {
+                idle.heard();
+                message
+            }
             Some(Err(error)) if is_too_big(&error) => {
                 debug!(
                     connection = conn.id,
@@ -193,6 +224,63 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
         () = overflowed(&conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
     };
     flushed.map_err(|_| End::Gone)
+}
+
+/// The idle timer: after half the timeout without a frame from the client,
+/// a ping (a live client answers with a pong, which counts); after the
+/// whole timeout, the end.
+struct Idle {
+    timeout: Duration,
+    last_heard: Instant,
+    pinged: bool,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Idle {
+            timeout,
+            last_heard: now,
+            pinged: false,
+            timer: Box::pin(tokio::time::sleep_until(now + timeout / 2)),
+        }
+    }
+
+    /// A frame arrived.
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+    }
+
+    /// Resolves with `true` when it is time to ping, `false` when the
+    /// connection has been idle for the whole timeout. Never with a zero
+    /// timeout.
+    async fn expired(&mut self) -> bool {
+        if self.timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let due = self.last_heard
+                + if self.pinged {
+                    self.timeout
+                } else {
+                    self.timeout / 2
+                };
+            if self.timer.deadline() != due {
+                self.timer.as_mut().reset(due);
+            }
+            self.timer.as_mut().await;
+            if Instant::now() < due {
+                continue;
+            }
+            if self.pinged {
+                return false;
+            }
+            self.pinged = true;
+            return true;
+        }
+    }
 }
 
 /// Resolves when the connection's queue has overflowed; never without one.

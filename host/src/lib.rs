@@ -1,7 +1,8 @@
 //! The rohrpost host: a WebSocket server that routes rohrpost messages to
 //! hot-loaded handler plugins.
 //!
-//! The data path, one module each: [`server`] (listener, upgrade) →
+//! The data path, one module each: [`server`] (listener, shutdown) →
+//! [`handshake`] (origin check, connection limit, scope) →
 //! [`connection`] (one task per socket) → [`protocol`] (envelope and its
 //! errors) → [`dispatch`] (route, run the handler, replies) → [`registry`]
 //! (type → plugin) ← [`watcher`] (plugins directory) → [`plugin`] (loading
@@ -16,9 +17,11 @@ pub mod connection;
 pub mod dispatch;
 pub mod elf_check;
 pub mod groups;
+pub mod handshake;
 pub mod notify;
 pub mod plugin;
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod shutdown;
 pub mod watcher;

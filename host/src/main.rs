@@ -1,22 +1,66 @@
 //! `rohrpost`: the command line of the host (see the library's docs).
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use rohrpost_host::{config::Config, server};
+use rohrpost_host::{
+    config::{self, Cli, Config, LogFormat},
+    server,
+};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ROHRPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        return match config::check_file(path) {
+            Ok(()) => {
+                println!("{}: valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{}: {} problem(s)", path.display(), problems.len());
+                for problem in problems {
+                    eprintln!("  {problem}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("rohrpost: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(config.settings.log_format);
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("ROHRPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(server::run(config))
+    let result = runtime.block_on(server::run(config));
+    // Handler calls still running on the pool after the shutdown timeout
+    // are native code that cannot be stopped; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }

@@ -1,144 +1,107 @@
-//! The HTTP side: the listener, the WebSocket endpoint and its limits, the
-//! connection scope handed to plugins, and the notification endpoint.
+//! The server as a whole: builds the shared parts from the settings, loads
+//! the plugins, serves HTTP (the WebSocket endpoint and the notification
+//! endpoint), and shuts down gracefully on SIGTERM or SIGINT.
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicU64, Arc},
 };
 
 use anyhow::Context;
 use axum::{
-    extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade},
-    http::{HeaderMap, Uri},
-    response::Response,
+    extract::DefaultBodyLimit,
     routing::{get, post},
     Router,
 };
-use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
-use tracing::info;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tracing::{info, warn};
 
 use crate::{
-    config::{Config, FileConfig},
-    connection::{self, Shared},
+    config::Config,
+    connection::Shared,
     dispatch::Dispatcher,
     groups::{GroupLayer, MemoryGroups},
+    handshake::{self, Endpoint},
     notify::{self, NotifyEndpoint},
     registry::Registry,
+    shutdown::Shutdown,
     watcher::{self, WatchSettings},
 };
 
-/// What the WebSocket endpoint shares.
-struct App {
-    shared: Arc<Shared>,
-    config: Config,
-    next_connection: AtomicU64,
-}
-
-/// Loads the plugins, then serves until interrupted.
+/// Loads the plugins, then serves until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let file = match &config.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
+    let settings = config.settings;
     let registry = Arc::new(Registry::default());
     let _watcher = watcher::start(
         WatchSettings {
-            dir: config.plugins.clone(),
-            debounce: config.reload_debounce,
-            pool_size: config.plugin_concurrency,
-            plugin_settings: Arc::new(file.plugin_settings()?),
+            dir: settings.plugins_dir.clone(),
+            debounce: settings.reload_debounce,
+            pool_size: settings.plugin_concurrency,
+            plugin_settings: Arc::new(config.plugin_tables),
         },
         registry.clone(),
     )
     .await?;
 
     let groups: Arc<dyn GroupLayer> = Arc::new(MemoryGroups::default());
-    let app = Arc::new(App {
+    let shutdown = Arc::new(Shutdown::default());
+    let endpoint = Arc::new(Endpoint {
         shared: Arc::new(Shared {
             dispatcher: Dispatcher {
                 registry,
-                handler_timeout: config.handler_timeout,
-                inline_budget: config.inline_budget,
+                handler_timeout: settings.handler_timeout,
+                inline_budget: settings.inline_budget,
             },
             groups: groups.clone(),
-            outbound_queue: config.outbound_queue,
+            outbound_queue: settings.outbound_queue,
+            idle_timeout: settings.idle_timeout,
         }),
-        config: config.clone(),
+        settings: settings.clone(),
+        slots: Arc::new(Semaphore::new(settings.max_connections)),
+        shutdown: shutdown.clone(),
         next_connection: AtomicU64::new(1),
     });
-    let notify_token = config.notify_token.clone().or(file.notify.token);
-    if notify_token.is_none() {
+    if settings.notify_token.is_empty() {
         info!("POST /api/notify is disabled: no notify token is configured");
     }
-    let endpoint = Arc::new(NotifyEndpoint {
-        token: notify_token,
+    if settings.allowed_origins.0.is_empty() && !settings.listen.ip().is_loopback() {
+        warn!("any browser origin may connect: set allowed_origins to your site's origins");
+    }
+    let notify_endpoint = Arc::new(NotifyEndpoint {
+        token: Some(settings.notify_token.clone()).filter(|t| !t.is_empty()),
         groups,
     });
     let router = Router::new()
-        .route(&config.ws_path, get(upgrade))
-        .with_state(app)
+        .route(&settings.ws_path, get(handshake::upgrade))
+        .with_state(endpoint)
         .merge(
             Router::new()
                 .route("/api/notify", post(notify::notify))
-                .layer(DefaultBodyLimit::max(config.max_message_size))
-                .with_state(endpoint),
+                .layer(DefaultBodyLimit::max(settings.max_message_size))
+                .with_state(notify_endpoint),
         );
 
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!(address = %listener.local_addr()?, path = %config.ws_path, "listening");
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    info!(address = %listener.local_addr()?, path = %settings.ws_path, "listening");
+    let stop = shutdown.clone();
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        info!(
+            "shutting down: no new connections; open ones finish their request and close with 1001"
+        );
+        stop.begin();
+    })
     .await
     .context("server error")?;
+    shutdown.wait(settings.shutdown_timeout).await;
     info!("stopped");
     Ok(())
-}
-
-async fn upgrade(
-    upgrade: WebSocketUpgrade,
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let id = app.next_connection.fetch_add(1, Ordering::Relaxed);
-    let scope: Arc<str> = scope_json(id, remote, &uri, &headers).into();
-    let shared = app.shared.clone();
-    upgrade
-        .read_buffer_size(app.config.read_buffer_size)
-        .max_message_size(app.config.max_message_size)
-        .max_frame_size(app.config.max_message_size)
-        .on_upgrade(move |socket| connection::serve(socket, shared, scope, id))
-}
-
-/// The connection's scope as plugins see it, built once per connection.
-fn scope_json(id: u64, remote: SocketAddr, uri: &Uri, headers: &HeaderMap) -> String {
-    let headers: Map<String, Value> = headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-            )
-        })
-        .collect();
-    json!({
-        "connection_id": id,
-        "remote_addr": remote.to_string(),
-        "path": uri.path(),
-        "query_string": uri.query().unwrap_or(""),
-        "headers": headers,
-    })
-    .to_string()
 }
 
 async fn shutdown_signal() {
@@ -160,5 +123,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    info!("shutting down");
 }

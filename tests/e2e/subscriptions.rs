@@ -37,8 +37,7 @@ fn library() -> &'static PathBuf {
 /// A host with ping, the notify token and this `[plugins.subscriptions]`
 /// table, before the subscriptions plugin is installed.
 fn host_with(table: &str) -> Host {
-    let config =
-        format!("[notify]\ntoken = \"{NOTIFY_TOKEN}\"\n\n[plugins.subscriptions]\n{table}\n");
+    let config = format!("notify_token = \"{NOTIFY_TOKEN}\"\n\n[plugins.subscriptions]\n{table}\n");
     let host = Host::start_with_config(&["ping"], &config, &[]).unwrap();
     rohrpost_tests::install(library(), host.plugins.path(), LIBRARY);
     host
