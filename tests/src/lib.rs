@@ -205,6 +205,11 @@ impl Host {
 
     /// Like [`Host::start`], with extra command-line arguments.
     pub fn start_with(plugins: &[&str], args: &[&str]) -> Result<Host> {
+        Self::start_with_env(plugins, args, &[])
+    }
+
+    /// Like [`Host::start_with`], with extra environment variables.
+    pub fn start_with_env(plugins: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<Host> {
         let built = build();
         let dir = TempDir::new("plugins");
         for p in plugins {
@@ -220,6 +225,7 @@ impl Host {
             .env("ROHRPOST_LOG", "info,rohrpost_host=debug")
             // The host's shadow copies go with the test's own temp dir.
             .env("TMPDIR", work.path())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -312,6 +318,29 @@ impl Host {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends the process a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: a plain system call on our own child's pid.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn exit_code(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("the host did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Host {
@@ -386,8 +415,13 @@ pub async fn connect_many(host: &Host, n: usize) -> Result<Vec<Client>> {
     Ok(clients)
 }
 
-/// The value of `key=value` in a log line.
+/// The value of `key=value` in a log line, or of `"key": value` in a JSON
+/// log line.
 fn field(line: &str, key: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let value: Value = serde_json::from_str(line).ok()?;
+        return value.get(key)?.as_str().map(str::to_owned);
+    }
     let start = line.find(&format!("{key}="))? + key.len() + 1;
     let rest = &line[start..];
     let end = rest.find(' ').unwrap_or(rest.len());
@@ -437,6 +471,10 @@ impl Client {
                     Received::Close(frame.map(|f| u16::from(f.code)))
                 }
                 Some(Ok(Message::Binary(b))) => bail!("unexpected binary frame {b:?}"),
+                Some(Ok(Message::Ping(_))) => {
+                    self.ws.flush().await?;
+                    continue;
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => Received::Gone,
             });
@@ -457,11 +495,19 @@ impl Client {
         self.recv_json(Duration::from_secs(10)).await
     }
 
-    /// Checks that nothing arrives for `period`.
+    /// Checks that no message arrives for `period` (WebSocket pings and
+    /// pongs are answered and ignored).
     pub async fn expect_silence(&mut self, period: Duration) -> Result<()> {
-        match tokio::time::timeout(period, self.ws.next()).await {
-            Err(_) => Ok(()),
-            Ok(other) => bail!("expected silence, got {other:?}"),
+        let deadline = tokio::time::Instant::now() + period;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(()),
+                // The WebSocket layer queued the pong; send it, as a
+                // browser would.
+                Ok(Some(Ok(Message::Ping(_)))) => self.ws.flush().await?,
+                Ok(Some(Ok(Message::Pong(_)))) => {}
+                Ok(other) => bail!("expected silence, got {other:?}"),
+            }
         }
     }
 
