@@ -149,6 +149,9 @@ settings! {
     allowed_origins: Origins = "", flag "allowed-origins", env "ROHRPOST_ALLOWED_ORIGINS", parse parse_origins;
     /// On SIGTERM or SIGINT, how long running handler calls may take to finish.
     shutdown_timeout: Duration = "10s", flag "shutdown-timeout", env "ROHRPOST_SHUTDOWN_TIMEOUT", parse parse_duration;
+    /// Refuse plugin files and a plugins directory writable by others than
+    /// the server's user or root, and symlinks leading out of the directory.
+    strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
     /// Log format: `text` (for people) or `json` (one object per line).
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
 }
@@ -328,6 +331,14 @@ fn parse_origins(text: &str) -> Result<Origins, String> {
         }
     }
     Ok(Origins(origins))
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        other => Err(format!("'{other}' is not true or false")),
+    }
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::{
     dispatch::{Action, Dispatcher},
     groups::{outbound_queue, ConnectionId, GroupLayer, Outbox},
+    monitor::Monitor,
     protocol::Rejection,
     shutdown::Stopping,
 };
@@ -49,6 +50,7 @@ pub struct Shared {
     /// No frame from the client for this long closes the connection
     /// (zero: never); a ping goes out at half of it.
     pub idle_timeout: Duration,
+    pub monitor: Arc<Monitor>,
 }
 
 /// How a connection ended.
@@ -70,15 +72,18 @@ struct Conn {
     overflow: Option<Arc<Notify>>,
 }
 
-/// Leaves every group when the connection ends, however it ends.
+/// Leaves every group and counts the connection as closed when it ends,
+/// however it ends.
 struct Membership {
     groups: Arc<dyn GroupLayer>,
+    monitor: Arc<Monitor>,
     id: ConnectionId,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
         self.groups.leave_all(self.id);
+        self.monitor.connection(-1);
     }
 }
 
@@ -90,8 +95,10 @@ pub async fn serve(
     id: ConnectionId,
     mut stopping: Stopping,
 ) {
+    shared.monitor.connection(1);
     let _membership = Membership {
         groups: shared.groups.clone(),
+        monitor: shared.monitor.clone(),
         id,
     };
     let mut conn = Conn {
@@ -206,7 +213,10 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
             }
             Action::Join(group) => {
                 let outbox = conn.outbox.get_or_insert_with(|| {
-                    let (outbox, inbox) = outbound_queue(shared.outbound_queue);
+                    let (outbox, inbox) = outbound_queue(
+                        shared.outbound_queue,
+                        shared.monitor.metrics.queue_drops.clone(),
+                    );
                     conn.queue = Some(inbox.queue);
                     conn.overflow = Some(inbox.overflow);
                     outbox

@@ -27,6 +27,8 @@ use serde::de::IgnoredAny;
 use tracing::{error, warn};
 
 use crate::{
+    monitor::Monitor,
+    plugin::CallEnd,
     protocol::{self, Envelope},
     registry::{Registry, Route},
 };
@@ -54,6 +56,7 @@ pub struct Dispatcher {
     pub handler_timeout: Duration,
     /// An inline call taking longer than this moves its handler to the pool.
     pub inline_budget: Duration,
+    pub monitor: Arc<Monitor>,
 }
 
 impl Dispatcher {
@@ -62,11 +65,15 @@ impl Dispatcher {
         let text = frame.as_str();
         let envelope = match protocol::parse(text) {
             Ok(envelope) => envelope,
-            Err(rejection) => return vec![Action::Text(rejection.reply())],
+            Err(rejection) => {
+                self.monitor.invalid_request();
+                return vec![Action::Text(rejection.reply())];
+            }
         };
         let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
             Some(route) => route.clone(),
             None => {
+                self.monitor.unknown_type();
                 let error = format!("Unknown message type '{}'.", envelope.kind);
                 return vec![Action::Text(wire::write_message(
                     Some(envelope.id),
@@ -77,12 +84,14 @@ impl Dispatcher {
             }
         };
         let handler = &route.plugin.handlers[route.handler as usize];
+        let started = Instant::now();
         let outcome = if handler.is_inline() {
             self.run_inline(&route, &envelope, text, scope)
         } else {
             let owned = OwnedCall::new(&frame, &envelope, scope.clone());
             self.run_pooled(&route, owned).await
         };
+        count(&route, &outcome, started.elapsed());
         outcome_to_frames(&route, &envelope, outcome)
     }
 
@@ -135,6 +144,21 @@ impl Dispatcher {
             Err(_) => Outcome::TimedOut(self.handler_timeout),
         }
     }
+}
+
+/// Counts a call in the plugin's stats and the type's metrics.
+fn count(route: &Route, outcome: &Outcome, took: Duration) {
+    let (end, counter) = match outcome {
+        Outcome::Returned(CallOutcome::Done(_)) => (CallEnd::Ok, &route.metrics.ok),
+        Outcome::Returned(CallOutcome::Failed(_)) | Outcome::Lost(_) => {
+            (CallEnd::Error, &route.metrics.error)
+        }
+        Outcome::Returned(CallOutcome::Panicked(_)) => (CallEnd::Panic, &route.metrics.panic),
+        Outcome::TimedOut(_) => (CallEnd::Timeout, &route.metrics.timeout),
+    };
+    counter.inc();
+    route.plugin.count(end);
+    route.metrics.latency.observe(took.as_secs_f64());
 }
 
 /// How a handler call ended, seen from the host.

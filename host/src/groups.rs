@@ -16,6 +16,7 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
 
 /// A connection's id, unique within this host.
@@ -25,6 +26,8 @@ pub type ConnectionId = u64;
 #[derive(Clone, Debug)]
 pub struct Outbox {
     queue: mpsc::Sender<Utf8Bytes>,
+    /// Counts messages dropped on a full queue (a metric).
+    drops: Counter,
     /// Signalled when a message found the queue full: the connection then
     /// closes with [`crate::connection::QUEUE_FULL_CODE`].
     overflow: Arc<Notify>,
@@ -36,13 +39,15 @@ pub struct Inbox {
     pub overflow: Arc<Notify>,
 }
 
-/// A connection's outbound queue holding up to `capacity` messages.
-pub fn outbound_queue(capacity: usize) -> (Outbox, Inbox) {
+/// A connection's outbound queue holding up to `capacity` messages;
+/// messages dropped on a full queue are counted in `drops`.
+pub fn outbound_queue(capacity: usize, drops: Counter) -> (Outbox, Inbox) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let overflow = Arc::new(Notify::new());
     (
         Outbox {
             queue: tx,
+            drops,
             overflow: overflow.clone(),
         },
         Inbox {
@@ -59,6 +64,7 @@ impl Outbox {
         match self.queue.try_send(message.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.drops.inc();
                 self.overflow.notify_one();
                 false
             }
@@ -172,7 +178,7 @@ mod tests {
     #[test]
     fn join_twice_delivers_once_and_leave_all_cleans_up() {
         let groups = MemoryGroups::default();
-        let (outbox, mut inbox) = outbound_queue(8);
+        let (outbox, mut inbox) = outbound_queue(8, Counter::default());
         groups.join("g", 1, &outbox);
         groups.join("g", 1, &outbox);
         groups.join("h", 1, &outbox);
@@ -187,10 +193,12 @@ mod tests {
     #[test]
     fn a_full_queue_signals_overflow() {
         let groups = MemoryGroups::default();
-        let (outbox, inbox) = outbound_queue(1);
+        let drops = Counter::default();
+        let (outbox, inbox) = outbound_queue(1, drops.clone());
         groups.join("g", 7, &outbox);
         assert_eq!(groups.deliver("g", &"1".into()), 1);
         assert_eq!(groups.deliver("g", &"2".into()), 0);
+        assert_eq!(drops.get(), 1);
         let notified = inbox.overflow.notified();
         futures_util::pin_mut!(notified);
         // A stored permit completes the wait at once.

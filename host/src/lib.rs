@@ -12,16 +12,19 @@
 //!
 //! The `rohrpost` binary is a thin command line over [`server::run`].
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod elf_check;
 pub mod groups;
 pub mod handshake;
+pub mod monitor;
 pub mod notify;
 pub mod plugin;
 pub mod protocol;
 pub mod registry;
+pub mod safety;
 pub mod server;
 pub mod shutdown;
 pub mod watcher;

@@ -85,8 +85,37 @@ pub struct LoadedPlugin {
     pub handlers: Vec<HandlerInfo>,
     /// Bounds the plugin's calls running on the pool at once.
     pub pool_slots: Arc<Semaphore>,
-    pub calls: AtomicU64,
+    /// When it was loaded, in seconds since the Unix epoch.
+    pub loaded_at: f64,
+    stats: Stats,
     module: PluginModRef,
+}
+
+/// Call counts of one loaded plugin version.
+#[derive(Debug, Default)]
+struct Stats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+/// A snapshot of [`LoadedPlugin`]'s call counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatsSnapshot {
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub timeouts: u64,
+}
+
+/// How a call of a plugin ended, for its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnd {
+    Ok,
+    Error,
+    Panic,
+    Timeout,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -110,8 +139,29 @@ impl LoadedPlugin {
     /// Calls a handler. Synchronous native code: the caller decides where it
     /// runs. Never unwinds (the plugin side catches panics).
     pub fn call(&self, handler: u32, call: &Call<'_>) -> CallOutcome {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         (self.module.call())(handler, call)
+    }
+
+    /// Counts how a call ended.
+    pub fn count(&self, end: CallEnd) {
+        let counter = match end {
+            CallEnd::Ok => return,
+            CallEnd::Error => &self.stats.errors,
+            CallEnd::Panic => &self.stats.panics,
+            CallEnd::Timeout => &self.stats.timeouts,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The call counts so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            errors: self.stats.errors.load(Ordering::Relaxed),
+            panics: self.stats.panics.load(Ordering::Relaxed),
+            timeouts: self.stats.timeouts.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -271,7 +321,10 @@ pub fn load(
         file: file.to_owned(),
         handlers,
         pool_slots: Arc::new(Semaphore::new(pool_size)),
-        calls: AtomicU64::new(0),
+        loaded_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        stats: Stats::default(),
         module,
     })
 }

@@ -14,13 +14,18 @@ use std::{
 use arc_swap::ArcSwap;
 use thiserror::Error;
 
-use crate::plugin::LoadedPlugin;
+use crate::{
+    monitor::{Monitor, RouteMetrics},
+    plugin::LoadedPlugin,
+};
 
-/// A message type's destination: a plugin and one of its handlers.
+/// A message type's destination: a plugin and one of its handlers, and the
+/// type's metrics.
 #[derive(Clone, Debug)]
 pub struct Route {
     pub plugin: Arc<LoadedPlugin>,
     pub handler: u32,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// One consistent view of the loaded plugins.
@@ -64,6 +69,7 @@ impl Registry {
     pub fn install(
         &self,
         plugin: Arc<LoadedPlugin>,
+        monitor: &Monitor,
     ) -> Result<Option<Arc<LoadedPlugin>>, Conflict> {
         let old = self.current.load_full();
         for (file, other) in &old.plugins {
@@ -96,6 +102,7 @@ impl Registry {
                     Route {
                         plugin: plugin.clone(),
                         handler: index as u32,
+                        metrics: Arc::new(monitor.route_metrics(kind, &plugin.name)),
                     },
                 );
             }

@@ -17,11 +17,13 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 
 use crate::{
+    admin::{self, Admin},
     config::Config,
     connection::Shared,
     dispatch::Dispatcher,
     groups::{GroupLayer, MemoryGroups},
     handshake::{self, Endpoint},
+    monitor::Monitor,
     notify::{self, NotifyEndpoint},
     registry::Registry,
     shutdown::Shutdown,
@@ -32,14 +34,17 @@ use crate::{
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
     let registry = Arc::new(Registry::default());
+    let monitor = Arc::new(Monitor::default());
     let _watcher = watcher::start(
         WatchSettings {
             dir: settings.plugins_dir.clone(),
             debounce: settings.reload_debounce,
             pool_size: settings.plugin_concurrency,
             plugin_settings: Arc::new(config.plugin_tables),
+            strict_modes: settings.strict_modes,
         },
         registry.clone(),
+        monitor.clone(),
     )
     .await?;
 
@@ -48,13 +53,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let endpoint = Arc::new(Endpoint {
         shared: Arc::new(Shared {
             dispatcher: Dispatcher {
-                registry,
+                registry: registry.clone(),
                 handler_timeout: settings.handler_timeout,
                 inline_budget: settings.inline_budget,
+                monitor: monitor.clone(),
             },
             groups: groups.clone(),
             outbound_queue: settings.outbound_queue,
             idle_timeout: settings.idle_timeout,
+            monitor: monitor.clone(),
         }),
         settings: settings.clone(),
         slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -79,7 +86,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .route("/api/notify", post(notify::notify))
                 .layer(DefaultBodyLimit::max(settings.max_message_size))
                 .with_state(notify_endpoint),
-        );
+        )
+        .merge(admin::router(Arc::new(Admin { monitor, registry })));
 
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -24,8 +24,10 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
 use crate::{
+    monitor::Monitor,
     plugin::{self, content_hash, Identity, LoadError, ShadowDir},
     registry::Registry,
+    safety,
 };
 
 /// Settings of the watcher.
@@ -36,6 +38,9 @@ pub struct WatchSettings {
     pub pool_size: usize,
     /// Each plugin's configuration (JSON text), by plugin name.
     pub plugin_settings: Arc<BTreeMap<String, String>>,
+    /// Refuse files and a directory that others than the server's user or
+    /// root could write (see `safety`).
+    pub strict_modes: bool,
 }
 
 /// The running watcher; dropping it stops watching.
@@ -61,6 +66,7 @@ enum Dirty {
 pub async fn start(
     settings: WatchSettings,
     registry: Arc<Registry>,
+    monitor: Arc<Monitor>,
 ) -> anyhow::Result<PluginWatcher> {
     std::fs::create_dir_all(&settings.dir).with_context(|| {
         format!(
@@ -111,11 +117,14 @@ pub async fn start(
         shadow: Arc::new(ShadowDir::create().context("cannot create the shadow directory")?),
         pool_size: settings.pool_size,
         plugin_settings: settings.plugin_settings.clone(),
+        strict_modes: settings.strict_modes,
+        monitor: monitor.clone(),
         known: HashMap::new(),
         pending: HashMap::new(),
         retired: 0,
     };
     reconciler.rescan().await;
+    monitor.set_ready();
     info!(dir = %dir.display(), "watching the plugins directory");
     let task = tokio::spawn(reconciler.run(rx, settings.debounce));
     Ok(PluginWatcher {
@@ -125,11 +134,15 @@ pub async fn start(
 }
 
 /// What the reconciler last made of a file.
+#[derive(Default)]
 struct Known {
-    hash: u64,
+    /// The content last looked at; unchanged content is not loaded again.
+    hash: Option<u64>,
     /// Rejected only because another plugin held its name or a type: worth
     /// another try once that plugin is gone.
     blocked: bool,
+    /// Refused for its owner, mode or symlink target (content not read).
+    refused: Option<String>,
 }
 
 struct Reconciler {
@@ -138,6 +151,8 @@ struct Reconciler {
     shadow: Arc<ShadowDir>,
     pool_size: usize,
     plugin_settings: Arc<BTreeMap<String, String>>,
+    strict_modes: bool,
+    monitor: Arc<Monitor>,
     known: HashMap<PathBuf, Known>,
     /// Files to look at once quiet, with the time of their last event.
     pending: HashMap<PathBuf, Instant>,
@@ -198,38 +213,53 @@ impl Reconciler {
             debug!(file = %path.display(), "ignoring a file not named *.{}", std::env::consts::DLL_EXTENSION);
             return;
         }
-        let bytes = match std::fs::metadata(path) {
-            Ok(meta) if meta.is_file() => match tokio::fs::read(path).await {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    self.reject(path, None, &LoadError::Read(error));
+        if !std::fs::metadata(path).is_ok_and(|meta| meta.is_file()) {
+            self.known.remove(path);
+            self.monitor.forget(path);
+            if let Some(old) = self.registry.remove(path) {
+                let retired = self.retire();
+                info!(event = "removed", plugin = %old.name, version = %old.version,
+                    types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
+                    reason = "file deleted", retired_versions = retired,
+                    "plugin removed; its library stays mapped until restart");
+                self.monitor.removed(path, &old);
+                self.retry_blocked();
+            }
+            return;
+        }
+        if self.strict_modes {
+            let verdict =
+                safety::check_dir(&self.dir).and_then(|()| safety::check_file(path, &self.dir));
+            let known = self.known.entry(path.to_owned()).or_default();
+            match verdict {
+                Err(reason) => {
+                    if known.refused.as_ref() != Some(&reason) {
+                        known.refused = Some(reason.clone());
+                        known.hash = None;
+                        self.reject(path, None, &reason);
+                    }
                     return;
                 }
-            },
-            _ => {
-                self.known.remove(path);
-                if let Some(old) = self.registry.remove(path) {
-                    let retired = self.retire();
-                    info!(event = "removed", plugin = %old.name, version = %old.version,
-                        types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
-                        reason = "file deleted", retired_versions = retired,
-                        "plugin removed; its library stays mapped until restart");
-                    self.retry_blocked();
-                }
+                Ok(()) if known.refused.take().is_some() => known.hash = None,
+                Ok(()) => {}
+            }
+        }
+        let bytes = match tokio::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.reject(path, None, &LoadError::Read(error));
                 return;
             }
         };
         let hash = content_hash(&bytes);
-        if self.known.get(path).is_some_and(|k| k.hash == hash) {
+        let known = self.known.entry(path.to_owned()).or_default();
+        if known.hash == Some(hash) {
             return;
         }
-        self.known.insert(
-            path.to_owned(),
-            Known {
-                hash,
-                blocked: false,
-            },
-        );
+        *known = Known {
+            hash: Some(hash),
+            ..Known::default()
+        };
 
         let shadow = self.shadow.clone();
         let file = path.to_owned();
@@ -248,11 +278,15 @@ impl Reconciler {
                 return self.reject(path, None, &LoadError::Init(join_error.to_string()));
             }
         };
-        match self.registry.install(plugin.clone()) {
-            Ok(None) => info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
-                types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
-                api = %plugin.api_version, reason = "new file", "plugin loaded"),
+        match self.registry.install(plugin.clone(), &self.monitor) {
+            Ok(None) => {
+                info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
+                    api = %plugin.api_version, reason = "new file", "plugin loaded");
+                self.monitor.loaded(&plugin, None);
+            }
             Ok(Some(old)) => {
+                self.monitor.loaded(&plugin, Some(&old));
                 let retired = self.retire();
                 info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
                     types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
@@ -294,13 +328,15 @@ impl Reconciler {
     }
 
     fn reject(&self, path: &Path, plugin: Option<&Identity>, reason: &dyn std::fmt::Display) {
-        let still = self
+        let serving = self
             .registry
             .snapshot()
             .plugins
             .get(path)
-            .map(|p| format!("{} {}", p.name, p.version))
-            .unwrap_or_else(|| "nothing from this file".to_owned());
+            .map(|p| format!("{} {}", p.name, p.version));
+        self.monitor
+            .rejected(path, plugin, &reason.to_string(), serving.is_some());
+        let still = serving.unwrap_or_else(|| "nothing from this file".to_owned());
         warn!(event = "rejected",
             plugin = %plugin.map_or("-", |p| p.name.as_str()),
             version = %plugin.map_or("-", |p| p.version.as_str()),

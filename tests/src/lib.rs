@@ -63,6 +63,13 @@ fn target_dir() -> PathBuf {
 pub fn build() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // Files and directories the tests make (and cargo's outputs) are
+        // writable by their owner only, whatever umask the tests run
+        // under: the host refuses plugins that others may write.
+        // SAFETY: umask has no preconditions.
+        unsafe {
+            libc::umask(0o022);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace())
@@ -165,6 +172,9 @@ impl TempDir {
         ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("cannot create a temp dir");
+        // Whatever the umask: the host refuses a plugins directory that
+        // others may write.
+        set_mode(&path, 0o755);
         TempDir(path)
     }
 
@@ -184,7 +194,14 @@ impl Drop for TempDir {
 pub fn install(from: &Path, dir: &Path, name: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::copy(from, &tmp).expect("copy plugin");
+    set_mode(&tmp, 0o644);
     std::fs::rename(&tmp, dir.join(name)).expect("rename plugin into place");
+}
+
+/// Sets a file's or directory's permission bits.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// A running host process with its own plugins directory.

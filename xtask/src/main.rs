@@ -33,7 +33,8 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask run [HOST ARGS...]\n       \
                  cargo xtask install-plugins [DIR]\n       \
-                 cargo xtask bench [all|throughput|memory|reload|new-plugin] [ARGS...]"
+                 cargo xtask bench [all|throughput|memory|reload|new-plugin|fanout|notify-rate] \
+                 [ARGS...]"
             );
             bail!("unknown command '{command}'")
         }
@@ -109,16 +110,30 @@ fn install(from: &Path, dir: &Path) -> Result<()> {
     }
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The host refuses plugin files that others than their owner may write.
+    set_mode(&tmp, 0o644)?;
     std::fs::rename(&tmp, &target)
         .with_context(|| format!("cannot rename into {}", target.display()))?;
     eprintln!("installed {}", target.display());
     Ok(())
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+/// Creates the plugins directory, writable by its owner only.
+fn plugins_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    set_mode(dir, 0o755)
+}
+
 fn install_plugins(dir: &Path) -> Result<()> {
     let plugins = shipped_plugins()?;
     cargo_build_release(&plugins)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    plugins_dir(dir)?;
     for p in &plugins {
         install(&release_dir().join(library_file(p)), dir)?;
     }
@@ -130,7 +145,7 @@ fn run(host_args: &[String]) -> Result<()> {
     packages.push("rohrpost-host".into());
     cargo_build_release(&packages)?;
     let dir = root().join("plugins.d");
-    std::fs::create_dir_all(&dir)?;
+    plugins_dir(&dir)?;
     for p in shipped_plugins()? {
         install(&release_dir().join(library_file(&p)), &dir)?;
     }
@@ -147,7 +162,13 @@ fn run(host_args: &[String]) -> Result<()> {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    let packages = ["rohrpost-host", "rohrpost-bench", "ping", "fixture-testkit"];
+    let packages = [
+        "rohrpost-host",
+        "rohrpost-bench",
+        "ping",
+        "fixture-testkit",
+        "subscriptions",
+    ];
     cargo_build_release(&packages.map(String::from))?;
     let release = release_dir();
     let mut cmd = Command::new(release.join("rohrpost-bench"));
@@ -165,6 +186,8 @@ fn bench(args: &[String]) -> Result<()> {
         .arg(release.join(library_file("ping")))
         .arg("--pool-lib")
         .arg(release.join(library_file("fixture-testkit")))
+        .arg("--subscriptions-lib")
+        .arg(release.join(library_file("subscriptions")))
         .status()
         .context("cannot start rohrpost-bench")?;
     if !status.success() {

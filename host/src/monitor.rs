@@ -1,0 +1,384 @@
+//! What the server knows about itself, for operators: Prometheus metrics,
+//! the state of every file in the plugins directory (loaded or rejected, and
+//! why), readiness, and a live stream of plugin events for the status page.
+//!
+//! Everything that changes state reports here (the watcher, the dispatcher,
+//! connections, group fan-out); `admin` only reads.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Mutex,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::plugin::{Identity, LoadedPlugin};
+
+/// Labels of the messages counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// The message type, for types a plugin serves; empty otherwise (the
+    /// type is client-controlled and must not grow the label set).
+    pub r#type: String,
+    pub outcome: Outcome,
+}
+
+/// How a request ended.
+#[derive(
+    Clone, Copy, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
+)]
+pub enum Outcome {
+    /// The handler ran and succeeded.
+    Ok,
+    /// The handler returned an error.
+    Error,
+    Panic,
+    Timeout,
+    /// No plugin serves the type.
+    UnknownType,
+    /// The frame was not a valid rohrpost message.
+    Invalid,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+/// The counters and the latency histogram of one routed message type.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    pub ok: Counter,
+    pub error: Counter,
+    pub panic: Counter,
+    pub timeout: Counter,
+    pub latency: Histogram,
+}
+
+/// The Prometheus metrics.
+pub struct Metrics {
+    invalid: Counter,
+    unknown_type: Counter,
+    registry: Registry,
+    connections: Gauge,
+    messages: Family<MessageLabels, Counter>,
+    handler_seconds: Family<PluginLabel, Histogram>,
+    plugin_events: Family<EventLabel, Counter>,
+    /// Group messages not queued because a connection's queue was full.
+    pub queue_drops: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rohrpost");
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "Requests handled, by message type and outcome",
+            messages.clone(),
+        );
+        let handler_seconds = Family::<PluginLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                30.0,
+            ])
+        });
+        registry.register(
+            "handler_duration_seconds",
+            "Time from a request to its handler's result, by plugin",
+            handler_seconds.clone(),
+        );
+        let plugin_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "plugin_events",
+            "Plugin loads, replacements, rejections and removals",
+            plugin_events.clone(),
+        );
+        let unlabelled = |outcome| {
+            messages
+                .get_or_create(&MessageLabels {
+                    r#type: String::new(),
+                    outcome,
+                })
+                .clone()
+        };
+        let invalid = unlabelled(Outcome::Invalid);
+        let unknown_type = unlabelled(Outcome::UnknownType);
+        let queue_drops = Counter::default();
+        registry.register(
+            "outbound_queue_drops",
+            "Group messages dropped because a connection's outbound queue was full",
+            queue_drops.clone(),
+        );
+        Metrics {
+            invalid,
+            unknown_type,
+            registry,
+            connections,
+            messages,
+            handler_seconds,
+            plugin_events,
+            queue_drops,
+        }
+    }
+}
+
+/// A file of the plugins directory, as the server last saw it.
+#[derive(Clone, Debug)]
+enum FileStatus {
+    Loaded,
+    Rejected {
+        identity: Option<Identity>,
+        reason: String,
+        at: f64,
+    },
+}
+
+/// The server's view of itself.
+pub struct Monitor {
+    pub metrics: Metrics,
+    files: Mutex<BTreeMap<PathBuf, FileStatus>>,
+    /// Versions replaced or removed but still mapped, by plugin name.
+    retired: Mutex<HashMap<String, u64>>,
+    ready: AtomicBool,
+    open_connections: AtomicI64,
+    events: broadcast::Sender<Value>,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            metrics: Metrics::default(),
+            files: Mutex::default(),
+            retired: Mutex::default(),
+            ready: AtomicBool::new(false),
+            open_connections: AtomicI64::new(0),
+            events: broadcast::channel(256).0,
+        }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Monitor {
+    /// The plugins directory has been scanned once.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// A connection opened (`+1`) or closed (`-1`).
+    pub fn connection(&self, delta: i64) {
+        self.metrics.connections.inc_by(delta);
+        let open = self.open_connections.fetch_add(delta, Ordering::Relaxed) + delta;
+        let _ = self
+            .events
+            .send(json!({ "event": "connections", "open": open }));
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// The metrics of one routed message type, made once per route so that
+    /// a request only bumps atomics.
+    pub fn route_metrics(&self, kind: &str, plugin: &str) -> RouteMetrics {
+        let counter = |outcome| {
+            self.metrics
+                .messages
+                .get_or_create(&MessageLabels {
+                    r#type: kind.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            ok: counter(Outcome::Ok),
+            error: counter(Outcome::Error),
+            panic: counter(Outcome::Panic),
+            timeout: counter(Outcome::Timeout),
+            latency: self
+                .metrics
+                .handler_seconds
+                .get_or_create(&PluginLabel {
+                    plugin: plugin.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// A frame that was not a valid rohrpost message.
+    pub fn invalid_request(&self) {
+        self.metrics.invalid.inc();
+    }
+
+    /// A request of a type no plugin serves.
+    pub fn unknown_type(&self) {
+        self.metrics.unknown_type.inc();
+    }
+
+    /// A plugin was loaded (`replaced`: a version before it is retired).
+    pub fn loaded(&self, plugin: &LoadedPlugin, replaced: Option<&LoadedPlugin>) {
+        lock(&self.files).insert(plugin.file.clone(), FileStatus::Loaded);
+        let event = match replaced {
+            Some(old) => {
+                *lock(&self.retired).entry(old.name.clone()).or_default() += 1;
+                "replaced"
+            }
+            None => "loaded",
+        };
+        self.plugin_event(
+            event,
+            json!({
+                "plugin": plugin.name, "version": plugin.version,
+                "types": plugin.types().collect::<Vec<_>>(), "file": plugin.file,
+            }),
+        );
+    }
+
+    /// The plugin of `file` was removed (its file is gone).
+    pub fn removed(&self, file: &Path, plugin: &LoadedPlugin) {
+        lock(&self.files).remove(file);
+        *lock(&self.retired).entry(plugin.name.clone()).or_default() += 1;
+        self.plugin_event(
+            "removed",
+            json!({
+                "plugin": plugin.name, "version": plugin.version, "file": file,
+            }),
+        );
+    }
+
+    /// A file was rejected. It stays listed, with its reason, until it is
+    /// loaded or deleted.
+    pub fn rejected(&self, file: &Path, identity: Option<&Identity>, reason: &str, serving: bool) {
+        let status = FileStatus::Rejected {
+            identity: identity.cloned(),
+            reason: reason.to_owned(),
+            at: now(),
+        };
+        // A rejected new version does not hide the version still serving.
+        if !serving {
+            lock(&self.files).insert(file.to_owned(), status);
+        }
+        self.plugin_event(
+            "rejected",
+            json!({
+                "plugin": identity.map(|i| &i.name), "version": identity.map(|i| &i.version),
+                "file": file, "reason": reason,
+            }),
+        );
+    }
+
+    /// A file that was rejected is gone.
+    pub fn forget(&self, file: &Path) {
+        let mut files = lock(&self.files);
+        if matches!(files.get(file), Some(FileStatus::Rejected { .. })) {
+            files.remove(file);
+        }
+    }
+
+    fn plugin_event(&self, event: &str, mut details: Value) {
+        self.metrics
+            .plugin_events
+            .get_or_create(&EventLabel {
+                event: event.to_owned(),
+            })
+            .inc();
+        details["event"] = Value::from(event);
+        details["at"] = Value::from(now());
+        let _ = self.events.send(details);
+    }
+
+    /// Live events for the status page: plugin events and connection counts.
+    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+        self.events.subscribe()
+    }
+
+    /// `GET /api/plugins`: every loaded plugin and every rejected file.
+    pub fn plugins_json(&self, loaded: &BTreeMap<PathBuf, std::sync::Arc<LoadedPlugin>>) -> Value {
+        let retired = lock(&self.retired).clone();
+        let mut list: Vec<Value> = loaded
+            .values()
+            .map(|p| {
+                let stats = p.stats();
+                json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "api_version": p.api_version,
+                    "file": p.file,
+                    "types": p.types().collect::<Vec<_>>(),
+                    "status": "loaded",
+                    "loaded_at": p.loaded_at,
+                    "calls": stats.calls,
+                    "errors": stats.errors,
+                    "panics": stats.panics,
+                    "timeouts": stats.timeouts,
+                    "retired_versions": retired.get(&p.name).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        for (file, status) in lock(&self.files).iter() {
+            if let FileStatus::Rejected {
+                identity,
+                reason,
+                at,
+            } = status
+            {
+                list.push(json!({
+                    "name": identity.as_ref().map(|i| &i.name),
+                    "version": identity.as_ref().map(|i| &i.version),
+                    "file": file,
+                    "types": identity.as_ref().map(|i| i.types.clone()).unwrap_or_default(),
+                    "status": "rejected",
+                    "reason": reason,
+                    "rejected_at": at,
+                }));
+            }
+        }
+        json!({ "plugins": list, "connections": self.open_connections() })
+    }
+
+    /// `GET /metrics` in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.metrics.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
