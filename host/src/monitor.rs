@@ -15,8 +15,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use std::fmt::Write as _;
+
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -35,9 +37,7 @@ pub struct MessageLabels {
 }
 
 /// How a request ended.
-#[derive(
-    Clone, Copy, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
-)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
     /// The handler ran and succeeded.
     Ok,
@@ -49,6 +49,26 @@ pub enum Outcome {
     UnknownType,
     /// The frame was not a valid rohrpost message.
     Invalid,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+            Outcome::Timeout => "timeout",
+            Outcome::UnknownType => "unknown_type",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

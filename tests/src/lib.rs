@@ -367,6 +367,27 @@ impl Drop for Host {
     }
 }
 
+/// A minimal HTTP/1.1 GET: the status and the body.
+pub async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad HTTP response: {text}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
+
 /// A minimal HTTP/1.1 POST of a JSON body; returns the status and the body
 /// parsed as JSON (`null` when it is not JSON).
 pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, Value)> {
