@@ -27,4 +27,5 @@ pub mod registry;
 pub mod safety;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod watcher;

@@ -27,6 +27,7 @@ use crate::{
     notify::{self, NotifyEndpoint},
     registry::Registry,
     shutdown::Shutdown,
+    status,
     watcher::{self, WatchSettings},
 };
 
@@ -87,7 +88,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .layer(DefaultBodyLimit::max(settings.max_message_size))
                 .with_state(notify_endpoint),
         )
-        .merge(admin::router(Arc::new(Admin { monitor, registry })));
+        .merge(admin::router(Arc::new(Admin { monitor, registry })))
+        .merge(status::router());
 
     let listener = TcpListener::bind(settings.listen)
         .await
