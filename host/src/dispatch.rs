@@ -223,6 +223,8 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
             effects_to_frames(route, envelope, effects)
         }
         Outcome::Returned(CallOutcome::Failed(text)) => {
+            warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
+                cause = %text, "handler returned an error");
             vec![error_reply(envelope, text.as_str())]
         }
         Outcome::Returned(CallOutcome::Panicked(message)) => {

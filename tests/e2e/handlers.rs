@@ -57,6 +57,18 @@ async fn error_replies_from_send_error_and_from_returned_errors() {
         c.request(r#"{"id":2,"type":"fail"}"#).await.unwrap(),
         json!({"id":2,"type":"fail","error":"something went wrong"})
     );
+    host.wait_for_log(
+        &[
+            "handler returned an error",
+            "plugin=testkit",
+            "version=1.0.0",
+            "type=fail",
+            "cause=something went wrong",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
     // An empty message is refused inside the plugin; the refusal is the error.
     assert_eq!(
         c.request(r#"{"id":3,"type":"empty"}"#).await.unwrap(),
