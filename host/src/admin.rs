@@ -1,6 +1,6 @@
 //! Endpoints for operators, on the same port as the WebSocket endpoint:
 //! `/healthz` (the process answers), `/readyz` (the plugins directory has
-//! been scanned), `GET /api/plugins` (every plugin, loaded or rejected, with
+//! been scanned, and Redis answers when groups go through it), `GET /api/plugins` (every plugin, loaded or rejected, with
 //! its counts), `/metrics` (Prometheus) and `/api/events` (a live stream of
 //! plugin events and connection counts, for the status page).
 
@@ -44,14 +44,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
-    if admin.monitor.is_ready() {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        (
+    match admin.monitor.readiness() {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "starting", "reason": "the plugins directory is not scanned yet" })),
+            Json(json!({ "status": "not ready", "reason": reason })),
         )
-            .into_response()
+            .into_response(),
     }
 }
 

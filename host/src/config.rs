@@ -149,6 +149,11 @@ settings! {
     allowed_origins: Origins = "", flag "allowed-origins", env "ROHRPOST_ALLOWED_ORIGINS", parse parse_origins;
     /// On SIGTERM or SIGINT, how long running handler calls may take to finish.
     shutdown_timeout: Duration = "10s", flag "shutdown-timeout", env "ROHRPOST_SHUTDOWN_TIMEOUT", parse parse_duration;
+    /// Where groups live: `memory` (this host only) or a Redis URL such as
+    /// `redis://127.0.0.1:6379/0` (several hosts share their groups).
+    groups: Groups = "memory", flag "groups", env "ROHRPOST_GROUPS", parse parse_groups;
+    /// Prefix of the Redis channel names, so that deployments can share one Redis.
+    groups_prefix: String = "rohrpost:", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
     /// Refuse plugin files and a plugins directory writable by others than
     /// the server's user or root, and symlinks leading out of the directory.
     strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
@@ -165,6 +170,15 @@ impl Origins {
     pub fn allows(&self, origin: &str) -> bool {
         self.0.is_empty() || self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
+}
+
+/// Where groups live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Groups {
+    /// In this process: one host.
+    Memory,
+    /// In Redis pub/sub at this URL: several hosts.
+    Redis(String),
 }
 
 /// How log lines look.
@@ -331,6 +345,18 @@ fn parse_origins(text: &str) -> Result<Origins, String> {
         }
     }
     Ok(Origins(origins))
+}
+
+fn parse_groups(text: &str) -> Result<Groups, String> {
+    let text = text.trim();
+    if text == "memory" {
+        return Ok(Groups::Memory);
+    }
+    if text.starts_with("redis://") || text.starts_with("rediss://") || text.starts_with("unix://")
+    {
+        return Ok(Groups::Redis(text.to_owned()));
+    }
+    Err(format!("'{text}' is neither memory nor a redis:// URL"))
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {

@@ -221,7 +221,7 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
                     conn.overflow = Some(inbox.overflow);
                     outbox
                 });
-                shared.groups.join(&group, conn.id, outbox);
+                shared.groups.join(&group, conn.id, outbox).await;
             }
             Action::Leave(group) => shared.groups.leave(&group, conn.id),
             Action::GroupSend { group, message } => {

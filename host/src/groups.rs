@@ -73,20 +73,26 @@ impl Outbox {
     }
 }
 
-/// A future returned by [`GroupLayer::send`].
-pub type SendFuture<'a> = Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
+/// A future returned by [`GroupLayer`]'s methods.
+pub type GroupFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Group membership and fan-out.
 pub trait GroupLayer: Send + Sync {
-    /// Adds a connection to a group; joining twice changes nothing.
-    fn join(&self, group: &str, connection: ConnectionId, outbox: &Outbox);
+    /// Adds a connection to a group; joining twice changes nothing. Resolves
+    /// once messages sent to the group from now on reach the connection.
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: ConnectionId,
+        outbox: &'a Outbox,
+    ) -> GroupFuture<'a, ()>;
     /// Removes a connection from a group, if it is a member.
     fn leave(&self, group: &str, connection: ConnectionId);
     /// Removes a connection from every group (it closed).
     fn leave_all(&self, connection: ConnectionId);
     /// Sends a message to every member of a group, at most once each;
-    /// resolves to the number of connections it was queued for.
-    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> SendFuture<'a>;
+    /// resolves to the number of connections of this host it was queued for.
+    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize>;
 }
 
 /// Groups of this host only, in memory.
@@ -117,29 +123,29 @@ impl MemoryGroups {
             members.values().filter(|o| o.offer(message)).count()
         })
     }
-}
 
-impl GroupLayer for MemoryGroups {
-    fn join(&self, group: &str, connection: ConnectionId, outbox: &Outbox) {
+    /// Adds a member; true when it is the group's first.
+    pub fn add(&self, group: &str, connection: ConnectionId, outbox: &Outbox) -> bool {
         let mut state = self.state();
-        state
-            .members
-            .entry(group.to_owned())
-            .or_default()
-            .insert(connection, outbox.clone());
+        let members = state.members.entry(group.to_owned()).or_default();
+        let first = members.is_empty();
+        members.insert(connection, outbox.clone());
         state
             .joined
             .entry(connection)
             .or_default()
             .insert(group.to_owned());
+        first
     }
 
-    fn leave(&self, group: &str, connection: ConnectionId) {
+    /// Removes a member; true when the group has no member left.
+    pub fn remove(&self, group: &str, connection: ConnectionId) -> bool {
         let mut state = self.state();
+        let mut emptied = false;
         if let Some(members) = state.members.get_mut(group) {
-            members.remove(&connection);
-            if members.is_empty() {
+            if members.remove(&connection).is_some() && members.is_empty() {
                 state.members.remove(group);
+                emptied = true;
             }
         }
         if let Some(groups) = state.joined.get_mut(&connection) {
@@ -148,24 +154,54 @@ impl GroupLayer for MemoryGroups {
                 state.joined.remove(&connection);
             }
         }
+        emptied
     }
 
-    fn leave_all(&self, connection: ConnectionId) {
+    /// Removes a connection from all its groups; the groups left empty.
+    pub fn remove_everywhere(&self, connection: ConnectionId) -> Vec<String> {
         let mut state = self.state();
         let Some(groups) = state.joined.remove(&connection) else {
-            return;
+            return Vec::new();
         };
+        let mut emptied = Vec::new();
         for group in groups {
             if let Some(members) = state.members.get_mut(&group) {
                 members.remove(&connection);
                 if members.is_empty() {
                     state.members.remove(&group);
+                    emptied.push(group);
                 }
             }
         }
+        emptied
     }
 
-    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> SendFuture<'a> {
+    /// The groups with at least one member here.
+    pub fn group_names(&self) -> Vec<String> {
+        self.state().members.keys().cloned().collect()
+    }
+}
+
+impl GroupLayer for MemoryGroups {
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: ConnectionId,
+        outbox: &'a Outbox,
+    ) -> GroupFuture<'a, ()> {
+        self.add(group, connection, outbox);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn leave(&self, group: &str, connection: ConnectionId) {
+        self.remove(group, connection);
+    }
+
+    fn leave_all(&self, connection: ConnectionId) {
+        self.remove_everywhere(connection);
+    }
+
+    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
         let reached = self.deliver(group, &message);
         Box::pin(std::future::ready(reached))
     }
@@ -179,13 +215,15 @@ mod tests {
     fn join_twice_delivers_once_and_leave_all_cleans_up() {
         let groups = MemoryGroups::default();
         let (outbox, mut inbox) = outbound_queue(8, Counter::default());
-        groups.join("g", 1, &outbox);
-        groups.join("g", 1, &outbox);
-        groups.join("h", 1, &outbox);
+        assert!(groups.add("g", 1, &outbox));
+        assert!(!groups.add("g", 1, &outbox));
+        assert!(groups.add("h", 1, &outbox));
         assert_eq!(groups.deliver("g", &"m".into()), 1);
         assert_eq!(inbox.queue.try_recv().ok().as_deref(), Some("m"));
         assert!(inbox.queue.try_recv().is_err());
-        groups.leave_all(1);
+        let mut emptied = groups.remove_everywhere(1);
+        emptied.sort();
+        assert_eq!(emptied, ["g", "h"]);
         assert_eq!(groups.deliver("g", &"m".into()), 0);
         assert!(groups.state().members.is_empty() && groups.state().joined.is_empty());
     }
@@ -195,7 +233,7 @@ mod tests {
         let groups = MemoryGroups::default();
         let drops = Counter::default();
         let (outbox, inbox) = outbound_queue(1, drops.clone());
-        groups.join("g", 7, &outbox);
+        groups.add("g", 7, &outbox);
         assert_eq!(groups.deliver("g", &"1".into()), 1);
         assert_eq!(groups.deliver("g", &"2".into()), 0);
         assert_eq!(drops.get(), 1);

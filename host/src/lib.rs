@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod notify;
 pub mod plugin;
 pub mod protocol;
+pub mod redis_groups;
 pub mod registry;
 pub mod safety;
 pub mod server;

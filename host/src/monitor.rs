@@ -102,6 +102,10 @@ pub struct Metrics {
     plugin_events: Family<EventLabel, Counter>,
     /// Group messages not queued because a connection's queue was full.
     pub queue_drops: Counter,
+    /// Group messages not passed to other hosts (the broker was down).
+    pub broker_drops: Counter,
+    /// 1 while the group broker (Redis) is reachable.
+    broker_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -152,7 +156,21 @@ impl Default for Metrics {
             "Group messages dropped because a connection's outbound queue was full",
             queue_drops.clone(),
         );
+        let broker_drops = Counter::default();
+        registry.register(
+            "broker_drops",
+            "Group messages not passed to other hosts because the broker was unreachable",
+            broker_drops.clone(),
+        );
+        let broker_up = Gauge::default();
+        registry.register(
+            "broker_up",
+            "1 while the group broker (Redis) is reachable; 0 while not, or in memory mode",
+            broker_up.clone(),
+        );
         Metrics {
+            broker_drops,
+            broker_up,
             invalid,
             unknown_type,
             registry,
@@ -183,6 +201,8 @@ pub struct Monitor {
     /// Versions replaced or removed but still mapped, by plugin name.
     retired: Mutex<HashMap<String, u64>>,
     ready: AtomicBool,
+    /// Whether a group broker is in use (`Some`) and reachable.
+    broker: Mutex<Option<bool>>,
     open_connections: AtomicI64,
     events: broadcast::Sender<Value>,
 }
@@ -194,6 +214,7 @@ impl Default for Monitor {
             files: Mutex::default(),
             retired: Mutex::default(),
             ready: AtomicBool::new(false),
+            broker: Mutex::new(None),
             open_connections: AtomicI64::new(0),
             events: broadcast::channel(256).0,
         }
@@ -218,8 +239,22 @@ impl Monitor {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    /// Whether the server can do its whole job: plugins scanned, and the
+    /// group broker reachable if there is one. `Err` says why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("the plugins directory is not scanned yet");
+        }
+        if *lock(&self.broker) == Some(false) {
+            return Err("Redis is unreachable: group messages reach this host's connections only");
+        }
+        Ok(())
+    }
+
+    /// A group broker is in use and reachable (`Some(true)`) or not.
+    pub fn set_broker(&self, state: Option<bool>) {
+        *lock(&self.broker) = state;
+        self.metrics.broker_up.set(i64::from(state == Some(true)));
     }
 
     /// A connection opened (`+1`) or closed (`-1`).

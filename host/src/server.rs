@@ -18,13 +18,14 @@ use tracing::{info, warn};
 
 use crate::{
     admin::{self, Admin},
-    config::Config,
+    config::{Config, Groups},
     connection::Shared,
     dispatch::Dispatcher,
     groups::{GroupLayer, MemoryGroups},
     handshake::{self, Endpoint},
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
+    redis_groups::RedisGroups,
     registry::Registry,
     shutdown::Shutdown,
     status,
@@ -36,6 +37,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
     let registry = Arc::new(Registry::default());
     let monitor = Arc::new(Monitor::default());
+    // Before anything else: an unreachable Redis is a start-up error.
+    let groups: Arc<dyn GroupLayer> = match &settings.groups {
+        Groups::Memory => Arc::new(MemoryGroups::default()),
+        Groups::Redis(url) => {
+            RedisGroups::connect(url, &settings.groups_prefix, monitor.clone()).await?
+        }
+    };
     let _watcher = watcher::start(
         WatchSettings {
             dir: settings.plugins_dir.clone(),
@@ -49,7 +57,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
-    let groups: Arc<dyn GroupLayer> = Arc::new(MemoryGroups::default());
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {
         shared: Arc::new(Shared {
@@ -89,7 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .with_state(notify_endpoint),
         )
         .merge(admin::router(Arc::new(Admin { monitor, registry })))
-        .merge(status::router());
+        .merge(status::router(&settings.ws_path));
 
     let listener = TcpListener::bind(settings.listen)
         .await
