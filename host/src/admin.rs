@@ -78,13 +78,14 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
 async fn events(
     State(admin): State<Arc<Admin>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribe first: nothing that happens after the snapshot is missed.
+    let receiver = admin.monitor.subscribe();
     let snapshot = admin
         .monitor
         .plugins_json(&admin.registry.snapshot().plugins);
     let first = Event::default()
         .event("snapshot")
         .data(snapshot.to_string());
-    let receiver = admin.monitor.subscribe();
     let live = stream::unfold(receiver, |mut receiver| async move {
         let event = match receiver.recv().await {
             Ok(value) => {
