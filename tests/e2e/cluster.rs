@@ -65,16 +65,6 @@ fn host_on(redis: &str, prefix: &str) -> Host {
     .unwrap()
 }
 
-async fn join(c: &mut Client, group: &str) {
-    let reply = c
-        .request(&format!(
-            r#"{{"id":"j","type":"join","data":{{"group":"{group}"}}}}"#
-        ))
-        .await
-        .unwrap();
-    assert_eq!(reply["type"], "join", "{reply}");
-}
-
 async fn notify(host: &Host, group: &str, n: u64) -> serde_json::Value {
     let body = json!({"model": "News", "pk": n, "event": "create", "group": group}).to_string();
     let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
@@ -105,10 +95,10 @@ async fn a_notification_posted_to_any_host_reaches_every_member_once() {
     let mut on_b = b.connect().await.unwrap();
     let mut left = b.connect().await.unwrap();
     let mut dropped = a.connect().await.unwrap();
-    join(&mut on_a, "news").await;
-    join(&mut on_b, "news").await;
-    join(&mut left, "news").await;
-    join(&mut dropped, "news").await;
+    on_a.join("news").await.unwrap();
+    on_b.join("news").await.unwrap();
+    left.join("news").await.unwrap();
+    dropped.join("news").await.unwrap();
     left.request(r#"{"id":1,"type":"leave","data":{"group":"news"}}"#)
         .await
         .unwrap();
@@ -155,7 +145,7 @@ async fn a_plugin_sending_to_a_group_reaches_members_on_other_hosts() {
         host_on(SHARED_REDIS, &prefix),
     );
     let mut member = b.connect().await.unwrap();
-    join(&mut member, "room").await;
+    member.join("room").await.unwrap();
     let mut sender = a.connect().await.unwrap();
     let reply = sender
         .request(r#"{"id":5,"type":"group-send","data":{"group":"room","message":"from A"}}"#)
@@ -258,7 +248,7 @@ async fn hosts_survive_a_redis_outage_and_recover() {
         host_on(&redis.addr(), &prefix),
     );
     let mut member = b.connect().await.unwrap();
-    join(&mut member, "live").await;
+    member.join("live").await.unwrap();
     let mut sender = a.connect().await.unwrap();
     notify(&a, "live", 1).await;
     expect_update(&mut member, 1).await;

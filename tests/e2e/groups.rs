@@ -13,19 +13,6 @@ fn host() -> Host {
     Host::start_with(&["ping", "fixture-testkit"], &["--notify-token", TOKEN]).unwrap()
 }
 
-async fn join(c: &mut Client, group: &str) {
-    let reply = c
-        .request(&format!(
-            r#"{{"id":"j","type":"join","data":{{"group":"{group}"}}}}"#
-        ))
-        .await
-        .unwrap();
-    assert_eq!(
-        reply,
-        json!({"id":"j","type":"join","data":{"group":group}})
-    );
-}
-
 /// Sends a notification to `group` (explicit group name) and returns how
 /// many connections it reached.
 async fn delivered(host: &Host, group: &str) -> u64 {
@@ -48,8 +35,8 @@ async fn handlers_join_leave_and_send_to_groups() {
     let mut a = host.connect().await.unwrap();
     let mut b = host.connect().await.unwrap();
     let mut c = host.connect().await.unwrap();
-    join(&mut a, "room").await;
-    join(&mut b, "room").await;
+    a.join("room").await.unwrap();
+    b.join("room").await.unwrap();
     // Joining twice, even in one call, delivers once.
     a.request(r#"{"id":1,"type":"join","data":{"group":"room","times":2}}"#)
         .await
@@ -97,11 +84,11 @@ async fn membership_ends_however_the_connection_ends() {
     let host = host();
     // A client that closes with a close frame.
     let mut closing = host.connect().await.unwrap();
-    join(&mut closing, "g-close").await;
+    closing.join("g-close").await.unwrap();
     // A client whose TCP connection just goes away.
     let mut dropped = host.connect().await.unwrap();
-    join(&mut dropped, "g-drop").await;
-    join(&mut dropped, "g-drop-2").await;
+    dropped.join("g-drop").await.unwrap();
+    dropped.join("g-drop-2").await.unwrap();
     // A connection the server closes (a handler asks for it).
     let mut closed_by_server = host.connect().await.unwrap();
     let reply = closed_by_server
@@ -130,9 +117,9 @@ async fn notification_bodies_follow_the_model_mixin_rules() {
     let mut a = host.connect().await.unwrap();
     let mut b = host.connect().await.unwrap();
     for c in [&mut a, &mut b] {
-        join(c, "collection-52").await;
-        join(c, "col-52-x").await;
-        join(c, "fixed").await;
+        c.join("collection-52").await.unwrap();
+        c.join("col-52-x").await.unwrap();
+        c.join("fixed").await.unwrap();
     }
 
     // Default group: lower-cased model, a dash, the pk; object defaults to
@@ -198,7 +185,7 @@ async fn notification_bodies_follow_the_model_mixin_rules() {
 async fn bad_notification_requests_get_a_4xx_and_send_nothing() {
     let host = host();
     let mut a = host.connect().await.unwrap();
-    join(&mut a, "collection-52").await;
+    a.join("collection-52").await.unwrap();
     let good = r#"{"model":"Collection","pk":52,"event":"create"}"#;
     let cases: &[(Option<&str>, &str, u16, &str)] = &[
         (None, good, 401, "bearer token"),
@@ -290,11 +277,11 @@ async fn a_slow_receiver_does_not_delay_the_others_and_is_disconnected() {
     )
     .unwrap();
     let mut slow = host.connect().await.unwrap();
-    join(&mut slow, "feed").await;
+    slow.join("feed").await.unwrap();
     let mut fast = Vec::new();
     for _ in 0..3 {
         let mut c = host.connect().await.unwrap();
-        join(&mut c, "feed").await;
+        c.join("feed").await.unwrap();
         fast.push(c);
     }
     // The slow client stops reading. Big messages fill its socket buffers,

@@ -549,6 +549,16 @@ impl Client {
         }
     }
 
+    /// Joins `group` through the test plugin's `join` handler.
+    pub async fn join(&mut self, group: &str) -> Result<()> {
+        let request = serde_json::json!({"id": "j", "type": "join", "data": {"group": group}});
+        let reply = self.request(&request.to_string()).await?;
+        if reply != serde_json::json!({"id": "j", "type": "join", "data": {"group": group}}) {
+            bail!("unexpected reply to join: {reply}");
+        }
+        Ok(())
+    }
+
     /// Sends a ping request and checks the pong.
     pub async fn ping_ok(&mut self, id: u64) -> Result<()> {
         let reply = self
