@@ -8,6 +8,16 @@ use crate::wire;
 
 /// A message id: any JSON value, kept as compact JSON text so that the id of
 /// a request goes back exactly as the client wrote it.
+///
+/// ```
+/// use rohrpost_plugin_api::Id;
+///
+/// assert_eq!(Id::from(7).as_json(), "7");
+/// assert_eq!(Id::from("7").as_json(), r#""7""#);
+/// // Exact, even where a JavaScript number would not be.
+/// assert_eq!(Id::from_raw_json("12345678901234567890").as_json(), "12345678901234567890");
+/// assert!(Id::generate().to_value().as_u64().is_some());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Id(String);
 

@@ -15,8 +15,11 @@ use crate::message::{Id, Message};
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Event {
+    /// The object was created (`"create"`).
     Create,
+    /// The object was changed (`"update"`).
     Update,
+    /// The object was deleted (`"delete"`).
     Delete,
 }
 
@@ -34,10 +37,13 @@ impl Event {
 /// Why a notification cannot be sent.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotificationError {
+    /// The model name is empty or blank.
     #[error("'model' must not be empty")]
     EmptyModel,
+    /// The primary key is neither a string nor an integer.
     #[error("'pk' must be a string or an integer")]
     BadPk,
+    /// The group (after `{pk}` was replaced) is empty.
     #[error("'group' must not be empty")]
     EmptyGroup,
 }
@@ -60,13 +66,22 @@ pub enum NotificationError {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
+    /// The model's name, e.g. `"Collection"`; lower-cased, it starts the
+    /// default group name.
     pub model: String,
+    /// The object's primary key: a string or an integer.
     pub pk: Value,
+    /// What happened to the object.
     pub event: Event,
+    /// The serialized object; `{"id": <pk>}` when `None`.
     #[serde(default)]
     pub object: Option<Map<String, Value>>,
+    /// The fields a save updated, added to the object as `updated_fields`
+    /// unless it has that key already.
     #[serde(default)]
     pub updated_fields: Option<Vec<String>>,
+    /// The group: a name, or a template in which `{pk}` is replaced;
+    /// `<model lower-cased>-<pk>` when `None`.
     #[serde(default)]
     pub group: Option<String>,
 }

@@ -21,7 +21,21 @@ use crate::{
 };
 
 /// What a handler returns: `Ok(())` after sending its replies, or an error
-/// whose text goes back to the client as `{"id","type","error"}`.
+/// whose text goes back to the client as `{"id","type","error"}` (and into
+/// the host's log, with the plugin, its version and the message type). Any
+/// error type converts with `?`, and so do `&str` and `String`:
+///
+/// ```
+/// use rohrpost_plugin_api::prelude::*;
+///
+/// fn parse(req: &Request, conn: &mut Connection) -> HandlerResult {
+///     let text = req.data().and_then(Value::as_str).ok_or("data must be a string")?;
+///     let n: i64 = text.parse()?;
+///     conn.send_success(req.id(), req.kind(), Some(json!(n)))?;
+///     Ok(())
+/// }
+/// # let _ = Plugin::new("doc", "1.0.0").inline_handler("parse", parse);
+/// ```
 pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 type HandlerFn = Box<dyn Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync>;
@@ -29,7 +43,21 @@ type HandlerFn = Box<dyn Fn(&Request<'_>, &mut Connection) -> HandlerResult + Se
 type ConfigFn = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// The message types one handler serves: one (`"x"`) or several
-/// (`["x", "y"]`), like rohrpost's `@rohrpost_handler`.
+/// (`["x", "y"]`), like rohrpost's `@rohrpost_handler`. Types are matched
+/// exactly (case-sensitive) and belong to one loaded plugin at a time.
+///
+/// ```
+/// use rohrpost_plugin_api::{Plugin, Types};
+/// # use rohrpost_plugin_api::{Connection, HandlerResult, Request};
+/// # fn handler(_: &Request, _: &mut Connection) -> HandlerResult { Ok(()) }
+///
+/// let types: Vec<String> = vec!["c".into(), "d".into()];
+/// let plugin = Plugin::new("doc", "1.0.0")
+///     .handler("a", handler)
+///     .handler(["b", "b2"], handler)
+///     .handler(Types::from(types), handler);
+/// # let _ = plugin;
+/// ```
 pub struct Types(Vec<String>);
 
 impl From<&str> for Types {
@@ -94,7 +122,10 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// A plugin with a name (unique among loaded plugins) and a version.
+    /// A plugin with a name and a version. The name is unique among the
+    /// plugins a host has loaded, and names its `[plugins.<name>]` table in
+    /// the host's config file; the version (free-form, usually
+    /// `env!("CARGO_PKG_VERSION")`) appears in the host's log lines.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
         Plugin {
             name: name.into(),
@@ -146,6 +177,25 @@ impl Plugin {
     /// Adds a handler for one or several message types. It may block (a
     /// database call, a sleep): the host runs it on a worker pool with a
     /// timeout, so it never holds up other connections.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// fn slow(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    ///     conn.send_success(req.id(), req.kind(), None)?;
+    ///     Ok(())
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0")
+    ///     .handler("slow", slow)
+    ///     // A closure works as well.
+    ///     .handler(["now", "today"], |req: &Request, conn: &mut Connection| {
+    ///         conn.send_success(req.id(), req.kind(), Some(json!({ "asked": req.kind() })))?;
+    ///         Ok(())
+    ///     });
+    /// # let _ = plugin;
+    /// ```
     pub fn handler<F>(self, types: impl Into<Types>, f: F) -> Self
     where
         F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
@@ -156,7 +206,20 @@ impl Plugin {
     /// Adds a handler that only computes (no I/O, no locks held long, done
     /// in microseconds). The host runs it on the connection's own task,
     /// which is several times cheaper than a pool hand-off; one that turns
-    /// out slow is moved to the pool.
+    /// out slower than the host's `--inline-budget` is moved to the pool for
+    /// good, with a warning in the log.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// fn ping(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     conn.send_success(req.id(), "pong", req.data().cloned())?;
+    ///     Ok(())
+    /// }
+    ///
+    /// let plugin = Plugin::new("ping", "1.0.0").inline_handler("ping", ping);
+    /// # let _ = plugin;
+    /// ```
     pub fn inline_handler<F>(self, types: impl Into<Types>, f: F) -> Self
     where
         F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,

@@ -9,6 +9,32 @@ use crate::{abi::Call, message::Id};
 
 /// One rohrpost request: `id` exactly as sent, `type`, `data`, and every other
 /// top-level field. Parsing happens only for the parts a handler reads.
+///
+/// ```
+/// use rohrpost_plugin_api::prelude::*;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Move {
+///     x: i64,
+///     y: i64,
+/// }
+///
+/// /// `{"id":1,"type":"move","auth_jwt":"...","data":{"x":1,"y":2}}`
+/// fn moved(req: &Request, conn: &mut Connection) -> HandlerResult {
+///     // Into your own type; a bad `data` is an error reply.
+///     let to: Move = req.data_as()?;
+///     // Other top-level fields, and who is calling.
+///     let signed_in = req.field("auth_jwt").is_some();
+///     let from = req.scope().get("remote_addr").cloned().unwrap_or(Value::Null);
+///     conn.send_success(
+///         req.id(),
+///         req.kind(),
+///         Some(json!({ "x": to.x, "y": to.y, "signed_in": signed_in, "from": from })),
+///     )?;
+///     Ok(())
+/// }
+/// # let _ = Plugin::new("doc", "1.0.0").inline_handler("move", moved);
+/// ```
 pub struct Request<'a> {
     call: &'a Call<'a>,
     id: Id,
@@ -28,12 +54,13 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The request's id, to be echoed in replies.
+    /// The request's id, exactly as the client sent it (any JSON value), to
+    /// be echoed in replies.
     pub fn id(&self) -> &Id {
         &self.id
     }
 
-    /// The request's `type`.
+    /// The request's `type`: useful in a handler serving several types.
     pub fn kind(&self) -> &str {
         self.call.kind.as_str()
     }
@@ -52,7 +79,8 @@ impl<'a> Request<'a> {
             .as_ref()
     }
 
-    /// `data` deserialized into your own type.
+    /// `data` deserialized into your own type (`null` when the request has
+    /// no `data`, so an `Option<T>` accepts that).
     pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         let raw = self.call.data.as_str();
         serde_json::from_str(if raw.is_empty() { "null" } else { raw })
@@ -63,7 +91,8 @@ impl<'a> Request<'a> {
         Some(self.call.data.as_str()).filter(|s| !s.is_empty())
     }
 
-    /// Any top-level field of the request (for example `auth_jwt`).
+    /// Any top-level field of the request (for example `auth_jwt`), `id`,
+    /// `type` and `data` included.
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.fields
             .get_or_init(|| serde_json::from_str(self.call.frame.as_str()).unwrap_or_default())

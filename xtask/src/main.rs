@@ -8,15 +8,45 @@
 //!   for a host that is already running.
 //! - `cargo xtask bench [ARGS...]`: builds everything in release and runs the
 //!   load generator (`rohrpost-bench`) against the host and the baseline.
+//! - `cargo xtask new-plugin NAME [--dir DIR]`: creates a plugin crate that
+//!   builds and answers at once (in `plugins/NAME` unless `--dir` says
+//!   otherwise).
+//! - `cargo xtask dev PLUGIN_DIR [--plugins DIR]`: builds a plugin crate,
+//!   installs its library into the plugins directory, and does it again
+//!   every time its sources change.
+
+mod args;
+mod dev;
+mod install;
+mod new_plugin;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitCode},
 };
 
 use anyhow::{bail, Context, Result};
 
-fn main() -> Result<()> {
+use crate::install::{install, plugins_dir};
+
+const USAGE: &str = "\
+usage: cargo xtask run [HOST ARGS...]
+       cargo xtask install-plugins [DIR]
+       cargo xtask bench [all|throughput|memory|reload|new-plugin|fanout|notify-rate] [ARGS...]
+       cargo xtask new-plugin NAME [--dir DIR]
+       cargo xtask dev PLUGIN_DIR [--plugins DIR] [--target-dir DIR] [--debug] [--once]";
+
+fn main() -> ExitCode {
+    match run_command() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
@@ -29,24 +59,34 @@ fn main() -> Result<()> {
             install_plugins(&dir)
         }
         "bench" => bench(&rest),
+        "new-plugin" => new_plugin::main(&rest),
+        "dev" => dev::main(&rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
         _ => {
-            eprintln!(
-                "usage: cargo xtask run [HOST ARGS...]\n       \
-                 cargo xtask install-plugins [DIR]\n       \
-                 cargo xtask bench [all|throughput|memory|reload|new-plugin|fanout|notify-rate] \
-                 [ARGS...]"
-            );
+            eprintln!("{USAGE}");
             bail!("unknown command '{command}'")
         }
     }
 }
 
 /// The workspace root.
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `path` relative to `cwd` when it is below it, for messages.
+pub(crate) fn shown(path: &Path, cwd: &Path) -> String {
+    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
+    match path.strip_prefix(&cwd) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
 }
 
 fn release_dir() -> PathBuf {
@@ -76,9 +116,13 @@ fn shipped_plugins() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The cargo that runs this program, so that the same toolchain builds.
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
 fn cargo_build_release(packages: &[String]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.current_dir(root()).args(["build", "--release"]);
     for p in packages {
         cmd.args(["-p", p]);
@@ -97,37 +141,6 @@ fn library_file(package: &str) -> String {
         package.replace('-', "_"),
         std::env::consts::DLL_SUFFIX
     )
-}
-
-/// Copies `from` into `dir` under its own name by write-then-rename,
-/// skipping files whose content is already there.
-fn install(from: &Path, dir: &Path) -> Result<()> {
-    let name = from.file_name().context("library without a file name")?;
-    let target = dir.join(name);
-    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
-    if std::fs::read(&target).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    // The host refuses plugin files that others than their owner may write.
-    set_mode(&tmp, 0o644)?;
-    std::fs::rename(&tmp, &target)
-        .with_context(|| format!("cannot rename into {}", target.display()))?;
-    eprintln!("installed {}", target.display());
-    Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot chmod {}", path.display()))
-}
-
-/// Creates the plugins directory, writable by its owner only.
-fn plugins_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    set_mode(dir, 0o755)
 }
 
 fn install_plugins(dir: &Path) -> Result<()> {
