@@ -229,7 +229,7 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
         }
         Outcome::Returned(CallOutcome::Panicked(message)) => {
             error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
-                panic = %message, "handler panicked");
+                cause = %message, "handler panicked");
             vec![error_reply(
                 envelope,
                 &format!("Internal error: the handler for '{kind}' panicked."),
@@ -265,16 +265,19 @@ fn effects_to_frames(
     let mut actions = Vec::with_capacity(effects.len());
     for effect in effects {
         let target = effect.target.as_str();
-        let valid = match effect.kind {
-            EFFECT_SEND => is_json_object(effect.body.as_str()),
-            EFFECT_GROUP_SEND => !target.is_empty() && is_json_object(effect.body.as_str()),
-            EFFECT_JOIN | EFFECT_LEAVE => !target.is_empty(),
-            _ => true,
+        let problem = match effect.kind {
+            EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
+                Some("a message that is not a JSON object")
+            }
+            EFFECT_GROUP_SEND | EFFECT_JOIN | EFFECT_LEAVE if target.is_empty() => {
+                Some("an empty group name")
+            }
+            _ => None,
         };
-        if !valid {
+        if let Some(cause) = problem {
             error!(plugin = %route.plugin.name, version = %route.plugin.version,
-                r#type = %envelope.kind, effect = effect.kind,
-                "handler produced an invalid message or group name");
+                r#type = %envelope.kind, effect = effect.kind, cause,
+                "handler produced something invalid");
             actions.push(error_reply(
                 envelope,
                 &format!(

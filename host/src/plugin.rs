@@ -308,7 +308,7 @@ pub fn load(
             if settings.contains_key(&name) {
                 tracing::warn!(
                     plugin = %name,
-                    "the plugin was built against plugin-api 1.0, which takes no configuration; its [plugins.{name}] table is ignored"
+                    "the plugin was built against a plugin-api without configuration (1.0); its [plugins.{name}] table is ignored"
                 );
             }
         }

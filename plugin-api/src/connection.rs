@@ -32,14 +32,15 @@ use crate::{
 /// }
 /// # let _ = Plugin::new("doc", "1.0.0").handler("watch", watch);
 /// ```
-#[derive(Default)]
 pub struct Connection {
     effects: Vec<Effect>,
 }
 
 impl Connection {
     pub(crate) fn new() -> Self {
-        Self::default()
+        Connection {
+            effects: Vec::new(),
+        }
     }
 
     pub(crate) fn into_effects(self) -> Vec<Effect> {

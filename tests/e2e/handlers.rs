@@ -157,7 +157,7 @@ async fn a_panicking_handler_gets_an_error_reply_and_everything_keeps_serving() 
         &[
             "handler panicked",
             "plugin=testkit",
-            "testkit panics on purpose",
+            "cause=testkit panics on purpose",
         ],
         T,
     )

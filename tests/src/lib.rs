@@ -235,7 +235,19 @@ impl Host {
             install(&file, dir.path(), &name.to_string_lossy());
         }
         let work = TempDir::new("work");
-        let mut child = Command::new(built.host())
+        let mut command = Command::new(built.host());
+        // The host dies with the test, even one that ends without
+        // unwinding.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child
+        // before exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--plugins"])
             .arg(dir.path())
             .args(args)
