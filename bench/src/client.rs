@@ -9,7 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::{net::TcpStream, task::JoinSet};
 use tokio_tungstenite::{
-    connect_async_with_config, tungstenite::Message, MaybeTlsStream, WebSocketStream,
+    connect_async_with_config,
+    tungstenite::{protocol::WebSocketConfig, Message},
+    MaybeTlsStream, WebSocketStream,
 };
 
 /// How long a request may wait for its reply.
@@ -84,9 +86,21 @@ pub fn judge(text: &str, id: u64, request: Request) -> Verdict {
     }
 }
 
+/// A connection setting that reads at most 4 KiB per read call. The
+/// default (128 KiB) zero-fills the whole buffer before every read, which
+/// costs more than the rest of reading a small message.
+pub fn small_reads() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
+
 /// Opens a WebSocket connection with Nagle's algorithm off.
 pub async fn connect(url: &str) -> Result<Socket> {
-    let (socket, _) = connect_async_with_config(url, None, true)
+    connect_with(url, None).await
+}
+
+/// [`connect`] with these settings instead of the defaults.
+pub async fn connect_with(url: &str, config: Option<WebSocketConfig>) -> Result<Socket> {
+    let (socket, _) = connect_async_with_config(url, config, true)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     Ok(socket)
@@ -94,13 +108,22 @@ pub async fn connect(url: &str) -> Result<Socket> {
 
 /// Opens `count` connections, [`CONNECT_BATCH`] at a time.
 pub async fn connect_many(url: &str, count: usize) -> Result<Vec<Socket>> {
+    connect_many_with(url, count, None).await
+}
+
+/// [`connect_many`] with these settings instead of the defaults.
+pub async fn connect_many_with(
+    url: &str,
+    count: usize,
+    config: Option<WebSocketConfig>,
+) -> Result<Vec<Socket>> {
     let mut sockets = Vec::with_capacity(count);
     while sockets.len() < count {
         let batch = CONNECT_BATCH.min(count - sockets.len());
         let mut pending = JoinSet::new();
         for _ in 0..batch {
             let url = url.to_owned();
-            pending.spawn(async move { connect(&url).await });
+            pending.spawn(async move { connect_with(&url, config).await });
         }
         while let Some(done) = pending.join_next().await {
             sockets.push(done.context("a connection attempt panicked")??);

@@ -1,18 +1,24 @@
 //! `rohrpost-bench`: measures the rohrpost host against `baseline-ping`, a
-//! plugin-free server with the same parser, and measures hot reload.
+//! plugin-free server with the same parser, and measures hot reload and
+//! change notifications (`POST /api/notify` to many subscribers).
 //!
 //! Every benchmark starts the servers it needs as child processes, prints
 //! its results as Markdown tables on stdout and its progress on stderr.
 //! The modules: [`servers`] (child processes), [`client`] and [`load`]
-//! (the WebSocket side), one module per benchmark, and [`report`].
+//! (the WebSocket side), [`subscribers`] and [`http`] (change
+//! notifications), one module per benchmark, and [`report`].
 
 mod client;
+mod fanout;
+mod http;
 mod load;
 mod memory;
 mod new_plugin;
+mod notify_rate;
 mod reload;
 mod report;
 mod servers;
+mod subscribers;
 mod throughput;
 
 use std::path::PathBuf;
@@ -21,15 +27,15 @@ use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::{
-    memory::MemoryArgs, new_plugin::NewPluginArgs, reload::ReloadArgs, report::Table,
-    servers::Artifacts, throughput::ThroughputArgs,
+    fanout::FanoutArgs, memory::MemoryArgs, new_plugin::NewPluginArgs, notify_rate::NotifyRateArgs,
+    reload::ReloadArgs, report::Table, servers::Artifacts, throughput::ThroughputArgs,
 };
 
 /// Benchmarks of the rohrpost host.
 ///
 /// The programs and libraries default to files next to this program (as
 /// `cargo build --release -p rohrpost-bench -p rohrpost-host -p ping -p
-/// fixture-testkit` puts them).
+/// fixture-testkit -p subscriptions` puts them).
 #[derive(Debug, Parser)]
 #[command(name = "rohrpost-bench", version, about)]
 struct Cli {
@@ -57,6 +63,10 @@ struct Paths {
     /// The testkit plugin library, whose `sleep` runs on the worker pool.
     #[arg(long, global = true)]
     pool_lib: Option<PathBuf>,
+
+    /// The subscriptions plugin library, for the notification benchmarks.
+    #[arg(long, global = true)]
+    subscriptions_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +79,10 @@ enum Command {
     Reload(ReloadArgs),
     /// Time from deploying a new plugin to its first reply.
     NewPlugin(NewPluginArgs),
+    /// Time for one change notification to reach every subscriber.
+    Fanout(FanoutArgs),
+    /// Change notifications at a steady rate: latency, losses, duplicates.
+    NotifyRate(NotifyRateArgs),
     /// Every benchmark with its default settings.
     All,
 }
@@ -90,16 +104,22 @@ async fn main() -> Result<()> {
             }
         }
         Command::NewPlugin(args) => print(&new_plugin::run(&artifacts, &args).await?),
+        Command::Fanout(args) => print(&fanout::run(&artifacts, &args, open_files).await?),
+        Command::NotifyRate(args) => print(&notify_rate::run(&artifacts, &args, open_files).await?),
         Command::All => {
             let memory_args = defaults()?;
+            let fanout_args = defaults()?;
             // Fail now rather than after the throughput runs.
             memory::check_open_files(&memory_args, open_files)?;
+            fanout::check_open_files(&fanout_args, open_files)?;
             print(&throughput::run(&artifacts, &defaults()?).await?);
             print(&memory::run(&artifacts, &memory_args, open_files).await?);
             for table in reload::run(&artifacts, &defaults()?).await? {
                 print(&table);
             }
             print(&new_plugin::run(&artifacts, &defaults()?).await?);
+            print(&fanout::run(&artifacts, &fanout_args, open_files).await?);
+            print(&notify_rate::run(&artifacts, &defaults()?, open_files).await?);
         }
     }
     Ok(())
@@ -138,6 +158,9 @@ impl Paths {
                 .unwrap_or_else(|| dir.join("baseline-ping")),
             ping_lib: self.ping_lib.unwrap_or_else(|| library("ping")),
             pool_lib: self.pool_lib.unwrap_or_else(|| library("fixture_testkit")),
+            subscriptions_lib: self
+                .subscriptions_lib
+                .unwrap_or_else(|| library("subscriptions")),
         })
     }
 }
@@ -153,6 +176,11 @@ mod tests {
         assert_eq!(args.duration, std::time::Duration::from_secs(10));
         let args: ReloadArgs = defaults().expect("defaults parse");
         assert_eq!(args.reloads, 50);
+        let args: FanoutArgs = defaults().expect("defaults parse");
+        assert_eq!((args.subscribers, args.notifications), (10_000, 100));
+        let args: NotifyRateArgs = defaults().expect("defaults parse");
+        assert_eq!((args.subscribers, args.rate), (1000, 500));
+        assert_eq!(args.duration, std::time::Duration::from_secs(10));
     }
 
     #[test]

@@ -16,9 +16,6 @@ use crate::{
 /// How many connections exchange their first ping at once.
 const PING_BATCH: usize = 200;
 
-/// File descriptors kept free besides the connections.
-const SPARE_FDS: u64 = 100;
-
 #[derive(Debug, Clone, Args)]
 pub struct MemoryArgs {
     /// Idle connections to open.
@@ -41,19 +38,7 @@ impl Outcome {
 /// Fails when `open_files` (this process's limit, which the servers
 /// inherit) is too low for the connections.
 pub fn check_open_files(args: &MemoryArgs, open_files: u64) -> Result<()> {
-    if args.connections == 0 {
-        bail!("--connections must be at least 1");
-    }
-    let needed = args.connections as u64 + SPARE_FDS;
-    if open_files < needed {
-        bail!(
-            "{} connections need at least {needed} open files per process, but the limit \
-             is {open_files} even after raising it to the hard limit; raise the hard limit \
-             (ulimit -Hn) or use fewer --connections",
-            args.connections
-        );
-    }
-    Ok(())
+    servers::check_open_files(args.connections, "--connections", open_files)
 }
 
 pub async fn run(artifacts: &Artifacts, args: &MemoryArgs, open_files: u64) -> Result<Table> {
@@ -66,6 +51,7 @@ pub async fn run(artifacts: &Artifacts, args: &MemoryArgs, open_files: u64) -> R
             Spec::Host {
                 libraries: &ping,
                 log: HOST_LOG,
+                args: &[],
             },
         ),
     ];

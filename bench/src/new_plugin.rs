@@ -44,6 +44,7 @@ pub async fn run(artifacts: &Artifacts, args: &NewPluginArgs) -> Result<Table> {
         Spec::Host {
             libraries: &[],
             log: HOST_LOG,
+            args: &[],
         },
         None,
     )?;

@@ -58,6 +58,7 @@ pub async fn run(artifacts: &Artifacts, args: &ReloadArgs) -> Result<Vec<Table>>
         Spec::Host {
             libraries: &libraries,
             log: HOST_LOG_WITH_WATCHER,
+            args: &[],
         },
         Some(REPLACED),
     )?;

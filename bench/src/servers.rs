@@ -37,6 +37,7 @@ pub struct Artifacts {
     pub baseline: PathBuf,
     pub ping_lib: PathBuf,
     pub pool_lib: PathBuf,
+    pub subscriptions_lib: PathBuf,
 }
 
 impl Artifacts {
@@ -47,11 +48,13 @@ impl Artifacts {
             ("--baseline-bin", &self.baseline),
             ("--ping-lib", &self.ping_lib),
             ("--pool-lib", &self.pool_lib),
+            ("--subscriptions-lib", &self.subscriptions_lib),
         ] {
             if !path.is_file() {
                 bail!(
                     "{} does not exist (set it with {flag}; build with `cargo build --release \
-                     -p rohrpost-bench -p rohrpost-host -p ping -p fixture-testkit`)",
+                     -p rohrpost-bench -p rohrpost-host -p ping -p fixture-testkit \
+                     -p subscriptions`)",
                     path.display()
                 );
             }
@@ -92,10 +95,11 @@ impl Drop for TempDir {
 pub enum Spec<'a> {
     Baseline,
     /// The host with copies of these libraries in its plugins directory,
-    /// logging with this filter.
+    /// logging with this filter, with these further flags.
     Host {
         libraries: &'a [&'a Path],
         log: &'a str,
+        args: &'a [&'a str],
     },
 }
 
@@ -128,7 +132,11 @@ impl Server {
                 command = Command::new(&artifacts.baseline);
                 command.args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH]);
             }
-            Spec::Host { libraries, log } => {
+            Spec::Host {
+                libraries,
+                log,
+                args,
+            } => {
                 let dir = work.path().join("plugins");
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -144,6 +152,7 @@ impl Server {
                 command
                     .args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH, "--plugins"])
                     .arg(&dir)
+                    .args(args)
                     .env("ROHRPOST_LOG", log)
                     .env("TMPDIR", &tmp);
                 plugins = Some(dir);
@@ -192,6 +201,11 @@ impl Server {
             counted,
             _work: work,
         })
+    }
+
+    /// The address it listens on (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The WebSocket URL of the rohrpost endpoint.
@@ -296,6 +310,103 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("cannot read the VmRSS line '{line}'"))
 }
 
+/// CPU time (user and system) a process has used so far, from
+/// `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The fields after the command name, which is in parentheses and may
+    // contain anything: state, ppid, ... utime and stime are the 14th and
+    // 15th fields of the whole line, so the 12th and 13th of these.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> Result<u64> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .with_context(|| format!("unexpected contents of {path}: {stat}"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf only reads a system setting.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second)
+        .ok()
+        .filter(|&n| n > 0)
+        .context("sysconf(_SC_CLK_TCK) failed")?;
+    Ok(Duration::from_micros(total * 1_000_000 / per_second))
+}
+
+/// Measures the CPU time a server and this process use from now on.
+pub struct CpuMeter {
+    pid: u32,
+    server: Duration,
+    own: Duration,
+    started: Instant,
+}
+
+/// CPU time used by a server and by this process over `wall`.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub server: Duration,
+    pub own: Duration,
+    pub wall: Duration,
+}
+
+impl CpuMeter {
+    pub fn start(server: &Server) -> Result<CpuMeter> {
+        Ok(CpuMeter {
+            pid: server.pid(),
+            server: cpu_time(server.pid())?,
+            own: cpu_time(std::process::id())?,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn stop(&self) -> Result<CpuUse> {
+        Ok(CpuUse {
+            server: cpu_time(self.pid)?.saturating_sub(self.server),
+            own: cpu_time(std::process::id())?.saturating_sub(self.own),
+            wall: self.started.elapsed(),
+        })
+    }
+}
+
+impl CpuUse {
+    /// "0.93 / 0.71 cores": how many cores the server and this process kept
+    /// busy on average.
+    pub fn cores(&self) -> String {
+        let wall = self.wall.as_secs_f64().max(f64::MIN_POSITIVE);
+        format!(
+            "{:.2} / {:.2} cores",
+            self.server.as_secs_f64() / wall,
+            self.own.as_secs_f64() / wall
+        )
+    }
+}
+
+/// File descriptors a process needs besides its connections.
+const SPARE_FDS: u64 = 100;
+
+/// Fails when `open_files` (this process's limit, which the servers
+/// inherit) is too low for `connections` sockets; `flag` names the setting
+/// that asks for them.
+pub fn check_open_files(connections: usize, flag: &str, open_files: u64) -> Result<()> {
+    if connections == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    let needed = connections as u64 + SPARE_FDS;
+    if open_files < needed {
+        bail!(
+            "{connections} connections need at least {needed} open files per process, but the \
+             limit is {open_files} even after raising it to the hard limit; raise the hard \
+             limit (ulimit -Hn) or use a smaller {flag}"
+        );
+    }
+    Ok(())
+}
+
 /// Raises this process's soft limit of open files to its hard limit and
 /// returns the new soft limit. Children started afterwards inherit it.
 pub fn raise_open_files_limit() -> Result<libc::rlim_t> {
@@ -329,6 +440,17 @@ pub fn raise_open_files_limit() -> Result<libc::rlim_t> {
 #[cfg(test)]
 mod tests {
     use super::field;
+
+    #[test]
+    fn cpu_time_of_this_process() {
+        let before = super::cpu_time(std::process::id()).expect("own /proc stat");
+        let mut x = 0u64;
+        for i in 0..10_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        let after = super::cpu_time(std::process::id()).expect("own /proc stat");
+        assert!(after >= before);
+    }
 
     #[test]
     fn address_from_the_listening_line() {

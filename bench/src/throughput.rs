@@ -48,6 +48,7 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             Spec::Host {
                 libraries: &ping,
                 log: HOST_LOG,
+                args: &[],
             },
             Request::Ping,
         ),
@@ -56,6 +57,7 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             Spec::Host {
                 libraries: &pool,
                 log: HOST_LOG,
+                args: &[],
             },
             Request::PooledSleep,
         ),

@@ -1,0 +1,249 @@
+//! Fan-out of one change notification: N connections subscribed to the same
+//! collection, K notifications posted to `POST /api/notify` one after
+//! another. For each: how long until the first and the last subscriber had
+//! it, and how long the HTTP call took to answer.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::sync::Notify;
+
+use crate::{
+    report::{self, Table},
+    servers::{self, Artifacts, CpuMeter, CpuUse},
+    subscribers::{self, Notifier, Readers, Recorder, Update},
+};
+
+/// How long a notification may take to reach every subscriber before the
+/// rest count as missing.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Connections subscribed to the one collection.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+
+    /// Notifications sent, one after another.
+    #[arg(long, default_value_t = 100)]
+    pub notifications: u64,
+}
+
+/// The arrivals of every notification, shared by all subscribers, so that
+/// the one who completes a notification wakes the coordinator, not each.
+struct Tally {
+    /// The origin of the arrival times.
+    origin: Instant,
+    subscribers: usize,
+    /// By sequence number (index 0 unused).
+    rounds: Vec<Arrivals>,
+    complete: Notify,
+}
+
+/// One notification's arrivals, in microseconds since the origin.
+struct Arrivals {
+    count: AtomicUsize,
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+impl Recorder for Arc<Tally> {
+    fn record(&mut self, update: Update, at: Instant) {
+        let Some(round) = usize::try_from(update.seq)
+            .ok()
+            .and_then(|seq| self.rounds.get(seq))
+        else {
+            return;
+        };
+        let us = micros(at.saturating_duration_since(self.origin)).into();
+        round.first_us.fetch_min(us, Ordering::Relaxed);
+        round.last_us.fetch_max(us, Ordering::Relaxed);
+        if round.count.fetch_add(1, Ordering::AcqRel) + 1 == self.subscribers {
+            self.complete.notify_one();
+        }
+    }
+}
+
+/// One notification's result.
+struct Round {
+    /// What the host's answer said.
+    delivered: u64,
+    /// Subscribers that had it within [`ROUND_TIMEOUT`].
+    arrived: usize,
+    first: Option<Duration>,
+    /// Only when every subscriber had it.
+    last: Option<Duration>,
+    answer: Duration,
+}
+
+/// Fails when the open files limit is too low for the subscribers.
+pub fn check_open_files(args: &FanoutArgs, open_files: u64) -> Result<()> {
+    servers::check_open_files(args.subscribers, "--subscribers", open_files)
+}
+
+pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> Result<Table> {
+    check_open_files(args, open_files)?;
+    let (mut server, sockets) = subscribers::start(artifacts, "fanout", args.subscribers).await?;
+    let tally = Arc::new(Tally {
+        origin: Instant::now(),
+        subscribers: args.subscribers,
+        rounds: (0..=args.notifications)
+            .map(|_| Arrivals {
+                count: AtomicUsize::new(0),
+                first_us: AtomicU64::new(u64::MAX),
+                last_us: AtomicU64::new(0),
+            })
+            .collect(),
+        complete: Notify::new(),
+    });
+    let readers = Readers::start(sockets, || tally.clone());
+    let mut notifier = Notifier::connect(&server).await?;
+    eprintln!(
+        "fanout: {} notifications to {} subscribers",
+        args.notifications, args.subscribers
+    );
+
+    let meter = CpuMeter::start(&server)?;
+    let mut rounds = Vec::new();
+    for seq in 1..=args.notifications {
+        let round = notify(&mut notifier, &tally, seq).await?;
+        if seq == 1 {
+            eprintln!(
+                "fanout: first notification: answer after {}, last delivery after {}",
+                report::micros(micros(round.answer)),
+                round
+                    .last
+                    .map_or("–".to_owned(), |d| report::micros(micros(d)))
+            );
+        }
+        rounds.push(round);
+    }
+    let cpu = meter.stop()?;
+    let endings = readers.finish().await?;
+    subscribers::report_endings("fanout", &endings);
+    let arrived: usize = rounds.iter().map(|r| r.arrived).sum();
+    let late = tally
+        .rounds
+        .iter()
+        .map(|r| r.count.load(Ordering::Acquire))
+        .sum::<usize>()
+        .saturating_sub(arrived);
+    if late > 0 {
+        eprintln!("fanout: {late} deliveries arrived after their round had timed out");
+    }
+    server.check_running()?;
+    server.stop()?;
+    Ok(table(args, &rounds, &cpu))
+}
+
+/// Posts notification `seq` and waits for it to reach every subscriber
+/// (or for [`ROUND_TIMEOUT`]).
+async fn notify(notifier: &mut Notifier, tally: &Tally, seq: u64) -> Result<Round> {
+    let arrivals = usize::try_from(seq)
+        .ok()
+        .and_then(|index| tally.rounds.get(index))
+        .context("sequence number out of range")?;
+    let object = format!(r#"{{"id":1,"seq":{seq}}}"#);
+    let t0 = Instant::now();
+    let post = async {
+        let delivered = notifier.update(&object).await;
+        (delivered, t0.elapsed())
+    };
+    let all_in = async {
+        while arrivals.count.load(Ordering::Acquire) < tally.subscribers {
+            tally.complete.notified().await;
+        }
+    };
+    let all_in = tokio::time::timeout(ROUND_TIMEOUT, all_in);
+    let ((delivered, answer), _) = tokio::join!(post, all_in);
+    let delivered = delivered.with_context(|| format!("notification {seq}"))?;
+    if delivered != tally.subscribers as u64 {
+        eprintln!(
+            "fanout: notification {seq} was delivered to {delivered} of {}",
+            tally.subscribers
+        );
+    }
+    let arrived = arrivals.count.load(Ordering::Acquire);
+    let since_t0 = |us: &AtomicU64| {
+        let at = tally.origin + Duration::from_micros(us.load(Ordering::Relaxed));
+        at.saturating_duration_since(t0)
+    };
+    Ok(Round {
+        delivered,
+        arrived,
+        first: (arrived > 0).then(|| since_t0(&arrivals.first_us)),
+        last: (arrived == tally.subscribers).then(|| since_t0(&arrivals.last_us)),
+        answer,
+    })
+}
+
+fn micros(duration: Duration) -> u32 {
+    u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
+}
+
+fn per_delivery(cpu: Duration, deliveries: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64
+}
+
+fn sorted(times: impl Iterator<Item = Duration>) -> Vec<u32> {
+    let mut values: Vec<u32> = times.map(micros).collect();
+    values.sort_unstable();
+    values
+}
+
+fn table(args: &FanoutArgs, rounds: &[Round], cpu: &CpuUse) -> Table {
+    let expected = args.subscribers as u64 * args.notifications;
+    let delivered: u64 = rounds.iter().map(|r| r.delivered).sum();
+    let arrived: u64 = rounds.iter().map(|r| r.arrived as u64).sum();
+    let last = sorted(rounds.iter().filter_map(|r| r.last));
+    let first = sorted(rounds.iter().filter_map(|r| r.first));
+    let answer = sorted(rounds.iter().map(|r| r.answer));
+    let mut table = Table::new(
+        &format!(
+            "fanout: {} subscribers of one collection, {} notifications one after another \
+             (times from the start of the HTTP call)",
+            args.subscribers, args.notifications
+        ),
+        &[
+            "subscribers",
+            "notifications",
+            "delivered / expected",
+            "missing",
+            "last delivery p50",
+            "last delivery max",
+            "first delivery p50",
+            "HTTP answer p50",
+            "CPU per delivery, host / bench",
+        ],
+    );
+    let time = |sorted: &[u32], q: f64| {
+        if sorted.is_empty() {
+            "–".to_owned()
+        } else {
+            report::micros(report::percentile(sorted, q))
+        }
+    };
+    table.row(vec![
+        report::count(args.subscribers as u64),
+        report::count(args.notifications),
+        format!("{} / {}", report::count(delivered), report::count(expected)),
+        report::count(expected.saturating_sub(arrived)),
+        time(&last, 0.5),
+        time(&last, 1.0),
+        time(&first, 0.5),
+        time(&answer, 0.5),
+        format!(
+            "{:.1} µs / {:.1} µs",
+            per_delivery(cpu.server, arrived),
+            per_delivery(cpu.own, arrived)
+        ),
+    ]);
+    table
+}

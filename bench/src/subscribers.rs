@@ -1,0 +1,303 @@
+//! Subscribers of change notifications, as `fanout` and `notify-rate` use
+//! them: the host with the ping and subscriptions plugins and the notify
+//! endpoint on, N connections subscribed to collection 1, one reading task
+//! per connection, and the endpoint that notifies them.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::{
+    sync::oneshot,
+    task::{JoinHandle, JoinSet},
+};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    client::{self, Socket},
+    http::HttpClient,
+    servers::{Artifacts, Server, Spec, HOST_LOG},
+};
+
+/// The bearer token the host is started with.
+const NOTIFY_TOKEN: &str = "rohrpost-bench-notify";
+
+/// The group every subscriber joins.
+const GROUP: &str = "collection-1";
+
+/// How many connections subscribe at once.
+const SUBSCRIBE_BATCH: usize = 200;
+
+/// Starts the host and subscribes `count` new connections to collection 1.
+pub async fn start(
+    artifacts: &Artifacts,
+    label: &str,
+    count: usize,
+) -> Result<(Server, Vec<Socket>)> {
+    eprintln!("{label}: starting the host with the ping and subscriptions plugins");
+    let libraries = [
+        artifacts.ping_lib.as_path(),
+        artifacts.subscriptions_lib.as_path(),
+    ];
+    let server = Server::start(
+        "host, subscriptions",
+        artifacts,
+        Spec::Host {
+            libraries: &libraries,
+            log: HOST_LOG,
+            args: &["--notify-token", NOTIFY_TOKEN],
+        },
+        None,
+    )?;
+    let sockets =
+        client::connect_many_with(&server.url(), count, Some(client::small_reads())).await?;
+    eprintln!("{label}: {count} connections open; subscribing each to {GROUP}");
+    let sockets = subscribe_each(sockets).await?;
+    Ok((server, sockets))
+}
+
+/// Subscribes every connection and checks the reply, [`SUBSCRIBE_BATCH`]
+/// connections at a time.
+async fn subscribe_each(sockets: Vec<Socket>) -> Result<Vec<Socket>> {
+    let mut done = Vec::with_capacity(sockets.len());
+    let mut rest = sockets.into_iter();
+    loop {
+        let mut pending = JoinSet::new();
+        for mut socket in rest.by_ref().take(SUBSCRIBE_BATCH) {
+            pending.spawn(async move {
+                let frame = r#"{"id":1,"type":"subscribe","data":{"type":"collection","id":1}}"#;
+                let reply = client::request(&mut socket, frame.to_owned()).await?;
+                check_subscribed(&reply)?;
+                Ok::<_, anyhow::Error>(socket)
+            });
+        }
+        if pending.is_empty() {
+            return Ok(done);
+        }
+        while let Some(joined) = pending.join_next().await {
+            done.push(joined.context("a subscription panicked")??);
+        }
+    }
+}
+
+/// Accepts only `{"id":1,"type":"subscribe","data":{"group":"collection-1"}}`.
+fn check_subscribed(reply: &str) -> Result<()> {
+    let value: serde_json::Value = serde_json::from_str(reply)
+        .with_context(|| format!("the subscribe reply is not JSON: {reply}"))?;
+    let good = value["id"] == 1
+        && value["type"] == "subscribe"
+        && value.get("error").is_none()
+        && value["data"]["group"] == GROUP;
+    if !good {
+        bail!("unexpected reply to subscribe (is the subscriptions plugin loaded?): {reply}");
+    }
+    Ok(())
+}
+
+/// What the benchmarks put into a notification's object, as a subscriber
+/// reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    pub seq: u64,
+    /// Microseconds since the benchmark's start when it was sent.
+    pub sent_us: Option<u64>,
+}
+
+/// The `seq` and `sent_us` of a `subscription-update`; `None` for any
+/// other message.
+pub fn parse_update(text: &str) -> Option<Update> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        data: Data,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        object: Object,
+    }
+    #[derive(Deserialize)]
+    struct Object {
+        seq: u64,
+        sent_us: Option<u64>,
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(text).ok()?;
+    (envelope.kind == "subscription-update").then_some(Update {
+        seq: envelope.data.object.seq,
+        sent_us: envelope.data.object.sent_us,
+    })
+}
+
+/// What a subscriber does with each notification, given the time it was
+/// read.
+pub trait Recorder: Send + 'static {
+    fn record(&mut self, update: Update, at: Instant);
+}
+
+/// How a subscriber's reading ended.
+pub struct Ending<R> {
+    pub recorder: R,
+    /// The connection closed or broke before it was told to stop.
+    pub dropped: bool,
+    /// Text frames that were not a `subscription-update`.
+    pub other: u64,
+}
+
+/// One reading task per subscriber.
+pub struct Readers<R> {
+    /// Each task's own stop signal: cheaper to wait for, message after
+    /// message, than one signal all tasks share.
+    tasks: Vec<(oneshot::Sender<()>, JoinHandle<Ending<R>>)>,
+}
+
+impl<R: Recorder> Readers<R> {
+    /// Starts reading every connection, with a recorder made for each.
+    pub fn start(sockets: Vec<Socket>, mut recorder: impl FnMut() -> R) -> Readers<R> {
+        let tasks = sockets
+            .into_iter()
+            .map(|socket| {
+                let (stop, stopped) = oneshot::channel();
+                (stop, tokio::spawn(read(socket, recorder(), stopped)))
+            })
+            .collect();
+        Readers { tasks }
+    }
+
+    /// Stops reading, drops the connections and returns how each ended.
+    pub async fn finish(self) -> Result<Vec<Ending<R>>> {
+        let mut running = Vec::with_capacity(self.tasks.len());
+        for (stop, task) in self.tasks {
+            // An error means the task has ended already.
+            let _ = stop.send(());
+            running.push(task);
+        }
+        let mut endings = Vec::with_capacity(running.len());
+        for task in running {
+            endings.push(task.await.context("a subscriber panicked")?);
+        }
+        Ok(endings)
+    }
+}
+
+async fn read<R: Recorder>(
+    mut socket: Socket,
+    mut recorder: R,
+    mut stop: oneshot::Receiver<()>,
+) -> Ending<R> {
+    let mut other = 0;
+    let dropped = loop {
+        tokio::select! {
+            _ = &mut stop => break false,
+            frame = socket.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let at = Instant::now();
+                    match parse_update(&text) {
+                        Some(update) => recorder.record(update, at),
+                        None => other += 1,
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Binary(_) | Message::Close(_)) | Err(_)) | None => break true,
+            },
+        }
+    };
+    Ending {
+        recorder,
+        dropped,
+        other,
+    }
+}
+
+/// Sums up the connections that dropped and the unexpected messages,
+/// printing them when there are any.
+pub fn report_endings<R>(label: &str, endings: &[Ending<R>]) -> u64 {
+    let dropped = endings.iter().filter(|e| e.dropped).count() as u64;
+    let other: u64 = endings.iter().map(|e| e.other).sum();
+    if dropped > 0 || other > 0 {
+        eprintln!("{label}: {dropped} connections dropped, {other} unexpected messages");
+    }
+    dropped
+}
+
+/// The notify endpoint of one host, over one keep-alive connection.
+pub struct Notifier {
+    client: HttpClient,
+}
+
+impl Notifier {
+    /// Connects to the host's notify endpoint.
+    pub async fn connect(server: &Server) -> Result<Notifier> {
+        let mut client = HttpClient::new(server.addr());
+        client.connect().await?;
+        Ok(Notifier { client })
+    }
+
+    /// Notifies an update of collection 1 with this object (JSON) and
+    /// returns to how many connections the host delivered it.
+    pub async fn update(&mut self, object: &str) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct Answer {
+            delivered: u64,
+        }
+        let body = format!(r#"{{"model":"Collection","pk":1,"event":"update","object":{object}}}"#);
+        let response = self
+            .client
+            .post_json("/api/notify", NOTIFY_TOKEN, &body)
+            .await?;
+        if response.status != 200 {
+            bail!(
+                "POST /api/notify answered {}: {}",
+                response.status,
+                response.text()
+            );
+        }
+        let answer: Answer = serde_json::from_slice(&response.body)
+            .with_context(|| format!("unexpected notify answer: {}", response.text()))?;
+        Ok(answer.delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_are_recognised() {
+        let text = r#"{"id":617,"type":"subscription-update","data":{"type":"update",
+            "group":"collection-1","object":{"id":1,"seq":7,"sent_us":1234}}}"#;
+        assert_eq!(
+            parse_update(text),
+            Some(Update {
+                seq: 7,
+                sent_us: Some(1234)
+            })
+        );
+        let text = r#"{"id":"x","type":"subscription-update","data":{"type":"update",
+            "group":"collection-1","object":{"id":1,"seq":8}}}"#;
+        assert_eq!(
+            parse_update(text).map(|u| (u.seq, u.sent_us)),
+            Some((8, None))
+        );
+        assert_eq!(
+            parse_update(r#"{"id":1,"type":"pong","data":{"seq":1}}"#),
+            None
+        );
+        assert_eq!(parse_update("nonsense"), None);
+    }
+
+    #[test]
+    fn subscribe_replies_are_checked() {
+        assert!(
+            check_subscribed(r#"{"id":1,"type":"subscribe","data":{"group":"collection-1"}}"#)
+                .is_ok()
+        );
+        assert!(
+            check_subscribed(r#"{"id":1,"type":"subscribe","error":"ACCESS_DENIED"}"#).is_err()
+        );
+        assert!(check_subscribed(
+            r#"{"id":1,"type":"subscribe","error":"Unknown message type 'subscribe'."}"#
+        )
+        .is_err());
+    }
+}
