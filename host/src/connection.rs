@@ -7,12 +7,12 @@
 //! messages is created when the connection first joins a group, so an idle
 //! connection that never joins costs only its socket and this task.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use tokio::{
-    sync::{mpsc, Notify},
+    sync::mpsc,
     time::{Instant, Sleep},
 };
 use tokio_tungstenite::tungstenite;
@@ -69,7 +69,10 @@ struct Conn {
     /// Created on the first join, with the two fields below.
     outbox: Option<Outbox>,
     queue: Option<mpsc::Receiver<Utf8Bytes>>,
-    overflow: Option<Arc<Notify>>,
+    /// Resolves when the queue overflowed. Made once, with the queue, and
+    /// polled in every round: a fresh wait per round would register and
+    /// unregister a waiter for every frame.
+    overflow: Option<OverflowWait>,
 }
 
 /// Leaves every group and counts the connection as closed when it ends,
@@ -125,11 +128,13 @@ pub async fn serve(
 
 async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
     let mut idle = Idle::new(shared.idle_timeout);
+    let stopped = stopping.stopped();
+    tokio::pin!(stopped);
     loop {
         let received = tokio::select! {
             biased;
-            () = overflowed(&conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
-            () = stopping.stopped() => return End::Close(close_code::AWAY, SHUTDOWN_REASON),
+            () = overflowed(&mut conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
+            () = &mut stopped => return End::Close(close_code::AWAY, SHUTDOWN_REASON),
             ping = idle.expired() => {
                 if !ping {
                     debug!(connection = conn.id, "idle timeout");
@@ -141,7 +146,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
                 continue;
             }
             Some(queued) = next_queued(&mut conn.queue) => {
-                if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &conn.overflow, queued).await {
+                if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &mut conn.overflow, queued).await {
                     return end;
                 }
                 continue;
@@ -172,9 +177,9 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
                     tokio::select! {
                         biased;
                         actions = &mut handling => break actions,
-                        () = overflowed(&conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
+                        () = overflowed(&mut conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
                         Some(queued) = next_queued(&mut conn.queue) => {
-                            if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &conn.overflow, queued).await {
+                            if let Err(end) = write_queued(&mut conn.socket, &mut conn.queue, &mut conn.overflow, queued).await {
                                 return end;
                             }
                         }
@@ -203,7 +208,7 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
             Action::Text(text) => {
                 let fed = tokio::select! {
                     fed = conn.socket.feed(Message::Text(text.into())) => fed,
-                    () = overflowed(&conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
+                    () = overflowed(&mut conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
                 };
                 fed.map_err(|_| End::Gone)?;
             }
@@ -218,7 +223,8 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
                         shared.monitor.metrics.queue_drops.clone(),
                     );
                     conn.queue = Some(inbox.queue);
-                    conn.overflow = Some(inbox.overflow);
+                    let overflow = inbox.overflow;
+                    conn.overflow = Some(Box::pin(async move { overflow.notified().await }));
                     outbox
                 });
                 shared.groups.join(&group, conn.id, outbox).await;
@@ -231,7 +237,7 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
     }
     let flushed = tokio::select! {
         flushed = conn.socket.flush() => flushed,
-        () = overflowed(&conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
+        () = overflowed(&mut conn.overflow) => return Err(End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)),
     };
     flushed.map_err(|_| End::Gone)
 }
@@ -265,38 +271,40 @@ impl Idle {
 
     /// Resolves with `true` when it is time to ping, `false` when the
     /// connection has been idle for the whole timeout. Never with a zero
-    /// timeout.
+    /// timeout. The timer is re-armed only when it fires, not per frame.
     async fn expired(&mut self) -> bool {
         if self.timeout.is_zero() {
             return std::future::pending().await;
         }
         loop {
+            self.timer.as_mut().await;
             let due = self.last_heard
                 + if self.pinged {
                     self.timeout
                 } else {
                     self.timeout / 2
                 };
-            if self.timer.deadline() != due {
-                self.timer.as_mut().reset(due);
-            }
-            self.timer.as_mut().await;
             if Instant::now() < due {
+                self.timer.as_mut().reset(due);
                 continue;
             }
             if self.pinged {
                 return false;
             }
             self.pinged = true;
+            self.timer.as_mut().reset(self.last_heard + self.timeout);
             return true;
         }
     }
 }
 
+/// The wait for a queue overflow.
+type OverflowWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Resolves when the connection's queue has overflowed; never without one.
-async fn overflowed(overflow: &Option<Arc<Notify>>) {
+async fn overflowed(overflow: &mut Option<OverflowWait>) {
     match overflow {
-        Some(overflow) => overflow.notified().await,
+        Some(wait) => wait.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -314,7 +322,7 @@ async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Ut
 async fn write_queued(
     socket: &mut WebSocket,
     queue: &mut Option<mpsc::Receiver<Utf8Bytes>>,
-    overflow: &Option<Arc<Notify>>,
+    overflow: &mut Option<OverflowWait>,
     first: Utf8Bytes,
 ) -> Result<(), End> {
     let mut batch = vec![first];

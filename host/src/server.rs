@@ -11,6 +11,7 @@ use anyhow::Context;
 use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
+    serve::ListenerExt,
     Router,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -103,6 +104,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     info!(address = %listener.local_addr()?, path = %settings.ws_path, "listening");
     let stop = shutdown.clone();
+    // Replies and group messages are small writes that must leave at once:
+    // Nagle's algorithm would hold one back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            warn!(%error, "cannot turn off Nagle's algorithm on a connection");
+        }
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -15,6 +15,7 @@ use axum::{
     },
     response::Response,
     routing::get,
+    serve::ListenerExt,
     Router,
 };
 use clap::Parser;
@@ -62,6 +63,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let router = Router::new()
         .route(&config.ws_path, get(upgrade))
         .with_state(config.read_buffer_size);
+    // As the host: small writes leave at once.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).await.context("server error")
 }
 
