@@ -34,6 +34,15 @@ pub struct FanoutArgs {
     /// Notifications sent, one after another.
     #[arg(long, default_value_t = 100)]
     pub notifications: u64,
+
+    /// Hosts sharing the subscribers (evenly); more than one needs `--redis`.
+    #[arg(long, default_value_t = 1)]
+    pub hosts: usize,
+
+    /// Redis URL for the hosts' groups (`--groups`); without it, groups
+    /// stay in memory. Notifications are posted to the first host.
+    #[arg(long)]
+    pub redis: Option<String>,
 }
 
 /// The arrivals of every notification, shared by all subscribers, so that
@@ -73,8 +82,6 @@ impl Recorder for Arc<Tally> {
 
 /// One notification's result.
 struct Round {
-    /// What the host's answer said.
-    delivered: u64,
     /// Subscribers that had it within [`ROUND_TIMEOUT`].
     arrived: usize,
     first: Option<Duration>,
@@ -90,7 +97,22 @@ pub fn check_open_files(args: &FanoutArgs, open_files: u64) -> Result<()> {
 
 pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> Result<Table> {
     check_open_files(args, open_files)?;
-    let (mut server, sockets) = subscribers::start(artifacts, "fanout", args.subscribers).await?;
+    if args.hosts == 0 || (args.hosts > 1 && args.redis.is_none()) {
+        anyhow::bail!(
+            "--hosts {} needs --redis URL (and at least one host)",
+            args.hosts
+        );
+    }
+    let (servers, sockets) = subscribers::start_hosts(
+        artifacts,
+        "fanout",
+        args.subscribers,
+        args.hosts,
+        args.redis.as_deref(),
+    )
+    .await?;
+    // Notifications go to the first host; it counts its own subscribers.
+    let local = args.subscribers / args.hosts + usize::from(args.subscribers % args.hosts > 0);
     let tally = Arc::new(Tally {
         origin: Instant::now(),
         subscribers: args.subscribers,
@@ -104,16 +126,19 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
         complete: Notify::new(),
     });
     let readers = Readers::start(sockets, || tally.clone());
-    let mut notifier = Notifier::connect(&server).await?;
+    let mut notifier = Notifier::connect(servers.first().context("no host started")?).await?;
     eprintln!(
         "fanout: {} notifications to {} subscribers",
         args.notifications, args.subscribers
     );
 
-    let meter = CpuMeter::start(&server)?;
+    let meters = servers
+        .iter()
+        .map(CpuMeter::start)
+        .collect::<Result<Vec<_>>>()?;
     let mut rounds = Vec::new();
     for seq in 1..=args.notifications {
-        let round = notify(&mut notifier, &tally, seq).await?;
+        let round = notify(&mut notifier, &tally, seq, local).await?;
         if seq == 1 {
             eprintln!(
                 "fanout: first notification: answer after {}, last delivery after {}",
@@ -125,7 +150,18 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
         }
         rounds.push(round);
     }
-    let cpu = meter.stop()?;
+    let mut cpu: Option<CpuUse> = None;
+    for meter in meters {
+        let used = meter.stop()?;
+        cpu = Some(match cpu {
+            None => used,
+            Some(sum) => CpuUse {
+                server: sum.server + used.server,
+                ..sum
+            },
+        });
+    }
+    let cpu = cpu.context("no host measured")?;
     let endings = readers.finish().await?;
     subscribers::report_endings("fanout", &endings);
     let arrived: usize = rounds.iter().map(|r| r.arrived).sum();
@@ -138,14 +174,16 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
     if late > 0 {
         eprintln!("fanout: {late} deliveries arrived after their round had timed out");
     }
-    server.check_running()?;
-    server.stop()?;
+    for mut server in servers {
+        server.check_running()?;
+        server.stop()?;
+    }
     Ok(table(args, &rounds, &cpu))
 }
 
 /// Posts notification `seq` and waits for it to reach every subscriber
 /// (or for [`ROUND_TIMEOUT`]).
-async fn notify(notifier: &mut Notifier, tally: &Tally, seq: u64) -> Result<Round> {
+async fn notify(notifier: &mut Notifier, tally: &Tally, seq: u64, local: usize) -> Result<Round> {
     let arrivals = usize::try_from(seq)
         .ok()
         .and_then(|index| tally.rounds.get(index))
@@ -164,10 +202,9 @@ async fn notify(notifier: &mut Notifier, tally: &Tally, seq: u64) -> Result<Roun
     let all_in = tokio::time::timeout(ROUND_TIMEOUT, all_in);
     let ((delivered, answer), _) = tokio::join!(post, all_in);
     let delivered = delivered.with_context(|| format!("notification {seq}"))?;
-    if delivered != tally.subscribers as u64 {
+    if delivered != local as u64 {
         eprintln!(
-            "fanout: notification {seq} was delivered to {delivered} of {}",
-            tally.subscribers
+            "fanout: notification {seq} was delivered to {delivered} of {local} on the first host"
         );
     }
     let arrived = arrivals.count.load(Ordering::Acquire);
@@ -176,7 +213,6 @@ async fn notify(notifier: &mut Notifier, tally: &Tally, seq: u64) -> Result<Roun
         at.saturating_duration_since(t0)
     };
     Ok(Round {
-        delivered,
         arrived,
         first: (arrived > 0).then(|| since_t0(&arrivals.first_us)),
         last: (arrived == tally.subscribers).then(|| since_t0(&arrivals.last_us)),
@@ -200,21 +236,25 @@ fn sorted(times: impl Iterator<Item = Duration>) -> Vec<u32> {
 
 fn table(args: &FanoutArgs, rounds: &[Round], cpu: &CpuUse) -> Table {
     let expected = args.subscribers as u64 * args.notifications;
-    let delivered: u64 = rounds.iter().map(|r| r.delivered).sum();
     let arrived: u64 = rounds.iter().map(|r| r.arrived as u64).sum();
     let last = sorted(rounds.iter().filter_map(|r| r.last));
     let first = sorted(rounds.iter().filter_map(|r| r.first));
     let answer = sorted(rounds.iter().map(|r| r.answer));
     let mut table = Table::new(
         &format!(
-            "fanout: {} subscribers of one collection, {} notifications one after another \
-             (times from the start of the HTTP call)",
-            args.subscribers, args.notifications
+            "fanout: {} subscribers of one collection on {}, {} notifications one after \
+             another (times from the start of the HTTP call)",
+            args.subscribers,
+            match (&args.redis, args.hosts) {
+                (None, _) => "one host, groups in memory".to_owned(),
+                (Some(_), hosts) => format!("{hosts} host(s), groups through Redis"),
+            },
+            args.notifications
         ),
         &[
             "subscribers",
             "notifications",
-            "delivered / expected",
+            "received / expected",
             "missing",
             "last delivery p50",
             "last delivery max",
@@ -233,7 +273,7 @@ fn table(args: &FanoutArgs, rounds: &[Round], cpu: &CpuUse) -> Table {
     table.row(vec![
         report::count(args.subscribers as u64),
         report::count(args.notifications),
-        format!("{} / {}", report::count(delivered), report::count(expected)),
+        format!("{} / {}", report::count(arrived), report::count(expected)),
         report::count(expected.saturating_sub(arrived)),
         time(&last, 0.5),
         time(&last, 1.0),

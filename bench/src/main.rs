@@ -69,6 +69,9 @@ struct Paths {
     subscriptions_lib: Option<PathBuf>,
 }
 
+/// Where `all` looks for Redis for the two-host fan-out.
+const LOCAL_REDIS: &str = "127.0.0.1:6379";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replies per second and latency: baseline, host inline, host pooled.
@@ -119,6 +122,18 @@ async fn main() -> Result<()> {
             }
             print(&new_plugin::run(&artifacts, &defaults()?).await?);
             print(&fanout::run(&artifacts, &fanout_args, open_files).await?);
+            // The same subscribers on two hosts whose groups go through
+            // the local Redis, when one answers.
+            if std::net::TcpStream::connect(LOCAL_REDIS).is_ok() {
+                let cluster_args = fanout::FanoutArgs {
+                    hosts: 2,
+                    redis: Some(format!("redis://{LOCAL_REDIS}/0")),
+                    ..fanout_args.clone()
+                };
+                print(&fanout::run(&artifacts, &cluster_args, open_files).await?);
+            } else {
+                eprintln!("fanout: no Redis on {LOCAL_REDIS}; skipping the two-host run");
+            }
             print(&notify_rate::run(&artifacts, &defaults()?, open_files).await?);
         }
     }

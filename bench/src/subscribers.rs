@@ -35,26 +35,55 @@ pub async fn start(
     label: &str,
     count: usize,
 ) -> Result<(Server, Vec<Socket>)> {
-    eprintln!("{label}: starting the host with the ping and subscriptions plugins");
+    let (mut servers, sockets) = start_hosts(artifacts, label, count, 1, None).await?;
+    let server = servers.pop().context("no host started")?;
+    Ok((server, sockets))
+}
+
+/// Starts `hosts` hosts (sharing their groups through Redis at `redis`
+/// when given) and subscribes `count` new connections to collection 1,
+/// spread evenly over the hosts.
+pub async fn start_hosts(
+    artifacts: &Artifacts,
+    label: &str,
+    count: usize,
+    hosts: usize,
+    redis: Option<&str>,
+) -> Result<(Vec<Server>, Vec<Socket>)> {
+    eprintln!("{label}: starting {hosts} host(s) with the ping and subscriptions plugins");
     let libraries = [
         artifacts.ping_lib.as_path(),
         artifacts.subscriptions_lib.as_path(),
     ];
-    let server = Server::start(
-        "host, subscriptions",
-        artifacts,
-        Spec::Host {
-            libraries: &libraries,
-            log: HOST_LOG,
-            args: &["--notify-token", NOTIFY_TOKEN],
-        },
-        None,
-    )?;
-    let sockets =
-        client::connect_many_with(&server.url(), count, Some(client::small_reads())).await?;
+    // A channel prefix of this run's own, on a Redis others may share.
+    let prefix = format!("rohrpost-bench-{}:", std::process::id());
+    let mut args = vec!["--notify-token", NOTIFY_TOKEN];
+    if let Some(url) = redis {
+        args.extend(["--groups", url, "--groups-prefix", &prefix]);
+    }
+    let mut servers = Vec::with_capacity(hosts);
+    for n in 0..hosts {
+        servers.push(Server::start(
+            &format!("host {n}, subscriptions"),
+            artifacts,
+            Spec::Host {
+                libraries: &libraries,
+                log: HOST_LOG,
+                args: &args,
+            },
+            None,
+        )?);
+    }
+    let mut sockets = Vec::with_capacity(count);
+    for (n, server) in servers.iter().enumerate() {
+        let share = count / hosts + usize::from(n < count % hosts);
+        sockets.extend(
+            client::connect_many_with(&server.url(), share, Some(client::small_reads())).await?,
+        );
+    }
     eprintln!("{label}: {count} connections open; subscribing each to {GROUP}");
     let sockets = subscribe_each(sockets).await?;
-    Ok((server, sockets))
+    Ok((servers, sockets))
 }
 
 /// Subscribes every connection and checks the reply, [`SUBSCRIBE_BATCH`]
