@@ -49,7 +49,7 @@ pub async fn notify(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|given| same_token(given.trim(), expected)) {
+    if !given.is_some_and(|given| rohrpost_plugin_api::same_secret(given.trim(), expected)) {
         warn!("notification refused: missing or wrong bearer token");
         let mut response = error(StatusCode::UNAUTHORIZED, "Missing or wrong bearer token.");
         response.headers_mut().insert(
@@ -97,14 +97,4 @@ pub async fn notify(
     let delivered = endpoint.groups.send(&group, text.into()).await;
     info!(%group, event = notification.event.as_str(), delivered, "notification sent");
     Json(json!({ "group": group, "id": id.to_value(), "delivered": delivered })).into_response()
-}
-
-/// Compares tokens in time independent of where they differ.
-fn same_token(given: &str, expected: &str) -> bool {
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }

@@ -349,6 +349,7 @@ mod message;
 mod notification;
 mod plugin;
 mod request;
+mod secret;
 pub mod wire;
 
 pub use connection::{Connection, NotifyError};
@@ -356,6 +357,7 @@ pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};
 pub use plugin::{HandlerResult, Plugin, Types};
 pub use request::Request;
+pub use secret::same_secret;
 
 /// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`:
 /// `use rohrpost_plugin_api::prelude::*;`.

@@ -31,17 +31,7 @@ fn cargo() -> Command {
 
 /// Where the crates built outside the workspace put their artifacts.
 fn external_target() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_relative() {
-                workspace().join(p)
-            } else {
-                p
-            }
-        })
-        .unwrap_or_else(|| workspace().join("target"))
-        .join("external")
+    rohrpost_tests::target_dir().join("external")
 }
 
 /// Builds the crate in `dir` (debug) and returns its library.

@@ -45,7 +45,8 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
-fn target_dir() -> PathBuf {
+/// Cargo's target directory of the workspace.
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| {

@@ -146,24 +146,14 @@ impl Authorization {
         match (self, token) {
             (Authorization::Off, _) => true,
             (_, None) => false,
-            (Authorization::Tokens(tokens), Some(token)) => {
-                tokens.iter().any(|known| same_token(token, known))
-            }
+            (Authorization::Tokens(tokens), Some(token)) => tokens
+                .iter()
+                .any(|known| rohrpost_plugin_api::same_secret(token, known)),
             (Authorization::Jwt { key, validation }, Some(token)) => {
                 jsonwebtoken::decode::<Value>(token, key, validation).is_ok()
             }
         }
     }
-}
-
-/// Compares tokens in time independent of where they differ.
-fn same_token(given: &str, expected: &str) -> bool {
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 #[cfg(test)]
