@@ -84,14 +84,25 @@ impl Dispatcher {
             }
         };
         let handler = &route.plugin.handlers[route.handler as usize];
+        let inline = handler.is_inline();
         let started = Instant::now();
-        let outcome = if handler.is_inline() {
+        let outcome = if inline {
             self.run_inline(&route, &envelope, text, scope)
         } else {
             let owned = OwnedCall::new(&frame, &envelope, scope.clone());
             self.run_pooled(&route, owned).await
         };
-        count(&route, &outcome, started.elapsed());
+        let took = started.elapsed();
+        if inline && took > self.inline_budget && handler.demote() {
+            warn!(
+                plugin = %route.plugin.name,
+                version = %route.plugin.version,
+                r#type = %envelope.kind,
+                took_ms = took.as_millis() as u64,
+                "inline handler is too slow for the connection task; running it on the worker pool from now on"
+            );
+        }
+        count(&route, &outcome, took);
         outcome_to_frames(&route, &envelope, outcome)
     }
 
@@ -109,19 +120,7 @@ impl Dispatcher {
             data: envelope.data.unwrap_or("").into(),
             scope: scope.into(),
         };
-        let started = Instant::now();
-        let outcome = route.plugin.call(route.handler, &call);
-        let took = started.elapsed();
-        if took > self.inline_budget && route.plugin.handlers[route.handler as usize].demote() {
-            warn!(
-                plugin = %route.plugin.name,
-                version = %route.plugin.version,
-                r#type = %envelope.kind,
-                took_ms = took.as_millis() as u64,
-                "inline handler is too slow for the connection task; running it on the worker pool from now on"
-            );
-        }
-        Outcome::Returned(outcome)
+        Outcome::Returned(route.plugin.call(route.handler, &call))
     }
 
     async fn run_pooled(&self, route: &Route, owned: OwnedCall) -> Outcome {
