@@ -6,7 +6,6 @@
 
 use std::{
     path::PathBuf,
-    sync::OnceLock,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,19 +18,9 @@ const QUIET: Duration = Duration::from_millis(300);
 const NOTIFY_TOKEN: &str = "sekrit";
 const LIBRARY: &str = "libsubscriptions.so";
 
-/// The plugin's library, built once per test binary.
-fn library() -> &'static PathBuf {
-    static LIBRARY_PATH: OnceLock<PathBuf> = OnceLock::new();
-    LIBRARY_PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(rohrpost_tests::workspace())
-            .args(["build", "--quiet", "-p", "subscriptions"])
-            .status()
-            .expect("cannot run cargo build");
-        assert!(status.success(), "cargo build -p subscriptions failed");
-        rohrpost_tests::build().plugin("subscriptions")
-    })
+/// The plugin's library (the harness builds it with the others).
+fn library() -> PathBuf {
+    rohrpost_tests::build().plugin("subscriptions")
 }
 
 /// A host with ping, the notify token and this `[plugins.subscriptions]`
@@ -39,7 +28,7 @@ fn library() -> &'static PathBuf {
 fn host_with(table: &str) -> Host {
     let config = format!("notify_token = \"{NOTIFY_TOKEN}\"\n\n[plugins.subscriptions]\n{table}\n");
     let host = Host::start_with_config(&["ping"], &config, &[]).unwrap();
-    rohrpost_tests::install(library(), host.plugins.path(), LIBRARY);
+    rohrpost_tests::install(&library(), host.plugins.path(), LIBRARY);
     host
 }
 

@@ -29,6 +29,7 @@ use tokio_tungstenite::{
 /// Every library the tests load, by crate name.
 const LIBRARIES: &[&str] = &[
     "ping",
+    "subscriptions",
     "fixture-testkit",
     "fixture-echo-v1",
     "fixture-echo-v2",
