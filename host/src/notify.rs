@@ -48,7 +48,9 @@ pub async fn notify(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
     if !given.is_some_and(|given| rohrpost_plugin_api::same_secret(given.trim(), expected)) {
         warn!("notification refused: missing or wrong bearer token");
         let mut response = error(StatusCode::UNAUTHORIZED, "Missing or wrong bearer token.");
