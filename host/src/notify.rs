@@ -60,6 +60,12 @@ pub async fn notify(
         );
         return response;
     }
+    let invalid = |e: &dyn std::fmt::Display| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid notification: {e}"),
+        )
+    };
     let notification: Notification = match serde_json::from_slice(&body) {
         Ok(notification) => notification,
         Err(e) if e.is_syntax() || e.is_eof() => {
@@ -68,33 +74,15 @@ pub async fn notify(
                 format!("The body is not valid JSON: {e}"),
             )
         }
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid notification: {e}"),
-            )
-        }
+        Err(e) => return invalid(&e),
     };
     let id = Id::generate();
-    let (group, text) = match notification
-        .group_name()
-        .and_then(|group| Ok((group, notification.message(id.clone())?)))
-    {
+    let (group, text) = match notification.addressed(id.clone()) {
         Ok((group, message)) => match message.into_json() {
             Ok(text) => (group, text),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("Invalid notification: {e}"),
-                )
-            }
+            Err(e) => return invalid(&e),
         },
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("Invalid notification: {e}"),
-            )
-        }
+        Err(e) => return invalid(&e),
     };
     let delivered = endpoint.groups.send(&group, text.into()).await;
     info!(%group, event = notification.event.as_str(), delivered, "notification sent");

@@ -147,8 +147,7 @@ impl Connection {
     /// # let _ = Plugin::new("doc", "1.0.0").handler("rename", rename);
     /// ```
     pub fn notify(&mut self, notification: &Notification) -> Result<(), NotifyError> {
-        let group = notification.group_name()?;
-        let message = notification.message(Id::generate())?;
+        let (group, message) = notification.addressed(Id::generate())?;
         self.send_to_group(&group, message)?;
         Ok(())
     }

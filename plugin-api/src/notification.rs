@@ -149,6 +149,12 @@ impl Notification {
 
     /// The `subscription-update` message, with `id` for every receiver.
     pub fn message(&self, id: Id) -> Result<Message, NotificationError> {
+        self.addressed(id).map(|(_, message)| message)
+    }
+
+    /// The group and the `subscription-update` message for it, with `id`
+    /// for every receiver: what a sender needs, the group worked out once.
+    pub fn addressed(&self, id: Id) -> Result<(String, Message), NotificationError> {
         let group = self.group_name()?;
         let mut object = self
             .object
@@ -161,12 +167,13 @@ impl Notification {
         }
         let mut data = Map::new();
         data.insert("type".to_owned(), Value::from(self.event.as_str()));
-        data.insert("group".to_owned(), Value::from(group));
+        data.insert("group".to_owned(), Value::from(group.clone()));
         data.insert("object".to_owned(), Value::Object(object));
-        Ok(Message::new()
+        let message = Message::new()
             .id(id)
             .kind("subscription-update")
-            .data(Value::Object(data)))
+            .data(Value::Object(data));
+        Ok((group, message))
     }
 }
 

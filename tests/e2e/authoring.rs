@@ -60,6 +60,23 @@ fn xtask() -> Command {
     cmd
 }
 
+/// `cargo xtask new-plugin NAME --dir DIR`; fails the test unless it
+/// succeeds, and returns what it printed.
+fn scaffold(name: &str, dir: &Path) -> String {
+    let out = xtask()
+        .args(["new-plugin", name, "--dir"])
+        .arg(dir)
+        .output()
+        .expect("cannot run cargo xtask");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "new-plugin failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 const EXTERNAL_CARGO_TOML: &str = r#"[package]
 name = "external"
 version = "0.3.0"
@@ -192,19 +209,7 @@ async fn a_plugin_crate_from_outside_the_workspace_loads_and_serves() {
 async fn the_scaffold_makes_a_plugin_that_builds_and_answers_at_once() {
     let work = TempDir::new("scaffold");
     let dir = work.path().join("scaffolded");
-    let out = xtask()
-        .arg("new-plugin")
-        .arg("scaffolded")
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .expect("cannot run cargo xtask");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "new-plugin failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = scaffold("scaffolded", &dir);
     assert!(stdout.contains("cargo xtask dev"), "next steps: {stdout}");
     assert!(stdout.contains("scaffolded.hello"), "next steps: {stdout}");
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
@@ -351,18 +356,7 @@ async fn wait_for_text(c: &mut Client, want: &str, timeout: Duration) -> Duratio
 async fn the_dev_loop_rebuilds_and_reinstalls_on_save_and_keeps_serving_on_a_build_error() {
     let work = TempDir::new("dev-loop");
     let dir = work.path().join("devloop");
-    let out = xtask()
-        .arg("new-plugin")
-        .arg("devloop")
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .expect("cannot run cargo xtask");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    scaffold("devloop", &dir);
     let source = dir.join("src/lib.rs");
     let original = std::fs::read_to_string(&source).unwrap();
     assert!(original.contains("\"Hello, {name}!\""), "{original}");
