@@ -308,14 +308,12 @@ impl Monitor {
     }
 
     /// A plugin was loaded (`replaced`: a version before it is retired).
-    pub fn loaded(&self, plugin: &LoadedPlugin, replaced: Option<&LoadedPlugin>) {
+    /// Returns how many retired versions of the replaced plugin stay mapped.
+    pub fn loaded(&self, plugin: &LoadedPlugin, replaced: Option<&LoadedPlugin>) -> u64 {
         lock(&self.files).insert(plugin.file.clone(), FileStatus::Loaded);
-        let event = match replaced {
-            Some(old) => {
-                *lock(&self.retired).entry(old.name.clone()).or_default() += 1;
-                "replaced"
-            }
-            None => "loaded",
+        let (event, retired) = match replaced {
+            Some(old) => ("replaced", self.retire(&old.name)),
+            None => ("loaded", 0),
         };
         self.plugin_event(
             event,
@@ -324,18 +322,30 @@ impl Monitor {
                 "types": plugin.types().collect::<Vec<_>>(), "file": plugin.file,
             }),
         );
+        retired
     }
 
     /// The plugin of `file` was removed (its file is gone).
-    pub fn removed(&self, file: &Path, plugin: &LoadedPlugin) {
+    /// Returns how many retired versions of the plugin stay mapped.
+    pub fn removed(&self, file: &Path, plugin: &LoadedPlugin) -> u64 {
         lock(&self.files).remove(file);
-        *lock(&self.retired).entry(plugin.name.clone()).or_default() += 1;
+        let retired = self.retire(&plugin.name);
         self.plugin_event(
             "removed",
             json!({
                 "plugin": plugin.name, "version": plugin.version, "file": file,
             }),
         );
+        retired
+    }
+
+    /// Counts one more version of `name` out of service but still mapped
+    /// (libraries are never unloaded); the count so far.
+    fn retire(&self, name: &str) -> u64 {
+        let mut retired = lock(&self.retired);
+        let count = retired.entry(name.to_owned()).or_default();
+        *count += 1;
+        *count
     }
 
     /// A file was rejected. It stays listed, with its reason, until it is

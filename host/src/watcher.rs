@@ -121,7 +121,6 @@ pub async fn start(
         monitor: monitor.clone(),
         known: HashMap::new(),
         pending: HashMap::new(),
-        retired: 0,
     };
     reconciler.rescan().await;
     monitor.set_ready();
@@ -156,8 +155,6 @@ struct Reconciler {
     known: HashMap<PathBuf, Known>,
     /// Files to look at once quiet, with the time of their last event.
     pending: HashMap<PathBuf, Instant>,
-    /// Library versions out of service but still mapped.
-    retired: u64,
 }
 
 impl Reconciler {
@@ -217,12 +214,11 @@ impl Reconciler {
             self.known.remove(path);
             self.monitor.forget(path);
             if let Some(old) = self.registry.remove(path) {
-                let retired = self.retire();
+                let retired = self.monitor.removed(path, &old);
                 info!(event = "removed", plugin = %old.name, version = %old.version,
                     types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
                     reason = "file deleted", retired_versions = retired,
                     "plugin removed; its library stays mapped until restart");
-                self.monitor.removed(path, &old);
                 self.retry_blocked();
             }
             return;
@@ -286,8 +282,7 @@ impl Reconciler {
                 self.monitor.loaded(&plugin, None);
             }
             Ok(Some(old)) => {
-                self.monitor.loaded(&plugin, Some(&old));
-                let retired = self.retire();
+                let retired = self.monitor.loaded(&plugin, Some(&old));
                 info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
                     types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
                     api = %plugin.api_version, previous_version = %old.version,
@@ -303,13 +298,6 @@ impl Reconciler {
                 self.reject(path, Some(&Identity::of(&plugin)), &conflict);
             }
         }
-    }
-
-    /// Counts one more library version that is out of service but stays
-    /// mapped (libraries are never unloaded); returns the total.
-    fn retire(&mut self) -> u64 {
-        self.retired += 1;
-        self.retired
     }
 
     /// Queues the files rejected for a conflict for another look.
