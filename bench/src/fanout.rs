@@ -16,9 +16,10 @@ use clap::Args;
 use tokio::sync::Notify;
 
 use crate::{
+    readers::{self, Readers, Recorder},
     report::{self, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse},
-    subscribers::{self, Notifier, Readers, Recorder, Update},
+    subscribers::{self, Notifier, Update},
 };
 
 /// How long a notification may take to reach every subscriber before the
@@ -125,7 +126,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             .collect(),
         complete: Notify::new(),
     });
-    let readers = Readers::start(sockets, || tally.clone());
+    let readers = Readers::start(sockets, || tally.clone())?;
     let mut notifier = Notifier::connect(servers.first().context("no host started")?).await?;
     eprintln!(
         "fanout: {} notifications to {} subscribers",
@@ -163,7 +164,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
     }
     let cpu = cpu.context("no host measured")?;
     let endings = readers.finish().await?;
-    subscribers::report_endings("fanout", &endings);
+    readers::report_endings("fanout", &endings);
     let arrived: usize = rounds.iter().map(|r| r.arrived).sum();
     let late = tally
         .rounds

@@ -10,11 +10,13 @@
 
 mod client;
 mod fanout;
+mod frames;
 mod http;
 mod load;
 mod memory;
 mod new_plugin;
 mod notify_rate;
+mod readers;
 mod reload;
 mod report;
 mod servers;

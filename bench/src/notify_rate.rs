@@ -17,9 +17,10 @@ use rohrpost_host::config::parse_duration;
 use tokio::time::MissedTickBehavior;
 
 use crate::{
+    readers::{self, Ending, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse},
-    subscribers::{self, Ending, Notifier, Readers, Recorder, Update},
+    subscribers::{self, Notifier, Update},
 };
 
 /// How long deliveries may trail the last notification.
@@ -123,7 +124,7 @@ pub async fn run(artifacts: &Artifacts, args: &NotifyRateArgs, open_files: u64) 
         malformed: 0,
         latencies_us: Vec::new(),
         received: received.clone(),
-    });
+    })?;
     let mut notifiers = Vec::new();
     for _ in 0..args.http_connections {
         notifiers.push(Notifier::connect(&server).await?);
@@ -162,7 +163,7 @@ pub async fn run(artifacts: &Artifacts, args: &NotifyRateArgs, open_files: u64) 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let endings = readers.finish().await?;
-    let dropped = subscribers::report_endings("notify-rate", &endings);
+    let dropped = readers::report_endings("notify-rate", &endings);
     server.check_running()?;
     server.stop()?;
 

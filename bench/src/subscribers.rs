@@ -1,18 +1,11 @@
 //! Subscribers of change notifications, as `fanout` and `notify-rate` use
 //! them: the host with the ping and subscriptions plugins and the notify
-//! endpoint on, N connections subscribed to collection 1, one reading task
-//! per connection, and the endpoint that notifies them.
-
-use std::time::Instant;
+//! endpoint on, N connections subscribed to collection 1 (read by
+//! [`crate::readers`]), and the endpoint that notifies them.
 
 use anyhow::{bail, Context, Result};
-use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::{
-    sync::oneshot,
-    task::{JoinHandle, JoinSet},
-};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::task::JoinSet;
 
 use crate::{
     client::{self, Socket},
@@ -156,97 +149,6 @@ pub fn parse_update(text: &str) -> Option<Update> {
         seq: envelope.data.object.seq,
         sent_us: envelope.data.object.sent_us,
     })
-}
-
-/// What a subscriber does with each notification, given the time it was
-/// read.
-pub trait Recorder: Send + 'static {
-    fn record(&mut self, update: Update, at: Instant);
-}
-
-/// How a subscriber's reading ended.
-pub struct Ending<R> {
-    pub recorder: R,
-    /// The connection closed or broke before it was told to stop.
-    pub dropped: bool,
-    /// Text frames that were not a `subscription-update`.
-    pub other: u64,
-}
-
-/// One reading task per subscriber.
-pub struct Readers<R> {
-    /// Each task's own stop signal: cheaper to wait for, message after
-    /// message, than one signal all tasks share.
-    tasks: Vec<(oneshot::Sender<()>, JoinHandle<Ending<R>>)>,
-}
-
-impl<R: Recorder> Readers<R> {
-    /// Starts reading every connection, with a recorder made for each.
-    pub fn start(sockets: Vec<Socket>, mut recorder: impl FnMut() -> R) -> Readers<R> {
-        let tasks = sockets
-            .into_iter()
-            .map(|socket| {
-                let (stop, stopped) = oneshot::channel();
-                (stop, tokio::spawn(read(socket, recorder(), stopped)))
-            })
-            .collect();
-        Readers { tasks }
-    }
-
-    /// Stops reading, drops the connections and returns how each ended.
-    pub async fn finish(self) -> Result<Vec<Ending<R>>> {
-        let mut running = Vec::with_capacity(self.tasks.len());
-        for (stop, task) in self.tasks {
-            // An error means the task has ended already.
-            let _ = stop.send(());
-            running.push(task);
-        }
-        let mut endings = Vec::with_capacity(running.len());
-        for task in running {
-            endings.push(task.await.context("a subscriber panicked")?);
-        }
-        Ok(endings)
-    }
-}
-
-async fn read<R: Recorder>(
-    mut socket: Socket,
-    mut recorder: R,
-    mut stop: oneshot::Receiver<()>,
-) -> Ending<R> {
-    let mut other = 0;
-    let dropped = loop {
-        tokio::select! {
-            _ = &mut stop => break false,
-            frame = socket.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let at = Instant::now();
-                    match parse_update(&text) {
-                        Some(update) => recorder.record(update, at),
-                        None => other += 1,
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Binary(_) | Message::Close(_)) | Err(_)) | None => break true,
-            },
-        }
-    };
-    Ending {
-        recorder,
-        dropped,
-        other,
-    }
-}
-
-/// Sums up the connections that dropped and the unexpected messages,
-/// printing them when there are any.
-pub fn report_endings<R>(label: &str, endings: &[Ending<R>]) -> u64 {
-    let dropped = endings.iter().filter(|e| e.dropped).count() as u64;
-    let other: u64 = endings.iter().map(|e| e.other).sum();
-    if dropped > 0 || other > 0 {
-        eprintln!("{label}: {dropped} connections dropped, {other} unexpected messages");
-    }
-    dropped
 }
 
 /// The notify endpoint of one host, over one keep-alive connection.
