@@ -16,9 +16,10 @@ use clap::Args;
 use tokio::sync::Notify;
 
 use crate::{
+    client::Socket,
     readers::{self, Readers, Recorder},
     report::{self, Table},
-    servers::{self, Artifacts, CpuMeter, CpuUse},
+    servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec},
     subscribers::{self, Notifier, Update},
 };
 
@@ -104,6 +105,15 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             args.hosts
         );
     }
+    let mut measured = Vec::new();
+    // The floor, for the ratio: with groups in memory on one host, the
+    // same subscribers and notifications through `baseline-fanout`.
+    if args.hosts == 1 && args.redis.is_none() {
+        let server = Server::start("baseline-fanout", artifacts, Spec::FanoutBaseline, None)?;
+        let sockets = subscribers::connect_subscribed("fanout", &server, args.subscribers).await?;
+        let result = measure(args, vec![server], sockets).await?;
+        measured.push(("baseline-fanout (floor)", result));
+    }
     let (servers, sockets) = subscribers::start_hosts(
         artifacts,
         "fanout",
@@ -112,8 +122,28 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
         args.redis.as_deref(),
     )
     .await?;
-    // Notifications go to the first host; it counts its own subscribers.
-    let local = args.subscribers / args.hosts + usize::from(args.subscribers % args.hosts > 0);
+    measured.push(("host", measure(args, servers, sockets).await?));
+    Ok(table(args, &measured))
+}
+
+/// One server's (or cluster's) rounds and CPU use.
+struct Measured {
+    rounds: Vec<Round>,
+    cpu: CpuUse,
+}
+
+/// Posts the notifications to the first server, one after another, while
+/// `sockets` (subscribed, spread over `servers`) read; then stops the
+/// servers.
+async fn measure(
+    args: &FanoutArgs,
+    servers: Vec<Server>,
+    sockets: Vec<Socket>,
+) -> Result<Measured> {
+    let label = &servers.first().context("no server started")?.name;
+    // Notifications go to the first server; it counts its own subscribers.
+    let hosts = servers.len();
+    let local = args.subscribers / hosts + usize::from(args.subscribers % hosts > 0);
     let tally = Arc::new(Tally {
         origin: Instant::now(),
         subscribers: args.subscribers,
@@ -127,9 +157,9 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
         complete: Notify::new(),
     });
     let readers = Readers::start(sockets, || tally.clone())?;
-    let mut notifier = Notifier::connect(servers.first().context("no host started")?).await?;
+    let mut notifier = Notifier::connect(servers.first().context("no server started")?).await?;
     eprintln!(
-        "fanout: {} notifications to {} subscribers",
+        "fanout: {} notifications to {} subscribers of {label}",
         args.notifications, args.subscribers
     );
 
@@ -162,7 +192,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             },
         });
     }
-    let cpu = cpu.context("no host measured")?;
+    let cpu = cpu.context("no server measured")?;
     let endings = readers.finish().await?;
     readers::report_endings("fanout", &endings);
     let arrived: usize = rounds.iter().map(|r| r.arrived).sum();
@@ -179,7 +209,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
         server.check_running()?;
         server.stop()?;
     }
-    Ok(table(args, &rounds, &cpu))
+    Ok(Measured { rounds, cpu })
 }
 
 /// Posts notification `seq` and waits for it to reach every subscriber
@@ -235,12 +265,8 @@ fn sorted(times: impl Iterator<Item = Duration>) -> Vec<u32> {
     values
 }
 
-fn table(args: &FanoutArgs, rounds: &[Round], cpu: &CpuUse) -> Table {
+fn table(args: &FanoutArgs, measured: &[(&str, Measured)]) -> Table {
     let expected = args.subscribers as u64 * args.notifications;
-    let arrived: u64 = rounds.iter().map(|r| r.arrived as u64).sum();
-    let last = sorted(rounds.iter().filter_map(|r| r.last));
-    let first = sorted(rounds.iter().filter_map(|r| r.first));
-    let answer = sorted(rounds.iter().map(|r| r.answer));
     let mut table = Table::new(
         &format!(
             "fanout: {} subscribers of one collection on {}, {} notifications one after \
@@ -253,15 +279,15 @@ fn table(args: &FanoutArgs, rounds: &[Round], cpu: &CpuUse) -> Table {
             args.notifications
         ),
         &[
-            "subscribers",
-            "notifications",
+            "server",
             "received / expected",
             "missing",
             "last delivery p50",
             "last delivery max",
+            "p50 ÷ floor",
             "first delivery p50",
             "HTTP answer p50",
-            "CPU per delivery, host / bench",
+            "CPU per delivery, server / bench",
         ],
     );
     let time = |sorted: &[u32], q: f64| {
@@ -271,20 +297,35 @@ fn table(args: &FanoutArgs, rounds: &[Round], cpu: &CpuUse) -> Table {
             report::micros(report::percentile(sorted, q))
         }
     };
-    table.row(vec![
-        report::count(args.subscribers as u64),
-        report::count(args.notifications),
-        format!("{} / {}", report::count(arrived), report::count(expected)),
-        report::count(expected.saturating_sub(arrived)),
-        time(&last, 0.5),
-        time(&last, 1.0),
-        time(&first, 0.5),
-        time(&answer, 0.5),
-        format!(
-            "{:.1} µs / {:.1} µs",
-            per_delivery(cpu.server, arrived),
-            per_delivery(cpu.own, arrived)
-        ),
-    ]);
+    let mut floor = None;
+    for (name, Measured { rounds, cpu }) in measured {
+        let arrived: u64 = rounds.iter().map(|r| r.arrived as u64).sum();
+        let last = sorted(rounds.iter().filter_map(|r| r.last));
+        let first = sorted(rounds.iter().filter_map(|r| r.first));
+        let answer = sorted(rounds.iter().map(|r| r.answer));
+        let p50 = (!last.is_empty()).then(|| report::percentile(&last, 0.5));
+        let ratio = match (floor, p50) {
+            (Some(floor), Some(p50)) => format!("{:.2}x", f64::from(p50) / f64::from(floor)),
+            _ => "–".to_owned(),
+        };
+        if floor.is_none() && name.contains("floor") {
+            floor = p50.filter(|&p50| p50 > 0);
+        }
+        table.row(vec![
+            (*name).to_owned(),
+            format!("{} / {}", report::count(arrived), report::count(expected)),
+            report::count(expected.saturating_sub(arrived)),
+            time(&last, 0.5),
+            time(&last, 1.0),
+            ratio,
+            time(&first, 0.5),
+            time(&answer, 0.5),
+            format!(
+                "{:.1} µs / {:.1} µs",
+                per_delivery(cpu.server, arrived),
+                per_delivery(cpu.own, arrived)
+            ),
+        ]);
+    }
     table
 }

@@ -1,12 +1,14 @@
 //! `rohrpost-bench`: measures the rohrpost host against `baseline-ping`, a
-//! plugin-free server with the same parser, and measures hot reload and
-//! change notifications (`POST /api/notify` to many subscribers).
+//! plugin-free server with the same parser, measures hot reload, and
+//! change notifications (`POST /api/notify` to many subscribers) against
+//! `baseline-fanout`, the least a server can do for them.
 //!
 //! Every benchmark starts the servers it needs as child processes, prints
 //! its results as Markdown tables on stdout and its progress on stderr.
 //! The modules: [`servers`] (child processes), [`client`] and [`load`]
-//! (the WebSocket side), [`subscribers`] and [`http`] (change
-//! notifications), one module per benchmark, and [`report`].
+//! (the WebSocket side), [`subscribers`], [`readers`], [`frames`] and
+//! [`http`] (change notifications), one module per benchmark, and
+//! [`report`].
 
 mod client;
 mod fanout;
@@ -57,6 +59,10 @@ struct Paths {
     /// The baseline server (`baseline-ping`).
     #[arg(long, global = true)]
     baseline_bin: Option<PathBuf>,
+
+    /// The fan-out floor server (`baseline-fanout`).
+    #[arg(long, global = true)]
+    fanout_baseline_bin: Option<PathBuf>,
 
     /// The ping plugin library.
     #[arg(long, global = true)]
@@ -173,6 +179,9 @@ impl Paths {
             baseline: self
                 .baseline_bin
                 .unwrap_or_else(|| dir.join("baseline-ping")),
+            fanout_baseline: self
+                .fanout_baseline_bin
+                .unwrap_or_else(|| dir.join("baseline-fanout")),
             ping_lib: self.ping_lib.unwrap_or_else(|| library("ping")),
             pool_lib: self.pool_lib.unwrap_or_else(|| library("fixture_testkit")),
             subscriptions_lib: self

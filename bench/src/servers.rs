@@ -35,6 +35,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Artifacts {
     pub host: PathBuf,
     pub baseline: PathBuf,
+    pub fanout_baseline: PathBuf,
     pub ping_lib: PathBuf,
     pub pool_lib: PathBuf,
     pub subscriptions_lib: PathBuf,
@@ -46,6 +47,7 @@ impl Artifacts {
         for (flag, path) in [
             ("--host-bin", &self.host),
             ("--baseline-bin", &self.baseline),
+            ("--fanout-baseline-bin", &self.fanout_baseline),
             ("--ping-lib", &self.ping_lib),
             ("--pool-lib", &self.pool_lib),
             ("--subscriptions-lib", &self.subscriptions_lib),
@@ -94,6 +96,8 @@ impl Drop for TempDir {
 /// What to start.
 pub enum Spec<'a> {
     Baseline,
+    /// The floor of the fan-out benchmark (`baseline-fanout`).
+    FanoutBaseline,
     /// The host with copies of these libraries in its plugins directory,
     /// logging with this filter, with these further flags.
     Host {
@@ -130,6 +134,10 @@ impl Server {
         match spec {
             Spec::Baseline => {
                 command = Command::new(&artifacts.baseline);
+                command.args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH]);
+            }
+            Spec::FanoutBaseline => {
+                command = Command::new(&artifacts.fanout_baseline);
                 command.args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH]);
             }
             Spec::Host {

@@ -70,13 +70,21 @@ pub async fn start_hosts(
     let mut sockets = Vec::with_capacity(count);
     for (n, server) in servers.iter().enumerate() {
         let share = count / hosts + usize::from(n < count % hosts);
-        sockets.extend(
-            client::connect_many_with(&server.url(), share, Some(client::small_reads())).await?,
-        );
+        sockets.extend(connect_subscribed(label, server, share).await?);
     }
-    eprintln!("{label}: {count} connections open; subscribing each to {GROUP}");
-    let sockets = subscribe_each(sockets).await?;
     Ok((servers, sockets))
+}
+
+/// Opens `count` connections to `server` and subscribes each to
+/// collection 1.
+pub async fn connect_subscribed(label: &str, server: &Server, count: usize) -> Result<Vec<Socket>> {
+    let sockets =
+        client::connect_many_with(&server.url(), count, Some(client::small_reads())).await?;
+    eprintln!(
+        "{label}: {count} connections open to {}; subscribing each to {GROUP}",
+        server.name
+    );
+    subscribe_each(sockets).await
 }
 
 /// Subscribes every connection and checks the reply, [`SUBSCRIBE_BATCH`]

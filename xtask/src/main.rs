@@ -195,6 +195,8 @@ fn bench(args: &[String]) -> Result<()> {
         .arg(release.join("rohrpost"))
         .arg("--baseline-bin")
         .arg(release.join("baseline-ping"))
+        .arg("--fanout-baseline-bin")
+        .arg(release.join("baseline-fanout"))
         .arg("--ping-lib")
         .arg(release.join(library_file("ping")))
         .arg("--pool-lib")
