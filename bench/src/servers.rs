@@ -132,12 +132,12 @@ impl Server {
         let mut command;
         let mut plugins = None;
         match spec {
-            Spec::Baseline => {
-                command = Command::new(&artifacts.baseline);
-                command.args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH]);
-            }
-            Spec::FanoutBaseline => {
-                command = Command::new(&artifacts.fanout_baseline);
+            Spec::Baseline | Spec::FanoutBaseline => {
+                let program = match spec {
+                    Spec::FanoutBaseline => &artifacts.fanout_baseline,
+                    _ => &artifacts.baseline,
+                };
+                command = Command::new(program);
                 command.args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH]);
             }
             Spec::Host {
