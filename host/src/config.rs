@@ -159,6 +159,13 @@ settings! {
     strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
     /// Log format: `text` (for people) or `json` (one object per line).
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
+    /// How long a client may take to send its HTTP request (headers, and the
+    /// body for the HTTP endpoints); a slower one is disconnected.
+    handshake_timeout: Duration = "10s", flag "handshake-timeout", env "ROHRPOST_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration;
+    /// Most connections that are not yet WebSockets; at the bound, the oldest idle one is closed to admit a new one.
+    max_pending_connections: usize = "1024", flag "max-pending-connections", env "ROHRPOST_MAX_PENDING_CONNECTIONS", parse parse_positive;
+    /// Largest HTTP request head (request line and headers) in bytes; a bigger one gets 431.
+    max_header_size: usize = "16384", flag "max-header-size", env "ROHRPOST_MAX_HEADER_SIZE", parse parse_positive;
 }
 
 /// Browser origins allowed to connect; empty means any.
@@ -392,6 +399,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("'{text}' is not a duration such as 30s or 500ms"))?;
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{text}': {e}"))
+}
+
+/// A duration that must not be zero (a timer that never fires is no bound).
+fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("'{text}' must be longer than zero")),
+        d => Ok(d),
+    }
 }
 
 #[cfg(test)]

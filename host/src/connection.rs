@@ -9,18 +9,28 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::{
     sync::mpsc,
     time::{Instant, Sleep},
 };
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::{
+    tungstenite::{
+        self,
+        error::ProtocolError,
+        protocol::{frame::coding::CloseCode, CloseFrame},
+        Message, Utf8Bytes,
+    },
+    WebSocketStream,
+};
 use tracing::{debug, warn};
 
 use crate::{
     dispatch::{Action, Dispatcher},
     groups::{outbound_queue, ConnectionId, GroupLayer, Outbox},
+    linger,
     monitor::Monitor,
     protocol::Rejection,
     shutdown::Stopping,
@@ -38,6 +48,13 @@ const IDLE_REASON: &str = "Idle timeout.";
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Close codes of RFC 6455 that the server sends.
+const NORMAL: u16 = 1000;
+const AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_DATA: u16 = 1007;
+const TOO_BIG: u16 = 1009;
+
 /// Group messages written per flush.
 const BATCH: usize = 64;
 
@@ -53,17 +70,23 @@ pub struct Shared {
     pub monitor: Arc<Monitor>,
 }
 
+/// An upgraded connection.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
 /// How a connection ended.
 enum End {
     /// The client went away, or the socket failed.
     Gone,
     /// Close with this code and reason.
     Close(u16, &'static str),
+    /// The client broke the protocol or the size limit: what it sends next
+    /// cannot be read as frames. Send this close frame, then linger.
+    Broken(u16, &'static str),
 }
 
 /// The connection's own state.
 struct Conn {
-    socket: WebSocket,
+    socket: Socket,
     id: ConnectionId,
     scope: Arc<str>,
     /// Created on the first join, with the two fields below.
@@ -92,7 +115,7 @@ impl Drop for Membership {
 
 /// Serves one upgraded connection until it closes.
 pub async fn serve(
-    socket: WebSocket,
+    socket: Socket,
     shared: Arc<Shared>,
     scope: Arc<str>,
     id: ConnectionId,
@@ -123,6 +146,13 @@ pub async fn serve(
             }
             close(conn.socket, code, reason).await;
         }
+        End::Broken(code, reason) => {
+            debug!(
+                connection = id,
+                code, reason, "closing a connection that broke the protocol"
+            );
+            close_broken(conn.socket, code, reason).await;
+        }
     }
 }
 
@@ -134,11 +164,11 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         let received = tokio::select! {
             biased;
             () = overflowed(&mut conn.overflow) => return End::Close(QUEUE_FULL_CODE, QUEUE_FULL_REASON),
-            () = &mut stopped => return End::Close(close_code::AWAY, SHUTDOWN_REASON),
+            () = &mut stopped => return End::Close(AWAY, SHUTDOWN_REASON),
             ping = idle.expired() => {
                 if !ping {
                     debug!(connection = conn.id, "idle timeout");
-                    return End::Close(close_code::AWAY, IDLE_REASON);
+                    return End::Close(AWAY, IDLE_REASON);
                 }
                 if conn.socket.send(Message::Ping(Default::default())).await.is_err() {
                     return End::Gone;
@@ -151,7 +181,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
                 }
                 continue;
             }
-            received = conn.socket.recv() => received,
+            received = conn.socket.next() => received,
         };
         let message = match received {
             None => return End::Gone,
@@ -159,14 +189,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
                 idle.heard();
                 message
             }
-            Some(Err(error)) if is_too_big(&error) => {
-                debug!(
-                    connection = conn.id,
-                    "frame over the size limit; closing with 1009"
-                );
-                return End::Close(close_code::SIZE, "Message too big.");
-            }
-            Some(Err(_)) => return End::Gone,
+            Some(Err(error)) => return read_failure(&error),
         };
         let actions = match message {
             Message::Text(text) => {
@@ -194,6 +217,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
                 let _ = conn.socket.flush().await;
                 continue;
             }
+            Message::Frame(_) => continue,
         };
         if let Err(end) = apply(conn, shared, actions).await {
             return end;
@@ -214,7 +238,7 @@ async fn apply(conn: &mut Conn, shared: &Shared, actions: Vec<Action>) -> Result
             }
             Action::Close => {
                 let _ = conn.socket.flush().await;
-                return Err(End::Close(close_code::NORMAL, ""));
+                return Err(End::Close(NORMAL, ""));
             }
             Action::Join(group) => {
                 let outbox = conn.outbox.get_or_insert_with(|| {
@@ -320,7 +344,7 @@ async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Ut
 /// Writes `first` and whatever else is queued (up to a batch), then
 /// flushes; gives up when the queue overflows meanwhile.
 async fn write_queued(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     queue: &mut Option<mpsc::Receiver<Utf8Bytes>>,
     overflow: &mut Option<OverflowWait>,
     first: Utf8Bytes,
@@ -348,22 +372,46 @@ async fn write_queued(
 
 /// Starts the closing handshake and waits briefly for the client's answer,
 /// so that the close frame is read rather than lost to a reset.
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+async fn close(mut socket: Socket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         if socket.send(Message::Close(Some(frame))).await.is_ok() {
-            while let Some(Ok(_)) = socket.recv().await {}
+            while let Some(Ok(_)) = socket.next().await {}
         }
     })
     .await;
 }
 
-fn is_too_big(error: &axum::Error) -> bool {
-    matches!(
-        std::error::Error::source(error).and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// Sends the close frame to a client whose next bytes cannot be read as
+/// frames, then lingers so that the frame is read rather than destroyed by
+/// the reset that unread bytes would cause.
+async fn close_broken(mut socket: Socket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let sent = tokio::time::timeout(linger::QUIET, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger::drain(socket.get_mut()).await;
+    }
+}
+
+/// How a failed read ends the connection: a violation of RFC 6455 gets the
+/// close code it calls for (section 7.4.1), anything else is a socket gone.
+fn read_failure(error: &tungstenite::Error) -> End {
+    use tungstenite::Error;
+    match error {
+        Error::Capacity(_) => End::Broken(TOO_BIG, "Message too big."),
+        Error::Utf8(_) => End::Broken(INVALID_DATA, "Invalid UTF-8 in a text message."),
+        Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        ) => End::Gone,
+        Error::Protocol(_) => End::Broken(PROTOCOL_ERROR, "Protocol error."),
+        _ => End::Gone,
+    }
 }

@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::extract::ws::Utf8Bytes;
 use rohrpost_plugin_api::{
     abi::{
         Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
@@ -24,6 +23,7 @@ use rohrpost_plugin_api::{
     wire,
 };
 use serde::de::IgnoredAny;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, warn};
 
 use crate::{

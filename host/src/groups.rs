@@ -15,9 +15,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A connection's id, unique within this host.
 pub type ConnectionId = u64;

@@ -1,6 +1,10 @@
 //! The WebSocket handshake: the limits checked before a connection exists
-//! (allowed origins, the connection limit) and the scope a connection's
-//! handlers see.
+//! (allowed origins, the connection limit), the upgrade itself, and the
+//! scope a connection's handlers see.
+//!
+//! The upgrade is done here on tungstenite rather than with axum's
+//! `WebSocketUpgrade`, because closing well needs the raw socket (see
+//! [`crate::linger`]), which axum's `WebSocket` does not give out.
 
 use std::{
     net::SocketAddr,
@@ -11,12 +15,22 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, State, WebSocketUpgrade},
-    http::{header, HeaderMap, StatusCode, Uri},
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
+use tokio_tungstenite::{
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+    },
+    WebSocketStream,
+};
 use tracing::{debug, warn};
 
 use crate::{
@@ -37,13 +51,16 @@ pub struct Endpoint {
 
 /// Accepts or refuses one WebSocket handshake.
 pub async fn upgrade(
-    upgrade: WebSocketUpgrade,
     State(endpoint): State<Arc<Endpoint>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
+    mut request: Request,
 ) -> Response {
     let settings = &endpoint.settings;
+    let headers = request.headers();
+    let key = match websocket_key(headers) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.into_response(),
+    };
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !settings.allowed_origins.allows(origin) {
@@ -51,23 +68,105 @@ pub async fn upgrade(
             return (StatusCode::FORBIDDEN, "Origin not allowed.\n").into_response();
         }
     }
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "This connection cannot be upgraded.\n",
+        )
+            .into_response();
+    };
     let Ok(slot) = endpoint.slots.clone().try_acquire_owned() else {
         warn!(%remote, limit = settings.max_connections, "handshake refused: too many connections");
         return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections.\n").into_response();
     };
     let id = endpoint.next_connection.fetch_add(1, Ordering::Relaxed);
     debug!(connection = id, %remote, "connection opened");
-    let scope: Arc<str> = scope_json(id, remote, &uri, &headers).into();
+    let scope: Arc<str> = scope_json(id, remote, request.uri(), request.headers()).into();
     let shared = endpoint.shared.clone();
     let stopping = endpoint.shutdown.handle();
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(settings.read_buffer_size)
-        .max_message_size(settings.max_message_size)
-        .max_frame_size(settings.max_message_size)
-        .on_upgrade(move |socket| async move {
-            connection::serve(socket, shared, scope, id, stopping).await;
-            drop(slot);
+        .max_message_size(Some(settings.max_message_size))
+        .max_frame_size(Some(settings.max_message_size));
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                debug!(connection = id, %error, "upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        connection::serve(socket, shared, scope, id, stopping).await;
+        drop(slot);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Why a request to the WebSocket endpoint is not a WebSocket handshake.
+enum NotWebSocket {
+    NoUpgrade,
+    Version,
+    NoKey,
+}
+
+impl IntoResponse for NotWebSocket {
+    fn into_response(self) -> Response {
+        match self {
+            NotWebSocket::NoUpgrade => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "This endpoint speaks WebSocket only.\n",
+            )
+                .into_response(),
+            NotWebSocket::Version => (
+                StatusCode::BAD_REQUEST,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "Sec-WebSocket-Version must be 13.\n",
+            )
+                .into_response(),
+            NotWebSocket::NoKey => {
+                (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing.\n").into_response()
+            }
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid WebSocket handshake (RFC 6455, 4.2.1).
+fn websocket_key(headers: &HeaderMap) -> Result<HeaderValue, NotWebSocket> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
         })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(NotWebSocket::NoUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|version| version.as_bytes() != b"13")
+    {
+        return Err(NotWebSocket::Version);
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => Ok(key.clone()),
+        _ => Err(NotWebSocket::NoKey),
+    }
 }
 
 /// The connection's scope as plugins see it, built once per connection.

@@ -1,7 +1,9 @@
 //! The rohrpost host: a WebSocket server that routes rohrpost messages to
 //! hot-loaded handler plugins.
 //!
-//! The data path, one module each: [`server`] (listener, shutdown) →
+//! The data path, one module each: [`server`] (start, shutdown) →
+//! [`accept`] (the listener, every phase before the upgrade bounded, with
+//! [`pending`]) →
 //! [`handshake`] (origin check, connection limit, scope) →
 //! [`connection`] (one task per socket) → [`protocol`] (envelope and its
 //! errors) → [`dispatch`] (route, run the handler, replies) → [`registry`]
@@ -12,6 +14,7 @@
 //!
 //! The `rohrpost` binary is a thin command line over [`server::run`].
 
+pub mod accept;
 pub mod admin;
 pub mod config;
 pub mod connection;
@@ -19,12 +22,15 @@ pub mod dispatch;
 pub mod elf_check;
 pub mod groups;
 pub mod handshake;
+pub mod linger;
 pub mod monitor;
 pub mod notify;
+pub mod pending;
 pub mod plugin;
 pub mod protocol;
 pub mod redis_groups;
 pub mod registry;
+pub mod rlimit;
 pub mod safety;
 pub mod server;
 pub mod shutdown;

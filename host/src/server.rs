@@ -1,23 +1,21 @@
 //! The server as a whole: builds the shared parts from the settings, loads
-//! the plugins, serves HTTP (the WebSocket endpoint and the notification
-//! endpoint), and shuts down gracefully on SIGTERM or SIGINT.
+//! the plugins, serves HTTP through [`crate::accept`] (the WebSocket
+//! endpoint, the notification endpoint, the operator endpoints), and shuts
+//! down gracefully on SIGTERM or SIGINT.
 
-use std::{
-    net::SocketAddr,
-    sync::{atomic::AtomicU64, Arc},
-};
+use std::sync::{atomic::AtomicU64, Arc};
 
 use anyhow::Context;
 use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
-    serve::ListenerExt,
     Router,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 
 use crate::{
+    accept::{self, Limits},
     admin::{self, Admin},
     config::{Config, Groups},
     connection::Shared,
@@ -26,8 +24,10 @@ use crate::{
     handshake::{self, Endpoint},
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
+    pending::Pending,
     redis_groups::RedisGroups,
     registry::Registry,
+    rlimit,
     shutdown::Shutdown,
     status,
     watcher::{self, WatchSettings},
@@ -36,6 +36,7 @@ use crate::{
 /// Loads the plugins, then serves until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
+    rlimit::raise_open_files(settings.max_connections + settings.max_pending_connections);
     let registry = Arc::new(Registry::default());
     let monitor = Arc::new(Monitor::default());
     // Before anything else: an unreachable Redis is a start-up error.
@@ -104,26 +105,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     info!(address = %listener.local_addr()?, path = %settings.ws_path, "listening");
     let stop = shutdown.clone();
-    // Replies and group messages are small writes that must leave at once:
-    // Nagle's algorithm would hold one back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            warn!(%error, "cannot turn off Nagle's algorithm on a connection");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown_signal().await;
         info!(
             "shutting down: no new connections; open ones finish their request and close with 1001"
         );
         stop.begin();
-    })
-    .await
-    .context("server error")?;
+    });
+    accept::serve(
+        listener,
+        router,
+        Limits {
+            request_timeout: settings.handshake_timeout,
+            max_header_size: settings.max_header_size,
+        },
+        Pending::new(settings.max_pending_connections),
+        shutdown.clone(),
+    )
+    .await;
     shutdown.wait(settings.shutdown_timeout).await;
     info!("stopped");
     Ok(())

@@ -49,6 +49,15 @@ impl Shutdown {
         }
     }
 
+    /// Learns that the server is stopping without holding up its end (for
+    /// the listener itself).
+    pub fn watch(&self) -> Stopping {
+        Stopping {
+            stopping: self.stopping.subscribe(),
+            _alive: None,
+        }
+    }
+
     /// Tells every connection to finish what it is doing and close.
     pub fn begin(&self) {
         self.stopping.send_replace(true);
