@@ -319,6 +319,11 @@ impl Host {
         Client::connect(&self.url()).await
     }
 
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The host's log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()
