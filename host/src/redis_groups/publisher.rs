@@ -23,8 +23,11 @@ use super::health::{deadline, Health};
 const QUEUE_MESSAGES: usize = 4096;
 /// Most bytes (channel names and payloads) waiting to be published.
 const QUEUE_BYTES: usize = 16 << 20;
-/// Most messages in one pipelined batch.
+/// Most messages in one pipelined batch, and about the most bytes (a
+/// batch holds at least one message): small enough to go out well within
+/// the deadline on a slow network.
 const BATCH: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// One message for the other hosts.
 struct Outgoing {
@@ -86,8 +89,16 @@ async fn publish(
     health: Arc<Health>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while waiting.recv_many(&mut batch, BATCH).await > 0 {
-        let size: usize = batch.iter().map(Outgoing::size).sum();
+    while let Some(first) = waiting.recv().await {
+        let mut size = first.size();
+        batch.push(first);
+        while batch.len() < BATCH && size < BATCH_BYTES {
+            let Ok(next) = waiting.try_recv() else {
+                break;
+            };
+            size += next.size();
+            batch.push(next);
+        }
         bytes.fetch_sub(size, Ordering::Relaxed);
         match health.publishing() {
             None => health.dropped(batch.len(), "Redis is down"),
