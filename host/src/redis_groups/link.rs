@@ -25,8 +25,11 @@ use super::{
 
 /// Reconnection backoff: from the first to the last step, doubling.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// How often an otherwise quiet link asks Redis whether it still answers.
+/// How often the link asks Redis whether it still answers.
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// Channels per SUBSCRIBE when subscribing again to every group, so that
+/// each call of a host with many groups stays well within the deadline.
+const SUBSCRIBE_AT_ONCE: usize = 1000;
 
 /// A change of subscriptions, for the link.
 pub(super) enum Control {
@@ -132,8 +135,8 @@ async fn serve(
         }
     }
     let channels = layer.channels();
-    if !channels.is_empty() {
-        if let Err(failure) = deadline(sink.subscribe(&channels)).await {
+    for some in channels.chunks(SUBSCRIBE_AT_ONCE) {
+        if let Err(failure) = deadline(sink.subscribe(some)).await {
             return End::Failed(failure);
         }
     }
