@@ -70,7 +70,9 @@ impl Publisher {
         }
         let message = Outgoing { channel, payload };
         let size = message.size();
-        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+        // One message bigger than the bound still goes when nothing waits.
+        let before = self.bytes.fetch_add(size, Ordering::Relaxed);
+        if before > 0 && before + size > QUEUE_BYTES {
             self.bytes.fetch_sub(size, Ordering::Relaxed);
             self.health.dropped(1, "the publishing queue is full");
             return;
