@@ -79,7 +79,9 @@ pub type GroupFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Group membership and fan-out.
 pub trait GroupLayer: Send + Sync {
     /// Adds a connection to a group; joining twice changes nothing. Resolves
-    /// once messages sent to the group from now on reach the connection.
+    /// once messages sent to the group from now on reach the connection
+    /// (for messages from other hosts, a broker layer waits a short bounded
+    /// time at most).
     fn join<'a>(
         &'a self,
         group: &'a str,
@@ -92,6 +94,7 @@ pub trait GroupLayer: Send + Sync {
     fn leave_all(&self, connection: ConnectionId);
     /// Sends a message to every member of a group, at most once each;
     /// resolves to the number of connections of this host it was queued for.
+    /// Never waits on a broker: other hosts get it in the background.
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize>;
 }
 

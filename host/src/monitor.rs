@@ -102,7 +102,8 @@ pub struct Metrics {
     plugin_events: Family<EventLabel, Counter>,
     /// Group messages not queued because a connection's queue was full.
     pub queue_drops: Counter,
-    /// Group messages not passed to other hosts (the broker was down).
+    /// Group messages not passed to other hosts (the broker was down or
+    /// not answering, or the publishing queue was full).
     pub broker_drops: Counter,
     /// 1 while the group broker (Redis) is reachable.
     broker_up: Gauge,
@@ -159,7 +160,7 @@ impl Default for Metrics {
         let broker_drops = Counter::default();
         registry.register(
             "broker_drops",
-            "Group messages not passed to other hosts because the broker was unreachable",
+            "Group messages not passed to other hosts: the broker was unreachable or not answering, or the publishing queue was full",
             broker_drops.clone(),
         );
         let broker_up = Gauge::default();
@@ -201,8 +202,8 @@ pub struct Monitor {
     /// Versions replaced or removed but still mapped, by plugin name.
     retired: Mutex<HashMap<String, u64>>,
     ready: AtomicBool,
-    /// Whether a group broker is in use (`Some`) and reachable.
-    broker: Mutex<Option<bool>>,
+    /// Whether a group broker is in use (`Some`): reachable, or why not.
+    broker: Mutex<Option<Result<(), &'static str>>>,
     open_connections: AtomicI64,
     events: broadcast::Sender<Value>,
 }
@@ -245,16 +246,16 @@ impl Monitor {
         if !self.ready.load(Ordering::Relaxed) {
             return Err("the plugins directory is not scanned yet");
         }
-        if *lock(&self.broker) == Some(false) {
-            return Err("Redis is unreachable: group messages reach this host's connections only");
+        if let Some(Err(reason)) = *lock(&self.broker) {
+            return Err(reason);
         }
         Ok(())
     }
 
-    /// A group broker is in use and reachable (`Some(true)`) or not.
-    pub fn set_broker(&self, state: Option<bool>) {
-        *lock(&self.broker) = state;
-        self.metrics.broker_up.set(i64::from(state == Some(true)));
+    /// A group broker is in use: reachable (`Ok`), or not and why.
+    pub fn set_broker(&self, state: Result<(), &'static str>) {
+        self.metrics.broker_up.set(i64::from(state.is_ok()));
+        *lock(&self.broker) = Some(state);
     }
 
     /// A connection opened (`+1`) or closed (`-1`).

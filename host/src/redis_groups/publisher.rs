@@ -1,0 +1,125 @@
+//! Publishing group messages for the other hosts, off the request path.
+//!
+//! A group send only queues its message here (never waiting), so a slow or
+//! stalled Redis cannot delay a handler's reply or `POST /api/notify`. One
+//! task publishes what is queued, in pipelined batches (one round trip for
+//! many messages, in order), each under the broker deadline. The queue is
+//! bounded in messages and bytes; a message that finds it full, or the
+//! broker down, or whose batch fails, is lost for the other hosts and
+//! counted in `rohrpost_broker_drops_total` (delivery between hosts is at
+//! most once, as in Channels). A failed batch also ends the link, which
+//! reconnects.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use tokio::sync::mpsc;
+
+use super::health::{deadline, Health};
+
+/// Most messages waiting to be published.
+const QUEUE_MESSAGES: usize = 4096;
+/// Most bytes (channel names and payloads) waiting to be published.
+const QUEUE_BYTES: usize = 16 << 20;
+/// Most messages in one pipelined batch, and about the most bytes (a
+/// batch holds at least one message): small enough to go out well within
+/// the deadline on a slow network.
+const BATCH: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// One message for the other hosts.
+struct Outgoing {
+    channel: String,
+    payload: String,
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        self.channel.len() + self.payload.len()
+    }
+}
+
+/// The sending side: what a group send calls.
+pub(super) struct Publisher {
+    queue: mpsc::Sender<Outgoing>,
+    bytes: Arc<AtomicUsize>,
+    health: Arc<Health>,
+}
+
+impl Publisher {
+    /// Starts the publishing task.
+    pub fn start(health: Arc<Health>) -> Publisher {
+        let (queue, waiting) = mpsc::channel(QUEUE_MESSAGES);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(publish(waiting, bytes.clone(), health.clone()));
+        Publisher {
+            queue,
+            bytes,
+            health,
+        }
+    }
+
+    /// Queues a message for `channel` without waiting; when it cannot be
+    /// queued it is counted as lost.
+    pub fn offer(&self, channel: String, payload: String) {
+        if !self.health.can_publish() {
+            self.health.dropped(1, "Redis is down");
+            return;
+        }
+        let message = Outgoing { channel, payload };
+        let size = message.size();
+        // One message bigger than the bound still goes when nothing waits.
+        let before = self.bytes.fetch_add(size, Ordering::Relaxed);
+        if before > 0 && before + size > QUEUE_BYTES {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.health.dropped(1, "the publishing queue is full");
+            return;
+        }
+        if self.queue.try_send(message).is_err() {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.health.dropped(1, "the publishing queue is full");
+        }
+    }
+}
+
+/// Publishes queued messages until the layer is dropped.
+async fn publish(
+    mut waiting: mpsc::Receiver<Outgoing>,
+    bytes: Arc<AtomicUsize>,
+    health: Arc<Health>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = waiting.recv().await {
+        let mut size = first.size();
+        batch.push(first);
+        while batch.len() < BATCH && size < BATCH_BYTES {
+            let Ok(next) = waiting.try_recv() else {
+                break;
+            };
+            size += next.size();
+            batch.push(next);
+        }
+        bytes.fetch_sub(size, Ordering::Relaxed);
+        match health.publishing() {
+            None => health.dropped(batch.len(), "Redis is down"),
+            Some(mut publishing) => {
+                let mut pipe = redis::pipe();
+                for message in &batch {
+                    pipe.cmd("PUBLISH")
+                        .arg(&message.channel)
+                        .arg(&message.payload)
+                        .ignore();
+                }
+                if let Err(failure) =
+                    deadline(pipe.query_async::<()>(&mut publishing.connection)).await
+                {
+                    health.dropped(batch.len(), "publishing failed");
+                    health.publish_failed(publishing.link, failure);
+                }
+            }
+        }
+        batch.clear();
+    }
+}
