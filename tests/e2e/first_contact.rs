@@ -1,9 +1,17 @@
 //! What a new user meets first, against the real binary: `rohrpost --help`
-//! explains every setting.
+//! explains every setting, and the shipped subscriptions plugin is secure
+//! unless told otherwise.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use rohrpost_host::config::SETTINGS;
+use rohrpost_tests::{get, Host};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(10);
 
 /// `rohrpost --help`, run with no `ROHRPOST_*` variable set except those
 /// given.
@@ -135,4 +143,181 @@ fn short_help_names_every_option_too() {
     for setting in SETTINGS {
         assert!(help.contains(&format!("--{} ", setting.flag)), "{help}");
     }
+}
+
+/// A host serving the subscriptions plugin configured with `table`.
+async fn subscriptions(table: &str) -> Host {
+    let config = format!("[plugins.subscriptions]\n{table}\n");
+    let host = Host::start_with_config(&["ping", "subscriptions"], &config, &[]).unwrap();
+    host.wait_for_log(&["event=\"loaded\"", "plugin=subscriptions"], T)
+        .await
+        .unwrap();
+    host
+}
+
+/// `/api/plugins` once it lists a rejected file.
+async fn rejected(host: &Host) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let (status, body) = get(&host.addr, "/api/plugins").await.unwrap();
+        assert_eq!(status, 200);
+        let value: Value = serde_json::from_str(&body).unwrap();
+        let list = value["plugins"].as_array().cloned().unwrap_or_default();
+        if let Some(entry) = list.into_iter().find(|p| p["status"] == "rejected") {
+            return entry;
+        }
+        assert!(Instant::now() < deadline, "nothing rejected: {value:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_without_an_auth_setting_refuse_to_load() {
+    for config in [None, Some("[plugins.subscriptions]\n")] {
+        let host = match config {
+            None => Host::start(&["ping", "subscriptions"]).unwrap(),
+            Some(config) => {
+                Host::start_with_config(&["ping", "subscriptions"], config, &[]).unwrap()
+            }
+        };
+        let entry = rejected(&host).await;
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        assert!(
+            entry["file"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("libsubscriptions.so")
+                && reason.contains("'auth' is not set")
+                && reason.contains("auth = \"off\""),
+            "{entry}"
+        );
+        host.wait_for_log(&["event=\"rejected\"", "'auth' is not set"], T)
+            .await
+            .unwrap();
+        // Nobody joins anything.
+        let mut c = host.connect().await.unwrap();
+        let reply = c
+            .request(r#"{"id":1,"type":"subscribe","data":{"type":"collection","id":1}}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            json!({"id": 1, "type": "subscribe", "error": "Unknown message type 'subscribe'."})
+        );
+    }
+}
+
+#[tokio::test]
+async fn auth_off_is_possible_with_a_warning_in_the_log() {
+    let host = subscriptions("auth = \"off\"").await;
+    let line = host
+        .wait_for_log(&["WARN", "plugin=subscriptions", "anyone may subscribe"], T)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("auth = \\\"off\\\"") || line.contains("auth = \"off\""),
+        "{line}"
+    );
+    let mut c = host.connect().await.unwrap();
+    let reply = c
+        .request(r#"{"id":1,"type":"subscribe","data":{"type":"collection","id":1}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        json!({"id": 1, "type": "subscribe", "data": {"group": "collection-1"}})
+    );
+}
+
+#[tokio::test]
+async fn an_unauthorized_request_learns_nothing_but_access_denied() {
+    let host = subscriptions("auth = \"tokens\"\ntokens = [\"alpha\"]").await;
+    let mut c = host.connect().await.unwrap();
+    let denied = |id: u64, kind: &str| json!({"id": id, "type": kind, "error": "ACCESS_DENIED"});
+    // Invalid data, without a token or with a wrong one: the same answer as
+    // valid data, not the validation rules.
+    let requests = [
+        r#"{"id":1,"type":"subscribe"}"#,
+        r#"{"id":2,"type":"subscribe","data":5}"#,
+        r#"{"id":3,"type":"subscribe","data":{"type":"a/b","id":1}}"#,
+        r#"{"id":4,"type":"subscribe","auth_jwt":"wrong","data":{"type":"collection","id":1.5}}"#,
+        r#"{"id":5,"type":"subscribe","auth_jwt":"wrong","data":{"type":"collection","id":1}}"#,
+    ];
+    for (n, request) in requests.iter().enumerate() {
+        let id = n as u64 + 1;
+        assert_eq!(
+            c.request(request).await.unwrap(),
+            denied(id, "subscribe"),
+            "{request}"
+        );
+    }
+    // With the token, the same invalid data gets the rules.
+    let reply = c
+        .request(r#"{"id":6,"type":"subscribe","auth_jwt":"alpha","data":5}"#)
+        .await
+        .unwrap();
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Invalid subscription data"),
+        "{reply}"
+    );
+    // Leaving is authorized too.
+    for request in [
+        r#"{"id":7,"type":"unsubscribe","data":{"type":"collection","id":1}}"#,
+        r#"{"id":7,"type":"unsubscribe","auth_jwt":"wrong","data":{"type":"collection","id":1}}"#,
+        r#"{"id":7,"type":"unsubscribe","data":5}"#,
+    ] {
+        assert_eq!(
+            c.request(request).await.unwrap(),
+            denied(7, "unsubscribe"),
+            "{request}"
+        );
+    }
+    let reply = c
+        .request(r#"{"id":8,"type":"unsubscribe","auth_jwt":"alpha","data":{"type":"collection","id":1}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        json!({"id": 8, "type": "unsubscribe", "data": {"group": "collection-1"}})
+    );
+}
+
+#[tokio::test]
+async fn group_names_outside_the_channels_rule_are_refused() {
+    let host = subscriptions("auth = \"off\"").await;
+    let mut c = host.connect().await.unwrap();
+    let long = "t".repeat(200);
+    let cases = [
+        json!({"type": "a/b", "id": 1}),
+        json!({"type": "..", "id": "../../etc"}),
+        json!({"type": "collection", "id": "a\nb"}),
+        json!({"type": "collection", "id": "a\u{0}b"}),
+        json!({"type": "collection item", "id": 1}),
+        json!({"type": long, "id": 1}),
+        json!({"type": "collection", "id": "9".repeat(98)}),
+    ];
+    for (kind, n) in [("subscribe", 1), ("unsubscribe", 2)] {
+        for data in &cases {
+            let request = json!({"id": n, "type": kind, "data": data}).to_string();
+            let reply = c.request(&request).await.unwrap();
+            let error = reply["error"].as_str().unwrap_or_default();
+            assert!(
+                error.starts_with("Invalid subscription data")
+                    && error.contains("group name")
+                    && error.contains("shorter than 100 characters"),
+                "{request} -> {reply}"
+            );
+            // The answer does not echo the name.
+            assert!(error.len() < 300, "{reply}");
+        }
+    }
+    // The longest name allowed: 99 characters.
+    let id = "9".repeat(88);
+    let request = json!({"id": 3, "type": "subscribe", "data": {"type": "collection", "id": id}});
+    let reply = c.request(&request.to_string()).await.unwrap();
+    assert_eq!(reply["data"]["group"], format!("collection-{id}"));
+    c.ping_ok(4).await.unwrap();
 }
