@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod elf_check;
 pub mod groups;
 pub mod handshake;
+pub mod log_limit;
 pub mod monitor;
 pub mod notify;
 pub mod plugin;

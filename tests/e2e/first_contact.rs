@@ -321,3 +321,89 @@ async fn group_names_outside_the_channels_rule_are_refused() {
     assert_eq!(reply["data"]["group"], format!("collection-{id}"));
     c.ping_ok(4).await.unwrap();
 }
+
+/// The host's log lines from the `from`-th on that contain `text`.
+fn lines_with(host: &Host, from: usize, text: &str) -> Vec<String> {
+    host.log()
+        .into_iter()
+        .skip(from)
+        .filter(|line| line.contains(text))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_thousand_bad_tokens_make_a_few_log_lines() {
+    let host = Host::start_with(&["ping"], &["--notify-token", "right"]).unwrap();
+    let before = host.log().len();
+    let body = r#"{"model":"M","pk":1,"event":"update"}"#;
+    for batch in 0..20 {
+        let requests = (0..50).map(|n| {
+            let token = format!("wrong-{batch}-{n}");
+            let host = &host;
+            async move { host.notify(Some(&token), body).await }
+        });
+        for answer in futures_util::future::join_all(requests).await {
+            assert_eq!(answer.unwrap().0, 401);
+        }
+    }
+    // The right token still works, and every refusal was answered.
+    let (status, answer) = host.notify(Some("right"), body).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let refused = lines_with(&host, before, "notification refused");
+    assert!(
+        !refused.is_empty() && refused.len() <= 20,
+        "{} refusal lines",
+        refused.len()
+    );
+    host.wait_for_log(&["WARN", "kind=\"notify_bad_token\"", "suppressing"], T)
+        .await
+        .unwrap();
+    let logged = host.log().len() - before;
+    assert!(logged <= 40, "the attack logged {logged} lines");
+
+    // After the interval, the next refusal says how many were suppressed.
+    tokio::time::sleep(rohrpost_host::log_limit::INTERVAL + Duration::from_millis(500)).await;
+    assert_eq!(host.notify(Some("wrong"), body).await.unwrap().0, 401);
+    let line = host
+        .wait_for_log(&["kind=\"notify_bad_token\"", "were suppressed"], T)
+        .await
+        .unwrap();
+    let suppressed: u64 = line
+        .split("suppressed=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"));
+    assert!(suppressed >= 900, "{line}");
+}
+
+#[tokio::test]
+async fn a_thousand_handler_errors_make_a_few_log_lines() {
+    let host = Host::start(&["fixture-testkit"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let before = host.log().len();
+    for id in 0..1000 {
+        let reply = c
+            .request(&format!(r#"{{"id":{id},"type":"fail"}}"#))
+            .await
+            .unwrap();
+        assert_eq!(reply["error"], "something went wrong", "{reply}");
+    }
+    let errors = lines_with(&host, before, "handler returned an error");
+    assert!(
+        !errors.is_empty() && errors.len() <= 20,
+        "{} error lines",
+        errors.len()
+    );
+    host.wait_for_log(&["kind=\"handler_error\"", "suppressing"], T)
+        .await
+        .unwrap();
+    let warnings = lines_with(&host, before, "WARN").len();
+    assert!(warnings <= 40, "{warnings} warnings");
+    // Every call is still counted.
+    let (_, metrics) = get(&host.addr, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"rohrpost_messages_total{type="fail",outcome="error"} 1000"#),
+        "{metrics}"
+    );
+}
