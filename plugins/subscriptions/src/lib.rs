@@ -7,7 +7,7 @@
 //! {"id":1,"type":"subscribe","auth_jwt":"<token>","data":{"type":"collection","id":52}}
 //!   -> {"id":1,"type":"subscribe","data":{"group":"collection-52"}}
 //!   -> {"id":1,"type":"subscribe","error":"ACCESS_DENIED"}       (refused)
-//! {"id":2,"type":"unsubscribe","data":{"type":"collection","id":52}}
+//! {"id":2,"type":"unsubscribe","auth_jwt":"<token>","data":{"type":"collection","id":52}}
 //!   -> {"id":2,"type":"unsubscribe","data":{"group":"collection-52"}}
 //! ```
 //!
