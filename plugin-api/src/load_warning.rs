@@ -49,3 +49,21 @@ pub(crate) fn collecting<T>(step: impl FnOnce() -> T) -> (T, String) {
         .unwrap_or_default();
     (outcome, collected.join("\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_of_a_step_are_collected_one_per_line() {
+        config_warning("before: ignored");
+        let ((), warnings) = collecting(|| {
+            config_warning("first");
+            config_warning("second\nline");
+        });
+        assert_eq!(warnings, "first\nsecond line");
+        config_warning("after: ignored");
+        let ((), warnings) = collecting(|| {});
+        assert_eq!(warnings, "");
+    }
+}
