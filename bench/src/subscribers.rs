@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use crate::{
     client::{self, Socket},
     http::HttpClient,
-    servers::{Artifacts, Server, Spec, HOST_LOG},
+    servers::{Artifacts, Server, Spec, TempDir, HOST_LOG},
 };
 
 /// The bearer token the host is started with.
@@ -50,7 +50,13 @@ pub async fn start_hosts(
     ];
     // A channel prefix of this run's own, on a Redis others may share.
     let prefix = format!("rohrpost-bench-{}:", std::process::id());
-    let mut args = vec!["--notify-token", NOTIFY_TOKEN];
+    // The subscriptions plugin loads only with an explicit `auth`.
+    let config_dir = TempDir::new("config")?;
+    let config = config_dir.path().join("rohrpost.toml");
+    std::fs::write(&config, "[plugins.subscriptions]\nauth = \"off\"\n")
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    let config = config.display().to_string();
+    let mut args = vec!["--notify-token", NOTIFY_TOKEN, "--config", &config];
     if let Some(url) = redis {
         args.extend(["--groups", url, "--groups-prefix", &prefix]);
     }

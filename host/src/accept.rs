@@ -29,7 +29,8 @@ use tower_service::Service;
 use tracing::{debug, warn};
 
 use crate::{
-    pending::{Answering, LogEvery, Pending, Slot},
+    log_limit::ACCEPT_FAILED,
+    pending::{Answering, Pending, Slot},
     shutdown::{Shutdown, Stopping},
 };
 
@@ -59,7 +60,6 @@ pub async fn serve(
         .header_read_timeout(limits.request_timeout)
         .max_header_size(limits.max_header_size);
     let http = Arc::new(http);
-    let accept_errors = LogEvery::new(Duration::from_secs(10));
     let mut stopping = shutdown.watch();
     loop {
         let accepted = tokio::select! {
@@ -71,7 +71,7 @@ pub async fn serve(
             Err(error) => {
                 // Out of file descriptors (or another passing failure):
                 // wait a little instead of spinning.
-                if accept_errors.due() {
+                if ACCEPT_FAILED.allow() {
                     warn!(%error, "cannot accept a connection");
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -41,9 +41,10 @@ macro_rules! settings {
                 pub $name: Option<$ty>,
             )+
 
-            /// TOML config file with any of the settings (keys named like
-            /// the flags, with `_` for `-`) and `[plugins.<name>]` tables.
-            #[arg(long, env = "ROHRPOST_CONFIG", value_name = "FILE")]
+            /// TOML config file with any of the settings, each under the
+            /// file key its help names (`plugins_dir` for `--plugins`), and
+            /// one `[plugins.<name>]` table per plugin.
+            #[arg(long, env = "ROHRPOST_CONFIG", value_name = "FILE", hide_env_values = true)]
             pub config: Option<PathBuf>,
 
             /// Check a config file, report every problem with its key, and
@@ -97,6 +98,7 @@ macro_rules! settings {
                 key: stringify!($name),
                 default: $default,
                 help: first_line(&[$($doc),+]),
+                doc: &[$($doc),+],
             }, )+
         ];
     };
@@ -110,6 +112,44 @@ pub struct SettingInfo {
     pub key: &'static str,
     pub default: &'static str,
     pub help: &'static str,
+    /// Every line of the help.
+    pub doc: &'static [&'static str],
+}
+
+impl SettingInfo {
+    /// The text `--help` shows: the help as one paragraph, the default
+    /// (when there is one) and the file key.
+    pub fn help_text(&self) -> String {
+        let mut text = self
+            .doc
+            .iter()
+            .map(|line| line.trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !self.default.is_empty() {
+            text.push_str(&format!(" [default: {}]", self.default));
+        }
+        text.push_str(&format!(" [file key: {}]", self.key));
+        text
+    }
+}
+
+/// The command line: [`Cli`] with each setting's help, default and file
+/// key (clap's derive does not read the help the `settings!` list writes).
+pub fn command() -> clap::Command {
+    SETTINGS.iter().fold(
+        <Cli as clap::CommandFactory>::command(),
+        |command, setting| command.mut_arg(setting.key, |arg| arg.help(setting.help_text())),
+    )
+}
+
+impl Cli {
+    /// Parses the process's arguments (and environment) with [`command`];
+    /// exits with clap's message on `--help`, `--version` or an error.
+    pub fn from_env() -> Cli {
+        let matches = command().get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 const fn first_line(doc: &[&'static str]) -> &'static str {

@@ -138,7 +138,7 @@ pub async fn serve(
     match run(&mut conn, &shared, &mut stopping).await {
         End::Gone => debug!(connection = id, "connection closed"),
         End::Close(code, reason) => {
-            if code == QUEUE_FULL_CODE {
+            if code == QUEUE_FULL_CODE && crate::log_limit::QUEUE_FULL.allow() {
                 warn!(
                     connection = id,
                     "closing a connection whose outbound queue is full"

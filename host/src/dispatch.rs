@@ -222,21 +222,27 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
             effects_to_frames(route, envelope, effects)
         }
         Outcome::Returned(CallOutcome::Failed(text)) => {
-            warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
-                cause = %text, "handler returned an error");
+            if crate::log_limit::HANDLER_ERROR.allow() {
+                warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
+                    cause = %text, "handler returned an error");
+            }
             vec![error_reply(envelope, text.as_str())]
         }
         Outcome::Returned(CallOutcome::Panicked(message)) => {
-            error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
-                cause = %message, "handler panicked");
+            if crate::log_limit::HANDLER_PANIC.allow() {
+                error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
+                    cause = %message, "handler panicked");
+            }
             vec![error_reply(
                 envelope,
                 &format!("Internal error: the handler for '{kind}' panicked."),
             )]
         }
         Outcome::TimedOut(after) => {
-            warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
-                timeout_ms = after.as_millis() as u64, "handler timed out");
+            if crate::log_limit::HANDLER_TIMEOUT.allow() {
+                warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
+                    timeout_ms = after.as_millis() as u64, "handler timed out");
+            }
             vec![error_reply(
                 envelope,
                 &format!(
@@ -246,8 +252,10 @@ fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -
             )]
         }
         Outcome::Lost(why) => {
-            error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
-                cause = %why, "handler call was lost");
+            if crate::log_limit::HANDLER_LOST.allow() {
+                error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
+                    cause = %why, "handler call was lost");
+            }
             vec![error_reply(
                 envelope,
                 &format!("Internal error: the handler for '{kind}' did not complete."),
@@ -274,9 +282,11 @@ fn effects_to_frames(
             _ => None,
         };
         if let Some(cause) = problem {
-            error!(plugin = %route.plugin.name, version = %route.plugin.version,
-                r#type = %envelope.kind, effect = effect.kind, cause,
-                "handler produced something invalid");
+            if crate::log_limit::HANDLER_INVALID.allow() {
+                error!(plugin = %route.plugin.name, version = %route.plugin.version,
+                    r#type = %envelope.kind, effect = effect.kind, cause,
+                    "handler produced something invalid");
+            }
             actions.push(error_reply(
                 envelope,
                 &format!(
@@ -299,9 +309,11 @@ fn effects_to_frames(
                 message: effect.body.into_string(),
             }),
             other => {
-                warn!(plugin = %route.plugin.name, version = %route.plugin.version,
-                    r#type = %envelope.kind, effect = other,
-                    "handler asked for an effect this host does not support");
+                if crate::log_limit::HANDLER_INVALID.allow() {
+                    warn!(plugin = %route.plugin.name, version = %route.plugin.version,
+                        r#type = %envelope.kind, effect = other,
+                        "handler asked for an effect this host does not support");
+                }
                 actions.push(error_reply(
                     envelope,
                     &format!(

@@ -64,7 +64,9 @@ pub async fn upgrade(
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !settings.allowed_origins.allows(origin) {
-            warn!(%remote, origin, "handshake refused: origin not allowed");
+            if crate::log_limit::ORIGIN_REFUSED.allow() {
+                warn!(%remote, origin, "handshake refused: origin not allowed");
+            }
             return (StatusCode::FORBIDDEN, "Origin not allowed.\n").into_response();
         }
     }
@@ -76,7 +78,9 @@ pub async fn upgrade(
             .into_response();
     };
     let Ok(slot) = endpoint.slots.clone().try_acquire_owned() else {
-        warn!(%remote, limit = settings.max_connections, "handshake refused: too many connections");
+        if crate::log_limit::CONNECTIONS_REFUSED.allow() {
+            warn!(%remote, limit = settings.max_connections, "handshake refused: too many connections");
+        }
         return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections.\n").into_response();
     };
     let id = endpoint.next_connection.fetch_add(1, Ordering::Relaxed);

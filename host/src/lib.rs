@@ -23,6 +23,7 @@ pub mod elf_check;
 pub mod groups;
 pub mod handshake;
 pub mod linger;
+pub mod log_limit;
 pub mod monitor;
 pub mod notify;
 pub mod pending;

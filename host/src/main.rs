@@ -2,7 +2,6 @@
 
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
-use clap::Parser;
 use rohrpost_host::{
     config::{self, Cli, Config, LogFormat},
     server,
@@ -10,7 +9,7 @@ use rohrpost_host::{
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     if let Some(path) = &cli.check_config {
         return match config::check_file(path) {
             Ok(()) => {

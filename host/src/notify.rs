@@ -52,7 +52,9 @@ pub async fn notify(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token);
     if !given.is_some_and(|given| rohrpost_plugin_api::same_secret(given.trim(), expected)) {
-        warn!("notification refused: missing or wrong bearer token");
+        if crate::log_limit::NOTIFY_BAD_TOKEN.allow() {
+            warn!("notification refused: missing or wrong bearer token");
+        }
         let mut response = error(StatusCode::UNAUTHORIZED, "Missing or wrong bearer token.");
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -18,11 +18,12 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
 use tracing::warn;
+
+use crate::log_limit::{PENDING_EVICTED, PENDING_REFUSED};
 
 /// The connections not yet upgraded, oldest first.
 pub struct Pending {
@@ -30,7 +31,6 @@ pub struct Pending {
     open: Mutex<Open>,
     evicted: AtomicU64,
     refused: AtomicU64,
-    log: LogEvery,
 }
 
 #[derive(Default)]
@@ -66,7 +66,6 @@ impl Pending {
             open: Mutex::new(Open::default()),
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            log: LogEvery::new(Duration::from_secs(10)),
         })
     }
 
@@ -84,7 +83,7 @@ impl Pending {
                 Some(slot) => {
                     slot.close.notify_one();
                     let evicted = self.evicted.fetch_add(1, Ordering::Relaxed) + 1;
-                    if self.log.due() {
+                    if PENDING_EVICTED.allow() {
                         warn!(
                             limit = self.limit,
                             evicted_total = evicted,
@@ -94,7 +93,7 @@ impl Pending {
                 }
                 None => {
                     let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                    if self.log.due() {
+                    if PENDING_REFUSED.allow() {
                         warn!(
                             limit = self.limit,
                             refused_total = refused,
@@ -169,41 +168,6 @@ impl Drop for Answering {
     fn drop(&mut self) {
         self.0.reading_body.store(false, Ordering::Relaxed);
         self.0.answering.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Lets a log line through at most once per interval, so that a client
-/// cannot turn refusals into log volume.
-pub struct LogEvery {
-    interval: Duration,
-    start: Instant,
-    /// Milliseconds since `start` when the next line may go out.
-    next_ms: AtomicU64,
-}
-
-impl LogEvery {
-    pub fn new(interval: Duration) -> Self {
-        LogEvery {
-            interval,
-            start: Instant::now(),
-            next_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether a line may be logged now.
-    pub fn due(&self) -> bool {
-        let now = self.start.elapsed().as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now + self.interval.as_millis() as u64,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
     }
 }
 

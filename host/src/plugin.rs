@@ -303,7 +303,11 @@ pub fn load(
     }
     let config = settings.get(&name).map_or("{}", String::as_str);
     match (module.extension())(EXT_CONFIGURE.into(), config.into()).into_result() {
-        Ok(_) => {}
+        Ok(warnings) => {
+            for warning in warnings.lines().filter(|w| !w.trim().is_empty()) {
+                tracing::warn!(plugin = %name, version = %identity.version, "{warning}");
+            }
+        }
         Err(e) if e.as_str() == EXT_UNSUPPORTED => {
             if settings.contains_key(&name) {
                 tracing::warn!(

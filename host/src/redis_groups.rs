@@ -24,8 +24,8 @@ mod publisher;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::info;
 
 use self::{

@@ -61,7 +61,9 @@ pub const EXT_UNSUPPORTED: &str = "rohrpost: unsupported extension";
 
 /// Since 1.1: the plugin's configuration, a JSON object (the host's
 /// `[plugins.<name>]` table, `{}` when there is none), handed over once per
-/// load before any call. An error rejects the load.
+/// load before any call. An error rejects the load. The success text holds
+/// the plugin's warnings about its configuration, one per line (empty for
+/// none), which the host logs.
 pub const EXT_CONFIGURE: &str = "configure";
 
 impl RootModule for PluginModRef {

@@ -289,7 +289,9 @@
 //! Returning an error, or a table that does not fit the type, rejects that
 //! load with the reason in the log; the version loaded before keeps serving.
 //! Each load runs in a fresh copy of the library, so statics start empty.
-//! A plugin without `with_config` ignores its table.
+//! A plugin without `with_config` ignores its table. A setting that is
+//! valid but risky can be reported with [`config_warning`]: the host logs it
+//! as a warning naming the plugin.
 //!
 //! # Compatibility policy
 //!
@@ -345,6 +347,7 @@
 #![warn(missing_docs)]
 pub mod abi;
 mod connection;
+mod load_warning;
 mod message;
 mod notification;
 mod plugin;
@@ -353,6 +356,7 @@ mod secret;
 pub mod wire;
 
 pub use connection::{Connection, NotifyError};
+pub use load_warning::config_warning;
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};
 pub use plugin::{HandlerResult, Plugin, Types};

@@ -17,6 +17,7 @@ use crate::{
         EXT_CONFIGURE, EXT_UNSUPPORTED, MODE_INLINE, MODE_POOLED,
     },
     connection::Connection,
+    load_warning::collecting,
     request::Request,
 };
 
@@ -274,7 +275,10 @@ pub fn root_module(build: fn() -> Plugin) -> PluginModRef {
 extern "C" fn extension_shim(name: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
     let outcome = catch_unwind(AssertUnwindSafe(|| match (name.as_str(), PLUGIN.get()) {
         (EXT_CONFIGURE, Some(plugin)) => match &plugin.config {
-            Some(apply) => apply(input.as_str()).map(|()| String::new()),
+            Some(apply) => {
+                let (outcome, warnings) = collecting(|| apply(input.as_str()));
+                outcome.map(|()| warnings)
+            }
             None => Ok(String::new()),
         },
         _ => Err(EXT_UNSUPPORTED.to_owned()),

@@ -190,7 +190,7 @@ async fn subscribers_get_their_groups_notifications_until_they_unsubscribe() {
 
 #[tokio::test]
 async fn every_subscriber_of_a_group_gets_one_copy_with_the_same_id() {
-    let host = start("").await;
+    let host = start("auth = \"off\"").await;
     let mut a = host.connect().await.unwrap();
     let mut b = host.connect().await.unwrap();
     subscribe(&mut a, 1, "collection", json!(7), None).await;
@@ -303,8 +303,18 @@ async fn with_auth_tokens_only_listed_tokens_subscribe() {
     unlisted.expect_silence(QUIET).await.unwrap();
     missing.expect_silence(QUIET).await.unwrap();
 
-    // Leaving needs no token.
-    unsubscribe(&mut good, 2, "collection", json!(1)).await;
+    // Leaving needs a token too.
+    let mut leave =
+        json!({"id": 2, "type": "unsubscribe", "data": {"type": "collection", "id": 1}});
+    assert_eq!(
+        good.request(&leave.to_string()).await.unwrap(),
+        json!({"id": 2, "type": "unsubscribe", "error": "ACCESS_DENIED"})
+    );
+    leave["auth_jwt"] = json!("beta");
+    assert_eq!(
+        good.request(&leave.to_string()).await.unwrap(),
+        json!({"id": 2, "type": "unsubscribe", "data": {"group": "collection-1"}})
+    );
     assert_eq!(delivered(&host, &update("Collection", json!(1))).await, 0);
 }
 

@@ -2,8 +2,10 @@
 //! cargo does.
 //!
 //! - `cargo xtask run [HOST ARGS...]`: builds the host and every plugin under
-//!   `plugins/` (release), installs the plugins into `plugins.d/` (write,
-//!   then rename, so a running host reloads them cleanly) and starts the host.
+//!   `plugins/` (release), installs the plugins into the host's plugins
+//!   directory (`plugins.d/` unless the arguments, the environment or the
+//!   config file choose another; write, then rename, so a running host
+//!   reloads them cleanly) and starts the host (see [`server_args`]).
 //! - `cargo xtask install-plugins [DIR]`: the build-and-install step alone,
 //!   for a host that is already running.
 //! - `cargo xtask bench [ARGS...]`: builds everything in release and runs the
@@ -19,6 +21,7 @@ mod args;
 mod dev;
 mod install;
 mod new_plugin;
+mod server_args;
 
 use std::{
     path::{Path, PathBuf},
@@ -27,7 +30,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::install::{install, plugins_dir};
+use crate::{
+    install::{install, plugins_dir},
+    server_args::{server_args, LOCAL_CONFIG},
+};
 
 const USAGE: &str = "\
 usage: cargo xtask run [HOST ARGS...]
@@ -154,18 +160,37 @@ fn install_plugins(dir: &Path) -> Result<()> {
 }
 
 fn run(host_args: &[String]) -> Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let target = release_dir();
+    let local_config = target
+        .parent()
+        .map_or_else(|| target.clone(), Path::to_owned)
+        .join("rohrpost-run.toml");
+    let server = server_args(
+        host_args,
+        |name| std::env::var(name).ok(),
+        &cwd,
+        &root().join("plugins.d"),
+        &local_config,
+    )?;
     let mut packages = shipped_plugins()?;
     packages.push("rohrpost-host".into());
     cargo_build_release(&packages)?;
-    let dir = root().join("plugins.d");
-    plugins_dir(&dir)?;
+    let dir = &server.plugins_dir;
+    plugins_dir(dir)?;
     for p in shipped_plugins()? {
-        install(&release_dir().join(library_file(&p)), &dir)?;
+        install(&release_dir().join(library_file(&p)), dir)?;
+    }
+    if server.local_config {
+        std::fs::write(&local_config, LOCAL_CONFIG)
+            .with_context(|| format!("cannot write {}", local_config.display()))?;
+        eprintln!(
+            "warning: anyone may subscribe to any group ({} sets auth = \"off\" for the subscriptions plugin); pass --config FILE to choose",
+            shown(&local_config, &cwd)
+        );
     }
     let status = Command::new(release_dir().join("rohrpost"))
-        .arg("--plugins")
-        .arg(&dir)
-        .args(host_args)
+        .args(&server.args)
         .status()
         .context("cannot start the host")?;
     if !status.success() {

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [plugins.subscriptions]
-//! auth = "off"                  # the default: everyone may subscribe
+//! auth = "off"                  # everyone may subscribe (logs a warning)
 //!
 //! auth = "tokens"               # auth_jwt must be one of these
 //! tokens = ["a", "b"]
@@ -15,7 +15,9 @@
 //! leeway_seconds = 0            # clock skew allowed for `exp`; default 0
 //! ```
 //!
-//! A setting that the chosen mode would ignore is an error too: a
+//! `auth` has no default: a table without it refuses to load, so that a
+//! forgotten table does not let everyone read every group. A setting that
+//! the chosen mode would ignore is an error too: a
 //! `jwt_secret` next to `auth = "off"` most likely means a forgotten
 //! `auth = "jwt"`, which would otherwise let everyone in.
 
@@ -29,18 +31,16 @@ use serde_json::Value;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    #[serde(default)]
-    auth: Mode,
+    auth: Option<Mode>,
     tokens: Option<Vec<String>>,
     jwt_secret: Option<String>,
     jwt_algorithm: Option<String>,
     leeway_seconds: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum Mode {
-    #[default]
     Off,
     Tokens,
     Jwt,
@@ -55,6 +55,9 @@ impl fmt::Display for Mode {
         })
     }
 }
+
+/// Why a table without `auth` is refused.
+pub const AUTH_MISSING: &str = "'auth' is not set: set auth = \"tokens\" or auth = \"jwt\" in [plugins.subscriptions], or auth = \"off\" to let anyone subscribe to any group";
 
 /// The checked settings.
 pub enum Authorization {
@@ -74,7 +77,9 @@ impl TryFrom<AuthConfig> for Authorization {
     type Error = String;
 
     fn try_from(config: AuthConfig) -> Result<Self, String> {
-        let mode = config.auth;
+        let Some(mode) = config.auth else {
+            return Err(AUTH_MISSING.into());
+        };
         let misplaced = |key: &str, belongs: Mode| {
             format!("'{key}' is only used with auth = \"{belongs}\", but auth is \"{mode}\"")
         };
@@ -185,8 +190,16 @@ mod tests {
     }
 
     #[test]
-    fn off_is_the_default_and_allows_everyone() {
-        let auth = parse(json!({})).unwrap();
+    fn auth_has_no_default() {
+        let Err(reason) = parse(json!({})) else {
+            panic!("a table without auth was accepted");
+        };
+        assert_eq!(reason, AUTH_MISSING);
+    }
+
+    #[test]
+    fn off_allows_everyone() {
+        let auth = parse(json!({"auth": "off"})).unwrap();
         assert!(auth.allows(None));
         assert!(auth.allows(Some(&json!("anything"))));
     }
@@ -245,7 +258,8 @@ mod tests {
             (json!({"auth": "tokens", "tokens": [""]}), "empty"),
             (json!({"auth": "maybe"}), "maybe"),
             (json!({"auth": "off", "secret": "s"}), "secret"),
-            (json!({"jwt_secret": "s"}), "jwt_secret"),
+            (json!({"jwt_secret": "s"}), "not set"),
+            (json!({"auth": "off", "jwt_secret": "s"}), "jwt_secret"),
             (
                 json!({"auth": "jwt", "jwt_secret": "s", "tokens": ["a"]}),
                 "tokens",

@@ -7,26 +7,32 @@
 //! {"id":1,"type":"subscribe","auth_jwt":"<token>","data":{"type":"collection","id":52}}
 //!   -> {"id":1,"type":"subscribe","data":{"group":"collection-52"}}
 //!   -> {"id":1,"type":"subscribe","error":"ACCESS_DENIED"}       (refused)
-//! {"id":2,"type":"unsubscribe","data":{"type":"collection","id":52}}
+//! {"id":2,"type":"unsubscribe","auth_jwt":"<token>","data":{"type":"collection","id":52}}
 //!   -> {"id":2,"type":"unsubscribe","data":{"group":"collection-52"}}
 //! ```
 //!
-//! Subscribing is authorized by the request's `auth_jwt` as the
-//! `[plugins.subscriptions]` table says (see [`auth`]); unsubscribing needs
-//! no authorization. Invalid subscription data gets an error reply naming
-//! the expected shape.
+//! Both are authorized by the request's `auth_jwt` as the
+//! `[plugins.subscriptions]` table says (see [`auth`]), which must set
+//! `auth`; authorization comes first, so a refused client learns nothing
+//! more than `ACCESS_DENIED`. Invalid subscription data then gets an error
+//! reply naming the expected shape, and so does a group name outside
+//! Django Channels' rule (ASCII letters, digits, `-`, `_`, `.`, shorter
+//! than 100 characters).
 
 mod auth;
 mod subject;
 
 use std::sync::OnceLock;
 
-use rohrpost_plugin_api::{prelude::*, MessageError};
+use rohrpost_plugin_api::{config_warning, prelude::*, MessageError};
 
 use crate::{
     auth::{AuthConfig, Authorization},
     subject::Subject,
 };
+
+/// A handler's error, as [`HandlerResult`] carries it.
+type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The error text rohrpost-js clients expect when a subscription is refused.
 const ACCESS_DENIED: &str = "ACCESS_DENIED";
@@ -37,6 +43,11 @@ static SETTINGS: OnceLock<Authorization> = OnceLock::new();
 
 fn configure(config: AuthConfig) -> HandlerResult {
     let authorization = Authorization::try_from(config)?;
+    if matches!(authorization, Authorization::Off) {
+        config_warning(
+            "auth = \"off\": anyone may subscribe to any group and receive its change notifications; set auth = \"tokens\" or \"jwt\" in production",
+        );
+    }
     SETTINGS
         .set(authorization)
         .map_err(|_| "the subscriptions plugin was configured twice")?;
@@ -54,17 +65,25 @@ fn subject_or_reply(req: &Request, conn: &mut Connection) -> Result<Option<Subje
     }
 }
 
-fn subscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
-    let Some(subject) = subject_or_reply(req, conn)? else {
-        return Ok(());
-    };
+/// Whether the request may go on; answers `ACCESS_DENIED` when not.
+fn authorized(req: &Request, conn: &mut Connection) -> Result<bool, HandlerError> {
     let authorization = SETTINGS
         .get()
         .ok_or("the subscriptions plugin has not been configured")?;
-    if !authorization.allows(req.field("auth_jwt")) {
-        conn.send_error(req.id(), req.kind(), ACCESS_DENIED)?;
+    if authorization.allows(req.field("auth_jwt")) {
+        return Ok(true);
+    }
+    conn.send_error(req.id(), req.kind(), ACCESS_DENIED)?;
+    Ok(false)
+}
+
+fn subscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
+    if !authorized(req, conn)? {
         return Ok(());
     }
+    let Some(subject) = subject_or_reply(req, conn)? else {
+        return Ok(());
+    };
     let group = subject.group();
     conn.add_to_group(&group);
     conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
@@ -72,6 +91,9 @@ fn subscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
 }
 
 fn unsubscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
+    if !authorized(req, conn)? {
+        return Ok(());
+    }
     let Some(subject) = subject_or_reply(req, conn)? else {
         return Ok(());
     };

@@ -1,6 +1,9 @@
 //! What a `subscribe` or `unsubscribe` request is about: the `data` of
 //! rohrpost-js, `{"type": "collection", "id": 52}`, and the group it names
 //! (`collection-52`, the group change notifications of that object go to).
+//! A group name keeps to Django Channels' rule (see [`valid_group_name`]),
+//! so a client cannot make names that are huge or that mean something
+//! elsewhere (`../..`, line breaks).
 
 use std::fmt;
 
@@ -23,6 +26,7 @@ pub enum SubjectError {
     NotAnObject,
     BadType,
     BadId,
+    BadGroup,
 }
 
 impl fmt::Display for SubjectError {
@@ -32,6 +36,9 @@ impl fmt::Display for SubjectError {
             SubjectError::NotAnObject => "'data' is not an object",
             SubjectError::BadType => "'type' must be a non-empty string",
             SubjectError::BadId => "'id' must be a non-empty string or an integer",
+            SubjectError::BadGroup => {
+                "the group name '<type>-<id>' must be shorter than 100 characters, all ASCII letters, digits, '-', '_' or '.'"
+            }
         };
         write!(f, "Invalid subscription data: {problem}; {EXPECTED}.")
     }
@@ -56,13 +63,27 @@ impl Subject {
             Some(Value::Number(n)) if is_integer(n) => n.to_string(),
             _ => return Err(SubjectError::BadId),
         };
-        Ok(Subject { kind, id })
+        let subject = Subject { kind, id };
+        if !valid_group_name(&subject.group()) {
+            return Err(SubjectError::BadGroup);
+        }
+        Ok(subject)
     }
 
     /// The group of the object: type, a dash, id.
     pub fn group(&self) -> String {
         format!("{}-{}", self.kind, self.id)
     }
+}
+
+/// Django Channels' rule for group names: non-empty, shorter than 100
+/// characters, only ASCII letters, digits, `-`, `_` and `.`.
+fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Whether a JSON number is an integer, of any size (numbers are kept as
@@ -127,6 +148,38 @@ mod tests {
             Err(SubjectError::BadId)
         );
         let text = SubjectError::BadId.to_string();
+        assert!(text.starts_with("Invalid subscription data: "), "{text}");
+    }
+
+    #[test]
+    fn group_names_keep_to_the_channels_rule() {
+        assert_eq!(
+            group(json!({"type": "a/b", "id": 1})),
+            Err(SubjectError::BadGroup)
+        );
+        assert_eq!(
+            group(json!({"type": "..", "id": "../etc"})),
+            Err(SubjectError::BadGroup)
+        );
+        for bad in ["a b", "a\nb", "a\u{0}b", "é"] {
+            assert_eq!(
+                group(json!({"type": bad, "id": 1})),
+                Err(SubjectError::BadGroup),
+                "{bad:?}"
+            );
+        }
+        let long = "t".repeat(97);
+        assert_eq!(group(json!({"type": long, "id": 1})).unwrap().len(), 99);
+        let too_long = "t".repeat(98);
+        assert_eq!(
+            group(json!({"type": too_long, "id": 1})),
+            Err(SubjectError::BadGroup)
+        );
+        assert_eq!(
+            group(json!({"type": "Model_1.v2", "id": "a-b"})).unwrap(),
+            "Model_1.v2-a-b"
+        );
+        let text = SubjectError::BadGroup.to_string();
         assert!(text.starts_with("Invalid subscription data: "), "{text}");
     }
 }
