@@ -27,6 +27,7 @@ pub mod redis_groups;
 pub mod registry;
 pub mod safety;
 pub mod server;
+pub mod shadow;
 pub mod shutdown;
 pub mod status;
 pub mod watcher;
