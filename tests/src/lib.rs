@@ -256,6 +256,7 @@ impl Host {
             .env("ROHRPOST_LOG", "info,rohrpost_host=debug")
             // The host's shadow copies go with the test's own temp dir.
             .env("TMPDIR", work.path())
+            .env("XDG_RUNTIME_DIR", "")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -348,6 +349,11 @@ impl Host {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends the process a signal (e.g. `libc::SIGTERM`).
