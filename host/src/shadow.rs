@@ -167,7 +167,7 @@ impl ShadowDir {
                 Err(source) => return Err(ShadowError::Write { path, source }),
             }
         };
-        let written = file.write_all(bytes).and_then(|()| file.sync_data());
+        let written = file.write_all(bytes);
         drop(file);
         if let Err(source) = written {
             let _ = std::fs::remove_file(&path);
