@@ -34,6 +34,7 @@ pub mod registry;
 pub mod rlimit;
 pub mod safety;
 pub mod server;
+pub mod shadow;
 pub mod shutdown;
 pub mod status;
 pub mod watcher;

@@ -3,7 +3,8 @@
 //! Loading follows the rules learned the hard way (see DESIGN.md):
 //! - the bytes are read once, hashed, and checked as a complete ELF file;
 //! - they are written to a fresh, uniquely named shadow copy and loaded from
-//!   there, because `dlopen` of a path it already has returns the old code;
+//!   there (in the private directory of [`crate::shadow`]), because `dlopen`
+//!   of a path it already has returns the old code;
 //! - `lib_header_from_path` + `init_root_module`, never
 //!   `RootModule::load_from_*`, which caches one module per type forever;
 //! - libraries are never unloaded: a retired version stays mapped until the
@@ -26,7 +27,10 @@ use rohrpost_plugin_api::abi::{
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-use crate::elf_check;
+use crate::{
+    elf_check,
+    shadow::{ShadowDir, ShadowError},
+};
 
 /// Why a plugin file was not loaded.
 #[derive(Debug, Error)]
@@ -35,12 +39,8 @@ pub enum LoadError {
     Read(#[source] std::io::Error),
     #[error("not a loadable library: {0}")]
     NotALibrary(#[from] elf_check::ElfError),
-    #[error("cannot write the shadow copy {path}: {source}")]
-    Shadow {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Shadow(#[from] ShadowError),
     #[error("the dynamic loader refused it: {0}")]
     Open(String),
     #[error("not a rohrpost plugin: it does not export a plugin root module")]
@@ -170,40 +170,6 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
-}
-
-/// Where shadow copies go, and how they get unique names.
-pub struct ShadowDir {
-    dir: PathBuf,
-    next: AtomicU64,
-}
-
-impl ShadowDir {
-    /// A private folder for this process's shadow copies.
-    pub fn create() -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("rohrpost-shadow-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(ShadowDir {
-            dir,
-            next: AtomicU64::new(1),
-        })
-    }
-
-    fn unique_path(&self, file: &Path) -> PathBuf {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "plugin".to_owned());
-        self.dir
-            .join(format!("{stem}-{n}.{}", std::env::consts::DLL_EXTENSION))
-    }
-}
-
-impl Drop for ShadowDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// What a plugin says it is, for the log.
@@ -339,14 +305,10 @@ fn open(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<PluginModRef, L
     #[cfg(target_os = "linux")]
     elf_check::check(bytes)?;
 
-    let copy = shadow.unique_path(file);
-    std::fs::write(&copy, bytes).map_err(|source| LoadError::Shadow {
-        path: copy.clone(),
-        source,
-    })?;
-    let opened = lib_header_from_path(&copy);
-    // The mapping outlives the file: the copy is not needed any more.
-    let _ = std::fs::remove_file(&copy);
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "plugin".into(), |s| s.to_string_lossy());
+    let opened = shadow.with_copy(&stem, bytes, lib_header_from_path)?;
     opened
         .and_then(|header| header.init_root_module::<PluginModRef>())
         .map_err(library_error)

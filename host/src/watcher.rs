@@ -25,9 +25,10 @@ use tracing::{debug, info, warn};
 
 use crate::{
     monitor::Monitor,
-    plugin::{self, content_hash, Identity, LoadError, ShadowDir},
+    plugin::{self, content_hash, Identity, LoadError},
     registry::Registry,
     safety,
+    shadow::ShadowDir,
 };
 
 /// Settings of the watcher.
@@ -43,15 +44,20 @@ pub struct WatchSettings {
     pub strict_modes: bool,
 }
 
-/// The running watcher; dropping it stops watching.
+/// The running watcher; dropping it stops watching and removes the plugin
+/// copies' directory.
 pub struct PluginWatcher {
     _watcher: RecommendedWatcher,
     task: JoinHandle<()>,
+    shadow: Arc<ShadowDir>,
 }
 
 impl Drop for PluginWatcher {
     fn drop(&mut self) {
         self.task.abort();
+        // Now, not when the last load task lets go of it: that may be
+        // after the runtime stopped waiting for its tasks.
+        self.shadow.remove();
     }
 }
 
@@ -80,6 +86,9 @@ pub async fn start(
             settings.dir.display()
         )
     })?;
+
+    let shadow =
+        Arc::new(ShadowDir::create().context("cannot create the directory for the plugin copies")?);
 
     let (tx, rx) = mpsc::unbounded_channel();
     let watch_dir = dir.clone();
@@ -114,7 +123,7 @@ pub async fn start(
     let mut reconciler = Reconciler {
         dir: dir.clone(),
         registry,
-        shadow: Arc::new(ShadowDir::create().context("cannot create the shadow directory")?),
+        shadow: shadow.clone(),
         pool_size: settings.pool_size,
         plugin_settings: settings.plugin_settings.clone(),
         strict_modes: settings.strict_modes,
@@ -129,6 +138,7 @@ pub async fn start(
     Ok(PluginWatcher {
         _watcher: watcher,
         task,
+        shadow,
     })
 }
 

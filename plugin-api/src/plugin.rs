@@ -263,7 +263,14 @@ static PLUGIN: OnceLock<Plugin> = OnceLock::new();
 /// generates.
 #[doc(hidden)]
 pub fn root_module(build: fn() -> Plugin) -> PluginModRef {
-    PLUGIN.get_or_init(build);
+    if let Err(payload) = catch_unwind(|| {
+        PLUGIN.get_or_init(build);
+    }) {
+        // The loader catches this panic and drops its payload where a panic
+        // in that drop would abort: hand it a payload that cannot.
+        let text = take_panic_text(payload);
+        std::panic::resume_unwind(Box::new(format!("building the plugin panicked: {text}")));
+    }
     PluginMod {
         manifest: manifest_shim,
         call: call_shim,
@@ -288,7 +295,7 @@ extern "C" fn extension_shim(name: RStr<'_>, input: RStr<'_>) -> RResult<RString
         Ok(Err(error)) => RErr(RString::from(error)),
         Err(payload) => RErr(RString::from(format!(
             "{name} panicked: {}",
-            panic_text(payload.as_ref())
+            take_panic_text(payload)
         ))),
     }
 }
@@ -318,9 +325,19 @@ extern "C" fn call_shim(handler: u32, call: &Call<'_>) -> CallOutcome {
             Err(e) => CallOutcome::Failed(RString::from(e.to_string())),
         }
     }));
-    outcome.unwrap_or_else(|payload| {
-        CallOutcome::Panicked(RString::from(panic_text(payload.as_ref())))
-    })
+    outcome.unwrap_or_else(|payload| CallOutcome::Panicked(RString::from(take_panic_text(payload))))
+}
+
+/// The panic's message; the payload is dropped in a way that cannot unwind
+/// out of the shim (which would abort the host): a payload's `Drop` may
+/// panic too (`std::panic::panic_any`).
+fn take_panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = panic_text(payload.as_ref());
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // That panic's payload may be just as bad: leak it.
+        std::mem::forget(again);
+    }
+    text
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -329,4 +346,25 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct DropPanics;
+
+    impl Drop for DropPanics {
+        fn drop(&mut self) {
+            std::panic::panic_any(DropPanics);
+        }
+    }
+
+    #[test]
+    fn a_payload_whose_drop_panics_is_dropped_without_unwinding() {
+        let payload = catch_unwind(|| std::panic::panic_any(DropPanics)).unwrap_err();
+        assert_eq!(take_panic_text(payload), "a panic without a message");
+        let payload = catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(take_panic_text(payload), "plain");
+    }
 }

@@ -180,3 +180,79 @@ async fn a_slow_inline_handler_is_moved_to_the_pool() {
         .await
         .unwrap();
 }
+
+/// `std::panic::panic_any(p)` where dropping `p` panics too: the shim must
+/// not drop it where that second panic would abort the server.
+#[tokio::test]
+async fn a_panic_whose_payload_panics_when_dropped_gets_an_error_reply() {
+    let mut host = Host::start(&["ping", "fixture-testkit"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let mut other = host.connect().await.unwrap();
+    for (i, kind) in ["panic-drop", "panic-drop-inline", "panic-drop"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            c.request(&format!(r#"{{"id":{i},"type":"{kind}"}}"#))
+                .await
+                .unwrap(),
+            json!({"id": i, "type": kind,
+                "error": format!("Internal error: the handler for '{kind}' panicked.")})
+        );
+    }
+    c.ping_ok(10).await.unwrap();
+    other.ping_ok(11).await.unwrap();
+    host.connect().await.unwrap().ping_ok(12).await.unwrap();
+    assert!(host.is_running());
+    host.wait_for_log(
+        &[
+            "handler panicked",
+            "plugin=testkit",
+            "type=panic-drop-inline",
+            "cause=a panic without a message",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+}
+
+/// The same payload from the plugin's configuration, or from building the
+/// plugin, rejects that plugin only.
+#[tokio::test]
+async fn a_payload_that_panics_when_dropped_while_configuring_rejects_only_the_plugin() {
+    let config = "[plugins.testkit]\npanic_drop = true\n";
+    let mut host = Host::start_with_config(&["ping", "fixture-testkit"], config, &[]).unwrap();
+    host.wait_for_log(
+        &[
+            "event=\"rejected\"",
+            "plugin=testkit",
+            "configure panicked: a panic without a message",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    host.connect().await.unwrap().ping_ok(1).await.unwrap();
+    assert!(host.is_running());
+}
+
+#[tokio::test]
+async fn a_payload_that_panics_when_dropped_while_building_rejects_only_the_plugin() {
+    let mut host = Host::start_with_env(
+        &["ping", "fixture-testkit"],
+        &[],
+        &[("TESTKIT_PANIC_DROP_IN_BUILD", "1")],
+    )
+    .unwrap();
+    host.wait_for_log(&["event=\"rejected\"", "libfixture_testkit"], T)
+        .await
+        .unwrap();
+    let mut c = host.connect().await.unwrap();
+    c.ping_ok(2).await.unwrap();
+    assert_eq!(
+        c.request(r#"{"id":3,"type":"panic-drop"}"#).await.unwrap()["error"],
+        "Unknown message type 'panic-drop'."
+    );
+    assert!(host.is_running());
+}

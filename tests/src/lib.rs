@@ -256,6 +256,7 @@ impl Host {
             .env("ROHRPOST_LOG", "info,rohrpost_host=debug")
             // The host's shadow copies go with the test's own temp dir.
             .env("TMPDIR", work.path())
+            .env("XDG_RUNTIME_DIR", "")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
