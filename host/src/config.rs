@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, tim
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use rohrpost_plugin_api::GroupNameRule;
 
 /// One value of a setting, parsed from its text form (flag, environment
 /// variable, or the file's value as text).
@@ -159,6 +160,10 @@ settings! {
     strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
     /// Log format: `text` (for people) or `json` (one object per line).
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
+    /// Which group names are accepted: `channels` (Django Channels' rule: ASCII
+    /// letters, digits, `-`, `_`, `.`, under 100 characters) or `relaxed`
+    /// (any printable UTF-8 without whitespace, up to 1024 bytes).
+    group_names: GroupNameRule = "channels", flag "group-names", env "ROHRPOST_GROUP_NAMES", parse parse_group_names;
 }
 
 /// Browser origins allowed to connect; empty means any.
@@ -373,6 +378,10 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
         "json" => Ok(LogFormat::Json),
         other => Err(format!("'{other}' is not a log format: text or json")),
     }
+}
+
+fn parse_group_names(text: &str) -> Result<GroupNameRule, String> {
+    text.parse()
 }
 
 /// Parses "250ms", "2s", "1.5s", "2m" or plain seconds ("30").

@@ -21,7 +21,7 @@ use rohrpost_plugin_api::{
         Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
         EFFECT_SEND,
     },
-    wire,
+    wire, GroupNameRule,
 };
 use serde::de::IgnoredAny;
 use tracing::{error, warn};
@@ -56,6 +56,8 @@ pub struct Dispatcher {
     pub handler_timeout: Duration,
     /// An inline call taking longer than this moves its handler to the pool.
     pub inline_budget: Duration,
+    /// Which group names handlers may use.
+    pub group_names: GroupNameRule,
     pub monitor: Arc<Monitor>,
 }
 
@@ -103,7 +105,7 @@ impl Dispatcher {
             );
         }
         count(&route, &outcome, took);
-        outcome_to_frames(&route, &envelope, outcome)
+        outcome_to_frames(&route, &envelope, outcome, self.group_names)
     }
 
     fn run_inline(
@@ -214,12 +216,17 @@ fn error_reply(envelope: &Envelope<'_>, error: &str) -> Action {
     ))
 }
 
-fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -> Vec<Action> {
+fn outcome_to_frames(
+    route: &Route,
+    envelope: &Envelope<'_>,
+    outcome: Outcome,
+    group_names: GroupNameRule,
+) -> Vec<Action> {
     let plugin = &route.plugin;
     let kind = envelope.kind.as_ref();
     match outcome {
         Outcome::Returned(CallOutcome::Done(effects)) => {
-            effects_to_frames(route, envelope, effects)
+            effects_to_frames(route, envelope, effects, group_names)
         }
         Outcome::Returned(CallOutcome::Failed(text)) => {
             warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
@@ -260,16 +267,28 @@ fn effects_to_frames(
     route: &Route,
     envelope: &Envelope<'_>,
     effects: abi_stable::std_types::RVec<Effect>,
+    group_names: GroupNameRule,
 ) -> Vec<Action> {
+    // A group name that breaks the rule fails the whole call: carrying out
+    // the rest would leave the caller half-subscribed.
+    let bad_group = effects
+        .iter()
+        .filter(|e| matches!(e.kind, EFFECT_JOIN | EFFECT_LEAVE | EFFECT_GROUP_SEND))
+        .find_map(|e| group_names.check(e.target.as_str()).err());
+    if let Some(problem) = bad_group {
+        warn!(plugin = %route.plugin.name, version = %route.plugin.version,
+            r#type = %envelope.kind, cause = %problem,
+            "handler used an invalid group name; none of its effects were carried out");
+        return vec![error_reply(
+            envelope,
+            &format!("Invalid group name: {problem}."),
+        )];
+    }
     let mut actions = Vec::with_capacity(effects.len());
     for effect in effects {
-        let target = effect.target.as_str();
         let problem = match effect.kind {
             EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
                 Some("a message that is not a JSON object")
-            }
-            EFFECT_GROUP_SEND | EFFECT_JOIN | EFFECT_LEAVE if target.is_empty() => {
-                Some("an empty group name")
             }
             _ => None,
         };

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Group messages not passed to other hosts (the broker was down).
     pub broker_drops: Counter,
+    /// Messages from the broker for a group name no rule allows (dropped).
+    pub broker_invalid: Counter,
     /// 1 while the group broker (Redis) is reachable.
     broker_up: Gauge,
 }
@@ -162,6 +164,12 @@ impl Default for Metrics {
             "Group messages not passed to other hosts because the broker was unreachable",
             broker_drops.clone(),
         );
+        let broker_invalid = Counter::default();
+        registry.register(
+            "broker_invalid_groups",
+            "Messages from the group broker for an invalid group name, dropped",
+            broker_invalid.clone(),
+        );
         let broker_up = Gauge::default();
         registry.register(
             "broker_up",
@@ -170,6 +178,7 @@ impl Default for Metrics {
         );
         Metrics {
             broker_drops,
+            broker_invalid,
             broker_up,
             invalid,
             unknown_type,

@@ -23,6 +23,7 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
+use rohrpost_plugin_api::GroupNameRule;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -106,6 +107,11 @@ impl RedisGroups {
         let Some(group) = channel.strip_prefix(&self.prefix) else {
             return;
         };
+        // No local member can be in a group no rule allows.
+        if GroupNameRule::Relaxed.check(group).is_err() {
+            self.monitor.metrics.broker_invalid.inc();
+            return;
+        }
         let Some((origin, message)) = payload.split_once('\n') else {
             return;
         };

@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 registry: registry.clone(),
                 handler_timeout: settings.handler_timeout,
                 inline_budget: settings.inline_budget,
+                group_names: settings.group_names,
                 monitor: monitor.clone(),
             },
             groups: groups.clone(),
@@ -86,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let notify_endpoint = Arc::new(NotifyEndpoint {
         token: Some(settings.notify_token.clone()).filter(|t| !t.is_empty()),
         groups,
+        group_names: settings.group_names,
     });
     let router = Router::new()
         .route(&settings.ws_path, get(handshake::upgrade))

@@ -345,6 +345,7 @@
 #![warn(missing_docs)]
 pub mod abi;
 mod connection;
+mod group_name;
 mod message;
 mod notification;
 mod plugin;
@@ -353,6 +354,10 @@ mod secret;
 pub mod wire;
 
 pub use connection::{Connection, NotifyError};
+pub use group_name::{
+    check_group_name, GroupNameError, GroupNameRule, Shown, CHANNELS_NAME_LIMIT,
+    RELAXED_NAME_MAX_BYTES,
+};
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};
 pub use plugin::{HandlerResult, Plugin, Types};

@@ -1,0 +1,129 @@
+//! Requests that cost the server far more than they cost the client: group
+//! names of any size and content, `{pk}` templates that expand to
+//! gigabytes, one large ping that used to move ping off the connection
+//! task for good, a member that never reads while large group messages
+//! pile up, and the live events stream.
+
+use std::time::Duration;
+
+use rohrpost_tests::Host;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(10);
+const TOKEN: &str = "s3cret-token";
+
+/// Sends a notification to an explicit group; the status and the answer.
+async fn notify_group(host: &Host, group: &str) -> (u16, Value) {
+    let body = json!({"model": "M", "pk": 1, "event": "update", "group": group}).to_string();
+    host.notify(Some(TOKEN), &body).await.unwrap()
+}
+
+#[tokio::test]
+async fn notify_refuses_invalid_group_names_and_huge_templates() {
+    let mut host =
+        Host::start_with(&["ping", "fixture-testkit"], &["--notify-token", TOKEN]).unwrap();
+    let mut member = host.connect().await.unwrap();
+    member.join("fine-1").await.unwrap();
+
+    let long = "x".repeat(100_000);
+    for bad in ["../..", "a\nb", "a\0b", "a b", "", long.as_str()] {
+        let (status, reply) = notify_group(&host, bad).await;
+        assert_eq!(status, 400, "{bad:.40?}: {reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains("'group'") || error.contains("group name"),
+            "{error}"
+        );
+        assert!(
+            error.len() < 300,
+            "the error repeats the name: {error:.300}"
+        );
+    }
+    let (status, reply) = notify_group(&host, &"y".repeat(99)).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // `{pk}` 100,000 times with a 500 KB pk: 50 GB once expanded.
+    let body = json!({
+        "model": "M", "pk": "p".repeat(500_000), "event": "update",
+        "group": "{pk}".repeat(100_000),
+    })
+    .to_string();
+    assert!(body.len() > 900_000 && body.len() < 1 << 20);
+    let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("bytes long"),
+        "{reply}"
+    );
+    // A template that expands just past the limit is refused too.
+    let body = json!({"model": "M", "pk": "p".repeat(50), "event": "update",
+        "group": "{pk}-{pk}"})
+    .to_string();
+    assert_eq!(host.notify(Some(TOKEN), &body).await.unwrap().0, 400);
+
+    assert!(host.is_running());
+    let peak = host.memory("VmHWM").unwrap();
+    assert!(peak < 256 << 20, "peak RSS {peak} bytes");
+    member
+        .expect_silence(Duration::from_millis(200))
+        .await
+        .unwrap();
+    let (status, reply) = notify_group(&host, "fine-1").await;
+    assert_eq!((status, reply["delivered"].as_u64()), (200, Some(1)));
+    assert_eq!(
+        member.recv_json(T).await.unwrap()["type"],
+        "subscription-update"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_using_an_invalid_group_name_gets_an_error_and_changes_nothing() {
+    let host = Host::start_with(&["fixture-testkit"], &["--notify-token", TOKEN]).unwrap();
+    let mut c = host.connect().await.unwrap();
+
+    let reply = c
+        .request(r#"{"id":1,"type":"join-all","data":{"groups":["good-1","../..","good-2"]}}"#)
+        .await
+        .unwrap();
+    let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    assert!(error.contains("Invalid group name"), "{error}");
+    assert!(error.contains(r#""../..""#), "{error}");
+    assert_eq!(reply["id"], 1);
+    // None of the call's effects were carried out.
+    assert_eq!(notify_group(&host, "good-1").await.1["delivered"], 0);
+    host.wait_for_log(&["invalid group name", "type=join-all"], T)
+        .await
+        .unwrap();
+
+    let long = "z".repeat(100_000);
+    for bad in ["a\nb", "a\0b", long.as_str(), ""] {
+        let request = json!({"id": 2, "type": "group-send", "data": {"group": bad}});
+        let reply = c.request(&request.to_string()).await.unwrap();
+        let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
+        assert!(error.contains("group name"), "{error}");
+        assert!(error.len() < 300, "{error:.300}");
+    }
+    c.join("good-3").await.unwrap();
+    assert_eq!(notify_group(&host, "good-3").await.1["delivered"], 1);
+}
+
+#[tokio::test]
+async fn relaxed_group_names_allow_more_but_not_everything() {
+    let host = Host::start_with(
+        &["fixture-testkit"],
+        &["--notify-token", TOKEN, "--group-names", "relaxed"],
+    )
+    .unwrap();
+    let mut c = host.connect().await.unwrap();
+    c.join("room:één/1").await.unwrap();
+    let (status, reply) = notify_group(&host, "room:één/1").await;
+    assert_eq!((status, reply["delivered"].as_u64()), (200, Some(1)));
+    assert_eq!(c.recv_json(T).await.unwrap()["data"]["group"], "room:één/1");
+    assert_eq!(notify_group(&host, "a b").await.0, 400);
+    assert_eq!(notify_group(&host, &"x".repeat(1025)).await.0, 400);
+    let reply = c
+        .request(r#"{"id":1,"type":"join","data":{"group":"a\tb"}}"#)
+        .await
+        .unwrap();
+    assert!(reply["error"].as_str().is_some(), "{reply}");
+}
