@@ -139,7 +139,7 @@ settings! {
     handler_timeout: Duration = "30s", flag "handler-timeout", env "ROHRPOST_HANDLER_TIMEOUT", parse parse_duration;
     /// Calls of one plugin that may run on the worker pool at once.
     plugin_concurrency: usize = "64", flag "plugin-concurrency", env "ROHRPOST_PLUGIN_CONCURRENCY", parse parse_positive;
-    /// An inline handler call slower than this moves the handler to the pool.
+    /// What an inline handler call may take (plus `inline_budget_per_mib`); 3 slower calls among 32 move the handler to the pool until it is fast again.
     inline_budget: Duration = "10ms", flag "inline-budget", env "ROHRPOST_INLINE_BUDGET", parse parse_duration;
     /// How long a plugin file must be quiet before it is (re)loaded.
     reload_debounce: Duration = "100ms", flag "reload-debounce", env "ROHRPOST_RELOAD_DEBOUNCE", parse parse_duration;
@@ -164,6 +164,8 @@ settings! {
     /// letters, digits, `-`, `_`, `.`, under 100 characters) or `relaxed`
     /// (any printable UTF-8 without whitespace, up to 1024 bytes).
     group_names: GroupNameRule = "channels", flag "group-names", env "ROHRPOST_GROUP_NAMES", parse parse_group_names;
+    /// Added to `inline_budget` for each MiB of a request, so that a large request is not judged slow for its size.
+    inline_budget_per_mib: Duration = "250ms", flag "inline-budget-per-mib", env "ROHRPOST_INLINE_BUDGET_PER_MIB", parse parse_duration;
 }
 
 /// Browser origins allowed to connect; empty means any.

@@ -416,6 +416,9 @@ impl Monitor {
                     "api_version": p.api_version,
                     "file": p.file,
                     "types": p.types().collect::<Vec<_>>(),
+                    "handlers": p.handlers.iter().map(|h| json!({
+                        "types": h.types, "mode": h.mode(),
+                    })).collect::<Vec<_>>(),
                     "status": "loaded",
                     "loaded_at": p.loaded_at,
                     "calls": stats.calls,

@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 registry: registry.clone(),
                 handler_timeout: settings.handler_timeout,
                 inline_budget: settings.inline_budget,
+                inline_budget_per_mib: settings.inline_budget_per_mib,
                 group_names: settings.group_names,
                 monitor: monitor.clone(),
             },

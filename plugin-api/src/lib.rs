@@ -64,7 +64,7 @@
 //! after `--handler-timeout`. [`Plugin::inline_handler`] declares one that
 //! only computes and returns within microseconds: the host runs it on the
 //! connection's own task, several times cheaper than the hand-off to the
-//! pool, and moves it to the pool for good if it turns out slower than
+//! pool, and moves it to the pool while it is repeatedly slower than
 //! `--inline-budget`. Either way the requests of one connection are answered
 //! one after another, in order.
 //!

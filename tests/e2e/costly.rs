@@ -127,3 +127,79 @@ async fn relaxed_group_names_allow_more_but_not_everything() {
         .unwrap();
     assert!(reply["error"].as_str().is_some(), "{reply}");
 }
+
+/// The `mode` of the handler serving `kind`, from `/api/plugins`.
+async fn mode(host: &Host, kind: &str) -> String {
+    let (status, body) = rohrpost_tests::get(&host.addr, "/api/plugins")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["handlers"].as_array())
+        .flatten()
+        .find(|h| h["types"].as_array().unwrap().iter().any(|t| t == kind))
+        .and_then(|h| h["mode"].as_str())
+        .unwrap_or_else(|| panic!("no handler for {kind} in {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn one_huge_ping_leaves_ping_inline() {
+    let host = Host::start(&["ping"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    c.ping_ok(1).await.unwrap();
+    assert_eq!(mode(&host, "ping").await, "inline");
+    let big = format!(
+        r#"{{"id":2,"type":"ping","data":"{}"}}"#,
+        "x".repeat(900_000)
+    );
+    let reply = c.request(&big).await.unwrap();
+    assert_eq!(reply["data"]["data"].as_str().map(str::len), Some(900_000));
+    for i in 3..10 {
+        c.ping_ok(i).await.unwrap();
+    }
+    assert_eq!(mode(&host, "ping").await, "inline");
+    assert!(
+        !host
+            .log()
+            .iter()
+            .any(|l| l.contains("running it on the worker pool")),
+        "ping was demoted"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_inline_handler_is_demoted_after_a_few_calls_and_promoted_when_fast() {
+    let host = Host::start(&["fixture-testkit"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let nap =
+        |id: u32, ms: u64| json!({"id": id, "type": "nap-inline", "data": {"ms": ms}}).to_string();
+    // One slow call is not enough.
+    c.request(&nap(0, 50)).await.unwrap();
+    assert_eq!(mode(&host, "nap-inline").await, "inline");
+    for i in 1..3 {
+        assert_eq!(
+            c.request(&nap(i, 50)).await.unwrap(),
+            json!({"id": i, "type": "nap-inline"})
+        );
+    }
+    assert_eq!(mode(&host, "nap-inline").await, "demoted");
+    host.wait_for_log(&["running it on the worker pool", "type=nap-inline"], T)
+        .await
+        .unwrap();
+    // Fast again, on the pool, for long enough: back inline.
+    for i in 3..70 {
+        assert_eq!(
+            c.request(&nap(i, 0)).await.unwrap(),
+            json!({"id": i, "type": "nap-inline"})
+        );
+    }
+    assert_eq!(mode(&host, "nap-inline").await, "inline");
+    host.wait_for_log(&["fast again", "type=nap-inline"], T)
+        .await
+        .unwrap();
+}
