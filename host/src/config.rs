@@ -166,6 +166,8 @@ settings! {
     group_names: GroupNameRule = "channels", flag "group-names", env "ROHRPOST_GROUP_NAMES", parse parse_group_names;
     /// Added to `inline_budget` for each MiB of a request, so that a large request is not judged slow for its size.
     inline_budget_per_mib: Duration = "250ms", flag "inline-budget-per-mib", env "ROHRPOST_INLINE_BUDGET_PER_MIB", parse parse_duration;
+    /// Bytes of group messages a connection may have waiting; beyond, the connection is closed (1013) as for `outbound_queue`.
+    outbound_queue_bytes: usize = "4194304", flag "outbound-queue-bytes", env "ROHRPOST_OUTBOUND_QUEUE_BYTES", parse parse_positive;
 }
 
 /// Browser origins allowed to connect; empty means any.

@@ -11,16 +11,13 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use tokio::{
-    sync::mpsc,
-    time::{Instant, Sleep},
-};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
 
 use crate::{
     dispatch::{Action, Dispatcher},
-    groups::{outbound_queue, ConnectionId, GroupLayer, Outbox},
+    groups::{outbound_queue, ConnectionId, GroupLayer, Outbox, QueueLimits, QueueReceiver},
     monitor::Monitor,
     protocol::Rejection,
     shutdown::Stopping,
@@ -45,8 +42,9 @@ const BATCH: usize = 64;
 pub struct Shared {
     pub dispatcher: Dispatcher,
     pub groups: Arc<dyn GroupLayer>,
-    /// Group messages a connection may have waiting before it is closed.
-    pub outbound_queue: usize,
+    /// Group messages and bytes a connection may have waiting before it is
+    /// closed.
+    pub outbound_queue: QueueLimits,
     /// No frame from the client for this long closes the connection
     /// (zero: never); a ping goes out at half of it.
     pub idle_timeout: Duration,
@@ -68,7 +66,7 @@ struct Conn {
     scope: Arc<str>,
     /// Created on the first join, with the two fields below.
     outbox: Option<Outbox>,
-    queue: Option<mpsc::Receiver<Utf8Bytes>>,
+    queue: Option<QueueReceiver>,
     /// Resolves when the queue overflowed. Made once, with the queue, and
     /// polled in every round: a fresh wait per round would register and
     /// unregister a waiter for every frame.
@@ -310,7 +308,7 @@ async fn overflowed(overflow: &mut Option<OverflowWait>) {
 }
 
 /// The next queued group message; never without a queue.
-async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
+async fn next_queued(queue: &mut Option<QueueReceiver>) -> Option<Utf8Bytes> {
     match queue {
         Some(queue) => queue.recv().await,
         None => std::future::pending().await,
@@ -321,7 +319,7 @@ async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Ut
 /// flushes; gives up when the queue overflows meanwhile.
 async fn write_queued(
     socket: &mut WebSocket,
-    queue: &mut Option<mpsc::Receiver<Utf8Bytes>>,
+    queue: &mut Option<QueueReceiver>,
     overflow: &mut Option<OverflowWait>,
     first: Utf8Bytes,
 ) -> Result<(), End> {

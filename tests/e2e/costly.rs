@@ -4,9 +4,9 @@
 //! task for good, a member that never reads while large group messages
 //! pile up, and the live events stream.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rohrpost_tests::Host;
+use rohrpost_tests::{Host, Received};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -202,4 +202,57 @@ async fn a_slow_inline_handler_is_demoted_after_a_few_calls_and_promoted_when_fa
     host.wait_for_log(&["fast again", "type=nap-inline"], T)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_member_that_never_reads_cannot_hold_the_servers_memory() {
+    let mut host =
+        Host::start_with(&["ping", "fixture-testkit"], &["--notify-token", TOKEN]).unwrap();
+    let mut sleeper = host.connect().await.unwrap();
+    sleeper.join("big").await.unwrap();
+    // From here on the sleeper reads nothing.
+    let blob = "b".repeat(900_000);
+    let mut reached = Vec::new();
+    for pk in 0..200 {
+        let body = json!({"model": "Big", "pk": pk, "event": "update", "group": "big",
+            "object": {"blob": blob}})
+        .to_string();
+        let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
+        assert_eq!(status, 200, "{reply}");
+        reached.push(reply["delivered"].as_u64().unwrap());
+    }
+    // 180 MB were sent to it; a few MB were queued before it was dropped.
+    let queued = reached.iter().filter(|&&n| n == 1).count();
+    assert!(
+        queued < 50,
+        "{queued} messages queued for a member that never reads"
+    );
+    assert_eq!(reached.last(), Some(&0));
+    let rss = host.memory("VmRSS").unwrap();
+    assert!(rss < 120 << 20, "RSS {rss} bytes");
+    assert!(host.is_running());
+
+    // The sleeper finds its messages, then the end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sleeper.recv(T).await {
+            Ok(Received::Text(_)) => assert!(Instant::now() < deadline),
+            Ok(end) => {
+                assert!(
+                    matches!(end, Received::Close(Some(1013)) | Received::Gone),
+                    "{end:?}"
+                );
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let mut reader = host.connect().await.unwrap();
+    reader.join("big").await.unwrap();
+    let (status, reply) = notify_group(&host, "big").await;
+    assert_eq!((status, reply["delivered"].as_u64()), (200, Some(1)));
+    assert_eq!(
+        reader.recv_json(T).await.unwrap()["type"],
+        "subscription-update"
+    );
 }
