@@ -168,6 +168,10 @@ settings! {
     inline_budget_per_mib: Duration = "250ms", flag "inline-budget-per-mib", env "ROHRPOST_INLINE_BUDGET_PER_MIB", parse parse_duration;
     /// Bytes of group messages a connection may have waiting; beyond, the connection is closed (1013) as for `outbound_queue`.
     outbound_queue_bytes: usize = "4194304", flag "outbound-queue-bytes", env "ROHRPOST_OUTBOUND_QUEUE_BYTES", parse parse_positive;
+    /// Subscribers `/api/events` serves at once; the next one gets 503.
+    max_event_streams: usize = "16", flag "max-event-streams", env "ROHRPOST_MAX_EVENT_STREAMS", parse parse_positive;
+    /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
+    admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
 }
 
 /// Browser origins allowed to connect; empty means any.

@@ -10,9 +10,9 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicI64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use std::fmt::Write as _;
@@ -212,9 +212,24 @@ pub struct Monitor {
     ready: AtomicBool,
     /// Whether a group broker is in use (`Some`) and reachable.
     broker: Mutex<Option<bool>>,
-    open_connections: AtomicI64,
-    events: broadcast::Sender<Value>,
+    open_connections: Arc<AtomicI64>,
+    events: broadcast::Sender<Arc<LiveEvent>>,
+    /// Whether the task that sends connection counts runs.
+    counting: AtomicBool,
 }
+
+/// One event of the live stream, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The SSE event name: `loaded`, `connections`, ...
+    pub name: String,
+    /// The event as JSON text.
+    pub json: String,
+}
+
+/// How often the open connection count is sent, at most: a count per
+/// connect would make every subscriber's cost part of every connect.
+const COUNT_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Default for Monitor {
     fn default() -> Self {
@@ -224,8 +239,9 @@ impl Default for Monitor {
             retired: Mutex::default(),
             ready: AtomicBool::new(false),
             broker: Mutex::new(None),
-            open_connections: AtomicI64::new(0),
+            open_connections: Arc::default(),
             events: broadcast::channel(256).0,
+            counting: AtomicBool::new(false),
         }
     }
 }
@@ -266,13 +282,11 @@ impl Monitor {
         self.metrics.broker_up.set(i64::from(state == Some(true)));
     }
 
-    /// A connection opened (`+1`) or closed (`-1`).
+    /// A connection opened (`+1`) or closed (`-1`). Two atomics: the live
+    /// stream reads the count on its own time.
     pub fn connection(&self, delta: i64) {
         self.metrics.connections.inc_by(delta);
-        let open = self.open_connections.fetch_add(delta, Ordering::Relaxed) + delta;
-        let _ = self
-            .events
-            .send(json!({ "event": "connections", "open": open }));
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn open_connections(&self) -> i64 {
@@ -395,12 +409,24 @@ impl Monitor {
             .inc();
         details["event"] = Value::from(event);
         details["at"] = Value::from(now());
-        let _ = self.events.send(details);
+        let _ = self.events.send(Arc::new(LiveEvent {
+            name: event.to_owned(),
+            json: details.to_string(),
+        }));
     }
 
-    /// Live events for the status page: plugin events and connection counts.
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
-        self.events.subscribe()
+    /// Live events for the status page: plugin events as they happen, and
+    /// the open connection count when it changed, at most every
+    /// [`COUNT_INTERVAL`]. Call it within the runtime.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        let receiver = self.events.subscribe();
+        if !self.counting.swap(true, Ordering::Relaxed) {
+            tokio::spawn(send_counts(
+                self.open_connections.clone(),
+                self.events.clone(),
+            ));
+        }
+        receiver
     }
 
     /// `GET /api/plugins`: every loaded plugin and every rejected file.
@@ -457,5 +483,29 @@ impl Monitor {
             text.clear();
         }
         text
+    }
+}
+
+/// Sends the open connection count to the live stream when it changed,
+/// at most every [`COUNT_INTERVAL`], while anyone listens.
+async fn send_counts(open: Arc<AtomicI64>, events: broadcast::Sender<Arc<LiveEvent>>) {
+    let mut sent = None;
+    let mut tick = tokio::time::interval(COUNT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = open.load(Ordering::Relaxed);
+        if events.receiver_count() == 0 {
+            // A new subscriber starts from a snapshot with the count.
+            sent = None;
+            continue;
+        }
+        if sent != Some(now) {
+            sent = Some(now);
+            let _ = events.send(Arc::new(LiveEvent {
+                name: "connections".to_owned(),
+                json: json!({ "event": "connections", "open": now }).to_string(),
+            }));
+        }
     }
 }

@@ -18,7 +18,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 
 use crate::{
-    admin::{self, Admin},
+    admin::{self, Admin, AdminToken},
     config::{Config, Groups},
     connection::Shared,
     dispatch::Dispatcher,
@@ -93,6 +93,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         groups,
         group_names: settings.group_names,
     });
+    let admin_token = AdminToken::new(&settings.admin_token);
+    if admin_token.is_none() && !settings.listen.ip().is_loopback() {
+        warn!("the operator endpoints (/, /api/plugins, /api/events, /metrics) need no credentials: set admin_token, or keep them internal");
+    }
     let router = Router::new()
         .route(&settings.ws_path, get(handshake::upgrade))
         .with_state(endpoint)
@@ -102,8 +106,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .layer(DefaultBodyLimit::max(settings.max_message_size))
                 .with_state(notify_endpoint),
         )
-        .merge(admin::router(Arc::new(Admin { monitor, registry })))
-        .merge(status::router(&settings.ws_path));
+        .merge(admin::router(Arc::new(Admin {
+            monitor,
+            registry,
+            token: admin_token.clone(),
+            event_streams: Arc::new(Semaphore::new(settings.max_event_streams)),
+        })))
+        .merge(admin_token.protect(status::router(&settings.ws_path)));
 
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -256,3 +256,163 @@ async fn a_member_that_never_reads_cannot_hold_the_servers_memory() {
         "subscription-update"
     );
 }
+
+/// A GET with extra headers: the status, the response head and the body.
+async fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// An `/api/events` subscription: its status, and the stream when it was
+/// accepted.
+async fn subscribe(addr: &str, headers: &[(&str, &str)]) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request = format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(T, stream.read(&mut byte))
+            .await
+            .expect("no response head")
+            .unwrap();
+        assert_eq!(n, 1, "closed before the end of the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, stream)
+}
+
+/// What an events stream carries until it has been quiet for `quiet`.
+async fn read_events(stream: &mut tokio::net::TcpStream, quiet: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[tokio::test]
+async fn the_events_stream_takes_16_subscribers_and_coalesces_connection_counts() {
+    let host = Host::start(&["ping"]).unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let (status, stream) = subscribe(&host.addr, &[]).await;
+        assert_eq!(status, 200);
+        streams.push(stream);
+    }
+    let (status, _) = subscribe(&host.addr, &[]).await;
+    assert_eq!(status, 503);
+    for stream in &mut streams {
+        assert!(read_events(stream, Duration::from_millis(300))
+            .await
+            .contains("event: snapshot"));
+    }
+
+    // 100 connects and closes: a handful of count events, the last one right.
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(host.connect().await.unwrap());
+    }
+    clients.truncate(10);
+    let events = read_events(&mut streams[0], Duration::from_secs(2)).await;
+    let counts: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("data: {\"event\":\"connections\""))
+        .collect();
+    assert!(
+        !counts.is_empty() && counts.len() < 30,
+        "{} count events: {events}",
+        counts.len()
+    );
+    assert!(counts.last().unwrap().contains("\"open\":10"), "{events}");
+
+    // A subscriber that leaves frees its place.
+    streams.truncate(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, stream) = subscribe(&host.addr, &[]).await;
+        if status == 200 {
+            streams.push(stream);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "the place was not freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    clients[0].ping_ok(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_an_admin_token_the_operator_endpoints_ask_for_it() {
+    const ADMIN: &str = "op-token";
+    let host = Host::start_with(
+        &["ping", "fixture-testkit"],
+        &["--admin-token", ADMIN, "--notify-token", TOKEN],
+    )
+    .unwrap();
+    let bearer = format!("Bearer {ADMIN}");
+    // "admin:op-token" and "admin:wrong".
+    let basic = "Basic YWRtaW46b3AtdG9rZW4=";
+    let wrong_basic = "Basic YWRtaW46d3Jvbmc=";
+    for path in ["/", "/status", "/api/plugins", "/metrics"] {
+        let (status, head, _) = get_with(&host.addr, path, &[]).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(
+            head.contains(r#"www-authenticate: Basic realm="rohrpost""#),
+            "{path}: {head}"
+        );
+        for wrong in ["Bearer nope", wrong_basic, "Bearer", TOKEN] {
+            let (status, _, _) = get_with(&host.addr, path, &[("Authorization", wrong)]).await;
+            assert_eq!(status, 401, "{path} with {wrong}");
+        }
+        for right in [bearer.as_str(), basic] {
+            let (status, _, _) = get_with(&host.addr, path, &[("Authorization", right)]).await;
+            assert_eq!(status, 200, "{path} with {right}");
+        }
+    }
+    assert_eq!(subscribe(&host.addr, &[]).await.0, 401);
+    assert_eq!(
+        subscribe(&host.addr, &[("Authorization", basic)]).await.0,
+        200
+    );
+    for open in ["/healthz", "/readyz"] {
+        assert_eq!(get_with(&host.addr, open, &[]).await.0, 200, "{open}");
+    }
+    // The notify endpoint keeps its own token; WebSockets need none.
+    let (status, _) = notify_group(&host, "anyone").await;
+    assert_eq!(status, 200);
+    host.connect().await.unwrap().ping_ok(1).await.unwrap();
+}
