@@ -160,9 +160,7 @@ settings! {
     strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
     /// Log format: `text` (for people) or `json` (one object per line).
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
-    /// Which group names are accepted: `channels` (Django Channels' rule: ASCII
-    /// letters, digits, `-`, `_`, `.`, under 100 characters) or `relaxed`
-    /// (any printable UTF-8 without whitespace, up to 1024 bytes).
+    /// Which group names are accepted: `channels` (Django Channels' rule: ASCII letters, digits, `-`, `_`, `.`, under 100 characters) or `relaxed` (any printable UTF-8 without whitespace, up to 1024 bytes).
     group_names: GroupNameRule = "channels", flag "group-names", env "ROHRPOST_GROUP_NAMES", parse parse_group_names;
     /// Added to `inline_budget` for each MiB of a request, so that a large request is not judged slow for its size.
     inline_budget_per_mib: Duration = "250ms", flag "inline-budget-per-mib", env "ROHRPOST_INLINE_BUDGET_PER_MIB", parse parse_duration;

@@ -104,7 +104,7 @@ impl Dispatcher {
         if handler.declared_inline() {
             // A timed-out call counts as slow; a lost one says nothing.
             let slow = match ran_for {
-                Some(ran_for) => ran_for > self.budget(text.len()),
+                Some(ran_for) => ran_for > self.inline_budget && ran_for > self.budget(text.len()),
                 None => matches!(outcome, Outcome::TimedOut(_)),
             };
             match handler.judge(inline, slow) {

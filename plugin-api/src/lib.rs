@@ -271,6 +271,7 @@
 //! | panics | `Internal error: the handler for '<type>' panicked.` | an error with the panic message |
 //! | runs past `--handler-timeout` (pooled handlers) | `The handler for '<type>' did not finish within <n> ms.` | a warning with the timeout |
 //! | uses a feature the host does not have (a plugin built against a newer 1.x) | `The handler for '<type>' used a feature this server does not support.` | a warning with the effect's number |
+//! | uses a group name that breaks the host's rule ([`GroupNameRule`]; [`check_group_name`] checks the default one) | `Invalid group name: <why>.`, and none of the call's effects are carried out | a warning with the reason |
 //!
 //! The plugin keeps serving afterwards. Messages a handler sends cannot be
 //! malformed: [`Message`] always writes valid rohrpost JSON, and refuses what
