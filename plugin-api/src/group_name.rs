@@ -39,7 +39,7 @@ pub enum GroupNameError {
     #[error("the group name {shown} is {len} bytes long; the most allowed is {max}")]
     TooLong {
         /// The start of the name, quoted and escaped.
-        shown: Shown,
+        shown: NamePreview,
         /// Its length in bytes.
         len: usize,
         /// The most bytes the rule allows.
@@ -49,7 +49,7 @@ pub enum GroupNameError {
     #[error("the group name {shown} contains {found:?} at byte {at}; {allowed}")]
     BadCharacter {
         /// The start of the name, quoted and escaped.
-        shown: Shown,
+        shown: NamePreview,
         /// The first character not allowed.
         found: char,
         /// Where it is, in bytes from the start.
@@ -62,9 +62,9 @@ pub enum GroupNameError {
 /// The start of a name for an error text or a log line: quoted, escaped,
 /// and cut after a few dozen characters.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Shown(String);
+pub struct NamePreview(String);
 
-impl Shown {
+impl NamePreview {
     /// How many characters of a name are shown.
     const CHARS: usize = 40;
 
@@ -73,17 +73,17 @@ impl Shown {
         let mut chars = name.chars();
         let head: String = chars.by_ref().take(Self::CHARS).collect();
         let cut = if chars.next().is_some() { "..." } else { "" };
-        Shown(format!("{:?}{cut}", head))
+        NamePreview(format!("{:?}{cut}", head))
     }
 }
 
-impl fmt::Display for Shown {
+impl fmt::Display for NamePreview {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl fmt::Debug for Shown {
+impl fmt::Debug for NamePreview {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -125,7 +125,7 @@ impl GroupNameRule {
         let max = self.max_len();
         if name.len() > max {
             return Err(GroupNameError::TooLong {
-                shown: Shown::new(name),
+                shown: NamePreview::new(name),
                 len: name.len(),
                 max,
             });
@@ -143,7 +143,7 @@ impl GroupNameRule {
         match name.char_indices().find(|&(_, c)| !ok(c)) {
             None => Ok(()),
             Some((at, found)) => Err(GroupNameError::BadCharacter {
-                shown: Shown::new(name),
+                shown: NamePreview::new(name),
                 found,
                 at,
                 allowed,

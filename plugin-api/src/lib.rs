@@ -356,7 +356,7 @@ pub mod wire;
 
 pub use connection::{Connection, NotifyError};
 pub use group_name::{
-    check_group_name, GroupNameError, GroupNameRule, Shown, CHANNELS_NAME_LIMIT,
+    check_group_name, GroupNameError, GroupNameRule, NamePreview, CHANNELS_NAME_LIMIT,
     RELAXED_NAME_MAX_BYTES,
 };
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
