@@ -416,3 +416,22 @@ async fn with_an_admin_token_the_operator_endpoints_ask_for_it() {
     assert_eq!(status, 200);
     host.connect().await.unwrap().ping_ok(1).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plugin_relaying_a_huge_template_gets_an_error_not_an_abort() {
+    let mut host = Host::start(&["fixture-testkit"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let request = json!({"id": 1, "type": "notify", "data": {
+        "model": "M", "pk": "p".repeat(500_000), "event": "update",
+        "group": "{pk}".repeat(100_000),
+    }})
+    .to_string();
+    assert!(request.len() < 1 << 20);
+    let reply = c.request(&request).await.unwrap();
+    let error = reply["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply:.300}"));
+    assert!(error.contains("bytes long"), "{error:.300}");
+    assert!(host.is_running());
+    assert!(host.memory("VmHWM").unwrap() < 256 << 20);
+}
