@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, tim
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use rohrpost_plugin_api::GroupNameRule;
 
 /// One value of a setting, parsed from its text form (flag, environment
 /// variable, or the file's value as text).
@@ -178,7 +179,7 @@ settings! {
     handler_timeout: Duration = "30s", flag "handler-timeout", env "ROHRPOST_HANDLER_TIMEOUT", parse parse_duration;
     /// Calls of one plugin that may run on the worker pool at once.
     plugin_concurrency: usize = "64", flag "plugin-concurrency", env "ROHRPOST_PLUGIN_CONCURRENCY", parse parse_positive;
-    /// An inline handler call slower than this moves the handler to the pool.
+    /// What an inline handler call may take (plus `inline_budget_per_mib`); 3 slower calls among 32 move the handler to the pool until it is fast again.
     inline_budget: Duration = "10ms", flag "inline-budget", env "ROHRPOST_INLINE_BUDGET", parse parse_duration;
     /// How long a plugin file must be quiet before it is (re)loaded.
     reload_debounce: Duration = "100ms", flag "reload-debounce", env "ROHRPOST_RELOAD_DEBOUNCE", parse parse_duration;
@@ -206,6 +207,16 @@ settings! {
     max_pending_connections: usize = "1024", flag "max-pending-connections", env "ROHRPOST_MAX_PENDING_CONNECTIONS", parse parse_positive;
     /// Largest HTTP request head (request line and headers) in bytes; a bigger one gets 431.
     max_header_size: usize = "16384", flag "max-header-size", env "ROHRPOST_MAX_HEADER_SIZE", parse parse_positive;
+    /// Which group names are accepted: `channels` (Django Channels' rule: ASCII letters, digits, `-`, `_`, `.`, under 100 characters) or `relaxed` (any printable UTF-8 without whitespace, up to 1024 bytes).
+    group_names: GroupNameRule = "channels", flag "group-names", env "ROHRPOST_GROUP_NAMES", parse parse_group_names;
+    /// Added to `inline_budget` for each MiB of a request, so that a large request is not judged slow for its size.
+    inline_budget_per_mib: Duration = "250ms", flag "inline-budget-per-mib", env "ROHRPOST_INLINE_BUDGET_PER_MIB", parse parse_duration;
+    /// Bytes of group messages a connection may have waiting; beyond, the connection is closed (1013) as for `outbound_queue`.
+    outbound_queue_bytes: usize = "4194304", flag "outbound-queue-bytes", env "ROHRPOST_OUTBOUND_QUEUE_BYTES", parse parse_positive;
+    /// Subscribers `/api/events` serves at once; the next one gets 503.
+    max_event_streams: usize = "16", flag "max-event-streams", env "ROHRPOST_MAX_EVENT_STREAMS", parse parse_positive;
+    /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
+    admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
 }
 
 /// Browser origins allowed to connect; empty means any.
@@ -420,6 +431,10 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
         "json" => Ok(LogFormat::Json),
         other => Err(format!("'{other}' is not a log format: text or json")),
     }
+}
+
+fn parse_group_names(text: &str) -> Result<GroupNameRule, String> {
+    text.parse()
 }
 
 /// Parses "250ms", "2s", "1.5s", "2m" or plain seconds ("30").

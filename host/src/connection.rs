@@ -12,10 +12,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::{
-    sync::mpsc,
-    time::{Instant, Sleep},
-};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::{
     tungstenite::{
         self,
@@ -29,7 +26,7 @@ use tracing::{debug, warn};
 
 use crate::{
     dispatch::{Action, Dispatcher},
-    groups::{outbound_queue, ConnectionId, GroupLayer, Outbox},
+    groups::{outbound_queue, ConnectionId, GroupLayer, Outbox, QueueLimits, QueueReceiver},
     linger,
     monitor::Monitor,
     protocol::Rejection,
@@ -62,8 +59,9 @@ const BATCH: usize = 64;
 pub struct Shared {
     pub dispatcher: Dispatcher,
     pub groups: Arc<dyn GroupLayer>,
-    /// Group messages a connection may have waiting before it is closed.
-    pub outbound_queue: usize,
+    /// Group messages and bytes a connection may have waiting before it is
+    /// closed.
+    pub outbound_queue: QueueLimits,
     /// No frame from the client for this long closes the connection
     /// (zero: never); a ping goes out at half of it.
     pub idle_timeout: Duration,
@@ -91,7 +89,7 @@ struct Conn {
     scope: Arc<str>,
     /// Created on the first join, with the two fields below.
     outbox: Option<Outbox>,
-    queue: Option<mpsc::Receiver<Utf8Bytes>>,
+    queue: Option<QueueReceiver>,
     /// Resolves when the queue overflowed. Made once, with the queue, and
     /// polled in every round: a fresh wait per round would register and
     /// unregister a waiter for every frame.
@@ -334,7 +332,7 @@ async fn overflowed(overflow: &mut Option<OverflowWait>) {
 }
 
 /// The next queued group message; never without a queue.
-async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
+async fn next_queued(queue: &mut Option<QueueReceiver>) -> Option<Utf8Bytes> {
     match queue {
         Some(queue) => queue.recv().await,
         None => std::future::pending().await,
@@ -345,7 +343,7 @@ async fn next_queued(queue: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Ut
 /// flushes; gives up when the queue overflows meanwhile.
 async fn write_queued(
     socket: &mut Socket,
-    queue: &mut Option<mpsc::Receiver<Utf8Bytes>>,
+    queue: &mut Option<QueueReceiver>,
     overflow: &mut Option<OverflowWait>,
     first: Utf8Bytes,
 ) -> Result<(), End> {

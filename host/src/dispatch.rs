@@ -6,8 +6,11 @@
 //! costs well under a microsecond, where a hand-off to a thread pool costs
 //! several. Every other handler runs on tokio's blocking pool, bounded per
 //! plugin, under the handler timeout: a handler that sleeps holds up only
-//! its own caller. An inline handler that turns out slow is moved to the pool
-//! for good, with a warning.
+//! its own caller. An inline handler that turns out slow is moved to the pool,
+//! with a warning, and comes back when it is fast again: each call is held to
+//! the inline budget plus an allowance per byte of its frame, and only
+//! repeated slow calls count (see [`crate::plugin::HandlerInfo::judge`]), so
+//! one large request cannot move a handler.
 
 use std::{
     ops::Range,
@@ -20,15 +23,15 @@ use rohrpost_plugin_api::{
         Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
         EFFECT_SEND,
     },
-    wire,
+    wire, GroupNameRule,
 };
 use serde::de::IgnoredAny;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     monitor::Monitor,
-    plugin::CallEnd,
+    plugin::{CallEnd, Verdict},
     protocol::{self, Envelope},
     registry::{Registry, Route},
 };
@@ -54,8 +57,12 @@ pub struct Dispatcher {
     pub registry: Arc<Registry>,
     /// How long a caller waits for a pooled handler.
     pub handler_timeout: Duration,
-    /// An inline call taking longer than this moves its handler to the pool.
+    /// What an inline call may take, plus `inline_budget_per_mib` for each
+    /// MiB of its frame; slower calls, repeated, move the handler to the pool.
     pub inline_budget: Duration,
+    pub inline_budget_per_mib: Duration,
+    /// Which group names handlers may use.
+    pub group_names: GroupNameRule,
     pub monitor: Arc<Monitor>,
 }
 
@@ -86,24 +93,46 @@ impl Dispatcher {
         let handler = &route.plugin.handlers[route.handler as usize];
         let inline = handler.is_inline();
         let started = Instant::now();
-        let outcome = if inline {
-            self.run_inline(&route, &envelope, text, scope)
+        let (outcome, ran_for) = if inline {
+            let outcome = self.run_inline(&route, &envelope, text, scope);
+            (outcome, Some(started.elapsed()))
         } else {
             let owned = OwnedCall::new(&frame, &envelope, scope.clone());
             self.run_pooled(&route, owned).await
         };
         let took = started.elapsed();
-        if inline && took > self.inline_budget && handler.demote() {
-            warn!(
-                plugin = %route.plugin.name,
-                version = %route.plugin.version,
-                r#type = %envelope.kind,
-                took_ms = took.as_millis() as u64,
-                "inline handler is too slow for the connection task; running it on the worker pool from now on"
-            );
+        if handler.declared_inline() {
+            // A timed-out call counts as slow; a lost one says nothing.
+            let slow = match ran_for {
+                Some(ran_for) => ran_for > self.inline_budget && ran_for > self.budget(text.len()),
+                None => matches!(outcome, Outcome::TimedOut(_)),
+            };
+            match handler.judge(inline, slow) {
+                Verdict::Unchanged => {}
+                Verdict::Demoted => warn!(
+                    plugin = %route.plugin.name,
+                    version = %route.plugin.version,
+                    r#type = %envelope.kind,
+                    took_ms = took.as_millis() as u64,
+                    "inline handler is too slow for the connection task, repeatedly; running it on the worker pool until it is fast again"
+                ),
+                Verdict::Promoted => info!(
+                    plugin = %route.plugin.name,
+                    version = %route.plugin.version,
+                    r#type = %envelope.kind,
+                    "inline handler is fast again; running it on the connection task again"
+                ),
+            }
         }
         count(&route, &outcome, took);
-        outcome_to_frames(&route, &envelope, outcome)
+        outcome_to_frames(&route, &envelope, outcome, self.group_names)
+    }
+
+    /// What an inline call with a frame of `len` bytes may take.
+    fn budget(&self, len: usize) -> Duration {
+        let per_mib = u64::try_from(self.inline_budget_per_mib.as_nanos()).unwrap_or(u64::MAX);
+        let allowance = per_mib.saturating_mul(len as u64) >> 20;
+        self.inline_budget + Duration::from_nanos(allowance)
     }
 
     fn run_inline(
@@ -123,7 +152,9 @@ impl Dispatcher {
         Outcome::Returned(route.plugin.call(route.handler, &call))
     }
 
-    async fn run_pooled(&self, route: &Route, owned: OwnedCall) -> Outcome {
+    /// Runs the call on the pool; also how long the call itself ran, not
+    /// counting the wait for a pool thread.
+    async fn run_pooled(&self, route: &Route, owned: OwnedCall) -> (Outcome, Option<Duration>) {
         let plugin = route.plugin.clone();
         let handler = route.handler;
         let slots = plugin.pool_slots.clone();
@@ -133,14 +164,16 @@ impl Dispatcher {
             let permit = slots.acquire_owned().await;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                plugin.call(handler, &owned.as_call())
+                let started = Instant::now();
+                let outcome = plugin.call(handler, &owned.as_call());
+                (outcome, started.elapsed())
             })
             .await
         };
         match tokio::time::timeout(self.handler_timeout, work).await {
-            Ok(Ok(outcome)) => Outcome::Returned(outcome),
-            Ok(Err(join_error)) => Outcome::Lost(join_error.to_string()),
-            Err(_) => Outcome::TimedOut(self.handler_timeout),
+            Ok(Ok((outcome, ran_for))) => (Outcome::Returned(outcome), Some(ran_for)),
+            Ok(Err(join_error)) => (Outcome::Lost(join_error.to_string()), None),
+            Err(_) => (Outcome::TimedOut(self.handler_timeout), None),
         }
     }
 }
@@ -214,12 +247,17 @@ fn error_reply(envelope: &Envelope<'_>, error: &str) -> Action {
     ))
 }
 
-fn outcome_to_frames(route: &Route, envelope: &Envelope<'_>, outcome: Outcome) -> Vec<Action> {
+fn outcome_to_frames(
+    route: &Route,
+    envelope: &Envelope<'_>,
+    outcome: Outcome,
+    group_names: GroupNameRule,
+) -> Vec<Action> {
     let plugin = &route.plugin;
     let kind = envelope.kind.as_ref();
     match outcome {
         Outcome::Returned(CallOutcome::Done(effects)) => {
-            effects_to_frames(route, envelope, effects)
+            effects_to_frames(route, envelope, effects, group_names)
         }
         Outcome::Returned(CallOutcome::Failed(text)) => {
             if crate::log_limit::HANDLER_ERROR.allow() {
@@ -268,16 +306,28 @@ fn effects_to_frames(
     route: &Route,
     envelope: &Envelope<'_>,
     effects: abi_stable::std_types::RVec<Effect>,
+    group_names: GroupNameRule,
 ) -> Vec<Action> {
+    // A group name that breaks the rule fails the whole call: carrying out
+    // the rest would leave the caller half-subscribed.
+    let bad_group = effects
+        .iter()
+        .filter(|e| matches!(e.kind, EFFECT_JOIN | EFFECT_LEAVE | EFFECT_GROUP_SEND))
+        .find_map(|e| group_names.check(e.target.as_str()).err());
+    if let Some(problem) = bad_group {
+        warn!(plugin = %route.plugin.name, version = %route.plugin.version,
+            r#type = %envelope.kind, cause = %problem,
+            "handler used an invalid group name; none of its effects were carried out");
+        return vec![error_reply(
+            envelope,
+            &format!("Invalid group name: {problem}."),
+        )];
+    }
     let mut actions = Vec::with_capacity(effects.len());
     for effect in effects {
-        let target = effect.target.as_str();
         let problem = match effect.kind {
             EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
                 Some("a message that is not a JSON object")
-            }
-            EFFECT_GROUP_SEND | EFFECT_JOIN | EFFECT_LEAVE if target.is_empty() => {
-                Some("an empty group name")
             }
             _ => None,
         };

@@ -10,9 +10,9 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicI64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use std::fmt::Write as _;
@@ -105,6 +105,8 @@ pub struct Metrics {
     /// Group messages not passed to other hosts (the broker was down or
     /// not answering, or the publishing queue was full).
     pub broker_drops: Counter,
+    /// Messages from the broker for a group name no rule allows (dropped).
+    pub broker_invalid: Counter,
     /// 1 while the group broker (Redis) is reachable.
     broker_up: Gauge,
 }
@@ -163,6 +165,12 @@ impl Default for Metrics {
             "Group messages not passed to other hosts: the broker was unreachable or not answering, or the publishing queue was full",
             broker_drops.clone(),
         );
+        let broker_invalid = Counter::default();
+        registry.register(
+            "broker_invalid_groups",
+            "Messages from the group broker for an invalid group name, dropped",
+            broker_invalid.clone(),
+        );
         let broker_up = Gauge::default();
         registry.register(
             "broker_up",
@@ -171,6 +179,7 @@ impl Default for Metrics {
         );
         Metrics {
             broker_drops,
+            broker_invalid,
             broker_up,
             invalid,
             unknown_type,
@@ -204,9 +213,24 @@ pub struct Monitor {
     ready: AtomicBool,
     /// Whether a group broker is in use (`Some`): reachable, or why not.
     broker: Mutex<Option<Result<(), &'static str>>>,
-    open_connections: AtomicI64,
-    events: broadcast::Sender<Value>,
+    open_connections: Arc<AtomicI64>,
+    events: broadcast::Sender<Arc<LiveEvent>>,
+    /// Whether the task that sends connection counts runs.
+    counting: AtomicBool,
 }
+
+/// One event of the live stream, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The SSE event name: `loaded`, `connections`, ...
+    pub name: String,
+    /// The event as JSON text.
+    pub json: String,
+}
+
+/// How often the open connection count is sent, at most: a count per
+/// connect would make every subscriber's cost part of every connect.
+const COUNT_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Default for Monitor {
     fn default() -> Self {
@@ -216,8 +240,9 @@ impl Default for Monitor {
             retired: Mutex::default(),
             ready: AtomicBool::new(false),
             broker: Mutex::new(None),
-            open_connections: AtomicI64::new(0),
+            open_connections: Arc::default(),
             events: broadcast::channel(256).0,
+            counting: AtomicBool::new(false),
         }
     }
 }
@@ -258,13 +283,11 @@ impl Monitor {
         *lock(&self.broker) = Some(state);
     }
 
-    /// A connection opened (`+1`) or closed (`-1`).
+    /// A connection opened (`+1`) or closed (`-1`). Two atomics: the live
+    /// stream reads the count on its own time.
     pub fn connection(&self, delta: i64) {
         self.metrics.connections.inc_by(delta);
-        let open = self.open_connections.fetch_add(delta, Ordering::Relaxed) + delta;
-        let _ = self
-            .events
-            .send(json!({ "event": "connections", "open": open }));
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn open_connections(&self) -> i64 {
@@ -387,12 +410,24 @@ impl Monitor {
             .inc();
         details["event"] = Value::from(event);
         details["at"] = Value::from(now());
-        let _ = self.events.send(details);
+        let _ = self.events.send(Arc::new(LiveEvent {
+            name: event.to_owned(),
+            json: details.to_string(),
+        }));
     }
 
-    /// Live events for the status page: plugin events and connection counts.
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
-        self.events.subscribe()
+    /// Live events for the status page: plugin events as they happen, and
+    /// the open connection count when it changed, at most every
+    /// [`COUNT_INTERVAL`]. Call it within the runtime.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        let receiver = self.events.subscribe();
+        if !self.counting.swap(true, Ordering::Relaxed) {
+            tokio::spawn(send_counts(
+                self.open_connections.clone(),
+                self.events.clone(),
+            ));
+        }
+        receiver
     }
 
     /// `GET /api/plugins`: every loaded plugin and every rejected file.
@@ -408,6 +443,9 @@ impl Monitor {
                     "api_version": p.api_version,
                     "file": p.file,
                     "types": p.types().collect::<Vec<_>>(),
+                    "handlers": p.handlers.iter().map(|h| json!({
+                        "types": h.types, "mode": h.mode(),
+                    })).collect::<Vec<_>>(),
                     "status": "loaded",
                     "loaded_at": p.loaded_at,
                     "calls": stats.calls,
@@ -446,5 +484,29 @@ impl Monitor {
             text.clear();
         }
         text
+    }
+}
+
+/// Sends the open connection count to the live stream when it changed,
+/// at most every [`COUNT_INTERVAL`], while anyone listens.
+async fn send_counts(open: Arc<AtomicI64>, events: broadcast::Sender<Arc<LiveEvent>>) {
+    let mut sent = None;
+    let mut tick = tokio::time::interval(COUNT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = open.load(Ordering::Relaxed);
+        if events.receiver_count() == 0 {
+            // A new subscriber starts from a snapshot with the count.
+            sent = None;
+            continue;
+        }
+        if sent != Some(now) {
+            sent = Some(now);
+            let _ = events.send(Arc::new(LiveEvent {
+                name: "connections".to_owned(),
+                json: json!({ "event": "connections", "open": now }).to_string(),
+            }));
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! object, the updated fields and the group; every member of the group gets
 //! the same `subscription-update` message (one generated id for all). The
 //! answer says which group, which id, and how many connections were reached.
-//! A bad request gets a 4xx with a JSON error and sends nothing.
+//! A bad request gets a 4xx with a JSON error and sends nothing; so does a
+//! group name that breaks the host's rule ([`GroupNameRule`]). A `{pk}`
+//! template is measured before it is expanded: `{pk}` 100,000 times with a
+//! 500 KB pk would otherwise ask for gigabytes.
 
 use std::sync::Arc;
 
@@ -16,8 +19,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use rohrpost_plugin_api::{Id, Notification};
-use serde_json::json;
+use rohrpost_plugin_api::{GroupNameRule, Id, Notification};
+use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::groups::GroupLayer;
@@ -27,6 +30,8 @@ pub struct NotifyEndpoint {
     /// The bearer token; `None` disables the endpoint.
     pub token: Option<String>,
     pub groups: Arc<dyn GroupLayer>,
+    /// Which group names are accepted.
+    pub group_names: GroupNameRule,
 }
 
 fn error(status: StatusCode, text: impl Into<String>) -> Response {
@@ -78,6 +83,9 @@ pub async fn notify(
         }
         Err(e) => return invalid(&e),
     };
+    if let Err(e) = expanded_len_fits(&notification, endpoint.group_names) {
+        return invalid(&e);
+    }
     let id = Id::generate();
     let (group, text) = match notification.addressed(id.clone()) {
         Ok((group, message)) => match message.into_json() {
@@ -86,7 +94,57 @@ pub async fn notify(
         },
         Err(e) => return invalid(&e),
     };
+    if let Err(e) = endpoint.group_names.check(&group) {
+        return invalid(&e);
+    }
     let delivered = endpoint.groups.send(&group, text.into()).await;
     info!(%group, event = notification.event.as_str(), delivered, "notification sent");
     Json(json!({ "group": group, "id": id.to_value(), "delivered": delivered })).into_response()
+}
+
+/// Refuses a group template whose expansion would be longer than any name
+/// the rule accepts, before expanding it.
+fn expanded_len_fits(notification: &Notification, rule: GroupNameRule) -> Result<(), String> {
+    let Some(template) = notification.group.as_deref() else {
+        // The default group, `<model>-<pk>`, is no longer than the body.
+        return Ok(());
+    };
+    let pk_len = match &notification.pk {
+        Value::String(s) => s.len(),
+        Value::Number(n) => n.to_string().len(),
+        // Refused with its own reason when the group is worked out.
+        _ => return Ok(()),
+    };
+    let slots = template.matches("{pk}").count();
+    let len = (template.len() - slots * "{pk}".len()).saturating_add(slots.saturating_mul(pk_len));
+    let max = rule.max_len();
+    if len > max {
+        return Err(format!(
+            "the group name would be {len} bytes long once {{pk}} is replaced; the most allowed is {max}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(template: &str, pk: Value) -> Notification {
+        let mut n = Notification::new("M", pk, rohrpost_plugin_api::Event::Update);
+        n.group = Some(template.to_owned());
+        n
+    }
+
+    #[test]
+    fn templates_are_measured_before_they_are_expanded() {
+        let rule = GroupNameRule::Channels;
+        assert!(expanded_len_fits(&with("col-{pk}", Value::from(52)), rule).is_ok());
+        let fits = "x".repeat(95);
+        assert!(expanded_len_fits(&with("{pk}-abc", Value::from(fits.as_str())), rule).is_ok());
+        assert!(expanded_len_fits(&with("{pk}-abcd", Value::from(fits.as_str())), rule).is_err());
+        let attack = with(&"{pk}".repeat(100_000), Value::from("p".repeat(500_000)));
+        let error = expanded_len_fits(&attack, GroupNameRule::Relaxed).unwrap_err();
+        assert!(error.contains("50000000000 bytes"), "{error}");
+    }
 }

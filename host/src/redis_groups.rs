@@ -24,6 +24,7 @@ mod publisher;
 
 use std::{sync::Arc, time::Duration};
 
+use rohrpost_plugin_api::GroupNameRule;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::info;
@@ -122,6 +123,11 @@ impl Shared {
         let Some(group) = channel.strip_prefix(&self.prefix) else {
             return;
         };
+        // No local member can be in a group no rule allows.
+        if GroupNameRule::Relaxed.check(group).is_err() {
+            self.health.invalid_group();
+            return;
+        }
         let Some((origin, message)) = payload.split_once('\n') else {
             return;
         };

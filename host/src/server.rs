@@ -16,11 +16,11 @@ use tracing::{info, warn};
 
 use crate::{
     accept::{self, Limits},
-    admin::{self, Admin},
+    admin::{self, Admin, AdminToken},
     config::{Config, Groups},
     connection::Shared,
     dispatch::Dispatcher,
-    groups::{GroupLayer, MemoryGroups},
+    groups::{GroupLayer, MemoryGroups, QueueLimits},
     handshake::{self, Endpoint},
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
@@ -66,10 +66,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 registry: registry.clone(),
                 handler_timeout: settings.handler_timeout,
                 inline_budget: settings.inline_budget,
+                inline_budget_per_mib: settings.inline_budget_per_mib,
+                group_names: settings.group_names,
                 monitor: monitor.clone(),
             },
             groups: groups.clone(),
-            outbound_queue: settings.outbound_queue,
+            outbound_queue: QueueLimits {
+                messages: settings.outbound_queue,
+                bytes: settings.outbound_queue_bytes,
+            },
             idle_timeout: settings.idle_timeout,
             monitor: monitor.clone(),
         }),
@@ -87,7 +92,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let notify_endpoint = Arc::new(NotifyEndpoint {
         token: Some(settings.notify_token.clone()).filter(|t| !t.is_empty()),
         groups,
+        group_names: settings.group_names,
     });
+    let admin_token = AdminToken::new(&settings.admin_token);
+    if admin_token.is_none() && !settings.listen.ip().is_loopback() {
+        warn!("the operator endpoints (/, /api/plugins, /api/events, /metrics) need no credentials: set admin_token, or keep them internal");
+    }
     let router = Router::new()
         .route(&settings.ws_path, get(handshake::upgrade))
         .with_state(endpoint)
@@ -97,8 +107,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .layer(DefaultBodyLimit::max(settings.max_message_size))
                 .with_state(notify_endpoint),
         )
-        .merge(admin::router(Arc::new(Admin { monitor, registry })))
-        .merge(status::router(&settings.ws_path));
+        .merge(admin::router(Arc::new(Admin {
+            monitor,
+            registry,
+            token: admin_token.clone(),
+            event_streams: Arc::new(Semaphore::new(settings.max_event_streams)),
+        })))
+        .merge(admin_token.protect(status::router(&settings.ws_path)));
 
     let listener = TcpListener::bind(settings.listen)
         .await

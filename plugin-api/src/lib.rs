@@ -64,7 +64,7 @@
 //! after `--handler-timeout`. [`Plugin::inline_handler`] declares one that
 //! only computes and returns within microseconds: the host runs it on the
 //! connection's own task, several times cheaper than the hand-off to the
-//! pool, and moves it to the pool for good if it turns out slower than
+//! pool, and moves it to the pool while it is repeatedly slower than
 //! `--inline-budget`. Either way the requests of one connection are answered
 //! one after another, in order.
 //!
@@ -271,6 +271,7 @@
 //! | panics | `Internal error: the handler for '<type>' panicked.` | an error with the panic message |
 //! | runs past `--handler-timeout` (pooled handlers) | `The handler for '<type>' did not finish within <n> ms.` | a warning with the timeout |
 //! | uses a feature the host does not have (a plugin built against a newer 1.x) | `The handler for '<type>' used a feature this server does not support.` | a warning with the effect's number |
+//! | uses a group name that breaks the host's rule ([`GroupNameRule`]; [`check_group_name`] checks the default one) | `Invalid group name: <why>.`, and none of the call's effects are carried out | a warning with the reason |
 //!
 //! The plugin keeps serving afterwards. Messages a handler sends cannot be
 //! malformed: [`Message`] always writes valid rohrpost JSON, and refuses what
@@ -347,6 +348,7 @@
 #![warn(missing_docs)]
 pub mod abi;
 mod connection;
+mod group_name;
 mod load_warning;
 mod message;
 mod notification;
@@ -356,6 +358,10 @@ mod secret;
 pub mod wire;
 
 pub use connection::{Connection, NotifyError};
+pub use group_name::{
+    check_group_name, GroupNameError, GroupNameRule, NamePreview, CHANNELS_NAME_LIMIT,
+    RELAXED_NAME_MAX_BYTES,
+};
 pub use load_warning::config_warning;
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};

@@ -46,6 +46,10 @@ pub enum NotificationError {
     /// The group (after `{pk}` was replaced) is empty.
     #[error("'group' must not be empty")]
     EmptyGroup,
+    /// The group would be longer than any group name may be once `{pk}`
+    /// is replaced (measured before replacing it).
+    #[error("'group' would be {0} bytes long once {{pk}} is replaced; the most allowed is {max}", max = crate::RELAXED_NAME_MAX_BYTES)]
+    GroupTooLong(usize),
 }
 
 /// One change notification: the model, the object's primary key, the event,
@@ -138,7 +142,17 @@ impl Notification {
         }
         let pk = self.pk_text()?;
         let name = match &self.group {
-            Some(template) => template.replace("{pk}", &pk),
+            Some(template) => {
+                // Measured first: `{pk}` 100,000 times with a 500 KB pk
+                // would ask for 50 GB.
+                let slots = template.matches("{pk}").count();
+                let len = (template.len() - slots * "{pk}".len())
+                    .saturating_add(slots.saturating_mul(pk.len()));
+                if len > crate::RELAXED_NAME_MAX_BYTES {
+                    return Err(NotificationError::GroupTooLong(len));
+                }
+                template.replace("{pk}", &pk)
+            }
             None => format!("{}-{pk}", self.model.to_lowercase()),
         };
         if name.is_empty() {
@@ -227,5 +241,11 @@ mod tests {
         assert_eq!(n.group_name(), Err(NotificationError::BadPk));
         let n = parse(json!({"model": " ", "pk": 1, "event": "create"})).unwrap();
         assert_eq!(n.group_name(), Err(NotificationError::EmptyModel));
+        let huge = Notification::new("M", "p".repeat(500_000), Event::Update)
+            .group("{pk}".repeat(100_000));
+        assert_eq!(
+            huge.group_name(),
+            Err(NotificationError::GroupTooLong(50_000_000_000))
+        );
     }
 }

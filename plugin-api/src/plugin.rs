@@ -206,9 +206,9 @@ impl Plugin {
 
     /// Adds a handler that only computes (no I/O, no locks held long, done
     /// in microseconds). The host runs it on the connection's own task,
-    /// which is several times cheaper than a pool hand-off; one that turns
-    /// out slower than the host's `--inline-budget` is moved to the pool for
-    /// good, with a warning in the log.
+    /// which is several times cheaper than a pool hand-off; one that is
+    /// repeatedly slower than the host's `--inline-budget` is moved to the
+    /// pool until it is fast again, with a warning in the log.
     ///
     /// ```
     /// use rohrpost_plugin_api::prelude::*;

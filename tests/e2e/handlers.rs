@@ -169,7 +169,7 @@ async fn a_panicking_handler_gets_an_error_reply_and_everything_keeps_serving() 
 async fn a_slow_inline_handler_is_moved_to_the_pool() {
     let host = Host::start(&["fixture-testkit"]).unwrap();
     let mut c = host.connect().await.unwrap();
-    for i in 0..2 {
+    for i in 0..3 {
         let reply = c
             .request(&format!(r#"{{"id":{i},"type":"slow-inline"}}"#))
             .await

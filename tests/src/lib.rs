@@ -351,6 +351,22 @@ impl Host {
         }
     }
 
+    /// A `kB` field of the process's `/proc/<pid>/status`, such as `VmRSS`
+    /// or `VmHWM` (the peak), in bytes.
+    pub fn memory(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("bad line {line}"))?;
+        Ok(kib * 1024)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -178,3 +178,10 @@ impl Health {
         }
     }
 }
+
+impl Health {
+    /// Counts a message from Redis for a group name no rule allows.
+    pub fn invalid_group(&self) {
+        self.monitor.metrics.broker_invalid.inc();
+    }
+}
