@@ -94,6 +94,7 @@ impl Drop for TempDir {
 }
 
 /// What to start.
+#[derive(Clone, Copy)]
 pub enum Spec<'a> {
     Baseline,
     /// The floor of the fan-out benchmark (`baseline-fanout`).

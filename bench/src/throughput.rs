@@ -1,6 +1,8 @@
 //! Throughput and latency under closed-loop load: the baseline, the host
-//! with an inline handler (ping), and the host with a handler on its worker
-//! pool (the testkit's `sleep` with 0 ms), each on a freshly started server.
+//! with an inline handler (ping), the same after one client sent a single
+//! ~960 KB ping (which must not move ping off its inline path for everyone),
+//! and the host with a handler on its worker pool (the testkit's `sleep`
+//! with 0 ms), each on a freshly started server.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,9 @@ use crate::{
     report::{self, Latency, Table},
     servers::{Artifacts, Server, Spec, HOST_LOG},
 };
+
+/// Bytes of data in the one large ping (under the default 1 MiB limit).
+const HUGE_PING: usize = 960 * 1024;
 
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
@@ -41,16 +46,19 @@ struct Outcome {
 pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> {
     let ping = [artifacts.ping_lib.as_path()];
     let pool = [artifacts.pool_lib.as_path()];
-    let cases: [(&'static str, Spec<'_>, Request); 3] = [
-        ("baseline", Spec::Baseline, Request::Ping),
+    let host_ping = Spec::Host {
+        libraries: &ping,
+        log: HOST_LOG,
+        args: &[],
+    };
+    let cases: [(&'static str, Spec<'_>, Request, bool); 4] = [
+        ("baseline", Spec::Baseline, Request::Ping, false),
+        ("host, ping (inline)", host_ping, Request::Ping, false),
         (
-            "host, ping (inline)",
-            Spec::Host {
-                libraries: &ping,
-                log: HOST_LOG,
-                args: &[],
-            },
+            "host, ping after one 960 KB ping",
+            host_ping,
             Request::Ping,
+            true,
         ),
         (
             "host, sleep 0 ms (pool)",
@@ -60,11 +68,12 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
                 args: &[],
             },
             Request::PooledSleep,
+            false,
         ),
     ];
     let mut outcomes = Vec::new();
-    for (name, spec, request) in cases {
-        outcomes.push(measure(artifacts, name, spec, request, args).await?);
+    for (name, spec, request, huge_first) in cases {
+        outcomes.push(measure(artifacts, name, spec, request, huge_first, args).await?);
     }
 
     let mut table = Table::new(
@@ -104,10 +113,21 @@ async fn measure(
     name: &'static str,
     spec: Spec<'_>,
     request: Request,
+    huge_first: bool,
     args: &ThroughputArgs,
 ) -> Result<Outcome> {
     eprintln!("throughput: {name}: starting the server");
     let mut server = Server::start(name, artifacts, spec, None)?;
+    if huge_first {
+        // One client, one large request, answered before the load starts.
+        let mut socket = client::connect(&server.url()).await?;
+        let frame = format!(
+            r#"{{"id":0,"type":"ping","data":"{}"}}"#,
+            "x".repeat(HUGE_PING)
+        );
+        client::request(&mut socket, frame).await?;
+        client::close(socket).await;
+    }
     let sockets = client::connect_many(&server.url(), args.connections).await?;
     eprintln!(
         "throughput: {name}: {} connections; warming up for {:?}",
