@@ -7,17 +7,17 @@
 //! free port when they must stop it.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use rohrpost_tests::{build, get, Client, Host};
-use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use rohrpost_tests::{
+    build, get,
+    redis::{free_port, redis_answers, OwnRedis},
+    Client, Host,
 };
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(10);
 const TOKEN: &str = "cluster-token";
@@ -31,22 +31,6 @@ fn prefix() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-async fn redis_answers(addr: &str) -> bool {
-    let Ok(Ok(mut stream)) =
-        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
-    else {
-        return false;
-    };
-    if stream.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
-        Ok(Ok(_))
-    ) && &reply == b"+PONG\r\n"
 }
 
 fn host_on(redis: &str, prefix: &str) -> Host {
@@ -163,67 +147,6 @@ async fn a_plugin_sending_to_a_group_reaches_members_on_other_hosts() {
         .expect_silence(Duration::from_millis(100))
         .await
         .unwrap();
-}
-
-/// A Redis server of the test's own, on a free port, to stop and start.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package) must be installed");
-        let redis = OwnRedis {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + T;
-        while !redis_answers(&redis.addr()).await {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        redis
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn readyz(host: &Host) -> u16 {

@@ -6,17 +6,14 @@
 //! The test starts a `redis-server` of its own on a free port, to stop and
 //! continue it; the shared Redis is never touched.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use rohrpost_tests::{get, Client, Host};
-use serde_json::{json, Value};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use rohrpost_tests::{
+    get,
+    redis::{free_port, redis_answers, OwnRedis},
+    Client, Host,
 };
+use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
 const TOKEN: &str = "stall-token";
@@ -29,93 +26,6 @@ const JOINS: usize = 3;
 /// milliseconds) and below what they took before.
 const ALL_SENDS_WITHIN: Duration = Duration::from_millis(2500);
 const ALL_JOINS_WITHIN: Duration = Duration::from_millis(3500);
-
-/// A `redis-server` of the test's own. Dropping it continues a stopped
-/// server, then kills it and waits for it, on every way out of the test.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        assert_ne!(port, 6379, "never the shared Redis");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package) must be installed");
-        let redis = OwnRedis { port, child };
-        let deadline = Instant::now() + T;
-        while !redis_answers(&redis.addr()).await {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        redis
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: a plain system call on our own child's pid.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-
-    /// Stops the process: it keeps its sockets but answers nothing.
-    fn stall(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        // A stopped process dies of SIGKILL too, but continue it first so
-        // that nothing is left stopped whatever happens.
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn redis_answers(addr: &str) -> bool {
-    let Ok(Ok(mut stream)) =
-        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
-    else {
-        return false;
-    };
-    if stream.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
-        Ok(Ok(_))
-    ) && &reply == b"+PONG\r\n"
-}
 
 fn host_on(redis: &OwnRedis) -> Host {
     let url = format!("redis://{}/0", redis.addr());
@@ -193,7 +103,7 @@ fn update_of(pk: u64) -> impl Fn(&Value) -> bool {
 
 #[tokio::test]
 async fn a_stalled_redis_delays_no_reply_shows_in_readyz_and_recovers() {
-    let redis = OwnRedis::start().await;
+    let redis = OwnRedis::start(free_port()).await;
     let (a, b) = (host_on(&redis), host_on(&redis));
     let mut on_a = a.connect().await.unwrap();
     let mut on_b = b.connect().await.unwrap();

@@ -2,6 +2,8 @@
 //! real host on a free port with a private plugins directory, and talk to
 //! it over real WebSockets.
 
+pub mod redis;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},

@@ -1,0 +1,124 @@
+//! A `redis-server` of a test's own, on a free port, for the tests that
+//! must stop, pause or restart Redis (the shared one on 6379 is never
+//! touched).
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A running `redis-server`. Dropping it continues a paused server, then
+/// kills it and waits for it, on every way out of a test.
+pub struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A port nobody listens on now (never the shared Redis's).
+pub fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+/// Whether a Redis server answers `PING` at `addr` within a second.
+pub async fn redis_answers(addr: &str) -> bool {
+    let Ok(Ok(mut stream)) =
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
+        Ok(Ok(_))
+    ) && &reply == b"+PONG\r\n"
+}
+
+impl OwnRedis {
+    /// Starts a server on `port` and waits until it answers.
+    pub async fn start(port: u16) -> OwnRedis {
+        assert_ne!(port, 6379, "never the shared Redis");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        let redis = OwnRedis {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_answers(&redis.addr()).await {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        redis
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (a later `start` on the same port restarts it).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.signal_child(&child, libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Pauses the process (SIGSTOP): it keeps its sockets but answers
+    /// nothing.
+    pub fn stall(&self) {
+        if let Some(child) = &self.child {
+            self.signal_child(child, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a paused server go on.
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            self.signal_child(child, libc::SIGCONT);
+        }
+    }
+
+    fn signal_child(&self, child: &Child, signal: i32) {
+        let pid = i32::try_from(child.id()).expect("pid fits");
+        // SAFETY: a plain system call on our own child's pid.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
