@@ -45,7 +45,7 @@ pub async fn run(artifacts: &Artifacts, args: &MemoryArgs, open_files: u64) -> R
     check_open_files(args, open_files)?;
     let ping = [artifacts.ping_lib.as_path()];
     let cases: [(&'static str, Spec<'_>); 2] = [
-        ("baseline", Spec::Baseline),
+        ("baseline", Spec::Baseline { args: &[] }),
         (
             "host, ping",
             Spec::Host {

@@ -96,7 +96,8 @@ impl Drop for TempDir {
 /// What to start.
 #[derive(Clone, Copy)]
 pub enum Spec<'a> {
-    Baseline,
+    /// `baseline-ping` with these further flags.
+    Baseline { args: &'a [&'a str] },
     /// The floor of the fan-out benchmark (`baseline-fanout`).
     FanoutBaseline,
     /// The host with copies of these libraries in its plugins directory,
@@ -133,12 +134,14 @@ impl Server {
         let mut command;
         let mut plugins = None;
         match spec {
-            Spec::Baseline | Spec::FanoutBaseline => {
-                let program = match spec {
-                    Spec::FanoutBaseline => &artifacts.fanout_baseline,
-                    _ => &artifacts.baseline,
-                };
-                command = Command::new(program);
+            Spec::Baseline { args } => {
+                command = Command::new(&artifacts.baseline);
+                command
+                    .args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH])
+                    .args(args);
+            }
+            Spec::FanoutBaseline => {
+                command = Command::new(&artifacts.fanout_baseline);
                 command.args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH]);
             }
             Spec::Host {
@@ -365,9 +368,14 @@ pub struct CpuUse {
 
 impl CpuMeter {
     pub fn start(server: &Server) -> Result<CpuMeter> {
+        CpuMeter::of_pid(server.pid())
+    }
+
+    /// The same for the process `pid`.
+    pub fn of_pid(pid: u32) -> Result<CpuMeter> {
         Ok(CpuMeter {
-            pid: server.pid(),
-            server: cpu_time(server.pid())?,
+            pid,
+            server: cpu_time(pid)?,
             own: cpu_time(std::process::id())?,
             started: Instant::now(),
         })

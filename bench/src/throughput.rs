@@ -3,22 +3,34 @@
 //! ~960 KB ping (which must not move ping off its inline path for everyone),
 //! and the host with a handler on its worker pool (the testkit's `sleep`
 //! with 0 ms), each on a freshly started server.
+//!
+//! A load generator that saturates makes every server look alike, so each
+//! row also reports what does not depend on the generator's speed: the
+//! server's CPU time per reply (utime + stime over the measured window,
+//! divided by the replies). The generator runs on its own runtime with
+//! `--generator-threads` workers (one by default) and its own CPU is shown
+//! too, marked when it kept its threads busy (it was the bottleneck). The
+//! servers run with the same `--workers`, and the cases alternate over
+//! `--rounds` rounds, so that a slow moment of the machine hits them all.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use rohrpost_host::config::parse_duration;
 
 use crate::{
     client::{self, Request},
-    load::{self, Errors, Load},
+    load::{self, Errors, Load, PhaseStats},
     report::{self, Latency, Table},
-    servers::{Artifacts, Server, Spec, HOST_LOG},
+    servers::{Artifacts, CpuMeter, CpuUse, Server, Spec, HOST_LOG},
 };
 
 /// Bytes of data in the one large ping (under the default 1 MiB limit).
 const HUGE_PING: usize = 960 * 1024;
+
+/// A generator busier than this share of its threads was the bottleneck.
+const SATURATED: f64 = 0.9;
 
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
@@ -26,99 +38,178 @@ pub struct ThroughputArgs {
     #[arg(long, default_value_t = 100)]
     pub connections: usize,
 
-    /// How long replies are counted ("10s", "500ms").
+    /// How long replies are counted in each round ("10s", "500ms").
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 
     /// Load before counting starts.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+
+    /// Worker threads of every server's runtime (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// Threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    pub generator_threads: usize,
+
+    /// Rounds over all servers, alternating; each row sums its rounds.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
 }
 
-/// One server's result.
-struct Outcome {
+/// One case: a server to start, the request to send, and whether one huge
+/// ping goes first.
+struct Case<'a> {
     name: &'static str,
-    replies_per_s: f64,
-    latency: Latency,
+    spec: Spec<'a>,
+    request: Request,
+    huge_first: bool,
+}
+
+/// One case's results, summed over its rounds.
+#[derive(Default)]
+struct Outcome {
+    replies: u64,
+    measured: Duration,
+    latencies_us: Vec<u32>,
+    server_cpu: Duration,
+    generator_cpu: Duration,
     errors: Errors,
 }
 
+impl Outcome {
+    fn replies_per_s(&self) -> f64 {
+        self.replies as f64 / self.measured.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// Server CPU time per reply, in microseconds.
+    fn cpu_per_reply_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / (self.replies.max(1) as f64)
+    }
+
+    /// Cores the generator kept busy on average.
+    fn generator_cores(&self) -> f64 {
+        self.generator_cpu.as_secs_f64() / self.measured.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
 pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> {
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    let workers_text = workers.to_string();
+    let worker_args = ["--workers", workers_text.as_str()];
     let ping = [artifacts.ping_lib.as_path()];
     let pool = [artifacts.pool_lib.as_path()];
     let host_ping = Spec::Host {
         libraries: &ping,
         log: HOST_LOG,
-        args: &[],
+        args: &worker_args,
     };
-    let cases: [(&'static str, Spec<'_>, Request, bool); 4] = [
-        ("baseline", Spec::Baseline, Request::Ping, false),
-        ("host, ping (inline)", host_ping, Request::Ping, false),
-        (
-            "host, ping after one 960 KB ping",
-            host_ping,
-            Request::Ping,
-            true,
-        ),
-        (
-            "host, sleep 0 ms (pool)",
-            Spec::Host {
+    let cases = [
+        Case {
+            name: "baseline",
+            spec: Spec::Baseline { args: &worker_args },
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "host, ping (inline)",
+            spec: host_ping,
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "host, ping after one 960 KB ping",
+            spec: host_ping,
+            request: Request::Ping,
+            huge_first: true,
+        },
+        Case {
+            name: "host, sleep 0 ms (pool)",
+            spec: Spec::Host {
                 libraries: &pool,
                 log: HOST_LOG,
-                args: &[],
+                args: &worker_args,
             },
-            Request::PooledSleep,
-            false,
-        ),
+            request: Request::PooledSleep,
+            huge_first: false,
+        },
     ];
-    let mut outcomes = Vec::new();
-    for (name, spec, request, huge_first) in cases {
-        outcomes.push(measure(artifacts, name, spec, request, huge_first, args).await?);
+    let mut outcomes: Vec<Outcome> = cases.iter().map(|_| Outcome::default()).collect();
+    for round in 1..=args.rounds.max(1) {
+        for (case, outcome) in cases.iter().zip(&mut outcomes) {
+            eprintln!("throughput: round {round}: {}", case.name);
+            let (phase, cpu) = measure(artifacts, case, args).await?;
+            outcome.replies += phase.replies;
+            outcome.measured += cpu.wall;
+            outcome.latencies_us.extend_from_slice(&phase.latencies_us);
+            outcome.server_cpu += cpu.server;
+            outcome.generator_cpu += cpu.own;
+            outcome.errors.add(&phase.errors);
+        }
     }
 
     let mut table = Table::new(
         &format!(
-            "throughput: {} connections, closed loop, {:?} after {:?} warm-up",
-            args.connections, args.duration, args.warmup
+            "throughput: {} connections, closed loop, {} rounds of {:?} after {:?} warm-up, {workers} server workers, {} generator thread(s)",
+            args.connections, args.rounds.max(1), args.duration, args.warmup, args.generator_threads
         ),
         &[
             "server",
             "replies/s",
             "p50",
             "p99",
-            "p999",
+            "server CPU per reply",
+            "generator CPU",
             "replies/s vs baseline",
+            "CPU per reply vs baseline",
             "p99 vs baseline",
             "errors",
         ],
     );
-    let base = &outcomes[0];
-    for outcome in &outcomes {
+    let latencies: Vec<Latency> = outcomes
+        .iter_mut()
+        .map(|outcome| {
+            outcome.latencies_us.sort_unstable();
+            Latency::of_sorted(&outcome.latencies_us)
+        })
+        .collect();
+    let (base, base_latency) = (&outcomes[0], latencies[0]);
+    for ((case, outcome), latency) in cases.iter().zip(&outcomes).zip(&latencies) {
+        let cores = outcome.generator_cores();
+        let saturated = cores >= SATURATED * args.generator_threads as f64;
         table.row(vec![
-            outcome.name.to_owned(),
-            report::count(outcome.replies_per_s.round() as u64),
-            report::micros(outcome.latency.p50),
-            report::micros(outcome.latency.p99),
-            report::micros(outcome.latency.p999),
-            report::ratio(outcome.replies_per_s, base.replies_per_s),
-            report::ratio(f64::from(outcome.latency.p99), f64::from(base.latency.p99)),
+            case.name.to_owned(),
+            report::count(outcome.replies_per_s().round() as u64),
+            report::micros(latency.p50),
+            report::micros(latency.p99),
+            format!("{:.2} µs", outcome.cpu_per_reply_us()),
+            format!(
+                "{cores:.2} cores{}",
+                if saturated { " (saturated)" } else { "" }
+            ),
+            report::ratio(outcome.replies_per_s(), base.replies_per_s()),
+            report::ratio(outcome.cpu_per_reply_us(), base.cpu_per_reply_us()),
+            report::ratio(f64::from(latency.p99), f64::from(base_latency.p99)),
             outcome.errors.describe(),
         ]);
     }
     Ok(table)
 }
 
+/// One round of one case: the measured phase and the CPU used in it.
 async fn measure(
     artifacts: &Artifacts,
-    name: &'static str,
-    spec: Spec<'_>,
-    request: Request,
-    huge_first: bool,
+    case: &Case<'_>,
     args: &ThroughputArgs,
-) -> Result<Outcome> {
-    eprintln!("throughput: {name}: starting the server");
-    let mut server = Server::start(name, artifacts, spec, None)?;
-    if huge_first {
+) -> Result<(PhaseStats, CpuUse)> {
+    let mut server = Server::start(case.name, artifacts, case.spec, None)?;
+    if case.huge_first {
         // One client, one large request, answered before the load starts.
         let mut socket = client::connect(&server.url()).await?;
         let frame = format!(
@@ -128,33 +219,48 @@ async fn measure(
         client::request(&mut socket, frame).await?;
         client::close(socket).await;
     }
-    let sockets = client::connect_many(&server.url(), args.connections).await?;
-    eprintln!(
-        "throughput: {name}: {} connections; warming up for {:?}",
-        sockets.len(),
-        args.warmup
-    );
-    let load = Load::start(sockets, request, 2);
-    tokio::time::sleep(args.warmup).await;
-    load.set_phase(1);
-    let started = Instant::now();
-    tokio::time::sleep(args.duration).await;
-    let elapsed = started.elapsed();
-    let phases = load.finish().await?;
+    let url = server.url();
+    let pid = server.pid();
+    let (connections, warmup, duration) = (args.connections, args.warmup, args.duration);
+    let (request, threads) = (case.request, args.generator_threads.max(1));
+    // The generator on a runtime of its own, so that its thread count is
+    // the one asked for whatever this program's runtime has.
+    let generator = std::thread::spawn(move || -> Result<(Vec<PhaseStats>, CpuUse)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let sockets = client::connect_many(&url, connections).await?;
+            let load = Load::start(sockets, request, 2);
+            tokio::time::sleep(warmup).await;
+            load.set_phase(1);
+            let meter = CpuMeter::of_pid(pid)?;
+            let started = Instant::now();
+            tokio::time::sleep(duration).await;
+            let mut cpu = meter.stop()?;
+            cpu.wall = started.elapsed();
+            let phases = load.finish().await?;
+            Ok((phases, cpu))
+        })
+    });
+    let (phases, cpu) = tokio::task::spawn_blocking(move || generator.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
     server.check_running()?;
     server.stop()?;
-
-    let measured = &phases[1];
-    let outcome = Outcome {
-        name,
-        replies_per_s: measured.replies as f64 / elapsed.as_secs_f64(),
-        latency: Latency::of_sorted(&measured.sorted_latencies()),
-        errors: load::all_errors(&phases),
-    };
+    // Errors of every phase count, replies and latencies of the measured one.
+    let errors = load::all_errors(&phases);
+    let mut measured = phases
+        .into_iter()
+        .nth(1)
+        .context("the load has no measured phase")?;
+    measured.errors = errors;
     eprintln!(
-        "throughput: {name}: {:.0} replies/s, p99 {}",
-        outcome.replies_per_s,
-        report::micros(outcome.latency.p99)
+        "throughput: {}: {:.0} replies/s, {:.2} µs server CPU per reply",
+        case.name,
+        measured.replies as f64 / cpu.wall.as_secs_f64(),
+        cpu.server.as_secs_f64() * 1e6 / (measured.replies.max(1) as f64)
     );
-    Ok(outcome)
+    Ok((measured, cpu))
 }

@@ -200,6 +200,8 @@ settings! {
     strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
     /// Log format: `text` (for people) or `json` (one object per line).
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
+    /// Worker threads of the server's async runtime: a number, or `auto` for one per CPU core.
+    workers: Workers = "auto", flag "workers", env "ROHRPOST_WORKERS", parse parse_workers;
     /// How long a client may take to send its HTTP request (headers, and the
     /// body for the HTTP endpoints); a slower one is disconnected.
     handshake_timeout: Duration = "10s", flag "handshake-timeout", env "ROHRPOST_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration;
@@ -454,6 +456,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("'{text}' is not a duration such as 30s or 500ms"))?;
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{text}': {e}"))
+}
+
+/// How many worker threads the async runtime has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU core (tokio's default).
+    Auto,
+    Count(usize),
+}
+
+fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Workers::Auto);
+    }
+    parse_positive(text)
+        .map(Workers::Count)
+        .map_err(|_| format!("'{text}' is neither `auto` nor a positive whole number"))
 }
 
 /// A duration that must not be zero (a timer that never fires is no bound).

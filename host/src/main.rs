@@ -3,7 +3,7 @@
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use rohrpost_host::{
-    config::{self, Cli, Config, LogFormat},
+    config::{self, Cli, Config, LogFormat, Workers},
     server,
 };
 use tracing_subscriber::EnvFilter;
@@ -54,9 +54,11 @@ fn init_logs(format: LogFormat) {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Workers::Count(workers) = config.settings.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build()?;
     let result = runtime.block_on(server::run(config));
     // Handler calls still running on the pool after the shutdown timeout
     // are native code that cannot be stopped; do not wait for them.

@@ -40,13 +40,20 @@ struct Config {
     /// Per-connection WebSocket read buffer in bytes (as the host's).
     #[arg(long, default_value_t = 4096)]
     read_buffer_size: usize,
+
+    /// Worker threads of the async runtime (default: one per CPU core), so
+    /// that it can be compared with the host at equal worker counts.
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(run(config))
 }
 
