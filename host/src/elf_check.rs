@@ -165,15 +165,43 @@ mod tests {
         ));
     }
 
+    /// The shared libraries this process has mapped (libc at least).
+    #[cfg(target_os = "linux")]
+    fn mapped_libraries() -> Vec<std::path::PathBuf> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let mut found: Vec<std::path::PathBuf> = maps
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(5))
+            .filter(|path| path.contains(".so"))
+            .map(std::path::PathBuf::from)
+            .filter(|path| path.is_file())
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    /// `file` is accepted whole, and every cut of it is caught.
+    #[cfg(target_os = "linux")]
+    fn accepted_whole_and_rejected_cut(what: &str, file: &[u8]) {
+        assert_eq!(check(file), Ok(()), "{what} is a complete shared object");
+        for cut in [file.len() / 100, file.len() / 2, file.len() - 1] {
+            assert!(check(&file[..cut]).is_err(), "{what} cut at {cut}");
+        }
+    }
+
     #[test]
-    fn accepts_this_test_binary_prefix_rules() {
-        // The running test executable is an ELF file (a PIE executable is
-        // type 3 as well); every truncation of it must be caught.
-        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        if check(&exe).is_ok() {
-            for cut in [exe.len() / 100, exe.len() / 2, exe.len() - 1] {
-                assert!(check(&exe[..cut]).is_err(), "cut at {cut}");
-            }
+    #[cfg(target_os = "linux")]
+    fn accepts_shared_objects_and_rejects_every_truncation() {
+        // The running test executable is an ELF file of type 3 too: rustc
+        // links position-independent executables by default.
+        let exe = std::env::current_exe().unwrap();
+        accepted_whole_and_rejected_cut("the test executable", &std::fs::read(&exe).unwrap());
+        let libraries = mapped_libraries();
+        assert!(!libraries.is_empty(), "no shared library is mapped");
+        for library in libraries {
+            let bytes = std::fs::read(&library).unwrap();
+            accepted_whole_and_rejected_cut(&library.display().to_string(), &bytes);
         }
     }
 }

@@ -1,31 +1,95 @@
 //! Every test vector of the protocol's conformance suite, against the real
 //! host with only the ping plugin loaded.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use rohrpost_tests::{json, Host, Received};
+use rohrpost_tests::{json, workspace, Host, Received};
 use serde_json::Value;
 
-/// The suite as shipped with the repository.
-const CASES: &str = include_str!("../conformance/cases.json");
+/// The suite as shipped with the repository, relative to the workspace.
+const VENDORED: &str = "tests/conformance/cases.json";
 
+/// Where the protocol's own copy is looked for when
+/// `ROHRPOST_PROTOCOL_SUITE` does not name it, relative to the workspace.
+const UPSTREAM: &str = "../shared/conformance/cases.json";
+
+/// The suite has at least this many cases; fewer means a damaged copy.
+const MIN_CASES: usize = 50;
+
+/// The vendored suite's text; a missing or empty file fails the test.
+fn vendored_text() -> String {
+    let path = workspace().join(VENDORED);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{VENDORED} cannot be read ({e}): the conformance vectors ship with the \
+             repository; restore them with `git checkout -- {VENDORED}`"
+        )
+    });
+    assert!(
+        !text.trim().is_empty(),
+        "{VENDORED} is empty: restore it with `git checkout -- {VENDORED}`"
+    );
+    text
+}
+
+/// The vendored suite's cases: at least [`MIN_CASES`], each with a name and
+/// frames to send.
 fn cases() -> Vec<Value> {
-    let doc = json(CASES);
-    doc["cases"].as_array().expect("cases array").clone()
+    let doc: Value = serde_json::from_str(&vendored_text())
+        .unwrap_or_else(|e| panic!("{VENDORED} is not JSON: {e}"));
+    let cases = doc["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{VENDORED} has no \"cases\" array"))
+        .clone();
+    assert!(
+        cases.len() >= MIN_CASES,
+        "{VENDORED} has {} cases, the suite has at least {MIN_CASES}",
+        cases.len()
+    );
+    for case in &cases {
+        assert!(
+            case["name"].is_string() && case["send"].is_array(),
+            "{VENDORED}: a case without name or send: {case}"
+        );
+    }
+    cases
+}
+
+#[test]
+fn the_vendored_cases_are_present() {
+    cases();
+}
+
+/// The protocol's own copy: named by `ROHRPOST_PROTOCOL_SUITE` (then it
+/// must exist), else [`UPSTREAM`] when it exists.
+fn upstream() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ROHRPOST_PROTOCOL_SUITE") {
+        return Some(PathBuf::from(path));
+    }
+    let path = workspace().join(UPSTREAM);
+    path.exists().then_some(path)
 }
 
 #[test]
 fn vendored_cases_match_the_protocol_suite() {
     // Where the protocol's own copy is at hand, the vendored one must be
-    // the same file.
-    let upstream = rohrpost_tests::workspace().join("../shared/conformance/cases.json");
-    if let Ok(text) = std::fs::read_to_string(upstream) {
-        assert_eq!(
-            json(&text),
-            json(CASES),
-            "tests/conformance/cases.json is out of date"
+    // the same file. A clone of the repository alone has only the vendored
+    // copy, which the other tests check and run.
+    let Some(path) = upstream() else {
+        eprintln!(
+            "notice: no protocol suite at {UPSTREAM} and ROHRPOST_PROTOCOL_SUITE is unset; \
+             {VENDORED} is not compared with it"
         );
-    }
+        return;
+    };
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read the protocol suite {}: {e}", path.display()));
+    assert_eq!(
+        json(&text),
+        json(&vendored_text()),
+        "{VENDORED} is out of date: copy {} over it",
+        path.display()
+    );
 }
 
 async fn run_case(host: &Host, case: &Value) -> anyhow::Result<()> {
@@ -85,7 +149,6 @@ async fn run_case(host: &Host, case: &Value) -> anyhow::Result<()> {
 async fn every_conformance_case_passes() {
     let host = Host::start(&["ping"]).expect("host");
     let cases = cases();
-    assert!(cases.len() >= 50, "the suite has {} cases", cases.len());
     let results = futures_util::future::join_all(cases.iter().map(|c| run_case(&host, c))).await;
     let failures: Vec<String> = results
         .into_iter()

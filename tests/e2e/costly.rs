@@ -244,7 +244,7 @@ async fn a_member_that_never_reads_cannot_hold_the_servers_memory() {
                 );
                 break;
             }
-            Err(_) => break,
+            Err(e) => panic!("the sleeper's connection was not ended: {e}"),
         }
     }
     let mut reader = host.connect().await.unwrap();

@@ -198,7 +198,14 @@ async fn replacing_under_load_loses_and_duplicates_nothing() {
                 sent += 4;
             }
             c.expect_silence(Duration::from_millis(200)).await.unwrap();
-            c.ping_ok(0).await.ok();
+            // The connection is still open and served after every
+            // replacement.
+            let last = c.request(r#"{"id":"last","type":"echo"}"#).await.unwrap();
+            assert_eq!(
+                (&last["id"], &last["type"]),
+                (&json!("last"), &json!("echo")),
+                "{last}"
+            );
             (sent, versions)
         }));
     }
