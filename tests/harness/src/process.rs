@@ -154,6 +154,8 @@ impl Process {
                     }
                 }
             });
+        } else {
+            drop(addr_tx);
         }
         // Also returns at once when the child closes its stderr (exits).
         let Ok(addr) = addr_rx.recv_timeout(watch.start_timeout) else {
