@@ -166,7 +166,7 @@ async fn measure(
     let meters = servers
         .iter()
         .map(CpuMeter::start)
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mut rounds = Vec::new();
     for seq in 1..=args.notifications {
         let round = notify(&mut notifier, &tally, seq, local).await?;

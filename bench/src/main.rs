@@ -167,13 +167,7 @@ impl Paths {
             .parent()
             .context("this program's path has no directory")?
             .to_owned();
-        let library = |crate_name: &str| {
-            dir.join(format!(
-                "{}{crate_name}{}",
-                std::env::consts::DLL_PREFIX,
-                std::env::consts::DLL_SUFFIX
-            ))
-        };
+        let library = |crate_name: &str| dir.join(rohrpost_harness::library_file_name(crate_name));
         Ok(Artifacts {
             host: self.host_bin.unwrap_or_else(|| dir.join("rohrpost")),
             baseline: self

@@ -79,6 +79,11 @@ pub async fn run(artifacts: &Artifacts, args: &NewPluginArgs) -> Result<Table> {
         tokio::fs::copy(&artifacts.ping_lib, &tmp)
             .await
             .with_context(|| format!("cannot copy the ping library to {}", tmp.display()))?;
+        // The copy has the build's mode; the host refuses files others may
+        // write.
+        tokio::fs::set_permissions(&tmp, rohrpost_harness::plugin_permissions())
+            .await
+            .with_context(|| format!("cannot chmod {}", tmp.display()))?;
         let started = Instant::now();
         tokio::fs::rename(&tmp, &installed)
             .await

@@ -115,6 +115,10 @@ async fn replace(library: &[u8], dir: &Path, installed: &Path, round: u32) -> Re
     tokio::fs::write(&tmp, &bytes)
         .await
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Whatever the umask: the host refuses files others may write.
+    tokio::fs::set_permissions(&tmp, rohrpost_harness::plugin_permissions())
+        .await
+        .with_context(|| format!("cannot chmod {}", tmp.display()))?;
     tokio::fs::rename(&tmp, installed)
         .await
         .with_context(|| format!("cannot rename {} into place", tmp.display()))?;

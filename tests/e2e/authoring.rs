@@ -44,12 +44,9 @@ fn build_crate(dir: &Path, crate_name: &str) -> PathBuf {
         .status()
         .expect("cannot run cargo build");
     assert!(status.success(), "cargo build in {} failed", dir.display());
-    target.join("debug").join(format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        crate_name.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    ))
+    target
+        .join("debug")
+        .join(rohrpost_tests::library_file_name(crate_name))
 }
 
 /// `cargo xtask ARGS...`, run from the workspace root.

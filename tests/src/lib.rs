@@ -1,22 +1,23 @@
 //! Helpers for the end-to-end tests: build the real binaries once, start a
 //! real host on a free port with a private plugins directory, and talk to
-//! it over real WebSockets.
+//! it over real WebSockets. Starting processes, temp dirs, installing
+//! plugins and build paths come from `rohrpost-harness`, which the
+//! benchmarks share.
 
 pub mod redis;
 
 use std::{
-    io::{BufRead, BufReader},
+    ffi::OsStr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, OnceLock,
-    },
+    process::Command,
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
+pub use rohrpost_harness::{library_file_name, target_dir, workspace};
+use rohrpost_harness::{Echo, HostSpec, Process, Watch};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
@@ -39,28 +40,6 @@ const LIBRARIES: &[&str] = &[
     "fixture-no-root",
     "fixture-abi-v2",
 ];
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_owned()
-}
-
-/// Cargo's target directory of the workspace.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_relative() {
-                workspace().join(p)
-            } else {
-                p
-            }
-        })
-        .unwrap_or_else(|| workspace().join("target"))
-}
 
 /// Builds the host and every test plugin (debug profile) once per test
 /// binary; cargo makes this a no-op when nothing changed.
@@ -154,68 +133,50 @@ impl Built {
 
     /// The library of a plugin crate, e.g. `plugin("ping")`.
     pub fn plugin(&self, crate_name: &str) -> PathBuf {
-        self.dir.join(format!(
-            "{}{}{}",
-            std::env::consts::DLL_PREFIX,
-            crate_name.replace('-', "_"),
-            std::env::consts::DLL_SUFFIX
-        ))
+        self.dir.join(library_file_name(crate_name))
     }
 }
 
-/// A fresh, empty directory removed on drop.
-pub struct TempDir(PathBuf);
+/// A fresh, empty directory only its owner may enter, removed on drop.
+pub struct TempDir(rohrpost_harness::TempDir);
 
 impl TempDir {
     pub fn new(label: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "rohrpost-test-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("cannot create a temp dir");
-        // Whatever the umask: the host refuses a plugins directory that
-        // others may write.
-        set_mode(&path, 0o755);
-        TempDir(path)
+        match rohrpost_harness::TempDir::new(&format!("test-{label}")) {
+            Ok(dir) => TempDir(dir),
+            Err(error) => panic!("{error}"),
+        }
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
 /// Copies `from` into `dir` as `name` the way users are told to deploy:
-/// write under a hidden temporary name, then rename into place.
+/// write under a hidden temporary name with mode 0644, then rename into
+/// place.
 pub fn install(from: &Path, dir: &Path, name: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::copy(from, &tmp).expect("copy plugin");
-    set_mode(&tmp, 0o644);
-    std::fs::rename(&tmp, dir.join(name)).expect("rename plugin into place");
+    if let Err(error) = rohrpost_harness::install_as(from, dir, OsStr::new(name)) {
+        panic!("{error}");
+    }
 }
 
 /// Sets a file's or directory's permission bits.
 pub fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if let Err(error) = rohrpost_harness::set_mode(path, mode) {
+        panic!("{error}");
+    }
 }
 
 /// A running host process with its own plugins directory.
 pub struct Host {
-    child: Child,
+    /// First, so that it is killed before its directories go.
+    process: Process,
     pub addr: String,
     pub plugins: TempDir,
-    _work: TempDir,
+    _work: rohrpost_harness::TempDir,
     _config: Option<TempDir>,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Host {
@@ -232,65 +193,32 @@ impl Host {
     /// Like [`Host::start_with`], with extra environment variables.
     pub fn start_with_env(plugins: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<Host> {
         let built = build();
-        let dir = TempDir::new("plugins");
-        for p in plugins {
-            let file = built.plugin(p);
-            let name = file.file_name().expect("library file name").to_owned();
-            install(&file, dir.path(), &name.to_string_lossy());
-        }
-        let work = TempDir::new("work");
-        let mut command = Command::new(built.host());
+        let binary = built.host();
+        let libraries: Vec<PathBuf> = plugins.iter().map(|p| built.plugin(p)).collect();
+        let libraries: Vec<&Path> = libraries.iter().map(PathBuf::as_path).collect();
+        let spec = HostSpec {
+            binary: &binary,
+            libraries: &libraries,
+            args,
+            env,
+            log: "info,rohrpost_host=debug",
+            label: "test",
+        };
+        let echo = if std::env::var_os("ROHRPOST_TEST_ECHO").is_some() {
+            Echo::Everything
+        } else {
+            Echo::Nothing
+        };
         // The host dies with the test, even one that ends without
         // unwinding.
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child
-        // before exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--plugins"])
-            .arg(dir.path())
-            .args(args)
-            .env("ROHRPOST_LOG", "info,rohrpost_host=debug")
-            // The host's shadow copies go with the test's own temp dir.
-            .env("TMPDIR", work.path())
-            .env("XDG_RUNTIME_DIR", "")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start the host")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("ROHRPOST_TEST_ECHO").is_some() {
-                    eprintln!("host: {line}");
-                }
-                if line.contains("listening") {
-                    if let Some(addr) = field(&line, "address") {
-                        let _ = addr_tx.send(addr);
-                    }
-                }
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| anyhow!("the host did not start listening"))?;
+        let watch = Watch::new("host").keep_log().echo(echo).die_with_parent();
+        let host = rohrpost_harness::start_host(&spec, watch)?;
         Ok(Host {
-            child,
-            addr,
-            plugins: dir,
-            _work: work,
+            addr: host.process.addr().to_owned(),
+            process: host.process,
+            plugins: TempDir(host.plugins),
+            _work: host.work,
             _config: None,
-            log,
         })
     }
 
@@ -324,12 +252,12 @@ impl Host {
 
     /// The host's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The host's log lines so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
+        self.process.log()
     }
 
     /// Waits until a log line contains every one of `parts`.
@@ -356,30 +284,18 @@ impl Host {
     /// A `kB` field of the process's `/proc/<pid>/status`, such as `VmRSS`
     /// or `VmHWM` (the peak), in bytes.
     pub fn memory(&self, field: &str) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(&format!("{field}:")))
-            .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("bad line {line}"))?;
-        Ok(kib * 1024)
+        Ok(rohrpost_harness::status_kib(self.pid(), field)? * 1024)
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.is_running()
     }
 
     /// Sends the process a signal (e.g. `libc::SIGTERM`).
     pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: a plain system call on our own child's pid.
-        unsafe {
-            libc::kill(pid, signal);
+        if let Err(error) = self.process.signal(signal) {
+            panic!("{error}");
         }
     }
 
@@ -387,7 +303,7 @@ impl Host {
     pub async fn exit_code(&mut self, timeout: Duration) -> Result<Option<i32>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.process.try_exit()? {
                 return Ok(status.code());
             }
             if Instant::now() > deadline {
@@ -398,10 +314,9 @@ impl Host {
     }
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl rohrpost_harness::Pid for Host {
+    fn pid(&self) -> u32 {
+        self.process.pid()
     }
 }
 
@@ -450,33 +365,9 @@ pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> Re
 }
 
 /// Raises this process's open-file limit (inherited by hosts started later)
-/// to at least `needed`, up to the hard limit; fails when the hard limit is
-/// lower.
+/// to its hard limit; fails when that is lower than `needed`.
 pub fn raise_fd_limit(needed: u64) -> Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("getrlimit failed");
-        }
-        if limit.rlim_cur >= needed {
-            return Ok(());
-        }
-        if limit.rlim_max < needed {
-            bail!(
-                "the open-file hard limit is {}, this test needs {needed}",
-                limit.rlim_max
-            );
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            bail!("setrlimit failed");
-        }
-    }
-    Ok(())
+    Ok(rohrpost_harness::ensure_open_files(needed)?)
 }
 
 /// Opens `n` client connections, a batch at a time (the listen backlog is
@@ -489,19 +380,6 @@ pub async fn connect_many(host: &Host, n: usize) -> Result<Vec<Client>> {
         clients.extend(opened);
     }
     Ok(clients)
-}
-
-/// The value of `key=value` in a log line, or of `"key": value` in a JSON
-/// log line.
-fn field(line: &str, key: &str) -> Option<String> {
-    if line.starts_with('{') {
-        let value: Value = serde_json::from_str(line).ok()?;
-        return value.get(key)?.as_str().map(str::to_owned);
-    }
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    let rest = &line[start..];
-    let end = rest.find(' ').unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('"').to_owned())
 }
 
 /// A WebSocket client speaking to the host.

@@ -19,24 +19,9 @@ pub fn install_as(from: &Path, dir: &Path, name: &OsStr) -> Result<Option<PathBu
     if std::fs::read(&target).is_ok_and(|old| old == bytes) {
         return Ok(None);
     }
-    // Hidden, and not ending in the library suffix: the host ignores it.
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::write(&tmp, &bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        // The host refuses plugin files that others than their owner may write.
-        .and_then(|()| set_mode(&tmp, 0o644))
-        .and_then(|()| {
-            std::fs::rename(&tmp, &target)
-                .with_context(|| format!("cannot rename into {}", target.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map(|()| Some(target))
+    // Under a hidden name first, mode 0644 (the host refuses plugin files
+    // that others than their owner may write), then renamed into place.
+    Ok(Some(rohrpost_harness::install_bytes(&bytes, dir, name)?))
 }
 
 /// Copies `from` into `dir` under its own file name (see [`install_as`]) and
@@ -51,9 +36,7 @@ pub fn install(from: &Path, dir: &Path) -> Result<()> {
 
 /// Sets a file's or directory's permission bits.
 pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot chmod {}", path.display()))
+    Ok(rohrpost_harness::set_mode(path, mode)?)
 }
 
 /// Creates the plugins directory, writable by its owner only.

@@ -80,10 +80,7 @@ fn run_command() -> Result<()> {
 
 /// The workspace root.
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("."))
+    rohrpost_harness::workspace()
 }
 
 /// `path` relative to `cwd` when it is below it, for messages.
@@ -96,11 +93,7 @@ pub(crate) fn shown(path: &Path, cwd: &Path) -> String {
 }
 
 fn release_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_relative() { root().join(p) } else { p })
-        .unwrap_or_else(|| root().join("target"))
-        .join("release")
+    rohrpost_harness::target_dir().join("release")
 }
 
 /// Package names of the shipped plugins: every crate under `plugins/`.
@@ -140,21 +133,15 @@ fn cargo_build_release(packages: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn library_file(package: &str) -> String {
-    format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        package.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    )
-}
-
 fn install_plugins(dir: &Path) -> Result<()> {
     let plugins = shipped_plugins()?;
     cargo_build_release(&plugins)?;
     plugins_dir(dir)?;
     for p in &plugins {
-        install(&release_dir().join(library_file(p)), dir)?;
+        install(
+            &release_dir().join(rohrpost_harness::library_file_name(p)),
+            dir,
+        )?;
     }
     Ok(())
 }
@@ -179,7 +166,10 @@ fn run(host_args: &[String]) -> Result<()> {
     let dir = &server.plugins_dir;
     plugins_dir(dir)?;
     for p in shipped_plugins()? {
-        install(&release_dir().join(library_file(&p)), dir)?;
+        install(
+            &release_dir().join(rohrpost_harness::library_file_name(&p)),
+            dir,
+        )?;
     }
     if server.local_config {
         std::fs::write(&local_config, LOCAL_CONFIG)
@@ -223,11 +213,11 @@ fn bench(args: &[String]) -> Result<()> {
         .arg("--fanout-baseline-bin")
         .arg(release.join("baseline-fanout"))
         .arg("--ping-lib")
-        .arg(release.join(library_file("ping")))
+        .arg(release.join(rohrpost_harness::library_file_name("ping")))
         .arg("--pool-lib")
-        .arg(release.join(library_file("fixture-testkit")))
+        .arg(release.join(rohrpost_harness::library_file_name("fixture-testkit")))
         .arg("--subscriptions-lib")
-        .arg(release.join(library_file("subscriptions")))
+        .arg(release.join(rohrpost_harness::library_file_name("subscriptions")))
         .status()
         .context("cannot start rohrpost-bench")?;
     if !status.success() {
