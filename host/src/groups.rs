@@ -46,7 +46,7 @@ pub struct Outbox {
     /// Counts messages dropped on a full queue (a metric).
     drops: Counter,
     /// Signalled when a message found the queue full: the connection then
-    /// closes with [`crate::connection::QUEUE_FULL_CODE`].
+    /// closes with 1013 ([`crate::protocol::Close::QUEUE_FULL`]).
     overflow: Arc<Notify>,
 }
 

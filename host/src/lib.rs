@@ -19,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod effects;
 pub mod elf_check;
 pub mod groups;
 pub mod handshake;
