@@ -5,10 +5,12 @@
 //! [`accept`] (the listener, every phase before the upgrade bounded, with
 //! [`pending`]) →
 //! [`handshake`] (origin check, connection limit, scope) →
-//! [`connection`] (one task per socket) → [`protocol`] (envelope and its
-//! errors) → [`dispatch`] (route, run the handler, replies) → [`registry`]
-//! (type → plugin) ← [`watcher`] (plugins directory) → [`plugin`] (loading
-//! a library safely, [`elf_check`] first). Group messages, from handlers or
+//! [`connection`] (one task per socket) → [`protocol`] (envelope, error
+//! replies, close frames) → [`dispatch`] (route, run the handler, its
+//! outcome) → [`effects`] (the outcome carried out on the socket and the
+//! groups) → [`registry`] (type → plugin) ← [`watcher`] (plugins directory,
+//! its events reported to [`monitor`]) → [`plugin`] (loading a library
+//! safely, [`elf_check`] first). Group messages, from handlers or
 //! from [`notify`] (`POST /api/notify`), go through [`groups`] to each
 //! member connection's outbound queue.
 //!
