@@ -26,10 +26,11 @@ use tracing::{debug, warn};
 
 use crate::{
     dispatch::Dispatcher,
-    effects::{Effects, Outbound, Stop},
-    groups::{ConnectionId, GroupLayer, QueueLimits},
+    effects::Effects,
+    groups::{ConnectionId, GroupLayer},
     linger,
     monitor::Monitor,
+    outbound::{Outbound, QueueLimits, Stop},
     protocol::{Close, Rejection},
     shutdown::Stopping,
 };

@@ -1,16 +1,14 @@
 //! What a handled request does to its connection, in one place: the error
 //! reply of a request no handler answered, or the handler's effects decoded
 //! into typed [`Action`]s and carried out in order (replies to the socket,
-//! joins, leaves and group sends to the groups, close); and the
-//! connection's outbound queue for group messages, with the 1013 close when
-//! it overflows.
+//! joins, leaves and group sends to the groups, close), every write guarded
+//! by the connection's [`Outbound`] queue (an overflow closes with 1013);
+//! and the delivery of queued group messages.
 //!
-//! The queue is made on the connection's first join, so an idle connection
-//! that never joins costs only its socket and its task. A new kind of
-//! effect is a new `EFFECT_*` number in `plugin-api` and a new [`Action`]
-//! here; nothing else in the host changes.
+//! A new kind of effect is a new `EFFECT_*` number in `plugin-api` and a
+//! new [`Action`] here; nothing else in the host changes.
 
-use std::{future::Future, pin::Pin};
+use std::future::Future;
 
 use abi_stable::std_types::RVec;
 use futures_util::SinkExt;
@@ -23,13 +21,14 @@ use rohrpost_plugin_api::{
     GroupNameRule,
 };
 use serde::de::IgnoredAny;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{error, warn};
 
 use crate::{
     connection::Socket,
     dispatch::{Handled, Outcome, Ran},
-    groups::{outbound_queue, ConnectionId, GroupLayer, Outbox, QueueLimits, QueueReceiver},
+    groups::{ConnectionId, GroupLayer},
+    outbound::{Outbound, QueueLimits, Stop},
     protocol::{Close, Failure},
 };
 
@@ -94,99 +93,6 @@ fn is_json_object(text: &str) -> bool {
     text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
-/// Why a connection stops, seen from its effects.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// The socket failed.
-    Gone,
-    /// Close with this frame (a handler asked, or the queue overflowed).
-    Close(Close),
-}
-
-/// The connection's end of its outbound queue; empty until the first join.
-#[derive(Default)]
-pub struct Outbound {
-    /// Boxed: most connections never join, and this is part of each
-    /// connection's task.
-    queue: Option<Box<Queue>>,
-}
-
-struct Queue {
-    outbox: Outbox,
-    receiver: QueueReceiver,
-    /// Resolves when the queue overflowed. Made once, with the queue, and
-    /// polled in every round: a fresh wait per round would register and
-    /// unregister a waiter for every frame.
-    overflow: OverflowWait,
-}
-
-/// The wait for a queue overflow.
-type OverflowWait = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Group messages written per flush.
-const BATCH: usize = 64;
-
-impl Outbound {
-    /// The two things a connection waits for besides its socket: the
-    /// overflow of its queue, and the next queued message. Apart, so that
-    /// the socket loop can give them different priorities; neither ever
-    /// resolves without a queue.
-    pub fn waits(
-        &mut self,
-    ) -> (
-        impl Future<Output = ()> + Send + '_,
-        impl Future<Output = Option<Utf8Bytes>> + Send + '_,
-    ) {
-        let (overflow, receiver) = match self.queue.as_deref_mut() {
-            Some(queue) => (Some(&mut queue.overflow), Some(&mut queue.receiver)),
-            None => (None, None),
-        };
-        (overflowed(overflow), next_queued(receiver))
-    }
-
-    /// Runs `work` unless the queue overflows first.
-    async fn guard<T>(
-        &mut self,
-        work: impl Future<Output = Result<T, tungstenite::Error>>,
-    ) -> Result<T, Stop> {
-        let (overflow, _) = self.waits();
-        tokio::select! {
-            done = work => done.map_err(|_| Stop::Gone),
-            () = overflow => Err(Stop::Close(Close::QUEUE_FULL)),
-        }
-    }
-
-    /// The sending end, made with the queue on first use.
-    fn outbox(&mut self, limits: QueueLimits, drops: &Counter) -> &Outbox {
-        &self
-            .queue
-            .get_or_insert_with(|| {
-                let (outbox, inbox) = outbound_queue(limits, drops.clone());
-                let overflow = inbox.overflow;
-                Box::new(Queue {
-                    outbox,
-                    receiver: inbox.queue,
-                    overflow: Box::pin(async move { overflow.notified().await }),
-                })
-            })
-            .outbox
-    }
-}
-
-async fn overflowed(overflow: Option<&mut OverflowWait>) {
-    match overflow {
-        Some(wait) => wait.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_queued(receiver: Option<&mut QueueReceiver>) -> Option<Utf8Bytes> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Where one connection's effects go: its socket, its outbound queue, its
 /// groups.
 pub struct Effects<'c> {
@@ -220,15 +126,7 @@ impl Effects<'_> {
     /// Writes `first` and whatever else is queued (up to a batch), then
     /// flushes; gives up when the queue overflows meanwhile.
     pub async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
-        let mut batch = vec![first];
-        if let Some(queue) = self.outbound.queue.as_deref_mut() {
-            while batch.len() < BATCH {
-                match queue.receiver.try_recv() {
-                    Ok(message) => batch.push(message),
-                    Err(_) => break,
-                }
-            }
-        }
+        let batch = self.outbound.batch(first);
         let socket = &mut *self.socket;
         self.outbound
             .guard(async {

@@ -8,7 +8,7 @@
 //! [`connection`] (one task per socket) → [`protocol`] (envelope, error
 //! replies, close frames) → [`dispatch`] (route, run the handler, its
 //! outcome) → [`effects`] (the outcome carried out on the socket and the
-//! groups) → [`registry`] (type → plugin) ← [`watcher`] (plugins directory,
+//! groups, writes guarded by the [`outbound`] queue) → [`registry`] (type → plugin) ← [`watcher`] (plugins directory,
 //! its events reported to [`monitor`]) → [`plugin`] (loading a library
 //! safely, [`elf_check`] first). Group messages, from handlers or
 //! from [`notify`] (`POST /api/notify`), go through [`groups`] to each
@@ -29,6 +29,7 @@ pub mod linger;
 pub mod log_limit;
 pub mod monitor;
 pub mod notify;
+pub mod outbound;
 pub mod pending;
 pub mod plugin;
 pub mod protocol;
