@@ -111,6 +111,11 @@ impl Effects<'_> {
     /// Runs `work` (handling a request) while group messages keep flowing
     /// to the socket; stops when the queue overflows.
     pub async fn while_running<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Stop> {
+        if !self.outbound.exists() {
+            // Nothing can arrive: a queue is only made by a join, which
+            // comes after the request.
+            return Ok(work.await);
+        }
         tokio::pin!(work);
         loop {
             let (overflow, queued) = self.outbound.waits();

@@ -178,6 +178,11 @@ impl Outbound {
         (overflowed(overflow), next_queued(receiver))
     }
 
+    /// Whether the queue has been made (the connection joined a group).
+    pub fn exists(&self) -> bool {
+        self.queue.is_some()
+    }
+
     /// `first` and whatever else is queued, up to [`BATCH`] messages: what
     /// one flush writes.
     pub fn batch(&mut self, first: Utf8Bytes) -> Vec<Utf8Bytes> {

@@ -109,3 +109,27 @@ async fn send_counts(open: Arc<AtomicI64>, events: broadcast::Sender<Arc<LiveEve
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plugin_event_reaches_subscribers_once_serialized() {
+        let bus = EventBus::default();
+        let mut receiver = bus.subscribe(&Arc::default());
+        let event = PluginEvent::Rejected {
+            file: "/p/a.so".into(),
+            identity: None,
+            reason: "not a plugin".to_owned(),
+            still_serving: None,
+        };
+        bus.plugin_event(&event, 12.5);
+        let live = receiver.recv().await.unwrap();
+        assert_eq!(live.name, "rejected");
+        assert_eq!(
+            live.json,
+            r#"{"plugin":null,"version":null,"file":"/p/a.so","reason":"not a plugin","event":"rejected","at":12.5}"#
+        );
+    }
+}

@@ -14,7 +14,7 @@ use crate::{plugin::Identity, watcher::PluginEvent};
 
 /// A file of the plugins directory, as the server last saw it.
 #[derive(Clone, Debug)]
-pub enum FileStatus {
+enum FileStatus {
     Loaded,
     Rejected {
         identity: Option<Identity>,
@@ -83,19 +83,40 @@ impl PluginStates {
         }
     }
 
-    /// Versions of `plugin` retired but still mapped.
+    /// Versions retired but still mapped, by plugin name.
     pub fn retired(&self) -> HashMap<String, u64> {
         lock(&self.retired).clone()
     }
 
-    /// The rejected files, with their status.
-    pub fn rejected(&self) -> Vec<(PathBuf, FileStatus)> {
+    /// The rejected files, in file order.
+    pub fn rejected(&self) -> Vec<RejectedFile> {
         lock(&self.files)
             .iter()
-            .filter(|(_, status)| matches!(status, FileStatus::Rejected { .. }))
-            .map(|(file, status)| (file.clone(), status.clone()))
+            .filter_map(|(file, status)| match status {
+                FileStatus::Loaded => None,
+                FileStatus::Rejected {
+                    identity,
+                    reason,
+                    at,
+                } => Some(RejectedFile {
+                    file: file.clone(),
+                    identity: identity.clone(),
+                    reason: reason.clone(),
+                    at: *at,
+                }),
+            })
             .collect()
     }
+}
+
+/// A file that is listed as rejected.
+#[derive(Clone, Debug)]
+pub struct RejectedFile {
+    pub file: PathBuf,
+    pub identity: Option<Identity>,
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at: f64,
 }
 
 #[cfg(test)]
@@ -118,11 +139,9 @@ mod tests {
         states.record(&rejected("/p/b.so", Some("b 1.0.0")), 2.0);
         let listed = states.rejected();
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].0, Path::new("/p/a.so"));
-        assert!(matches!(
-            &listed[0].1,
-            FileStatus::Rejected { reason, at, .. } if reason == "not a plugin" && *at == 1.0
-        ));
+        assert_eq!(listed[0].file, Path::new("/p/a.so"));
+        assert_eq!(listed[0].reason, "not a plugin");
+        assert_eq!(listed[0].at, 1.0);
         states.forget(Path::new("/p/a.so"));
         assert!(states.rejected().is_empty());
     }

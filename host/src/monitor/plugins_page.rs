@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use serde_json::{json, Value};
 
-use super::plugin_states::{FileStatus, PluginStates};
+use super::plugin_states::PluginStates;
 use crate::plugin::LoadedPlugin;
 
 /// Renders the plugins of `loaded` and the rejected files of `states`.
@@ -39,23 +39,17 @@ pub fn render(
             })
         })
         .collect();
-    for (file, status) in states.rejected() {
-        if let FileStatus::Rejected {
-            identity,
-            reason,
-            at,
-        } = status
-        {
-            list.push(json!({
-                "name": identity.as_ref().map(|i| &i.name),
-                "version": identity.as_ref().map(|i| &i.version),
-                "file": file,
-                "types": identity.as_ref().map(|i| i.types.clone()).unwrap_or_default(),
-                "status": "rejected",
-                "reason": reason,
-                "rejected_at": at,
-            }));
-        }
+    for rejected in states.rejected() {
+        let identity = rejected.identity.as_ref();
+        list.push(json!({
+            "name": identity.map(|i| &i.name),
+            "version": identity.map(|i| &i.version),
+            "file": rejected.file,
+            "types": identity.map(|i| i.types.clone()).unwrap_or_default(),
+            "status": "rejected",
+            "reason": rejected.reason,
+            "rejected_at": rejected.at,
+        }));
     }
     json!({ "plugins": list, "connections": open_connections })
 }
