@@ -1,5 +1,7 @@
-//! From a valid envelope to the frames that answer it: route lookup, running
-//! the handler in the right place, and turning its outcome into replies.
+//! From a text frame to how its request ended: parse, route lookup, running
+//! the handler in the right place, counting and logging the call. What the
+//! outcome does to the connection (replies, groups, close) is
+//! [`crate::effects`]'s business; nothing here touches a socket.
 //!
 //! Where a handler runs is the main cost decision of the server. A handler
 //! declared inline (ping) runs right here on the connection's task: a call
@@ -19,37 +21,41 @@ use std::{
 };
 
 use rohrpost_plugin_api::{
-    abi::{
-        Call, CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
-        EFFECT_SEND,
-    },
-    wire, GroupNameRule,
+    abi::{Call, CallOutcome},
+    GroupNameRule,
 };
-use serde::de::IgnoredAny;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, info, warn};
 
 use crate::{
     monitor::Monitor,
     plugin::{CallEnd, Verdict},
-    protocol::{self, Envelope},
+    protocol::{self, Envelope, Rejection},
     registry::{Registry, Route},
 };
 
-/// What the connection does for one request, in order: the replies and
-/// the other effects of its handler.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send this message to the caller.
-    Text(String),
-    /// Close the connection after what came before.
-    Close,
-    /// Add the caller to a group.
-    Join(String),
-    /// Remove the caller from a group.
-    Leave(String),
-    /// Send a message to every member of a group.
-    GroupSend { group: String, message: String },
+/// What came of one text frame, for [`crate::effects`] to carry out.
+pub enum Handled<'a> {
+    /// Not a valid rohrpost request.
+    Invalid(Rejection<'a>),
+    /// No plugin serves the request's type.
+    UnknownType(Envelope<'a>),
+    /// The request was routed and its handler called.
+    Ran(Ran<'a>),
+}
+
+/// A routed request and how its handler call ended.
+pub struct Ran<'a> {
+    pub route: Route,
+    pub request: Envelope<'a>,
+    pub outcome: Outcome,
+}
+
+/// How a handler call ended, seen from the host.
+pub enum Outcome {
+    Returned(CallOutcome),
+    TimedOut(Duration),
+    Lost(String),
 }
 
 /// Routing and execution settings shared by all connections.
@@ -61,33 +67,27 @@ pub struct Dispatcher {
     /// MiB of its frame; slower calls, repeated, move the handler to the pool.
     pub inline_budget: Duration,
     pub inline_budget_per_mib: Duration,
-    /// Which group names handlers may use.
+    /// Which group names handlers may use (checked by [`crate::effects`]).
     pub group_names: GroupNameRule,
     pub monitor: Arc<Monitor>,
 }
 
 impl Dispatcher {
-    /// Answers one text frame.
-    pub async fn handle_text(&self, frame: Utf8Bytes, scope: &Arc<str>) -> Vec<Action> {
+    /// Routes one text frame and runs its handler.
+    pub async fn handle<'a>(&self, frame: &'a Utf8Bytes, scope: &Arc<str>) -> Handled<'a> {
         let text = frame.as_str();
         let envelope = match protocol::parse(text) {
             Ok(envelope) => envelope,
             Err(rejection) => {
                 self.monitor.invalid_request();
-                return vec![Action::Text(rejection.reply())];
+                return Handled::Invalid(rejection);
             }
         };
         let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
             Some(route) => route.clone(),
             None => {
                 self.monitor.unknown_type();
-                let error = format!("Unknown message type '{}'.", envelope.kind);
-                return vec![Action::Text(wire::write_message(
-                    Some(envelope.id),
-                    Some(&envelope.kind),
-                    Some(&error),
-                    None,
-                ))];
+                return Handled::UnknownType(envelope);
             }
         };
         let handler = &route.plugin.handlers[route.handler as usize];
@@ -97,7 +97,7 @@ impl Dispatcher {
             let outcome = self.run_inline(&route, &envelope, text, scope);
             (outcome, Some(started.elapsed()))
         } else {
-            let owned = OwnedCall::new(&frame, &envelope, scope.clone());
+            let owned = OwnedCall::new(frame, &envelope, scope.clone());
             self.run_pooled(&route, owned).await
         };
         let took = started.elapsed();
@@ -125,7 +125,12 @@ impl Dispatcher {
             }
         }
         count(&route, &outcome, took);
-        outcome_to_frames(&route, &envelope, outcome, self.group_names)
+        log(&route, &envelope.kind, &outcome);
+        Handled::Ran(Ran {
+            route,
+            request: envelope,
+            outcome,
+        })
     }
 
     /// What an inline call with a frame of `len` bytes may take.
@@ -193,13 +198,6 @@ fn count(route: &Route, outcome: &Outcome, took: Duration) {
     route.metrics.latency.observe(took.as_secs_f64());
 }
 
-/// How a handler call ended, seen from the host.
-enum Outcome {
-    Returned(CallOutcome),
-    TimedOut(Duration),
-    Lost(String),
-}
-
 /// A request owned for a call on another thread: the frame is shared, and
 /// the parts are ranges into it.
 struct OwnedCall {
@@ -238,145 +236,34 @@ impl OwnedCall {
     }
 }
 
-fn error_reply(envelope: &Envelope<'_>, error: &str) -> Action {
-    Action::Text(wire::write_message(
-        Some(envelope.id),
-        Some(&envelope.kind),
-        Some(error),
-        None,
-    ))
-}
-
-fn outcome_to_frames(
-    route: &Route,
-    envelope: &Envelope<'_>,
-    outcome: Outcome,
-    group_names: GroupNameRule,
-) -> Vec<Action> {
+/// Logs a call that did not succeed (rate-limited: clients cause these).
+fn log(route: &Route, kind: &str, outcome: &Outcome) {
     let plugin = &route.plugin;
-    let kind = envelope.kind.as_ref();
     match outcome {
-        Outcome::Returned(CallOutcome::Done(effects)) => {
-            effects_to_frames(route, envelope, effects, group_names)
-        }
+        Outcome::Returned(CallOutcome::Done(_)) => {}
         Outcome::Returned(CallOutcome::Failed(text)) => {
             if crate::log_limit::HANDLER_ERROR.allow() {
                 warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                     cause = %text, "handler returned an error");
             }
-            vec![error_reply(envelope, text.as_str())]
         }
         Outcome::Returned(CallOutcome::Panicked(message)) => {
             if crate::log_limit::HANDLER_PANIC.allow() {
                 error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                     cause = %message, "handler panicked");
             }
-            vec![error_reply(
-                envelope,
-                &format!("Internal error: the handler for '{kind}' panicked."),
-            )]
         }
         Outcome::TimedOut(after) => {
             if crate::log_limit::HANDLER_TIMEOUT.allow() {
                 warn!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                     timeout_ms = after.as_millis() as u64, "handler timed out");
             }
-            vec![error_reply(
-                envelope,
-                &format!(
-                    "The handler for '{kind}' did not finish within {} ms.",
-                    after.as_millis()
-                ),
-            )]
         }
         Outcome::Lost(why) => {
             if crate::log_limit::HANDLER_LOST.allow() {
                 error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
                     cause = %why, "handler call was lost");
             }
-            vec![error_reply(
-                envelope,
-                &format!("Internal error: the handler for '{kind}' did not complete."),
-            )]
         }
     }
-}
-
-fn effects_to_frames(
-    route: &Route,
-    envelope: &Envelope<'_>,
-    effects: abi_stable::std_types::RVec<Effect>,
-    group_names: GroupNameRule,
-) -> Vec<Action> {
-    // A group name that breaks the rule fails the whole call: carrying out
-    // the rest would leave the caller half-subscribed.
-    let bad_group = effects
-        .iter()
-        .filter(|e| matches!(e.kind, EFFECT_JOIN | EFFECT_LEAVE | EFFECT_GROUP_SEND))
-        .find_map(|e| group_names.check(e.target.as_str()).err());
-    if let Some(problem) = bad_group {
-        warn!(plugin = %route.plugin.name, version = %route.plugin.version,
-            r#type = %envelope.kind, cause = %problem,
-            "handler used an invalid group name; none of its effects were carried out");
-        return vec![error_reply(
-            envelope,
-            &format!("Invalid group name: {problem}."),
-        )];
-    }
-    let mut actions = Vec::with_capacity(effects.len());
-    for effect in effects {
-        let problem = match effect.kind {
-            EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
-                Some("a message that is not a JSON object")
-            }
-            _ => None,
-        };
-        if let Some(cause) = problem {
-            if crate::log_limit::HANDLER_INVALID.allow() {
-                error!(plugin = %route.plugin.name, version = %route.plugin.version,
-                    r#type = %envelope.kind, effect = effect.kind, cause,
-                    "handler produced something invalid");
-            }
-            actions.push(error_reply(
-                envelope,
-                &format!(
-                    "Internal error: the handler for '{}' produced an invalid message.",
-                    envelope.kind
-                ),
-            ));
-            continue;
-        }
-        match effect.kind {
-            EFFECT_SEND => actions.push(Action::Text(effect.body.into_string())),
-            EFFECT_CLOSE => {
-                actions.push(Action::Close);
-                break;
-            }
-            EFFECT_JOIN => actions.push(Action::Join(effect.target.into_string())),
-            EFFECT_LEAVE => actions.push(Action::Leave(effect.target.into_string())),
-            EFFECT_GROUP_SEND => actions.push(Action::GroupSend {
-                group: effect.target.into_string(),
-                message: effect.body.into_string(),
-            }),
-            other => {
-                if crate::log_limit::HANDLER_INVALID.allow() {
-                    warn!(plugin = %route.plugin.name, version = %route.plugin.version,
-                        r#type = %envelope.kind, effect = other,
-                        "handler asked for an effect this host does not support");
-                }
-                actions.push(error_reply(
-                    envelope,
-                    &format!(
-                        "The handler for '{}' used a feature this server does not support.",
-                        envelope.kind
-                    ),
-                ));
-            }
-        }
-    }
-    actions
-}
-
-fn is_json_object(text: &str) -> bool {
-    text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }

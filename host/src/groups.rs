@@ -6,130 +6,22 @@
 //! plugins, connections or the protocol code. Fan-out never waits on a
 //! receiver: each connection has a bounded outbound queue, and a connection
 //! whose queue is full, by messages or by bytes, is told to close (see
-//! [`Outbox`]), so one slow client can neither delay the others, nor
+//! [`crate::outbound`]), so one slow client can neither delay the others, nor
 //! silently miss messages, nor hold the server's memory.
 
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::Mutex,
 };
 
-use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+pub use crate::outbound::{Outbox, QueueLimits};
 
 /// A connection's id, unique within this host.
 pub type ConnectionId = u64;
-
-/// How much a connection's outbound queue may hold: messages and bytes.
-/// Either bound, when reached, closes the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueLimits {
-    pub messages: usize,
-    /// Bytes of the messages waiting. A message larger than this still gets
-    /// through when nothing else waits.
-    pub bytes: usize,
-}
-
-/// The sending end of a connection's outbound queue.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    queue: mpsc::Sender<Utf8Bytes>,
-    /// Bytes waiting, shared with the receiving end.
-    bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
-    /// Counts messages dropped on a full queue (a metric).
-    drops: Counter,
-    /// Signalled when a message found the queue full: the connection then
-    /// closes with [`crate::connection::QUEUE_FULL_CODE`].
-    overflow: Arc<Notify>,
-}
-
-/// The receiving end, owned by the connection's task.
-pub struct Inbox {
-    pub queue: QueueReceiver,
-    pub overflow: Arc<Notify>,
-}
-
-/// The receiving end of the queue itself: takes messages off it and their
-/// bytes off its count.
-pub struct QueueReceiver {
-    queue: mpsc::Receiver<Utf8Bytes>,
-    bytes: Arc<AtomicUsize>,
-}
-
-impl QueueReceiver {
-    /// The next message; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let message = self.queue.recv().await?;
-        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
-        Some(message)
-    }
-
-    /// The next message if one is waiting.
-    pub fn try_recv(&mut self) -> Result<Utf8Bytes, mpsc::error::TryRecvError> {
-        let message = self.queue.try_recv()?;
-        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
-        Ok(message)
-    }
-}
-
-/// A connection's outbound queue within `limits`; messages dropped on a
-/// full queue are counted in `drops`.
-pub fn outbound_queue(limits: QueueLimits, drops: Counter) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(limits.messages.max(1));
-    let overflow = Arc::new(Notify::new());
-    let bytes = Arc::new(AtomicUsize::new(0));
-    (
-        Outbox {
-            queue: tx,
-            bytes: bytes.clone(),
-            max_bytes: limits.bytes,
-            drops,
-            overflow: overflow.clone(),
-        },
-        Inbox {
-            queue: QueueReceiver { queue: rx, bytes },
-            overflow,
-        },
-    )
-}
-
-impl Outbox {
-    /// Queues a message without waiting. False when the connection is gone
-    /// or its queue is full, by count or by bytes (then it is told to
-    /// close).
-    pub fn offer(&self, message: &Utf8Bytes) -> bool {
-        let len = message.len();
-        let before = self.bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before.saturating_add(len) > self.max_bytes {
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
-            return self.full();
-        }
-        match self.queue.try_send(message.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
-                self.full()
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    fn full(&self) -> bool {
-        self.drops.inc();
-        self.overflow.notify_one();
-        false
-    }
-}
 
 /// A future returned by [`GroupLayer`]'s methods.
 pub type GroupFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -270,7 +162,10 @@ impl GroupLayer for MemoryGroups {
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
     use super::*;
+    use crate::outbound::outbound_queue;
 
     #[test]
     fn join_twice_delivers_once_and_leave_all_cleans_up() {
@@ -293,49 +188,5 @@ mod tests {
         assert_eq!(emptied, ["g", "h"]);
         assert_eq!(groups.deliver("g", &"m".into()), 0);
         assert!(groups.state().members.is_empty() && groups.state().joined.is_empty());
-    }
-
-    #[test]
-    fn a_full_queue_signals_overflow() {
-        let groups = MemoryGroups::default();
-        let drops = Counter::default();
-        let (outbox, inbox) = outbound_queue(
-            QueueLimits {
-                messages: 1,
-                bytes: 1 << 20,
-            },
-            drops.clone(),
-        );
-        groups.add("g", 7, &outbox);
-        assert_eq!(groups.deliver("g", &"1".into()), 1);
-        assert_eq!(groups.deliver("g", &"2".into()), 0);
-        assert_eq!(drops.get(), 1);
-        let notified = inbox.overflow.notified();
-        futures_util::pin_mut!(notified);
-        // A stored permit completes the wait at once.
-        assert!(futures_util::FutureExt::now_or_never(notified).is_some());
-    }
-
-    #[test]
-    fn bytes_are_bounded_too_and_counted_off_when_read() {
-        let groups = MemoryGroups::default();
-        let drops = Counter::default();
-        let limits = QueueLimits {
-            messages: 100,
-            bytes: 10,
-        };
-        let (outbox, mut inbox) = outbound_queue(limits, drops.clone());
-        groups.add("g", 7, &outbox);
-        // Larger than the bound, but alone: it gets through.
-        assert_eq!(groups.deliver("g", &"x".repeat(12).into()), 1);
-        assert_eq!(groups.deliver("g", &"y".into()), 0);
-        assert_eq!(drops.get(), 1);
-        assert_eq!(inbox.queue.try_recv().ok().map(|m| m.len()), Some(12));
-        assert_eq!(groups.deliver("g", &"abcde".into()), 1);
-        assert_eq!(groups.deliver("g", &"fghij".into()), 1);
-        assert_eq!(groups.deliver("g", &"k".into()), 0);
-        assert_eq!(inbox.queue.try_recv().ok().as_deref(), Some("abcde"));
-        assert_eq!(groups.deliver("g", &"k".into()), 1);
-        assert_eq!(outbox.bytes.load(Ordering::Relaxed), 6);
     }
 }

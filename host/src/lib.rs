@@ -5,10 +5,12 @@
 //! [`accept`] (the listener, every phase before the upgrade bounded, with
 //! [`pending`]) →
 //! [`handshake`] (origin check, connection limit, scope) →
-//! [`connection`] (one task per socket) → [`protocol`] (envelope and its
-//! errors) → [`dispatch`] (route, run the handler, replies) → [`registry`]
-//! (type → plugin) ← [`watcher`] (plugins directory) → [`plugin`] (loading
-//! a library safely, [`elf_check`] first). Group messages, from handlers or
+//! [`connection`] (one task per socket) → [`protocol`] (envelope, error
+//! replies, close frames) → [`dispatch`] (route, run the handler, its
+//! outcome) → [`effects`] (the outcome carried out on the socket and the
+//! groups, writes guarded by the [`outbound`] queue) → [`registry`] (type → plugin) ← [`watcher`] (plugins directory,
+//! its events reported to [`monitor`]) → [`plugin`] (loading a library
+//! safely, [`elf_check`] first). Group messages, from handlers or
 //! from [`notify`] (`POST /api/notify`), go through [`groups`] to each
 //! member connection's outbound queue.
 //!
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod effects;
 pub mod elf_check;
 pub mod groups;
 pub mod handshake;
@@ -26,6 +29,7 @@ pub mod linger;
 pub mod log_limit;
 pub mod monitor;
 pub mod notify;
+pub mod outbound;
 pub mod pending;
 pub mod plugin;
 pub mod protocol;

@@ -1,13 +1,15 @@
 //! The rohrpost envelope: turning one text frame into `id`, `type` and
-//! `data`, or into the exact error reply PROTOCOL.md prescribes.
+//! `data`, or into the exact error reply PROTOCOL.md prescribes; and every
+//! other text the server puts on the wire of its own accord (the error
+//! replies for requests its handlers could not answer, the close frames).
 //!
 //! The frame is read once, without building a JSON tree: `id` and `data` stay
 //! raw text slices of the frame (so big integers and `"123"` go back exactly
 //! as sent), and the handler parses only what it needs.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, time::Duration};
 
-use rohrpost_plugin_api::wire;
+use rohrpost_plugin_api::{wire, GroupNameError};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -47,6 +49,74 @@ impl Rejection<'_> {
             _ => None,
         };
         wire::write_message(id, None, Some(&self.to_string()), None)
+    }
+}
+
+/// Why a valid request gets an error reply from the server rather than
+/// (or among) its handler's own messages. The `Display` texts are the wire
+/// texts; the reply carries the request's `id` and `type`.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure<'a> {
+    #[error("Unknown message type '{kind}'.")]
+    UnknownType { kind: &'a str },
+    /// The handler's own error text, as it gave it.
+    #[error("{0}")]
+    Failed(&'a str),
+    #[error("Internal error: the handler for '{kind}' panicked.")]
+    Panicked { kind: &'a str },
+    #[error("The handler for '{kind}' did not finish within {} ms.", after.as_millis())]
+    TimedOut { kind: &'a str, after: Duration },
+    #[error("Internal error: the handler for '{kind}' did not complete.")]
+    Lost { kind: &'a str },
+    #[error("Invalid group name: {problem}.")]
+    InvalidGroup { problem: &'a GroupNameError },
+    #[error("Internal error: the handler for '{kind}' produced an invalid message.")]
+    InvalidMessage { kind: &'a str },
+    #[error("The handler for '{kind}' used a feature this server does not support.")]
+    Unsupported { kind: &'a str },
+}
+
+impl Failure<'_> {
+    /// The error reply to `request`.
+    pub fn reply(&self, request: &Envelope<'_>) -> String {
+        let text;
+        let error = match self {
+            Failure::Failed(own) => *own,
+            _ => {
+                text = self.to_string();
+                &text
+            }
+        };
+        wire::write_message(Some(request.id), Some(&request.kind), Some(error), None)
+    }
+}
+
+/// A close frame the server sends of its own accord: code (RFC 6455) and
+/// reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Close {
+    /// A handler asked to close the connection.
+    pub const NORMAL: Close = Close::new(1000, "");
+    /// The server is shutting down.
+    pub const SHUTDOWN: Close = Close::new(1001, "Server shutting down.");
+    /// No frame from the client for the whole idle timeout.
+    pub const IDLE: Close = Close::new(1001, "Idle timeout.");
+    /// The connection's outbound queue overflowed: 1013, "try again later".
+    /// The client missed messages and should reconnect and resubscribe.
+    pub const QUEUE_FULL: Close =
+        Close::new(1013, "Outbound queue full: the client reads too slowly.");
+    /// The client broke RFC 6455 (section 7.4.1 names the codes).
+    pub const PROTOCOL_ERROR: Close = Close::new(1002, "Protocol error.");
+    pub const INVALID_UTF8: Close = Close::new(1007, "Invalid UTF-8 in a text message.");
+    pub const TOO_BIG: Close = Close::new(1009, "Message too big.");
+
+    const fn new(code: u16, reason: &'static str) -> Self {
+        Close { code, reason }
     }
 }
 
@@ -257,6 +327,27 @@ mod tests {
         assert_eq!(
             parse("{\"type\":5,\"id\":[1]}").unwrap_err().reply(),
             r#"{"id":[1],"error":"Field 'type' must be a string."}"#
+        );
+    }
+
+    #[test]
+    fn failures_answer_with_the_request_id_and_type() {
+        let request = parse(r#"{"type":"slow","id":"a"}"#).unwrap();
+        let timed_out = Failure::TimedOut {
+            kind: "slow",
+            after: Duration::from_millis(250),
+        };
+        assert_eq!(
+            timed_out.reply(&request),
+            r#"{"id":"a","type":"slow","error":"The handler for 'slow' did not finish within 250 ms."}"#
+        );
+        assert_eq!(
+            Failure::Failed("no such room").reply(&request),
+            r#"{"id":"a","type":"slow","error":"no such room"}"#
+        );
+        assert_eq!(
+            Failure::UnknownType { kind: "slow" }.to_string(),
+            "Unknown message type 'slow'."
         );
     }
 

@@ -7,6 +7,10 @@
 //! nothing, new content is loaded and swapped in, a missing file is
 //! unregistered. A file that fails to load changes nothing but the log:
 //! whatever served before keeps serving.
+//!
+//! Each outcome is one [`PluginEvent`], described once: the watcher logs
+//! it, and the [`Monitor`] takes it into the metrics, the file states of
+//! `/api/plugins` and the live event stream.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -25,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     monitor::Monitor,
-    plugin::{self, content_hash, Identity, LoadError},
+    plugin::{self, content_hash, Identity, LoadError, LoadedPlugin},
     registry::Registry,
     safety,
     shadow::ShadowDir,
@@ -58,6 +62,92 @@ impl Drop for PluginWatcher {
         // Now, not when the last load task lets go of it: that may be
         // after the runtime stopped waiting for its tasks.
         self.shadow.remove();
+    }
+}
+
+/// Something that happened to a file of the plugins directory.
+#[derive(Debug)]
+pub enum PluginEvent {
+    /// A new file's plugin serves.
+    Loaded { plugin: Arc<LoadedPlugin> },
+    /// A file's new content serves in place of `previous`; calls in flight
+    /// finish on it. `retired_versions`: how many versions of `previous`'s
+    /// name are now out of service but still mapped.
+    Replaced {
+        plugin: Arc<LoadedPlugin>,
+        previous: Arc<LoadedPlugin>,
+        retired_versions: u64,
+    },
+    /// A file could not be loaded, or was refused; `still_serving` names
+    /// the version from the same file that keeps serving, if any.
+    Rejected {
+        file: PathBuf,
+        identity: Option<Identity>,
+        reason: String,
+        still_serving: Option<String>,
+    },
+    /// A plugin's file was deleted; its library stays mapped.
+    Removed {
+        plugin: Arc<LoadedPlugin>,
+        retired_versions: u64,
+    },
+}
+
+impl PluginEvent {
+    /// The event's name in the log, the metrics and the live stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PluginEvent::Loaded { .. } => "loaded",
+            PluginEvent::Replaced { .. } => "replaced",
+            PluginEvent::Rejected { .. } => "rejected",
+            PluginEvent::Removed { .. } => "removed",
+        }
+    }
+
+    fn log(&self) {
+        let event = self.name();
+        match self {
+            PluginEvent::Loaded { plugin } => {
+                info!(event, plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types().collect::<Vec<_>>(), file = %plugin.file.display(),
+                    api = %plugin.api_version, reason = "new file", "plugin loaded");
+            }
+            PluginEvent::Replaced {
+                plugin,
+                previous,
+                retired_versions,
+            } => {
+                info!(event, plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types().collect::<Vec<_>>(), file = %plugin.file.display(),
+                    api = %plugin.api_version, previous_version = %previous.version,
+                    reason = "content changed", retired_versions,
+                    "plugin replaced; calls in flight finish on the previous version");
+            }
+            PluginEvent::Rejected {
+                file,
+                identity,
+                reason,
+                still_serving,
+            } => {
+                let identity = identity.as_ref();
+                warn!(event,
+                    plugin = %identity.map_or("-", |p| p.name.as_str()),
+                    version = %identity.map_or("-", |p| p.version.as_str()),
+                    types = ?identity.map(|p| p.types.as_slice()).unwrap_or_default(),
+                    file = %file.display(), reason = %reason,
+                    still_serving = %still_serving.as_deref().unwrap_or("nothing from this file"),
+                    "plugin rejected");
+            }
+            PluginEvent::Removed {
+                plugin,
+                retired_versions,
+            } => {
+                info!(event, plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types().collect::<Vec<_>>(), file = %plugin.file.display(),
+                    reason = "file deleted", retired_versions,
+                    "plugin removed; its library stays mapped until restart");
+            }
+        }
     }
 }
 
@@ -130,6 +220,7 @@ pub async fn start(
         monitor: monitor.clone(),
         known: HashMap::new(),
         pending: HashMap::new(),
+        retired: HashMap::new(),
     };
     reconciler.rescan().await;
     monitor.set_ready();
@@ -165,6 +256,9 @@ struct Reconciler {
     known: HashMap<PathBuf, Known>,
     /// Files to look at once quiet, with the time of their last event.
     pending: HashMap<PathBuf, Instant>,
+    /// Versions replaced or removed but still mapped (libraries are never
+    /// unloaded), by plugin name.
+    retired: HashMap<String, u64>,
 }
 
 impl Reconciler {
@@ -224,11 +318,11 @@ impl Reconciler {
             self.known.remove(path);
             self.monitor.forget(path);
             if let Some(old) = self.registry.remove(path) {
-                let retired = self.monitor.removed(path, &old);
-                info!(event = "removed", plugin = %old.name, version = %old.version,
-                    types = ?old.types().collect::<Vec<_>>(), file = %path.display(),
-                    reason = "file deleted", retired_versions = retired,
-                    "plugin removed; its library stays mapped until restart");
+                let retired_versions = self.retire(&old.name);
+                self.publish(PluginEvent::Removed {
+                    plugin: old,
+                    retired_versions,
+                });
                 self.retry_blocked();
             }
             return;
@@ -285,19 +379,14 @@ impl Reconciler {
             }
         };
         match self.registry.install(plugin.clone(), &self.monitor) {
-            Ok(None) => {
-                info!(event = "loaded", plugin = %plugin.name, version = %plugin.version,
-                    types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
-                    api = %plugin.api_version, reason = "new file", "plugin loaded");
-                self.monitor.loaded(&plugin, None);
-            }
-            Ok(Some(old)) => {
-                let retired = self.monitor.loaded(&plugin, Some(&old));
-                info!(event = "replaced", plugin = %plugin.name, version = %plugin.version,
-                    types = ?plugin.types().collect::<Vec<_>>(), file = %path.display(),
-                    api = %plugin.api_version, previous_version = %old.version,
-                    reason = "content changed", retired_versions = retired,
-                    "plugin replaced; calls in flight finish on the previous version");
+            Ok(None) => self.publish(PluginEvent::Loaded { plugin }),
+            Ok(Some(previous)) => {
+                let retired_versions = self.retire(&previous.name);
+                self.publish(PluginEvent::Replaced {
+                    plugin,
+                    previous,
+                    retired_versions,
+                });
                 // The new version may have given up a type or a name.
                 self.retry_blocked();
             }
@@ -326,21 +415,33 @@ impl Reconciler {
     }
 
     fn reject(&self, path: &Path, plugin: Option<&Identity>, reason: &dyn std::fmt::Display) {
-        let serving = self
+        let still_serving = self
             .registry
             .snapshot()
             .plugins
             .get(path)
             .map(|p| format!("{} {}", p.name, p.version));
-        self.monitor
-            .rejected(path, plugin, &reason.to_string(), serving.is_some());
-        let still = serving.unwrap_or_else(|| "nothing from this file".to_owned());
-        warn!(event = "rejected",
-            plugin = %plugin.map_or("-", |p| p.name.as_str()),
-            version = %plugin.map_or("-", |p| p.version.as_str()),
-            types = ?plugin.map(|p| p.types.as_slice()).unwrap_or_default(),
-            file = %path.display(), reason = %reason, still_serving = %still,
-            "plugin rejected");
+        self.publish(PluginEvent::Rejected {
+            file: path.to_owned(),
+            identity: plugin.cloned(),
+            reason: reason.to_string(),
+            still_serving,
+        });
+    }
+
+    /// Counts one more version of `name` out of service but still mapped;
+    /// the count so far.
+    fn retire(&mut self, name: &str) -> u64 {
+        let count = self.retired.entry(name.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// States first, then the log: whoever sees the log line finds
+    /// `/api/plugins` up to date.
+    fn publish(&self, event: PluginEvent) {
+        self.monitor.publish(&event);
+        event.log();
     }
 }
 

@@ -1,0 +1,342 @@
+//! What a handled request does to its connection, in one place: the error
+//! reply of a request no handler answered, or the handler's effects decoded
+//! into typed [`Action`]s and carried out in order (replies to the socket,
+//! joins, leaves and group sends to the groups, close), every write guarded
+//! by the connection's [`Outbound`] queue (an overflow closes with 1013);
+//! and the delivery of queued group messages.
+//!
+//! A new kind of effect is a new `EFFECT_*` number in `plugin-api` and a
+//! new [`Action`] here; nothing else in the host changes.
+
+use std::future::Future;
+
+use abi_stable::std_types::RVec;
+use futures_util::SinkExt;
+use prometheus_client::metrics::counter::Counter;
+use rohrpost_plugin_api::{
+    abi::{
+        CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
+        EFFECT_SEND,
+    },
+    GroupNameRule,
+};
+use serde::de::IgnoredAny;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::{error, warn};
+
+use crate::{
+    connection::Socket,
+    dispatch::{Handled, Outcome, Ran},
+    groups::{ConnectionId, GroupLayer},
+    outbound::{Outbound, QueueLimits, Stop},
+    protocol::{Close, Failure},
+};
+
+/// One effect of a handler, decoded and checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this message to the caller.
+    Send(String),
+    /// Close the connection after what came before.
+    Close,
+    /// Add the caller to a group.
+    Join(String),
+    /// Remove the caller from a group.
+    Leave(String),
+    /// Send a message to every member of a group.
+    GroupSend { group: String, message: String },
+}
+
+/// Why an effect cannot be carried out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// A message to send that is not a JSON object.
+    NotAnObject,
+    /// An effect kind this host does not know (the plugin was built against
+    /// a later 1.x).
+    Unsupported(u32),
+}
+
+impl Action {
+    /// Decodes one ABI effect. Group names are checked for the whole call
+    /// beforehand, by [`first_bad_group`].
+    pub fn decode(effect: Effect) -> Result<Action, Unusable> {
+        match effect.kind {
+            EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
+                Err(Unusable::NotAnObject)
+            }
+            EFFECT_SEND => Ok(Action::Send(effect.body.into_string())),
+            EFFECT_CLOSE => Ok(Action::Close),
+            EFFECT_JOIN => Ok(Action::Join(effect.target.into_string())),
+            EFFECT_LEAVE => Ok(Action::Leave(effect.target.into_string())),
+            EFFECT_GROUP_SEND => Ok(Action::GroupSend {
+                group: effect.target.into_string(),
+                message: effect.body.into_string(),
+            }),
+            other => Err(Unusable::Unsupported(other)),
+        }
+    }
+}
+
+/// The first group name among `effects` that breaks `rule`, and why.
+pub fn first_bad_group(
+    effects: &[Effect],
+    rule: GroupNameRule,
+) -> Option<rohrpost_plugin_api::GroupNameError> {
+    effects
+        .iter()
+        .filter(|e| matches!(e.kind, EFFECT_JOIN | EFFECT_LEAVE | EFFECT_GROUP_SEND))
+        .find_map(|e| rule.check(e.target.as_str()).err())
+}
+
+fn is_json_object(text: &str) -> bool {
+    text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
+}
+
+/// Where one connection's effects go: its socket, its outbound queue, its
+/// groups.
+pub struct Effects<'c> {
+    pub socket: &'c mut Socket,
+    pub outbound: &'c mut Outbound,
+    pub connection: ConnectionId,
+    pub groups: &'c dyn GroupLayer,
+    pub limits: QueueLimits,
+    /// Counts group messages dropped on a full queue.
+    pub drops: &'c Counter,
+    /// Which group names handlers may use.
+    pub group_names: GroupNameRule,
+}
+
+impl Effects<'_> {
+    /// Runs `work` (handling a request) while group messages keep flowing
+    /// to the socket; stops when the queue overflows.
+    pub async fn while_running<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Stop> {
+        if !self.outbound.exists() {
+            // Nothing can arrive: a queue is only made by a join, which
+            // comes after the request.
+            return Ok(work.await);
+        }
+        tokio::pin!(work);
+        loop {
+            let (overflow, queued) = self.outbound.waits();
+            tokio::select! {
+                biased;
+                done = &mut work => return Ok(done),
+                () = overflow => return Err(Stop::Close(Close::QUEUE_FULL)),
+                Some(first) = queued => self.deliver(first).await?,
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then
+    /// flushes; gives up when the queue overflows meanwhile.
+    pub async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
+        let batch = self.outbound.batch(first);
+        let socket = &mut *self.socket;
+        self.outbound
+            .guard(async {
+                for message in batch {
+                    socket.feed(Message::Text(message)).await?;
+                }
+                socket.flush().await
+            })
+            .await
+    }
+
+    /// Carries out what came of one text frame, then flushes.
+    pub async fn carry_out(&mut self, handled: Handled<'_>) -> Result<(), Stop> {
+        match handled {
+            Handled::Invalid(rejection) => self.reply(rejection.reply()).await,
+            Handled::UnknownType(request) => {
+                let kind = request.kind.as_ref();
+                self.reply(Failure::UnknownType { kind }.reply(&request))
+                    .await
+            }
+            Handled::Ran(ran) => self.answer(ran).await,
+        }
+    }
+
+    /// Sends one message of the server's own (an error reply) and flushes.
+    pub async fn reply(&mut self, text: String) -> Result<(), Stop> {
+        self.send(text).await?;
+        self.flush().await
+    }
+
+    async fn answer(&mut self, ran: Ran<'_>) -> Result<(), Stop> {
+        let Ran {
+            route,
+            request,
+            outcome,
+        } = ran;
+        let kind = request.kind.as_ref();
+        let failure = match &outcome {
+            Outcome::Returned(CallOutcome::Done(_)) => None,
+            Outcome::Returned(CallOutcome::Failed(text)) => Some(Failure::Failed(text.as_str())),
+            Outcome::Returned(CallOutcome::Panicked(_)) => Some(Failure::Panicked { kind }),
+            Outcome::TimedOut(after) => Some(Failure::TimedOut {
+                kind,
+                after: *after,
+            }),
+            Outcome::Lost(_) => Some(Failure::Lost { kind }),
+        };
+        if let Some(failure) = failure {
+            return self.reply(failure.reply(&request)).await;
+        }
+        let Outcome::Returned(CallOutcome::Done(effects)) = outcome else {
+            return Ok(());
+        };
+        let plugin = &route.plugin;
+        // A group name that breaks the rule fails the whole call: carrying
+        // out the rest would leave the caller half-subscribed.
+        if let Some(problem) = first_bad_group(&effects, self.group_names) {
+            warn!(plugin = %plugin.name, version = %plugin.version,
+                r#type = %kind, cause = %problem,
+                "handler used an invalid group name; none of its effects were carried out");
+            let problem = &problem;
+            return self
+                .reply(Failure::InvalidGroup { problem }.reply(&request))
+                .await;
+        }
+        for effect in RVec::into_iter(effects) {
+            let effect_kind = effect.kind;
+            let action = match Action::decode(effect) {
+                Ok(action) => action,
+                Err(unusable) => {
+                    let failure = match unusable {
+                        Unusable::NotAnObject => {
+                            if crate::log_limit::HANDLER_INVALID.allow() {
+                                error!(plugin = %plugin.name, version = %plugin.version,
+                                    r#type = %kind, effect = effect_kind,
+                                    cause = "a message that is not a JSON object",
+                                    "handler produced something invalid");
+                            }
+                            Failure::InvalidMessage { kind }
+                        }
+                        Unusable::Unsupported(other) => {
+                            if crate::log_limit::HANDLER_INVALID.allow() {
+                                warn!(plugin = %plugin.name, version = %plugin.version,
+                                    r#type = %kind, effect = other,
+                                    "handler asked for an effect this host does not support");
+                            }
+                            Failure::Unsupported { kind }
+                        }
+                    };
+                    self.send(failure.reply(&request)).await?;
+                    continue;
+                }
+            };
+            self.apply(action).await?;
+        }
+        self.flush().await
+    }
+
+    /// Carries out one action; a close ends the connection after a flush.
+    pub async fn apply(&mut self, action: Action) -> Result<(), Stop> {
+        match action {
+            Action::Send(text) => self.send(text).await,
+            Action::Close => {
+                let _ = self.socket.flush().await;
+                Err(Stop::Close(Close::NORMAL))
+            }
+            Action::Join(group) => {
+                let outbox = self.outbound.outbox(self.limits, self.drops);
+                self.groups.join(&group, self.connection, outbox).await;
+                Ok(())
+            }
+            Action::Leave(group) => {
+                self.groups.leave(&group, self.connection);
+                Ok(())
+            }
+            Action::GroupSend { group, message } => {
+                self.groups.send(&group, message.into()).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues a message to the caller in the socket (no flush).
+    async fn send(&mut self, text: String) -> Result<(), Stop> {
+        let socket = &mut *self.socket;
+        self.outbound
+            .guard(socket.feed(Message::Text(text.into())))
+            .await
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        let socket = &mut *self.socket;
+        self.outbound.guard(socket.flush()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effect(kind: u32, target: &str, body: &str) -> Effect {
+        Effect {
+            kind,
+            target: target.into(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn effects_decode_into_actions() {
+        assert_eq!(
+            Action::decode(effect(EFFECT_SEND, "", r#"{"type":"pong"}"#)),
+            Ok(Action::Send(r#"{"type":"pong"}"#.to_owned()))
+        );
+        assert_eq!(
+            Action::decode(effect(EFFECT_CLOSE, "", "bye")),
+            Ok(Action::Close)
+        );
+        assert_eq!(
+            Action::decode(effect(EFFECT_JOIN, "room", "")),
+            Ok(Action::Join("room".to_owned()))
+        );
+        assert_eq!(
+            Action::decode(effect(EFFECT_LEAVE, "room", "")),
+            Ok(Action::Leave("room".to_owned()))
+        );
+        assert_eq!(
+            Action::decode(effect(EFFECT_GROUP_SEND, "room", "{}")),
+            Ok(Action::GroupSend {
+                group: "room".to_owned(),
+                message: "{}".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn messages_must_be_objects_and_kinds_known() {
+        for body in ["[1]", "{", "\"x\"", ""] {
+            assert_eq!(
+                Action::decode(effect(EFFECT_SEND, "", body)),
+                Err(Unusable::NotAnObject)
+            );
+            assert_eq!(
+                Action::decode(effect(EFFECT_GROUP_SEND, "g", body)),
+                Err(Unusable::NotAnObject)
+            );
+        }
+        assert_eq!(
+            Action::decode(effect(99, "", "{}")),
+            Err(Unusable::Unsupported(99))
+        );
+    }
+
+    #[test]
+    fn one_bad_group_name_is_found_among_the_effects() {
+        let rule = GroupNameRule::Channels;
+        let fine = [
+            effect(EFFECT_SEND, "not a group", "{}"),
+            effect(EFFECT_JOIN, "room-1", ""),
+        ];
+        assert!(first_bad_group(&fine, rule).is_none());
+        let bad = [
+            effect(EFFECT_JOIN, "room-1", ""),
+            effect(EFFECT_GROUP_SEND, "no spaces", "{}"),
+        ];
+        assert!(first_bad_group(&bad, rule).is_some());
+    }
+}

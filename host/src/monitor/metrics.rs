@@ -1,0 +1,222 @@
+//! The Prometheus metrics, registered once. Counters that the request path
+//! bumps are resolved ahead (per route, see [`Metrics::route`]), so that a
+//! request touches only atomics, never a label lookup.
+
+use std::fmt::Write as _;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of the messages counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// The message type, for types a plugin serves; empty otherwise (the
+    /// type is client-controlled and must not grow the label set).
+    pub r#type: String,
+    pub outcome: Outcome,
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler ran and succeeded.
+    Ok,
+    /// The handler returned an error.
+    Error,
+    Panic,
+    Timeout,
+    /// No plugin serves the type.
+    UnknownType,
+    /// The frame was not a valid rohrpost message.
+    Invalid,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+            Outcome::Timeout => "timeout",
+            Outcome::UnknownType => "unknown_type",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+/// The counters and the latency histogram of one routed message type.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    pub ok: Counter,
+    pub error: Counter,
+    pub panic: Counter,
+    pub timeout: Counter,
+    pub latency: Histogram,
+}
+
+/// The Prometheus metrics.
+pub struct Metrics {
+    pub(super) invalid: Counter,
+    pub(super) unknown_type: Counter,
+    registry: Registry,
+    pub(super) connections: Gauge,
+    messages: Family<MessageLabels, Counter>,
+    handler_seconds: Family<PluginLabel, Histogram>,
+    plugin_events: Family<EventLabel, Counter>,
+    /// Group messages not queued because a connection's queue was full.
+    pub queue_drops: Counter,
+    /// Group messages not passed to other hosts (the broker was down or
+    /// not answering, or the publishing queue was full).
+    pub broker_drops: Counter,
+    /// Messages from the broker for a group name no rule allows (dropped).
+    pub broker_invalid: Counter,
+    /// 1 while the group broker (Redis) is reachable.
+    pub(super) broker_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rohrpost");
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "Requests handled, by message type and outcome",
+            messages.clone(),
+        );
+        let handler_seconds = Family::<PluginLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                30.0,
+            ])
+        });
+        registry.register(
+            "handler_duration_seconds",
+            "Time from a request to its handler's result, by plugin",
+            handler_seconds.clone(),
+        );
+        let plugin_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "plugin_events",
+            "Plugin loads, replacements, rejections and removals",
+            plugin_events.clone(),
+        );
+        let unlabelled = |outcome| {
+            messages
+                .get_or_create(&MessageLabels {
+                    r#type: String::new(),
+                    outcome,
+                })
+                .clone()
+        };
+        let invalid = unlabelled(Outcome::Invalid);
+        let unknown_type = unlabelled(Outcome::UnknownType);
+        let queue_drops = Counter::default();
+        registry.register(
+            "outbound_queue_drops",
+            "Group messages dropped because a connection's outbound queue was full",
+            queue_drops.clone(),
+        );
+        let broker_drops = Counter::default();
+        registry.register(
+            "broker_drops",
+            "Group messages not passed to other hosts: the broker was unreachable or not answering, or the publishing queue was full",
+            broker_drops.clone(),
+        );
+        let broker_invalid = Counter::default();
+        registry.register(
+            "broker_invalid_groups",
+            "Messages from the group broker for an invalid group name, dropped",
+            broker_invalid.clone(),
+        );
+        let broker_up = Gauge::default();
+        registry.register(
+            "broker_up",
+            "1 while the group broker (Redis) is reachable; 0 while not, or in memory mode",
+            broker_up.clone(),
+        );
+        Metrics {
+            broker_drops,
+            broker_invalid,
+            broker_up,
+            invalid,
+            unknown_type,
+            registry,
+            connections,
+            messages,
+            handler_seconds,
+            plugin_events,
+            queue_drops,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics of one routed message type, made once per route so that
+    /// a request only bumps atomics.
+    pub fn route(&self, kind: &str, plugin: &str) -> RouteMetrics {
+        let counter = |outcome| {
+            self.messages
+                .get_or_create(&MessageLabels {
+                    r#type: kind.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            ok: counter(Outcome::Ok),
+            error: counter(Outcome::Error),
+            panic: counter(Outcome::Panic),
+            timeout: counter(Outcome::Timeout),
+            latency: self
+                .handler_seconds
+                .get_or_create(&PluginLabel {
+                    plugin: plugin.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Counts one plugin event (`loaded`, `rejected`, ...).
+    pub fn plugin_event(&self, event: &str) {
+        self.plugin_events
+            .get_or_create(&EventLabel {
+                event: event.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
