@@ -315,9 +315,13 @@ fn effects_to_frames(
         .filter(|e| matches!(e.kind, EFFECT_JOIN | EFFECT_LEAVE | EFFECT_GROUP_SEND))
         .find_map(|e| group_names.check(e.target.as_str()).err());
     if let Some(problem) = bad_group {
-        warn!(plugin = %route.plugin.name, version = %route.plugin.version,
-            r#type = %envelope.kind, cause = %problem,
-            "handler used an invalid group name; none of its effects were carried out");
+        // The name often comes from the client: one line per request would
+        // let it fill the log.
+        if crate::log_limit::INVALID_GROUP_NAME.allow() {
+            warn!(plugin = %route.plugin.name, version = %route.plugin.version,
+                r#type = %envelope.kind, cause = %problem,
+                "handler used an invalid group name; none of its effects were carried out");
+        }
         return vec![error_reply(
             envelope,
             &format!("Invalid group name: {problem}."),
