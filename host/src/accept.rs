@@ -69,12 +69,24 @@ pub async fn serve(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors (or another passing failure):
-                // wait a little instead of spinning.
                 if ACCEPT_FAILED.allow() {
                     warn!(%error, "cannot accept a connection");
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Out of file descriptors: make room by closing the oldest
+                // idle connection, as at the pending bound, and give its
+                // task a moment to let the descriptor go. Otherwise (or
+                // for another passing failure) wait a little instead of
+                // spinning.
+                let out_of_files = matches!(
+                    error.raw_os_error(),
+                    Some(libc::EMFILE) | Some(libc::ENFILE)
+                );
+                let pause = if out_of_files && pending.evict_oldest_idle() {
+                    Duration::from_millis(1)
+                } else {
+                    Duration::from_millis(20)
+                };
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };

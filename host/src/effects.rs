@@ -189,9 +189,13 @@ impl Effects<'_> {
         // A group name that breaks the rule fails the whole call: carrying
         // out the rest would leave the caller half-subscribed.
         if let Some(problem) = first_bad_group(&effects, self.group_names) {
-            warn!(plugin = %plugin.name, version = %plugin.version,
-                r#type = %kind, cause = %problem,
-                "handler used an invalid group name; none of its effects were carried out");
+            // The name often comes from the client: one line per request
+            // would let it fill the log.
+            if crate::log_limit::INVALID_GROUP_NAME.allow() {
+                warn!(plugin = %plugin.name, version = %plugin.version,
+                    r#type = %kind, cause = %problem,
+                    "handler used an invalid group name; none of its effects were carried out");
+            }
             let problem = &problem;
             return self
                 .reply(Failure::InvalidGroup { problem }.reply(&request))

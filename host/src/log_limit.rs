@@ -39,6 +39,8 @@ pub static HANDLER_TIMEOUT: LogLimit = LogLimit::new("handler_timeout");
 pub static HANDLER_LOST: LogLimit = LogLimit::new("handler_lost");
 /// A handler produced an invalid message or asked for an unknown effect.
 pub static HANDLER_INVALID: LogLimit = LogLimit::new("handler_invalid");
+/// A handler used a group name that breaks the rule (often a client's).
+pub static INVALID_GROUP_NAME: LogLimit = LogLimit::new("invalid_group_name");
 /// A handshake refused for its `Origin`.
 pub static ORIGIN_REFUSED: LogLimit = LogLimit::new("origin_refused");
 /// A handshake refused because every connection slot is taken.

@@ -115,6 +115,33 @@ impl Pending {
         })
     }
 
+    /// Closes the oldest idle connection to free its file descriptor;
+    /// `false` when none is idle. For when the open-files limit, not this
+    /// bound, is what stops new connections: otherwise silent sockets below
+    /// the bound would hold every descriptor until their deadline.
+    pub fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let victim = open
+            .slots
+            .iter()
+            .find(|(_, slot)| slot.is_idle())
+            .map(|(seq, _)| *seq);
+        match victim.and_then(|seq| open.slots.remove(&seq)) {
+            Some(slot) => {
+                slot.close.notify_one();
+                let evicted = self.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+                if PENDING_EVICTED.allow() {
+                    warn!(
+                        evicted_total = evicted,
+                        "out of file descriptors: closing the oldest idle connection that is not a WebSocket yet"
+                    );
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Connections not yet upgraded, now.
     pub fn count(&self) -> usize {
         self.open

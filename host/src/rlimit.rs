@@ -10,8 +10,9 @@ use tracing::{info, warn};
 const RESERVE: u64 = 256;
 
 /// Raises the soft open-files limit to the hard one and logs both; warns
-/// when the limit cannot hold `connections` sockets.
-pub fn raise_open_files(connections: usize) {
+/// when the limit cannot hold `connections` sockets. Returns the soft
+/// limit in force (`None` when it cannot be read).
+pub fn raise_open_files(connections: usize) -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -19,7 +20,7 @@ pub fn raise_open_files(connections: usize) {
     // SAFETY: getrlimit writes into the struct it is given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
-        return;
+        return None;
     }
     let before = limit.rlim_cur;
     let mut wanted = limit.rlim_max;
@@ -57,5 +58,41 @@ pub fn raise_open_files(connections: usize) {
             needed,
             "the open-files limit is lower than the connection bounds allow: raise the hard limit (LimitNOFILE= in systemd) or lower max_connections"
         );
+    }
+    Some(limit.rlim_cur)
+}
+
+/// The bound on connections not yet upgraded that the open-files limit can
+/// hold: `wanted`, or fewer when the limit leaves less than that beside
+/// [`RESERVE`], so that the bound (which makes room by closing the oldest
+/// idle connection) is reached before `accept` runs out of descriptors.
+pub fn pending_bound(wanted: usize, open_files: Option<u64>) -> usize {
+    let Some(open_files) = open_files else {
+        return wanted;
+    };
+    let room = usize::try_from(open_files.saturating_sub(RESERVE)).unwrap_or(usize::MAX);
+    let bound = wanted.min(room.max(MIN_PENDING));
+    if bound < wanted {
+        warn!(
+            max_pending_connections = wanted,
+            bound, open_files, "the open-files limit holds fewer connections that are not WebSockets yet: lowering their bound"
+        );
+    }
+    bound
+}
+
+/// The lowest bound [`pending_bound`] lowers to.
+const MIN_PENDING: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pending_bound_fits_the_open_files_limit() {
+        assert_eq!(pending_bound(1024, None), 1024);
+        assert_eq!(pending_bound(1024, Some(20_000)), 1024);
+        assert_eq!(pending_bound(1024, Some(300)), 44);
+        assert_eq!(pending_bound(1024, Some(100)), MIN_PENDING);
     }
 }

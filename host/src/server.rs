@@ -36,7 +36,8 @@ use crate::{
 /// Loads the plugins, then serves until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
-    rlimit::raise_open_files(settings.max_connections + settings.max_pending_connections);
+    let open_files =
+        rlimit::raise_open_files(settings.max_connections + settings.max_pending_connections);
     let registry = Arc::new(Registry::default());
     let monitor = Arc::new(Monitor::default());
     // Before anything else: an unreachable Redis is a start-up error.
@@ -134,7 +135,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout: settings.handshake_timeout,
             max_header_size: settings.max_header_size,
         },
-        Pending::new(settings.max_pending_connections),
+        Pending::new(rlimit::pending_bound(
+            settings.max_pending_connections,
+            open_files,
+        )),
         shutdown.clone(),
     )
     .await;

@@ -213,9 +213,28 @@ async fn replacing_under_load_loses_and_duplicates_nothing() {
         build().plugin("fixture-echo-v2"),
         build().plugin("fixture-echo-v1"),
     ];
+    let replaced = |host: &Host| {
+        host.log()
+            .iter()
+            .filter(|l| l.contains("event=\"replaced\""))
+            .count()
+    };
     for round in 0..10 {
         replace(&libraries[round % 2], &dir);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Each version is in place before the next is written (two writes
+        // within one debounce period would be one reload, or none when the
+        // second restores the first), however slow the machine is today.
+        let deadline = std::time::Instant::now() + T;
+        while replaced(&host) < round + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replacement {} not logged: {:#?}",
+                round + 1,
+                host.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for c in clients {
@@ -223,12 +242,7 @@ async fn replacing_under_load_loses_and_duplicates_nothing() {
         assert!(sent > 0);
         assert_eq!(versions.len(), 2, "saw {versions:?}");
     }
-    let replaced = host
-        .log()
-        .iter()
-        .filter(|l| l.contains("event=\"replaced\""))
-        .count();
-    assert_eq!(replaced, 10, "{:#?}", host.log());
+    assert_eq!(replaced(&host), 10, "{:#?}", host.log());
 }
 
 /// Installs `library` under the file name the host started with.
