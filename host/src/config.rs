@@ -202,6 +202,8 @@ settings! {
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
     /// Worker threads of the server's async runtime: a number, or `auto` for one per CPU core.
     workers: Workers = "auto", flag "workers", env "ROHRPOST_WORKERS", parse parse_workers;
+    /// Most arrays and objects in one message; a message with more gets an error reply (each costs a handler that reads `data` memory).
+    max_json_containers: usize = "10000", flag "max-json-containers", env "ROHRPOST_MAX_JSON_CONTAINERS", parse parse_positive;
     /// How long a client may take to send its HTTP request (headers, and the
     /// body for the HTTP endpoints); a slower one is disconnected.
     handshake_timeout: Duration = "10s", flag "handshake-timeout", env "ROHRPOST_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration;

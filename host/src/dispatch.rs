@@ -69,14 +69,19 @@ pub struct Dispatcher {
     pub inline_budget_per_mib: Duration,
     /// Which group names handlers may use (checked by [`crate::effects`]).
     pub group_names: GroupNameRule,
+    /// Most arrays and objects in one message.
+    pub max_json_containers: usize,
     pub monitor: Arc<Monitor>,
 }
+
+/// Inline calls on frames larger than this are not judged slow or fast.
+const JUDGED_UP_TO: usize = 64 * 1024;
 
 impl Dispatcher {
     /// Routes one text frame and runs its handler.
     pub async fn handle<'a>(&self, frame: &'a Utf8Bytes, scope: &Arc<str>) -> Handled<'a> {
         let text = frame.as_str();
-        let envelope = match protocol::parse(text) {
+        let envelope = match protocol::parse_bounded(text, self.max_json_containers) {
             Ok(envelope) => envelope,
             Err(rejection) => {
                 self.monitor.invalid_request();
@@ -102,8 +107,12 @@ impl Dispatcher {
         };
         let took = started.elapsed();
         if handler.declared_inline() {
-            // A timed-out call counts as slow; a lost one says nothing.
+            // A timed-out call counts as slow; a lost one says nothing, and
+            // neither does a call on a large frame: any client can send
+            // those, and judging them would let it move the handler off
+            // the connection task for everybody.
             let slow = match ran_for {
+                Some(_) if text.len() > JUDGED_UP_TO => false,
                 Some(ran_for) => ran_for > self.inline_budget && ran_for > self.budget(text.len()),
                 None => matches!(outcome, Outcome::TimedOut(_)),
             };

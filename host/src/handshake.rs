@@ -173,15 +173,15 @@ fn websocket_key(headers: &HeaderMap) -> Result<HeaderValue, NotWebSocket> {
     }
 }
 
-/// The connection's scope as plugins see it, built once per connection.
+/// The connection's scope as plugins see it, built once per connection and
+/// kept for its lifetime. A header value that is not UTF-8 is left out:
+/// replacing each bad byte would triple its size in memory.
 fn scope_json(id: u64, remote: SocketAddr, uri: &Uri, headers: &HeaderMap) -> String {
     let headers: Map<String, Value> = headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-            )
+        .filter_map(|(name, value)| {
+            let value = std::str::from_utf8(value.as_bytes()).ok()?;
+            Some((name.as_str().to_owned(), Value::String(value.to_owned())))
         })
         .collect();
     json!({

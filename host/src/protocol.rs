@@ -39,6 +39,8 @@ pub enum Rejection<'a> {
     MissingId,
     #[error("Field 'type' must be a string.")]
     TypeNotString { id: &'a str },
+    #[error("Message too complex: more than {0} arrays and objects.")]
+    TooComplex(usize),
 }
 
 impl Rejection<'_> {
@@ -112,7 +114,8 @@ impl Close {
         Close::new(1013, "Outbound queue full: the client reads too slowly.");
     /// The client broke RFC 6455 (section 7.4.1 names the codes).
     pub const PROTOCOL_ERROR: Close = Close::new(1002, "Protocol error.");
-    pub const INVALID_UTF8: Close = Close::new(1007, "Invalid UTF-8 in a text message.");
+    pub const INVALID_UTF8: Close =
+        Close::new(1007, "Invalid UTF-8 in a text message or close reason.");
     pub const TOO_BIG: Close = Close::new(1009, "Message too big.");
 
     const fn new(code: u16, reason: &'static str) -> Self {
@@ -120,8 +123,19 @@ impl Close {
     }
 }
 
-/// Reads one text frame.
+/// Arrays and objects a message may hold by default. Each costs a handler
+/// that reads `data` an allocation of a few hundred bytes, so a 1 MiB
+/// message of nested brackets would cost it about 180 MB; ordinary
+/// messages hold a handful.
+pub const MAX_CONTAINERS: usize = 10_000;
+
+/// Reads one text frame, with the default bound on arrays and objects.
 pub fn parse(frame: &str) -> Result<Envelope<'_>, Rejection<'_>> {
+    parse_bounded(frame, MAX_CONTAINERS)
+}
+
+/// Reads one text frame holding at most `max_containers` arrays and objects.
+pub fn parse_bounded(frame: &str, max_containers: usize) -> Result<Envelope<'_>, Rejection<'_>> {
     if frame.is_empty() {
         return Err(Rejection::Empty);
     }
@@ -136,7 +150,7 @@ pub fn parse(frame: &str) -> Result<Envelope<'_>, Rejection<'_>> {
         return Err(Rejection::NotObject);
     }
     let fields: Fields<'_> = serde_json::from_str(frame).map_err(decode)?;
-    check_raw_parts(frame)?;
+    check_raw_parts(frame, max_containers)?;
     let kind = fields.kind.ok_or(Rejection::MissingType)?;
     let id = fields.id.ok_or(Rejection::MissingId)?;
     let kind = decode_string(kind).ok_or(Rejection::TypeNotString { id })?;
@@ -154,10 +168,12 @@ const MAX_DEPTH: usize = 128;
 /// What a full parse would reject but reading raw parts does not: nesting
 /// deeper than [`MAX_DEPTH`], and `\u` escapes of lone UTF-16 surrogates.
 /// Checked here so that the request fails as PROTOCOL.md says, instead of
-/// reaching a handler with `data` it cannot read. `frame` is valid JSON.
-fn check_raw_parts(frame: &str) -> Result<(), Rejection<'static>> {
+/// reaching a handler with `data` it cannot read. Also the bound on arrays
+/// and objects, in the same pass. `frame` is valid JSON.
+fn check_raw_parts(frame: &str, max_containers: usize) -> Result<(), Rejection<'static>> {
     let bytes = frame.as_bytes();
     let mut depth = 0usize;
+    let mut containers = 0usize;
     let mut in_string = false;
     let mut at = 0;
     while at < bytes.len() {
@@ -192,6 +208,10 @@ fn check_raw_parts(frame: &str) -> Result<(), Rejection<'static>> {
                     depth += 1;
                     if depth > MAX_DEPTH {
                         return Err(decode_at("recursion limit exceeded", at));
+                    }
+                    containers += 1;
+                    if containers > max_containers {
+                        return Err(Rejection::TooComplex(max_containers));
                     }
                 }
                 b']' | b'}' => depth = depth.saturating_sub(1),
@@ -361,6 +381,19 @@ mod tests {
         assert!(matches!(parse(&deep), Err(Rejection::Decode(_))));
         let deep_array = "[".repeat(100_000);
         assert!(matches!(parse(&deep_array), Err(Rejection::Decode(_))));
+    }
+
+    #[test]
+    fn arrays_and_objects_are_bounded_in_number() {
+        let frame = |n: usize| format!(r#"{{"id":1,"type":"t","data":[{}0]}}"#, "[0],".repeat(n));
+        // The envelope and `data` are two; strings do not count.
+        assert!(parse_bounded(&frame(8), 10).is_ok());
+        assert_eq!(parse_bounded(&frame(9), 10), Err(Rejection::TooComplex(10)));
+        assert!(parse_bounded(r#"{"id":1,"type":"t","data":"[[[[[[[[[[[[[["}"#, 2).is_ok());
+        assert_eq!(
+            Rejection::TooComplex(10).reply(),
+            r#"{"error":"Message too complex: more than 10 arrays and objects."}"#
+        );
     }
 
     #[test]

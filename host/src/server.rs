@@ -69,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 inline_budget: settings.inline_budget,
                 inline_budget_per_mib: settings.inline_budget_per_mib,
                 group_names: settings.group_names,
+                max_json_containers: settings.max_json_containers,
                 monitor: monitor.clone(),
             },
             groups: groups.clone(),

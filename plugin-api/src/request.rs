@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Map, Value};
 
 use crate::{abi::Call, message::Id};
 
@@ -92,10 +92,20 @@ impl<'a> Request<'a> {
     }
 
     /// Any top-level field of the request (for example `auth_jwt`), `id`,
-    /// `type` and `data` included.
+    /// `type` and `data` included. Reading one field does not build `data`
+    /// (often the largest part) unless `data` is the field asked for.
     pub fn field(&self, name: &str) -> Option<&Value> {
+        if name == "data" {
+            return self.data();
+        }
         self.fields
-            .get_or_init(|| serde_json::from_str(self.call.frame.as_str()).unwrap_or_default())
+            .get_or_init(|| {
+                top_level(self.call.frame.as_str())
+                    .into_iter()
+                    .filter(|(key, _)| key != "data")
+                    .filter_map(|(key, value)| Some((key, serde_json::from_str(value.get()).ok()?)))
+                    .collect()
+            })
             .get(name)
     }
 
@@ -105,10 +115,18 @@ impl<'a> Request<'a> {
     }
 
     /// Who is calling: `connection_id`, `remote_addr`, `path`, `query_string`
-    /// and `headers` (lower-case names) of the WebSocket handshake, like the
-    /// `scope` of a Channels consumer.
+    /// and `headers` (lower-case names; a value that is not UTF-8 is left
+    /// out) of the WebSocket handshake, like the `scope` of a Channels
+    /// consumer.
     pub fn scope(&self) -> &Map<String, Value> {
         self.scope
             .get_or_init(|| serde_json::from_str(self.call.scope.as_str()).unwrap_or_default())
     }
+}
+
+/// The top-level fields of a JSON object, each as its raw text.
+fn top_level(frame: &str) -> Vec<(String, &RawValue)> {
+    serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(frame)
+        .map(|fields| fields.into_iter().collect())
+        .unwrap_or_default()
 }

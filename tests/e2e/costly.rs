@@ -173,6 +173,50 @@ async fn one_huge_ping_leaves_ping_inline() {
 }
 
 #[tokio::test]
+async fn slow_calls_on_large_frames_do_not_demote_a_handler() {
+    let host = Host::start(&["fixture-testkit"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    // Slow each time, but each frame is over 64 KiB: any client can send
+    // those, so they are not judged.
+    let padding = "p".repeat(100 * 1024);
+    for i in 0..6 {
+        let nap = json!({"id": i, "type": "nap-inline", "data": {"ms": 60}, "padding": padding});
+        assert_eq!(
+            c.request(&nap.to_string()).await.unwrap(),
+            json!({"id": i, "type": "nap-inline"})
+        );
+    }
+    assert_eq!(mode(&host, "nap-inline").await, "inline");
+}
+
+#[tokio::test]
+async fn a_message_of_too_many_arrays_and_objects_is_refused_before_any_handler() {
+    let host = Host::start(&["ping"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    // 300,000 arrays: over 100 MB for a handler that reads `data` to build.
+    let many = format!(
+        r#"{{"id":1,"type":"ping","data":[{}0]}}"#,
+        "[[0]],".repeat(150_000)
+    );
+    assert!(many.len() < 1 << 20);
+    for _ in 0..3 {
+        assert_eq!(
+            c.request(&many).await.unwrap(),
+            json!({"error": "Message too complex: more than 10000 arrays and objects."})
+        );
+    }
+    // Up to the bound, the same shape is served.
+    let fits = format!(
+        r#"{{"id":2,"type":"ping","data":[{}0]}}"#,
+        "[0],".repeat(9_000)
+    );
+    assert_eq!(c.request(&fits).await.unwrap()["id"], 2);
+    c.ping_ok(3).await.unwrap();
+    let peak = host.memory("VmHWM").unwrap();
+    assert!(peak < 64 << 20, "peak memory {peak} bytes");
+}
+
+#[tokio::test]
 async fn a_slow_inline_handler_is_demoted_after_a_few_calls_and_promoted_when_fast() {
     let host = Host::start(&["fixture-testkit"]).unwrap();
     let mut c = host.connect().await.unwrap();

@@ -126,6 +126,32 @@ async fn handlers_read_data_fields_and_scope() {
 }
 
 #[tokio::test]
+async fn header_values_that_are_not_utf8_are_left_out_of_the_scope() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+    let host = Host::start(&["fixture-testkit"]).unwrap();
+    let mut request = host.url().into_client_request().unwrap();
+    let headers = request.headers_mut();
+    // 15 KB of 0xFF would be 45 KB in the scope, for the connection's life.
+    headers.insert("x-bytes", HeaderValue::from_bytes(&[0xff; 15_000]).unwrap());
+    headers.insert("x-name", HeaderValue::from_bytes("Zoë".as_bytes()).unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::text(r#"{"id":1,"type":"inspect-too"}"#))
+        .await
+        .unwrap();
+    let reply = loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(text) => break json(text.as_str()),
+            _ => continue,
+        }
+    };
+    let headers = &reply["data"]["scope"]["headers"];
+    assert_eq!(headers["x-name"], "Zoë", "{reply}");
+    assert!(headers.get("x-bytes").is_none(), "{reply}");
+    assert_eq!(headers["upgrade"], "websocket");
+}
+
+#[tokio::test]
 async fn a_panicking_handler_gets_an_error_reply_and_everything_keeps_serving() {
     let host = Host::start(&["ping", "fixture-testkit"]).unwrap();
     let mut c = host.connect().await.unwrap();
