@@ -292,7 +292,7 @@ async fn a_flood_from_one_address_does_not_evict_a_client_from_another() {
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     let opened = flood.await.unwrap();
     assert!(
-        opened > 200,
+        opened > 100,
         "the flood opened only {opened} connections: the bound was never pressed"
     );
     let answer = String::from_utf8_lossy(&answer);
