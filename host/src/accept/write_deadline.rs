@@ -127,8 +127,13 @@ impl AsyncWrite for WriteDeadline {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.bound(cx, polled)
+        // A TCP stream's flush completes at once and says nothing about
+        // the client reading: only a stalled one is bounded, and a
+        // completed one does not count as progress.
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.bound(cx, Poll::Pending),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
