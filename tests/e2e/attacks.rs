@@ -304,3 +304,49 @@ async fn a_flood_from_one_address_does_not_evict_a_client_from_another() {
         .await
         .unwrap();
 }
+
+/// The write deadline of the HTTP phase stays behind on an upgraded
+/// connection's stream: it must be off there, or a WebSocket client that
+/// stops reading for longer than the handshake timeout would be cut off
+/// although its queue is within its bounds.
+#[tokio::test]
+async fn a_websocket_that_reads_late_is_not_cut_off_by_the_handshake_timeout() {
+    use rohrpost_tests::Received;
+
+    let host = Host::start_with(
+        &["ping", "fixture-testkit"],
+        &[
+            "--handshake-timeout",
+            "1s",
+            "--notify-token",
+            "secret",
+            "--outbound-queue-bytes",
+            "100000000",
+        ],
+    )
+    .unwrap();
+    let mut sleeper = host.connect().await.unwrap();
+    sleeper.join("big").await.unwrap();
+    // About 18 MB, more than the kernel buffers hold: the host's writes
+    // stall while the sleeper reads nothing.
+    let blob = "b".repeat(900_000);
+    for pk in 0..20 {
+        let body = json!({"model": "Big", "pk": pk, "event": "update", "group": "big",
+            "object": {"blob": blob}})
+        .to_string();
+        let (status, reply) = host.notify(Some("secret"), &body).await.unwrap();
+        assert_eq!(
+            (status, reply["delivered"].as_u64()),
+            (200, Some(1)),
+            "{reply}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for pk in 0..20 {
+        match sleeper.recv(T).await {
+            Ok(Received::Text(_)) => {}
+            other => panic!("message {pk} of 20 after a 3 s pause: {other:?}"),
+        }
+    }
+    sleeper.ping_ok(1).await.unwrap();
+}
