@@ -353,6 +353,18 @@ mod tests {
     }
 
     #[test]
+    fn the_next_request_begins_when_the_previous_answer_is_done() {
+        let pending = Pending::new(1);
+        let ticket = pending.admit(LOCAL).unwrap();
+        let first = ticket.slot.request_began();
+        let answering = ticket.slot.answering(false);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(ticket.slot.request_began(), first);
+        drop(answering);
+        assert!(ticket.slot.request_began() >= first + std::time::Duration::from_millis(20));
+    }
+
+    #[test]
     fn an_ipv6_source_is_its_64_prefix() {
         assert_eq!(source(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
         assert_eq!(source(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
