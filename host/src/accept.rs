@@ -3,8 +3,10 @@
 //!
 //! This is `axum::serve` with the limits a public server needs, which that
 //! function does not expose: a deadline for the request (headers, and the
-//! body for the HTTP endpoints), a bound on the size of the request head,
-//! and a bound on connections that are not WebSockets yet ([`Pending`]).
+//! body for the HTTP endpoints, counted from when the request began), a
+//! deadline on writing answers that the client does not read
+//! ([`write_deadline`]), a bound on the size of the request head, and a
+//! bound on connections that are not WebSockets yet ([`Pending`]).
 //! An upgraded connection leaves this module: its task is in
 //! [`crate::connection`].
 
@@ -23,10 +25,14 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
-    time::{Instant, Sleep},
+    time::Sleep,
 };
 use tower_service::Service;
 use tracing::{debug, warn};
+
+mod write_deadline;
+
+use write_deadline::WriteDeadline;
 
 use crate::{
     log_limit::ACCEPT_FAILED,
@@ -37,7 +43,8 @@ use crate::{
 /// The limits of the phase before the upgrade.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// The whole request (head and body) must arrive within this.
+    /// The whole request (head and body) must arrive within this, and a
+    /// write of an answer must make progress within it.
     pub request_timeout: Duration,
     /// Largest request head in bytes.
     pub max_header_size: usize,
@@ -95,7 +102,7 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%error, "cannot turn off Nagle's algorithm on a connection");
         }
-        let Some(ticket) = pending.admit() else {
+        let Some(ticket) = pending.admit(remote.ip()) else {
             drop(stream);
             continue;
         };
@@ -131,6 +138,7 @@ impl Connection {
             request_timeout,
         } = self;
         let requests_slot = slot.clone();
+        let stream = WriteDeadline::new(stream, slot.clone(), request_timeout);
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(remote));
             let answering =
@@ -138,7 +146,9 @@ impl Connection {
             let request = request.map(|body| {
                 Body::new(TimedBody {
                     inner: body,
-                    deadline: Box::pin(tokio::time::sleep_until(Instant::now() + request_timeout)),
+                    deadline: Box::pin(tokio::time::sleep_until(
+                        requests_slot.request_began() + request_timeout,
+                    )),
                     slot: requests_slot.clone(),
                 })
             });
@@ -172,11 +182,14 @@ impl Connection {
                 let _ = tokio::time::timeout(STOP_GRACE, connection).await;
             }
         }
+        // Upgraded or gone: the WebSocket layer bounds its own writes.
+        slot.end_http_phase();
     }
 }
 
-/// A request body that must arrive before the request's deadline; when it
-/// does not, the connection is closed.
+/// A request body that must arrive before the request's deadline (counted
+/// from when the request began, so head and body share it); when it does
+/// not, the connection is closed.
 struct TimedBody {
     inner: Incoming,
     deadline: Pin<Box<Sleep>>,
