@@ -156,6 +156,7 @@ impl Pending {
     }
 
     /// Connections not yet upgraded, now.
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         self.open
             .lock()

@@ -131,11 +131,6 @@ impl ShadowDir {
         })
     }
 
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Writes `bytes` to a new file of the directory (named after `stem`,
     /// unique in this process), calls `load` with its path, and removes the
     /// file again: a loaded library's mapping outlives its file.

@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 use self::{event_bus::EventBus, plugin_states::PluginStates, readiness::Readiness};
 pub use self::{
     event_bus::LiveEvent,
-    metrics::{MessageLabels, Metrics, Outcome, RouteMetrics},
+    metrics::{Metrics, RouteMetrics},
 };
 use crate::{plugin::LoadedPlugin, watcher::PluginEvent};
 
