@@ -101,23 +101,12 @@ async fn out_of_file_descriptors_the_oldest_idle_connections_make_room() {
     drop(silent);
 }
 
-/// The host's open sockets, counted on its side (`/proc/<pid>/fd`).
-fn host_sockets(host: &Host) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", host.pid()))
-        .map(|fds| {
-            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Waits up to `patience` for the host to hold at most `at_most` sockets;
 /// the count at the end.
 async fn host_sockets_fall_to(host: &Host, at_most: usize, patience: Duration) -> usize {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let held = host_sockets(host);
+        let held = host.sockets();
         if held <= at_most || tokio::time::Instant::now() >= deadline {
             return held;
         }
@@ -148,7 +137,7 @@ async fn a_client_that_pipelines_requests_and_never_reads_is_disconnected() {
     use tokio::io::AsyncWriteExt;
 
     let host = Host::start_with(&["ping"], &["--handshake-timeout", "1s"]).unwrap();
-    let before = host_sockets(&host);
+    let before = host.sockets();
     // About 12 MB of answers (the status page is 12 KB), more than the
     // kernel buffers on both sides hold.
     let requests = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
@@ -163,7 +152,7 @@ async fn a_client_that_pipelines_requests_and_never_reads_is_disconnected() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        host_sockets(&host) >= before + 5,
+        host.sockets() >= before + 5,
         "the host never held the clients' sockets"
     );
     // Generous: a few seconds of writes stalled on a 1 s timeout.

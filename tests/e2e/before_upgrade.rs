@@ -58,19 +58,6 @@ async fn attacker(addr: String, drip: Option<Duration>, patience: Duration) -> E
     }
 }
 
-/// The host's open sockets, counted on its side: a client's view can be
-/// wrong when the kernel's accept queue overflowed during a burst (the
-/// client believes it is connected, the server never saw the socket).
-fn host_sockets(host: &Host) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", host.pid()))
-        .map(|fds| {
-            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("socket:"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Starts `n` attackers, a batch at a time (the listen backlog is finite).
 async fn attackers(
     host: &Host,
@@ -92,14 +79,14 @@ async fn attackers(
 async fn slow_and_silent_sockets_are_closed_after_the_handshake_timeout() {
     raise_fd_limit(4096).unwrap();
     let host = Host::start_with(&["ping"], &["--handshake-timeout", "1s"]).unwrap();
-    let before = host_sockets(&host);
+    let before = host.sockets();
     // Generous: the machine may be busy; without the timeout they stay
     // open for good.
     let patience = Duration::from_secs(15);
     let drip = |i: usize| (i % 2 == 0).then_some(Duration::from_millis(200));
     let started = attackers(&host, 600, drip, patience).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let during = host_sockets(&host);
+    let during = host.sockets();
     assert!(
         during > before + 300,
         "the host never held the attackers' sockets: {during}"
@@ -110,7 +97,7 @@ async fn slow_and_silent_sockets_are_closed_after_the_handshake_timeout() {
             closed += 1;
         }
     }
-    let after = host_sockets(&host);
+    let after = host.sockets();
     assert!(
         after <= before + 5,
         "the host still holds {after} sockets ({before} before the attack) {patience:?} into a 1 s handshake timeout"
@@ -182,7 +169,7 @@ async fn at_the_bound_of_pending_connections_the_oldest_idle_ones_make_room() {
     }
     // At most the bound survives (counted on the host's side); the rest
     // were closed long before the 60 s handshake timeout.
-    let held = host_sockets(&host);
+    let held = host.sockets();
     assert!(
         held <= 50 + 5,
         "the host holds {held} sockets with a bound of 50"

@@ -281,6 +281,20 @@ impl Host {
         }
     }
 
+    /// The host's open sockets, counted on its side (`/proc/<pid>/fd`): a
+    /// client's view can be wrong when the kernel's accept queue overflowed
+    /// during a burst (the client believes it is connected, the server
+    /// never saw the socket).
+    pub fn sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|fds| {
+                fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// A `kB` field of the process's `/proc/<pid>/status`, such as `VmRSS`
     /// or `VmHWM` (the peak), in bytes.
     pub fn memory(&self, field: &str) -> Result<u64> {
