@@ -1,12 +1,14 @@
 //! What a `subscribe` or `unsubscribe` request is about: the `data` of
 //! rohrpost-js, `{"type": "collection", "id": 52}`, and the group it names
 //! (`collection-52`, the group change notifications of that object go to).
-//! A group name keeps to Django Channels' rule (see [`valid_group_name`]),
+//! A group name keeps to Django Channels' rule (plugin-api's
+//! [`check_group_name`], the rule the host applies too),
 //! so a client cannot make names that are huge or that mean something
 //! elsewhere (`../..`, line breaks).
 
 use std::fmt;
 
+use rohrpost_plugin_api::check_group_name;
 use serde_json::Value;
 
 /// The shape every refusal repeats, so a client author sees what to send.
@@ -64,7 +66,7 @@ impl Subject {
             _ => return Err(SubjectError::BadId),
         };
         let subject = Subject { kind, id };
-        if !valid_group_name(&subject.group()) {
+        if check_group_name(&subject.group()).is_err() {
             return Err(SubjectError::BadGroup);
         }
         Ok(subject)
@@ -74,16 +76,6 @@ impl Subject {
     pub fn group(&self) -> String {
         format!("{}-{}", self.kind, self.id)
     }
-}
-
-/// Django Channels' rule for group names: non-empty, shorter than 100
-/// characters, only ASCII letters, digits, `-`, `_` and `.`.
-fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Whether a JSON number is an integer, of any size (numbers are kept as
