@@ -1,4 +1,5 @@
-//! Throughput and latency under closed-loop load: the baseline, the host
+//! Throughput and latency under closed-loop load: the minimal ping server
+//! (the yardstick of every ratio), the baseline, the host
 //! with an inline handler (ping), the same after one client sent a single
 //! ~960 KB ping (which must not move ping off its inline path for everyone),
 //! and the host with a handler on its worker pool (the testkit's `sleep`
@@ -57,6 +58,11 @@ pub struct ThroughputArgs {
     /// Rounds over all servers, alternating; each row sums its rounds.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+
+    /// Run only the cases whose name contains this text (the first case,
+    /// the yardstick of the ratios, always runs).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// One case: a server to start, the request to send, and whether one huge
@@ -103,6 +109,7 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
     });
     let workers_text = workers.to_string();
     let worker_args = ["--workers", workers_text.as_str()];
+    let minimal_args = ["--workers", workers_text.as_str(), "--minimal"];
     let ping = [artifacts.ping_lib.as_path()];
     let pool = [artifacts.pool_lib.as_path()];
     let host_ping = Spec::Host {
@@ -111,6 +118,14 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         args: &worker_args,
     };
     let cases = [
+        Case {
+            name: "minimal (axum + serde_json)",
+            spec: Spec::Baseline {
+                args: &minimal_args,
+            },
+            request: Request::Ping,
+            huge_first: false,
+        },
         Case {
             name: "baseline",
             spec: Spec::Baseline { args: &worker_args },
@@ -140,6 +155,18 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             huge_first: false,
         },
     ];
+    let cases: Vec<Case<'_>> = cases
+        .into_iter()
+        .enumerate()
+        .filter(|(index, case)| {
+            *index == 0
+                || args
+                    .only
+                    .as_ref()
+                    .is_none_or(|only| case.name.contains(only.as_str()))
+        })
+        .map(|(_, case)| case)
+        .collect();
     let mut outcomes: Vec<Outcome> = cases.iter().map(|_| Outcome::default()).collect();
     for round in 1..=args.rounds.max(1) {
         for (case, outcome) in cases.iter().zip(&mut outcomes) {
@@ -166,9 +193,9 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             "p99",
             "server CPU per reply",
             "generator CPU",
-            "replies/s vs baseline",
-            "CPU per reply vs baseline",
-            "p99 vs baseline",
+            "replies/s vs minimal",
+            "CPU per reply vs minimal",
+            "p99 vs minimal",
             "errors",
         ],
     );

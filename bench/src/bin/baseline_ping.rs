@@ -4,6 +4,10 @@
 //! ping plugin does, with the host's own envelope parser and reply writer,
 //! but without plugins, a registry or a watcher. The distance between this
 //! server and the host is what the plugin machinery costs.
+//!
+//! With `--minimal` it is the smallest reasonable ping server instead: the
+//! frame parsed into a `serde_json::Value`, the pong built with `json!`.
+//! That is the yardstick for the cost of the whole request path.
 
 use std::net::SocketAddr;
 
@@ -45,6 +49,17 @@ struct Config {
     /// that it can be compared with the host at equal worker counts.
     #[arg(long)]
     workers: Option<usize>,
+
+    /// Answer with plain serde_json instead of the host's parser and writer.
+    #[arg(long)]
+    minimal: bool,
+}
+
+/// What the server answers with.
+#[derive(Clone, Copy)]
+struct Answering {
+    read_buffer_size: usize,
+    answer: fn(&str) -> String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,7 +84,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let router = Router::new()
         .route(&config.ws_path, get(upgrade))
-        .with_state(config.read_buffer_size);
+        .with_state(Answering {
+            read_buffer_size: config.read_buffer_size,
+            answer: if config.minimal { minimal } else { answer },
+        });
     // As the host: small writes leave at once.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -77,13 +95,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     axum::serve(listener, router).await.context("server error")
 }
 
-async fn upgrade(upgrade: WebSocketUpgrade, State(read_buffer_size): State<usize>) -> Response {
-    upgrade.read_buffer_size(read_buffer_size).on_upgrade(serve)
+async fn upgrade(upgrade: WebSocketUpgrade, State(answering): State<Answering>) -> Response {
+    upgrade
+        .read_buffer_size(answering.read_buffer_size)
+        .on_upgrade(move |socket| serve(socket, answering.answer))
 }
 
 /// Serves one connection: read a frame, answer it, repeat (as the host's
 /// connection task does).
-async fn serve(mut socket: WebSocket) {
+async fn serve(mut socket: WebSocket, answer: fn(&str) -> String) {
     while let Some(Ok(message)) = socket.recv().await {
         let reply = match message {
             Message::Text(text) => answer(text.as_str()),
@@ -132,9 +152,33 @@ fn answer(text: &str) -> String {
     wire::write_message(Some(envelope.id), Some("pong"), None, data_text.as_deref())
 }
 
+/// The minimal server's reply: a pong for an object with `"type":"ping"`,
+/// its data echoed, and a short error for anything else.
+fn minimal(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut message)) if message.get("type") == Some(&json!("ping")) => {
+            let mut pong = json!({ "id": message.remove("id"), "type": "pong" });
+            if let Some(data) = message.remove("data") {
+                pong["data"] = data;
+            }
+            pong.to_string()
+        }
+        _ => json!({ "error": "Expected a ping." }).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::answer;
+    use super::{answer, minimal};
+
+    #[test]
+    fn the_minimal_server_answers_pings() {
+        assert_eq!(
+            minimal(r#"{"id":1,"type":"ping","data":{"seq":1}}"#),
+            r#"{"id":1,"type":"pong","data":{"seq":1}}"#
+        );
+        assert_eq!(minimal("[]"), r#"{"error":"Expected a ping."}"#);
+    }
 
     #[test]
     fn pings_are_answered_like_the_ping_plugin() {
