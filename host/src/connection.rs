@@ -33,6 +33,7 @@ use crate::{
     outbound::{Outbound, QueueLimits, Stop},
     protocol::{Close, Rejection},
     shutdown::Stopping,
+    woken::{Wakes, WokenOnly},
 };
 
 /// How long a closing connection waits for the client's close frame.
@@ -157,8 +158,11 @@ pub async fn serve(
 }
 
 async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
-    let mut idle = Idle::new(shared.idle_timeout);
-    let stopped = stopping.stopped();
+    // The shutdown signal and the idle timer are polled only when they
+    // fire, not on every frame.
+    let wakes = Wakes::new();
+    let mut idle = Idle::new(shared.idle_timeout, &wakes);
+    let stopped = WokenOnly::new(stopping.stopped(), &wakes);
     tokio::pin!(stopped);
     loop {
         let (overflowed, queued) = conn.outbound.waits();
@@ -186,17 +190,17 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         };
         let message = match received {
             None => return End::Gone,
-            Some(Ok(message)) => {
-                idle.heard();
-                message
-            }
+            Some(Ok(message)) => message,
             Some(Err(error)) => return read_failure(&error),
         };
+        // One clock read per frame: the idle timer's and the request's.
+        let arrived = std::time::Instant::now();
+        idle.heard(arrived.into());
         let (mut effects, scope) = conn.effects(shared);
         let done = match message {
             Message::Text(text) => {
                 match effects
-                    .while_running(shared.dispatcher.handle(&text, scope))
+                    .while_running(shared.dispatcher.handle(&text, scope, arrived))
                     .await
                 {
                     Ok(handled) => effects.carry_out(handled).await,
@@ -226,23 +230,26 @@ struct Idle {
     timeout: Duration,
     last_heard: Instant,
     pinged: bool,
-    timer: Pin<Box<Sleep>>,
+    timer: Pin<Box<WokenOnly<Sleep>>>,
 }
 
 impl Idle {
-    fn new(timeout: Duration) -> Self {
+    fn new(timeout: Duration, wakes: &Wakes) -> Self {
         let now = Instant::now();
         Idle {
             timeout,
             last_heard: now,
             pinged: false,
-            timer: Box::pin(tokio::time::sleep_until(now + timeout / 2)),
+            timer: Box::pin(WokenOnly::new(
+                tokio::time::sleep_until(now + timeout / 2),
+                wakes,
+            )),
         }
     }
 
-    /// A frame arrived.
-    fn heard(&mut self) {
-        self.last_heard = Instant::now();
+    /// A frame arrived at `at`.
+    fn heard(&mut self, at: Instant) {
+        self.last_heard = at;
         self.pinged = false;
     }
 
@@ -262,14 +269,17 @@ impl Idle {
                     self.timeout / 2
                 };
             if Instant::now() < due {
-                self.timer.as_mut().reset(due);
+                self.timer.as_mut().inner().reset(due);
                 continue;
             }
             if self.pinged {
                 return false;
             }
             self.pinged = true;
-            self.timer.as_mut().reset(self.last_heard + self.timeout);
+            self.timer
+                .as_mut()
+                .inner()
+                .reset(self.last_heard + self.timeout);
             return true;
         }
     }

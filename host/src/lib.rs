@@ -42,3 +42,4 @@ mod shadow;
 mod shutdown;
 mod status;
 mod watcher;
+mod woken;
