@@ -16,7 +16,7 @@ use crate::{
     client::{self, Request},
     load::{self, Load, PhaseStats},
     report::{self, Latency, Table},
-    servers::{Artifacts, Server, Spec, HOST_LOG_WITH_WATCHER},
+    servers::{Artifacts, CpuMeter, CpuUse, Server, Spec, HOST_LOG_WITH_WATCHER},
 };
 
 /// The host's log of a replacement.
@@ -80,8 +80,11 @@ pub async fn run(artifacts: &Artifacts, args: &ReloadArgs) -> Result<Vec<Table>>
     let load = Load::start(sockets, Request::Ping, 3);
     tokio::time::sleep(args.warmup).await;
     load.set_phase(STEADY);
+    let meter = CpuMeter::start(&server)?;
     tokio::time::sleep(phase_length).await;
     load.set_phase(RELOADING);
+    let steady_cpu = meter.stop()?;
+    let meter = CpuMeter::start(&server)?;
     let started = Instant::now();
     let mut done = 0u32;
     for round in 1..=args.reloads {
@@ -89,6 +92,7 @@ pub async fn run(artifacts: &Artifacts, args: &ReloadArgs) -> Result<Vec<Table>>
         done += 1;
         tokio::time::sleep_until((started + args.interval * round).into()).await;
     }
+    let reloading_cpu = meter.stop()?;
     let phases = load.finish().await?;
     server.check_running()?;
 
@@ -100,7 +104,7 @@ pub async fn run(artifacts: &Artifacts, args: &ReloadArgs) -> Result<Vec<Table>>
     let logged = server.counted();
     server.stop()?;
 
-    Ok(tables(args, done, logged, &phases))
+    Ok(tables(args, done, logged, &phases, [steady_cpu, reloading_cpu]))
 }
 
 /// Writes the library plus a trailer naming the round (bytes after the end
@@ -125,7 +129,15 @@ async fn replace(library: &[u8], dir: &Path, installed: &Path, round: u32) -> Re
     Ok(())
 }
 
-fn tables(args: &ReloadArgs, done: u32, logged: usize, phases: &[PhaseStats]) -> Vec<Table> {
+/// The tables; `cpu` is the server's CPU in the phase without and the one
+/// with reloads.
+fn tables(
+    args: &ReloadArgs,
+    done: u32,
+    logged: usize,
+    phases: &[PhaseStats],
+    cpu: [CpuUse; 2],
+) -> Vec<Table> {
     let sent: u64 = phases.iter().map(|p| p.sent).sum();
     let replies: u64 = phases.iter().map(|p| p.replies).sum();
     let errors = load::all_errors(phases);
@@ -149,10 +161,22 @@ fn tables(args: &ReloadArgs, done: u32, logged: usize, phases: &[PhaseStats]) ->
 
     let mut latency = Table::new(
         "reload: latency without and with replacements (same run)",
-        &["phase", "replies", "p50", "p99", "p999", "max"],
+        &[
+            "phase",
+            "replies",
+            "p50",
+            "p99",
+            "p999",
+            "max",
+            "server CPU per reply",
+        ],
     );
-    for (name, index) in [("without reloads", STEADY), ("with reloads", RELOADING)] {
+    let phase_cpu = [("without reloads", STEADY), ("with reloads", RELOADING)]
+        .into_iter()
+        .zip(cpu);
+    for ((name, index), cpu) in phase_cpu {
         let l = Latency::of_sorted(&phases[index].sorted_latencies());
+        let per_reply = cpu.server.as_secs_f64() * 1e6 / (phases[index].replies.max(1) as f64);
         latency.row(vec![
             name.to_owned(),
             report::count(l.count as u64),
@@ -160,6 +184,7 @@ fn tables(args: &ReloadArgs, done: u32, logged: usize, phases: &[PhaseStats]) ->
             report::micros(l.p99),
             report::micros(l.p999),
             report::micros(l.max),
+            format!("{per_reply:.2} µs"),
         ]);
     }
     vec![summary, latency]
