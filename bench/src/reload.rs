@@ -104,7 +104,13 @@ pub async fn run(artifacts: &Artifacts, args: &ReloadArgs) -> Result<Vec<Table>>
     let logged = server.counted();
     server.stop()?;
 
-    Ok(tables(args, done, logged, &phases, [steady_cpu, reloading_cpu]))
+    Ok(tables(
+        args,
+        done,
+        logged,
+        &phases,
+        [steady_cpu, reloading_cpu],
+    ))
 }
 
 /// Writes the library plus a trailer naming the round (bytes after the end

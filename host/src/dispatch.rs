@@ -213,7 +213,7 @@ fn count(route: &Route, outcome: &Outcome, took: Duration) {
     };
     counter.inc();
     route.plugin.count(end);
-    route.metrics.latency.observe(took.as_secs_f64());
+    route.metrics.latency.observe(took);
 }
 
 /// A request owned for a call on another thread: the frame is shared, and

@@ -6,9 +6,11 @@ use std::fmt::Write as _;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+use super::latency::Latency;
 
 /// Labels of the messages counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,7 +73,7 @@ pub struct RouteMetrics {
     pub error: Counter,
     pub panic: Counter,
     pub timeout: Counter,
-    pub latency: Histogram,
+    pub latency: Latency,
 }
 
 /// The Prometheus metrics.
@@ -81,7 +83,7 @@ pub struct Metrics {
     registry: Registry,
     pub(super) connections: Gauge,
     messages: Family<MessageLabels, Counter>,
-    handler_seconds: Family<PluginLabel, Histogram>,
+    handler_seconds: Family<PluginLabel, Latency>,
     plugin_events: Family<EventLabel, Counter>,
     /// Group messages not queued because a connection's queue was full.
     pub queue_drops: Counter,
@@ -109,12 +111,7 @@ impl Default for Metrics {
             "Requests handled, by message type and outcome",
             messages.clone(),
         );
-        let handler_seconds = Family::<PluginLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
-                30.0,
-            ])
-        });
+        let handler_seconds = Family::<PluginLabel, Latency>::default();
         registry.register(
             "handler_duration_seconds",
             "Time from a request to its handler's result, by plugin",

@@ -9,6 +9,7 @@
 //! themselves); `admin` only reads.
 
 pub mod event_bus;
+pub mod latency;
 pub mod metrics;
 pub mod plugin_states;
 pub mod plugins_page;
