@@ -10,9 +10,10 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::time::{Instant, Sleep};
+use tokio::{
+    net::TcpStream,
+    time::{Instant, Sleep},
+};
 use tokio_tungstenite::{
     tungstenite::{
         self,
@@ -51,8 +52,8 @@ pub struct Shared {
     pub monitor: Arc<Monitor>,
 }
 
-/// An upgraded connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// An upgraded connection, on its TCP stream.
+pub type Socket = WebSocketStream<TcpStream>;
 
 /// How a connection ended.
 enum End {

@@ -52,6 +52,11 @@ impl WriteDeadline {
         }
     }
 
+    /// The TCP stream, for a connection that has left its HTTP phase.
+    pub fn into_inner(self) -> TcpStream {
+        self.inner
+    }
+
     /// Passes on a write's outcome, failing a write that has been stalled
     /// for the timeout.
     fn bound<T>(
