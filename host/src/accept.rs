@@ -7,8 +7,8 @@
 //! deadline on writing answers that the client does not read
 //! ([`write_deadline`]), a bound on the size of the request head, and a
 //! bound on connections that are not WebSockets yet ([`Pending`]).
-//! An upgraded connection leaves this module: its task is in
-//! [`crate::connection`].
+//! An upgraded connection leaves this module as its bare TCP stream
+//! ([`upgraded_stream`]): its task is in [`crate::connection`].
 
 use std::{
     convert::Infallible,
@@ -21,7 +21,7 @@ use std::{
 };
 
 use axum::{body::Body, extract::ConnectInfo, http::Request, Router};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::Upgraded};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -119,6 +119,18 @@ pub async fn serve(
             drop(ticket);
         });
     }
+}
+
+/// The TCP stream of an upgraded connection and a copy of the bytes hyper
+/// had read past the handshake (usually none), unwrapped from hyper's boxed
+/// [`Upgraded`] and from the HTTP phase's write deadline (off once the
+/// phase has ended): every open WebSocket would otherwise keep both
+/// allocations, and pay a dynamic call on each read and write. Copied,
+/// because the bytes hyper hands over keep its whole read buffer alive.
+/// `None` for a connection not accepted here.
+pub fn upgraded_stream(upgraded: Upgraded) -> Option<(TcpStream, Vec<u8>)> {
+    let parts = upgraded.downcast::<TokioIo<WriteDeadline>>().ok()?;
+    Some((parts.io.into_inner().into_inner(), parts.read_buf.to_vec()))
 }
 
 /// One HTTP connection before its upgrade.

@@ -7,12 +7,13 @@
 //! in request order; a slow handler holds up only its own connection, and
 //! group messages keep flowing while it runs.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::time::{Instant, Sleep};
+use tokio::{
+    net::TcpStream,
+    time::{Instant, Sleep},
+};
 use tokio_tungstenite::{
     tungstenite::{
         self,
@@ -52,8 +53,8 @@ pub struct Shared {
     pub monitor: Arc<Monitor>,
 }
 
-/// An upgraded connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// An upgraded connection, on its TCP stream.
+pub type Socket = WebSocketStream<TcpStream>;
 
 /// How a connection ended.
 enum End {
@@ -115,15 +116,19 @@ impl Drop for Membership {
 }
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(
+///
+/// Its state is made before the future that serves it, which holds that
+/// state in place: an `async fn` would keep a second copy of its
+/// arguments (the socket) in every connection's task.
+pub fn serve(
     socket: Socket,
     shared: Arc<Shared>,
     scope: Arc<str>,
     id: ConnectionId,
     mut stopping: Stopping,
-) {
+) -> impl Future<Output = ()> + Send {
     shared.monitor.connection(1);
-    let _membership = Membership {
+    let membership = Membership {
         groups: shared.groups.clone(),
         monitor: shared.monitor.clone(),
         id,
@@ -134,25 +139,28 @@ pub async fn serve(
         scope,
         outbound: Outbound::default(),
     };
-    match run(&mut conn, &shared, &mut stopping).await {
-        End::Gone => debug!(connection = id, "connection closed"),
-        End::Close(close) => {
-            if close == Close::QUEUE_FULL && crate::log_limit::QUEUE_FULL.allow() {
-                warn!(
-                    connection = id,
-                    "closing a connection whose outbound queue is full"
-                );
+    async move {
+        let _membership = membership;
+        match run(&mut conn, &shared, &mut stopping).await {
+            End::Gone => debug!(connection = id, "connection closed"),
+            End::Close(close) => {
+                if close == Close::QUEUE_FULL && crate::log_limit::QUEUE_FULL.allow() {
+                    warn!(
+                        connection = id,
+                        "closing a connection whose outbound queue is full"
+                    );
+                }
+                self::close(conn.socket, close).await;
             }
-            self::close(conn.socket, close).await;
-        }
-        End::Broken(close) => {
-            debug!(
-                connection = id,
-                code = close.code,
-                reason = close.reason,
-                "closing a connection that broke the protocol"
-            );
-            close_broken(conn.socket, close).await;
+            End::Broken(close) => {
+                debug!(
+                    connection = id,
+                    code = close.code,
+                    reason = close.reason,
+                    "closing a connection that broke the protocol"
+                );
+                close_broken(conn.socket, close).await;
+            }
         }
     }
 }
@@ -198,14 +206,20 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         idle.heard(arrived.into());
         let (mut effects, scope) = conn.effects(shared);
         let done = match message {
+            // Boxed: a request's handling is the deepest state of the loop,
+            // and inline it would set the size of every connection's task,
+            // idle ones included.
             Message::Text(text) => {
-                match effects
-                    .while_running(shared.dispatcher.handle(&text, scope, arrived))
-                    .await
-                {
-                    Ok(handled) => effects.carry_out(handled).await,
-                    Err(stop) => Err(stop),
-                }
+                Box::pin(async {
+                    match effects
+                        .while_running(shared.dispatcher.handle(&text, scope, arrived))
+                        .await
+                    {
+                        Ok(handled) => effects.carry_out(handled).await,
+                        Err(stop) => Err(stop),
+                    }
+                })
+                .await
             }
             Message::Binary(_) => effects.reply(Rejection::Binary.reply()).await,
             // Pings are answered by the WebSocket layer itself; a client's

@@ -21,7 +21,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::{
@@ -34,6 +33,7 @@ use tokio_tungstenite::{
 use tracing::{debug, warn};
 
 use crate::{
+    accept,
     config::Settings,
     connection::{self, Shared},
     shutdown::Shutdown,
@@ -100,8 +100,17 @@ pub async fn upgrade(
                 return;
             }
         };
+        let Some((stream, read_past)) = accept::upgraded_stream(upgraded) else {
+            warn!(
+                connection = id,
+                "upgraded connection of an unknown kind; closing it"
+            );
+            return;
+        };
+        // Frames a client sent before it read the answer are the first
+        // bytes the WebSocket reads.
         let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+            WebSocketStream::from_partially_read(stream, read_past, Role::Server, Some(config))
                 .await;
         connection::serve(socket, shared, scope, id, stopping).await;
         drop(slot);

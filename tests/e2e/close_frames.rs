@@ -1,6 +1,7 @@
 //! Closes that the client must see: the 1009 of an oversized frame sent by
 //! a client that keeps writing, and the 1002 / 1007 of RFC 6455 for every
-//! kind of protocol violation, sent as raw frames.
+//! kind of protocol violation, sent as raw frames; and, on the same raw
+//! client, frames sent in one write with the handshake.
 
 use std::time::Duration;
 
@@ -69,13 +70,21 @@ struct Raw {
 
 impl Raw {
     async fn connect(host: &Host) -> Raw {
+        Raw::connect_sending(host, &[]).await
+    }
+
+    /// Connects, sending `early` (frames) in the same write as the
+    /// handshake's request, before its response has been read.
+    async fn connect_sending(host: &Host, early: &[u8]) -> Raw {
         let mut stream = TcpStream::connect(&host.addr).await.unwrap();
         let request = format!(
             "GET /ws/rohrpost/ HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             host.addr
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.unwrap();
         let mut read = Vec::new();
         let mut chunk = [0u8; 1024];
         let end = loop {
@@ -94,25 +103,9 @@ impl Raw {
         }
     }
 
-    /// Sends a frame: first byte (FIN, RSV, opcode) as given, the payload
-    /// masked unless `masked` is false.
+    /// Sends a frame (see [`encode`]).
     async fn frame(&mut self, first: u8, payload: &[u8], masked: bool) {
-        let mut bytes = vec![first];
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => bytes.push(mask_bit | n as u8),
-            n => {
-                bytes.push(mask_bit | 126);
-                bytes.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        if masked {
-            let key = [0x12, 0x34, 0x56, 0x78];
-            bytes.extend_from_slice(&key);
-            bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            bytes.extend_from_slice(payload);
-        }
+        let bytes = encode(first, payload, masked);
         // The server may already have closed.
         let _ = self.stream.write_all(&bytes).await;
     }
@@ -132,32 +125,39 @@ impl Raw {
     /// `None` when the connection ended without one.
     async fn close_code(&mut self) -> Option<u16> {
         loop {
-            if !self.fill(2).await {
-                return None;
-            }
-            let opcode = self.buffered[0] & 0x0f;
-            let len = (self.buffered[1] & 0x7f) as usize;
-            let (header, len) = match len {
-                126 => {
-                    if !self.fill(4).await {
-                        return None;
-                    }
-                    (
-                        4,
-                        u16::from_be_bytes([self.buffered[2], self.buffered[3]]) as usize,
-                    )
-                }
-                127 => return None,
-                n => (2, n),
-            };
-            if !self.fill(header + len).await {
-                return None;
-            }
-            let payload: Vec<u8> = self.buffered.drain(..header + len).skip(header).collect();
+            let (opcode, payload) = self.next_frame().await?;
             if opcode == 0x8 {
                 return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             }
         }
+    }
+
+    /// The server's next frame: its opcode and payload; `None` when the
+    /// connection ended before one.
+    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        if !self.fill(2).await {
+            return None;
+        }
+        let opcode = self.buffered[0] & 0x0f;
+        let len = (self.buffered[1] & 0x7f) as usize;
+        let (header, len) = match len {
+            126 => {
+                if !self.fill(4).await {
+                    return None;
+                }
+                (
+                    4,
+                    u16::from_be_bytes([self.buffered[2], self.buffered[3]]) as usize,
+                )
+            }
+            127 => return None,
+            n => (2, n),
+        };
+        if !self.fill(header + len).await {
+            return None;
+        }
+        let payload: Vec<u8> = self.buffered.drain(..header + len).skip(header).collect();
+        Some((opcode, payload))
     }
 
     /// Whether the server then ends the stream (rather than keeping the
@@ -169,6 +169,28 @@ impl Raw {
             Ok(Ok(0))
         )
     }
+}
+
+/// A frame's bytes: first byte (FIN, RSV, opcode) as given, the payload
+/// masked unless `masked` is false.
+fn encode(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut bytes = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => bytes.push(mask_bit | n as u8),
+        n => {
+            bytes.push(mask_bit | 126);
+            bytes.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        bytes.extend_from_slice(&key);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        bytes.extend_from_slice(payload);
+    }
+    bytes
 }
 
 /// A frame to send raw: first byte (FIN, RSV, opcode), payload, masked.
@@ -234,6 +256,22 @@ async fn protocol_violations_get_1002_or_1007_before_the_socket_closes() {
     raw.frame(0x88, b"\x03\xe8", true).await;
     assert_eq!(raw.close_code().await, Some(1000));
     host.connect().await.unwrap().ping_ok(2).await.unwrap();
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_handshake_are_read_after_it() {
+    let host = Host::start(&["ping"]).unwrap();
+    let mut early = encode(0x81, br#"{"id":7,"type":"ping"}"#, true);
+    early.extend(encode(0x88, b"\x03\xe8", true));
+    let mut raw = Raw::connect_sending(&host, &early).await;
+    let (opcode, reply) = raw.next_frame().await.expect("a reply to the early ping");
+    assert_eq!(opcode, 0x1);
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(
+        reply.contains(r#""type":"pong""#) && reply.contains(r#""id":7"#),
+        "{reply}"
+    );
+    assert_eq!(raw.close_code().await, Some(1000));
 }
 
 #[tokio::test]

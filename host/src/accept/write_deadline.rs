@@ -5,9 +5,10 @@
 //! that pipelines requests and never reads the answers would hold its
 //! connection, and a send buffer of megabytes, for good. Here a write that
 //! has made no progress for the request timeout fails with `TimedOut`,
-//! which ends the connection. The same stream ends up inside an upgraded
-//! connection, whose WebSocket layer has bounds of its own: the deadline
-//! is off once the slot's HTTP phase has ended.
+//! which ends the connection. An upgraded connection, whose WebSocket
+//! layer has bounds of its own, leaves this wrapper with the bare stream
+//! ([`super::upgraded_stream`]); besides, the deadline is off once the
+//! slot's HTTP phase has ended.
 //!
 //! A write that completes at once costs a flag's load and no clock read;
 //! the timer is armed (and allocated, once) only when a write stalls.
@@ -50,6 +51,11 @@ impl WriteDeadline {
             timer: None,
             stalled: false,
         }
+    }
+
+    /// The TCP stream, for a connection that has left its HTTP phase.
+    pub fn into_inner(self) -> TcpStream {
+        self.inner
     }
 
     /// Passes on a write's outcome, failing a write that has been stalled
