@@ -211,10 +211,11 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             // idle ones included.
             Message::Text(text) => {
                 Box::pin(async {
-                    match effects
-                        .while_running(shared.dispatcher.handle(&text, scope, arrived))
-                        .await
-                    {
+                    let handled = {
+                        let work = std::pin::pin!(shared.dispatcher.handle(&text, scope, arrived));
+                        effects.while_running(work).await
+                    };
+                    match handled {
                         Ok(handled) => effects.carry_out(handled).await,
                         Err(stop) => Err(stop),
                     }

@@ -8,7 +8,7 @@
 //! A new kind of effect is a new `EFFECT_*` number in `plugin-api` and a
 //! new [`Action`] here; nothing else in the host changes.
 
-use std::future::Future;
+use std::{future::Future, pin::Pin};
 
 use abi_stable::std_types::RVec;
 use futures_util::SinkExt;
@@ -109,19 +109,22 @@ pub struct Effects<'c> {
 
 impl Effects<'_> {
     /// Runs `work` (handling a request) while group messages keep flowing
-    /// to the socket; stops when the queue overflows.
-    pub async fn while_running<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Stop> {
+    /// to the socket; stops when the queue overflows. `work` comes pinned,
+    /// so that this future does not hold a second copy of it.
+    pub async fn while_running<F: Future>(
+        &mut self,
+        mut work: Pin<&mut F>,
+    ) -> Result<F::Output, Stop> {
         if !self.outbound.exists() {
             // Nothing can arrive: a queue is only made by a join, which
             // comes after the request.
             return Ok(work.await);
         }
-        tokio::pin!(work);
         loop {
             let (overflow, queued) = self.outbound.waits();
             tokio::select! {
                 biased;
-                done = &mut work => return Ok(done),
+                done = work.as_mut() => return Ok(done),
                 () = overflow => return Err(Stop::Close(Close::QUEUE_FULL)),
                 Some(first) = queued => self.deliver(first).await?,
             }
