@@ -255,10 +255,6 @@ fn micros(duration: Duration) -> u32 {
     u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
 }
 
-fn per_delivery(cpu: Duration, deliveries: u64) -> f64 {
-    cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64
-}
-
 fn sorted(times: impl Iterator<Item = Duration>) -> Vec<u32> {
     let mut values: Vec<u32> = times.map(micros).collect();
     values.sort_unstable();
@@ -322,8 +318,8 @@ fn table(args: &FanoutArgs, measured: &[(&str, Measured)]) -> Table {
             time(&answer, 0.5),
             format!(
                 "{:.1} µs / {:.1} µs",
-                per_delivery(cpu.server, arrived),
-                per_delivery(cpu.own, arrived)
+                report::micros_per(cpu.server, arrived),
+                report::micros_per(cpu.own, arrived)
             ),
         ]);
     }

@@ -182,7 +182,7 @@ fn tables(
         .zip(cpu);
     for ((name, index), cpu) in phase_cpu {
         let l = Latency::of_sorted(&phases[index].sorted_latencies());
-        let per_reply = cpu.server.as_secs_f64() * 1e6 / (phases[index].replies.max(1) as f64);
+        let per_reply = report::micros_per(cpu.server, phases[index].replies);
         latency.row(vec![
             name.to_owned(),
             report::count(l.count as u64),

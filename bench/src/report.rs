@@ -79,6 +79,12 @@ pub fn micros(us: u32) -> String {
     }
 }
 
+/// CPU time per item in microseconds (per reply, per delivery); one item
+/// at least, so that nothing divides by zero.
+pub fn micros_per(cpu: std::time::Duration, items: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / items.max(1) as f64
+}
+
 /// `a / b` as "1.23×", or "–" when `b` is zero.
 pub fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 {

@@ -92,7 +92,7 @@ impl Outcome {
 
     /// Server CPU time per reply, in microseconds.
     fn cpu_per_reply_us(&self) -> f64 {
-        self.server_cpu.as_secs_f64() * 1e6 / (self.replies.max(1) as f64)
+        report::micros_per(self.server_cpu, self.replies)
     }
 
     /// Cores the generator kept busy on average.
@@ -287,7 +287,7 @@ async fn measure(
         "throughput: {}: {:.0} replies/s, {:.2} µs server CPU per reply",
         case.name,
         measured.replies as f64 / cpu.wall.as_secs_f64(),
-        cpu.server.as_secs_f64() * 1e6 / (measured.replies.max(1) as f64)
+        report::micros_per(cpu.server, measured.replies)
     );
     Ok((measured, cpu))
 }
