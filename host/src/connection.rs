@@ -10,10 +10,7 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::{
-    net::TcpStream,
-    time::{Instant, Sleep},
-};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::{
     tungstenite::{
         self,
@@ -34,6 +31,7 @@ use crate::{
     outbound::{Outbound, QueueLimits, Stop},
     protocol::{Close, Rejection},
     shutdown::Stopping,
+    wire::Wire,
     woken::{Wakes, WokenOnly},
 };
 
@@ -53,8 +51,9 @@ pub struct Shared {
     pub monitor: Arc<Monitor>,
 }
 
-/// An upgraded connection, on its TCP stream.
-pub type Socket = WebSocketStream<TcpStream>;
+/// An upgraded connection, on its TCP stream (shared with the fan-out once
+/// it joined a group, see [`crate::wire`]).
+pub type Socket = WebSocketStream<Wire>;
 
 /// How a connection ended.
 enum End {
@@ -141,7 +140,10 @@ pub fn serve(
     };
     async move {
         let _membership = membership;
-        match run(&mut conn, &shared, &mut stopping).await {
+        let end = run(&mut conn, &shared, &mut stopping).await;
+        // No group message may follow a close frame.
+        conn.outbound.close();
+        match end {
             End::Gone => debug!(connection = id, "connection closed"),
             End::Close(close) => {
                 if close == Close::QUEUE_FULL && crate::log_limit::QUEUE_FULL.allow() {
@@ -204,6 +206,8 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         // One clock read per frame: the idle timer's and the request's.
         let arrived = std::time::Instant::now();
         idle.heard(arrived.into());
+        // Group messages wait behind this frame's answer.
+        conn.outbound.hold();
         let (mut effects, scope) = conn.effects(shared);
         let done = match message {
             // Boxed: a request's handling is the deepest state of the loop,
@@ -225,16 +229,17 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             Message::Binary(_) => effects.reply(Rejection::Binary.reply()).await,
             // Pings are answered by the WebSocket layer itself; a client's
             // close is echoed by it on the next flush.
-            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
             Message::Close(_) => {
+                conn.outbound.close();
                 let _ = conn.socket.flush().await;
                 continue;
             }
-            Message::Frame(_) => continue,
         };
         if let Err(stop) = done {
             return stop.into();
         }
+        conn.outbound.release();
     }
 }
 

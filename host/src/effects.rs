@@ -135,15 +135,20 @@ impl Effects<'_> {
     /// flushes; gives up when the queue overflows meanwhile.
     pub async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
         let batch = self.outbound.batch(first);
+        let bytes = batch.iter().map(|m| m.len()).sum();
         let socket = &mut *self.socket;
         self.outbound
             .guard(async {
-                for message in batch {
+                // `FINISH` carries nothing: the flush writes what the
+                // fan-out left of its frame.
+                for message in batch.into_iter().filter(|m| !m.is_empty()) {
                     socket.feed(Message::Text(message)).await?;
                 }
                 socket.flush().await
             })
-            .await
+            .await?;
+        self.outbound.written(bytes);
+        Ok(())
     }
 
     /// Carries out what came of one text frame, then flushes.
@@ -246,7 +251,10 @@ impl Effects<'_> {
                 Err(Stop::Close(Close::NORMAL))
             }
             Action::Join(group) => {
-                let outbox = self.outbound.outbox(self.limits, self.drops);
+                let socket = &mut *self.socket;
+                let outbox = self
+                    .outbound
+                    .outbox(self.limits, self.drops, || socket.get_mut().share());
                 self.groups.join(&group, self.connection, outbox).await;
                 Ok(())
             }

@@ -4,10 +4,14 @@
 //! Behind a small trait so that a layer over a broker (Redis pub/sub, for
 //! several hosts) can take the in-memory layer's place without touching
 //! plugins, connections or the protocol code. Fan-out never waits on a
-//! receiver: each connection has a bounded outbound queue, and a connection
-//! whose queue is full, by messages or by bytes, is told to close (see
-//! [`crate::outbound`]), so one slow client can neither delay the others, nor
-//! silently miss messages, nor hold the server's memory.
+//! receiver: the message is encoded as a frame once and written straight
+//! to each member whose socket takes it now; the others get it through
+//! their bounded outbound queue, and a connection whose queue is full, by
+//! messages or by bytes, is told to close (see [`crate::outbound`]), so
+//! one slow client can neither delay the others, nor silently miss
+//! messages, nor hold the server's memory. A large group is written by
+//! several tasks at once, [`CHUNK`] members each, so that every worker of
+//! the runtime takes part and none is held for long.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,9 +20,14 @@ use std::{
     sync::Mutex,
 };
 
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use crate::outbound::{Outbox, QueueLimits};
+use crate::wire;
+
+/// Members one task writes a group message to.
+pub const CHUNK: usize = 512;
 
 /// A connection's id, unique within this host.
 pub type ConnectionId = u64;
@@ -48,6 +57,38 @@ pub trait GroupLayer: Send + Sync {
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize>;
 }
 
+/// How many connections of this host a group message reached.
+#[must_use = "await it before the next message to the group, to keep their order"]
+pub enum Delivery {
+    Done(usize),
+    /// Shared among tasks; each says how many it reached.
+    Running(Vec<JoinHandle<usize>>),
+}
+
+impl Delivery {
+    /// Waits until every member has it (written or queued).
+    pub async fn reached(self) -> usize {
+        match self {
+            Delivery::Done(reached) => reached,
+            Delivery::Running(tasks) => {
+                let mut reached = 0;
+                for task in tasks {
+                    reached += task.await.unwrap_or(0);
+                }
+                reached
+            }
+        }
+    }
+}
+
+/// Delivers to each of `members`; how many it reached.
+fn reach(members: &[Outbox], message: &Utf8Bytes, frame: Option<&[u8]>) -> usize {
+    members
+        .iter()
+        .filter(|member| member.deliver(message, frame))
+        .count()
+}
+
 /// Groups of this host only, in memory.
 #[derive(Default)]
 pub struct MemoryGroups {
@@ -69,12 +110,28 @@ impl MemoryGroups {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `message` for every member of `group` now.
-    pub fn deliver(&self, group: &str, message: &Utf8Bytes) -> usize {
-        let state = self.state();
-        state.members.get(group).map_or(0, |members| {
-            members.values().filter(|o| o.offer(message)).count()
-        })
+    /// Delivers `message` to every member of `group` (a copy of the
+    /// membership as it is now): written or queued, without waiting on any
+    /// member. Messages to one group keep their order for each member as
+    /// long as each [`Delivery`] is awaited before the next message.
+    pub fn deliver(&self, group: &str, message: &Utf8Bytes) -> Delivery {
+        let mut members: Vec<Outbox> = match self.state().members.get(group) {
+            Some(members) => members.values().cloned().collect(),
+            None => return Delivery::Done(0),
+        };
+        let frame = wire::text_frame(message);
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Ok(runtime), true) = (runtime, members.len() > CHUNK) else {
+            return Delivery::Done(reach(&members, message, frame.as_deref()));
+        };
+        let frame: Option<std::sync::Arc<[u8]>> = frame.map(Into::into);
+        let mut tasks = Vec::with_capacity(members.len().div_ceil(CHUNK));
+        while !members.is_empty() {
+            let chunk = members.split_off(members.len().saturating_sub(CHUNK));
+            let (message, frame) = (message.clone(), frame.clone());
+            tasks.push(runtime.spawn(async move { reach(&chunk, &message, frame.as_deref()) }));
+        }
+        Delivery::Running(tasks)
     }
 
     /// Adds a member; true when it is the group's first.
@@ -155,8 +212,8 @@ impl GroupLayer for MemoryGroups {
     }
 
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
-        let reached = self.deliver(group, &message);
-        Box::pin(std::future::ready(reached))
+        let delivery = self.deliver(group, &message);
+        Box::pin(delivery.reached())
     }
 }
 
@@ -176,17 +233,24 @@ mod tests {
                 bytes: 1 << 20,
             },
             Counter::default(),
+            None,
         );
         assert!(groups.add("g", 1, &outbox));
         assert!(!groups.add("g", 1, &outbox));
         assert!(groups.add("h", 1, &outbox));
-        assert_eq!(groups.deliver("g", &"m".into()), 1);
+        assert!(matches!(
+            groups.deliver("g", &"m".into()),
+            Delivery::Done(1)
+        ));
         assert_eq!(inbox.queue.try_recv().ok().as_deref(), Some("m"));
         assert!(inbox.queue.try_recv().is_err());
         let mut emptied = groups.remove_everywhere(1);
         emptied.sort();
         assert_eq!(emptied, ["g", "h"]);
-        assert_eq!(groups.deliver("g", &"m".into()), 0);
+        assert!(matches!(
+            groups.deliver("g", &"m".into()),
+            Delivery::Done(0)
+        ));
         assert!(groups.state().members.is_empty() && groups.state().joined.is_empty());
     }
 }

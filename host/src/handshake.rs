@@ -37,6 +37,7 @@ use crate::{
     config::Settings,
     connection::{self, Shared},
     shutdown::Shutdown,
+    wire::Wire,
 };
 
 /// What the WebSocket endpoint shares.
@@ -109,9 +110,13 @@ pub async fn upgrade(
         };
         // Frames a client sent before it read the answer are the first
         // bytes the WebSocket reads.
-        let socket =
-            WebSocketStream::from_partially_read(stream, read_past, Role::Server, Some(config))
-                .await;
+        let socket = WebSocketStream::from_partially_read(
+            Wire::Own(stream),
+            read_past,
+            Role::Server,
+            Some(config),
+        )
+        .await;
         connection::serve(socket, shared, scope, id, stopping).await;
         drop(slot);
     });

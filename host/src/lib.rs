@@ -42,4 +42,5 @@ mod shadow;
 mod shutdown;
 mod status;
 mod watcher;
+mod wire;
 mod woken;

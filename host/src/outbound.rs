@@ -1,11 +1,13 @@
-//! A connection's outbound queue for group messages, and its limits: at
-//! most so many messages and so many bytes waiting. A message that finds
-//! the queue full is dropped (and counted), and the connection is told to
-//! close with 1013 ([`Close::QUEUE_FULL`]): the client missed messages and
-//! should reconnect and resubscribe. The groups hold the sending end
-//! ([`Outbox`]); the connection's end ([`Outbound`]) is made on its first
-//! join, so an idle connection that never joins costs only its socket and
-//! its task.
+//! How group messages reach a connection: written straight to its socket
+//! when its line is free ([`crate::wire`]), else through its outbound
+//! queue, within limits: at most so many messages and so many bytes
+//! waiting (a message counts until it is on the socket). A message that
+//! finds the queue full is dropped (and counted), and the connection is
+//! told to close with 1013 ([`Close::QUEUE_FULL`]): the client missed
+//! messages and should reconnect and resubscribe. The groups hold the
+//! sending end ([`Outbox`]); the connection's end ([`Outbound`]) is made on
+//! its first join, so an idle connection that never joins costs only its
+//! socket and its task.
 
 use std::{
     future::Future,
@@ -20,10 +22,18 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::{self, Utf8Bytes};
 
-use crate::protocol::Close;
+use crate::{
+    protocol::Close,
+    wire::{Line, Wrote},
+};
 
 /// Group messages written per flush.
 pub const BATCH: usize = 64;
+
+/// Queued when the fan-out wrote part of a frame: it carries no message,
+/// it wakes the connection's task to write the rest (on its next flush).
+/// Group messages are JSON objects, never empty.
+pub const FINISH: Utf8Bytes = Utf8Bytes::from_static("");
 
 /// How much a connection's outbound queue may hold: messages and bytes.
 /// Either bound, when reached, closes the connection.
@@ -35,11 +45,17 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
-/// The sending end of a connection's outbound queue.
-#[derive(Clone, Debug)]
-pub struct Outbox {
+/// The sending end of a connection's outbound queue, and its line. Cheap
+/// to clone: the fan-out takes a copy of every member's.
+#[derive(Clone)]
+pub struct Outbox(Arc<Sending>);
+
+struct Sending {
     queue: mpsc::Sender<Utf8Bytes>,
-    /// Bytes waiting, shared with the receiving end.
+    /// The connection's socket, for direct writes; none in unit tests.
+    line: Option<Arc<Line>>,
+    /// Bytes queued and not yet on the socket, shared with the receiving
+    /// end.
     bytes: Arc<AtomicUsize>,
     max_bytes: usize,
     /// Counts messages dropped on a full queue (a metric).
@@ -55,8 +71,9 @@ pub struct Inbox {
     pub overflow: Arc<Notify>,
 }
 
-/// The receiving end of the queue itself: takes messages off it and their
-/// bytes off its count.
+/// The receiving end of the queue itself. A message's bytes stay counted
+/// until [`written`](Self::written) says it is on the socket: while they
+/// are, the fan-out queues behind it instead of overtaking it.
 pub struct QueueReceiver {
     queue: mpsc::Receiver<Utf8Bytes>,
     bytes: Arc<AtomicUsize>,
@@ -65,33 +82,41 @@ pub struct QueueReceiver {
 impl QueueReceiver {
     /// The next message; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let message = self.queue.recv().await?;
-        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
-        Some(message)
+        self.queue.recv().await
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Result<Utf8Bytes, mpsc::error::TryRecvError> {
-        let message = self.queue.try_recv()?;
-        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
-        Ok(message)
+        self.queue.try_recv()
+    }
+
+    /// Messages of `bytes` in all, taken off the queue, are on the socket.
+    pub fn written(&self, bytes: usize) {
+        // Release: a fan-out that sees the count drop sees the write.
+        self.bytes.fetch_sub(bytes, Ordering::Release);
     }
 }
 
-/// A connection's outbound queue within `limits`; messages dropped on a
-/// full queue are counted in `drops`.
-pub fn outbound_queue(limits: QueueLimits, drops: Counter) -> (Outbox, Inbox) {
+/// A connection's outbound queue within `limits`, writing straight to
+/// `line` when it can; messages dropped on a full queue are counted in
+/// `drops`.
+pub fn outbound_queue(
+    limits: QueueLimits,
+    drops: Counter,
+    line: Option<Arc<Line>>,
+) -> (Outbox, Inbox) {
     let (tx, rx) = mpsc::channel(limits.messages.max(1));
     let overflow = Arc::new(Notify::new());
     let bytes = Arc::new(AtomicUsize::new(0));
     (
-        Outbox {
+        Outbox(Arc::new(Sending {
             queue: tx,
+            line,
             bytes: bytes.clone(),
             max_bytes: limits.bytes,
             drops,
             overflow: overflow.clone(),
-        },
+        })),
         Inbox {
             queue: QueueReceiver { queue: rx, bytes },
             overflow,
@@ -100,32 +125,62 @@ pub fn outbound_queue(limits: QueueLimits, drops: Counter) -> (Outbox, Inbox) {
 }
 
 impl Outbox {
+    /// Delivers a message without waiting: `frame` (the message encoded as
+    /// a text frame, if it could be) straight to the socket when the line
+    /// is free and nothing waits in the queue, else into the queue. False
+    /// when the connection is gone or closing, or its queue is full (then
+    /// it is told to close).
+    pub fn deliver(&self, message: &Utf8Bytes, frame: Option<&[u8]>) -> bool {
+        let (Some(line), Some(frame)) = (&self.0.line, frame) else {
+            return self.offer(message);
+        };
+        // Under the line's lock: the connection cannot start a write, and
+        // a message queued now is queued before the next one looks.
+        let mut locked = line.lock();
+        if locked.closed() {
+            return false;
+        }
+        if !locked.free() || self.0.bytes.load(Ordering::Acquire) > 0 {
+            return self.offer(message);
+        }
+        match locked.write(frame) {
+            Wrote::All => true,
+            Wrote::Part => {
+                self.offer(&FINISH);
+                true
+            }
+            Wrote::Nothing => self.offer(message),
+            Wrote::Gone => false,
+        }
+    }
+
     /// Queues a message without waiting. False when the connection is gone
     /// or its queue is full, by count or by bytes (then it is told to
     /// close).
     pub fn offer(&self, message: &Utf8Bytes) -> bool {
+        let this = &self.0;
         let len = message.len();
-        let before = self.bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before.saturating_add(len) > self.max_bytes {
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
+        let before = this.bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(len) > this.max_bytes {
+            this.bytes.fetch_sub(len, Ordering::Relaxed);
             return self.full();
         }
-        match self.queue.try_send(message.clone()) {
+        match this.queue.try_send(message.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                this.bytes.fetch_sub(len, Ordering::Relaxed);
                 self.full()
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                this.bytes.fetch_sub(len, Ordering::Relaxed);
                 false
             }
         }
     }
 
     fn full(&self) -> bool {
-        self.drops.inc();
-        self.overflow.notify_one();
+        self.0.drops.inc();
+        self.0.overflow.notify_one();
         false
     }
 }
@@ -211,12 +266,51 @@ impl Outbound {
         }
     }
 
-    /// The sending end, made with the queue on first use (the first join).
-    pub fn outbox(&mut self, limits: QueueLimits, drops: &Counter) -> &Outbox {
+    /// Messages of `bytes` in all, taken off the queue, are on the socket.
+    pub fn written(&self, bytes: usize) {
+        if let Some(queue) = self.queue.as_deref() {
+            queue.receiver.written(bytes);
+        }
+    }
+
+    fn line(&self) -> Option<&Line> {
+        self.queue.as_deref()?.outbox.0.line.as_deref()
+    }
+
+    /// The connection starts answering a request: group messages queue
+    /// until [`release`](Self::release), behind its replies.
+    pub fn hold(&self) {
+        if let Some(line) = self.line() {
+            line.hold();
+        }
+    }
+
+    /// The connection has answered its request and flushed the answer.
+    pub fn release(&self) {
+        if let Some(line) = self.line() {
+            line.release();
+        }
+    }
+
+    /// The connection closes: nothing more is written to it directly.
+    pub fn close(&self) {
+        if let Some(line) = self.line() {
+            line.close();
+        }
+    }
+
+    /// The sending end, made with the queue on first use (the first join),
+    /// on the line `share` gives (see [`crate::wire::Wire::share`]).
+    pub fn outbox(
+        &mut self,
+        limits: QueueLimits,
+        drops: &Counter,
+        share: impl FnOnce() -> Option<Arc<Line>>,
+    ) -> &Outbox {
         &self
             .queue
             .get_or_insert_with(|| {
-                let (outbox, inbox) = outbound_queue(limits, drops.clone());
+                let (outbox, inbox) = outbound_queue(limits, drops.clone(), share());
                 let overflow = inbox.overflow;
                 Box::new(Queue {
                     outbox,
@@ -255,6 +349,7 @@ mod tests {
                 bytes: 1 << 20,
             },
             drops.clone(),
+            None,
         );
         assert!(outbox.offer(&"1".into()));
         assert!(!outbox.offer(&"2".into()));
@@ -266,23 +361,27 @@ mod tests {
     }
 
     #[test]
-    fn bytes_are_bounded_too_and_counted_off_when_read() {
+    fn bytes_are_bounded_too_and_counted_off_when_written() {
         let drops = Counter::default();
         let limits = QueueLimits {
             messages: 100,
             bytes: 10,
         };
-        let (outbox, mut inbox) = outbound_queue(limits, drops.clone());
+        let (outbox, mut inbox) = outbound_queue(limits, drops.clone(), None);
         // Larger than the bound, but alone: it gets through.
         assert!(outbox.offer(&"x".repeat(12).into()));
         assert!(!outbox.offer(&"y".into()));
         assert_eq!(drops.get(), 1);
         assert_eq!(inbox.queue.try_recv().ok().map(|m| m.len()), Some(12));
+        // Taken off the queue, but not on the socket yet: still counted.
+        assert!(!outbox.offer(&"y".into()));
+        inbox.queue.written(12);
         assert!(outbox.offer(&"abcde".into()));
         assert!(outbox.offer(&"fghij".into()));
         assert!(!outbox.offer(&"k".into()));
         assert_eq!(inbox.queue.try_recv().ok().as_deref(), Some("abcde"));
+        inbox.queue.written(5);
         assert!(outbox.offer(&"k".into()));
-        assert_eq!(outbox.bytes.load(Ordering::Relaxed), 6);
+        assert_eq!(outbox.0.bytes.load(Ordering::Relaxed), 6);
     }
 }

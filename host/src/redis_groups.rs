@@ -119,7 +119,9 @@ impl Shared {
     }
 
     /// A message from Redis: for local members, unless this host sent it.
-    fn received(&self, channel: &str, payload: &str) {
+    /// Awaited before the next one, so that each member gets a group's
+    /// messages in order.
+    async fn received(&self, channel: &str, payload: &str) {
         let Some(group) = channel.strip_prefix(&self.prefix) else {
             return;
         };
@@ -132,7 +134,8 @@ impl Shared {
             return;
         };
         if origin != self.origin {
-            self.local.deliver(group, &Utf8Bytes::from(message));
+            let delivery = self.local.deliver(group, &Utf8Bytes::from(message));
+            delivery.reached().await;
         }
     }
 }
@@ -190,12 +193,13 @@ impl GroupLayer for RedisGroups {
         }
     }
 
-    /// Complete at once: local members get the message now, and the other
-    /// hosts through the publisher's queue.
+    /// Never waits on a member or on Redis: local members get the message
+    /// now (written or queued), the other hosts through the publisher's
+    /// queue.
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
-        let reached = self.shared.local.deliver(group, &message);
+        let delivery = self.shared.local.deliver(group, &message);
         let payload = format!("{}\n{}", self.shared.origin, message.as_str());
         self.publisher.offer(self.shared.channel(group), payload);
-        Box::pin(std::future::ready(reached))
+        Box::pin(delivery.reached())
     }
 }

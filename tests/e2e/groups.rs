@@ -339,3 +339,91 @@ async fn a_slow_receiver_does_not_delay_the_others_and_is_disconnected() {
     }
     assert!(got < rounds, "the slow client got all {got} messages");
 }
+
+/// A member that stops reading while big messages arrive: what the socket
+/// takes is written straight to it, down to a frame cut in the middle when
+/// its buffers fill, the rest waits in its queue. When it reads again,
+/// every message is there, whole and in order.
+#[tokio::test]
+async fn a_paused_reader_gets_every_message_whole_and_in_order() {
+    let host = host();
+    let mut paused = host.connect().await.unwrap();
+    paused.join("feed").await.unwrap();
+    // 48 messages of 64 KiB: more than loopback buffers hold, less than the
+    // default queue limits (1024 messages, 4 MiB).
+    let filler = "y".repeat(64 * 1024);
+    let rounds = 48u64;
+    for n in 1..=rounds {
+        let body = json!({"model": "Feed", "pk": 1, "event": "update", "group": "feed",
+            "object": {"n": n, "filler": filler}})
+        .to_string();
+        let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(reply["delivered"], 1, "{reply}");
+    }
+    for n in 1..=rounds {
+        let m = update(&mut paused).await;
+        assert_eq!(m["data"]["object"]["n"], n, "in order, none missing");
+        assert_eq!(
+            m["data"]["object"]["filler"].as_str().map(str::len),
+            Some(filler.len())
+        );
+    }
+    // And the connection's own replies still come through in one piece.
+    paused.ping_ok(7).await.unwrap();
+    paused.expect_silence(QUIET).await.unwrap();
+}
+
+/// Group messages written straight to a member's socket never cut into
+/// what the connection writes itself: a client sending big pings and
+/// reading slowly, so that the pongs leave in pieces, while notifications
+/// stream to it, gets every reply and every message whole, each in order.
+#[tokio::test]
+async fn replies_and_group_messages_interleave_whole() {
+    let host = host();
+    let mut member = host.connect().await.unwrap();
+    member.join("feed").await.unwrap();
+    let rounds = 400u64;
+    let notifications: Vec<String> = (1..=rounds)
+        .map(|n| {
+            json!({"model": "Feed", "pk": 1, "event": "update", "group": "feed",
+                "object": {"n": n}})
+            .to_string()
+        })
+        .collect();
+    let pings = 60u64;
+    let big = "p".repeat(256 * 1024);
+    let sending = async {
+        for body in &notifications {
+            let (status, _) = host.notify(Some(TOKEN), body).await.unwrap();
+            assert_eq!(status, 200);
+        }
+    };
+    let talking = async {
+        let (mut next_update, mut next_pong, mut sent) = (1u64, 1u64, 0u64);
+        while next_update <= rounds || next_pong <= pings {
+            while sent < pings && sent < next_pong + 4 {
+                sent += 1;
+                let ping = json!({"id": sent, "type": "ping", "data": {"big": big}});
+                member.send_text(&ping.to_string()).await.unwrap();
+            }
+            let m = member.recv_json(T).await.unwrap();
+            match m["type"].as_str() {
+                Some("pong") => {
+                    assert_eq!(m["id"], next_pong, "replies in request order");
+                    assert_eq!(m["data"]["big"].as_str().map(str::len), Some(big.len()));
+                    next_pong += 1;
+                    // Slowly: the next pongs meet full socket buffers.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Some("subscription-update") => {
+                    assert_eq!(m["data"]["object"]["n"], next_update, "in order");
+                    next_update += 1;
+                }
+                _ => panic!("unexpected message {m}"),
+            }
+        }
+    };
+    tokio::join!(sending, talking);
+    member.expect_silence(QUIET).await.unwrap();
+}

@@ -166,7 +166,7 @@ async fn serve(
             message = stream.next() => match message {
                 Some(message) => {
                     if let Ok(payload) = message.get_payload::<String>() {
-                        layer.received(message.get_channel_name(), &payload);
+                        layer.received(message.get_channel_name(), &payload).await;
                     }
                     Ok(None)
                 }
