@@ -45,6 +45,12 @@ pub struct FanoutArgs {
     /// stay in memory. Notifications are posted to the first host.
     #[arg(long)]
     pub redis: Option<String>,
+
+    /// Rounds, each starting the floor and then the host(s) afresh: the
+    /// servers alternate, so that a disturbance of the machine falls on
+    /// both.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
 }
 
 /// The arrivals of every notification, shared by all subscribers, so that
@@ -105,24 +111,35 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             args.hosts
         );
     }
-    let mut measured = Vec::new();
-    // The floor, for the ratio: with groups in memory on one host, the
-    // same subscribers and notifications through `baseline-fanout`.
-    if args.hosts == 1 && args.redis.is_none() {
-        let server = Server::start("baseline-fanout", artifacts, Spec::FanoutBaseline, None)?;
-        let sockets = subscribers::connect_subscribed("fanout", &server, args.subscribers).await?;
-        let result = measure(args, vec![server], sockets).await?;
-        measured.push(("baseline-fanout (floor)", result));
+    let mut floor: Option<Measured> = None;
+    let mut hosts: Option<Measured> = None;
+    for round in 1..=args.rounds.max(1) {
+        eprintln!("fanout: round {round} of {}", args.rounds.max(1));
+        // The floor, for the ratio: with groups in memory on one host, the
+        // same subscribers and notifications through `baseline-fanout`.
+        if args.hosts == 1 && args.redis.is_none() {
+            let server = Server::start("baseline-fanout", artifacts, Spec::FanoutBaseline, None)?;
+            let sockets =
+                subscribers::connect_subscribed("fanout", &server, args.subscribers).await?;
+            let result = measure(args, vec![server], sockets).await?;
+            floor = Some(Measured::merged(floor, result));
+        }
+        let (servers, sockets) = subscribers::start_hosts(
+            artifacts,
+            "fanout",
+            args.subscribers,
+            args.hosts,
+            args.redis.as_deref(),
+        )
+        .await?;
+        let result = measure(args, servers, sockets).await?;
+        hosts = Some(Measured::merged(hosts, result));
     }
-    let (servers, sockets) = subscribers::start_hosts(
-        artifacts,
-        "fanout",
-        args.subscribers,
-        args.hosts,
-        args.redis.as_deref(),
-    )
-    .await?;
-    measured.push(("host", measure(args, servers, sockets).await?));
+    let mut measured = Vec::new();
+    if let Some(floor) = floor {
+        measured.push(("baseline-fanout (floor)", floor));
+    }
+    measured.extend(hosts.map(|hosts| ("host", hosts)));
     Ok(table(args, &measured))
 }
 
@@ -130,6 +147,20 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
 struct Measured {
     rounds: Vec<Round>,
     cpu: CpuUse,
+}
+
+impl Measured {
+    /// `earlier` and `later` as one measurement.
+    fn merged(earlier: Option<Measured>, later: Measured) -> Measured {
+        let Some(mut all) = earlier else {
+            return later;
+        };
+        all.rounds.extend(later.rounds);
+        all.cpu.server += later.cpu.server;
+        all.cpu.own += later.cpu.own;
+        all.cpu.wall += later.cpu.wall;
+        all
+    }
 }
 
 /// Posts the notifications to the first server, one after another, while
@@ -262,11 +293,12 @@ fn sorted(times: impl Iterator<Item = Duration>) -> Vec<u32> {
 }
 
 fn table(args: &FanoutArgs, measured: &[(&str, Measured)]) -> Table {
-    let expected = args.subscribers as u64 * args.notifications;
+    let rounds = args.rounds.max(1) as u64;
+    let expected = args.subscribers as u64 * args.notifications * rounds;
     let mut table = Table::new(
         &format!(
             "fanout: {} subscribers of one collection on {}, {} notifications one after \
-             another (times from the start of the HTTP call)",
+             another, {rounds} alternating round(s) (times from the start of the HTTP call)",
             args.subscribers,
             match (&args.redis, args.hosts) {
                 (None, _) => "one host, groups in memory".to_owned(),

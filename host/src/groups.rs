@@ -5,29 +5,23 @@
 //! several hosts) can take the in-memory layer's place without touching
 //! plugins, connections or the protocol code. Fan-out never waits on a
 //! receiver: the message is encoded as a frame once and written straight
-//! to each member whose socket takes it now; the others get it through
-//! their bounded outbound queue, and a connection whose queue is full, by
-//! messages or by bytes, is told to close (see [`crate::outbound`]), so
-//! one slow client can neither delay the others, nor silently miss
-//! messages, nor hold the server's memory. A large group is written by
-//! several tasks at once, [`CHUNK`] members each, so that every worker of
-//! the runtime takes part and none is held for long.
+//! to each member whose socket takes it now (see [`crate::fanout`]); the
+//! others get it through their bounded outbound queue, and a connection
+//! whose queue is full, by messages or by bytes, is told to close (see
+//! [`crate::outbound`]), so one slow client can neither delay the others,
+//! nor silently miss messages, nor hold the server's memory.
 
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::fanout::{self, Lane, Members, CHUNK};
 pub use crate::outbound::{Outbox, QueueLimits};
-use crate::wire;
-
-/// Members one task writes a group message to.
-pub const CHUNK: usize = 512;
 
 /// A connection's id, unique within this host.
 pub type ConnectionId = u64;
@@ -52,46 +46,22 @@ pub trait GroupLayer: Send + Sync {
     /// Removes a connection from every group (it closed).
     fn leave_all(&self, connection: ConnectionId);
     /// Sends a message to every member of a group, at most once each;
-    /// resolves to the number of connections of this host it was queued for.
-    /// Never waits on a broker: other hosts get it in the background.
+    /// resolves to the number of connections of this host it was sent to
+    /// (a large group's members get it in the background, in order). Never
+    /// waits on a receiver or a broker: other hosts get it in the
+    /// background.
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize>;
-}
-
-/// How many connections of this host a group message reached.
-#[must_use = "await it before the next message to the group, to keep their order"]
-pub enum Delivery {
-    Done(usize),
-    /// Shared among tasks; each says how many it reached.
-    Running(Vec<JoinHandle<usize>>),
-}
-
-impl Delivery {
-    /// Waits until every member has it (written or queued).
-    pub async fn reached(self) -> usize {
-        match self {
-            Delivery::Done(reached) => reached,
-            Delivery::Running(tasks) => {
-                let mut reached = 0;
-                for task in tasks {
-                    reached += task.await.unwrap_or(0);
-                }
-                reached
-            }
-        }
-    }
-}
-
-/// Delivers to each of `members`; how many it reached.
-fn reach(members: &[Outbox], message: &Utf8Bytes, frame: Option<&[u8]>) -> usize {
-    members
-        .iter()
-        .filter(|member| member.deliver(message, frame))
-        .count()
 }
 
 /// Groups of this host only, in memory.
 #[derive(Default)]
 pub struct MemoryGroups {
+    /// Shared with the groups' lanes, which read the members from it.
+    membership: Arc<Membership>,
+}
+
+#[derive(Default)]
+struct Membership {
     state: Mutex<State>,
 }
 
@@ -100,38 +70,83 @@ struct State {
     members: HashMap<String, HashMap<ConnectionId, Outbox>>,
     /// The groups of each connection, to leave them all on close.
     joined: HashMap<ConnectionId, HashSet<String>>,
+    /// The lanes of large groups (see [`crate::fanout`]); a lane ends with
+    /// its group.
+    lanes: HashMap<String, Lane>,
 }
 
-impl MemoryGroups {
+impl Membership {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // The lock is never held across a panic-prone call; recover anyway.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    /// Delivers `message` to every member of `group` (a copy of the
-    /// membership as it is now): written or queued, without waiting on any
-    /// member. Messages to one group keep their order for each member as
-    /// long as each [`Delivery`] is awaited before the next message.
-    pub fn deliver(&self, group: &str, message: &Utf8Bytes) -> Delivery {
-        let mut members: Vec<Outbox> = match self.state().members.get(group) {
-            Some(members) => members.values().cloned().collect(),
-            None => return Delivery::Done(0),
-        };
-        let frame = wire::text_frame(message);
-        let runtime = tokio::runtime::Handle::try_current();
-        let (Ok(runtime), true) = (runtime, members.len() > CHUNK) else {
-            return Delivery::Done(reach(&members, message, frame.as_deref()));
-        };
-        let frame: Option<std::sync::Arc<[u8]>> = frame.map(Into::into);
-        let mut tasks = Vec::with_capacity(members.len().div_ceil(CHUNK));
-        while !members.is_empty() {
-            let chunk = members.split_off(members.len().saturating_sub(CHUNK));
-            let (message, frame) = (message.clone(), frame.clone());
-            tasks.push(runtime.spawn(async move { reach(&chunk, &message, frame.as_deref()) }));
+impl Members for Membership {
+    fn members(&self, group: &str) -> Vec<Outbox> {
+        self.state()
+            .members
+            .get(group)
+            .map(|members| members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// How a message is on its way to a group's members.
+enum Route {
+    /// Delivered by the sender, to these.
+    Now(Vec<Outbox>),
+    /// Through the group's lane, to this many.
+    Lane(Lane, usize),
+}
+
+impl MemoryGroups {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.membership.state()
+    }
+
+    /// Delivers `message` to every member of `group` now: at once to a
+    /// small group's, through its lane to a large one's. The number of
+    /// members it went to; waits only for room in a busy lane.
+    pub async fn deliver(&self, group: &str, message: &Utf8Bytes) -> usize {
+        // A lane fails only if its task could not run (the runtime is
+        // shutting down): the second time, deliver at once.
+        for _ in 0..2 {
+            let (lane, count) = match self.route(group) {
+                Route::Now(members) => {
+                    return fanout::reach(&members, std::slice::from_ref(message))
+                }
+                Route::Lane(lane, count) => (lane, count),
+            };
+            if lane.send(message.clone()).await.is_ok() {
+                return count;
+            }
+            let mut state = self.state();
+            if state.lanes.get(group).is_some_and(Lane::is_closed) {
+                state.lanes.remove(group);
+            }
         }
-        Delivery::Running(tasks)
+        let members = self.membership.members(group);
+        fanout::reach(&members, std::slice::from_ref(message))
+    }
+
+    fn route(&self, group: &str) -> Route {
+        let mut state = self.state();
+        let Some(members) = state.members.get(group) else {
+            return Route::Now(Vec::new());
+        };
+        let count = members.len();
+        if let Some(lane) = state.lanes.get(group) {
+            return Route::Lane(lane.clone(), count);
+        }
+        if count <= CHUNK {
+            return Route::Now(members.values().cloned().collect());
+        }
+        let lane = fanout::start_lane(group.to_owned(), self.membership.clone());
+        state.lanes.insert(group.to_owned(), lane.clone());
+        Route::Lane(lane, count)
     }
 
     /// Adds a member; true when it is the group's first.
@@ -155,6 +170,7 @@ impl MemoryGroups {
         if let Some(members) = state.members.get_mut(group) {
             if members.remove(&connection).is_some() && members.is_empty() {
                 state.members.remove(group);
+                state.lanes.remove(group);
                 emptied = true;
             }
         }
@@ -179,6 +195,7 @@ impl MemoryGroups {
                 members.remove(&connection);
                 if members.is_empty() {
                     state.members.remove(&group);
+                    state.lanes.remove(&group);
                     emptied.push(group);
                 }
             }
@@ -212,8 +229,7 @@ impl GroupLayer for MemoryGroups {
     }
 
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
-        let delivery = self.deliver(group, &message);
-        Box::pin(delivery.reached())
+        Box::pin(async move { self.deliver(group, &message).await })
     }
 }
 
@@ -224,8 +240,8 @@ mod tests {
     use super::*;
     use crate::outbound::outbound_queue;
 
-    #[test]
-    fn join_twice_delivers_once_and_leave_all_cleans_up() {
+    #[tokio::test]
+    async fn join_twice_delivers_once_and_leave_all_cleans_up() {
         let groups = MemoryGroups::default();
         let (outbox, mut inbox) = outbound_queue(
             QueueLimits {
@@ -238,19 +254,53 @@ mod tests {
         assert!(groups.add("g", 1, &outbox));
         assert!(!groups.add("g", 1, &outbox));
         assert!(groups.add("h", 1, &outbox));
-        assert!(matches!(
-            groups.deliver("g", &"m".into()),
-            Delivery::Done(1)
-        ));
+        assert_eq!(groups.deliver("g", &"m".into()).await, 1);
         assert_eq!(inbox.queue.try_recv().ok().as_deref(), Some("m"));
         assert!(inbox.queue.try_recv().is_err());
         let mut emptied = groups.remove_everywhere(1);
         emptied.sort();
         assert_eq!(emptied, ["g", "h"]);
-        assert!(matches!(
-            groups.deliver("g", &"m".into()),
-            Delivery::Done(0)
-        ));
+        assert_eq!(groups.deliver("g", &"m".into()).await, 0);
         assert!(groups.state().members.is_empty() && groups.state().joined.is_empty());
+    }
+
+    /// A group larger than a chunk is written by its lane, in the background:
+    /// every member still gets every message once, in the order sent, and
+    /// the lane ends with the group.
+    #[tokio::test]
+    async fn a_large_groups_messages_arrive_in_order() {
+        let groups = MemoryGroups::default();
+        let limits = QueueLimits {
+            messages: 256,
+            bytes: 1 << 20,
+        };
+        let mut inboxes = Vec::new();
+        for id in 0..(CHUNK as u64 + 100) {
+            let (outbox, inbox) = outbound_queue(limits, Counter::default(), None);
+            groups.add("big", id, &outbox);
+            inboxes.push(inbox);
+        }
+        for n in 0..200 {
+            let sent = groups
+                .deliver("big", &format!("{{\"n\":{n}}}").into())
+                .await;
+            assert_eq!(sent, inboxes.len());
+        }
+        assert!(groups.state().lanes.contains_key("big"));
+        for inbox in &mut inboxes {
+            for n in 0..200 {
+                let message =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), inbox.queue.recv())
+                        .await
+                        .expect("in time")
+                        .expect("a message");
+                assert_eq!(message.as_str(), format!("{{\"n\":{n}}}"));
+            }
+            assert!(inbox.queue.try_recv().is_err(), "once each");
+        }
+        for id in 0..inboxes.len() as u64 {
+            groups.remove_everywhere(id);
+        }
+        assert!(groups.state().lanes.is_empty());
     }
 }

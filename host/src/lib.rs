@@ -23,6 +23,7 @@ mod connection;
 mod dispatch;
 mod effects;
 mod elf_check;
+mod fanout;
 mod groups;
 mod handshake;
 mod linger;

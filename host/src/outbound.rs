@@ -125,14 +125,14 @@ pub fn outbound_queue(
 }
 
 impl Outbox {
-    /// Delivers a message without waiting: `frame` (the message encoded as
-    /// a text frame, if it could be) straight to the socket when the line
-    /// is free and nothing waits in the queue, else into the queue. False
-    /// when the connection is gone or closing, or its queue is full (then
-    /// it is told to close).
-    pub fn deliver(&self, message: &Utf8Bytes, frame: Option<&[u8]>) -> bool {
-        let (Some(line), Some(frame)) = (&self.0.line, frame) else {
-            return self.offer(message);
+    /// Delivers messages without waiting: `frames` (the messages encoded
+    /// as text frames, one after another, if they could be) straight to
+    /// the socket when the line is free and nothing waits in the queue,
+    /// else each message into the queue. False when the connection is gone
+    /// or closing, or its queue is full (then it is told to close).
+    pub fn deliver(&self, messages: &[Utf8Bytes], frames: Option<&[u8]>) -> bool {
+        let (Some(line), Some(frames)) = (&self.0.line, frames) else {
+            return self.offer_all(messages);
         };
         // Under the line's lock: the connection cannot start a write, and
         // a message queued now is queued before the next one looks.
@@ -141,17 +141,21 @@ impl Outbox {
             return false;
         }
         if !locked.free() || self.0.bytes.load(Ordering::Acquire) > 0 {
-            return self.offer(message);
+            return self.offer_all(messages);
         }
-        match locked.write(frame) {
+        match locked.write(frames) {
             Wrote::All => true,
             Wrote::Part => {
                 self.offer(&FINISH);
                 true
             }
-            Wrote::Nothing => self.offer(message),
+            Wrote::Nothing => self.offer_all(messages),
             Wrote::Gone => false,
         }
+    }
+
+    fn offer_all(&self, messages: &[Utf8Bytes]) -> bool {
+        messages.iter().all(|message| self.offer(message))
     }
 
     /// Queues a message without waiting. False when the connection is gone

@@ -119,8 +119,7 @@ impl Shared {
     }
 
     /// A message from Redis: for local members, unless this host sent it.
-    /// Awaited before the next one, so that each member gets a group's
-    /// messages in order.
+    /// Waits only when the group's lane is full.
     async fn received(&self, channel: &str, payload: &str) {
         let Some(group) = channel.strip_prefix(&self.prefix) else {
             return;
@@ -134,8 +133,7 @@ impl Shared {
             return;
         };
         if origin != self.origin {
-            let delivery = self.local.deliver(group, &Utf8Bytes::from(message));
-            delivery.reached().await;
+            self.local.deliver(group, &Utf8Bytes::from(message)).await;
         }
     }
 }
@@ -197,9 +195,10 @@ impl GroupLayer for RedisGroups {
     /// now (written or queued), the other hosts through the publisher's
     /// queue.
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
-        let delivery = self.shared.local.deliver(group, &message);
-        let payload = format!("{}\n{}", self.shared.origin, message.as_str());
-        self.publisher.offer(self.shared.channel(group), payload);
-        Box::pin(delivery.reached())
+        Box::pin(async move {
+            let payload = format!("{}\n{}", self.shared.origin, message.as_str());
+            self.publisher.offer(self.shared.channel(group), payload);
+            self.shared.local.deliver(group, &message).await
+        })
     }
 }
