@@ -14,6 +14,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rohrpost_plugin_api::GroupNameRule;
 
+pub use crate::forwarded::TrustedProxies;
+
 /// One value of a setting, parsed from its text form (flag, environment
 /// variable, or the file's value as text).
 type ParseFn<T> = fn(&str) -> Result<T, String>;
@@ -219,6 +221,8 @@ settings! {
     outbound_queue_bytes: usize = "4194304", flag "outbound-queue-bytes", env "ROHRPOST_OUTBOUND_QUEUE_BYTES", parse parse_positive;
     /// Subscribers `/api/events` serves at once; the next one gets 503.
     max_event_streams: usize = "16", flag "max-event-streams", env "ROHRPOST_MAX_EVENT_STREAMS", parse parse_positive;
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed (addresses or CIDR networks, comma-separated, e.g. `127.0.0.1, 10.0.0.0/8`); from other peers the headers are ignored.
+    trusted_proxies: TrustedProxies = "", flag "trusted-proxies", env "ROHRPOST_TRUSTED_PROXIES", parse parse_trusted_proxies;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
     admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
 }
@@ -228,10 +232,27 @@ settings! {
 pub struct Origins(pub Vec<String>);
 
 impl Origins {
-    /// Whether a handshake's `Origin` header value may connect.
-    pub fn allows(&self, origin: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    /// Whether a handshake's `Origin` header value may connect. An entry
+    /// without a scheme (`app.example.com`) stands for the scheme the
+    /// client used: `https` when it came over TLS (`secure`, as a trusted
+    /// proxy reports it), else `http`.
+    pub fn allows(&self, origin: &str, secure: bool) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|allowed| {
+                if allowed.contains("://") {
+                    return allowed.eq_ignore_ascii_case(origin);
+                }
+                let scheme = if secure { "https://" } else { "http://" };
+                origin
+                    .get(..scheme.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+                    && origin[scheme.len()..].eq_ignore_ascii_case(allowed)
+            })
     }
+}
+
+fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(text)
 }
 
 /// Where groups live.
@@ -395,14 +416,20 @@ fn parse_origins(text: &str) -> Result<Origins, String> {
         .map(str::to_owned)
         .collect();
     for origin in &origins {
-        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+        let host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or(origin);
+        let ok = !host.is_empty()
+            && !host.contains("://")
+            && !host.contains('/')
             && !origin
                 .trim_end_matches('/')
                 .contains(|c: char| c.is_whitespace())
             && !origin.ends_with('/');
         if !ok {
             return Err(format!(
-                "'{origin}' is not an origin such as https://app.example.com (scheme, host, optional port, no path)"
+                "'{origin}' is not an origin such as https://app.example.com (scheme, host, optional port, no path) or app.example.com (the scheme the client used)"
             ));
         }
     }
@@ -523,8 +550,15 @@ mod tests {
         let s = merge(&cli(&["--max-message-size", "3000"]), file);
         assert_eq!(s.max_message_size, 3000);
         assert_eq!(s.handler_timeout, Duration::from_secs(2));
-        assert!(s.allowed_origins.allows("https://a.example"));
-        assert!(!s.allowed_origins.allows("https://evil.example"));
+        assert!(s.allowed_origins.allows("https://a.example", false));
+        assert!(!s.allowed_origins.allows("https://evil.example", false));
+        assert!(!s.allowed_origins.allows("http://a.example", true));
+        let bare = parse_origins("app.example, https://other.example").expect("valid");
+        assert!(bare.allows("https://app.example", true));
+        assert!(!bare.allows("http://app.example", true));
+        assert!(bare.allows("http://app.example", false));
+        assert!(!bare.allows("https://app.example.evil", true));
+        assert!(parse_origins("https://a.example/path").is_err());
         assert_eq!(s.plugin_concurrency, 64);
     }
 

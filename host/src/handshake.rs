@@ -36,6 +36,7 @@ use crate::{
     accept,
     config::Settings,
     connection::{self, Shared},
+    forwarded::{self, Client},
     shutdown::Shutdown,
     wire::Wire,
 };
@@ -62,9 +63,11 @@ pub async fn upgrade(
         Ok(key) => key,
         Err(refusal) => return refusal.into_response(),
     };
+    let client = forwarded::client(remote, headers, &settings.trusted_proxies);
+    let remote = client.addr;
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !settings.allowed_origins.allows(origin) {
+        if !settings.allowed_origins.allows(origin, client.secure) {
             if crate::log_limit::ORIGIN_REFUSED.allow() {
                 warn!(%remote, origin, "handshake refused: origin not allowed");
             }
@@ -86,7 +89,7 @@ pub async fn upgrade(
     };
     let id = endpoint.next_connection.fetch_add(1, Ordering::Relaxed);
     debug!(connection = id, %remote, "connection opened");
-    let scope: Arc<str> = scope_json(id, remote, request.uri(), request.headers()).into();
+    let scope: Arc<str> = scope_json(id, &client, request.uri(), request.headers()).into();
     let shared = endpoint.shared.clone();
     let stopping = endpoint.shutdown.handle();
     let config = WebSocketConfig::default()
@@ -190,7 +193,7 @@ fn websocket_key(headers: &HeaderMap) -> Result<HeaderValue, NotWebSocket> {
 /// The connection's scope as plugins see it, built once per connection and
 /// kept for its lifetime. A header value that is not UTF-8 is left out:
 /// replacing each bad byte would triple its size in memory.
-fn scope_json(id: u64, remote: SocketAddr, uri: &Uri, headers: &HeaderMap) -> String {
+fn scope_json(id: u64, client: &Client, uri: &Uri, headers: &HeaderMap) -> String {
     let headers: Map<String, Value> = headers
         .iter()
         .filter_map(|(name, value)| {
@@ -200,7 +203,8 @@ fn scope_json(id: u64, remote: SocketAddr, uri: &Uri, headers: &HeaderMap) -> St
         .collect();
     json!({
         "connection_id": id,
-        "remote_addr": remote.to_string(),
+        "remote_addr": client.addr.to_string(),
+        "scheme": if client.secure { "wss" } else { "ws" },
         "path": uri.path(),
         "query_string": uri.query().unwrap_or(""),
         "headers": headers,

@@ -24,6 +24,7 @@ mod dispatch;
 mod effects;
 mod elf_check;
 mod fanout;
+mod forwarded;
 mod groups;
 mod handshake;
 mod linger;

@@ -114,10 +114,13 @@ impl<'a> Request<'a> {
         self.call.frame.as_str()
     }
 
-    /// Who is calling: `connection_id`, `remote_addr`, `path`, `query_string`
-    /// and `headers` (lower-case names; a value that is not UTF-8 is left
-    /// out) of the WebSocket handshake, like the `scope` of a Channels
-    /// consumer.
+    /// Who is calling: `connection_id`, `remote_addr`, `scheme` (`ws`, or
+    /// `wss` when the client used TLS), `path`, `query_string` and `headers`
+    /// (lower-case names; a value that is not UTF-8 is left out) of the
+    /// WebSocket handshake, like the `scope` of a Channels consumer. Behind
+    /// a reverse proxy the host trusts (`--trusted-proxies`), `remote_addr`
+    /// and `scheme` are the client's as the proxy reported them
+    /// (`remote_addr` then without a port unless the proxy gave one).
     pub fn scope(&self) -> &Map<String, Value> {
         self.scope
             .get_or_init(|| serde_json::from_str(self.call.scope.as_str()).unwrap_or_default())

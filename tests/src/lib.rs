@@ -416,6 +416,34 @@ impl Client {
         Ok(Client { ws })
     }
 
+    /// Connects to `addr` (`host:port`) from the local address `source`
+    /// (any 127.x.y.z works on loopback), with an `Origin` header if given.
+    /// An `Err` carries the HTTP status of a refused handshake.
+    pub async fn connect_from(
+        addr: &str,
+        source: std::net::IpAddr,
+        origin: Option<&str>,
+    ) -> Result<Client> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let target: std::net::SocketAddr = addr.parse().context("an address")?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        let stream = socket.connect(target).await.context("TCP connect")?;
+        let mut request = format!("ws://{addr}/ws/rohrpost/").into_client_request()?;
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse()?);
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|error| match error {
+                tokio_tungstenite::tungstenite::Error::Http(response) => {
+                    anyhow!("refused with {}", response.status().as_u16())
+                }
+                other => anyhow!("WebSocket connect: {other}"),
+            })?;
+        Ok(Client { ws })
+    }
+
     pub async fn send_text(&mut self, text: &str) -> Result<()> {
         self.ws.send(Message::text(text)).await?;
         Ok(())
