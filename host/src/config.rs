@@ -223,6 +223,10 @@ settings! {
     max_event_streams: usize = "16", flag "max-event-streams", env "ROHRPOST_MAX_EVENT_STREAMS", parse parse_positive;
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed (addresses or CIDR networks, comma-separated, e.g. `127.0.0.1, 10.0.0.0/8`); from other peers the headers are ignored.
     trusted_proxies: TrustedProxies = "", flag "trusted-proxies", env "ROHRPOST_TRUSTED_PROXIES", parse parse_trusted_proxies;
+    /// Most open WebSockets per client address (behind a trusted proxy, the client's); the next handshake gets 429. 0: no limit.
+    max_connections_per_client: usize = "0", flag "max-connections-per-client", env "ROHRPOST_MAX_CONNECTIONS_PER_CLIENT", parse parse_count;
+    /// Most messages one connection may send per second (a burst of one second's worth passes); beyond, each gets an error reply, and a second's worth of them in a row closes the connection (1008). 0: no limit.
+    max_messages_per_second: u32 = "0", flag "max-messages-per-second", env "ROHRPOST_MAX_MESSAGES_PER_SECOND", parse parse_count_u32;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
     admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
 }
@@ -402,6 +406,18 @@ fn parse_positive(text: &str) -> Result<usize, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("'{text}' is not a positive whole number")),
     }
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("'{text}' is not a whole number (0 for no limit)"))
+}
+
+fn parse_count_u32(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("'{text}' is not a whole number up to 4294967295 (0 for no limit)"))
 }
 
 fn parse_string(text: &str) -> Result<String, String> {

@@ -23,6 +23,7 @@ use tokio_tungstenite::{
 use tracing::{debug, warn};
 
 use crate::{
+    client_limits::{Rate, Verdict},
     dispatch::Dispatcher,
     effects::Effects,
     groups::{ConnectionId, GroupLayer},
@@ -48,6 +49,8 @@ pub struct Shared {
     /// No frame from the client for this long closes the connection
     /// (zero: never); a ping goes out at half of it.
     pub idle_timeout: Duration,
+    /// Messages a connection may send per second (0: any).
+    pub max_messages_per_second: u32,
     pub monitor: Arc<Monitor>,
 }
 
@@ -81,6 +84,8 @@ struct Conn {
     id: ConnectionId,
     scope: Arc<str>,
     outbound: Outbound,
+    /// The message rate, when limited.
+    rate: Option<Rate>,
 }
 
 impl Conn {
@@ -137,6 +142,7 @@ pub fn serve(
         id,
         scope,
         outbound: Outbound::default(),
+        rate: Rate::new(shared.max_messages_per_second, std::time::Instant::now()),
     };
     async move {
         let _membership = membership;
@@ -206,6 +212,20 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         // One clock read per frame: the idle timer's and the request's.
         let arrived = std::time::Instant::now();
         idle.heard(arrived.into());
+        let verdict = match (&message, conn.rate.as_mut()) {
+            (Message::Text(_) | Message::Binary(_), Some(rate)) => rate.take(arrived),
+            _ => Verdict::Accept,
+        };
+        let per_second = conn.rate.as_ref().map_or(0, Rate::per_second);
+        if verdict == Verdict::Close {
+            if crate::log_limit::CLIENT_LIMITED.allow() {
+                warn!(
+                    connection = conn.id,
+                    "closing a connection that keeps sending faster than its message rate"
+                );
+            }
+            return End::Close(Close::RATE_EXCEEDED);
+        }
         // Group messages wait behind this frame's answer.
         conn.outbound.hold();
         let (mut effects, scope) = conn.effects(shared);
@@ -213,6 +233,10 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             // Boxed: a request's handling is the deepest state of the loop,
             // and inline it would set the size of every connection's task,
             // idle ones included.
+            Message::Text(text) if verdict == Verdict::Refuse => {
+                let reply = shared.dispatcher.rate_limited(&text, per_second);
+                effects.reply(reply).await
+            }
             Message::Text(text) => {
                 Box::pin(async {
                     let handled = {

@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 use crate::{
     monitor::Monitor,
     plugin::{CallEnd, Verdict},
-    protocol::{self, Envelope, Rejection},
+    protocol::{self, Envelope, Failure, Rejection},
     registry::{Registry, Route},
 };
 
@@ -78,6 +78,16 @@ pub struct Dispatcher {
 const JUDGED_UP_TO: usize = 64 * 1024;
 
 impl Dispatcher {
+    /// The answer to a text frame refused for its connection's message
+    /// rate: the rate's error reply, or the frame's own rejection if it is
+    /// not a valid request.
+    pub fn rate_limited(&self, frame: &str, per_second: u32) -> String {
+        match protocol::parse_bounded(frame, self.max_json_containers) {
+            Ok(request) => Failure::RateLimited { per_second }.reply(&request),
+            Err(rejection) => rejection.reply(),
+        }
+    }
+
     /// Routes one text frame, which arrived at `arrived`, and runs its
     /// handler.
     pub async fn handle<'a>(

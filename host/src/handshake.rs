@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use crate::{
     accept,
+    client_limits::PerClient,
     config::Settings,
     connection::{self, Shared},
     forwarded::{self, Client},
@@ -47,6 +48,8 @@ pub struct Endpoint {
     pub settings: Settings,
     /// One permit per open connection.
     pub slots: Arc<Semaphore>,
+    /// Places per client address, when limited.
+    pub per_client: Option<Arc<PerClient>>,
     pub shutdown: Arc<Shutdown>,
     pub next_connection: AtomicU64,
 }
@@ -80,6 +83,22 @@ pub async fn upgrade(
             "This connection cannot be upgraded.\n",
         )
             .into_response();
+    };
+    let client_slot = match &endpoint.per_client {
+        None => None,
+        Some(per_client) => match per_client.admit(remote.ip()) {
+            Some(place) => Some(place),
+            None => {
+                if crate::log_limit::CLIENT_LIMITED.allow() {
+                    warn!(%remote, limit = per_client.limit(), "handshake refused: too many connections from this client");
+                }
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many connections from your address.\n",
+                )
+                    .into_response();
+            }
+        },
     };
     let Ok(slot) = endpoint.slots.clone().try_acquire_owned() else {
         if crate::log_limit::CONNECTIONS_REFUSED.allow() {
@@ -122,6 +141,7 @@ pub async fn upgrade(
         .await;
         connection::serve(socket, shared, scope, id, stopping).await;
         drop(slot);
+        drop(client_slot);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

@@ -18,6 +18,7 @@
 
 mod accept;
 mod admin;
+mod client_limits;
 pub mod config;
 mod connection;
 mod dispatch;

@@ -54,6 +54,9 @@ pub static PENDING_REFUSED: LogLimit = LogLimit::new("pending_refused");
 pub static ACCEPT_FAILED: LogLimit = LogLimit::new("accept_failed");
 /// A connection closed because its outbound queue was full.
 pub static QUEUE_FULL: LogLimit = LogLimit::new("queue_full");
+/// Handshakes refused for the client's connection limit, and connections
+/// closed for their message rate.
+pub static CLIENT_LIMITED: LogLimit = LogLimit::new("client_limited");
 
 /// The limit of one kind of log line.
 pub struct LogLimit {

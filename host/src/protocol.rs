@@ -76,6 +76,8 @@ pub enum Failure<'a> {
     InvalidMessage { kind: &'a str },
     #[error("The handler for '{kind}' used a feature this server does not support.")]
     Unsupported { kind: &'a str },
+    #[error("Too many messages: at most {per_second} per second.")]
+    RateLimited { per_second: u32 },
 }
 
 impl Failure<'_> {
@@ -117,6 +119,8 @@ impl Close {
     pub const INVALID_UTF8: Close =
         Close::new(1007, "Invalid UTF-8 in a text message or close reason.");
     pub const TOO_BIG: Close = Close::new(1009, "Message too big.");
+    /// The client kept sending faster than `max_messages_per_second`.
+    pub const RATE_EXCEEDED: Close = Close::new(1008, "Message rate exceeded.");
 
     const fn new(code: u16, reason: &'static str) -> Self {
         Close { code, reason }

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::{
     accept::{self, Limits},
     admin::{self, Admin, AdminToken},
+    client_limits::PerClient,
     config::{Config, Groups},
     connection::Shared,
     dispatch::Dispatcher,
@@ -62,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {
+        per_client: PerClient::new(settings.max_connections_per_client),
         shared: Arc::new(Shared {
             dispatcher: Dispatcher {
                 registry: registry.clone(),
@@ -78,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 bytes: settings.outbound_queue_bytes,
             },
             idle_timeout: settings.idle_timeout,
+            max_messages_per_second: settings.max_messages_per_second,
             monitor: monitor.clone(),
         }),
         settings: settings.clone(),

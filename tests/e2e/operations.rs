@@ -332,3 +332,76 @@ async fn logs_can_be_json_lines() {
     assert_eq!(value["plugin"], "ping");
     assert_eq!(value["level"], "INFO");
 }
+
+#[tokio::test]
+async fn one_client_address_gets_at_most_its_share_of_connections() {
+    let host = Host::start_with(&["ping"], &["--max-connections-per-client", "2"]).unwrap();
+    let mut a = host.connect().await.unwrap();
+    let _b = host.connect().await.unwrap();
+    assert_eq!(handshake_status(&host.url(), None).await, Some(429));
+    // Another address has places of its own.
+    let source = "127.0.0.2".parse().unwrap();
+    let mut other = Client::connect_from(&host.addr, source, None)
+        .await
+        .unwrap();
+    other.ping_ok(1).await.unwrap();
+    // A place is given back when its connection ends.
+    a.close_with(1000).await.unwrap();
+    assert_eq!(a.recv(T).await.unwrap(), Received::Close(Some(1000)));
+    let deadline = Instant::now() + T;
+    let mut again = loop {
+        match handshake_status(&host.url(), None).await {
+            None => break host.connect().await.unwrap(),
+            Some(429) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(status) => panic!("the place was not given back: {status}"),
+        }
+    };
+    again.ping_ok(2).await.unwrap();
+    host.wait_for_log(&["too many connections from this client"], T)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_sending_too_fast_is_answered_then_closed() {
+    let host = Host::start_with(&["ping"], &["--max-messages-per-second", "5"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    // A burst of a second's worth passes.
+    for id in 1..=5 {
+        c.ping_ok(id).await.unwrap();
+    }
+    // Then each message gets the error, with its id and type.
+    let reply = c.request(r#"{"id":6,"type":"ping"}"#).await.unwrap();
+    assert_eq!(
+        reply,
+        json!({"id": 6, "type": "ping", "error": "Too many messages: at most 5 per second."})
+    );
+    // After a while, messages pass again.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    c.ping_ok(7).await.unwrap();
+    // A second's worth of refused messages in a row closes the connection.
+    for id in 100..110 {
+        c.send_text(&json!({"id": id, "type": "ping"}).to_string())
+            .await
+            .unwrap();
+    }
+    let mut refused = 0;
+    let code = loop {
+        match c.recv(T).await.unwrap() {
+            Received::Text(text) => {
+                let m: Value = serde_json::from_str(&text).unwrap();
+                if m.get("error").is_some() {
+                    refused += 1;
+                }
+            }
+            Received::Close(code) => break code,
+            Received::Gone => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    assert!(refused >= 5, "{refused} refused before the close");
+    // Other connections are not affected.
+    host.connect().await.unwrap().ping_ok(1).await.unwrap();
+}
