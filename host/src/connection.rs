@@ -84,8 +84,9 @@ struct Conn {
     id: ConnectionId,
     scope: Arc<str>,
     outbound: Outbound,
-    /// The message rate, when limited.
-    rate: Option<Rate>,
+    /// The message rate, when limited (boxed: most servers do not limit,
+    /// and this is part of every connection's task).
+    rate: Option<Box<Rate>>,
 }
 
 impl Conn {
@@ -142,7 +143,7 @@ pub fn serve(
         id,
         scope,
         outbound: Outbound::default(),
-        rate: Rate::new(shared.max_messages_per_second, std::time::Instant::now()),
+        rate: Rate::new(shared.max_messages_per_second, std::time::Instant::now()).map(Box::new),
     };
     async move {
         let _membership = membership;
@@ -216,7 +217,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             (Message::Text(_) | Message::Binary(_), Some(rate)) => rate.take(arrived),
             _ => Verdict::Accept,
         };
-        let per_second = conn.rate.as_ref().map_or(0, Rate::per_second);
+        let per_second = conn.rate.as_ref().map_or(0, |rate| rate.per_second());
         if verdict == Verdict::Close {
             if crate::log_limit::CLIENT_LIMITED.allow() {
                 warn!(
