@@ -6,7 +6,9 @@
 //! default, flag, environment variable and help. From that list come the
 //! command line, the file's keys, the merge, `--check-config` and the table
 //! of settings in the README (a test keeps the README in step).
-//! The file also holds one `[plugins.<name>]` table per plugin.
+//! The file also holds one `[plugins.<name>]` table per plugin: its
+//! `isolation` key is the host's (see [`Isolation`]), every other key is
+//! handed to the plugin.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
@@ -250,18 +252,58 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a plugin's code runs: `[plugins.<name>] isolation = ...`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// In a worker process of its own, supervised by the host: a crash,
+    /// an exit or a hung call takes down the worker, never the server.
+    #[default]
+    Process,
+    /// In the server's own process, for code the operator trusts: the
+    /// fastest calls, but a native fault in the plugin ends the server.
+    None,
+}
+
+impl Isolation {
+    /// The name in the config file and on `/api/plugins`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::None => "none",
+        }
+    }
+}
+
+fn parse_isolation(value: &toml::Value) -> Result<Isolation, String> {
+    let value = value
+        .as_str()
+        .map_or_else(|| "this value".to_owned(), |v| format!("'{v}'"));
+    match value.trim_matches('\'') {
+        "process" => Ok(Isolation::Process),
+        "none" => Ok(Isolation::None),
+        _ => Err(format!(
+            "{} is not an isolation: \"process\" or \"none\"",
+            value
+        )),
+    }
+}
+
 /// The settings, the plugins' tables, and where they came from.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub settings: Settings,
-    /// Each plugin's `[plugins.<name>]` table as JSON text, by plugin name.
+    /// Each plugin's `[plugins.<name>]` table as JSON text, by plugin name,
+    /// without the host's own keys.
     pub plugin_tables: BTreeMap<String, String>,
+    /// Each plugin's `isolation`, by plugin name, where the file sets one
+    /// (the others run in [`Isolation::Process`]).
+    pub isolation: BTreeMap<String, Isolation>,
 }
 
 impl Config {
     /// Merges flags, environment and the config file named by `cli`.
     pub fn load(cli: &Cli) -> anyhow::Result<Config> {
-        let (file, plugin_tables) = match &cli.config {
+        let (file, plugin_tables, isolation) = match &cli.config {
             Some(path) => {
                 let table = read_table(path)?;
                 match check_table(&table) {
@@ -273,11 +315,12 @@ impl Config {
                     ),
                 }
             }
-            None => (FileLayer::default(), BTreeMap::new()),
+            None => (FileLayer::default(), BTreeMap::new(), BTreeMap::new()),
         };
         Ok(Config {
             settings: merge(cli, file),
             plugin_tables,
+            isolation,
         })
     }
 }
@@ -294,10 +337,19 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
 }
 
+/// What a config file holds: the settings it sets, the plugins' tables
+/// (as JSON text) and their isolation.
+type FileParts = (
+    FileLayer,
+    BTreeMap<String, String>,
+    BTreeMap<String, Isolation>,
+);
+
 /// Reads a parsed file, collecting every problem rather than the first.
-fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, String>), Vec<String>> {
+fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
     let mut layer = FileLayer::default();
     let mut plugins = BTreeMap::new();
+    let mut isolation = BTreeMap::new();
     let mut problems = Vec::new();
     for (key, value) in table {
         if key == "plugins" {
@@ -305,12 +357,31 @@ fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, Strin
                 toml::Value::Table(tables) => {
                     for (name, plugin_table) in tables {
                         match plugin_table {
-                            toml::Value::Table(t) => match serde_json::to_string(t) {
-                                Ok(json) => {
-                                    plugins.insert(name.clone(), json);
+                            toml::Value::Table(t) => {
+                                let mut t = t.clone();
+                                let own = t.remove("isolation");
+                                if let Some(value) = &own {
+                                    match parse_isolation(value) {
+                                        Ok(mode) => {
+                                            isolation.insert(name.clone(), mode);
+                                        }
+                                        Err(e) => {
+                                            problems.push(format!("plugins.{name}.isolation: {e}"))
+                                        }
+                                    }
                                 }
-                                Err(e) => problems.push(format!("plugins.{name}: {e}")),
-                            },
+                                // A table with only the host's keys is
+                                // none of the plugin's business.
+                                if own.is_some() && t.is_empty() {
+                                    continue;
+                                }
+                                match serde_json::to_string(&t) {
+                                    Ok(json) => {
+                                        plugins.insert(name.clone(), json);
+                                    }
+                                    Err(e) => problems.push(format!("plugins.{name}: {e}")),
+                                }
+                            }
                             _ => problems.push(format!("plugins.{name}: must be a table")),
                         }
                     }
@@ -328,7 +399,7 @@ fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, Strin
         }
     }
     if problems.is_empty() {
-        Ok((layer, plugins))
+        Ok((layer, plugins, isolation))
     } else {
         Err(problems)
     }
@@ -519,7 +590,7 @@ mod tests {
             "max_message_size = 2000\nhandler_timeout = \"2s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:8080\"]\n",
         )
         .unwrap();
-        let (file, _) = check_table(&table).unwrap();
+        let (file, _, _) = check_table(&table).unwrap();
         let s = merge(&cli(&["--max-message-size", "3000"]), file);
         assert_eq!(s.max_message_size, 3000);
         assert_eq!(s.handler_timeout, Duration::from_secs(2));
@@ -554,10 +625,31 @@ mod tests {
         let table: toml::Table =
             toml::from_str("[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n")
                 .unwrap();
-        let (_, plugins) = check_table(&table).unwrap();
+        let (_, plugins, _) = check_table(&table).unwrap();
         assert_eq!(
             plugins["subscriptions"],
             r#"{"auth":"tokens","tokens":["a"]}"#
+        );
+    }
+
+    #[test]
+    fn isolation_is_the_hosts_key_and_defaults_to_process() {
+        let table: toml::Table = toml::from_str(
+            "[plugins.ping]\nisolation = \"none\"\n[plugins.other]\nisolation = \"process\"\nx = 1\n[plugins.third]\ny = 2\n",
+        )
+        .unwrap();
+        let (_, plugins, isolation) = check_table(&table).unwrap();
+        assert!(!plugins.contains_key("ping"));
+        assert_eq!(plugins["other"], r#"{"x":1}"#);
+        assert_eq!(isolation.get("ping"), Some(&Isolation::None));
+        assert_eq!(isolation.get("other"), Some(&Isolation::Process));
+        assert_eq!(isolation.get("third"), None);
+        assert_eq!(Isolation::default(), Isolation::Process);
+        let bad: toml::Table = toml::from_str("[plugins.ping]\nisolation = \"thread\"\n").unwrap();
+        let problems = check_table(&bad).unwrap_err();
+        assert!(
+            problems[0].starts_with("plugins.ping.isolation:"),
+            "{problems:?}"
         );
     }
 

@@ -14,7 +14,11 @@
 //! from [`notify`] (`POST /api/notify`), go through [`groups`] to each
 //! member connection's outbound queue.
 //!
-//! The `rohrpost` binary is a thin command line over [`server::run`].
+//! A plugin runs in a supervised worker process unless configured
+//! otherwise: [`isolation`].
+//!
+//! The `rohrpost` binary is a thin command line over [`server::run`], and,
+//! as `rohrpost --plugin-worker`, the worker process of one plugin.
 
 mod accept;
 mod admin;
@@ -25,6 +29,7 @@ mod effects;
 mod elf_check;
 mod groups;
 mod handshake;
+mod isolation;
 mod linger;
 pub mod log_limit;
 mod monitor;
@@ -43,3 +48,5 @@ mod shutdown;
 mod status;
 mod watcher;
 mod woken;
+
+pub use isolation::worker::{run as run_plugin_worker, ARG as PLUGIN_WORKER_ARG};

@@ -53,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             debounce: settings.reload_debounce,
             pool_size: settings.plugin_concurrency,
             plugin_settings: Arc::new(config.plugin_tables),
+            isolation: Arc::new(config.isolation),
             strict_modes: settings.strict_modes,
         },
         registry.clone(),

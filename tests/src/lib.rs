@@ -39,6 +39,8 @@ const LIBRARIES: &[&str] = &[
     "fixture-dup-ping",
     "fixture-no-root",
     "fixture-abi-v2",
+    "fixture-faults",
+    "fixture-bad-init",
 ];
 
 /// Builds the host and every test plugin (debug profile) once per test

@@ -128,6 +128,11 @@ impl Monitor {
         plugins_page::render(&self.plugins, loaded, self.open_connections())
     }
 
+    /// The worker counters of the plugin `name`.
+    pub fn worker_metrics(&self, name: &str) -> crate::isolation::supervisor::WorkerMetrics {
+        self.metrics.worker(name)
+    }
+
     /// `GET /metrics` in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         self.metrics.text()
