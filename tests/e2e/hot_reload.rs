@@ -159,7 +159,7 @@ async fn unchanged_content_is_not_reloaded() {
     let loads = host
         .log()
         .iter()
-        .filter(|l| l.contains("plugin=ping"))
+        .filter(|l| l.contains("plugin=ping") && l.contains("event="))
         .count();
     assert_eq!(loads, 1, "{:#?}", host.log());
 }

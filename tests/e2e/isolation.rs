@@ -350,23 +350,6 @@ async fn a_library_whose_constructor_crashes_is_rejected_and_the_host_lives() {
     assert!(host.is_running());
 }
 
-/// The processes the host started that are still running.
-fn children(host: &Host) -> HashSet<u32> {
-    let mut found = HashSet::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", host.pid())) else {
-        return found;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            found.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn a_replaced_version_gets_a_new_worker_and_the_old_one_exits() {
     let host = Host::start(&["fixture-echo-v1"]).unwrap();
@@ -375,7 +358,7 @@ async fn a_replaced_version_gets_a_new_worker_and_the_old_one_exits() {
         c.request(r#"{"id":1,"type":"echo"}"#).await.unwrap()["data"]["version"],
         "1.0.0"
     );
-    let old = children(&host);
+    let old = host.children();
     assert_eq!(old.len(), 1, "one worker: {old:?}");
     // A call running on the old version while it is replaced.
     let mut slow = host.connect().await.unwrap();
@@ -403,7 +386,7 @@ async fn a_replaced_version_gets_a_new_worker_and_the_old_one_exits() {
     );
     let deadline = std::time::Instant::now() + T;
     loop {
-        let now = children(&host);
+        let now = host.children();
         if now.len() == 1 && now.is_disjoint(&old) {
             break;
         }

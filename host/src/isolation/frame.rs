@@ -379,8 +379,8 @@ mod tests {
             handler: 3,
             inline: true,
             frame: text,
-            id: (6, 1),
-            data: (27, 7),
+            id: (text.find('7').unwrap(), 1),
+            data: (text.find("{\"a\"").unwrap(), 7),
             kind: "ping",
             scope: "{}",
         });
