@@ -223,7 +223,7 @@ impl Dispatcher {
             }
         };
         route.plugin.count_call();
-        match worker.call(bytes, deadline).await {
+        match worker.call(route.handler, bytes, deadline).await {
             Called::Replied { outcome, ran_for } => (Outcome::Returned(outcome), Some(ran_for)),
             Called::Crashed => (Outcome::Crashed, None),
             Called::TimedOut => (Outcome::TimedOut(self.handler_timeout), None),

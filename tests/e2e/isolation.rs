@@ -149,9 +149,16 @@ async fn every_fault_ends_only_the_plugins_worker() {
         .unwrap();
     assert!(line.contains("faults") && line.contains("1.0.0"), "{line}");
     assert!(line.contains("exit"), "{line}");
-    host.wait_for_log(&["plugin worker crashed", "SIGSEGV", "segfault-inline"], T)
-        .await
-        .unwrap();
+    host.wait_for_log(
+        &[
+            "plugin worker crashed",
+            "SIGSEGV",
+            "types=[\"segfault-inline\"]",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
     host.wait_for_log(&["plugin worker crashed", "SIGABRT"], T)
         .await
         .unwrap();

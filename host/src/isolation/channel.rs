@@ -309,7 +309,8 @@ pub enum CallEnd {
 struct Calls {
     /// False once the channel has ended: no call is taken any more.
     open: bool,
-    waiting: HashMap<u64, oneshot::Sender<CallEnd>>,
+    /// Each call's handler, and where its end goes.
+    waiting: HashMap<u64, (u32, oneshot::Sender<CallEnd>)>,
 }
 
 /// A ready worker: where calls go.
@@ -354,7 +355,7 @@ impl Worker {
 
     /// Sends a call (a frame made by [`frame::call`]); the frame back when
     /// the worker takes no calls any more (it was never sent: try the next).
-    pub fn send(&self, mut bytes: Vec<u8>) -> Result<PendingCall<'_>, Vec<u8>> {
+    pub fn send(&self, handler: u32, mut bytes: Vec<u8>) -> Result<PendingCall<'_>, Vec<u8>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         frame::set_call_id(&mut bytes, id);
         let (tx, rx) = oneshot::channel();
@@ -363,7 +364,7 @@ impl Worker {
             if !calls.open {
                 return Err(bytes);
             }
-            calls.waiting.insert(id, tx);
+            calls.waiting.insert(id, (handler, tx));
         }
         // A failed send is answered when the channel's end is noticed.
         let _ = self.out.send(bytes);
@@ -377,7 +378,7 @@ impl Worker {
     /// A reply arrived.
     pub fn complete(&self, reply: frame::Reply) {
         let waiter = self.lock().waiting.remove(&reply.call_id);
-        if let Some(waiter) = waiter {
+        if let Some((_, waiter)) = waiter {
             let _ = waiter.send(CallEnd::Replied {
                 outcome: reply.outcome,
                 ran_for: reply.ran_for,
@@ -386,18 +387,19 @@ impl Worker {
     }
 
     /// The channel has ended: every call in flight gets [`CallEnd::Crashed`],
-    /// and no call is taken any more. How many there were.
-    pub fn fail_all(&self) -> usize {
+    /// and no call is taken any more. The handlers of the calls there were.
+    pub fn fail_all(&self) -> Vec<u32> {
         let waiting = {
             let mut calls = self.lock();
             calls.open = false;
             std::mem::take(&mut calls.waiting)
         };
-        let lost = waiting.len();
-        for (_, waiter) in waiting {
+        let mut handlers = Vec::with_capacity(waiting.len());
+        for (_, (handler, waiter)) in waiting {
+            handlers.push(handler);
             let _ = waiter.send(CallEnd::Crashed);
         }
-        lost
+        handlers
     }
 
     /// Asks the supervisor to kill the process now.

@@ -80,8 +80,14 @@ pub enum Called {
 }
 
 impl WorkerHandle {
-    /// Runs one call (a frame from [`frame::call`]) by `deadline`.
-    pub async fn call(&self, mut bytes: Vec<u8>, deadline: tokio::time::Instant) -> Called {
+    /// Runs one call of `handler` (a frame from [`frame::call`]) by
+    /// `deadline`.
+    pub async fn call(
+        &self,
+        handler: u32,
+        mut bytes: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Called {
         loop {
             let worker = match timeout_at(deadline, self.0.worker()).await {
                 Ok(Ok(worker)) => worker,
@@ -89,7 +95,7 @@ impl WorkerHandle {
                 Ok(Err(Unavailable::Retired)) => return Called::Crashed,
                 Err(_) => return Called::TimedOut,
             };
-            let mut pending = match worker.send(bytes) {
+            let mut pending = match worker.send(handler, bytes) {
                 Ok(pending) => pending,
                 Err(unsent) => {
                     // It died just now and was never sent this call: the

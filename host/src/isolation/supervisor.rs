@@ -97,6 +97,8 @@ pub struct Supervisor {
     pub name: String,
     pub version: String,
     pub types: Vec<String>,
+    /// Each handler's types, by handler number.
+    handler_types: Vec<Vec<String>>,
     /// The shadow copy every worker of this version loads.
     library: File,
     config: String,
@@ -124,6 +126,7 @@ impl Supervisor {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
             types: manifest.identity().types,
+            handler_types: manifest.handlers.iter().map(|(t, _)| t.clone()).collect(),
             library,
             config,
             current: ArcSwapOption::empty(),
@@ -194,6 +197,8 @@ impl Supervisor {
         loop {
             let born = Instant::now();
             let (worker, cause, lost) = self.run(starting).await;
+            let in_flight = self.types_of(&lost);
+            let lost = lost.len();
             if self.retired.load(Ordering::Relaxed) {
                 debug!(plugin = %self.name, version = %self.version, pid = worker.pid,
                     status = %cause, "retired plugin worker exited");
@@ -201,13 +206,13 @@ impl Supervisor {
             }
             if worker.was_killed() {
                 self.kills.fetch_add(1, Ordering::Relaxed);
-                warn!(plugin = %self.name, version = %self.version, types = ?self.types,
+                warn!(plugin = %self.name, version = %self.version, types = ?in_flight,
                     pid = worker.pid, cause = %cause, calls_lost = lost,
                     "plugin worker killed: a call ran past the handler timeout; starting a new one");
             } else {
                 self.crashes.fetch_add(1, Ordering::Relaxed);
                 self.metrics.crashes.inc();
-                error!(plugin = %self.name, version = %self.version, types = ?self.types,
+                error!(plugin = %self.name, version = %self.version, types = ?in_flight,
                     pid = worker.pid, cause = %cause, calls_lost = lost,
                     "plugin worker crashed; starting a new one");
             }
@@ -225,6 +230,23 @@ impl Supervisor {
                 None => return,
             }
         }
+    }
+
+    /// The types of the handlers of calls in flight (the plugin's types
+    /// when none was: the worker died between calls).
+    fn types_of(&self, handlers: &[u32]) -> Vec<String> {
+        let mut types: Vec<String> = handlers
+            .iter()
+            .filter_map(|h| self.handler_types.get(*h as usize))
+            .flatten()
+            .cloned()
+            .collect();
+        types.sort();
+        types.dedup();
+        if types.is_empty() {
+            return self.types.clone();
+        }
+        types
     }
 
     /// Starts the next worker, with up to [`START_ATTEMPTS`] tries; `None`
@@ -273,8 +295,8 @@ impl Supervisor {
     }
 
     /// Serves with one worker until it ends; the worker, how it ended and
-    /// how many calls were in flight.
-    async fn run(&self, starting: Starting) -> (Arc<Worker>, String, usize) {
+    /// the handlers of the calls that were in flight.
+    async fn run(&self, starting: Starting) -> (Arc<Worker>, String, Vec<u32>) {
         let (worker, mut child, mut reader, writer) = starting.ready();
         let worker = Arc::new(worker);
         tokio::spawn(writer.run());
