@@ -6,7 +6,9 @@
 //! host with a new worker) as `rohrpost --plugin-worker`, with the shadow
 //! copy of the library on descriptor 3 and its end of a Unix socket pair
 //! on descriptor 4. Nothing is found by name: no socket path, no pid file;
-//! the pair is private to the two processes.
+//! the pair is private to the two processes. The worker is in a process
+//! group of its own (terminal signals are the server's), is killed when
+//! the server drops it, and exits by itself when the server is gone.
 //!
 //! Calls are framed by [`super::frame`]. Callers on any connection task
 //! hand their frame to one writer task per worker, which writes whatever
@@ -84,6 +86,9 @@ impl Starting {
         command
             .arg(worker::ARG)
             .stdin(std::process::Stdio::null())
+            // Its own process group: a terminal's Ctrl-C goes to the
+            // server, which shuts down in order, not to its workers.
+            .process_group(0)
             .kill_on_drop(true);
         // SAFETY: only async-signal-safe calls (fcntl, dup2) run in the
         // child between fork and exec. Both descriptors are first moved
