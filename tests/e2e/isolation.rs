@@ -406,3 +406,45 @@ async fn a_replaced_version_gets_a_new_worker_and_the_old_one_exits() {
     let entry = plugin_entry(&host, "echo").await;
     assert_eq!(entry["retired_versions"], 0, "{entry}");
 }
+
+#[tokio::test]
+async fn the_live_stream_tells_of_crashes_and_restarts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = Host::start(&["fixture-faults"]).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(&host.addr).await.unwrap();
+    let request = format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", host.addr);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    // The snapshot first: subscribed.
+    while !seen.contains("event: snapshot") {
+        let n = tokio::time::timeout(T, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut c = host.connect().await.unwrap();
+    assert_eq!(
+        c.request(r#"{"id":1,"type":"abort"}"#).await.unwrap()["error"],
+        CRASHED
+    );
+    while !(seen.contains("event: crashed") && seen.contains("event: restarted")) {
+        let n = tokio::time::timeout(T, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no crash and restart in {seen}"))
+            .unwrap();
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let crashed = seen
+        .lines()
+        .skip_while(|l| *l != "event: crashed")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        crashed.contains("SIGABRT") && crashed.contains(r#""types":["abort"]"#),
+        "{crashed}"
+    );
+}

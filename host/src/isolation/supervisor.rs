@@ -41,6 +41,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::monitor::LiveSink;
+
 use super::{
     channel::{self, read_frame, StartError, Starting, Worker},
     frame::{self, Reader},
@@ -56,11 +58,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Counters of one plugin's workers, in the Prometheus metrics (by plugin
-/// name, across versions).
+/// name, across versions), and the live stream of the status page.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerMetrics {
     pub crashes: Counter,
     pub restarts: Counter,
+    pub events: LiveSink,
 }
 
 /// Where a plugin version's worker stands.
@@ -209,12 +212,18 @@ impl Supervisor {
                 warn!(plugin = %self.name, version = %self.version, types = ?in_flight,
                     pid = worker.pid, cause = %cause, calls_lost = lost,
                     "plugin worker killed: a call ran past the handler timeout; starting a new one");
+                self.live(
+                    "killed",
+                    &in_flight,
+                    &format!("a call ran past the handler timeout ({cause})"),
+                );
             } else {
                 self.crashes.fetch_add(1, Ordering::Relaxed);
                 self.metrics.crashes.inc();
                 error!(plugin = %self.name, version = %self.version, types = ?in_flight,
                     pid = worker.pid, cause = %cause, calls_lost = lost,
                     "plugin worker crashed; starting a new one");
+                self.live("crashed", &in_flight, &cause);
             }
             young = if born.elapsed() >= STABLE {
                 1
@@ -275,8 +284,15 @@ impl Supervisor {
         error!(plugin = %self.name, version = %self.version, types = ?self.types,
             reason = %last, attempts = START_ATTEMPTS,
             "plugin worker fails at every start: the plugin is out of service until a new version is deployed");
+        self.live("failed", &self.types, &last);
         self.set_state(WorkerState::Failed(last));
         None
+    }
+
+    fn live(&self, event: &str, types: &[String], reason: &str) {
+        self.metrics
+            .events
+            .worker_event(event, &self.name, &self.version, types, reason);
     }
 
     /// One start: load, check it is the same plugin, configure.
@@ -308,6 +324,7 @@ impl Supervisor {
             if self.restarts.load(Ordering::Relaxed) > 0 {
                 info!(plugin = %self.name, version = %self.version, pid = worker.pid,
                     "plugin worker serves again");
+                self.live("restarted", &[], &format!("pid {}", worker.pid));
             }
         }
         let reading_worker = worker.clone();

@@ -224,6 +224,7 @@ impl Metrics {
         WorkerMetrics {
             crashes: self.worker_crashes.get_or_create(&label).clone(),
             restarts: self.worker_restarts.get_or_create(&label).clone(),
+            events: Default::default(),
         }
     }
 

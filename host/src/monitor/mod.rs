@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 
 use self::{event_bus::EventBus, plugin_states::PluginStates, readiness::Readiness};
 pub use self::{
-    event_bus::LiveEvent,
+    event_bus::{LiveEvent, LiveSink},
     metrics::{Metrics, RouteMetrics},
 };
 use crate::{plugin::LoadedPlugin, watcher::PluginEvent};
@@ -130,7 +130,9 @@ impl Monitor {
 
     /// The worker counters of the plugin `name`.
     pub fn worker_metrics(&self, name: &str) -> crate::isolation::supervisor::WorkerMetrics {
-        self.metrics.worker(name)
+        let mut metrics = self.metrics.worker(name);
+        metrics.events = self.events.sink();
+        metrics
     }
 
     /// `GET /metrics` in the Prometheus text format.
