@@ -212,7 +212,11 @@ impl Dispatcher {
         bytes: Vec<u8>,
         inline: bool,
     ) -> (Outcome, Option<Duration>) {
-        let deadline = tokio::time::Instant::now() + self.handler_timeout;
+        let now = tokio::time::Instant::now();
+        // A timeout too long to add is no timeout.
+        let deadline = now
+            .checked_add(self.handler_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         let _permit = if inline {
             None
         } else {

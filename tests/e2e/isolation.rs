@@ -448,3 +448,26 @@ async fn the_live_stream_tells_of_crashes_and_restarts() {
         "{crashed}"
     );
 }
+
+#[tokio::test]
+async fn a_worker_does_not_see_the_servers_settings() {
+    let host = Host::start_with_env(
+        &["fixture-faults"],
+        &[],
+        &[
+            ("ROHRPOST_NOTIFY_TOKEN", "the-servers-secret"),
+            ("FAULTS_GREETING", "hello"),
+        ],
+    )
+    .unwrap();
+    let mut c = host.connect().await.unwrap();
+    let ask = |name: &str| json!({"id": name, "type": "env", "data": {"name": name}}).to_string();
+    assert_eq!(
+        c.request(&ask("ROHRPOST_NOTIFY_TOKEN")).await.unwrap()["data"]["value"],
+        Value::Null
+    );
+    assert_eq!(
+        c.request(&ask("FAULTS_GREETING")).await.unwrap()["data"]["value"],
+        "hello"
+    );
+}

@@ -83,6 +83,13 @@ impl Starting {
         let library_fd = library.as_raw_fd();
         let channel_fd = worker_end.as_raw_fd();
         let mut command = Command::new("/proc/self/exe");
+        // The server's own settings (tokens, the broker's URL) are none of
+        // the plugin's business.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ROHRPOST_") {
+                command.env_remove(name);
+            }
+        }
         command
             .arg(worker::ARG)
             .stdin(std::process::Stdio::null())
