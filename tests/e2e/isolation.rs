@@ -471,3 +471,49 @@ async fn a_worker_does_not_see_the_servers_settings() {
         "hello"
     );
 }
+
+#[tokio::test]
+async fn a_stuck_call_does_not_take_the_other_calls_on_its_worker_with_it() {
+    let host = Host::start_with(&["fixture-faults"], &["--handler-timeout", "2s"]).unwrap();
+    let mut stuck = host.connect().await.unwrap();
+    let mut c = host.connect().await.unwrap();
+    let before = worker_pid(&mut c).await;
+    stuck
+        .send_text(r#"{"id":"h","type":"hang"}"#)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Calls that start on the same worker and finish after the stuck one's
+    // timeout.
+    let mut sleepers = connect_many(&host, 5).await.unwrap();
+    for (i, s) in sleepers.iter_mut().enumerate() {
+        s.send_text(&json!({"id": i, "type": "sleep", "data": {"ms": 1500}}).to_string())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stuck.recv_json(T).await.unwrap(),
+        json!({"id":"h","type":"hang","error":"The handler for 'hang' did not finish within 2000 ms."})
+    );
+    // A new worker serves at once...
+    let after = worker_pid(&mut c).await;
+    assert_ne!(after, before);
+    // ...while the old one finishes the calls it had.
+    for (i, s) in sleepers.iter_mut().enumerate() {
+        assert_eq!(
+            s.recv_json(T).await.unwrap(),
+            json!({"id": i, "type": "sleep", "data": {"slept_ms": 1500}})
+        );
+    }
+    // Then it is killed.
+    host.wait_for_log(&["plugin worker killed", "SIGKILL", "calls_lost=0"], T)
+        .await
+        .unwrap();
+    let entry = plugin_entry(&host, "faults").await;
+    assert_eq!(
+        (&entry["crashes"], &entry["worker"]["kills"]),
+        (&json!(0), &json!(1)),
+        "{entry}"
+    );
+    assert!(!host.children().contains(&(before as u32)));
+}

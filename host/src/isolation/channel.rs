@@ -204,10 +204,12 @@ impl Starting {
             out: tx,
             calls: Mutex::new(Calls {
                 open: true,
+                draining: false,
                 waiting: HashMap::new(),
             }),
             next_id: AtomicU64::new(1),
             kill: Notify::new(),
+            drain: Notify::new(),
             killed: AtomicBool::new(false),
         };
         (
@@ -319,8 +321,12 @@ pub enum CallEnd {
 }
 
 struct Calls {
-    /// False once the channel has ended: no call is taken any more.
+    /// False once the channel has ended, or the worker is draining: no
+    /// call is taken any more.
     open: bool,
+    /// A call ran past its timeout: the worker is killed once no other
+    /// call is in flight on it.
+    draining: bool,
     /// Each call's handler, and where its end goes.
     waiting: HashMap<u64, (u32, oneshot::Sender<CallEnd>)>,
 }
@@ -333,6 +339,9 @@ pub struct Worker {
     next_id: AtomicU64,
     /// Tells the supervisor to kill the process.
     kill: Notify,
+    /// Tells the supervisor to take the worker out of service and start
+    /// the next one.
+    drain: Notify,
     /// Killed by the host (a call ran past its timeout), not crashed.
     killed: AtomicBool,
 }
@@ -347,16 +356,30 @@ pub struct PendingCall<'w> {
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
-        self.worker.lock().waiting.remove(&self.id);
+        self.worker.forget(self.id);
     }
 }
 
 impl PendingCall<'_> {
-    /// The call ran past its timeout: it is forgotten and the worker,
-    /// which may be stuck in it, killed (the supervisor starts another).
+    /// The call ran past its timeout: it is forgotten, and the worker,
+    /// which may be stuck in it, drained: the next worker takes new calls
+    /// at once, and this one is killed as soon as no other call is in
+    /// flight on it (each of them has a deadline of its own, so that is
+    /// within one handler timeout at most). The other calls on it are not
+    /// lost to one stuck call.
     pub fn time_out(self) {
-        self.worker.lock().waiting.remove(&self.id);
-        self.worker.kill_now();
+        let first = {
+            let mut calls = self.worker.lock();
+            calls.waiting.remove(&self.id);
+            calls.open = false;
+            !std::mem::replace(&mut calls.draining, true)
+        };
+        if first {
+            self.worker.killed.store(true, Ordering::Relaxed);
+            self.worker.drain.notify_one();
+        }
+        // Checks whether it is the last call in flight.
+        self.worker.forget(self.id);
     }
 }
 
@@ -387,9 +410,28 @@ impl Worker {
         })
     }
 
+    /// Forgets a call; kills a draining worker once it was the last one.
+    fn forget(&self, id: u64) {
+        let idle = {
+            let mut calls = self.lock();
+            calls.waiting.remove(&id);
+            calls.draining && calls.waiting.is_empty()
+        };
+        if idle {
+            self.kill.notify_one();
+        }
+    }
+
     /// A reply arrived.
     pub fn complete(&self, reply: frame::Reply) {
-        let waiter = self.lock().waiting.remove(&reply.call_id);
+        let (waiter, idle) = {
+            let mut calls = self.lock();
+            let waiter = calls.waiting.remove(&reply.call_id);
+            (waiter, calls.draining && calls.waiting.is_empty())
+        };
+        if idle {
+            self.kill.notify_one();
+        }
         if let Some((_, waiter)) = waiter {
             let _ = waiter.send(CallEnd::Replied {
                 outcome: reply.outcome,
@@ -414,20 +456,20 @@ impl Worker {
         handlers
     }
 
-    /// Asks the supervisor to kill the process now.
-    pub fn kill_now(&self) {
-        self.killed.store(true, Ordering::Relaxed);
-        self.kill.notify_one();
-    }
-
     /// Whether the host killed it (rather than it crashing).
     pub fn was_killed(&self) -> bool {
         self.killed.load(Ordering::Relaxed)
     }
 
-    /// Resolves when [`Self::kill_now`] was called.
+    /// Resolves when a draining worker has no call in flight any more.
     pub async fn kill_requested(&self) {
         self.kill.notified().await
+    }
+
+    /// Resolves when a call ran past its timeout: the worker is to be
+    /// replaced.
+    pub async fn drain_requested(&self) {
+        self.drain.notified().await
     }
 
     /// Closes the host's side: the worker finishes and exits.

@@ -112,6 +112,7 @@ impl WorkerHandle {
                 Ok(Ok(CallEnd::Crashed)) | Ok(Err(_)) => Called::Crashed,
                 Err(_) => {
                     pending.time_out();
+                    self.0.drain(&worker);
                     Called::TimedOut
                 }
             };

@@ -5,8 +5,10 @@
 //! says how it ended: signal or exit code) and it holds the other end of
 //! the channel (its end means the worker is gone, or broke the protocol
 //! and is killed). A worker that stops answering is noticed by its calls:
-//! one past the handler timeout gets the timeout reply and the worker is
-//! killed and replaced; a stuck worker with no call in flight harms no one.
+//! one past the handler timeout gets the timeout reply, a new worker takes
+//! the calls from then on, and the stuck one is killed as soon as its other
+//! calls in flight have ended (each within its own deadline); a stuck
+//! worker with no call in flight harms no one.
 //!
 //! After a crash, the next worker starts at once the first time, then with
 //! a backoff that doubles (from 25 ms, up to 5 s) while workers keep dying
@@ -199,7 +201,20 @@ impl Supervisor {
         let mut young = 0u32;
         loop {
             let born = Instant::now();
-            let (worker, cause, lost) = self.run(starting).await;
+            let (worker, cause, lost) = match self.run(starting).await {
+                RunEnd::Ended {
+                    worker,
+                    cause,
+                    lost,
+                } => (worker, cause, lost),
+                RunEnd::Drained => match self.restart(Duration::ZERO).await {
+                    Some(next) => {
+                        starting = next;
+                        continue;
+                    }
+                    None => return,
+                },
+            };
             let in_flight = self.types_of(&lost);
             let lost = lost.len();
             if self.retired.load(Ordering::Relaxed) {
@@ -208,6 +223,7 @@ impl Supervisor {
                 return;
             }
             if worker.was_killed() {
+                // Its drain and its end came together.
                 self.kills.fetch_add(1, Ordering::Relaxed);
                 warn!(plugin = %self.name, version = %self.version, types = ?in_flight,
                     pid = worker.pid, cause = %cause, calls_lost = lost,
@@ -310,10 +326,11 @@ impl Supervisor {
         }
     }
 
-    /// Serves with one worker until it ends; the worker, how it ended and
-    /// the handlers of the calls that were in flight.
-    async fn run(&self, starting: Starting) -> (Arc<Worker>, String, Vec<u32>) {
-        let (worker, mut child, mut reader, writer) = starting.ready();
+    /// Serves with one worker until it ends, or until a call on it ran
+    /// past its timeout (it is then drained, see
+    /// [`channel::PendingCall::time_out`]).
+    async fn run(self: &Arc<Self>, starting: Starting) -> RunEnd {
+        let (worker, child, reader, writer) = starting.ready();
         let worker = Arc::new(worker);
         tokio::spawn(writer.run());
         if self.retired.load(Ordering::Relaxed) {
@@ -327,42 +344,109 @@ impl Supervisor {
                 self.live("restarted", &[], &format!("pid {}", worker.pid));
             }
         }
-        let reading_worker = worker.clone();
-        let read = read_replies(&reading_worker, &mut reader);
-        let mut read = std::pin::pin!(read);
-        let mut reading = true;
-        let status = loop {
-            tokio::select! {
-                broken = &mut read, if reading => {
-                    reading = false;
-                    if let Some(why) = broken {
-                        warn!(plugin = %self.name, version = %self.version, pid = worker.pid,
-                            cause = %why, "plugin worker broke the channel; killing it");
-                    }
-                    // It closed the channel: gone, or about to be.
-                    let _ = child.start_kill();
-                }
-                status = child.wait() => break status,
-                () = worker.kill_requested() => { let _ = child.start_kill(); }
-            }
+        let mut watching = tokio::spawn(watch(worker.clone(), child, reader));
+        let drained = tokio::select! {
+            ended = &mut watching => Err(ended),
+            () = worker.drain_requested() => Ok(()),
         };
-        if reading {
-            // Replies it wrote before it died are still worth delivering.
-            let _ = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
+        // Before anyone is told: no new call may reach this worker.
+        self.take_out(&worker);
+        match drained {
+            Err(ended) => {
+                let lost = worker.fail_all();
+                let cause = ended.unwrap_or_else(|e| format!("unknown: {e}"));
+                RunEnd::Ended {
+                    worker,
+                    cause,
+                    lost,
+                }
+            }
+            Ok(()) => {
+                self.kills.fetch_add(1, Ordering::Relaxed);
+                // The next worker starts now; this one finishes its other
+                // calls and is killed (or dies) on its own time.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let cause = watching.await.unwrap_or_else(|e| format!("unknown: {e}"));
+                    let lost = worker.fail_all();
+                    let in_flight = this.types_of(&lost);
+                    warn!(plugin = %this.name, version = %this.version, types = ?in_flight,
+                        pid = worker.pid, cause = %cause, calls_lost = lost.len(),
+                        "plugin worker killed: a call ran past the handler timeout; a new worker took over");
+                    this.live(
+                        "killed",
+                        &in_flight,
+                        &format!("a call ran past the handler timeout ({cause})"),
+                    );
+                });
+                RunEnd::Drained
+            }
         }
-        // Before anyone is told: no new call may reach the dead worker.
+    }
+
+    /// `worker` takes no new calls: they wait for the next one.
+    fn take_out(&self, worker: &Arc<Worker>) {
         let _ = self
             .current
             .compare_and_swap(&Some(worker.clone()), None::<Arc<Worker>>);
         if !self.retired.load(Ordering::Relaxed) {
             self.set_state(WorkerState::Restarting);
         }
-        let lost = worker.fail_all();
-        let cause = match status {
-            Ok(status) => channel::describe(status),
-            Err(e) => format!("unknown: {e}"),
-        };
-        (worker, cause, lost)
+    }
+
+    /// A call on `worker` ran past its timeout: new calls wait for the
+    /// next worker at once (the supervisor starts it).
+    pub fn drain(&self, worker: &Arc<Worker>) {
+        self.take_out(worker);
+    }
+}
+
+/// How a worker's service ended.
+enum RunEnd {
+    /// It died or was killed; the handlers of the calls that were in flight.
+    Ended {
+        worker: Arc<Worker>,
+        cause: String,
+        lost: Vec<u32>,
+    },
+    /// A call ran past its timeout: it was taken out of service.
+    Drained,
+}
+
+/// Watches a worker until it has exited; how it ended. A broken channel or
+/// a kill request (a drained worker without calls) kills it.
+async fn watch(
+    worker: Arc<Worker>,
+    mut child: tokio::process::Child,
+    mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+) -> String {
+    let read = read_replies(&worker, &mut reader);
+    let mut read = std::pin::pin!(read);
+    let mut reading = true;
+    let mut broke = None;
+    let status = loop {
+        tokio::select! {
+            broken = &mut read, if reading => {
+                reading = false;
+                broke = broken;
+                // It closed the channel: gone, or about to be.
+                let _ = child.start_kill();
+            }
+            status = child.wait() => break status,
+            () = worker.kill_requested() => { let _ = child.start_kill(); }
+        }
+    };
+    if reading {
+        // Replies it wrote before it died are still worth delivering.
+        let _ = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
+    }
+    let cause = match status {
+        Ok(status) => channel::describe(status),
+        Err(e) => format!("unknown: {e}"),
+    };
+    match broke {
+        Some(why) => format!("{cause}, killed for breaking the channel: {why}"),
+        None => cause,
     }
 }
 
