@@ -177,7 +177,7 @@ settings! {
     read_buffer_size: usize = "4096", flag "read-buffer-size", env "ROHRPOST_READ_BUFFER", parse parse_positive;
     /// Group messages a connection may have waiting; when full, the connection is closed (1013).
     outbound_queue: usize = "1024", flag "outbound-queue", env "ROHRPOST_OUTBOUND_QUEUE", parse parse_positive;
-    /// How long a caller waits for a pooled handler before an error reply.
+    /// How long a caller waits for a pooled handler (any handler of a plugin in a worker process) before an error reply.
     handler_timeout: Duration = "30s", flag "handler-timeout", env "ROHRPOST_HANDLER_TIMEOUT", parse parse_duration;
     /// Calls of one plugin that may run on the worker pool at once.
     plugin_concurrency: usize = "64", flag "plugin-concurrency", env "ROHRPOST_PLUGIN_CONCURRENCY", parse parse_positive;
@@ -223,6 +223,10 @@ settings! {
     max_event_streams: usize = "16", flag "max-event-streams", env "ROHRPOST_MAX_EVENT_STREAMS", parse parse_positive;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
     admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
+    /// Address space of each plugin worker process in bytes (`512M`, `2G`); an allocation beyond it fails and ends the worker, not the server. 0: no limit.
+    worker_memory_limit: u64 = "0", flag "worker-memory-limit", env "ROHRPOST_WORKER_MEMORY_LIMIT", parse parse_size;
+    /// Open files of each plugin worker process.
+    worker_open_files: u64 = "1024", flag "worker-open-files", env "ROHRPOST_WORKER_OPEN_FILES", parse parse_size;
 }
 
 /// Browser origins allowed to connect; empty means any.
@@ -454,6 +458,23 @@ fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A size: bytes, or with a `K`, `M` or `G` suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, scale) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size such as 4096, 512M or 2G"))
+}
+
 fn parse_string(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
@@ -574,6 +595,15 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1").is_err());
     }
 
     #[test]

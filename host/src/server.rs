@@ -22,6 +22,7 @@ use crate::{
     dispatch::Dispatcher,
     groups::{GroupLayer, MemoryGroups, QueueLimits},
     handshake::{self, Endpoint},
+    isolation::WorkerLimits,
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
     pending::Pending,
@@ -54,6 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             pool_size: settings.plugin_concurrency,
             plugin_settings: Arc::new(config.plugin_tables),
             isolation: Arc::new(config.isolation),
+            worker_limits: WorkerLimits {
+                memory: settings.worker_memory_limit,
+                open_files: settings.worker_open_files,
+            },
             strict_modes: settings.strict_modes,
         },
         registry.clone(),

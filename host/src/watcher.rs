@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Isolation,
-    isolation::{self, LoadSettings},
+    isolation::{self, LoadSettings, WorkerLimits},
     monitor::Monitor,
     plugin::{content_hash, Identity, LoadError, LoadedPlugin},
     registry::Registry,
@@ -47,6 +47,8 @@ pub struct WatchSettings {
     pub plugin_settings: Arc<BTreeMap<String, String>>,
     /// Each plugin's isolation, by plugin name (default: process).
     pub isolation: Arc<BTreeMap<String, Isolation>>,
+    /// Limits of each plugin worker process.
+    pub worker_limits: WorkerLimits,
     /// Refuse files and a directory that others than the server's user or
     /// root could write (see `safety`).
     pub strict_modes: bool,
@@ -222,6 +224,7 @@ pub async fn start(
             pool_size: settings.pool_size,
             tables: settings.plugin_settings.clone(),
             isolation: settings.isolation.clone(),
+            limits: settings.worker_limits,
         },
         strict_modes: settings.strict_modes,
         monitor: monitor.clone(),

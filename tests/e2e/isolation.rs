@@ -517,3 +517,45 @@ async fn a_stuck_call_does_not_take_the_other_calls_on_its_worker_with_it() {
     );
     assert!(!host.children().contains(&(before as u32)));
 }
+
+#[tokio::test]
+async fn an_allocation_beyond_the_workers_memory_limit_ends_only_the_worker() {
+    let mut host = Host::start_with(
+        &["ping", "fixture-faults"],
+        &["--worker-memory-limit", "2G", "--worker-open-files", "256"],
+    )
+    .unwrap();
+    let mut bystanders = connect_many(&host, 20).await.unwrap();
+    let mut c = host.connect().await.unwrap();
+    let before = worker_pid(&mut c).await;
+    assert_eq!(
+        c.request(r#"{"id":0,"type":"open-files"}"#).await.unwrap()["data"]["soft"],
+        256
+    );
+    // Within the limit, fine.
+    assert_eq!(
+        c.request(r#"{"id":1,"type":"alloc","data":{"mb":64}}"#)
+            .await
+            .unwrap(),
+        json!({"id":1,"type":"alloc","data":{"mb":64}})
+    );
+    let request = r#"{"id":2,"type":"alloc","data":{"mb":4096}}"#;
+    let (reply, ()) = tokio::join!(c.request(request), bystanders_answered(&mut bystanders, 0));
+    assert_eq!(
+        reply.unwrap(),
+        json!({"id":2,"type":"alloc","error":CRASHED})
+    );
+    assert_ne!(worker_pid(&mut c).await, before);
+    bystanders_answered(&mut bystanders, 1).await;
+    host.wait_for_log(&["plugin worker crashed", "SIGABRT", "alloc"], T)
+        .await
+        .unwrap();
+    assert!(host.is_running());
+    // The server itself has no such limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", host.pid())).unwrap();
+    let address_space = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap_or_default();
+    assert!(address_space.contains("unlimited"), "{address_space}");
+}

@@ -62,6 +62,15 @@ pub enum StartError {
     Channel(String),
 }
 
+/// Limits of each worker process (`setrlimit`, set before it starts).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerLimits {
+    /// Address space in bytes (`RLIMIT_AS`); 0 for none.
+    pub memory: u64,
+    /// Open files (`RLIMIT_NOFILE`); 0 for the server's own.
+    pub open_files: u64,
+}
+
 /// A worker whose library is loaded, before or after its configuration.
 pub struct Starting {
     pub manifest: ManifestInfo,
@@ -76,7 +85,11 @@ pub type ConfigAnswer = Result<String, String>;
 impl Starting {
     /// Starts a worker for the library open as `library` and waits for its
     /// manifest.
-    pub async fn spawn(library: &File, timeout: Duration) -> Result<Starting, StartError> {
+    pub async fn spawn(
+        library: &File,
+        limits: WorkerLimits,
+        timeout: Duration,
+    ) -> Result<Starting, StartError> {
         let (host_end, worker_end) =
             std::os::unix::net::UnixStream::pair().map_err(StartError::Spawn)?;
         host_end.set_nonblocking(true).map_err(StartError::Spawn)?;
@@ -97,11 +110,36 @@ impl Starting {
             // server, which shuts down in order, not to its workers.
             .process_group(0)
             .kill_on_drop(true);
-        // SAFETY: only async-signal-safe calls (fcntl, dup2) run in the
-        // child between fork and exec. Both descriptors are first moved
-        // above the targets, so that neither overwrites the other.
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, setrlimit)
+        // run in the child between fork and exec. Both descriptors are
+        // first moved above the targets, so that neither overwrites the
+        // other.
         unsafe {
             command.pre_exec(move || {
+                // Never above the server's own hard limit, which only
+                // root could raise.
+                let limit = |resource, value: u64| {
+                    let mut rlim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if value == 0 {
+                        return Ok(());
+                    }
+                    if libc::getrlimit(resource, &mut rlim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let value = (value as libc::rlim_t).min(rlim.rlim_max);
+                    rlim.rlim_cur = value;
+                    rlim.rlim_max = value;
+                    if libc::setrlimit(resource, &rlim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                };
+                limit(libc::RLIMIT_AS, limits.memory)?;
+                limit(libc::RLIMIT_NOFILE, limits.open_files)?;
                 let lib = libc::fcntl(library_fd, libc::F_DUPFD_CLOEXEC, 10);
                 let chan = libc::fcntl(channel_fd, libc::F_DUPFD_CLOEXEC, 10);
                 if lib < 0

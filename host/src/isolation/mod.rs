@@ -44,6 +44,7 @@ use std::{
 use rohrpost_plugin_api::abi::CallOutcome;
 use tokio::time::timeout_at;
 
+pub use self::channel::WorkerLimits;
 use self::{
     channel::{CallEnd, StartError, Starting},
     supervisor::{Supervisor, Unavailable, WorkerMetrics, WorkerStatus, START_TIMEOUT},
@@ -131,6 +132,7 @@ pub struct LoadSettings {
     /// Each plugin's configuration (JSON text), by plugin name.
     pub tables: Arc<BTreeMap<String, String>>,
     pub isolation: Arc<BTreeMap<String, Isolation>>,
+    pub limits: WorkerLimits,
 }
 
 /// Loads the plugin whose file content is `bytes` (read from `file`): in a
@@ -154,7 +156,7 @@ pub async fn load(
     };
     let (library, bytes) = library;
     let started = Instant::now();
-    let mut starting = Starting::spawn(&library, START_TIMEOUT)
+    let mut starting = Starting::spawn(&library, settings.limits, START_TIMEOUT)
         .await
         .map_err(start_error)?;
     let manifest = starting.manifest.clone();
@@ -189,7 +191,13 @@ pub async fn load(
     )?;
     tracing::debug!(plugin = %manifest.name, pid = starting.child.id().unwrap_or(0),
         took_ms = started.elapsed().as_millis() as u64, "plugin worker started");
-    let supervisor = Supervisor::start(starting, library, config, metrics(&manifest.name));
+    let supervisor = Supervisor::start(
+        starting,
+        library,
+        config,
+        settings.limits,
+        metrics(&manifest.name),
+    );
     Ok(LoadedPlugin::new(
         file,
         manifest,

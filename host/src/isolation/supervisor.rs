@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use crate::monitor::LiveSink;
 
 use super::{
-    channel::{self, read_frame, StartError, Starting, Worker},
+    channel::{self, read_frame, StartError, Starting, Worker, WorkerLimits},
     frame::{self, Reader},
 };
 
@@ -107,6 +107,7 @@ pub struct Supervisor {
     /// The shadow copy every worker of this version loads.
     library: File,
     config: String,
+    limits: WorkerLimits,
     current: ArcSwapOption<Worker>,
     state: Mutex<WorkerState>,
     /// Told whenever `current` or `state` changes.
@@ -124,6 +125,7 @@ impl Supervisor {
         starting: Starting,
         library: File,
         config: String,
+        limits: WorkerLimits,
         metrics: WorkerMetrics,
     ) -> Arc<Supervisor> {
         let manifest = &starting.manifest;
@@ -134,6 +136,7 @@ impl Supervisor {
             handler_types: manifest.handlers.iter().map(|(t, _)| t.clone()).collect(),
             library,
             config,
+            limits,
             current: ArcSwapOption::empty(),
             state: Mutex::new(WorkerState::Running),
             changed: Notify::new(),
@@ -313,7 +316,7 @@ impl Supervisor {
 
     /// One start: load, check it is the same plugin, configure.
     async fn start_one(&self) -> Result<Starting, StartError> {
-        let mut starting = Starting::spawn(&self.library, START_TIMEOUT).await?;
+        let mut starting = Starting::spawn(&self.library, self.limits, START_TIMEOUT).await?;
         if starting.manifest.name != self.name || starting.manifest.version != self.version {
             return Err(StartError::Channel(format!(
                 "the worker loaded {} {}",
