@@ -559,3 +559,97 @@ async fn an_allocation_beyond_the_workers_memory_limit_ends_only_the_worker() {
         .unwrap_or_default();
     assert!(address_space.contains("unlimited"), "{address_space}");
 }
+
+/// The resident memory of the host's workers together, in KiB.
+fn workers_rss_kib(host: &Host) -> u64 {
+    host.children()
+        .iter()
+        .filter_map(|pid| rohrpost_harness::status_kib(*pid, "VmRSS").ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn reloads_under_load_lose_no_reply_and_give_the_old_workers_memory_back() {
+    let host = Host::start(&["fixture-echo-v1"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    assert_eq!(
+        c.request(r#"{"id":0,"type":"echo"}"#).await.unwrap()["data"]["version"],
+        "1.0.0"
+    );
+    let before = workers_rss_kib(&host);
+    assert!(before > 0);
+    let name = rohrpost_tests::library_file_name("fixture-echo-v1");
+    let built = rohrpost_tests::build();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A client asks all along; every request gets exactly one reply.
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let reply = c
+                    .request(&json!({"id": n, "type": "echo"}).to_string())
+                    .await
+                    .unwrap();
+                assert_eq!(reply["id"], n, "{reply}");
+                assert!(reply["error"].is_null(), "{reply}");
+            }
+            c.expect_silence(Duration::from_millis(200)).await.unwrap();
+            n
+        })
+    };
+    for round in 0..6 {
+        let (crate_name, version) = if round % 2 == 0 {
+            ("fixture-echo-v2", "2.0.0")
+        } else {
+            ("fixture-echo-v1", "1.0.0")
+        };
+        let replaced = host
+            .log()
+            .iter()
+            .filter(|l| l.contains("plugin replaced"))
+            .count();
+        install(&built.plugin(crate_name), host.plugins.path(), &name);
+        let deadline = std::time::Instant::now() + T;
+        while host
+            .log()
+            .iter()
+            .filter(|l| l.contains("plugin replaced"))
+            .count()
+            == replaced
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload to {version}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = load.await.unwrap();
+    assert!(answered > 10, "{answered}");
+    assert_eq!(
+        host.log()
+            .iter()
+            .filter(|l| l.contains("plugin replaced"))
+            .count(),
+        6
+    );
+    // One worker is left, and the old ones' memory went with them.
+    let deadline = std::time::Instant::now() + T;
+    while host.children().len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            host.children()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = workers_rss_kib(&host);
+    assert!(
+        after < before * 3 / 2 + 1024,
+        "workers' RSS {before} KiB before 6 reloads, {after} KiB after"
+    );
+}
