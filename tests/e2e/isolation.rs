@@ -293,6 +293,39 @@ async fn a_call_past_the_timeout_gets_its_worker_replaced() {
 }
 
 #[tokio::test]
+async fn a_plugin_whose_workers_crash_before_any_call_is_marked_failed() {
+    let dir = TempDir::new("marker");
+    let marker = dir.path().join("crash-soon");
+    let marker_text = marker.to_string_lossy().into_owned();
+    let host = Host::start_with_env(
+        &["ping", "fixture-faults"],
+        &[],
+        &[("FAULTS_CRASH_SOON", marker_text.as_str())],
+    )
+    .unwrap();
+    let mut c = host.connect().await.unwrap();
+    worker_pid(&mut c).await;
+    std::fs::write(&marker, "").unwrap();
+    // This worker crashes for the call; the next ones on their own.
+    assert_eq!(
+        c.request(r#"{"id":1,"type":"segfault"}"#).await.unwrap()["error"],
+        CRASHED
+    );
+    let entry = wait_for_entry(&host, "faults", |e| e["status"] == "failed").await;
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("before its first call") && reason.contains("SIGSEGV"),
+        "{entry}"
+    );
+    assert_eq!(entry["crashes"], 4, "{entry}");
+    assert_eq!(
+        c.request(r#"{"id":2,"type":"pid"}"#).await.unwrap()["error"],
+        "Internal error: the plugin 'faults' is out of service."
+    );
+    c.ping_ok(3).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_plugin_that_crashes_at_every_start_is_marked_failed() {
     let dir = TempDir::new("marker");
     let marker = dir.path().join("crash-at-start");

@@ -494,6 +494,11 @@ impl Worker {
         handlers
     }
 
+    /// Whether any call was ever sent to it.
+    pub fn ever_called(&self) -> bool {
+        self.next_id.load(Ordering::Relaxed) > 1
+    }
+
     /// Whether the host killed it (rather than it crashing).
     pub fn was_killed(&self) -> bool {
         self.killed.load(Ordering::Relaxed)

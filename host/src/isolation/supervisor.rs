@@ -13,7 +13,8 @@
 //! After a crash, the next worker starts at once the first time, then with
 //! a backoff that doubles (from 25 ms, up to 5 s) while workers keep dying
 //! young; a worker that lived a minute resets it. A worker that dies or is
-//! refused before it is ready counts as a failed start; after
+//! refused before it is ready, or dies before any call was sent to it (a
+//! crash no client can have caused), counts as a failed start; after
 //! [`START_ATTEMPTS`] of them in a row the plugin is marked failed, with the
 //! last reason, and its types answer an error until a new version is
 //! deployed, rather than restarting forever.
@@ -202,6 +203,8 @@ impl Supervisor {
     async fn supervise(self: Arc<Self>, mut starting: Starting) {
         // Workers in a row that died young.
         let mut young = 0u32;
+        // Workers in a row that died before their first call.
+        let mut uncalled = 0u32;
         loop {
             let born = Instant::now();
             let (worker, cause, lost) = match self.run(starting).await {
@@ -243,6 +246,20 @@ impl Supervisor {
                     pid = worker.pid, cause = %cause, calls_lost = lost,
                     "plugin worker crashed; starting a new one");
                 self.live("crashed", &in_flight, &cause);
+            }
+            uncalled = if worker.ever_called() {
+                0
+            } else {
+                uncalled + 1
+            };
+            if uncalled >= START_ATTEMPTS {
+                let reason = format!("its worker process dies before its first call ({cause})");
+                error!(plugin = %self.name, version = %self.version, types = ?self.types,
+                    reason = %reason, attempts = START_ATTEMPTS,
+                    "plugin worker fails at every start: the plugin is out of service until a new version is deployed");
+                self.live("failed", &self.types, &reason);
+                self.set_state(WorkerState::Failed(reason));
+                return;
             }
             young = if born.elapsed() >= STABLE {
                 1
