@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, info, warn};
 
 use crate::{
+    inline_watch,
     isolation::{frame, Called, WorkerHandle},
     monitor::Monitor,
     plugin::{CallEnd, Verdict},
@@ -134,7 +135,9 @@ impl Dispatcher {
             let (outcome, ran_for) = self.run_in_worker(&route, worker, bytes, inline).await;
             (outcome, ran_for, arrived.elapsed())
         } else if inline {
+            let watched = inline_watch::begin(&route, arrived);
             let outcome = self.run_inline(&route, &envelope, text, scope);
+            drop(watched);
             let took = arrived.elapsed();
             (outcome, Some(took), took)
         } else {

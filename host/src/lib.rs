@@ -29,6 +29,7 @@ mod effects;
 mod elf_check;
 mod groups;
 mod handshake;
+mod inline_watch;
 mod isolation;
 mod linger;
 pub mod log_limit;

@@ -22,6 +22,7 @@ use crate::{
     dispatch::Dispatcher,
     groups::{GroupLayer, MemoryGroups, QueueLimits},
     handshake::{self, Endpoint},
+    inline_watch,
     isolation::WorkerLimits,
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
@@ -65,6 +66,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor.clone(),
     )
     .await?;
+
+    // An inline call a hundred times over its budget (a second at least)
+    // is stuck, not slow.
+    inline_watch::start(
+        (settings.inline_budget * 100).max(std::time::Duration::from_secs(1)),
+        registry.clone(),
+        monitor.clone(),
+    );
 
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {

@@ -686,3 +686,43 @@ async fn reloads_under_load_lose_no_reply_and_give_the_old_workers_memory_back()
         "workers' RSS {before} KiB before 6 reloads, {after} KiB after"
     );
 }
+
+#[tokio::test]
+async fn a_stuck_inline_call_in_the_servers_process_is_noticed_while_it_runs() {
+    let host = Host::start_with_config(
+        &["ping", "fixture-testkit"],
+        "[plugins.testkit]\nisolation = \"none\"\n",
+        &[],
+    )
+    .unwrap();
+    let mut c = host.connect().await.unwrap();
+    c.send_text(r#"{"id":1,"type":"nap-inline","data":{"ms":3000}}"#)
+        .await
+        .unwrap();
+    // Logged while the call still runs.
+    let line = host
+        .wait_for_log(&["inline handler call is still running"], T)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("testkit") && line.contains("nap-inline"),
+        "{line}"
+    );
+    // Not ready meanwhile (when the server gets to answer at all).
+    if let Ok(Ok((status, body))) =
+        tokio::time::timeout(Duration::from_millis(500), get(&host.addr, "/readyz")).await
+    {
+        if !host.log().iter().any(|l| l.contains("ready again")) {
+            assert_eq!(status, 503, "{body}");
+        }
+    }
+    assert_eq!(
+        c.recv_json(T).await.unwrap(),
+        json!({"id":1,"type":"nap-inline"})
+    );
+    host.wait_for_log(&["no inline handler call is stuck any more"], T)
+        .await
+        .unwrap();
+    assert_eq!(get(&host.addr, "/readyz").await.unwrap().0, 200);
+    c.ping_ok(2).await.unwrap();
+}

@@ -69,6 +69,11 @@ impl Monitor {
         self.readiness.check()
     }
 
+    /// Whether an inline handler call is stuck now (not ready while so).
+    pub fn set_stuck(&self, stuck: bool) {
+        self.readiness.set_stuck(stuck);
+    }
+
     /// A group broker is in use: reachable (`Ok`), or not and why.
     pub fn set_broker(&self, state: Result<(), &'static str>) {
         self.metrics.broker_up.set(i64::from(state.is_ok()));
