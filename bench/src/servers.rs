@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 pub use rohrpost_harness::{CpuMeter, CpuUse, TempDir};
 use rohrpost_harness::{Echo, Ended, HostSpec, Pid, Process, Watch};
 
@@ -86,7 +86,24 @@ pub struct Server {
     process: Process,
     /// The host's plugins directory and temp dir.
     dirs: Option<(TempDir, TempDir)>,
+    /// The host's config file, when the benchmark gave none.
+    _config: Option<TempDir>,
 }
+
+/// The config of a host whose benchmark gives none: the plugins measured
+/// run in the server's own process (`isolation = "none"`), as the
+/// README's numbers were measured.
+const IN_PROCESS: &str = "\
+[plugins.ping]
+isolation = \"none\"
+
+[plugins.echo]
+isolation = \"none\"
+
+[plugins.subscriptions]
+isolation = \"none\"
+auth = \"off\"
+";
 
 impl Server {
     /// Starts a server and waits until it listens. Lines of its stderr
@@ -101,6 +118,7 @@ impl Server {
         if let Some(text) = count {
             watch = watch.count(text);
         }
+        let mut config_dir = None;
         let (process, dirs) = match spec {
             Spec::Baseline { args } => {
                 let mut command = Command::new(&artifacts.baseline);
@@ -121,6 +139,16 @@ impl Server {
             } => {
                 let mut all = vec!["--ws-path", WS_PATH];
                 all.extend_from_slice(args);
+                let config_file;
+                if !args.contains(&"--config") {
+                    let dir = TempDir::new("bench-config")?;
+                    let file = dir.path().join("rohrpost.toml");
+                    std::fs::write(&file, IN_PROCESS)
+                        .with_context(|| format!("cannot write {}", file.display()))?;
+                    config_file = file.display().to_string();
+                    all.extend_from_slice(&["--config", &config_file]);
+                    config_dir = Some(dir);
+                }
                 let spec = HostSpec {
                     binary: &artifacts.host,
                     libraries,
@@ -137,6 +165,7 @@ impl Server {
             name: name.to_owned(),
             process,
             dirs,
+            _config: config_dir,
         })
     }
 

@@ -53,8 +53,11 @@ pub async fn start_hosts(
     // The subscriptions plugin loads only with an explicit `auth`.
     let config_dir = TempDir::new("config")?;
     let config = config_dir.path().join("rohrpost.toml");
-    std::fs::write(&config, "[plugins.subscriptions]\nauth = \"off\"\n")
-        .with_context(|| format!("cannot write {}", config.display()))?;
+    std::fs::write(
+        &config,
+        "[plugins.subscriptions]\nauth = \"off\"\nisolation = \"none\"\n",
+    )
+    .with_context(|| format!("cannot write {}", config.display()))?;
     let config = config.display().to_string();
     let mut args = vec!["--notify-token", NOTIFY_TOKEN, "--config", &config];
     if let Some(url) = redis {

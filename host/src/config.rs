@@ -6,7 +6,9 @@
 //! default, flag, environment variable and help. From that list come the
 //! command line, the file's keys, the merge, `--check-config` and the table
 //! of settings in the README (a test keeps the README in step).
-//! The file also holds one `[plugins.<name>]` table per plugin.
+//! The file also holds one `[plugins.<name>]` table per plugin: its
+//! `isolation` key is the host's (see [`Isolation`]), every other key is
+//! handed to the plugin.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
@@ -177,7 +179,7 @@ settings! {
     read_buffer_size: usize = "4096", flag "read-buffer-size", env "ROHRPOST_READ_BUFFER", parse parse_positive;
     /// Group messages a connection may have waiting; when full, the connection is closed (1013).
     outbound_queue: usize = "1024", flag "outbound-queue", env "ROHRPOST_OUTBOUND_QUEUE", parse parse_positive;
-    /// How long a caller waits for a pooled handler before an error reply.
+    /// How long a caller waits for a pooled handler (any handler of a plugin in a worker process) before an error reply.
     handler_timeout: Duration = "30s", flag "handler-timeout", env "ROHRPOST_HANDLER_TIMEOUT", parse parse_duration;
     /// Calls of one plugin that may run on the worker pool at once.
     plugin_concurrency: usize = "64", flag "plugin-concurrency", env "ROHRPOST_PLUGIN_CONCURRENCY", parse parse_positive;
@@ -229,6 +231,10 @@ settings! {
     max_messages_per_second: u32 = "0", flag "max-messages-per-second", env "ROHRPOST_MAX_MESSAGES_PER_SECOND", parse parse_count_u32;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
     admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
+    /// Address space of each plugin worker process in bytes (`512M`, `2G`); an allocation beyond it fails and ends the worker, not the server. 0: no limit.
+    worker_memory_limit: u64 = "0", flag "worker-memory-limit", env "ROHRPOST_WORKER_MEMORY_LIMIT", parse parse_size;
+    /// Open files of each plugin worker process.
+    worker_open_files: u64 = "1024", flag "worker-open-files", env "ROHRPOST_WORKER_OPEN_FILES", parse parse_size;
 }
 
 /// Browser origins allowed to connect; empty means any.
@@ -275,18 +281,58 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a plugin's code runs: `[plugins.<name>] isolation = ...`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// In a worker process of its own, supervised by the host: a crash,
+    /// an exit or a hung call takes down the worker, never the server.
+    #[default]
+    Process,
+    /// In the server's own process, for code the operator trusts: the
+    /// fastest calls, but a native fault in the plugin ends the server.
+    None,
+}
+
+impl Isolation {
+    /// The name in the config file and on `/api/plugins`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::None => "none",
+        }
+    }
+}
+
+fn parse_isolation(value: &toml::Value) -> Result<Isolation, String> {
+    let value = value
+        .as_str()
+        .map_or_else(|| "this value".to_owned(), |v| format!("'{v}'"));
+    match value.trim_matches('\'') {
+        "process" => Ok(Isolation::Process),
+        "none" => Ok(Isolation::None),
+        _ => Err(format!(
+            "{} is not an isolation: \"process\" or \"none\"",
+            value
+        )),
+    }
+}
+
 /// The settings, the plugins' tables, and where they came from.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub settings: Settings,
-    /// Each plugin's `[plugins.<name>]` table as JSON text, by plugin name.
+    /// Each plugin's `[plugins.<name>]` table as JSON text, by plugin name,
+    /// without the host's own keys.
     pub plugin_tables: BTreeMap<String, String>,
+    /// Each plugin's `isolation`, by plugin name, where the file sets one
+    /// (the others run in [`Isolation::Process`]).
+    pub isolation: BTreeMap<String, Isolation>,
 }
 
 impl Config {
     /// Merges flags, environment and the config file named by `cli`.
     pub fn load(cli: &Cli) -> anyhow::Result<Config> {
-        let (file, plugin_tables) = match &cli.config {
+        let (file, plugin_tables, isolation) = match &cli.config {
             Some(path) => {
                 let table = read_table(path)?;
                 match check_table(&table) {
@@ -298,11 +344,12 @@ impl Config {
                     ),
                 }
             }
-            None => (FileLayer::default(), BTreeMap::new()),
+            None => (FileLayer::default(), BTreeMap::new(), BTreeMap::new()),
         };
         Ok(Config {
             settings: merge(cli, file),
             plugin_tables,
+            isolation,
         })
     }
 }
@@ -319,10 +366,19 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
 }
 
+/// What a config file holds: the settings it sets, the plugins' tables
+/// (as JSON text) and their isolation.
+type FileParts = (
+    FileLayer,
+    BTreeMap<String, String>,
+    BTreeMap<String, Isolation>,
+);
+
 /// Reads a parsed file, collecting every problem rather than the first.
-fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, String>), Vec<String>> {
+fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
     let mut layer = FileLayer::default();
     let mut plugins = BTreeMap::new();
+    let mut isolation = BTreeMap::new();
     let mut problems = Vec::new();
     for (key, value) in table {
         if key == "plugins" {
@@ -330,12 +386,31 @@ fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, Strin
                 toml::Value::Table(tables) => {
                     for (name, plugin_table) in tables {
                         match plugin_table {
-                            toml::Value::Table(t) => match serde_json::to_string(t) {
-                                Ok(json) => {
-                                    plugins.insert(name.clone(), json);
+                            toml::Value::Table(t) => {
+                                let mut t = t.clone();
+                                let own = t.remove("isolation");
+                                if let Some(value) = &own {
+                                    match parse_isolation(value) {
+                                        Ok(mode) => {
+                                            isolation.insert(name.clone(), mode);
+                                        }
+                                        Err(e) => {
+                                            problems.push(format!("plugins.{name}.isolation: {e}"))
+                                        }
+                                    }
                                 }
-                                Err(e) => problems.push(format!("plugins.{name}: {e}")),
-                            },
+                                // A table with only the host's keys is
+                                // none of the plugin's business.
+                                if own.is_some() && t.is_empty() {
+                                    continue;
+                                }
+                                match serde_json::to_string(&t) {
+                                    Ok(json) => {
+                                        plugins.insert(name.clone(), json);
+                                    }
+                                    Err(e) => problems.push(format!("plugins.{name}: {e}")),
+                                }
+                            }
                             _ => problems.push(format!("plugins.{name}: must be a table")),
                         }
                     }
@@ -353,7 +428,7 @@ fn check_table(table: &toml::Table) -> Result<(FileLayer, BTreeMap<String, Strin
         }
     }
     if problems.is_empty() {
-        Ok((layer, plugins))
+        Ok((layer, plugins, isolation))
     } else {
         Err(problems)
     }
@@ -418,6 +493,23 @@ fn parse_count_u32(text: &str) -> Result<u32, String> {
     text.trim()
         .parse::<u32>()
         .map_err(|_| format!("'{text}' is not a whole number up to 4294967295 (0 for no limit)"))
+}
+
+/// A size: bytes, or with a `K`, `M` or `G` suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, scale) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size such as 4096, 512M or 2G"))
 }
 
 fn parse_string(text: &str) -> Result<String, String> {
@@ -549,6 +641,15 @@ mod tests {
     }
 
     #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
     fn every_default_parses() {
         let settings = merge(&Cli::default(), FileLayer::default());
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8000");
@@ -562,7 +663,7 @@ mod tests {
             "max_message_size = 2000\nhandler_timeout = \"2s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:8080\"]\n",
         )
         .unwrap();
-        let (file, _) = check_table(&table).unwrap();
+        let (file, _, _) = check_table(&table).unwrap();
         let s = merge(&cli(&["--max-message-size", "3000"]), file);
         assert_eq!(s.max_message_size, 3000);
         assert_eq!(s.handler_timeout, Duration::from_secs(2));
@@ -604,10 +705,31 @@ mod tests {
         let table: toml::Table =
             toml::from_str("[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n")
                 .unwrap();
-        let (_, plugins) = check_table(&table).unwrap();
+        let (_, plugins, _) = check_table(&table).unwrap();
         assert_eq!(
             plugins["subscriptions"],
             r#"{"auth":"tokens","tokens":["a"]}"#
+        );
+    }
+
+    #[test]
+    fn isolation_is_the_hosts_key_and_defaults_to_process() {
+        let table: toml::Table = toml::from_str(
+            "[plugins.ping]\nisolation = \"none\"\n[plugins.other]\nisolation = \"process\"\nx = 1\n[plugins.third]\ny = 2\n",
+        )
+        .unwrap();
+        let (_, plugins, isolation) = check_table(&table).unwrap();
+        assert!(!plugins.contains_key("ping"));
+        assert_eq!(plugins["other"], r#"{"x":1}"#);
+        assert_eq!(isolation.get("ping"), Some(&Isolation::None));
+        assert_eq!(isolation.get("other"), Some(&Isolation::Process));
+        assert_eq!(isolation.get("third"), None);
+        assert_eq!(Isolation::default(), Isolation::Process);
+        let bad: toml::Table = toml::from_str("[plugins.ping]\nisolation = \"thread\"\n").unwrap();
+        let problems = check_table(&bad).unwrap_err();
+        assert!(
+            problems[0].starts_with("plugins.ping.isolation:"),
+            "{problems:?}"
         );
     }
 

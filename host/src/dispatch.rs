@@ -13,6 +13,13 @@
 //! the inline budget plus an allowance per byte of its frame, and only
 //! repeated slow calls count (see [`crate::plugin::HandlerInfo::judge`]), so
 //! one large request cannot move a handler.
+//!
+//! A plugin in a worker process ([`crate::isolation`]) is called the same
+//! way for every handler: the request goes to the worker, and the caller
+//! waits for the reply under the handler timeout. "Inline" then says where
+//! the call runs in the worker (on the thread that reads the channel, or
+//! on its pool), judged by the time the worker measured, and a call past
+//! the timeout gets the worker killed and replaced.
 
 use std::{
     ops::Range,
@@ -28,6 +35,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, info, warn};
 
 use crate::{
+    inline_watch,
+    isolation::{frame, Called, WorkerHandle},
     monitor::Monitor,
     plugin::{CallEnd, Verdict},
     protocol::{self, Envelope, Failure, Rejection},
@@ -56,6 +65,10 @@ pub enum Outcome {
     Returned(CallOutcome),
     TimedOut(Duration),
     Lost(String),
+    /// The plugin's worker died with the call in flight.
+    Crashed,
+    /// The plugin's worker fails at every start.
+    OutOfService,
 }
 
 /// Routing and execution settings shared by all connections.
@@ -118,8 +131,23 @@ impl Dispatcher {
         // arrival, parsing included: for the frames that are judged (at most
         // `JUDGED_UP_TO`) that is tens of microseconds at most, far below
         // the inline budget.
-        let (outcome, ran_for, took) = if inline {
+        let (outcome, ran_for, took) = if let Some(worker) = route.plugin.worker() {
+            let parts = frame::CallParts {
+                handler: route.handler,
+                inline,
+                frame: text,
+                id: range_of(text, envelope.id),
+                data: envelope.data.map_or((0, 0), |d| range_of(text, d)),
+                kind: envelope.kind.as_ref(),
+                scope,
+            };
+            let bytes = frame::call(&parts);
+            let (outcome, ran_for) = self.run_in_worker(&route, worker, bytes, inline).await;
+            (outcome, ran_for, arrived.elapsed())
+        } else if inline {
+            let watched = inline_watch::begin(&route, arrived);
             let outcome = self.run_inline(&route, &envelope, text, scope);
+            drop(watched);
             let took = arrived.elapsed();
             (outcome, Some(took), took)
         } else {
@@ -187,6 +215,39 @@ impl Dispatcher {
         Outcome::Returned(route.plugin.call(route.handler, &call))
     }
 
+    /// Runs the call in the plugin's worker; also how long the handler ran
+    /// there. Pooled calls hold one of the plugin's slots, as on the pool;
+    /// a call past the timeout has its worker killed, which frees it.
+    async fn run_in_worker(
+        &self,
+        route: &Route,
+        worker: &WorkerHandle,
+        bytes: Vec<u8>,
+        inline: bool,
+    ) -> (Outcome, Option<Duration>) {
+        let now = tokio::time::Instant::now();
+        // A timeout too long to add is no timeout.
+        let deadline = now
+            .checked_add(self.handler_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        let _permit = if inline {
+            None
+        } else {
+            match tokio::time::timeout_at(deadline, route.plugin.pool_slots.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(closed)) => return (Outcome::Lost(closed.to_string()), None),
+                Err(_) => return (Outcome::TimedOut(self.handler_timeout), None),
+            }
+        };
+        route.plugin.count_call();
+        match worker.call(route.handler, bytes, deadline).await {
+            Called::Replied { outcome, ran_for } => (Outcome::Returned(outcome), Some(ran_for)),
+            Called::Crashed => (Outcome::Crashed, None),
+            Called::TimedOut => (Outcome::TimedOut(self.handler_timeout), None),
+            Called::OutOfService => (Outcome::OutOfService, None),
+        }
+    }
+
     /// Runs the call on the pool; also how long the call itself ran, not
     /// counting the wait for a pool thread.
     async fn run_pooled(&self, route: &Route, owned: OwnedCall) -> (Outcome, Option<Duration>) {
@@ -217,15 +278,25 @@ impl Dispatcher {
 fn count(route: &Route, outcome: &Outcome, took: Duration) {
     let (end, counter) = match outcome {
         Outcome::Returned(CallOutcome::Done(_)) => (CallEnd::Ok, &route.metrics.ok),
-        Outcome::Returned(CallOutcome::Failed(_)) | Outcome::Lost(_) => {
-            (CallEnd::Error, &route.metrics.error)
-        }
+        Outcome::Returned(CallOutcome::Failed(_))
+        | Outcome::Lost(_)
+        | Outcome::Crashed
+        | Outcome::OutOfService => (CallEnd::Error, &route.metrics.error),
         Outcome::Returned(CallOutcome::Panicked(_)) => (CallEnd::Panic, &route.metrics.panic),
         Outcome::TimedOut(_) => (CallEnd::Timeout, &route.metrics.timeout),
     };
     counter.inc();
     route.plugin.count(end);
     route.metrics.latency.observe(took);
+}
+
+/// Where `part`, a slice of `text`, lies in it.
+fn range_of(text: &str, part: &str) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    if start > text.len() || start + part.len() > text.len() {
+        return (0, 0);
+    }
+    (start, part.len())
 }
 
 /// A request owned for a call on another thread: the frame is shared, and
@@ -289,6 +360,8 @@ fn log(route: &Route, kind: &str, outcome: &Outcome) {
                     timeout_ms = after.as_millis() as u64, "handler timed out");
             }
         }
+        // The supervisor logs the worker's end, once for all its calls.
+        Outcome::Crashed | Outcome::OutOfService => {}
         Outcome::Lost(why) => {
             if crate::log_limit::HANDLER_LOST.allow() {
                 error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,

@@ -186,6 +186,12 @@ impl Effects<'_> {
                 after: *after,
             }),
             Outcome::Lost(_) => Some(Failure::Lost { kind }),
+            Outcome::Crashed => Some(Failure::Crashed {
+                plugin: &route.plugin.name,
+            }),
+            Outcome::OutOfService => Some(Failure::OutOfService {
+                plugin: &route.plugin.name,
+            }),
         };
         if let Some(failure) = failure {
             return self.reply(failure.reply(&request)).await;

@@ -14,7 +14,11 @@
 //! from [`notify`] (`POST /api/notify`), go through [`groups`] to each
 //! member connection's outbound queue.
 //!
-//! The `rohrpost` binary is a thin command line over [`server::run`].
+//! A plugin runs in a supervised worker process unless configured
+//! otherwise: [`isolation`].
+//!
+//! The `rohrpost` binary is a thin command line over [`server::run`], and,
+//! as `rohrpost --plugin-worker`, the worker process of one plugin.
 
 mod accept;
 mod admin;
@@ -28,6 +32,8 @@ mod fanout;
 mod forwarded;
 mod groups;
 mod handshake;
+mod inline_watch;
+mod isolation;
 mod linger;
 pub mod log_limit;
 mod monitor;
@@ -47,3 +53,5 @@ mod status;
 mod watcher;
 mod wire;
 mod woken;
+
+pub use isolation::worker::{run as run_plugin_worker, ARG as PLUGIN_WORKER_ARG};

@@ -4,11 +4,14 @@ use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use rohrpost_host::{
     config::{self, Cli, Config, LogFormat, Workers},
-    server,
+    run_plugin_worker, server, PLUGIN_WORKER_ARG,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(PLUGIN_WORKER_ARG.as_ref()) {
+        run_plugin_worker();
+    }
     let cli = Cli::from_env();
     if let Some(path) = &cli.check_config {
         return match config::check_file(path) {

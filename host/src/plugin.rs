@@ -9,9 +9,15 @@
 //!   `RootModule::load_from_*`, which caches one module per type forever;
 //! - libraries are never unloaded: a retired version stays mapped until the
 //!   process exits, so a call running on it can always finish.
+//!
+//! That is the `isolation = "none"` path. A plugin in a worker process
+//! ([`crate::isolation`]) goes through the same manifest checks and the
+//! same configuration step, from what its worker reports: [`Backend`] is
+//! the only difference the rest of the host sees.
 
 use std::{
     collections::BTreeMap,
+    fs::File,
     hash::{Hash, Hasher},
     path::{Path, PathBuf},
     sync::{
@@ -20,7 +26,10 @@ use std::{
     },
 };
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::{
+    library::{lib_header_from_path, LibraryError},
+    std_types::RString,
+};
 use rohrpost_plugin_api::abi::{
     Call, CallOutcome, PluginModRef, EXT_CONFIGURE, EXT_UNSUPPORTED, MODE_INLINE,
 };
@@ -28,7 +37,9 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::{
+    config::Isolation,
     elf_check,
+    isolation::WorkerHandle,
     shadow::{ShadowDir, ShadowError},
 };
 
@@ -187,7 +198,15 @@ impl HandlerInfo {
     }
 }
 
-/// A plugin library loaded into the process.
+/// Where a loaded plugin's code runs.
+pub enum Backend {
+    /// In this process (`isolation = "none"`).
+    InProcess(PluginModRef),
+    /// In a supervised worker process (`isolation = "process"`).
+    Worker(WorkerHandle),
+}
+
+/// A loaded plugin (in this process or in its worker).
 pub struct LoadedPlugin {
     pub name: String,
     pub version: String,
@@ -200,7 +219,7 @@ pub struct LoadedPlugin {
     /// When it was loaded, in seconds since the Unix epoch.
     pub loaded_at: f64,
     stats: Stats,
-    module: PluginModRef,
+    backend: Backend,
 }
 
 /// Call counts of one loaded plugin version.
@@ -248,11 +267,40 @@ impl LoadedPlugin {
             .flat_map(|h| h.types.iter().map(String::as_str))
     }
 
-    /// Calls a handler. Synchronous native code: the caller decides where it
-    /// runs. Never unwinds (the plugin side catches panics).
+    /// The plugin's worker, when it runs in one.
+    pub fn worker(&self) -> Option<&WorkerHandle> {
+        match &self.backend {
+            Backend::Worker(worker) => Some(worker),
+            Backend::InProcess(_) => None,
+        }
+    }
+
+    /// Where its code runs.
+    pub fn isolation(&self) -> Isolation {
+        match &self.backend {
+            Backend::Worker(_) => Isolation::Process,
+            Backend::InProcess(_) => Isolation::None,
+        }
+    }
+
+    /// Calls a handler in this process. Synchronous native code: the caller
+    /// decides where it runs. Never unwinds (the plugin side catches
+    /// panics). A plugin in a worker is called through [`Self::worker`].
     pub fn call(&self, handler: u32, call: &Call<'_>) -> CallOutcome {
+        match &self.backend {
+            Backend::InProcess(module) => {
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                (module.call())(handler, call)
+            }
+            Backend::Worker(_) => CallOutcome::Failed(
+                "Internal error: an isolated plugin was called in-process.".into(),
+            ),
+        }
+    }
+
+    /// Counts a call made through the plugin's worker.
+    pub fn count_call(&self) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        (self.module.call())(handler, call)
     }
 
     /// Counts how a call ended.
@@ -319,8 +367,157 @@ impl From<LoadError> for Rejection {
     }
 }
 
-/// Loads the plugin whose file content is `bytes` (read from `file`).
-/// Blocking: run it off the async reactor.
+/// What a plugin declares about itself, read from its library in this
+/// process or reported by its worker.
+#[derive(Debug, Clone)]
+pub struct ManifestInfo {
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    pub panic_unwind: bool,
+    /// Each handler's types, and whether it is declared inline.
+    pub handlers: Vec<(Vec<String>, bool)>,
+}
+
+impl ManifestInfo {
+    /// Reads the ABI manifest.
+    pub fn of(manifest: &rohrpost_plugin_api::abi::Manifest) -> Self {
+        ManifestInfo {
+            name: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+            api_version: manifest.api_version.to_string(),
+            panic_unwind: manifest.panic_unwind,
+            handlers: manifest
+                .handlers
+                .iter()
+                .map(|h| {
+                    (
+                        h.types.iter().map(|t| t.to_string()).collect(),
+                        h.mode == MODE_INLINE,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Who the plugin says it is.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            types: self
+                .handlers
+                .iter()
+                .flat_map(|(types, _)| types.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// Checks what the plugin declares; its handlers when it may serve.
+    pub fn check(&self) -> Result<Vec<HandlerInfo>, Rejection> {
+        let identity = self.identity();
+        let reject = |error: LoadError| Rejection {
+            identity: Some(identity.clone()),
+            error,
+        };
+        if self.name.trim().is_empty() {
+            return Err(reject(LoadError::Manifest("the plugin has no name".into())));
+        }
+        if !self.panic_unwind {
+            return Err(reject(LoadError::Manifest(
+                "built with panic = \"abort\": one panicking handler would stop the whole server; build it with panic = \"unwind\"".into(),
+            )));
+        }
+        let mut handlers = Vec::new();
+        for (types, inline) in &self.handlers {
+            if types.is_empty() {
+                return Err(reject(LoadError::Manifest(
+                    "a handler declares no message type".into(),
+                )));
+            }
+            if types.iter().any(|t| t.is_empty()) {
+                return Err(reject(LoadError::Manifest("an empty message type".into())));
+            }
+            handlers.push(HandlerInfo::new(types.clone(), *inline));
+        }
+        if handlers.is_empty() {
+            return Err(reject(LoadError::Manifest(
+                "the plugin declares no handler".into(),
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = identity.types.iter().find(|t| !seen.insert(t.as_str())) {
+            return Err(reject(LoadError::Manifest(format!(
+                "message type '{twice}' is declared twice"
+            ))));
+        }
+        Ok(handlers)
+    }
+}
+
+/// The `[plugins.<name>]` table handed to a plugin named `name`.
+pub fn config_of<'a>(settings: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    settings.get(name).map_or("{}", String::as_str)
+}
+
+/// What the plugin's `configure` answered (in this process or in its
+/// worker), turned into the load's verdict: its warnings are logged.
+pub fn configured(
+    manifest: &ManifestInfo,
+    answer: Result<String, String>,
+    has_table: bool,
+) -> Result<(), Rejection> {
+    let name = &manifest.name;
+    match answer {
+        Ok(warnings) => {
+            for warning in warnings.lines().filter(|w| !w.trim().is_empty()) {
+                tracing::warn!(plugin = %name, version = %manifest.version, "{warning}");
+            }
+            Ok(())
+        }
+        Err(e) if e == EXT_UNSUPPORTED => {
+            if has_table {
+                tracing::warn!(
+                    plugin = %name,
+                    "the plugin was built against a plugin-api without configuration (1.0); its [plugins.{name}] table is ignored"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(Rejection {
+            identity: Some(manifest.identity()),
+            error: LoadError::Config(e),
+        }),
+    }
+}
+
+impl LoadedPlugin {
+    /// A plugin that passed its checks and its configuration.
+    pub fn new(
+        file: &Path,
+        manifest: ManifestInfo,
+        handlers: Vec<HandlerInfo>,
+        pool_size: usize,
+        backend: Backend,
+    ) -> Self {
+        LoadedPlugin {
+            name: manifest.name,
+            version: manifest.version,
+            api_version: manifest.api_version,
+            file: file.to_owned(),
+            handlers,
+            pool_slots: Arc::new(Semaphore::new(pool_size)),
+            loaded_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            stats: Stats::default(),
+            backend,
+        }
+    }
+}
+
+/// Loads the plugin whose file content is `bytes` (read from `file`) into
+/// this process. Blocking: run it off the async reactor.
 pub fn load(
     file: &Path,
     bytes: &[u8],
@@ -329,83 +526,21 @@ pub fn load(
     settings: &BTreeMap<String, String>,
 ) -> Result<LoadedPlugin, Rejection> {
     let module = open(file, bytes, shadow)?;
-    let manifest = (module.manifest())();
-    let name = manifest.name.to_string();
-    let identity = Identity {
-        name: name.clone(),
-        version: manifest.version.to_string(),
-        types: manifest
-            .handlers
-            .iter()
-            .flat_map(|h| h.types.iter().map(|t| t.to_string()))
-            .collect(),
-    };
-    let reject = |error: LoadError| Rejection {
-        identity: Some(identity.clone()),
-        error,
-    };
-    if name.trim().is_empty() {
-        return Err(reject(LoadError::Manifest("the plugin has no name".into())));
-    }
-    if !manifest.panic_unwind {
-        return Err(reject(LoadError::Manifest(
-            "built with panic = \"abort\": one panicking handler would stop the whole server; build it with panic = \"unwind\"".into(),
-        )));
-    }
-    let mut handlers = Vec::new();
-    for decl in manifest.handlers.iter() {
-        let types: Vec<String> = decl.types.iter().map(|t| t.to_string()).collect();
-        if types.is_empty() {
-            return Err(reject(LoadError::Manifest(
-                "a handler declares no message type".into(),
-            )));
-        }
-        if types.iter().any(|t| t.is_empty()) {
-            return Err(reject(LoadError::Manifest("an empty message type".into())));
-        }
-        handlers.push(HandlerInfo::new(types, decl.mode == MODE_INLINE));
-    }
-    if handlers.is_empty() {
-        return Err(reject(LoadError::Manifest(
-            "the plugin declares no handler".into(),
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(twice) = identity.types.iter().find(|t| !seen.insert(t.as_str())) {
-        return Err(reject(LoadError::Manifest(format!(
-            "message type '{twice}' is declared twice"
-        ))));
-    }
-    let config = settings.get(&name).map_or("{}", String::as_str);
-    match (module.extension())(EXT_CONFIGURE.into(), config.into()).into_result() {
-        Ok(warnings) => {
-            for warning in warnings.lines().filter(|w| !w.trim().is_empty()) {
-                tracing::warn!(plugin = %name, version = %identity.version, "{warning}");
-            }
-        }
-        Err(e) if e.as_str() == EXT_UNSUPPORTED => {
-            if settings.contains_key(&name) {
-                tracing::warn!(
-                    plugin = %name,
-                    "the plugin was built against a plugin-api without configuration (1.0); its [plugins.{name}] table is ignored"
-                );
-            }
-        }
-        Err(e) => return Err(reject(LoadError::Config(e.into_string()))),
-    }
-    Ok(LoadedPlugin {
-        name,
-        version: identity.version,
-        api_version: manifest.api_version.to_string(),
-        file: file.to_owned(),
+    let manifest = ManifestInfo::of(&(module.manifest())());
+    let handlers = manifest.check()?;
+    let config = config_of(settings, &manifest.name);
+    let answer = (module.extension())(EXT_CONFIGURE.into(), config.into())
+        .into_result()
+        .map(RString::into_string)
+        .map_err(RString::into_string);
+    configured(&manifest, answer, settings.contains_key(&manifest.name))?;
+    Ok(LoadedPlugin::new(
+        file,
+        manifest,
         handlers,
-        pool_slots: Arc::new(Semaphore::new(pool_size)),
-        loaded_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
-        stats: Stats::default(),
-        module,
-    })
+        pool_size,
+        Backend::InProcess(module),
+    ))
 }
 
 /// Checks the bytes, loads them from a fresh shadow copy, and checks the
@@ -423,8 +558,24 @@ fn open(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<PluginModRef, L
         .map_err(library_error)
 }
 
+/// Checks the bytes and writes them to a fresh shadow copy, opened for
+/// reading: what a worker process loads the plugin from. The copy's name
+/// is removed at once; the open file keeps its content for every worker
+/// the plugin's version will need, and nobody can replace it.
+pub fn shadow_file(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<File, LoadError> {
+    #[cfg(target_os = "linux")]
+    elf_check::check(bytes)?;
+
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "plugin".into(), |s| s.to_string_lossy());
+    shadow
+        .with_copy(&stem, bytes, |path| File::open(path))?
+        .map_err(LoadError::Read)
+}
+
 /// Turns abi_stable's errors into one readable reason.
-fn library_error(e: LibraryError) -> LoadError {
+pub fn library_error(e: LibraryError) -> LoadError {
     match e {
         LibraryError::OpenError { err, .. } => LoadError::Open(err.to_string()),
         LibraryError::GetSymbolError { .. } => LoadError::NoRootModule,

@@ -70,6 +70,14 @@ pub enum Failure<'a> {
     TimedOut { kind: &'a str, after: Duration },
     #[error("Internal error: the handler for '{kind}' did not complete.")]
     Lost { kind: &'a str },
+    /// The worker process running the plugin died (or was replaced) while
+    /// the call was in flight.
+    #[error("Internal error: the plugin '{plugin}' crashed.")]
+    Crashed { plugin: &'a str },
+    /// The plugin's worker crashes at every start: it is out of service
+    /// until a new version is deployed.
+    #[error("Internal error: the plugin '{plugin}' is out of service.")]
+    OutOfService { plugin: &'a str },
     #[error("Invalid group name: {problem}.")]
     InvalidGroup { problem: &'a GroupNameError },
     #[error("Internal error: the handler for '{kind}' produced an invalid message.")]

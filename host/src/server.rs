@@ -23,6 +23,8 @@ use crate::{
     dispatch::Dispatcher,
     groups::{GroupLayer, MemoryGroups, QueueLimits},
     handshake::{self, Endpoint},
+    inline_watch,
+    isolation::WorkerLimits,
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
     pending::Pending,
@@ -54,12 +56,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             debounce: settings.reload_debounce,
             pool_size: settings.plugin_concurrency,
             plugin_settings: Arc::new(config.plugin_tables),
+            isolation: Arc::new(config.isolation),
+            worker_limits: WorkerLimits {
+                memory: settings.worker_memory_limit,
+                open_files: settings.worker_open_files,
+            },
             strict_modes: settings.strict_modes,
         },
         registry.clone(),
         monitor.clone(),
     )
     .await?;
+
+    // An inline call a hundred times over its budget (a second at least)
+    // is stuck, not slow.
+    inline_watch::start(
+        (settings.inline_budget * 100).max(std::time::Duration::from_secs(1)),
+        registry.clone(),
+        monitor.clone(),
+    );
 
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {

@@ -28,8 +28,10 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
 use crate::{
+    config::Isolation,
+    isolation::{self, LoadSettings, WorkerLimits},
     monitor::Monitor,
-    plugin::{self, content_hash, Identity, LoadError, LoadedPlugin},
+    plugin::{content_hash, Identity, LoadError, LoadedPlugin},
     registry::Registry,
     safety,
     shadow::ShadowDir,
@@ -43,6 +45,10 @@ pub struct WatchSettings {
     pub pool_size: usize,
     /// Each plugin's configuration (JSON text), by plugin name.
     pub plugin_settings: Arc<BTreeMap<String, String>>,
+    /// Each plugin's isolation, by plugin name (default: process).
+    pub isolation: Arc<BTreeMap<String, Isolation>>,
+    /// Limits of each plugin worker process.
+    pub worker_limits: WorkerLimits,
     /// Refuse files and a directory that others than the server's user or
     /// root could write (see `safety`).
     pub strict_modes: bool,
@@ -214,8 +220,12 @@ pub async fn start(
         dir: dir.clone(),
         registry,
         shadow: shadow.clone(),
-        pool_size: settings.pool_size,
-        plugin_settings: settings.plugin_settings.clone(),
+        load: LoadSettings {
+            pool_size: settings.pool_size,
+            tables: settings.plugin_settings.clone(),
+            isolation: settings.isolation.clone(),
+            limits: settings.worker_limits,
+        },
         strict_modes: settings.strict_modes,
         monitor: monitor.clone(),
         known: HashMap::new(),
@@ -249,8 +259,7 @@ struct Reconciler {
     dir: PathBuf,
     registry: Arc<Registry>,
     shadow: Arc<ShadowDir>,
-    pool_size: usize,
-    plugin_settings: Arc<BTreeMap<String, String>>,
+    load: LoadSettings,
     strict_modes: bool,
     monitor: Arc<Monitor>,
     known: HashMap<PathBuf, Known>,
@@ -318,7 +327,7 @@ impl Reconciler {
             self.known.remove(path);
             self.monitor.forget(path);
             if let Some(old) = self.registry.remove(path) {
-                let retired_versions = self.retire(&old.name);
+                let retired_versions = self.retire(&old);
                 self.publish(PluginEvent::Removed {
                     plugin: old,
                     retired_versions,
@@ -361,27 +370,21 @@ impl Reconciler {
             ..Known::default()
         };
 
-        let shadow = self.shadow.clone();
-        let file = path.to_owned();
-        let pool_size = self.pool_size;
-        let settings = self.plugin_settings.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            plugin::load(&file, &bytes, &shadow, pool_size, &settings)
+        let monitor = self.monitor.clone();
+        let loaded = isolation::load(path, bytes, self.shadow.clone(), &self.load, |name| {
+            monitor.worker_metrics(name)
         })
         .await;
         let plugin = match loaded {
-            Ok(Ok(plugin)) => Arc::new(plugin),
-            Ok(Err(rejection)) => {
+            Ok(plugin) => Arc::new(plugin),
+            Err(rejection) => {
                 return self.reject(path, rejection.identity.as_ref(), &rejection.error)
-            }
-            Err(join_error) => {
-                return self.reject(path, None, &LoadError::Init(join_error.to_string()));
             }
         };
         match self.registry.install(plugin.clone(), &self.monitor) {
             Ok(None) => self.publish(PluginEvent::Loaded { plugin }),
             Ok(Some(previous)) => {
-                let retired_versions = self.retire(&previous.name);
+                let retired_versions = self.retire(&previous);
                 self.publish(PluginEvent::Replaced {
                     plugin,
                     previous,
@@ -429,11 +432,14 @@ impl Reconciler {
         });
     }
 
-    /// Counts one more version of `name` out of service but still mapped;
+    /// Counts one more version of `plugin`'s name out of service but still
+    /// mapped (in this process: a worker's version goes with its worker);
     /// the count so far.
-    fn retire(&mut self, name: &str) -> u64 {
-        let count = self.retired.entry(name.to_owned()).or_default();
-        *count += 1;
+    fn retire(&mut self, plugin: &LoadedPlugin) -> u64 {
+        let count = self.retired.entry(plugin.name.clone()).or_default();
+        if plugin.isolation() == Isolation::None {
+            *count += 1;
+        }
         *count
     }
 

@@ -45,7 +45,14 @@ async fn metric(host: &Host, line_start: &str) -> f64 {
 
 #[tokio::test]
 async fn health_readiness_and_the_plugins_list() {
-    let host = Host::start(&["ping", "fixture-testkit"]).unwrap();
+    // ping in the server's process: a replaced version stays mapped and
+    // is counted (a worker's version goes with its worker).
+    let host = Host::start_with_config(
+        &["ping", "fixture-testkit"],
+        "[plugins.ping]\nisolation = \"none\"\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(get(&host.addr, "/healthz").await.unwrap().0, 200);
     let (status, body) = get(&host.addr, "/readyz").await.unwrap();
     assert_eq!((status, body.contains("ready")), (200, true));
@@ -68,6 +75,10 @@ async fn health_readiness_and_the_plugins_list() {
         (Some(1), Some(1))
     );
     assert_eq!(testkit["retired_versions"], 0);
+    assert_eq!(
+        (&ping["isolation"], &testkit["isolation"]),
+        (&serde_json::json!("none"), &serde_json::json!("process"))
+    );
 
     // A bad file is listed with its reason; a replacement counts a retired version.
     std::fs::write(host.plugins.path().join("junk.so"), b"junk").unwrap();

@@ -205,8 +205,11 @@ async fn shutdown_stops_waiting_for_a_handler_after_the_shutdown_timeout() {
 
 #[tokio::test]
 async fn a_plugin_runs_at_most_its_concurrency_limit_of_calls_at_once() {
-    let host = Host::start_with(
+    // In the server's process, where a call past its timeout cannot be
+    // stopped (in a worker, the worker is killed and the slot freed).
+    let host = Host::start_with_config(
         &["fixture-testkit"],
+        "[plugins.testkit]\nisolation = \"none\"\n",
         &["--plugin-concurrency", "1", "--handler-timeout", "1s"],
     )
     .unwrap();

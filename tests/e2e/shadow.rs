@@ -84,11 +84,21 @@ fn mapped_under(pid: u32, root: &Path) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// The files mapped under `root` into the host or one of its plugins'
+/// workers (which load the host's copies).
+fn mapped_by_host_or_workers(host: &Host, root: &Path) -> BTreeSet<PathBuf> {
+    let mut mapped = mapped_under(host.pid(), root);
+    for worker in host.children() {
+        mapped.extend(mapped_under(worker, root));
+    }
+    mapped
+}
+
 /// Checks every mapped copy under `root` and returns their directories:
 /// each is a real directory right in `root`, owned by the server's user,
 /// mode 0700.
 fn copy_dirs(host: &Host, root: &Path) -> BTreeSet<PathBuf> {
-    let copies = mapped_under(host.pid(), root);
+    let copies = mapped_by_host_or_workers(host, root);
     assert!(
         copies.len() >= PLUGINS.len(),
         "expected the plugin copies under {}, mapped: {copies:?}",

@@ -39,6 +39,8 @@ const LIBRARIES: &[&str] = &[
     "fixture-dup-ping",
     "fixture-no-root",
     "fixture-abi-v2",
+    "fixture-faults",
+    "fixture-bad-init",
 ];
 
 /// Builds the host and every test plugin (debug profile) once per test
@@ -253,6 +255,24 @@ impl Host {
     /// The host's process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// The processes the host started that still run (its plugins'
+    /// workers), from `/proc/<pid>/task/*/children`.
+    pub fn children(&self) -> std::collections::BTreeSet<u32> {
+        let mut found = std::collections::BTreeSet::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return found;
+        };
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                found.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+        found
     }
 
     /// The host's log lines so far.

@@ -18,8 +18,14 @@ use anyhow::{Context, Result};
 pub const LOCAL_CONFIG: &str = "\
 # Written by `cargo xtask run` for trying the server locally: anyone may
 # subscribe to any group. Pass --config FILE to use a config of your own.
+# The shipped plugins are trusted: they run in the server's own process
+# (`isolation = \"none\"`); any other plugin runs in a worker process.
+[plugins.ping]
+isolation = \"none\"
+
 [plugins.subscriptions]
 auth = \"off\"
+isolation = \"none\"
 ";
 
 /// How the server is started.
@@ -165,6 +171,7 @@ mod tests {
         );
         assert!(run.local_config);
         assert!(LOCAL_CONFIG.contains("[plugins.subscriptions]\nauth = \"off\""));
+        assert!(LOCAL_CONFIG.contains("[plugins.ping]\nisolation = \"none\""));
     }
 
     #[test]

@@ -24,6 +24,42 @@ pub struct LiveEvent {
     pub json: String,
 }
 
+/// Sends the events of a plugin's workers (`crashed`, `killed`,
+/// `restarted`, `failed`) to the live stream.
+#[derive(Clone, Debug)]
+pub struct LiveSink(broadcast::Sender<Arc<LiveEvent>>);
+
+impl Default for LiveSink {
+    fn default() -> Self {
+        LiveSink(broadcast::channel(1).0)
+    }
+}
+
+impl LiveSink {
+    /// One worker event of `plugin` `version`; `reason` says how it ended.
+    pub fn worker_event(
+        &self,
+        name: &str,
+        plugin: &str,
+        version: &str,
+        types: &[String],
+        reason: &str,
+    ) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
+        let at = super::now();
+        let details = json!({
+            "plugin": plugin, "version": version, "types": types,
+            "reason": reason, "event": name, "at": at,
+        });
+        let _ = self.0.send(Arc::new(LiveEvent {
+            name: name.to_owned(),
+            json: details.to_string(),
+        }));
+    }
+}
+
 /// How often the open connection count is sent, at most: a count per
 /// connect would make every subscriber's cost part of every connect.
 const COUNT_INTERVAL: Duration = Duration::from_millis(250);
@@ -73,6 +109,11 @@ impl EventBus {
             name: name.to_owned(),
             json: details.to_string(),
         }));
+    }
+
+    /// Where a plugin's supervisor sends its workers' events.
+    pub fn sink(&self) -> LiveSink {
+        LiveSink(self.events.clone())
     }
 
     /// A new subscriber; the first starts the task that sends `open`, the

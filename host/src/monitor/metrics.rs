@@ -11,6 +11,7 @@ use prometheus_client::{
 };
 
 use super::latency::Latency;
+use crate::isolation::supervisor::WorkerMetrics;
 
 /// Labels of the messages counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +86,8 @@ pub struct Metrics {
     messages: Family<MessageLabels, Counter>,
     handler_seconds: Family<PluginLabel, Latency>,
     plugin_events: Family<EventLabel, Counter>,
+    worker_crashes: Family<PluginLabel, Counter>,
+    worker_restarts: Family<PluginLabel, Counter>,
     /// Group messages not queued because a connection's queue was full.
     pub queue_drops: Counter,
     /// Group messages not passed to other hosts (the broker was down or
@@ -122,6 +125,18 @@ impl Default for Metrics {
             "plugin_events",
             "Plugin loads, replacements, rejections and removals",
             plugin_events.clone(),
+        );
+        let worker_crashes = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "plugin_worker_crashes",
+            "Plugin worker processes that died on their own (signal or exit), by plugin",
+            worker_crashes.clone(),
+        );
+        let worker_restarts = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "plugin_worker_restarts",
+            "Plugin worker processes started to replace one that died or was killed, by plugin",
+            worker_restarts.clone(),
         );
         let unlabelled = |outcome| {
             messages
@@ -168,6 +183,8 @@ impl Default for Metrics {
             messages,
             handler_seconds,
             plugin_events,
+            worker_crashes,
+            worker_restarts,
             queue_drops,
         }
     }
@@ -196,6 +213,18 @@ impl Metrics {
                     plugin: plugin.to_owned(),
                 })
                 .clone(),
+        }
+    }
+
+    /// The worker counters of the plugin `name`.
+    pub fn worker(&self, name: &str) -> WorkerMetrics {
+        let label = PluginLabel {
+            plugin: name.to_owned(),
+        };
+        WorkerMetrics {
+            crashes: self.worker_crashes.get_or_create(&label).clone(),
+            restarts: self.worker_restarts.get_or_create(&label).clone(),
+            events: Default::default(),
         }
     }
 

@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 
 use self::{event_bus::EventBus, plugin_states::PluginStates, readiness::Readiness};
 pub use self::{
-    event_bus::LiveEvent,
+    event_bus::{LiveEvent, LiveSink},
     metrics::{Metrics, RouteMetrics},
 };
 use crate::{plugin::LoadedPlugin, watcher::PluginEvent};
@@ -67,6 +67,11 @@ impl Monitor {
     /// group broker reachable if there is one. `Err` says why not.
     pub fn readiness(&self) -> Result<(), &'static str> {
         self.readiness.check()
+    }
+
+    /// Whether an inline handler call is stuck now (not ready while so).
+    pub fn set_stuck(&self, stuck: bool) {
+        self.readiness.set_stuck(stuck);
     }
 
     /// A group broker is in use: reachable (`Ok`), or not and why.
@@ -126,6 +131,13 @@ impl Monitor {
     /// `GET /api/plugins`: every loaded plugin and every rejected file.
     pub fn plugins_json(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>) -> Value {
         plugins_page::render(&self.plugins, loaded, self.open_connections())
+    }
+
+    /// The worker counters of the plugin `name`.
+    pub fn worker_metrics(&self, name: &str) -> crate::isolation::supervisor::WorkerMetrics {
+        let mut metrics = self.metrics.worker(name);
+        metrics.events = self.events.sink();
+        metrics
     }
 
     /// `GET /metrics` in the Prometheus text format.

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 use serde_json::{json, Value};
 
 use super::plugin_states::PluginStates;
-use crate::plugin::LoadedPlugin;
+use crate::{isolation::supervisor::WorkerState, plugin::LoadedPlugin};
 
 /// Renders the plugins of `loaded` and the rejected files of `states`.
 pub fn render(
@@ -20,7 +20,12 @@ pub fn render(
         .values()
         .map(|p| {
             let stats = p.stats();
-            json!({
+            let worker = p.worker().map(|w| w.status());
+            let status = match worker.as_ref().map(|w| &w.state) {
+                Some(WorkerState::Failed(_)) => "failed",
+                _ => "loaded",
+            };
+            let mut entry = json!({
                 "name": p.name,
                 "version": p.version,
                 "api_version": p.api_version,
@@ -29,14 +34,34 @@ pub fn render(
                 "handlers": p.handlers.iter().map(|h| json!({
                     "types": h.types, "mode": h.mode(),
                 })).collect::<Vec<_>>(),
-                "status": "loaded",
+                "status": status,
+                "isolation": p.isolation().as_str(),
                 "loaded_at": p.loaded_at,
                 "calls": stats.calls,
                 "errors": stats.errors,
                 "panics": stats.panics,
                 "timeouts": stats.timeouts,
                 "retired_versions": retired.get(&p.name).copied().unwrap_or(0),
-            })
+            });
+            if let Some(worker) = worker {
+                entry["worker"] = json!({
+                    "state": match &worker.state {
+                        WorkerState::Running => "running",
+                        WorkerState::Restarting => "restarting",
+                        WorkerState::Failed(_) => "failed",
+                    },
+                    "pid": worker.pid,
+                    "crashes": worker.crashes,
+                    "restarts": worker.restarts,
+                    "kills": worker.kills,
+                });
+                entry["crashes"] = json!(worker.crashes);
+                entry["restarts"] = json!(worker.restarts);
+                if let WorkerState::Failed(reason) = &worker.state {
+                    entry["reason"] = json!(reason);
+                }
+            }
+            entry
         })
         .collect();
     for rejected in states.rejected() {

@@ -1,5 +1,6 @@
 //! Whether the server can do its whole job (`/readyz`): the plugins
-//! directory scanned once, and the group broker reachable if there is one.
+//! directory scanned once, the group broker reachable if there is one, and
+//! no inline handler call stuck on a thread of the server.
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -14,6 +15,9 @@ pub struct Readiness {
     scanned: AtomicBool,
     /// Whether a group broker is in use (`Some`): reachable, or why not.
     broker: Mutex<Option<Result<(), &'static str>>>,
+    /// An inline call runs far past the inline budget (see
+    /// `crate::inline_watch`).
+    stuck: AtomicBool,
 }
 
 impl Readiness {
@@ -27,6 +31,11 @@ impl Readiness {
         *lock(&self.broker) = Some(state);
     }
 
+    /// Whether an inline handler call is stuck now.
+    pub fn set_stuck(&self, stuck: bool) {
+        self.stuck.store(stuck, Ordering::Relaxed);
+    }
+
     /// `Err` says why the server is not ready.
     pub fn check(&self) -> Result<(), &'static str> {
         if !self.scanned.load(Ordering::Relaxed) {
@@ -34,6 +43,9 @@ impl Readiness {
         }
         if let Some(Err(reason)) = *lock(&self.broker) {
             return Err(reason);
+        }
+        if self.stuck.load(Ordering::Relaxed) {
+            return Err("an inline handler call is stuck on a thread of the server");
         }
         Ok(())
     }
