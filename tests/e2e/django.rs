@@ -1,0 +1,207 @@
+//! A Django rohrpost app and this host sharing groups through
+//! `channels_redis`: the app's model mixins and `send_to_group` reach the
+//! host's clients, unchanged, and the host's group messages reach the
+//! app's Channels consumers.
+//!
+//! Real Django (a virtual environment the tests make, see
+//! `rohrpost_tests::django`), the Redis on 127.0.0.1:6379 (each test with
+//! a prefix of its own), real hosts with the subscriptions plugin.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Child,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use rohrpost_tests::{django::Django, redis::redis_answers, Client, Host, Received};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(20);
+const QUIET: Duration = Duration::from_millis(500);
+const TOKEN: &str = "django-token";
+const SHARED_REDIS: &str = "127.0.0.1:6379";
+
+/// A Channels prefix of its own for each test.
+fn prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "asgi-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A host with the subscriptions plugin (anyone may subscribe) whose
+/// groups are in `groups` under `prefix`.
+async fn host(groups: &str, prefix: &str) -> Host {
+    let config = format!("notify_token = \"{TOKEN}\"\n\n[plugins.subscriptions]\nauth = \"off\"\n");
+    let host = Host::start_with_config(
+        &["ping"],
+        &config,
+        &["--groups", groups, "--groups-prefix", prefix],
+    )
+    .unwrap();
+    rohrpost_tests::install(
+        &rohrpost_tests::build().plugin("subscriptions"),
+        host.plugins.path(),
+        "libsubscriptions.so",
+    );
+    host.wait_for_log(&["event=\"loaded\"", "plugin=subscriptions"], T)
+        .await
+        .unwrap();
+    host
+}
+
+/// A client of `host` subscribed to note `pk`'s group.
+async fn subscriber(host: &Host, pk: u64) -> Client {
+    let mut client = host.connect().await.unwrap();
+    let reply = client
+        .request(
+            &json!({"id": 1, "type": "subscribe", "data": {"type": "note", "id": pk}}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["data"]["group"], format!("note-{pk}"), "{reply}");
+    client
+}
+
+async fn text(client: &mut Client) -> String {
+    match client.recv(T).await.unwrap() {
+        Received::Text(text) => text,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The text rohrpost's mixins send (`json.dumps` of `build_message`),
+/// for the id it drew.
+fn rohrpost_text(received: &str, kind: &str, object: &str) -> String {
+    let id = serde_json::from_str::<Value>(received).unwrap()["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a generated id in {received}"));
+    assert!((1..=1000).contains(&id), "{received}");
+    format!(
+        r#"{{"id": {id}, "type": "subscription-update", "data": {{"group": "note-1", "type": "{kind}", "object": {object}}}}}"#
+    )
+}
+
+fn pubsub_url(prefix: &str) -> (String, Django) {
+    let django = Django::new("pubsub", &format!("redis://{SHARED_REDIS}/0"), prefix).unwrap();
+    (format!("channels_redis_pubsub://{SHARED_REDIS}/0"), django)
+}
+
+#[tokio::test]
+async fn model_changes_reach_host_subscribers_exactly_as_rohrpost_sends_them() {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    let prefix = prefix();
+    let (groups, django) = pubsub_url(&prefix);
+    let host = host(&groups, &prefix).await;
+    let mut client = subscriber(&host, 1).await;
+
+    assert_eq!(django.manage(&["note", "create", "first"]).unwrap(), "1");
+    let created = text(&mut client).await;
+    assert_eq!(created, rohrpost_text(&created, "create", r#"{"id": 1}"#));
+
+    django.manage(&["note", "update", "1", "second"]).unwrap();
+    let updated = text(&mut client).await;
+    assert_eq!(
+        updated,
+        rohrpost_text(
+            &updated,
+            "update",
+            r#"{"id": 1, "updated_fields": ["title"]}"#
+        )
+    );
+
+    // A save in a transaction that is rolled back notifies nobody (the
+    // next note would be note 2: the client also listens there).
+    let mut second = subscriber(&host, 2).await;
+    assert_eq!(
+        django
+            .manage(&["note", "create", "x", "--rollback"])
+            .unwrap(),
+        "rolled back"
+    );
+    second.expect_silence(QUIET).await.unwrap();
+
+    django.manage(&["note", "delete", "1"]).unwrap();
+    let deleted = text(&mut client).await;
+    assert_eq!(deleted, rohrpost_text(&deleted, "delete", r#"{"id": 1}"#));
+    client.expect_silence(QUIET).await.unwrap();
+}
+
+/// Reads lines of a `manage.py note listen` until one is an event.
+fn next_event(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Value {
+    let line = lines.next().expect("the listener's output").unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("an event, not {line}"))
+}
+
+/// Starts a Channels consumer of the group in Django (through the layer)
+/// and waits until it is a member.
+async fn listener(
+    django: &Django,
+    group: &str,
+    count: usize,
+) -> (Child, impl Iterator<Item = std::io::Result<String>>) {
+    let mut child = django
+        .spawn(&["note", "listen", group, &count.to_string()])
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::task::block_in_place(|| lines.next());
+    assert_eq!(first.unwrap().unwrap(), "listening");
+    (child, lines)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_to_group_reaches_every_host_and_host_messages_reach_django() {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    let prefix = prefix();
+    let (groups, django) = pubsub_url(&prefix);
+    let (a, b) = (host(&groups, &prefix).await, host(&groups, &prefix).await);
+    let mut on_a = subscriber(&a, 7).await;
+    let mut on_b = subscriber(&b, 7).await;
+    let (mut consumer, mut events) = listener(&django, "note-7", 2).await;
+
+    // From Django (a management command), text and dict messages.
+    django
+        .manage(&["note", "send", "note-7", r#"{"hello": "hosts"}"#])
+        .unwrap();
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(text(client).await, r#"{"hello": "hosts"}"#);
+    }
+    let event = tokio::task::block_in_place(|| next_event(&mut events));
+    assert_eq!(event["message"], r#"{"hello": "hosts"}"#);
+    django
+        .manage(&["note", "send", "--dict", "note-7", r#"{"n": 2}"#])
+        .unwrap();
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(text(client).await, r#"{"n":2}"#);
+    }
+    let _ = tokio::task::block_in_place(|| next_event(&mut events));
+
+    // From a host: its own members, the other host's, and Django's.
+    let (mut consumer2, mut events2) = listener(&django, "note-7", 1).await;
+    let body = json!({"model": "Note", "pk": 7, "event": "update", "group": "note-7"}).to_string();
+    let (status, reply) = a.notify(Some(TOKEN), &body).await.unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["delivered"], 1);
+    let on_host = text(&mut on_a).await;
+    assert_eq!(text(&mut on_b).await, on_host);
+    let event = tokio::task::block_in_place(|| next_event(&mut events2));
+    assert_eq!(event["type"], "rohrpost.message", "{event}");
+    assert_eq!(event["message"], on_host.as_str(), "{event}");
+    for client in [&mut on_a, &mut on_b] {
+        client.expect_silence(QUIET).await.unwrap();
+    }
+    for child in [&mut consumer, &mut consumer2] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
