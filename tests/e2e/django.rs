@@ -85,19 +85,44 @@ fn rohrpost_text(received: &str, kind: &str, object: &str) -> String {
     )
 }
 
-fn pubsub_url(prefix: &str) -> (String, Django) {
-    let django = Django::new("pubsub", &format!("redis://{SHARED_REDIS}/0"), prefix).unwrap();
-    (format!("channels_redis_pubsub://{SHARED_REDIS}/0"), django)
+/// Which of channels_redis's layers.
+#[derive(Clone, Copy)]
+enum Layer {
+    /// `RedisChannelLayer`, Channels' default.
+    Core,
+    /// `RedisPubSubChannelLayer`.
+    PubSub,
+}
+
+/// The host's `--groups` and the Django app, on one layer of Redis
+/// `redis` (`host:port`).
+fn deployment(layer: Layer, redis: &str, prefix: &str) -> (String, Django) {
+    let (name, scheme) = match layer {
+        Layer::Core => ("core", "channels_redis"),
+        Layer::PubSub => ("pubsub", "channels_redis_pubsub"),
+    };
+    let django = Django::new(name, &format!("redis://{redis}/0"), prefix).unwrap();
+    (format!("{scheme}://{redis}/0"), django)
 }
 
 #[tokio::test]
-async fn model_changes_reach_host_subscribers_exactly_as_rohrpost_sends_them() {
+async fn model_changes_reach_host_subscribers_over_the_core_layer() {
+    model_changes_reach_host_subscribers(Layer::Core).await;
+}
+
+#[tokio::test]
+async fn model_changes_reach_host_subscribers_over_the_pubsub_layer() {
+    model_changes_reach_host_subscribers(Layer::PubSub).await;
+}
+
+/// Exactly the text rohrpost's mixins send, once, after the commit.
+async fn model_changes_reach_host_subscribers(layer: Layer) {
     assert!(
         redis_answers(SHARED_REDIS).await,
         "no Redis on {SHARED_REDIS}"
     );
     let prefix = prefix();
-    let (groups, django) = pubsub_url(&prefix);
+    let (groups, django) = deployment(layer, SHARED_REDIS, &prefix);
     let host = host(&groups, &prefix).await;
     let mut client = subscriber(&host, 1).await;
 
@@ -157,13 +182,24 @@ async fn listener(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn send_to_group_reaches_every_host_and_host_messages_reach_django() {
+async fn send_to_group_and_host_messages_over_the_core_layer() {
+    send_to_group_reaches_every_host_and_host_messages_reach_django(Layer::Core).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_to_group_and_host_messages_over_the_pubsub_layer() {
+    send_to_group_reaches_every_host_and_host_messages_reach_django(Layer::PubSub).await;
+}
+
+/// Two hosts and a Channels consumer in one group: each member gets each
+/// message once, whichever side sent it.
+async fn send_to_group_reaches_every_host_and_host_messages_reach_django(layer: Layer) {
     assert!(
         redis_answers(SHARED_REDIS).await,
         "no Redis on {SHARED_REDIS}"
     );
     let prefix = prefix();
-    let (groups, django) = pubsub_url(&prefix);
+    let (groups, django) = deployment(layer, SHARED_REDIS, &prefix);
     let (a, b) = (host(&groups, &prefix).await, host(&groups, &prefix).await);
     let mut on_a = subscriber(&a, 7).await;
     let mut on_b = subscriber(&b, 7).await;
