@@ -4,17 +4,23 @@
 //! app's Channels consumers.
 //!
 //! Real Django (a virtual environment the tests make, see
-//! `rohrpost_tests::django`), the Redis on 127.0.0.1:6379 (each test with
-//! a prefix of its own), real hosts with the subscriptions plugin.
+//! `rohrpost_tests::django`) and daphne, the Redis on 127.0.0.1:6379 (each
+//! test with a prefix of its own) or, to restart it, a redis-server of the
+//! test's own, real hosts with the subscriptions plugin.
 
 use std::{
     io::{BufRead, BufReader},
     process::Child,
     sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use rohrpost_tests::{django::Django, redis::redis_answers, Client, Host, Received};
+use rohrpost_tests::{
+    django::Django,
+    get,
+    redis::{free_port, redis_answers, OwnRedis},
+    Client, Host, Received,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(20);
@@ -239,5 +245,109 @@ async fn send_to_group_reaches_every_host_and_host_messages_reach_django(layer: 
     for child in [&mut consumer, &mut consumer2] {
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_resumes_after_a_redis_restart_over_the_core_layer() {
+    delivery_resumes_after_a_redis_restart(Layer::Core).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_resumes_after_a_redis_restart_over_the_pubsub_layer() {
+    delivery_resumes_after_a_redis_restart(Layer::PubSub).await;
+}
+
+/// A Redis of the test's own is restarted (empty): the host reports it
+/// in `/readyz`, reconnects, restores its memberships or subscriptions,
+/// and Django's messages reach its members again, with nothing
+/// restarted but Redis.
+async fn delivery_resumes_after_a_redis_restart(layer: Layer) {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port).await;
+    let prefix = prefix();
+    let (groups, django) = deployment(layer, &redis.addr(), &prefix);
+    let host = host(&groups, &prefix).await;
+    let mut client = subscriber(&host, 3).await;
+    django
+        .manage(&["note", "send", "note-3", "before"])
+        .unwrap();
+    assert_eq!(text(&mut client).await, "before");
+
+    redis.stop();
+    host.wait_for_log(&["lost the connection to Redis"], T)
+        .await
+        .unwrap();
+    let (status, body) = get(&host.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    redis = OwnRedis::start(port).await;
+    host.wait_for_log(&["connected to Redis again"], T)
+        .await
+        .unwrap();
+    let (status, body) = get(&host.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    django.manage(&["note", "send", "note-3", "after"]).unwrap();
+    assert_eq!(text(&mut client).await, "after");
+    client.expect_silence(QUIET).await.unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daphne_and_the_host_serve_one_group_over_the_core_layer() {
+    daphne_and_the_host_serve_one_group(Layer::Core).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daphne_and_the_host_serve_one_group_over_the_pubsub_layer() {
+    daphne_and_the_host_serve_one_group(Layer::PubSub).await;
+}
+
+/// The mixed deployment of a migration: a client on daphne (rohrpost's
+/// own consumer) and one on the host, in one group, both get every
+/// message once, from the host's side and from Django's.
+async fn daphne_and_the_host_serve_one_group(layer: Layer) {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    let prefix = prefix();
+    let (groups, django) = deployment(layer, SHARED_REDIS, &prefix);
+    let host = host(&groups, &prefix).await;
+    let port = free_port();
+    let _daphne = django.daphne(port).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
+    let deadline = Instant::now() + T;
+    let mut on_daphne = loop {
+        match Client::connect(&url).await {
+            Ok(client) => break client,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "daphne did not start: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let reply = on_daphne
+        .request(
+            &json!({"id": 1, "type": "subscribe", "data": {"type": "note", "id": 1}}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["data"]["group"], "note-1", "{reply}");
+    let mut on_host = subscriber(&host, 1).await;
+
+    // From Django: a model change.
+    assert_eq!(django.manage(&["note", "create", "mixed"]).unwrap(), "1");
+    let created = text(&mut on_host).await;
+    assert_eq!(created, rohrpost_text(&created, "create", r#"{"id": 1}"#));
+    assert_eq!(text(&mut on_daphne).await, created);
+
+    // From the host.
+    let body = json!({"model": "Note", "pk": 1, "event": "update", "group": "note-1"}).to_string();
+    let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
+    assert_eq!(status, 200, "{reply}");
+    let from_host = text(&mut on_host).await;
+    assert_eq!(text(&mut on_daphne).await, from_host);
+    for client in [&mut on_host, &mut on_daphne] {
+        client.expect_silence(QUIET).await.unwrap();
     }
 }

@@ -113,6 +113,21 @@ impl Django {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Starts daphne serving the app (rohrpost's consumer at
+    /// `/ws/rohrpost/`) on `port`; killed when dropped.
+    pub fn daphne(&self, port: u16) -> Result<Killed> {
+        let mut command = Command::new(python());
+        command
+            .current_dir(app_dir())
+            .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
+            .arg("notesite.asgi:application")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(Killed(command.spawn()?))
+    }
+
     /// Starts `manage.py` with its standard output piped.
     pub fn spawn(&self, args: &[&str]) -> Result<Child> {
         Ok(self
@@ -120,5 +135,15 @@ impl Django {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?)
+    }
+}
+
+/// A child process killed (and waited for) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
