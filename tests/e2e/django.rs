@@ -351,3 +351,83 @@ async fn daphne_and_the_host_serve_one_group(layer: Layer) {
         client.expect_silence(QUIET).await.unwrap();
     }
 }
+
+/// `redis-cli` on the shared Redis: its output lines.
+fn redis_cli(args: &[&str]) -> Vec<String> {
+    let (host, port) = SHARED_REDIS.split_once(':').unwrap();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli (with redis-server)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The core layer's memberships, as Django sees them: the host's channel
+/// is in a group's sorted set while the group has members on the host,
+/// its score (the join time) is refreshed well before `group_expiry`, and
+/// it is taken out when the last member leaves and when the host stops.
+#[tokio::test]
+async fn the_hosts_channel_is_in_the_groups_set_while_it_has_members() {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    let prefix = prefix();
+    let key = format!("{prefix}:group:note-4");
+    let config = format!("notify_token = \"{TOKEN}\"\n\n[plugins.subscriptions]\nauth = \"off\"\n");
+    let groups = format!("channels_redis://{SHARED_REDIS}/0");
+    let mut host = Host::start_with_config(
+        &["ping", "subscriptions"],
+        &config,
+        &[
+            "--groups",
+            &groups,
+            "--groups-prefix",
+            &prefix,
+            "--channels-group-expiry",
+            "4s",
+        ],
+    )
+    .unwrap();
+    host.wait_for_log(&["event=\"loaded\"", "plugin=subscriptions"], T)
+        .await
+        .unwrap();
+    let mut first = subscriber(&host, 4).await;
+    let mut second = subscriber(&host, 4).await;
+    let members = redis_cli(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]);
+    assert_eq!(members.len(), 2, "one channel for the host: {members:?}");
+    let channel = members[0].clone();
+    assert!(
+        channel.starts_with("specific.") && channel.contains('!'),
+        "{channel}"
+    );
+    let joined: f64 = members[1].parse().unwrap();
+    let ttl: i64 = redis_cli(&["TTL", &key])[0].parse().unwrap();
+    assert!((1..=4).contains(&ttl), "expires with group_expiry: {ttl}");
+
+    // Refreshed every quarter of group_expiry: never expires meanwhile.
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    let score: f64 = redis_cli(&["ZSCORE", &key, &channel])[0].parse().unwrap();
+    assert!(score > joined + 2.0, "refreshed: {joined} then {score}");
+
+    // The last member leaving takes the channel out.
+    let leave = json!({"id": 2, "type": "unsubscribe", "data": {"type": "note", "id": 4}});
+    first.request(&leave.to_string()).await.unwrap();
+    assert_eq!(redis_cli(&["ZCARD", &key]), ["1"]);
+    second.request(&leave.to_string()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis_cli(&["ZCARD", &key]), ["0"]);
+
+    // And so does stopping.
+    let _third = subscriber(&host, 4).await;
+    assert_eq!(redis_cli(&["ZCARD", &key]), ["1"]);
+    host.signal(libc::SIGTERM);
+    assert_eq!(host.exit_code(T).await.unwrap(), Some(0));
+    assert_eq!(redis_cli(&["ZCARD", &key]), ["0"]);
+}

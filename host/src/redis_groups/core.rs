@@ -209,7 +209,7 @@ impl Core {
     ) -> redis::RedisResult<usize> {
         let key = self.group_key(group);
         let started = now();
-        let (channels,): (Vec<String>,) = redis::pipe()
+        let (channels,): (Vec<Vec<u8>>,) = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(&key)
             .arg(0)
@@ -223,7 +223,13 @@ impl Core {
             .await?;
         // Each process's set, and its channels in this group, in order.
         let mut sets: Vec<(String, Vec<&str>)> = Vec::new();
-        for channel in channels.iter().filter(|c| !c.starts_with(&self.own)) {
+        // Names are ASCII by Channels' rule: any other is no channel.
+        let channels: Vec<&str> = channels
+            .iter()
+            .filter_map(|name| std::str::from_utf8(name).ok())
+            .filter(|name| !name.starts_with(&self.own))
+            .collect();
+        for channel in channels {
             let set = match channel.find('!') {
                 Some(bang) => format!("{}{}", self.prefix, &channel[..=bang]),
                 None => format!("{}{channel}", self.prefix),
