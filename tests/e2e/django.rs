@@ -431,3 +431,103 @@ async fn the_hosts_channel_is_in_the_groups_set_while_it_has_members() {
     assert_eq!(host.exit_code(T).await.unwrap(), Some(0));
     assert_eq!(redis_cli(&["ZCARD", &key]), ["0"]);
 }
+
+async fn metric(host: &Host, name: &str) -> f64 {
+    let (_, text) = get(&host.addr, "/metrics").await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// Events of other types than `rohrpost.message` reach no client: they are
+/// counted.
+#[tokio::test]
+async fn other_event_types_are_counted_and_skipped() {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    for layer in [Layer::Core, Layer::PubSub] {
+        let prefix = prefix();
+        let (groups, django) = deployment(layer, SHARED_REDIS, &prefix);
+        let host = host(&groups, &prefix).await;
+        let mut client = subscriber(&host, 5).await;
+        django
+            .manage(&["note", "event", "note-5", "chat.message"])
+            .unwrap();
+        django.manage(&["note", "send", "note-5", "then"]).unwrap();
+        assert_eq!(text(&mut client).await, "then");
+        assert_eq!(
+            metric(&host, "rohrpost_broker_foreign_events_total").await,
+            1.0
+        );
+    }
+}
+
+/// The host's sends follow channels_redis's capacity rule: a Django
+/// process whose set holds `capacity` messages gets no more, and what it
+/// misses is counted.
+#[tokio::test]
+async fn a_full_django_channel_gets_no_more_than_its_capacity() {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    let prefix = prefix();
+    let (groups, django) = deployment(Layer::Core, SHARED_REDIS, &prefix);
+    let config = format!("notify_token = \"{TOKEN}\"\n\n[plugins.subscriptions]\nauth = \"off\"\n");
+    let host = Host::start_with_config(
+        &["ping", "subscriptions"],
+        &config,
+        &[
+            "--groups",
+            &groups,
+            "--groups-prefix",
+            &prefix,
+            "--channels-capacity",
+            "3",
+        ],
+    )
+    .unwrap();
+    let channel = django.manage(&["note", "join", "note-6"]).unwrap();
+    let (process, _) = channel.split_once('!').unwrap();
+    let set = format!("{prefix}{process}!");
+    for n in 0..5 {
+        let body =
+            json!({"model": "Note", "pk": n, "event": "update", "group": "note-6"}).to_string();
+        let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
+        assert_eq!(status, 200, "{reply}");
+    }
+    let deadline = Instant::now() + T;
+    while metric(&host, "rohrpost_broker_drops_total").await < 2.0 {
+        assert!(Instant::now() < deadline, "the drops are not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(redis_cli(&["ZCARD", &set]), ["3"]);
+    let ttl: i64 = redis_cli(&["TTL", &set])[0].parse().unwrap();
+    assert!((1..=60).contains(&ttl), "expires after expiry: {ttl}");
+}
+
+#[test]
+fn encryption_keys_are_refused_at_start() {
+    let plugins = rohrpost_tests::TempDir::new("encrypted");
+    let out = std::process::Command::new(rohrpost_tests::build().host())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--groups",
+            &format!("channels_redis://{SHARED_REDIS}/0"),
+            "--channels-symmetric-encryption-keys",
+            "a-key",
+        ])
+        .arg("--plugins")
+        .arg(plugins.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("symmetric_encryption_keys") && stderr.contains("not supported"),
+        "{stderr}"
+    );
+}

@@ -31,6 +31,11 @@ class Command(BaseCommand):
         send.add_argument("group")
         send.add_argument("message")
         send.add_argument("--dict", action="store_true")
+        event = sub.add_parser("event")
+        event.add_argument("group")
+        event.add_argument("type")
+        join = sub.add_parser("join")
+        join.add_argument("group")
         listen = sub.add_parser("listen")
         listen.add_argument("group")
         listen.add_argument("count", type=int)
@@ -57,8 +62,20 @@ class Command(BaseCommand):
         elif action == "send":
             message = options["message"]
             send_to_group(options["group"], json.loads(message) if options["dict"] else message)
+        elif action == "event":
+            layer = get_channel_layer()
+            async_to_sync(layer.group_send)(options["group"], {"type": options["type"], "text": "hi"})
+        elif action == "join":
+            # A channel that joins and never receives (a consumer that hangs).
+            self.stdout.write(async_to_sync(self.join)(options["group"]))
         elif action == "listen":
             async_to_sync(self.listen)(options["group"], options["count"])
+
+    async def join(self, group):
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        return channel
 
     async def listen(self, group, count):
         layer = get_channel_layer()
