@@ -531,3 +531,28 @@ fn encryption_keys_are_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Between hosts over the core layer, a burst (within the capacity)
+/// arrives whole, once, in order.
+#[tokio::test]
+async fn a_burst_between_hosts_over_the_core_layer_arrives_whole_and_in_order() {
+    assert!(
+        redis_answers(SHARED_REDIS).await,
+        "no Redis on {SHARED_REDIS}"
+    );
+    let prefix = prefix();
+    let groups = format!("channels_redis://{SHARED_REDIS}/0");
+    let (a, b) = (host(&groups, &prefix).await, host(&groups, &prefix).await);
+    let mut on_b = subscriber(&b, 8).await;
+    for n in 0..60 {
+        let body =
+            json!({"model": "Note", "pk": n, "event": "update", "group": "note-8"}).to_string();
+        let (status, reply) = a.notify(Some(TOKEN), &body).await.unwrap();
+        assert_eq!(status, 200, "{reply}");
+    }
+    for n in 0..60 {
+        let m: Value = serde_json::from_str(&text(&mut on_b).await).unwrap();
+        assert_eq!(m["data"]["object"]["id"], n, "{m}");
+    }
+    on_b.expect_silence(QUIET).await.unwrap();
+}

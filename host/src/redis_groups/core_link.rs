@@ -29,6 +29,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// How long one `BZPOPMIN` waits for a message (whole seconds for Redis).
 const POP_WAIT_SECS: u64 = 1;
+/// Messages taken at once after a `BZPOPMIN` returned one.
+const POP_AT_ONCE: usize = 256;
 /// Memberships per pipelined call when adding them all again.
 const ADD_AT_ONCE: usize = 500;
 
@@ -154,7 +156,21 @@ async fn pop(core: Arc<Core>, mut connection: MultiplexedConnection) -> Failure 
         let call =
             command.query_async::<Option<(redis::Value, Vec<u8>, redis::Value)>>(&mut connection);
         match tokio::time::timeout(wait, call).await {
-            Ok(Ok(Some((_, payload, _)))) => core.received(&payload).await,
+            Ok(Ok(Some((_, payload, _)))) => {
+                core.received(&payload).await;
+                // What else waits, in one call rather than one each.
+                let mut more = redis::cmd("ZPOPMIN");
+                more.arg(&inbox).arg(POP_AT_ONCE);
+                match deadline(more.query_async::<Vec<Vec<u8>>>(&mut connection)).await {
+                    // Members and scores, alternating.
+                    Ok(popped) => {
+                        for payload in popped.iter().step_by(2) {
+                            core.received(payload).await;
+                        }
+                    }
+                    Err(failure) => return failure,
+                }
+            }
             Ok(Ok(None)) => {}
             Ok(Err(error)) => return Failure::Lost(error.to_string()),
             Err(_) => return Failure::Stalled,

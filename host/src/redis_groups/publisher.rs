@@ -117,9 +117,9 @@ async fn publish(
             batch.push(next);
         }
         bytes.fetch_sub(size, Ordering::Relaxed);
-        match health.publishing() {
-            None => health.dropped(batch.len(), "Redis is down"),
-            Some(mut publishing) if matches!(sink, Sink::PubSub) => {
+        match (health.publishing(), &sink) {
+            (None, _) => health.dropped(batch.len(), "Redis is down"),
+            (Some(mut publishing), Sink::PubSub) => {
                 let mut pipe = redis::pipe();
                 for message in &batch {
                     pipe.cmd("PUBLISH")
@@ -134,10 +134,8 @@ async fn publish(
                     health.publish_failed(publishing.link, failure);
                 }
             }
-            Some(mut publishing) => {
-                if let Sink::Core(core) = &sink {
-                    send_to_channels(core, &health, &mut publishing, &batch).await;
-                }
+            (Some(mut publishing), Sink::Core(core)) => {
+                send_to_channels(core, &health, &mut publishing, &batch).await;
             }
         }
         batch.clear();
