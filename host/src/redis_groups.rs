@@ -71,7 +71,7 @@ struct Shared {
     /// What every group's channel name starts with (see [`Wire`]).
     prefix: String,
     wire: Wire,
-    /// This host's id, the first line of every message it publishes.
+    /// This host's id, in every message it publishes (see [`Wire`]).
     origin: String,
     health: Arc<Health>,
 }
@@ -87,7 +87,7 @@ impl RedisGroups {
     ) -> anyhow::Result<Arc<RedisGroups>> {
         let (client, where_) = client(url)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
-        info!(redis = %where_, "groups go through Redis");
+        info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
         let health = Arc::new(Health::new(monitor));
         health.connected(publishing);
         health.up();
