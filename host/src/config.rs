@@ -194,11 +194,22 @@ settings! {
     allowed_origins: Origins = "", flag "allowed-origins", env "ROHRPOST_ALLOWED_ORIGINS", parse parse_origins;
     /// On SIGTERM or SIGINT, how long running handler calls may take to finish.
     shutdown_timeout: Duration = "10s", flag "shutdown-timeout", env "ROHRPOST_SHUTDOWN_TIMEOUT", parse parse_duration;
-    /// Where groups live: `memory` (this host only) or a Redis URL such as
-    /// `redis://127.0.0.1:6379/0` (several hosts share their groups).
+    /// Where groups live: `memory` (this host only), a Redis URL such as
+    /// `redis://127.0.0.1:6379/0` (several hosts share their groups), or,
+    /// shared with a Django app in the format of its Channels layer,
+    /// `channels_redis://127.0.0.1:6379/0` (`RedisChannelLayer`) or
+    /// `channels_redis_pubsub://127.0.0.1:6379/0` (`RedisPubSubChannelLayer`).
     groups: Groups = "memory", flag "groups", env "ROHRPOST_GROUPS", parse parse_groups;
-    /// Prefix of the Redis channel names, so that deployments can share one Redis.
-    groups_prefix: String = "rohrpost:", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
+    /// Prefix of the Redis channel names, so that deployments can share one Redis; empty: `rohrpost:` for `redis://`, Channels' `asgi` for the `channels_redis` layers (set it to the layer's `prefix` in Django's `CHANNEL_LAYERS`).
+    groups_prefix: String = "", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
+    /// With `channels_redis://` groups: how long a group membership lasts in Redis (channels_redis's `group_expiry`); the host refreshes its own well before.
+    channels_group_expiry: Duration = "86400s", flag "channels-group-expiry", env "ROHRPOST_CHANNELS_GROUP_EXPIRY", parse parse_whole_seconds;
+    /// With `channels_redis://` groups: most messages waiting for one process (channels_redis's `capacity`); a message for a full one is dropped.
+    channels_capacity: usize = "100", flag "channels-capacity", env "ROHRPOST_CHANNELS_CAPACITY", parse parse_positive;
+    /// With `channels_redis://` groups: how long a message may wait for its process (channels_redis's `expiry`).
+    channels_expiry: Duration = "60s", flag "channels-expiry", env "ROHRPOST_CHANNELS_EXPIRY", parse parse_whole_seconds;
+    /// With `channels_redis` groups: the layer's `symmetric_encryption_keys` (comma-separated): not supported yet; the host refuses to start with any, as it could not read the app's messages.
+    channels_symmetric_encryption_keys: String = "", flag "channels-symmetric-encryption-keys", env "ROHRPOST_CHANNELS_SYMMETRIC_ENCRYPTION_KEYS", parse parse_string;
     /// Refuse plugin files and a plugins directory writable by others than
     /// the server's user or root, and symlinks leading out of the directory.
     strict_modes: bool = "true", flag "strict-modes", env "ROHRPOST_STRICT_MODES", parse parse_bool;
@@ -272,6 +283,22 @@ pub enum Groups {
     Memory,
     /// In Redis pub/sub at this URL: several hosts.
     Redis(String),
+    /// In Redis pub/sub at this URL, as Django Channels'
+    /// `RedisPubSubChannelLayer` keeps them: several hosts and Django.
+    ChannelsPubSub(String),
+    /// In Redis at this URL, as Django Channels' `RedisChannelLayer`
+    /// keeps them: several hosts and Django.
+    ChannelsCore(String),
+}
+
+impl Groups {
+    /// The channel prefix when `groups_prefix` is empty.
+    pub fn default_prefix(&self) -> &'static str {
+        match self {
+            Groups::Memory | Groups::Redis(_) => "rohrpost:",
+            Groups::ChannelsPubSub(_) | Groups::ChannelsCore(_) => "asgi",
+        }
+    }
 }
 
 /// How log lines look.
@@ -553,7 +580,28 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
     {
         return Ok(Groups::Redis(text.to_owned()));
     }
-    Err(format!("'{text}' is neither memory nor a redis:// URL"))
+    if let Some(rest) = text.strip_prefix("channels_redis_pubsub://") {
+        return Ok(Groups::ChannelsPubSub(format!("redis://{rest}")));
+    }
+    if let Some(rest) = text.strip_prefix("channels_redis://") {
+        return Ok(Groups::ChannelsCore(format!("redis://{rest}")));
+    }
+    Err(format!(
+        "'{text}' is neither memory nor a redis://, channels_redis:// or channels_redis_pubsub:// URL"
+    ))
+}
+
+/// A duration in whole seconds, at least one (Redis expires keys by the
+/// second).
+fn parse_whole_seconds(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.subsec_nanos() != 0 || duration.is_zero() {
+        return Err(format!(
+            "'{}' is not a whole number of seconds, at least 1s",
+            text.trim()
+        ));
+    }
+    Ok(duration)
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {

@@ -51,6 +51,11 @@ pub trait GroupLayer: Send + Sync {
     /// waits on a receiver or a broker: other hosts get it in the
     /// background.
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize>;
+    /// The host stops: a layer that keeps memberships in a broker takes
+    /// them out there.
+    fn close(&self) -> GroupFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Groups of this host only, in memory.

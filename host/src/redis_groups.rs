@@ -12,28 +12,41 @@
 //!   them back. Each member gets a message once.
 //! - Every Redis call has a deadline ([`health`]): a Redis that stops
 //!   answering is handled like one that is gone.
+//! - The format on Redis is this host's own or that of Django Channels'
+//!   `channels_redis` pub/sub layer ([`wire`]), so that a Django app's
+//!   `group_send` reaches this host's members and the other way round.
+//!   [`CoreGroups`] speaks channels_redis's default layer instead, which
+//!   keeps groups in sorted sets rather than pub/sub ([`core`]); it shares
+//!   the deadlines, the reconnecting and the publishing queue.
 //! - Delivery is at most once, as in Channels: while Redis is unreachable
 //!   or not answering, local delivery goes on, messages for other hosts are
 //!   dropped (and counted), the host reconnects with backoff, subscribes
 //!   again to every group it needs, and reports the outage in `/readyz` and
 //!   the metrics.
 
+mod core;
+mod core_link;
 mod health;
 mod link;
 mod publisher;
+mod wire;
 
 use std::{sync::Arc, time::Duration};
 
 use rohrpost_plugin_api::GroupNameRule;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tracing::info;
+use tracing::{debug, info};
 
 use self::{
+    core::Core,
+    core_link::Change,
     health::{Health, BROKER_TIMEOUT},
     link::Control,
-    publisher::Publisher,
+    publisher::{Publisher, Sink},
+    wire::Received,
 };
+pub use self::{core::CoreSettings, wire::Wire};
 use crate::{
     groups::{ConnectionId, GroupFuture, GroupLayer, MemoryGroups, Outbox},
     monitor::Monitor,
@@ -55,9 +68,10 @@ pub struct RedisGroups {
 /// What the link needs of the layer.
 struct Shared {
     local: MemoryGroups,
-    /// Channel names are `<prefix>group:<name>`.
+    /// What every group's channel name starts with (see [`Wire`]).
     prefix: String,
-    /// This host's id, the first line of every message it publishes.
+    wire: Wire,
+    /// This host's id, in every message it publishes (see [`Wire`]).
     origin: String,
     health: Arc<Health>,
 }
@@ -67,24 +81,20 @@ impl RedisGroups {
     /// the tasks that keep the subscriptions and publish.
     pub async fn connect(
         url: &str,
+        wire: Wire,
         prefix: &str,
         monitor: Arc<Monitor>,
     ) -> anyhow::Result<Arc<RedisGroups>> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
-        let where_ = redacted(url);
-        let (pubsub, publishing) =
-            tokio::time::timeout(START_TIMEOUT.max(BROKER_TIMEOUT), link::open(&client))
-                .await
-                .map_err(|_| anyhow::anyhow!("cannot reach Redis at {where_}: timed out"))?
-                .map_err(|e| anyhow::anyhow!("cannot reach Redis at {where_}: {e}"))?;
-        info!(redis = %where_, "groups go through Redis");
+        let (client, where_) = client(url)?;
+        let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
+        info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
         let health = Arc::new(Health::new(monitor));
         health.connected(publishing);
         health.up();
         let shared = Arc::new(Shared {
             local: MemoryGroups::default(),
-            prefix: format!("{prefix}group:"),
+            prefix: wire.channel_prefix(prefix),
+            wire,
             origin: format!("{:016x}", rand::random::<u64>()),
             health: health.clone(),
         });
@@ -99,7 +109,7 @@ impl RedisGroups {
         Ok(Arc::new(RedisGroups {
             shared,
             control,
-            publisher: Publisher::start(health),
+            publisher: Publisher::start(health, Sink::PubSub),
         }))
     }
 }
@@ -120,7 +130,7 @@ impl Shared {
 
     /// A message from Redis: for local members, unless this host sent it.
     /// Waits only when the group's lane is full.
-    async fn received(&self, channel: &str, payload: &str) {
+    async fn received(&self, channel: &str, payload: &[u8]) {
         let Some(group) = channel.strip_prefix(&self.prefix) else {
             return;
         };
@@ -129,13 +139,39 @@ impl Shared {
             self.health.invalid_group();
             return;
         }
-        let Some((origin, message)) = payload.split_once('\n') else {
-            return;
-        };
-        if origin != self.origin {
-            self.local.deliver(group, &Utf8Bytes::from(message)).await;
+        match self.wire.decode(&self.origin, payload) {
+            Received::Message(message) => {
+                self.local.deliver(group, &message).await;
+            }
+            Received::Own => {}
+            Received::Foreign(kind) => {
+                self.health.foreign();
+                debug!(
+                    group,
+                    event_type = kind.as_deref().unwrap_or("(unreadable)"),
+                    "skipped an event that is not a rohrpost message"
+                );
+            }
         }
     }
+}
+
+/// The client for `url`, and the URL for logs.
+fn client(url: &str) -> anyhow::Result<(redis::Client, String)> {
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
+    Ok((client, redacted(url)))
+}
+
+/// Opens the connections at start, within [`START_TIMEOUT`].
+async fn first_contact<T>(
+    where_: &str,
+    open: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(START_TIMEOUT.max(BROKER_TIMEOUT), open)
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach Redis at {where_}: timed out"))?
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {where_}: {e}"))
 }
 
 /// The URL without a password, for logs.
@@ -196,9 +232,108 @@ impl GroupLayer for RedisGroups {
     /// queue.
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
         Box::pin(async move {
-            let payload = format!("{}\n{}", self.shared.origin, message.as_str());
+            let payload = self.shared.wire.encode(&self.shared.origin, &message);
             self.publisher.offer(self.shared.channel(group), payload);
             self.shared.local.deliver(group, &message).await
+        })
+    }
+}
+
+/// Groups in channels_redis's default layer (see [`core`]).
+pub struct CoreGroups {
+    core: Arc<Core>,
+    changes: mpsc::UnboundedSender<Change>,
+    publisher: Publisher,
+}
+
+impl CoreGroups {
+    /// Connects to Redis (an error if it cannot be reached now) and starts
+    /// the tasks that keep the memberships, receive and send.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        settings: CoreSettings,
+        monitor: Arc<Monitor>,
+    ) -> anyhow::Result<Arc<CoreGroups>> {
+        let (client, where_) = client(url)?;
+        let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
+        info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
+        let health = Arc::new(Health::new(monitor));
+        health.connected(commands.clone());
+        let core = Arc::new(Core::new(prefix, settings, health.clone()));
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        tokio::spawn(core_link::run(
+            client,
+            where_,
+            core.clone(),
+            (commands, popping),
+            changes_rx,
+        ));
+        Ok(Arc::new(CoreGroups {
+            core: core.clone(),
+            changes,
+            publisher: Publisher::start(health, Sink::Core(core)),
+        }))
+    }
+
+    fn left(&self, group: &str) {
+        if let Some(membership) = self.core.left(group) {
+            let _ = self.changes.send(Change::Remove(membership));
+        }
+    }
+}
+
+impl GroupLayer for CoreGroups {
+    /// Resolves once the host's channel is in the group's set in Redis,
+    /// after [`JOIN_WAIT`] at most, at once while Redis is down.
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: ConnectionId,
+        outbox: &'a Outbox,
+    ) -> GroupFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.core.local.add(group, connection, outbox) {
+                return;
+            }
+            let (done, added) = oneshot::channel();
+            let queued = self
+                .changes
+                .send(Change::Add(self.core.joined(group), Some(done)))
+                .is_ok();
+            if queued && self.core.health.is_up() {
+                let _ = tokio::time::timeout(JOIN_WAIT, added).await;
+            }
+        })
+    }
+
+    fn leave(&self, group: &str, connection: ConnectionId) {
+        if self.core.local.remove(group, connection) {
+            self.left(group);
+        }
+    }
+
+    fn leave_all(&self, connection: ConnectionId) {
+        for group in self.core.local.remove_everywhere(connection) {
+            self.left(&group);
+        }
+    }
+
+    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
+        Box::pin(async move {
+            self.publisher
+                .offer(group.to_owned(), message.as_bytes().to_vec());
+            self.core.local.deliver(group, &message).await
+        })
+    }
+
+    /// Takes the host's channels out of every group's set.
+    fn close(&self) -> GroupFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, closed) = oneshot::channel();
+            if self.changes.send(Change::Close(done)).is_ok() {
+                let _ = tokio::time::timeout(BROKER_TIMEOUT * 2, closed).await;
+            }
         })
     }
 }

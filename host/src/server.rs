@@ -28,7 +28,7 @@ use crate::{
     monitor::Monitor,
     notify::{self, NotifyEndpoint},
     pending::Pending,
-    redis_groups::RedisGroups,
+    redis_groups::{CoreGroups, CoreSettings, RedisGroups, Wire},
     registry::Registry,
     rlimit,
     shutdown::Shutdown,
@@ -44,10 +44,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::default());
     let monitor = Arc::new(Monitor::default());
     // Before anything else: an unreachable Redis is a start-up error.
+    if matches!(
+        settings.groups,
+        Groups::ChannelsPubSub(_) | Groups::ChannelsCore(_)
+    ) && !settings
+        .channels_symmetric_encryption_keys
+        .trim()
+        .is_empty()
+    {
+        anyhow::bail!("channels_symmetric_encryption_keys is set, but encrypted channels_redis messages (Fernet) are not supported yet: remove symmetric_encryption_keys from the app's CHANNEL_LAYERS and the setting here");
+    }
     let groups: Arc<dyn GroupLayer> = match &settings.groups {
         Groups::Memory => Arc::new(MemoryGroups::default()),
-        Groups::Redis(url) => {
-            RedisGroups::connect(url, &settings.groups_prefix, monitor.clone()).await?
+        Groups::Redis(url) | Groups::ChannelsPubSub(url) => {
+            let wire = match settings.groups {
+                Groups::ChannelsPubSub(_) => Wire::ChannelsPubSub,
+                _ => Wire::Rohrpost,
+            };
+            RedisGroups::connect(url, wire, groups_prefix(&settings), monitor.clone()).await?
+        }
+        Groups::ChannelsCore(url) => {
+            let core = CoreSettings {
+                group_expiry: settings.channels_group_expiry,
+                capacity: settings.channels_capacity,
+                expiry: settings.channels_expiry,
+            };
+            CoreGroups::connect(url, groups_prefix(&settings), core, monitor.clone()).await?
         }
     };
     let _watcher = watcher::start(
@@ -109,6 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if settings.allowed_origins.0.is_empty() && !settings.listen.ip().is_loopback() {
         warn!("any browser origin may connect: set allowed_origins to your site's origins");
     }
+    let closing = groups.clone();
     let notify_endpoint = Arc::new(NotifyEndpoint {
         token: Some(settings.notify_token.clone()).filter(|t| !t.is_empty()),
         groups,
@@ -162,8 +185,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     shutdown.wait(settings.shutdown_timeout).await;
+    closing.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// `groups_prefix`, or the layer's own when it is empty.
+fn groups_prefix(settings: &crate::config::Settings) -> &str {
+    match settings.groups_prefix.as_str() {
+        "" => settings.groups.default_prefix(),
+        prefix => prefix,
+    }
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,7 @@
 //! plugins and build paths come from `rohrpost-harness`, which the
 //! benchmarks share.
 
+pub mod django;
 pub mod redis;
 
 use std::{

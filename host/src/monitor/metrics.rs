@@ -95,6 +95,9 @@ pub struct Metrics {
     pub broker_drops: Counter,
     /// Messages from the broker for a group name no rule allows (dropped).
     pub broker_invalid: Counter,
+    /// Events from a Django Channels layer that are not rohrpost messages
+    /// (their `type` is not `rohrpost.message`), or that cannot be read.
+    pub broker_foreign: Counter,
     /// 1 while the group broker (Redis) is reachable.
     pub(super) broker_up: Gauge,
 }
@@ -166,6 +169,12 @@ impl Default for Metrics {
             "Messages from the group broker for an invalid group name, dropped",
             broker_invalid.clone(),
         );
+        let broker_foreign = Counter::default();
+        registry.register(
+            "broker_foreign_events",
+            "Events from a Django Channels layer that are not rohrpost.message events or cannot be read, skipped",
+            broker_foreign.clone(),
+        );
         let broker_up = Gauge::default();
         registry.register(
             "broker_up",
@@ -175,6 +184,7 @@ impl Default for Metrics {
         Metrics {
             broker_drops,
             broker_invalid,
+            broker_foreign,
             broker_up,
             invalid,
             unknown_type,

@@ -184,4 +184,9 @@ impl Health {
     pub fn invalid_group(&self) {
         self.monitor.metrics.broker_invalid.inc();
     }
+
+    /// Counts an event from Redis that is not a rohrpost message.
+    pub fn foreign(&self) {
+        self.monitor.metrics.broker_foreign.inc();
+    }
 }

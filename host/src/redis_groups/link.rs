@@ -165,9 +165,7 @@ async fn serve(
             },
             message = stream.next() => match message {
                 Some(message) => {
-                    if let Ok(payload) = message.get_payload::<String>() {
-                        layer.received(message.get_channel_name(), &payload).await;
-                    }
+                    layer.received(message.get_channel_name(), message.get_payload_bytes()).await;
                     Ok(None)
                 }
                 None => Err(Failure::Lost("the connection closed".to_owned())),

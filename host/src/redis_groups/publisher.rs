@@ -9,6 +9,9 @@
 //! counted in `rohrpost_broker_drops_total` (delivery between hosts is at
 //! most once, as in Channels). A failed batch also ends the link, which
 //! reconnects.
+//!
+//! Over pub/sub a message is one `PUBLISH`; over the core layer it is a
+//! `group_send` to the group's channels ([`super::core`]).
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
@@ -17,7 +20,10 @@ use std::sync::{
 
 use tokio::sync::mpsc;
 
-use super::health::{deadline, Health};
+use super::{
+    core::Core,
+    health::{deadline, Health},
+};
 
 /// Most messages waiting to be published.
 const QUEUE_MESSAGES: usize = 4096;
@@ -29,10 +35,18 @@ const QUEUE_BYTES: usize = 16 << 20;
 const BATCH: usize = 256;
 const BATCH_BYTES: usize = 1 << 20;
 
+/// Where messages go.
+pub(super) enum Sink {
+    /// `channel` is a pub/sub channel, `payload` what is published.
+    PubSub,
+    /// `channel` is a group's name, `payload` the message's text.
+    Core(Arc<Core>),
+}
+
 /// One message for the other hosts.
 struct Outgoing {
     channel: String,
-    payload: String,
+    payload: Vec<u8>,
 }
 
 impl Outgoing {
@@ -50,10 +64,10 @@ pub(super) struct Publisher {
 
 impl Publisher {
     /// Starts the publishing task.
-    pub fn start(health: Arc<Health>) -> Publisher {
+    pub fn start(health: Arc<Health>, sink: Sink) -> Publisher {
         let (queue, waiting) = mpsc::channel(QUEUE_MESSAGES);
         let bytes = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(publish(waiting, bytes.clone(), health.clone()));
+        tokio::spawn(publish(waiting, bytes.clone(), health.clone(), sink));
         Publisher {
             queue,
             bytes,
@@ -63,7 +77,7 @@ impl Publisher {
 
     /// Queues a message for `channel` without waiting; when it cannot be
     /// queued it is counted as lost.
-    pub fn offer(&self, channel: String, payload: String) {
+    pub fn offer(&self, channel: String, payload: Vec<u8>) {
         if !self.health.can_publish() {
             self.health.dropped(1, "Redis is down");
             return;
@@ -89,6 +103,7 @@ async fn publish(
     mut waiting: mpsc::Receiver<Outgoing>,
     bytes: Arc<AtomicUsize>,
     health: Arc<Health>,
+    sink: Sink,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = waiting.recv().await {
@@ -102,9 +117,9 @@ async fn publish(
             batch.push(next);
         }
         bytes.fetch_sub(size, Ordering::Relaxed);
-        match health.publishing() {
-            None => health.dropped(batch.len(), "Redis is down"),
-            Some(mut publishing) => {
+        match (health.publishing(), &sink) {
+            (None, _) => health.dropped(batch.len(), "Redis is down"),
+            (Some(mut publishing), Sink::PubSub) => {
                 let mut pipe = redis::pipe();
                 for message in &batch {
                     pipe.cmd("PUBLISH")
@@ -119,7 +134,32 @@ async fn publish(
                     health.publish_failed(publishing.link, failure);
                 }
             }
+            (Some(mut publishing), Sink::Core(core)) => {
+                send_to_channels(core, &health, &mut publishing, &batch).await;
+            }
         }
         batch.clear();
+    }
+}
+
+/// Group sends over the core layer, one after another; the first that
+/// fails loses the rest of the batch and ends the link.
+async fn send_to_channels(
+    core: &Core,
+    health: &Health,
+    publishing: &mut super::health::Publishing,
+    batch: &[Outgoing],
+) {
+    for (sent, message) in batch.iter().enumerate() {
+        let text = String::from_utf8_lossy(&message.payload);
+        match deadline(core.group_send(&mut publishing.connection, &message.channel, &text)).await {
+            Ok(0) => {}
+            Ok(full) => health.dropped(full, "Django channels over capacity"),
+            Err(failure) => {
+                health.dropped(batch.len() - sent, "publishing failed");
+                health.publish_failed(publishing.link, failure);
+                return;
+            }
+        }
     }
 }

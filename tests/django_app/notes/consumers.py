@@ -1,0 +1,5 @@
+from rohrpost.sync_consumer import SyncRohrpostConsumer
+
+
+class NotesConsumer(SyncRohrpostConsumer):
+    pass

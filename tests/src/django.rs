@@ -1,0 +1,149 @@
+//! The Django side of the interop tests: a virtual environment with the
+//! pinned packages of `tests/django_app/requirements.txt` (made once, kept
+//! under the target directory until the requirements change), and the
+//! test app's `manage.py`, each test with its own sqlite file.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+};
+
+use anyhow::{bail, Context, Result};
+use rohrpost_harness::paths::{target_dir, workspace};
+
+/// The test app's directory.
+pub fn app_dir() -> PathBuf {
+    workspace().join("tests/django_app")
+}
+
+/// The virtual environment's `python`, made on first use. A stamp file
+/// holds the requirements it was made from.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| make_venv().expect("the Django test environment"))
+}
+
+fn make_venv() -> Result<PathBuf> {
+    let requirements = app_dir().join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).context("requirements.txt")?;
+    let venv = target_dir().join("django-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.stamp");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return Ok(python);
+    }
+    let interpreter = ["python3.11", "python3"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+        .context("python3 is needed for the Django tests")?;
+    run(Command::new(interpreter)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+fn run(command: &mut Command) -> Result<Output> {
+    let out = command.output().context("cannot run")?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// One Django deployment of the test app: its layer, Redis database,
+/// prefix and database file.
+pub struct Django {
+    env: Vec<(String, String)>,
+    _dir: crate::TempDir,
+}
+
+impl Django {
+    /// `layer` is `pubsub` or `core`; `redis` a `redis://` URL.
+    pub fn new(layer: &str, redis: &str, prefix: &str) -> Result<Django> {
+        let dir = crate::TempDir::new("django");
+        let env = vec![
+            ("NOTES_LAYER".to_owned(), layer.to_owned()),
+            ("NOTES_REDIS".to_owned(), redis.to_owned()),
+            ("NOTES_PREFIX".to_owned(), prefix.to_owned()),
+            (
+                "NOTES_DB".to_owned(),
+                dir.path().join("notes.sqlite3").display().to_string(),
+            ),
+        ];
+        let django = Django { env, _dir: dir };
+        django.manage(&["migrate", "-v0"])?;
+        Ok(django)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(python());
+        command
+            .current_dir(app_dir())
+            .arg("manage.py")
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs `manage.py` to the end; its standard output.
+    pub fn manage(&self, args: &[&str]) -> Result<String> {
+        let out = run(&mut self.command(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Starts daphne serving the app (rohrpost's consumer at
+    /// `/ws/rohrpost/`) on `port`; killed when dropped.
+    pub fn daphne(&self, port: u16) -> Result<Killed> {
+        let mut command = Command::new(python());
+        command
+            .current_dir(app_dir())
+            .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
+            .arg("notesite.asgi:application")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(Killed(command.spawn()?))
+    }
+
+    /// Starts `manage.py` with its standard output piped.
+    pub fn spawn(&self, args: &[&str]) -> Result<Child> {
+        Ok(self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?)
+    }
+}
+
+/// A child process killed (and waited for) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
