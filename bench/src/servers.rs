@@ -103,6 +103,9 @@ isolation = \"none\"
 [plugins.subscriptions]
 isolation = \"none\"
 auth = \"off\"
+
+[plugins.testkit]
+isolation = \"none\"
 ";
 
 impl Server {
