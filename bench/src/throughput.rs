@@ -24,7 +24,7 @@ use crate::{
     client::{self, Request},
     load::{self, Errors, Load, PhaseStats},
     report::{self, Latency, Table},
-    servers::{Artifacts, CpuMeter, CpuUse, Server, Spec, HOST_LOG},
+    servers::{Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
 };
 
 /// Bytes of data in the one large ping (under the default 1 MiB limit).
@@ -117,6 +117,19 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         log: HOST_LOG,
         args: &worker_args,
     };
+    // Ping in a worker process of the host (its CPU counted with the
+    // host's), against ping in the host's own process.
+    let process_config = TempDir::new("bench-process")?;
+    let process_file = process_config.path().join("rohrpost.toml");
+    std::fs::write(&process_file, "[plugins.ping]\nisolation = \"process\"\n")
+        .with_context(|| format!("cannot write {}", process_file.display()))?;
+    let process_file = process_file.display().to_string();
+    let process_args = [
+        "--workers",
+        workers_text.as_str(),
+        "--config",
+        process_file.as_str(),
+    ];
     let cases = [
         Case {
             name: "minimal (axum + serde_json)",
@@ -135,6 +148,16 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         Case {
             name: "host, ping (inline)",
             spec: host_ping,
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "host, ping (process)",
+            spec: Spec::Host {
+                libraries: &ping,
+                log: HOST_LOG,
+                args: &process_args,
+            },
             request: Request::Ping,
             huge_first: false,
         },

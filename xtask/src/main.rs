@@ -200,10 +200,18 @@ fn bench(args: &[String]) -> Result<()> {
     cargo_build_release(&packages.map(String::from))?;
     let release = release_dir();
     let mut cmd = Command::new(release.join("rohrpost-bench"));
-    if args.is_empty() {
-        cmd.arg("all");
-    } else {
-        cmd.args(args);
+    match args.split_first() {
+        None => {
+            cmd.arg("all");
+        }
+        // Ping with the plugin in a worker process next to in process.
+        Some((first, rest)) if first == "isolation" => {
+            cmd.args(["throughput", "--only", "host, ping ("])
+                .args(rest);
+        }
+        Some(_) => {
+            cmd.args(args);
+        }
     }
     let status = cmd
         .arg("--host-bin")

@@ -1,5 +1,6 @@
 //! What `/proc` says about a process: the CPU time it has used (utime +
-//! stime of `/proc/<pid>/stat`) and its memory (`/proc/<pid>/status`).
+//! stime of `/proc/<pid>/stat`, its live child processes included, such as
+//! a host's plugin workers) and its memory (`/proc/<pid>/status`).
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,38 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_micros(total * 1_000_000 / per_second))
 }
 
+/// The parent of process `pid`, if it can be read.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU time of process `pid` and of its live children (a host's plugin
+/// workers): what serving cost, wherever it ran.
+pub fn cpu_time_with_children(pid: u32) -> Result<Duration> {
+    let mut total = cpu_time(pid)?;
+    let entries = std::fs::read_dir("/proc").map_err(Error::file("read", "/proc"))?;
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if parent(child) == Some(pid) {
+            // A child that has just ended counts as nothing.
+            total += cpu_time(child).unwrap_or_default();
+        }
+    }
+    Ok(total)
+}
+
 /// A `kB` field of `/proc/<pid>/status`, such as `VmRSS` or `VmHWM` (the
 /// peak), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
@@ -100,7 +133,7 @@ impl CpuMeter {
     pub fn of_pid(pid: u32) -> Result<CpuMeter> {
         Ok(CpuMeter {
             pid,
-            server: cpu_time(pid)?,
+            server: cpu_time_with_children(pid)?,
             own: cpu_time(std::process::id())?,
             started: Instant::now(),
         })
@@ -108,7 +141,7 @@ impl CpuMeter {
 
     pub fn stop(&self) -> Result<CpuUse> {
         Ok(CpuUse {
-            server: cpu_time(self.pid)?.saturating_sub(self.server),
+            server: cpu_time_with_children(self.pid)?.saturating_sub(self.server),
             own: cpu_time(std::process::id())?.saturating_sub(self.own),
             wall: self.started.elapsed(),
         })
@@ -145,6 +178,23 @@ mod tests {
         }
         let after = cpu_time(std::process::id()).expect("own /proc stat");
         assert!(after > before, "{before:?} -> {after:?}");
+    }
+
+    #[test]
+    fn the_cpu_time_of_children_counts() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("a shell");
+        std::thread::sleep(Duration::from_millis(300));
+        let own = cpu_time(std::process::id()).expect("own");
+        let with = cpu_time_with_children(std::process::id()).expect("with children");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            with >= own + Duration::from_millis(100),
+            "{own:?} / {with:?}"
+        );
     }
 
     #[test]
