@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rohrpost_tests::{post, workspace, Client, Host, TempDir};
+use rohrpost_tests::{post, redis::free_port, workspace, Client, Host, TempDir};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,13 +46,6 @@ fn nginx_binary() -> PathBuf {
              install it with `apt-get install nginx` (as .ci/run does) or put an `nginx` on PATH"
         )
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Nginx {
@@ -119,6 +112,18 @@ async fn scope(client: &mut Client) -> serde_json::Value {
     reply["data"]["scope"].clone()
 }
 
+/// A handshake from 127.0.0.3 with this `Origin` is refused with 403.
+async fn assert_refused_403(addr: &str, origin: &str) {
+    let refused = Client::connect_from(addr, ip("127.0.0.3"), Some(origin))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("403")),
+        "{origin}: {refused:?}"
+    );
+}
+
 /// A POST of `body` to `addr` from the local address `source`; the status.
 async fn post_from(addr: &str, source: IpAddr, path: &str, body: &str) -> u16 {
     let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
@@ -170,22 +175,8 @@ async fn through_nginx_the_client_is_known_and_the_origin_checked_by_its_scheme(
     assert_eq!(seen["remote_addr"], "127.0.0.3", "{seen}");
     assert_eq!(seen["scheme"], "ws", "{seen}");
     // The client used http: an https page's origin does not match.
-    let refused = Client::connect_from(&nginx.addr, ip("127.0.0.3"), Some("https://app.example"))
-        .await
-        .err()
-        .map(|e| e.to_string());
-    assert!(
-        refused.as_deref().is_some_and(|e| e.contains("403")),
-        "{refused:?}"
-    );
-    let refused = Client::connect_from(&nginx.addr, ip("127.0.0.3"), Some("http://evil.example"))
-        .await
-        .err()
-        .map(|e| e.to_string());
-    assert!(
-        refused.as_deref().is_some_and(|e| e.contains("403")),
-        "{refused:?}"
-    );
+    assert_refused_403(&nginx.addr, "https://app.example").await;
+    assert_refused_403(&nginx.addr, "http://evil.example").await;
 
     // A group message through nginx, notified from the backend network.
     browser

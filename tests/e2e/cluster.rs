@@ -8,13 +8,12 @@
 
 use std::{
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use rohrpost_tests::{
     build, get,
-    redis::{free_port, redis_answers, OwnRedis},
+    redis::{free_port, redis_answers, unique_prefix, OwnRedis},
     Client, Host,
 };
 use serde_json::json;
@@ -25,12 +24,7 @@ const SHARED_REDIS: &str = "127.0.0.1:6379";
 
 /// A channel prefix of its own for each host group of a test.
 fn prefix() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "test-{}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}:", unique_prefix("test"))
 }
 
 fn host_on(redis: &str, prefix: &str) -> Host {

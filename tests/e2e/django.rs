@@ -11,14 +11,13 @@
 use std::{
     io::{BufRead, BufReader},
     process::Child,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use rohrpost_tests::{
     django::Django,
     get,
-    redis::{free_port, redis_answers, OwnRedis},
+    redis::{free_port, redis_answers, unique_prefix, OwnRedis},
     Client, Host, Received,
 };
 use serde_json::{json, Value};
@@ -30,12 +29,7 @@ const SHARED_REDIS: &str = "127.0.0.1:6379";
 
 /// A Channels prefix of its own for each test.
 fn prefix() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "asgi-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_prefix("asgi-test")
 }
 
 /// A host with the subscriptions plugin (anyone may subscribe) whose

@@ -19,6 +19,17 @@ pub struct OwnRedis {
     child: Option<Child>,
 }
 
+/// A name for keys and channels no other test uses on the shared Redis:
+/// `label`, this process and a counter.
+pub fn unique_prefix(label: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// A port nobody listens on now (never the shared Redis's).
 pub fn free_port() -> u16 {
     loop {
