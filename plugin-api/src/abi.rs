@@ -11,7 +11,11 @@
 //! 1.x, and plugins built against an earlier 1.x keep loading.
 //!
 //! History: 1.0 the root module, effects send and close; 1.1 the
-//! `configure` extension, effects join, leave and group send.
+//! `configure` extension, effects join, leave and group send; 1.2 the host's
+//! services ([`EXT_HOST`], [`HostAsk`]: group sizes), the connection
+//! lifecycle hooks ([`EXT_FEATURES`], [`EXT_ON_CONNECT`],
+//! [`EXT_ON_DISCONNECT`]), [`EXT_RETIRE`], and the effects
+//! [`EFFECT_SET`] (per-connection state) and [`EFFECT_CLOSE_WITH`].
 //!
 //! Plugin authors never touch this module: [`crate::export_plugin!`] fills it
 //! in from a [`crate::Plugin`].
@@ -50,7 +54,8 @@ pub struct PluginMod {
 
     /// Every other entry point, by name, with JSON text in and out; a name
     /// the plugin does not know answers `RErr(EXT_UNSUPPORTED)`. Never
-    /// unwinds. Names: [`EXT_CONFIGURE`].
+    /// unwinds. Names: [`EXT_CONFIGURE`], [`EXT_HOST`], [`EXT_FEATURES`],
+    /// [`EXT_ON_CONNECT`], [`EXT_ON_DISCONNECT`], [`EXT_RETIRE`].
     #[sabi(last_prefix_field)]
     pub extension: extern "C" fn(name: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString>,
 }
@@ -65,6 +70,61 @@ pub const EXT_UNSUPPORTED: &str = "rohrpost: unsupported extension";
 /// the plugin's warnings about its configuration, one per line (empty for
 /// none), which the host logs.
 pub const EXT_CONFIGURE: &str = "configure";
+
+/// Since 1.2: the host's services, handed over once per load before
+/// `configure`. The input is the address of a [`HostAsk`] function, in
+/// decimal; the plugin keeps it for the life of the library. A host that
+/// never sends it (older than 1.2) leaves the plugin without services, and
+/// the plugin-api answers as documented there (a group size of 0).
+pub const EXT_HOST: &str = "host";
+
+/// A question to the host during a call, a hook or `configure`: `question`
+/// is one of the `ASK_*` names, `input` its JSON text; the answer is JSON
+/// text, or an error text (`ASK_UNSUPPORTED` for a question the host does
+/// not know). The host knows which connection asks from the thread the
+/// call runs on, so a plugin can only ask about its caller. This type is
+/// frozen for all of 1.x: new services are new question names.
+pub type HostAsk = extern "C" fn(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString>;
+
+/// The answer of [`HostAsk`] to a question it does not know.
+pub const ASK_UNSUPPORTED: &str = "rohrpost: unsupported question";
+
+/// How many connections are in a group: the input is the group name as a
+/// JSON string, the answer `{"members":<n>,"local":<n>,"caller":<bool>}`:
+/// the members across every host sharing the groups (see the host's
+/// documentation for how fresh other hosts' counts are), those on the
+/// caller's host, and whether the calling connection is one of them
+/// (before the effects of the running call).
+pub const ASK_GROUP_SIZE: &str = "group_size";
+
+/// [`ASK_GROUP_SIZE`] for this host only: the same input and answer, with
+/// `members` equal to `local`, and never waiting on other hosts.
+pub const ASK_LOCAL_GROUP_SIZE: &str = "local_group_size";
+
+/// Since 1.2: which optional entry points the plugin has, as JSON
+/// `{"on_connect":<bool>,"on_disconnect":<bool>}`; asked once per load.
+pub const EXT_FEATURES: &str = "features";
+
+/// Since 1.2: a connection opened. The input is its scope (as in
+/// [`Call::scope`]). Runs before the connection's first message is read.
+///
+/// The answer of both hooks is JSON text:
+/// `{"effects":[[<kind>,"<target>","<body>"],...]}`, effects of the same
+/// kinds and meaning as a call's; `{"failed":"<text>"}` when the hook
+/// returned an error; `{"panicked":"<text>"}` when it panicked. In
+/// `on_connect`, an [`EFFECT_CLOSE_WITH`] refuses the connection.
+pub const EXT_ON_CONNECT: &str = "on_connect";
+
+/// Since 1.2: a connection ended. The input is
+/// `{"scope":<scope>,"close_code":<n>}`; the answer has
+/// the same form as [`EXT_ON_CONNECT`]'s, of which the host carries out
+/// only the group sends (the connection is gone).
+pub const EXT_ON_DISCONNECT: &str = "on_disconnect";
+
+/// Since 1.2: this version of the plugin is retired (a new version took its
+/// place, or its file was removed); it drops its state once its running
+/// calls end. Input and answer are empty.
+pub const EXT_RETIRE: &str = "retire";
 
 impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}
@@ -123,9 +183,15 @@ pub struct Call<'a> {
     /// The raw JSON of the request's `data`; empty when the request had none.
     pub data: RStr<'a>,
     /// The connection's scope as a JSON object (connection id, remote
-    /// address, path, query string, handshake headers).
+    /// address, path, query string, handshake headers). Since 1.2 it also
+    /// holds, under [`SCOPE_STATE`], what this plugin attached to the
+    /// connection ([`EFFECT_SET`]), when it attached anything.
     pub scope: RStr<'a>,
 }
+
+/// The key of the scope that holds the plugin's per-connection state: an
+/// object of the keys it set.
+pub const SCOPE_STATE: &str = "rohrpost.state";
 
 /// What a handler call produced.
 #[repr(C)]
@@ -162,3 +228,11 @@ pub const EFFECT_JOIN: u32 = 3;
 pub const EFFECT_LEAVE: u32 = 4;
 /// Send `body` to every connection in group `target`.
 pub const EFFECT_GROUP_SEND: u32 = 5;
+/// Since 1.2: attach the JSON value `body` to the calling connection under
+/// the key `target`, for this plugin's later calls on it; an empty `body`
+/// removes the key.
+pub const EFFECT_SET: u32 = 6;
+/// Since 1.2: close the calling connection with the code `target` (decimal,
+/// 4000-4999 or 1008) and the reason `body`, after the messages before it;
+/// in `on_connect`, refuse the connection.
+pub const EFFECT_CLOSE_WITH: u32 = 7;

@@ -2,10 +2,16 @@
 //! and group membership and group messages. Effects are collected here and
 //! carried out by the host, in order, after the handler returns.
 
+use std::convert::Infallible;
+
 use abi_stable::std_types::RString;
 
 use crate::{
-    abi::{Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE, EFFECT_SEND},
+    abi::{
+        Effect, EFFECT_CLOSE, EFFECT_CLOSE_WITH, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
+        EFFECT_SEND, EFFECT_SET,
+    },
+    host,
     message::{Id, Message, MessageError},
     notification::{Notification, NotificationError},
 };
@@ -80,25 +86,49 @@ impl Connection {
     /// rohrpost's `send_success`: `{"id","type","data"}` (`data` left out
     /// when `None`). Pass [`Request::id`](crate::Request::id) to answer a
     /// request.
+    ///
+    /// It cannot fail: the `Result<(), Infallible>` only keeps
+    /// `conn.send_success(...)?;` of earlier versions compiling, and may be
+    /// ignored without a warning.
     pub fn send_success(
         &mut self,
         id: impl Into<Id>,
         kind: &str,
         data: Option<serde_json::Value>,
-    ) -> Result<(), MessageError> {
-        self.send_message(Message::success(id, kind).maybe_data(data))
+    ) -> Result<(), Infallible> {
+        self.send_reply(Message::success(id, kind).maybe_data(data));
+        Ok(())
     }
 
     /// rohrpost's `send_error`: `{"id","type","error"}`. The handler still
-    /// succeeds; to fail it, return an error instead, which sends the same
-    /// reply and is logged.
+    /// succeeds, and nothing is logged: the way to answer an expected
+    /// refusal (a denied subscription, a missing field). To fail the call,
+    /// return an error instead: the client gets the same reply, and the
+    /// host logs it and counts it as an error.
+    ///
+    /// It cannot fail, like [`Connection::send_success`].
     pub fn send_error(
         &mut self,
         id: impl Into<Id>,
         kind: &str,
         error: impl ToString,
-    ) -> Result<(), MessageError> {
-        self.send_message(Message::error(id, kind, error))
+    ) -> Result<(), Infallible> {
+        self.send_reply(Message::error(id, kind, error));
+        Ok(())
+    }
+
+    /// Sends a reply that always has an id and a type, so always encodes.
+    fn send_reply(&mut self, message: Message) {
+        match message.into_json() {
+            Ok(text) => self.push(EFFECT_SEND, "", text),
+            // Unreachable: a message with a type is never empty and these
+            // replies merge no fields.
+            Err(e) => self.push(
+                EFFECT_SEND,
+                "",
+                crate::wire::write_message(None, None, Some(&e.to_string()), None),
+            ),
+        }
     }
 
     /// Closes the connection (code 1000) once the messages sent before this
@@ -122,9 +152,127 @@ impl Connection {
 
     /// rohrpost's `send_to_group`: sends `message` to every connection in
     /// `group` (the caller too, if it is a member), at most once each.
-    pub fn send_to_group(&mut self, group: &str, message: Message) -> Result<(), MessageError> {
+    ///
+    /// Returns how many connections of this host it goes to: the group's
+    /// members here now, with the joins and leaves this call made before
+    /// it (0 on a host older than plugin-api 1.2). Like every effect, the
+    /// message goes out once the handler returns `Ok`.
+    pub fn send_to_group(&mut self, group: &str, message: Message) -> Result<usize, MessageError> {
         let text = message.into_json()?;
+        let reached = self.size(group, false).local;
         self.push(EFFECT_GROUP_SEND, group, text);
+        Ok(reached)
+    }
+
+    /// How many connections are in `group` now, across every host sharing
+    /// the groups (exact on one host; with groups over Redis, other hosts'
+    /// members as they last reported them, within the staleness bound the
+    /// host's README gives), counting this call's own joins and leaves made
+    /// before it. Asks the host, so it costs a round trip; 0 on a host older
+    /// than plugin-api 1.2.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// /// `{"id":1,"type":"publish","data":{"group":"news","text":"hi"}}`
+    /// /// answers with how many received it, as rohrpost's reference app.
+    /// fn publish(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     let group = req.data().and_then(|d| d.get("group")).and_then(Value::as_str).ok_or("data.group is required")?;
+    ///     let text = req.data().and_then(|d| d.get("text")).cloned().unwrap_or(Value::Null);
+    ///     let receivers = conn.group_size(group);
+    ///     conn.send_to_group(group, Message::new().kind("message").generate_id().with("text", text))?;
+    ///     conn.send_success(req.id(), req.kind(), Some(json!({ "receivers": receivers })))?;
+    ///     Ok(())
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handler("publish", publish);
+    /// ```
+    pub fn group_size(&self, group: &str) -> usize {
+        self.size(group, true).members
+    }
+
+    /// The host's count for `group`, with this call's joins and leaves.
+    fn size(&self, group: &str, everywhere: bool) -> host::GroupSize {
+        let mut size = host::group_size(group, everywhere);
+        for effect in self.effects.iter().filter(|e| e.target.as_str() == group) {
+            match effect.kind {
+                EFFECT_JOIN if !size.caller => {
+                    size.caller = true;
+                    size.members += 1;
+                    size.local += 1;
+                }
+                EFFECT_LEAVE if size.caller => {
+                    size.caller = false;
+                    size.members = size.members.saturating_sub(1);
+                    size.local = size.local.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+        size
+    }
+
+    /// Attaches `value` to the connection under `key`, for this plugin's
+    /// later calls on it ([`Request::get`](crate::Request::get)); another
+    /// plugin cannot see it. Dropped when the connection ends (after
+    /// `on_disconnect`, which still sees it). The host bounds what one
+    /// plugin attaches to one connection (`max_connection_state_bytes`,
+    /// keys and values as JSON text): a call that would go past it fails
+    /// with `Connection state too large: ...` and none of its effects are
+    /// carried out. Like every effect, it applies once the handler returns
+    /// `Ok`: the same call still reads the value from before.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// fn login(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     let user = req.data().and_then(|d| d.get("user")).and_then(Value::as_str).ok_or("data.user is required")?;
+    ///     conn.set("user", user)?;
+    ///     conn.send_success(req.id(), req.kind(), None)?;
+    ///     Ok(())
+    /// }
+    ///
+    /// fn whoami(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     let user: Option<String> = req.get("user")?;
+    ///     conn.send_success(req.id(), req.kind(), Some(json!({ "user": user })))?;
+    ///     Ok(())
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handler("login", login).handler("whoami", whoami);
+    /// ```
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: impl serde::Serialize,
+    ) -> Result<(), serde_json::Error> {
+        let text = serde_json::to_string(&value)?;
+        self.push(EFFECT_SET, key, text);
+        Ok(())
+    }
+
+    /// Removes what [`Connection::set`] attached under `key`, if anything.
+    pub fn unset(&mut self, key: &str) {
+        self.push(EFFECT_SET, key, String::new());
+    }
+
+    /// Closes the connection with a close code of the application's range
+    /// (4000-4999) or 1008 (policy violation) and a reason (at most 123
+    /// bytes, cut at a character boundary), once the messages sent before
+    /// have gone out. In `on_connect` it refuses the connection. Anything
+    /// queued after it is not carried out. A host older than plugin-api 1.2
+    /// answers the call with `The handler for '<type>' used a feature this
+    /// server does not support.` instead.
+    pub fn close_with(&mut self, code: u16, reason: &str) -> Result<(), CloseCodeError> {
+        if !(code == 1008 || (4000..=4999).contains(&code)) {
+            return Err(CloseCodeError(code));
+        }
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.push(
+            EFFECT_CLOSE_WITH,
+            &code.to_string(),
+            reason[..end].to_owned(),
+        );
         Ok(())
     }
 
@@ -148,10 +296,20 @@ impl Connection {
     /// ```
     pub fn notify(&mut self, notification: &Notification) -> Result<(), NotifyError> {
         let (group, message) = notification.addressed(Id::generate())?;
-        self.send_to_group(&group, message)?;
+        // Not counted: a notification does not ask the host.
+        let text = message.into_json()?;
+        self.push(EFFECT_GROUP_SEND, &group, text);
         Ok(())
     }
 }
+
+/// The longest close reason a WebSocket close frame carries.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// A close code [`Connection::close_with`] does not accept.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("close code {0} is not an application code (4000-4999) or 1008")]
+pub struct CloseCodeError(pub u16);
 
 /// Why a notification could not be sent. Like every error here, `?` in a
 /// handler turns it into the handler's error reply.
@@ -164,4 +322,10 @@ pub enum NotifyError {
     /// Its message could not be built.
     #[error(transparent)]
     Message(#[from] MessageError),
+}
+
+impl From<Infallible> for NotifyError {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
 }

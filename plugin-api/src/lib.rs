@@ -349,32 +349,38 @@
 pub mod abi;
 mod connection;
 mod group_name;
+mod host;
+mod lifecycle;
 mod load_warning;
 mod message;
 mod notification;
 mod plugin;
 mod request;
 mod secret;
+mod state;
+mod typed;
 pub mod wire;
 
-pub use connection::{Connection, NotifyError};
+pub use connection::{CloseCodeError, Connection, NotifyError};
 pub use group_name::{
     check_group_name, GroupNameError, GroupNameRule, NamePreview, CHANNELS_NAME_LIMIT,
     RELAXED_NAME_MAX_BYTES,
 };
+pub use lifecycle::ConnectionEvent;
 pub use load_warning::config_warning;
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};
-pub use plugin::{HandlerResult, Plugin, Types};
+pub use plugin::{HandlerError, HandlerResult, Plugin, Types};
 pub use request::Request;
 pub use secret::same_secret;
+pub use state::Stateful;
 
 /// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`:
 /// `use rohrpost_plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, Connection, Event, HandlerResult, Id, Message, MessageError, Notification,
-        NotifyError, Plugin, Request,
+        export_plugin, Connection, ConnectionEvent, Event, HandlerError, HandlerResult, Id,
+        Message, MessageError, Notification, NotifyError, Plugin, Request, Stateful,
     };
     pub use serde_json::{json, Value};
 }
@@ -388,7 +394,8 @@ pub mod __private {
 }
 
 /// Exports a plugin from a `cdylib` crate. Takes a function returning the
-/// [`Plugin`]; use it once per library, at the crate's top level.
+/// [`Plugin`] (or a [`Stateful`] plugin); use it once per library, at the
+/// crate's top level.
 ///
 /// The function runs once each time the host loads the library, before
 /// anything else; the host then reads the plugin's name, version and
@@ -415,7 +422,7 @@ macro_rules! export_plugin {
         pub static __ROHRPOST_ROOT_MODULE_LOADER: $crate::__private::LibHeader = {
             extern "C" fn __rohrpost_loader() -> $crate::__private::RootModuleResult {
                 fn __rohrpost_root() -> $crate::abi::PluginModRef {
-                    $crate::__private::root_module($build)
+                    $crate::__private::root_module(|| $crate::Plugin::from($build()))
                 }
                 $crate::__private::__call_root_module_loader(__rohrpost_root)
             }

@@ -97,6 +97,14 @@ pub enum MessageError {
     DataNotObject(&'static str),
 }
 
+/// `send_success` and `send_error` cannot fail; this keeps `?` on them
+/// working in functions that return a `MessageError`.
+impl From<std::convert::Infallible> for MessageError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 /// A rohrpost message: `{"id","type","error","data"}`, each part optional.
 ///
 /// ```

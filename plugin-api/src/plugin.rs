@@ -14,11 +14,15 @@ use abi_stable::{
 use crate::{
     abi::{
         Call, CallOutcome, HandlerDecl, Manifest, PluginMod, PluginModRef, API_CRATE_VERSION,
-        EXT_CONFIGURE, EXT_UNSUPPORTED, MODE_INLINE, MODE_POOLED,
+        EXT_CONFIGURE, EXT_FEATURES, EXT_HOST, EXT_ON_CONNECT, EXT_ON_DISCONNECT, EXT_RETIRE,
+        EXT_UNSUPPORTED, MODE_INLINE, MODE_POOLED,
     },
     connection::Connection,
+    host,
+    lifecycle::{self, ConnectionEvent},
     load_warning::collecting,
     request::Request,
+    typed,
 };
 
 /// What a handler returns: `Ok(())` after sending its replies, or an error
@@ -37,11 +41,19 @@ use crate::{
 /// }
 /// # let _ = Plugin::new("doc", "1.0.0").inline_handler("parse", parse);
 /// ```
-pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type HandlerResult = Result<(), HandlerError>;
 
-type HandlerFn = Box<dyn Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync>;
+/// Any error, as a handler returns it: `?` converts every error type, and
+/// `&str` and `String`, into it.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) type HandlerFn =
+    Box<dyn Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync>;
 
 type ConfigFn = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+pub(crate) type HookFn =
+    Box<dyn Fn(&ConnectionEvent, &mut Connection) -> HandlerResult + Send + Sync>;
 
 /// The message types one handler serves: one (`"x"`) or several
 /// (`["x", "y"]`), like rohrpost's `@rohrpost_handler`. Types are matched
@@ -119,7 +131,10 @@ pub struct Plugin {
     name: String,
     version: String,
     handlers: Vec<Handler>,
-    config: Option<ConfigFn>,
+    pub(crate) config: Option<ConfigFn>,
+    on_connect: Option<HookFn>,
+    on_disconnect: Option<HookFn>,
+    pub(crate) retire: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Plugin {
@@ -133,6 +148,9 @@ impl Plugin {
             version: version.into(),
             handlers: Vec::new(),
             config: None,
+            on_connect: None,
+            on_disconnect: None,
+            retire: None,
         }
     }
 
@@ -228,7 +246,114 @@ impl Plugin {
         self.add(types.into(), MODE_INLINE, Box::new(f))
     }
 
-    fn add(mut self, types: Types, mode: u8, run: HandlerFn) -> Self {
+    /// Adds a typed handler: `f` takes the request's `data` deserialized
+    /// into `In` and returns `Out` or an error. The host answers
+    /// `{"id","type","data":<Out as JSON>}` (without `data` when `Out` is
+    /// `()` or `None`), or, for an `Err(e)`, `{"id","type","error":"<e>"}`,
+    /// which is logged and counted as an error like any handler's `Err`.
+    /// A `data` that does not fit `In` is answered with an error reply
+    /// naming the field, for example
+    /// `Invalid data: amount: invalid type: string "x", expected u64`, and
+    /// is not logged: it is the client's mistake. Runs on the worker pool,
+    /// like [`Plugin::handler`].
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Add {
+    ///     a: i64,
+    ///     b: i64,
+    /// }
+    ///
+    /// /// `{"id":1,"type":"add","data":{"a":1,"b":2}}` →
+    /// /// `{"id":1,"type":"add","data":{"sum":3}}`.
+    /// fn add(input: Add) -> Result<Value, String> {
+    ///     let sum = input.a.checked_add(input.b).ok_or("too large")?;
+    ///     Ok(json!({ "sum": sum }))
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0").typed("add", add);
+    /// # let _ = plugin;
+    /// ```
+    pub fn typed<In, Out, E, F>(self, types: impl Into<Types>, f: F) -> Self
+    where
+        In: serde::de::DeserializeOwned,
+        Out: serde::Serialize,
+        E: std::fmt::Display,
+        F: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
+    {
+        self.handler(types, move |req: &Request<'_>, conn: &mut Connection| {
+            typed::answer(req, conn, |input, _, _| f(input))
+        })
+    }
+
+    /// [`Plugin::typed`] for a handler that also needs the request (its
+    /// scope, its state) or the connection (groups, more messages): `f`
+    /// gets both besides the decoded `data`.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Publish {
+    ///     group: String,
+    ///     text: String,
+    /// }
+    ///
+    /// /// Sends the text to the group and answers how many received it.
+    /// fn publish(input: Publish, _: &Request, conn: &mut Connection) -> Result<Value, HandlerError> {
+    ///     let receivers = conn.group_size(&input.group);
+    ///     conn.send_to_group(&input.group, Message::new().kind("message").generate_id().with("text", input.text))?;
+    ///     Ok(json!({ "receivers": receivers }))
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0").typed_handler("publish", publish);
+    /// # let _ = plugin;
+    /// ```
+    pub fn typed_handler<In, Out, E, F>(self, types: impl Into<Types>, f: F) -> Self
+    where
+        In: serde::de::DeserializeOwned,
+        Out: serde::Serialize,
+        E: std::fmt::Display,
+        F: Fn(In, &Request<'_>, &mut Connection) -> Result<Out, E> + Send + Sync + 'static,
+    {
+        self.handler(types, move |req: &Request<'_>, conn: &mut Connection| {
+            typed::answer(req, conn, &f)
+        })
+    }
+
+    /// Runs `f` when a connection opens, before its first message is read
+    /// (a Channels consumer's `connect`). It may refuse the connection
+    /// ([`Connection::close_with`], a code 4000-4999 or 1008), join groups,
+    /// send messages and attach data ([`Connection::set`]). Returning an
+    /// error or panicking refuses the connection with 1011 (the host logs
+    /// why). The host runs the hooks of all plugins that have one in the
+    /// order of their names, each under `--handler-timeout`; the first
+    /// refusal ends the round.
+    pub fn on_connect<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&ConnectionEvent, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.on_connect = Some(Box::new(f));
+        self
+    }
+
+    /// Runs `f` once after a connection ended, however it ended (client
+    /// close, idle timeout, a client too slow, shutdown, refused by an
+    /// `on_connect`), with its close code and what the plugin attached to
+    /// it (a Channels consumer's `disconnect`). Only its group sends are
+    /// carried out: the connection is gone. Order as for
+    /// [`Plugin::on_connect`].
+    pub fn on_disconnect<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&ConnectionEvent, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.on_disconnect = Some(Box::new(f));
+        self
+    }
+
+    pub(crate) fn add(mut self, types: Types, mode: u8, run: HandlerFn) -> Self {
         self.handlers.push(Handler {
             types: types.0,
             mode,
@@ -288,16 +413,52 @@ extern "C" fn extension_shim(name: RStr<'_>, input: RStr<'_>) -> RResult<RString
             }
             None => Ok(String::new()),
         },
+        (EXT_HOST, _) => host::bind(input.as_str()).map(|()| String::new()),
+        (EXT_FEATURES, Some(plugin)) => Ok(serde_json::json!({
+            "on_connect": plugin.on_connect.is_some(),
+            "on_disconnect": plugin.on_disconnect.is_some(),
+        })
+        .to_string()),
+        (EXT_ON_CONNECT, Some(plugin)) => Ok(run_hook(
+            plugin.on_connect.as_ref(),
+            &ConnectionEvent::opened(input.as_str()),
+        )),
+        (EXT_ON_DISCONNECT, Some(plugin)) => Ok(run_hook(
+            plugin.on_disconnect.as_ref(),
+            &ConnectionEvent::closed(input.as_str()),
+        )),
+        (EXT_RETIRE, Some(plugin)) => {
+            if let Some(retire) = &plugin.retire {
+                retire();
+            }
+            Ok(String::new())
+        }
         _ => Err(EXT_UNSUPPORTED.to_owned()),
     }));
     match outcome {
         Ok(Ok(output)) => ROk(RString::from(output)),
         Ok(Err(error)) => RErr(RString::from(error)),
-        Err(payload) => RErr(RString::from(format!(
-            "{name} panicked: {}",
-            take_panic_text(payload)
-        ))),
+        Err(payload) => {
+            let text = take_panic_text(payload);
+            if matches!(name.as_str(), EXT_ON_CONNECT | EXT_ON_DISCONNECT) {
+                ROk(RString::from(lifecycle::panicked(&text)))
+            } else {
+                RErr(RString::from(format!("{name} panicked: {text}")))
+            }
+        }
     }
+}
+
+/// Runs a lifecycle hook (none: no effects); its answer to the host.
+fn run_hook(hook: Option<&HookFn>, event: &ConnectionEvent) -> String {
+    let mut conn = Connection::new();
+    let result = match hook {
+        Some(hook) => hook(event, &mut conn)
+            .map(|()| conn)
+            .map_err(|e| e.to_string()),
+        None => Ok(conn),
+    };
+    lifecycle::outcome(result)
 }
 
 extern "C" fn manifest_shim() -> Manifest {

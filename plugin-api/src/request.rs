@@ -5,7 +5,10 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 use serde_json::{value::RawValue, Map, Value};
 
-use crate::{abi::Call, message::Id};
+use crate::{
+    abi::{Call, SCOPE_STATE},
+    message::Id,
+};
 
 /// One rohrpost request: `id` exactly as sent, `type`, `data`, and every other
 /// top-level field. Parsing happens only for the parts a handler reads.
@@ -40,7 +43,8 @@ pub struct Request<'a> {
     id: Id,
     data: OnceLock<Option<Value>>,
     fields: OnceLock<Map<String, Value>>,
-    scope: OnceLock<Map<String, Value>>,
+    /// The scope, and the plugin's state taken out of it.
+    scope: OnceLock<(Map<String, Value>, Map<String, Value>)>,
 }
 
 impl<'a> Request<'a> {
@@ -122,9 +126,36 @@ impl<'a> Request<'a> {
     /// and `scheme` are the client's as the proxy reported them
     /// (`remote_addr` then without a port unless the proxy gave one).
     pub fn scope(&self) -> &Map<String, Value> {
-        self.scope
-            .get_or_init(|| serde_json::from_str(self.call.scope.as_str()).unwrap_or_default())
+        &self.scope_and_state().0
     }
+
+    /// What this plugin attached to the connection under `key` with
+    /// [`Connection::set`](crate::Connection::set) in an earlier call (or
+    /// in `on_connect`), deserialized into `T`; `Ok(None)` when nothing is
+    /// attached under `key`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
+        self.get_value(key).map(T::deserialize).transpose()
+    }
+
+    /// What [`Request::get`] reads, as JSON.
+    pub fn get_value(&self, key: &str) -> Option<&Value> {
+        self.scope_and_state().1.get(key)
+    }
+
+    fn scope_and_state(&self) -> &(Map<String, Value>, Map<String, Value>) {
+        self.scope
+            .get_or_init(|| split_scope(self.call.scope.as_str()))
+    }
+}
+
+/// A scope's JSON text as the scope and the plugin's state in it.
+pub(crate) fn split_scope(text: &str) -> (Map<String, Value>, Map<String, Value>) {
+    let mut scope: Map<String, Value> = serde_json::from_str(text).unwrap_or_default();
+    let state = match scope.remove(SCOPE_STATE) {
+        Some(Value::Object(state)) => state,
+        _ => Map::new(),
+    };
+    (scope, state)
 }
 
 /// The top-level fields of a JSON object, each as its raw text.
