@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::{monitor::Monitor, registry::Registry};
+use crate::{groups::GroupLayer, monitor::Monitor, registry::Registry};
 
 /// What the endpoints read.
 pub struct Admin {
@@ -37,6 +37,8 @@ pub struct Admin {
     pub token: AdminToken,
     /// One permit per `/api/events` subscriber.
     pub event_streams: Arc<Semaphore>,
+    /// The groups, for the hosts that share them.
+    pub groups: Arc<dyn GroupLayer>,
 }
 
 /// The operator endpoints.
@@ -46,6 +48,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             .route("/api/plugins", get(plugins))
             .route("/metrics", get(metrics))
             .route("/api/events", get(events))
+            .route("/api/hosts", get(hosts))
             .with_state(admin.clone()),
     );
     Router::new()
@@ -170,6 +173,12 @@ async fn plugins(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
             .monitor
             .plugins_json(&admin.registry.snapshot().plugins),
     )
+}
+
+/// The hosts sharing the groups through Redis, from their presence (none
+/// for groups of this host only).
+async fn hosts(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    Json(json!({ "hosts": admin.groups.hosts().await }))
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {

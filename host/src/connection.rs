@@ -22,14 +22,19 @@ use tokio_tungstenite::{
 };
 use tracing::{debug, warn};
 
+use rohrpost_plugin_api::abi::CallOutcome;
+
 use crate::{
     client_limits::{Rate, Verdict},
-    dispatch::Dispatcher,
+    conn_state::ConnState,
+    dispatch::{Caller, Dispatcher, Outcome},
     effects::Effects,
     groups::{ConnectionId, GroupLayer},
+    lifecycle::{self, Hook},
     linger,
     monitor::Monitor,
     outbound::{Outbound, QueueLimits, Stop},
+    plugin::{Hooks, LoadedPlugin},
     protocol::{Close, Rejection},
     shutdown::Stopping,
     wire::Wire,
@@ -51,6 +56,8 @@ pub struct Shared {
     pub idle_timeout: Duration,
     /// Messages a connection may send per second (0: any).
     pub max_messages_per_second: u32,
+    /// What one plugin may attach to one connection, in bytes.
+    pub max_connection_state_bytes: usize,
     pub monitor: Arc<Monitor>,
 }
 
@@ -87,11 +94,21 @@ struct Conn {
     /// The message rate, when limited (boxed: most servers do not limit,
     /// and this is part of every connection's task).
     rate: Option<Box<Rate>>,
+    /// What plugins attached to it; boxed and made on the first change,
+    /// for the same reason.
+    state: Option<Box<ConnState>>,
+    /// The close code the client sent, once it did.
+    client_close: Option<u16>,
 }
 
 impl Conn {
-    /// Where this connection's effects go, and its scope.
-    fn effects<'c>(&'c mut self, shared: &'c Shared) -> (Effects<'c>, &'c Arc<str>) {
+    /// Where this connection's effects go, and who it is for its calls.
+    fn effects<'c>(&'c mut self, shared: &'c Shared) -> (Effects<'c>, Caller<'c>) {
+        let caller = Caller {
+            id: self.id,
+            scope: &self.scope,
+            scopes: self.state.as_ref().map(|state| state.scopes()),
+        };
         let effects = Effects {
             socket: &mut self.socket,
             outbound: &mut self.outbound,
@@ -100,8 +117,11 @@ impl Conn {
             limits: shared.outbound_queue,
             drops: &shared.monitor.metrics.queue_drops,
             group_names: shared.dispatcher.group_names,
+            state: &mut self.state,
+            scope: &self.scope,
+            state_limit: shared.max_connection_state_bytes,
         };
-        (effects, &self.scope)
+        (effects, caller)
     }
 }
 
@@ -144,12 +164,22 @@ pub fn serve(
         scope,
         outbound: Outbound::default(),
         rate: Rate::new(shared.max_messages_per_second, std::time::Instant::now()).map(Box::new),
+        state: None,
+        client_close: None,
     };
     async move {
         let _membership = membership;
-        let end = run(&mut conn, &shared, &mut stopping).await;
+        let end = match opened(&mut conn, &shared).await {
+            Ok(()) => run(&mut conn, &shared, &mut stopping).await,
+            Err(end) => end,
+        };
         // No group message may follow a close frame.
         conn.outbound.close();
+        let code = match &end {
+            End::Close(close) | End::Broken(close) => close.code,
+            End::Gone => conn.client_close.unwrap_or(1006),
+        };
+        let hooked = hooked(&shared, |hooks| hooks.on_disconnect);
         match end {
             End::Gone => debug!(connection = id, "connection closed"),
             End::Close(close) => {
@@ -165,11 +195,91 @@ pub fn serve(
                 debug!(
                     connection = id,
                     code = close.code,
-                    reason = close.reason,
+                    reason = %close.reason,
                     "closing a connection that broke the protocol"
                 );
                 close_broken(conn.socket, close).await;
             }
+        }
+        if !hooked.is_empty() {
+            // Gone from its groups before the hooks run: what they send
+            // and count is without it.
+            shared.groups.leave_all(id);
+            disconnected(
+                &hooked,
+                &conn.scope,
+                conn.state.as_deref(),
+                id,
+                code,
+                &shared,
+            )
+            .await;
+        }
+    }
+}
+
+/// The loaded plugins with a hook, in the order hooks run: by name.
+fn hooked(shared: &Shared, has: impl Fn(&Hooks) -> bool) -> Vec<Arc<LoadedPlugin>> {
+    let snapshot = shared.dispatcher.registry.snapshot();
+    let mut plugins: Vec<Arc<LoadedPlugin>> = snapshot
+        .plugins
+        .values()
+        .filter(|p| has(&p.hooks))
+        .cloned()
+        .collect();
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    plugins
+}
+
+/// Runs the plugins' `on_connect` hooks; the end of a connection one of
+/// them refused (or failed on: 1011).
+async fn opened(conn: &mut Conn, shared: &Shared) -> Result<(), End> {
+    let plugins = hooked(shared, |hooks| hooks.on_connect);
+    for plugin in &plugins {
+        let scope = match &conn.state {
+            Some(state) => state.scope_for(&plugin.name, &conn.scope).to_string(),
+            None => conn.scope.to_string(),
+        };
+        let timeout = shared.dispatcher.handler_timeout;
+        let outcome = lifecycle::run(plugin, Hook::Connect, scope, conn.id, timeout).await;
+        let effects = match outcome {
+            Outcome::Returned(CallOutcome::Done(effects)) => effects,
+            other => {
+                lifecycle::log_failure(plugin, Hook::Connect, &other);
+                return Err(End::Close(Close::HOOK_FAILED));
+            }
+        };
+        let (mut effects_of, _) = conn.effects(shared);
+        effects_of.carry_out_hook(plugin, effects).await?;
+    }
+    Ok(())
+}
+
+/// Runs the plugins' `on_disconnect` hooks; only their group sends are
+/// carried out.
+async fn disconnected(
+    plugins: &[Arc<LoadedPlugin>],
+    scope: &Arc<str>,
+    state: Option<&ConnState>,
+    id: ConnectionId,
+    code: u16,
+    shared: &Shared,
+) {
+    for plugin in plugins {
+        let scope = state.map_or(scope, |s| s.scope_for(&plugin.name, scope));
+        let input = lifecycle::disconnect_input(scope, code);
+        let timeout = shared.dispatcher.handler_timeout;
+        match lifecycle::run(plugin, Hook::Disconnect, input, id, timeout).await {
+            Outcome::Returned(CallOutcome::Done(effects)) => {
+                lifecycle::group_sends(
+                    plugin,
+                    effects,
+                    shared.groups.as_ref(),
+                    shared.dispatcher.group_names,
+                )
+                .await;
+            }
+            other => lifecycle::log_failure(plugin, Hook::Disconnect, &other),
         }
     }
 }
@@ -229,7 +339,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         }
         // Group messages wait behind this frame's answer.
         conn.outbound.hold();
-        let (mut effects, scope) = conn.effects(shared);
+        let (mut effects, caller) = conn.effects(shared);
         let done = match message {
             // Boxed: a request's handling is the deepest state of the loop,
             // and inline it would set the size of every connection's task,
@@ -241,7 +351,8 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             Message::Text(text) => {
                 Box::pin(async {
                     let handled = {
-                        let work = std::pin::pin!(shared.dispatcher.handle(&text, scope, arrived));
+                        let work =
+                            std::pin::pin!(shared.dispatcher.handle(&text, &caller, arrived));
                         effects.while_running(work).await
                     };
                     match handled {
@@ -255,7 +366,8 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             // Pings are answered by the WebSocket layer itself; a client's
             // close is echoed by it on the next flush.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
-            Message::Close(_) => {
+            Message::Close(frame) => {
+                conn.client_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
                 conn.outbound.close();
                 let _ = conn.socket.flush().await;
                 continue;
@@ -356,7 +468,7 @@ async fn close_broken(mut socket: Socket, close: Close) {
 fn close_frame(close: Close) -> CloseFrame {
     CloseFrame {
         code: CloseCode::from(close.code),
-        reason: close.reason.into(),
+        reason: close.reason.into_owned().into(),
     }
 }
 

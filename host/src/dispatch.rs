@@ -35,6 +35,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, info, warn};
 
 use crate::{
+    conn_state::Scopes,
+    groups::ConnectionId,
     inline_watch,
     isolation::{frame, Called, WorkerHandle},
     monitor::Monitor,
@@ -71,6 +73,14 @@ pub enum Outcome {
     OutOfService,
 }
 
+/// Who sends a frame: the connection, its scope, and the scopes of the
+/// plugins that attached state to it.
+pub struct Caller<'a> {
+    pub id: ConnectionId,
+    pub scope: &'a Arc<str>,
+    pub scopes: Option<Arc<Scopes>>,
+}
+
 /// Routing and execution settings shared by all connections.
 pub struct Dispatcher {
     pub registry: Arc<Registry>,
@@ -101,12 +111,12 @@ impl Dispatcher {
         }
     }
 
-    /// Routes one text frame, which arrived at `arrived`, and runs its
-    /// handler.
+    /// Routes one text frame of `caller`, which arrived at `arrived`, and
+    /// runs its handler.
     pub async fn handle<'a>(
         &self,
         frame: &'a Utf8Bytes,
-        scope: &Arc<str>,
+        caller: &Caller<'_>,
         arrived: Instant,
     ) -> Handled<'a> {
         let text = frame.as_str();
@@ -126,6 +136,11 @@ impl Dispatcher {
         };
         let handler = &route.plugin.handlers[route.handler as usize];
         let inline = handler.is_inline();
+        let scope = match &caller.scopes {
+            Some(scopes) => scopes.get(&route.plugin.name).unwrap_or(caller.scope),
+            None => caller.scope,
+        };
+        let connection = caller.id;
         // One clock read after an inline call: on the hot path it is both
         // the call's time and the request's. Both count from the frame's
         // arrival, parsing included: for the frames that are judged (at most
@@ -142,17 +157,21 @@ impl Dispatcher {
                 scope,
             };
             let bytes = frame::call(&parts);
-            let (outcome, ran_for) = self.run_in_worker(&route, worker, bytes, inline).await;
+            let (outcome, ran_for) = self
+                .run_in_worker(&route, worker, bytes, inline, connection)
+                .await;
             (outcome, ran_for, arrived.elapsed())
         } else if inline {
             let watched = inline_watch::begin(&route, arrived);
-            let outcome = self.run_inline(&route, &envelope, text, scope);
+            let outcome = crate::host_services::with_caller(connection, || {
+                self.run_inline(&route, &envelope, text, scope)
+            });
             drop(watched);
             let took = arrived.elapsed();
             (outcome, Some(took), took)
         } else {
             let owned = OwnedCall::new(frame, &envelope, scope.clone());
-            let (outcome, ran_for) = self.run_pooled(&route, owned).await;
+            let (outcome, ran_for) = self.run_pooled(&route, owned, connection).await;
             (outcome, ran_for, arrived.elapsed())
         };
         if handler.declared_inline() {
@@ -224,6 +243,7 @@ impl Dispatcher {
         worker: &WorkerHandle,
         bytes: Vec<u8>,
         inline: bool,
+        connection: ConnectionId,
     ) -> (Outcome, Option<Duration>) {
         let now = tokio::time::Instant::now();
         // A timeout too long to add is no timeout.
@@ -240,7 +260,10 @@ impl Dispatcher {
             }
         };
         route.plugin.count_call();
-        match worker.call(route.handler, bytes, deadline).await {
+        match worker
+            .call(route.handler, bytes, deadline, connection)
+            .await
+        {
             Called::Replied { outcome, ran_for } => (Outcome::Returned(outcome), Some(ran_for)),
             Called::Crashed => (Outcome::Crashed, None),
             Called::TimedOut => (Outcome::TimedOut(self.handler_timeout), None),
@@ -250,7 +273,12 @@ impl Dispatcher {
 
     /// Runs the call on the pool; also how long the call itself ran, not
     /// counting the wait for a pool thread.
-    async fn run_pooled(&self, route: &Route, owned: OwnedCall) -> (Outcome, Option<Duration>) {
+    async fn run_pooled(
+        &self,
+        route: &Route,
+        owned: OwnedCall,
+        connection: ConnectionId,
+    ) -> (Outcome, Option<Duration>) {
         let plugin = route.plugin.clone();
         let handler = route.handler;
         let slots = plugin.pool_slots.clone();
@@ -261,7 +289,9 @@ impl Dispatcher {
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let started = Instant::now();
-                let outcome = plugin.call(handler, &owned.as_call());
+                let outcome = crate::host_services::with_caller(connection, || {
+                    plugin.call(handler, &owned.as_call())
+                });
                 (outcome, started.elapsed())
             })
             .await

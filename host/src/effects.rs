@@ -8,15 +8,15 @@
 //! A new kind of effect is a new `EFFECT_*` number in `plugin-api` and a
 //! new [`Action`] here; nothing else in the host changes.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use abi_stable::std_types::RVec;
 use futures_util::SinkExt;
 use prometheus_client::metrics::counter::Counter;
 use rohrpost_plugin_api::{
     abi::{
-        CallOutcome, Effect, EFFECT_CLOSE, EFFECT_GROUP_SEND, EFFECT_JOIN, EFFECT_LEAVE,
-        EFFECT_SEND,
+        CallOutcome, Effect, EFFECT_CLOSE, EFFECT_CLOSE_WITH, EFFECT_GROUP_SEND, EFFECT_JOIN,
+        EFFECT_LEAVE, EFFECT_SEND, EFFECT_SET,
     },
     GroupNameRule,
 };
@@ -25,10 +25,12 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{error, warn};
 
 use crate::{
+    conn_state::{ConnState, Refused},
     connection::Socket,
     dispatch::{Handled, Outcome, Ran},
     groups::{ConnectionId, GroupLayer},
     outbound::{Outbound, QueueLimits, Stop},
+    plugin::LoadedPlugin,
     protocol::{Close, Failure},
 };
 
@@ -45,6 +47,11 @@ pub enum Action {
     Leave(String),
     /// Send a message to every member of a group.
     GroupSend { group: String, message: String },
+    /// Attach a value to the connection (carried out before the others,
+    /// all of a call's at once: see [`state_changes`]).
+    Set,
+    /// Close with a code of the plugin's choosing.
+    CloseWith { code: u16, reason: String },
 }
 
 /// Why an effect cannot be carried out.
@@ -55,6 +62,8 @@ pub enum Unusable {
     /// An effect kind this host does not know (the plugin was built against
     /// a later 1.x).
     Unsupported(u32),
+    /// A close code outside 4000-4999 and 1008, or a reason too long.
+    BadClose,
 }
 
 impl Action {
@@ -73,6 +82,22 @@ impl Action {
                 group: effect.target.into_string(),
                 message: effect.body.into_string(),
             }),
+            EFFECT_SET => Ok(Action::Set),
+            EFFECT_CLOSE_WITH => {
+                let code = effect.target.as_str().parse::<u16>().ok();
+                match code {
+                    Some(code)
+                        if (code == 1008 || (4000..=4999).contains(&code))
+                            && effect.body.len() <= 123 =>
+                    {
+                        Ok(Action::CloseWith {
+                            code,
+                            reason: effect.body.into_string(),
+                        })
+                    }
+                    _ => Err(Unusable::BadClose),
+                }
+            }
             other => Err(Unusable::Unsupported(other)),
         }
     }
@@ -89,7 +114,19 @@ pub fn first_bad_group(
         .find_map(|e| rule.check(e.target.as_str()).err())
 }
 
-fn is_json_object(text: &str) -> bool {
+/// The state changes among a call's effects, in order.
+pub fn state_changes(effects: &[Effect]) -> Vec<(&str, Option<&str>)> {
+    effects
+        .iter()
+        .filter(|e| e.kind == EFFECT_SET)
+        .map(|e| {
+            let value = Some(e.body.as_str()).filter(|b| !b.is_empty());
+            (e.target.as_str(), value)
+        })
+        .collect()
+}
+
+pub fn is_json_object(text: &str) -> bool {
     text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
@@ -105,6 +142,12 @@ pub struct Effects<'c> {
     pub drops: &'c Counter,
     /// Which group names handlers may use.
     pub group_names: GroupNameRule,
+    /// What plugins attached to the connection, made on the first change.
+    pub state: &'c mut Option<Box<ConnState>>,
+    /// The connection's scope, without any plugin's state.
+    pub scope: &'c Arc<str>,
+    /// The most one plugin may attach to one connection, in bytes.
+    pub state_limit: usize,
 }
 
 impl Effects<'_> {
@@ -215,6 +258,18 @@ impl Effects<'_> {
                 .reply(Failure::InvalidGroup { problem }.reply(&request))
                 .await;
         }
+        let changes = state_changes(&effects);
+        if !changes.is_empty() {
+            let state = self.state.get_or_insert_with(Default::default);
+            if let Err(refused) = state.apply(&plugin.name, &changes, self.state_limit, self.scope)
+            {
+                let failure = match refused {
+                    Refused::TooLarge { limit } => Failure::StateTooLarge { limit },
+                    Refused::NotJson => Failure::InvalidMessage { kind },
+                };
+                return self.reply(failure.reply(&request)).await;
+            }
+        }
         for effect in RVec::into_iter(effects) {
             let effect_kind = effect.kind;
             let action = match Action::decode(effect) {
@@ -238,12 +293,57 @@ impl Effects<'_> {
                             }
                             Failure::Unsupported { kind }
                         }
+                        Unusable::BadClose => {
+                            if crate::log_limit::HANDLER_INVALID.allow() {
+                                error!(plugin = %plugin.name, version = %plugin.version,
+                                    r#type = %kind, effect = effect_kind,
+                                    cause = "a close code outside 4000-4999 and 1008, or a reason over 123 bytes",
+                                    "handler produced something invalid");
+                            }
+                            Failure::InvalidMessage { kind }
+                        }
                     };
                     self.send(failure.reply(&request)).await?;
                     continue;
                 }
             };
             self.apply(action).await?;
+        }
+        self.flush().await
+    }
+
+    /// Carries out what a plugin's `on_connect` asked for, then flushes. A
+    /// close (refusal) ends the connection; effects that cannot be carried
+    /// out (a bad group name, too much state) refuse it with 1011.
+    pub async fn carry_out_hook(
+        &mut self,
+        plugin: &LoadedPlugin,
+        effects: RVec<Effect>,
+    ) -> Result<(), Stop> {
+        let failed = |cause: String| {
+            crate::lifecycle::log_failure(
+                plugin,
+                crate::lifecycle::Hook::Connect,
+                &Outcome::Returned(CallOutcome::Failed(cause.into())),
+            );
+            Err(Stop::Close(Close::HOOK_FAILED))
+        };
+        if let Some(problem) = first_bad_group(&effects, self.group_names) {
+            return failed(format!("invalid group name: {problem}"));
+        }
+        let changes = state_changes(&effects);
+        if !changes.is_empty() {
+            let state = self.state.get_or_insert_with(Default::default);
+            if let Err(refused) = state.apply(&plugin.name, &changes, self.state_limit, self.scope)
+            {
+                return failed(format!("its state was refused: {refused:?}"));
+            }
+        }
+        for effect in RVec::into_iter(effects) {
+            match Action::decode(effect) {
+                Ok(action) => self.apply(action).await?,
+                Err(unusable) => return failed(format!("an unusable effect: {unusable:?}")),
+            }
         }
         self.flush().await
     }
@@ -256,6 +356,12 @@ impl Effects<'_> {
                 let _ = self.socket.flush().await;
                 Err(Stop::Close(Close::NORMAL))
             }
+            Action::CloseWith { code, reason } => {
+                let _ = self.socket.flush().await;
+                Err(Stop::Close(Close::with(code, reason)))
+            }
+            // Carried out before the call's other effects.
+            Action::Set => Ok(()),
             Action::Join(group) => {
                 let socket = &mut *self.socket;
                 let outbox = self

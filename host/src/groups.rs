@@ -56,10 +56,23 @@ pub trait GroupLayer: Send + Sync {
     fn close(&self) -> GroupFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
+    /// The members of `group` on this host, and whether `connection` is
+    /// one of them. Never waits.
+    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool);
+    /// The members of `group` on other hosts, as they last reported them;
+    /// `None` when the broker did not answer in time. Waits a bounded time.
+    fn remote_members<'a>(&'a self, _group: &'a str) -> GroupFuture<'a, Option<usize>> {
+        Box::pin(std::future::ready(Some(0)))
+    }
+    /// The hosts sharing the groups, this one included, with their open
+    /// connections; empty for groups of this host only.
+    fn hosts(&self) -> GroupFuture<'_, Vec<crate::redis_groups::HostEntry>> {
+        Box::pin(std::future::ready(Vec::new()))
+    }
 }
 
-/// Groups of this host only, in memory.
-#[derive(Default)]
+/// Groups of this host only, in memory (a clone shares them).
+#[derive(Default, Clone)]
 pub struct MemoryGroups {
     /// Shared with the groups' lanes, which read the members from it.
     membership: Arc<Membership>,
@@ -212,6 +225,28 @@ impl MemoryGroups {
     pub fn group_names(&self) -> Vec<String> {
         self.state().members.keys().cloned().collect()
     }
+
+    /// The groups `connection` is in.
+    pub fn groups_of(&self, connection: ConnectionId) -> Vec<String> {
+        self.state()
+            .joined
+            .get(&connection)
+            .map(|groups| groups.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The members of `group` here.
+    pub fn count(&self, group: &str) -> usize {
+        self.state().members.get(group).map_or(0, HashMap::len)
+    }
+
+    /// The members of `group` here, and whether `connection` is one.
+    pub fn size_for(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
+        self.state()
+            .members
+            .get(group)
+            .map_or((0, false), |m| (m.len(), m.contains_key(&connection)))
+    }
 }
 
 impl GroupLayer for MemoryGroups {
@@ -235,6 +270,10 @@ impl GroupLayer for MemoryGroups {
 
     fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
         Box::pin(async move { self.deliver(group, &message).await })
+    }
+
+    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
+        self.size_for(group, connection)
     }
 }
 

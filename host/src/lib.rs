@@ -15,7 +15,9 @@
 //! member connection's outbound queue.
 //!
 //! A plugin runs in a supervised worker process unless configured
-//! otherwise: [`isolation`].
+//! otherwise: [`isolation`]. What a plugin may ask the host during a call
+//! is [`host_services`]; what it attached to a connection, [`conn_state`];
+//! its hooks when a connection opens and ends, [`lifecycle`].
 //!
 //! The `rohrpost` binary is a thin command line over [`server::run`], and,
 //! as `rohrpost --plugin-worker`, the worker process of one plugin.
@@ -24,6 +26,7 @@ mod accept;
 mod admin;
 mod client_limits;
 pub mod config;
+mod conn_state;
 mod connection;
 mod dispatch;
 mod effects;
@@ -32,8 +35,10 @@ mod fanout;
 mod forwarded;
 mod groups;
 mod handshake;
+mod host_services;
 mod inline_watch;
 mod isolation;
+mod lifecycle;
 mod linger;
 pub mod log_limit;
 mod monitor;

@@ -98,8 +98,12 @@ pub async fn notify(
         return invalid(&e);
     }
     let delivered = endpoint.groups.send(&group, text.into()).await;
-    info!(%group, event = notification.event.as_str(), delivered, "notification sent");
-    Json(json!({ "group": group, "id": id.to_value(), "delivered": delivered })).into_response()
+    // With groups shared through Redis, the other hosts' members as their
+    // presence says (this host's alone when Redis does not answer).
+    let members = delivered + endpoint.groups.remote_members(&group).await.unwrap_or(0);
+    info!(%group, event = notification.event.as_str(), delivered, members, "notification sent");
+    Json(json!({ "group": group, "id": id.to_value(), "delivered": delivered, "members": members }))
+        .into_response()
 }
 
 /// Refuses a group template whose expansion would be longer than any name

@@ -31,7 +31,8 @@ use abi_stable::{
     std_types::RString,
 };
 use rohrpost_plugin_api::abi::{
-    Call, CallOutcome, PluginModRef, EXT_CONFIGURE, EXT_UNSUPPORTED, MODE_INLINE,
+    Call, CallOutcome, PluginModRef, EXT_CONFIGURE, EXT_FEATURES, EXT_HOST, EXT_RETIRE,
+    EXT_UNSUPPORTED, MODE_INLINE,
 };
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -218,6 +219,8 @@ pub struct LoadedPlugin {
     pub pool_slots: Arc<Semaphore>,
     /// When it was loaded, in seconds since the Unix epoch.
     pub loaded_at: f64,
+    /// Its connection hooks.
+    pub hooks: Hooks,
     stats: Stats,
     backend: Backend,
 }
@@ -298,6 +301,20 @@ impl LoadedPlugin {
         }
     }
 
+    /// Calls a named entry point in this process (a hook, `retire`);
+    /// `Err` with the plugin's text, or for a plugin in a worker.
+    pub fn extension(&self, name: &str, input: &str) -> Result<String, String> {
+        match &self.backend {
+            Backend::InProcess(module) => (module.extension())(name.into(), input.into())
+                .into_result()
+                .map(RString::into_string)
+                .map_err(RString::into_string),
+            Backend::Worker(_) => {
+                Err("Internal error: an isolated plugin was called in-process.".into())
+            }
+        }
+    }
+
     /// Counts a call made through the plugin's worker.
     pub fn count_call(&self) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +338,17 @@ impl LoadedPlugin {
             errors: self.stats.errors.load(Ordering::Relaxed),
             panics: self.stats.panics.load(Ordering::Relaxed),
             timeouts: self.stats.timeouts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A version in this process is dropped when it is retired and its last
+/// call has ended: it drops its state then ([`EXT_RETIRE`]; its code stays
+/// mapped). A worker's version goes with its process.
+impl Drop for LoadedPlugin {
+    fn drop(&mut self) {
+        if let Backend::InProcess(module) = &self.backend {
+            let _ = (module.extension())(EXT_RETIRE.into(), "".into());
         }
     }
 }
@@ -377,6 +405,50 @@ pub struct ManifestInfo {
     pub panic_unwind: bool,
     /// Each handler's types, and whether it is declared inline.
     pub handlers: Vec<(Vec<String>, bool)>,
+    /// Its lifecycle hooks (plugin-api 1.2).
+    pub hooks: Hooks,
+}
+
+/// The lifecycle hooks a plugin has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub on_connect: bool,
+    pub on_disconnect: bool,
+}
+
+impl Hooks {
+    /// From the plugin's answer to [`EXT_FEATURES`]; none from a plugin
+    /// older than 1.2.
+    pub fn from_features(answer: Result<String, String>) -> Hooks {
+        #[derive(serde::Deserialize)]
+        struct Features {
+            #[serde(default)]
+            on_connect: bool,
+            #[serde(default)]
+            on_disconnect: bool,
+        }
+        match answer
+            .ok()
+            .and_then(|text| serde_json::from_str::<Features>(&text).ok())
+        {
+            Some(f) => Hooks {
+                on_connect: f.on_connect,
+                on_disconnect: f.on_disconnect,
+            },
+            None => Hooks::default(),
+        }
+    }
+}
+
+/// Hands a library in this process the host's services and reads its
+/// hooks (plugin-api 1.2; an older plugin answers neither).
+pub fn introduce(module: PluginModRef, ask_address: &str) -> Hooks {
+    let _ = (module.extension())(EXT_HOST.into(), ask_address.into());
+    let answer = (module.extension())(EXT_FEATURES.into(), "".into())
+        .into_result()
+        .map(RString::into_string)
+        .map_err(RString::into_string);
+    Hooks::from_features(answer)
 }
 
 impl ManifestInfo {
@@ -397,6 +469,7 @@ impl ManifestInfo {
                     )
                 })
                 .collect(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -510,6 +583,7 @@ impl LoadedPlugin {
             loaded_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            hooks: manifest.hooks,
             stats: Stats::default(),
             backend,
         }
@@ -526,7 +600,8 @@ pub fn load(
     settings: &BTreeMap<String, String>,
 ) -> Result<LoadedPlugin, Rejection> {
     let module = open(file, bytes, shadow)?;
-    let manifest = ManifestInfo::of(&(module.manifest())());
+    let mut manifest = ManifestInfo::of(&(module.manifest())());
+    manifest.hooks = introduce(module, &crate::host_services::ask_address());
     let handlers = manifest.check()?;
     let config = config_of(settings, &manifest.name);
     let answer = (module.extension())(EXT_CONFIGURE.into(), config.into())

@@ -86,6 +86,11 @@ pub enum Failure<'a> {
     Unsupported { kind: &'a str },
     #[error("Too many messages: at most {per_second} per second.")]
     RateLimited { per_second: u32 },
+    /// The call would attach more to the connection than a plugin may.
+    #[error(
+        "Connection state too large: a plugin may attach at most {limit} bytes to a connection."
+    )]
+    StateTooLarge { limit: usize },
 }
 
 impl Failure<'_> {
@@ -105,10 +110,11 @@ impl Failure<'_> {
 
 /// A close frame the server sends of its own accord: code (RFC 6455) and
 /// reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Close {
     pub code: u16,
-    pub reason: &'static str,
+    /// Owned only for a plugin's reason ([`Close::with`]).
+    pub reason: std::borrow::Cow<'static, str>,
 }
 
 impl Close {
@@ -129,9 +135,23 @@ impl Close {
     pub const TOO_BIG: Close = Close::new(1009, "Message too big.");
     /// The client kept sending faster than `max_messages_per_second`.
     pub const RATE_EXCEEDED: Close = Close::new(1008, "Message rate exceeded.");
+    /// A plugin's `on_connect` failed (an error, a panic, a timeout, a
+    /// crash): the connection is refused.
+    pub const HOOK_FAILED: Close = Close::new(1011, "Internal error.");
 
     const fn new(code: u16, reason: &'static str) -> Self {
-        Close { code, reason }
+        Close {
+            code,
+            reason: std::borrow::Cow::Borrowed(reason),
+        }
+    }
+
+    /// A plugin's close: its code (checked by the caller) and reason.
+    pub fn with(code: u16, reason: String) -> Self {
+        Close {
+            code,
+            reason: std::borrow::Cow::Owned(reason),
+        }
     }
 }
 

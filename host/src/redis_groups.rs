@@ -28,6 +28,7 @@ mod core;
 mod core_link;
 mod health;
 mod link;
+mod presence;
 mod publisher;
 mod wire;
 
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{debug, info};
 
+use self::presence::Presence;
 use self::{
     core::Core,
     core_link::Change,
@@ -46,7 +48,7 @@ use self::{
     publisher::{Publisher, Sink},
     wire::Received,
 };
-pub use self::{core::CoreSettings, wire::Wire};
+pub use self::{core::CoreSettings, presence::HostEntry, wire::Wire};
 use crate::{
     groups::{ConnectionId, GroupFuture, GroupLayer, MemoryGroups, Outbox},
     monitor::Monitor,
@@ -63,6 +65,7 @@ pub struct RedisGroups {
     shared: Arc<Shared>,
     control: mpsc::UnboundedSender<Control>,
     publisher: Publisher,
+    presence: Arc<Presence>,
 }
 
 /// What the link needs of the layer.
@@ -88,7 +91,7 @@ impl RedisGroups {
         let (client, where_) = client(url)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
         info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
-        let health = Arc::new(Health::new(monitor));
+        let health = Arc::new(Health::new(monitor.clone()));
         health.connected(publishing);
         health.up();
         let shared = Arc::new(Shared {
@@ -98,6 +101,13 @@ impl RedisGroups {
             origin: format!("{:016x}", rand::random::<u64>()),
             health: health.clone(),
         });
+        let presence = Presence::new(
+            format!("{}rohrpost-presence:", shared.prefix),
+            shared.origin.clone(),
+            health.clone(),
+            monitor.open_connections_counter(),
+        );
+        tokio::spawn(presence.clone().run(shared.local.clone()));
         let (control, control_rx) = mpsc::unbounded_channel();
         tokio::spawn(link::run(
             client,
@@ -110,6 +120,7 @@ impl RedisGroups {
             shared,
             control,
             publisher: Publisher::start(health, Sink::PubSub),
+            presence,
         }))
     }
 }
@@ -197,7 +208,9 @@ impl GroupLayer for RedisGroups {
         outbox: &'a Outbox,
     ) -> GroupFuture<'a, ()> {
         Box::pin(async move {
-            if !self.shared.local.add(group, connection, outbox) {
+            let first = self.shared.local.add(group, connection, outbox);
+            self.presence.changed(group);
+            if !first {
                 return;
             }
             let (done, subscribed) = oneshot::channel();
@@ -212,7 +225,9 @@ impl GroupLayer for RedisGroups {
     }
 
     fn leave(&self, group: &str, connection: ConnectionId) {
-        if self.shared.local.remove(group, connection) {
+        let emptied = self.shared.local.remove(group, connection);
+        self.presence.changed(group);
+        if emptied {
             let _ = self
                 .control
                 .send(Control::Unsubscribe(self.shared.channel(group)));
@@ -220,6 +235,9 @@ impl GroupLayer for RedisGroups {
     }
 
     fn leave_all(&self, connection: ConnectionId) {
+        for group in self.shared.local.groups_of(connection) {
+            self.presence.changed(&group);
+        }
         for group in self.shared.local.remove_everywhere(connection) {
             let _ = self
                 .control
@@ -237,6 +255,27 @@ impl GroupLayer for RedisGroups {
             self.shared.local.deliver(group, &message).await
         })
     }
+
+    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
+        self.shared.local.size_for(group, connection)
+    }
+
+    fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
+        Box::pin(async move {
+            self.presence
+                .others(group)
+                .await
+                .map(|(members, _)| members)
+        })
+    }
+
+    fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {
+        Box::pin(self.presence.hosts())
+    }
+
+    fn close(&self) -> GroupFuture<'_, ()> {
+        Box::pin(self.presence.remove(&self.shared.local))
+    }
 }
 
 /// Groups in channels_redis's default layer (see [`core`]).
@@ -244,6 +283,7 @@ pub struct CoreGroups {
     core: Arc<Core>,
     changes: mpsc::UnboundedSender<Change>,
     publisher: Publisher,
+    presence: Arc<Presence>,
 }
 
 impl CoreGroups {
@@ -258,9 +298,16 @@ impl CoreGroups {
         let (client, where_) = client(url)?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
         info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
-        let health = Arc::new(Health::new(monitor));
+        let health = Arc::new(Health::new(monitor.clone()));
         health.connected(commands.clone());
         let core = Arc::new(Core::new(prefix, settings, health.clone()));
+        let presence = Presence::new(
+            format!("{prefix}:rohrpost-presence:"),
+            core.host_id().to_owned(),
+            health.clone(),
+            monitor.open_connections_counter(),
+        );
+        tokio::spawn(presence.clone().run(core.local.clone()));
         let (changes, changes_rx) = mpsc::unbounded_channel();
         tokio::spawn(core_link::run(
             client,
@@ -273,6 +320,7 @@ impl CoreGroups {
             core: core.clone(),
             changes,
             publisher: Publisher::start(health, Sink::Core(core)),
+            presence,
         }))
     }
 
@@ -293,7 +341,9 @@ impl GroupLayer for CoreGroups {
         outbox: &'a Outbox,
     ) -> GroupFuture<'a, ()> {
         Box::pin(async move {
-            if !self.core.local.add(group, connection, outbox) {
+            let first = self.core.local.add(group, connection, outbox);
+            self.presence.changed(group);
+            if !first {
                 return;
             }
             let (done, added) = oneshot::channel();
@@ -308,12 +358,17 @@ impl GroupLayer for CoreGroups {
     }
 
     fn leave(&self, group: &str, connection: ConnectionId) {
-        if self.core.local.remove(group, connection) {
+        let emptied = self.core.local.remove(group, connection);
+        self.presence.changed(group);
+        if emptied {
             self.left(group);
         }
     }
 
     fn leave_all(&self, connection: ConnectionId) {
+        for group in self.core.local.groups_of(connection) {
+            self.presence.changed(&group);
+        }
         for group in self.core.local.remove_everywhere(connection) {
             self.left(&group);
         }
@@ -327,9 +382,34 @@ impl GroupLayer for CoreGroups {
         })
     }
 
+    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
+        self.core.local.size_for(group, connection)
+    }
+
+    /// Other hosts' members from their presence, and Django's consumers:
+    /// the group's set holds one channel per consumer and one per host
+    /// with members, so the consumers are the set's live members less the
+    /// hosts'.
+    fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
+        Box::pin(async move {
+            let (others, hosts) = self.presence.others(group).await?;
+            let in_set = tokio::time::timeout(presence::ASK_WAIT, self.core.set_size(group))
+                .await
+                .ok()
+                .flatten()?;
+            let own = usize::from(self.core.local.count(group) > 0);
+            Some(others + in_set.saturating_sub(hosts + own))
+        })
+    }
+
+    fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {
+        Box::pin(self.presence.hosts())
+    }
+
     /// Takes the host's channels out of every group's set.
     fn close(&self) -> GroupFuture<'_, ()> {
         Box::pin(async move {
+            self.presence.remove(&self.core.local).await;
             let (done, closed) = oneshot::channel();
             if self.changes.send(Change::Close(done)).is_ok() {
                 let _ = tokio::time::timeout(BROKER_TIMEOUT * 2, closed).await;

@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             CoreGroups::connect(url, groups_prefix(&settings), core, monitor.clone()).await?
         }
     };
+    crate::host_services::serve_groups(groups.clone());
     let _watcher = watcher::start(
         WatchSettings {
             dir: settings.plugins_dir.clone(),
@@ -118,6 +119,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
             idle_timeout: settings.idle_timeout,
             max_messages_per_second: settings.max_messages_per_second,
+            max_connection_state_bytes: usize::try_from(settings.max_connection_state_bytes)
+                .unwrap_or(usize::MAX),
             monitor: monitor.clone(),
         }),
         settings: settings.clone(),
@@ -155,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             registry,
             token: admin_token.clone(),
             event_streams: Arc::new(Semaphore::new(settings.max_event_streams)),
+            groups: closing.clone(),
         })))
         .merge(admin_token.protect(status::router(&settings.ws_path)));
 

@@ -374,13 +374,14 @@ pub use plugin::{HandlerError, HandlerResult, Plugin, Types};
 pub use request::Request;
 pub use secret::same_secret;
 pub use state::Stateful;
+pub use typed::Refusal;
 
 /// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`:
 /// `use rohrpost_plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         export_plugin, Connection, ConnectionEvent, Event, HandlerError, HandlerResult, Id,
-        Message, MessageError, Notification, NotifyError, Plugin, Request, Stateful,
+        Message, MessageError, Notification, NotifyError, Plugin, Refusal, Request, Stateful,
     };
     pub use serde_json::{json, Value};
 }

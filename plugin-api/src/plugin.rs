@@ -22,7 +22,7 @@ use crate::{
     lifecycle::{self, ConnectionEvent},
     load_warning::collecting,
     request::Request,
-    typed,
+    typed::{self, Refusal},
 };
 
 /// What a handler returns: `Ok(())` after sending its replies, or an error
@@ -250,7 +250,8 @@ impl Plugin {
     /// into `In` and returns `Out` or an error. The host answers
     /// `{"id","type","data":<Out as JSON>}` (without `data` when `Out` is
     /// `()` or `None`), or, for an `Err(e)`, `{"id","type","error":"<e>"}`,
-    /// which is logged and counted as an error like any handler's `Err`.
+    /// which is logged and counted as an error like any handler's `Err`
+    /// (unless it is a [`Refusal`](crate::Refusal), which is expected).
     /// A `data` that does not fit `In` is answered with an error reply
     /// naming the field, for example
     /// `Invalid data: amount: invalid type: string "x", expected u64`, and
@@ -280,7 +281,7 @@ impl Plugin {
     where
         In: serde::de::DeserializeOwned,
         Out: serde::Serialize,
-        E: std::fmt::Display,
+        E: std::fmt::Display + 'static,
         F: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
     {
         self.handler(types, move |req: &Request<'_>, conn: &mut Connection| {
@@ -315,7 +316,7 @@ impl Plugin {
     where
         In: serde::de::DeserializeOwned,
         Out: serde::Serialize,
-        E: std::fmt::Display,
+        E: std::fmt::Display + 'static,
         F: Fn(In, &Request<'_>, &mut Connection) -> Result<Out, E> + Send + Sync + 'static,
     {
         self.handler(types, move |req: &Request<'_>, conn: &mut Connection| {
@@ -483,7 +484,15 @@ extern "C" fn call_shim(handler: u32, call: &Call<'_>) -> CallOutcome {
         let mut conn = Connection::new();
         match (h.run)(&request, &mut conn) {
             Ok(()) => CallOutcome::Done(RVec::from(conn.into_effects())),
-            Err(e) => CallOutcome::Failed(RString::from(e.to_string())),
+            Err(e) => match e.downcast_ref::<Refusal>() {
+                // Expected: the error reply alone, not a failed call.
+                Some(refusal) => {
+                    let mut reply = Connection::new();
+                    let _ = reply.send_error(request.id(), request.kind(), refusal);
+                    CallOutcome::Done(RVec::from(reply.into_effects()))
+                }
+                None => CallOutcome::Failed(RString::from(e.to_string())),
+            },
         }
     }));
     outcome.unwrap_or_else(|payload| CallOutcome::Panicked(RString::from(take_panic_text(payload))))

@@ -147,7 +147,7 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     where
         In: DeserializeOwned,
         Out: Serialize,
-        E: std::fmt::Display,
+        E: std::fmt::Display + 'static,
         F: Fn(&S, In) -> Result<Out, E> + Send + Sync + 'static,
     {
         self.add(
@@ -164,7 +164,7 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     where
         In: DeserializeOwned,
         Out: Serialize,
-        E: std::fmt::Display,
+        E: std::fmt::Display + 'static,
         F: Fn(&S, In, &Request<'_>, &mut Connection) -> Result<Out, E> + Send + Sync + 'static,
     {
         self.add(

@@ -14,7 +14,7 @@ pub(crate) fn answer<In, Out, E>(
 where
     In: DeserializeOwned,
     Out: Serialize,
-    E: std::fmt::Display,
+    E: std::fmt::Display + 'static,
 {
     let input: In = match decode(req.data_json()) {
         Ok(input) => input,
@@ -24,12 +24,73 @@ where
             return Ok(());
         }
     };
-    let out = f(input, req, conn).map_err(|e| e.to_string())?;
+    let out = match f(input, req, conn) {
+        Ok(out) => out,
+        Err(e) => {
+            if let Some(refusal) = Refusal::of(&e) {
+                let _ = conn.send_error(req.id(), req.kind(), refusal);
+                return Ok(());
+            }
+            return Err(e.to_string().into());
+        }
+    };
     let data = serde_json::to_value(out)?;
     let data = (!data.is_null()).then_some(data);
     let _ = conn.send_success(req.id(), req.kind(), data);
     Ok(())
 }
+
+/// An expected refusal (a wrong token, a denied subscription): returned as
+/// a handler's error (`Err(Refusal::new("Invalid token."))`, or with `?`
+/// from a function returning [`HandlerError`](crate::HandlerError)), it
+/// answers `{"id","type","error":"<text>"}` like
+/// [`Connection::send_error`], and is neither logged nor counted as an
+/// error, unlike any other error a handler returns.
+///
+/// ```
+/// use rohrpost_plugin_api::prelude::*;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Join {
+///     room: String,
+/// }
+///
+/// fn join(input: Join, _: &Request, conn: &mut Connection) -> Result<Value, HandlerError> {
+///     if input.room.starts_with("staff-") {
+///         return Err(Refusal::new("Permission denied.").into());
+///     }
+///     conn.add_to_group(&input.room);
+///     Ok(json!({ "room": input.room }))
+/// }
+/// # let _ = Plugin::new("doc", "1.0.0").typed_handler("join", join);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(String);
+
+impl Refusal {
+    /// A refusal whose text the client gets as `error`.
+    pub fn new(text: impl Into<String>) -> Self {
+        Refusal(text.into())
+    }
+
+    /// The refusal an error is, directly or boxed as a handler error.
+    pub(crate) fn of<E: 'static>(error: &E) -> Option<&Refusal> {
+        let any: &dyn std::any::Any = error;
+        if let Some(refusal) = any.downcast_ref::<Refusal>() {
+            return Some(refusal);
+        }
+        any.downcast_ref::<crate::HandlerError>()
+            .and_then(|boxed| boxed.downcast_ref::<Refusal>())
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// `data` (absent: `null`) as `In`, or what is wrong with it, naming the
 /// field: `Invalid data: items[2].amount: invalid type: ...`.

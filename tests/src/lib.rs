@@ -42,6 +42,7 @@ const LIBRARIES: &[&str] = &[
     "fixture-abi-v2",
     "fixture-faults",
     "fixture-bad-init",
+    "fixture-reference",
 ];
 
 /// Builds the host and every test plugin (debug profile) once per test

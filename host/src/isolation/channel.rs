@@ -45,7 +45,10 @@ use super::{
     frame::{self, FrameError, Reader},
     worker,
 };
-use crate::plugin::{LoadError, ManifestInfo};
+use crate::{
+    groups::ConnectionId,
+    plugin::{LoadError, ManifestInfo},
+};
 
 /// Why a worker could not be started, or its start-up conversation failed.
 #[derive(Debug, Error)]
@@ -163,6 +166,7 @@ impl Starting {
                 api_version: String::new(),
                 panic_unwind: false,
                 handlers: Vec::new(),
+                hooks: Default::default(),
             },
             child,
             reader: BufReader::new(read),
@@ -365,8 +369,9 @@ struct Calls {
     /// A call ran past its timeout: the worker is killed once no other
     /// call is in flight on it.
     draining: bool,
-    /// Each call's handler, and where its end goes.
-    waiting: HashMap<u64, (u32, oneshot::Sender<CallEnd>)>,
+    /// Each call's handler, the connection it is for, and where its end
+    /// goes.
+    waiting: HashMap<u64, (u32, ConnectionId, oneshot::Sender<CallEnd>)>,
 }
 
 /// A ready worker: where calls go.
@@ -428,7 +433,12 @@ impl Worker {
 
     /// Sends a call (a frame made by [`frame::call`]); the frame back when
     /// the worker takes no calls any more (it was never sent: try the next).
-    pub fn send(&self, handler: u32, mut bytes: Vec<u8>) -> Result<PendingCall<'_>, Vec<u8>> {
+    pub fn send(
+        &self,
+        handler: u32,
+        connection: ConnectionId,
+        mut bytes: Vec<u8>,
+    ) -> Result<PendingCall<'_>, Vec<u8>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         frame::set_call_id(&mut bytes, id);
         let (tx, rx) = oneshot::channel();
@@ -437,7 +447,7 @@ impl Worker {
             if !calls.open {
                 return Err(bytes);
             }
-            calls.waiting.insert(id, (handler, tx));
+            calls.waiting.insert(id, (handler, connection, tx));
         }
         // A failed send is answered when the channel's end is noticed.
         let _ = self.out.send(bytes);
@@ -470,7 +480,7 @@ impl Worker {
         if idle {
             self.kill.notify_one();
         }
-        if let Some((_, waiter)) = waiter {
+        if let Some((_, _, waiter)) = waiter {
             let _ = waiter.send(CallEnd::Replied {
                 outcome: reply.outcome,
                 ran_for: reply.ran_for,
@@ -487,11 +497,25 @@ impl Worker {
             std::mem::take(&mut calls.waiting)
         };
         let mut handlers = Vec::with_capacity(waiting.len());
-        for (_, (handler, waiter)) in waiting {
+        for (_, (handler, _, waiter)) in waiting {
             handlers.push(handler);
             let _ = waiter.send(CallEnd::Crashed);
         }
         handlers
+    }
+
+    /// The connection a call in flight is for: whom a question of the
+    /// plugin's during that call is about.
+    pub fn caller_of(&self, call_id: u64) -> Option<ConnectionId> {
+        self.lock()
+            .waiting
+            .get(&call_id)
+            .map(|(_, connection, _)| *connection)
+    }
+
+    /// Sends a frame that answers the worker (a [`frame::ANSWER`]).
+    pub fn answer(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(bytes);
     }
 
     /// Whether any call was ever sent to it.

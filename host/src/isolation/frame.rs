@@ -37,6 +37,10 @@ pub const LOAD_FAILED: u8 = 0x82;
 pub const CONFIGURED: u8 = 0x83;
 /// Worker → host: a call's outcome.
 pub const REPLY: u8 = 0x84;
+/// Worker → host: the plugin asks the host a question during a call.
+pub const ASK: u8 = 0x85;
+/// Host → worker: the answer to an [`ASK`].
+pub const ANSWER: u8 = 0x03;
 
 /// Why a frame from the other side is unusable.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -278,6 +282,49 @@ pub struct Reply {
     pub outcome: CallOutcome,
 }
 
+/// A plugin's question, as the host reads it.
+#[derive(Debug)]
+pub struct Ask {
+    pub call_id: u64,
+    pub question: String,
+    pub input: String,
+}
+
+/// An [`ASK`] frame: the question of the call `call_id`.
+pub fn ask(call_id: u64, question: &str, input: &str) -> Vec<u8> {
+    let mut w = Writer::new(ASK, 16 + question.len() + input.len());
+    w.u64(call_id).str(question).str(input);
+    w.finish()
+}
+
+/// Reads an [`ASK`] body (after the tag).
+pub fn read_ask(r: &mut Reader<'_>) -> Result<Ask, FrameError> {
+    Ok(Ask {
+        call_id: r.u64()?,
+        question: r.str()?.to_owned(),
+        input: r.str()?.to_owned(),
+    })
+}
+
+/// An [`ANSWER`] frame.
+pub fn answer(call_id: u64, answered: &Result<String, String>) -> Vec<u8> {
+    let (ok, text) = match answered {
+        Ok(text) => (1, text.as_str()),
+        Err(text) => (0, text.as_str()),
+    };
+    let mut w = Writer::new(ANSWER, 16 + text.len());
+    w.u64(call_id).u8(ok).str(text);
+    w.finish()
+}
+
+/// Reads an [`ANSWER`] body (after the tag): the call and the answer.
+pub fn read_answer(r: &mut Reader<'_>) -> Result<(u64, Result<String, String>), FrameError> {
+    let call_id = r.u64()?;
+    let ok = r.u8()? != 0;
+    let text = r.str()?.to_owned();
+    Ok((call_id, if ok { Ok(text) } else { Err(text) }))
+}
+
 /// Reads a [`REPLY`] body (after the tag).
 pub fn read_reply(r: &mut Reader<'_>) -> Result<Reply, FrameError> {
     let call_id = r.u64()?;
@@ -319,6 +366,8 @@ pub fn hello(manifest: &ManifestInfo) -> Vec<u8> {
             w.str(t);
         }
     }
+    w.u8(u8::from(manifest.hooks.on_connect))
+        .u8(u8::from(manifest.hooks.on_disconnect));
     w.finish()
 }
 
@@ -339,12 +388,17 @@ pub fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError> {
         }
         handlers.push((types, inline));
     }
+    let hooks = crate::plugin::Hooks {
+        on_connect: r.u8()? != 0,
+        on_disconnect: r.u8()? != 0,
+    };
     Ok(ManifestInfo {
         name,
         version,
         api_version,
         panic_unwind,
         handlers,
+        hooks,
     })
 }
 

@@ -88,6 +88,7 @@ impl WorkerHandle {
         handler: u32,
         mut bytes: Vec<u8>,
         deadline: tokio::time::Instant,
+        connection: crate::groups::ConnectionId,
     ) -> Called {
         loop {
             let worker = match timeout_at(deadline, self.0.worker()).await {
@@ -96,7 +97,7 @@ impl WorkerHandle {
                 Ok(Err(Unavailable::Retired)) => return Called::Crashed,
                 Err(_) => return Called::TimedOut,
             };
-            let mut pending = match worker.send(handler, bytes) {
+            let mut pending = match worker.send(handler, connection, bytes) {
                 Ok(pending) => pending,
                 Err(unsent) => {
                     // It died just now and was never sent this call: the

@@ -470,9 +470,26 @@ async fn watch(
     }
 }
 
+/// Answers a plugin's question from its worker, about the connection of
+/// the call it came with (none: an error answer), off the reading task.
+fn answer_ask(worker: &Arc<Worker>, ask: frame::Ask) {
+    let caller = worker.caller_of(ask.call_id);
+    let worker = worker.clone();
+    tokio::spawn(async move {
+        let answered = match (caller, crate::host_services::groups()) {
+            (Some(connection), Some(groups)) => {
+                crate::host_services::answer(&ask.question, &ask.input, connection, groups.as_ref())
+                    .await
+            }
+            _ => Err("asked outside a call of the host".to_owned()),
+        };
+        worker.answer(frame::answer(ask.call_id, &answered));
+    });
+}
+
 /// Delivers replies until the channel ends; why, if the worker broke it.
 async fn read_replies(
-    worker: &Worker,
+    worker: &Arc<Worker>,
     reader: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> Option<String> {
     loop {
@@ -481,6 +498,10 @@ async fn read_replies(
             Err(e) => return Some(e.to_string()),
             Ok(Some((frame::REPLY, body))) => match frame::read_reply(&mut Reader::new(&body)) {
                 Ok(reply) => worker.complete(reply),
+                Err(e) => return Some(e.to_string()),
+            },
+            Ok(Some((frame::ASK, body))) => match frame::read_ask(&mut Reader::new(&body)) {
+                Ok(ask) => answer_ask(worker, ask),
                 Err(e) => return Some(e.to_string()),
             },
             Ok(Some((tag, _))) => return Some(format!("an unexpected frame {tag:#04x}")),

@@ -19,21 +19,29 @@
 //! or crash on the way out.
 
 use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, VecDeque},
     io::{BufReader, ErrorKind, Read, Write},
     os::{
         fd::{FromRawFd, RawFd},
         unix::net::UnixStream,
     },
     path::Path,
-    sync::{mpsc, Arc, Mutex},
+    sync::{mpsc, Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
-use abi_stable::library::lib_header_from_path;
+use abi_stable::{
+    library::lib_header_from_path,
+    std_types::{RErr, ROk, RResult, RStr, RString},
+};
 use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, EXT_CONFIGURE};
 
 use super::frame::{self, Reader};
-use crate::plugin::{library_error, LoadError, ManifestInfo};
+use crate::{
+    lifecycle::{self, Hook},
+    plugin::{library_error, LoadError, ManifestInfo},
+};
 
 /// The descriptor the library is open on.
 pub const LIBRARY_FD: RawFd = 3;
@@ -100,9 +108,115 @@ pub fn run() -> ! {
     unsafe {
         libc::close(LIBRARY_FD);
     }
-    let manifest = ManifestInfo::of(&(module.manifest())());
+    let mut manifest = ManifestInfo::of(&(module.manifest())());
+    let _ = OUT.set(out.clone());
+    let ask = (worker_ask as rohrpost_plugin_api::abi::HostAsk as usize).to_string();
+    manifest.hooks = crate::plugin::introduce(module, &ask);
     send(&out, &frame::hello(&manifest));
     serve(module, channel, out)
+}
+
+/// Where questions go (the channel's writing end).
+static OUT: OnceLock<Arc<Mutex<UnixStream>>> = OnceLock::new();
+
+/// The threads waiting for an answer from the host, by call.
+static WAITERS: Mutex<Option<Waiters>> = Mutex::new(None);
+
+/// Where each waiting call's answer goes.
+type Waiters = HashMap<u64, mpsc::Sender<Result<String, String>>>;
+
+thread_local! {
+    /// The call running on this thread.
+    static CALL_ID: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The main thread's channel reader and the frames it read while an
+    /// inline call waited for an answer; empty on other threads.
+    static INPUT: RefCell<Option<BufReader<UnixStream>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<VecDeque<Vec<u8>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+fn waiters() -> std::sync::MutexGuard<'static, Option<Waiters>> {
+    WAITERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands an [`frame::ANSWER`] to the pool thread waiting for it.
+fn route_answer(body: &[u8]) {
+    let Ok((call_id, answered)) = frame::read_answer(&mut Reader::new(&body[1..])) else {
+        exit(2)
+    };
+    if let Some(waiter) = waiters().as_mut().and_then(|w| w.remove(&call_id)) {
+        let _ = waiter.send(answered);
+    }
+}
+
+/// The worker's [`HostAsk`](rohrpost_plugin_api::abi::HostAsk): the
+/// question goes to the host with the running call's id, and the thread
+/// waits for the answer. On the main thread (an inline call) it reads the
+/// channel itself meanwhile, keeping the other frames for later.
+extern "C" fn worker_ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
+    let Some(call_id) = CALL_ID.with(Cell::get) else {
+        return RErr("asked outside a call of the host".into());
+    };
+    let Some(out) = OUT.get() else {
+        return RErr("the worker has no channel".into());
+    };
+    let on_main = INPUT.with(|input| input.borrow().is_some());
+    let answered = if on_main {
+        send(out, &frame::ask(call_id, question.as_str(), input.as_str()));
+        loop {
+            let body = INPUT.with(|input| match input.borrow_mut().as_mut() {
+                Some(reader) => read_body(reader),
+                None => exit(2),
+            });
+            match body.first() {
+                Some(&frame::ANSWER) => {
+                    let Ok((id, answered)) = frame::read_answer(&mut Reader::new(&body[1..]))
+                    else {
+                        exit(2)
+                    };
+                    if id == call_id {
+                        break answered;
+                    }
+                    if let Some(waiter) = waiters().as_mut().and_then(|w| w.remove(&id)) {
+                        let _ = waiter.send(answered);
+                    }
+                }
+                _ => DEFERRED.with(|d| d.borrow_mut().push_back(body)),
+            }
+        }
+    } else {
+        let (tx, rx) = mpsc::channel();
+        waiters()
+            .get_or_insert_with(HashMap::new)
+            .insert(call_id, tx);
+        send(out, &frame::ask(call_id, question.as_str(), input.as_str()));
+        rx.recv()
+            .unwrap_or_else(|_| Err("the host did not answer".to_owned()))
+    };
+    match answered {
+        Ok(text) => ROk(text.into()),
+        Err(text) => RErr(text.into()),
+    }
+}
+
+/// Reads one frame's body (tag first); the end of the channel ends the
+/// worker.
+fn read_body(input: &mut BufReader<UnixStream>) -> Vec<u8> {
+    let mut head = [0; 4];
+    loop {
+        match input.read_exact(&mut head) {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => exit(0),
+        }
+    }
+    let Ok(len) = frame::body_len(head) else {
+        exit(2)
+    };
+    let mut body = vec![0; len];
+    if input.read_exact(&mut body).is_err() {
+        exit(0);
+    }
+    body
 }
 
 /// Exits when the process that started the worker is gone (the worker is
@@ -133,29 +247,31 @@ fn send(out: &Mutex<UnixStream>, bytes: &[u8]) {
 
 /// Reads frames until the channel ends.
 fn serve(module: PluginModRef, channel: UnixStream, out: Arc<Mutex<UnixStream>>) -> ! {
-    let mut input = BufReader::with_capacity(64 * 1024, channel);
+    INPUT.with(|input| *input.borrow_mut() = Some(BufReader::with_capacity(64 * 1024, channel)));
     let pool = Pool::new(module, out.clone());
-    let mut body = Vec::new();
     // Replies of inline calls, written when nothing more is buffered.
     let mut replies = Vec::new();
     loop {
-        if input.buffer().is_empty() && !replies.is_empty() {
-            send(&out, &replies);
-            replies.clear();
+        let deferred = DEFERRED.with(|d| d.borrow_mut().pop_front());
+        if deferred.is_none() && !replies.is_empty() {
+            let buffered = INPUT.with(|input| {
+                input
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|reader| !reader.buffer().is_empty())
+            });
+            if !buffered {
+                send(&out, &replies);
+                replies.clear();
+            }
         }
-        let mut head = [0; 4];
-        match input.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => exit(0),
-        }
-        let Ok(len) = frame::body_len(head) else {
-            exit(2)
+        let body = match deferred {
+            Some(body) => body,
+            None => INPUT.with(|input| match input.borrow_mut().as_mut() {
+                Some(reader) => read_body(reader),
+                None => exit(2),
+            }),
         };
-        body.resize(len, 0);
-        if input.read_exact(&mut body).is_err() {
-            exit(0);
-        }
         let mut r = Reader::new(&body[1..]);
         match body[0] {
             frame::CALL => {
@@ -168,6 +284,7 @@ fn serve(module: PluginModRef, channel: UnixStream, out: Arc<Mutex<UnixStream>>)
                     pool.submit(body.clone());
                 }
             }
+            frame::ANSWER => route_answer(&body),
             frame::CONFIGURE => {
                 let Ok(config) = r.str() else { exit(2) };
                 let answer = (module.extension())(EXT_CONFIGURE.into(), config.into());
@@ -192,7 +309,18 @@ fn run_call(module: PluginModRef, call: &frame::IncomingCall<'_>) -> Vec<u8> {
         scope: call.scope.into(),
     };
     let started = Instant::now();
-    let outcome: CallOutcome = (module.call())(call.handler, &abi_call);
+    let before = CALL_ID.with(|c| c.replace(Some(call.call_id)));
+    let outcome: CallOutcome = match Hook::of_number(call.handler) {
+        Some(hook) => {
+            let answer = (module.extension())(hook.extension().into(), call.frame.into())
+                .into_result()
+                .map(RString::into_string)
+                .map_err(RString::into_string);
+            lifecycle::outcome(answer)
+        }
+        None => (module.call())(call.handler, &abi_call),
+    };
+    CALL_ID.with(|c| c.set(before));
     frame::reply(call.call_id, started.elapsed(), &outcome)
 }
 

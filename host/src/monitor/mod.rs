@@ -87,6 +87,11 @@ impl Monitor {
         self.open_connections.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// The open connections' counter, for a task that reports it.
+    pub fn open_connections_counter(&self) -> Arc<AtomicI64> {
+        self.open_connections.clone()
+    }
+
     pub fn open_connections(&self) -> i64 {
         self.open_connections.load(Ordering::Relaxed)
     }

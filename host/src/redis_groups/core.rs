@@ -121,6 +121,26 @@ impl Core {
         format!("{}:group:{group}", self.prefix)
     }
 
+    /// This host's id in the presence data: the start of its channels.
+    pub fn host_id(&self) -> &str {
+        &self.own
+    }
+
+    /// The live members of `group`'s set: Django's consumers and the
+    /// channels of the hosts with members. `None` when Redis is down or
+    /// fails.
+    pub async fn set_size(&self, group: &str) -> Option<usize> {
+        let mut connection = self.health.publishing()?.connection;
+        let since = now() - self.settings.group_expiry.as_secs_f64();
+        redis::cmd("ZCOUNT")
+            .arg(self.group_key(group))
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut connection)
+            .await
+            .ok()
+    }
+
     /// The key of this host's set: where Django sends to its channels.
     pub fn inbox(&self) -> String {
         format!("{}{}", self.prefix, self.own)

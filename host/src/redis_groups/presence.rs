@@ -1,0 +1,263 @@
+//! Presence: how many members each group has on each host, kept in Redis
+//! so that a plugin's `group_size` counts the members of every host that
+//! shares the groups, and the hosts themselves, for the status page.
+//!
+//! Each host writes, in hashes of its own keys (never channels_redis's):
+//! - `<ns>group:<name>`: field = host id, value = the host's member count
+//!   (removed at 0);
+//! - `<ns>hosts`: field = host id, value = `{"connections":n,"seen_ms":t}`.
+//!
+//! Counts that changed are written within [`FLUSH`]; every count and the
+//! host's own entry are written again every [`REFRESH`], and the keys
+//! expire after [`KEY_EXPIRY`] without a write. A reader counts a host
+//! only while its entry is younger than [`STALE_AFTER`]: another host's
+//! members are at most [`FLUSH`] plus a round trip late while it runs, and
+//! a host that died without saying so is counted for [`STALE_AFTER`] at
+//! most. A host that stops takes its fields out.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Notify;
+
+use super::health::{deadline, Health};
+use crate::groups::MemoryGroups;
+
+/// How soon a changed count is written.
+const FLUSH: Duration = Duration::from_millis(100);
+/// How often everything is written again.
+const REFRESH: Duration = Duration::from_secs(5);
+/// How old a host's entry may be and still count.
+pub const STALE_AFTER: Duration = Duration::from_secs(15);
+/// How long the keys live without a write.
+const KEY_EXPIRY: Duration = Duration::from_secs(60);
+/// How long a plugin's question waits for Redis.
+pub const ASK_WAIT: Duration = Duration::from_millis(250);
+
+/// One host's presence, written by its task and read by its questions.
+pub struct Presence {
+    /// Where the keys start (after the layer's prefix).
+    namespace: String,
+    host: String,
+    health: Arc<Health>,
+    /// Groups whose count changed since the last write.
+    dirty: Mutex<HashSet<String>>,
+    changed: Notify,
+    /// This host's open connections, for its entry.
+    connections: Arc<AtomicI64>,
+}
+
+/// Another host as its entry says.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HostEntry {
+    #[serde(default, skip_deserializing)]
+    pub id: String,
+    /// The host's open WebSocket connections.
+    pub connections: i64,
+    pub seen_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Presence {
+    pub fn new(
+        namespace: String,
+        host: String,
+        health: Arc<Health>,
+        connections: Arc<AtomicI64>,
+    ) -> Arc<Presence> {
+        Arc::new(Presence {
+            namespace,
+            host,
+            health,
+            dirty: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+            connections,
+        })
+    }
+
+    fn group_key(&self, group: &str) -> String {
+        format!("{}group:{group}", self.namespace)
+    }
+
+    fn hosts_key(&self) -> String {
+        format!("{}hosts", self.namespace)
+    }
+
+    /// The local count of `group` changed.
+    pub fn changed(&self, group: &str) {
+        let first = {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            dirty.insert(group.to_owned())
+        };
+        if first {
+            self.changed.notify_one();
+        }
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.health.publishing().map(|p| p.connection)
+    }
+
+    /// Writes what changed, and everything every [`REFRESH`]; runs while
+    /// the layer does.
+    pub async fn run(self: Arc<Self>, local: MemoryGroups) {
+        let mut refresh = tokio::time::interval(REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let all = tokio::select! {
+                _ = refresh.tick() => true,
+                () = self.changed.notified() => false,
+            };
+            if !all {
+                // Gathers the changes of a burst into one write.
+                tokio::time::sleep(FLUSH).await;
+            }
+            let groups: Vec<String> = if all {
+                let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+                dirty.clear();
+                local.group_names()
+            } else {
+                let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+                dirty.drain().collect()
+            };
+            let Some(mut connection) = self.connection() else {
+                // Redis is down: everything is written again once it is up.
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for group in &groups {
+                let key = self.group_key(group);
+                let count = local.count(group);
+                if count == 0 {
+                    pipe.cmd("HDEL").arg(&key).arg(&self.host).ignore();
+                } else {
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg(&self.host)
+                        .arg(count)
+                        .ignore();
+                    pipe.cmd("PEXPIRE")
+                        .arg(&key)
+                        .arg(KEY_EXPIRY.as_millis() as u64)
+                        .ignore();
+                }
+            }
+            let entry = HostEntry {
+                id: String::new(),
+                connections: self.connections.load(Ordering::Relaxed),
+                seen_ms: now_ms(),
+            };
+            let entry = serde_json::to_string(&entry).unwrap_or_default();
+            pipe.cmd("HSET")
+                .arg(self.hosts_key())
+                .arg(&self.host)
+                .arg(entry)
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(self.hosts_key())
+                .arg(KEY_EXPIRY.as_millis() as u64)
+                .ignore();
+            if deadline(pipe.query_async::<()>(&mut connection))
+                .await
+                .is_err()
+            {
+                // Written again at the next refresh.
+                let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+                dirty.extend(groups);
+            }
+        }
+    }
+
+    /// The hosts whose entries are fresh, this one included.
+    pub async fn hosts(&self) -> Vec<HostEntry> {
+        let Some(mut connection) = self.connection() else {
+            return Vec::new();
+        };
+        let entries: HashMap<String, String> = match tokio::time::timeout(ASK_WAIT, async {
+            redis::cmd("HGETALL")
+                .arg(self.hosts_key())
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+        {
+            Ok(Ok(entries)) => entries,
+            _ => return Vec::new(),
+        };
+        let fresh_since = now_ms().saturating_sub(STALE_AFTER.as_millis() as u64);
+        let mut hosts: Vec<HostEntry> = entries
+            .into_iter()
+            .filter_map(|(id, text)| {
+                let mut entry: HostEntry = serde_json::from_str(&text).ok()?;
+                entry.id = id;
+                (entry.seen_ms >= fresh_since).then_some(entry)
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.id.cmp(&b.id));
+        hosts
+    }
+
+    /// The members of `group` on the other hosts whose entries are fresh,
+    /// and how many such hosts have members; `None` when Redis did not
+    /// answer within [`ASK_WAIT`].
+    pub async fn others(&self, group: &str) -> Option<(usize, usize)> {
+        let mut connection = self.connection()?;
+        let (counts, hosts): (HashMap<String, u64>, HashMap<String, String>) =
+            tokio::time::timeout(ASK_WAIT, async {
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(self.group_key(group))
+                    .cmd("HGETALL")
+                    .arg(self.hosts_key())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await
+            .ok()?
+            .ok()?;
+        let fresh_since = now_ms().saturating_sub(STALE_AFTER.as_millis() as u64);
+        let live = |host: &str| {
+            hosts
+                .get(host)
+                .and_then(|text| serde_json::from_str::<HostEntry>(text).ok())
+                .is_some_and(|entry| entry.seen_ms >= fresh_since)
+        };
+        let others: Vec<usize> = counts
+            .iter()
+            .filter(|(host, count)| host.as_str() != self.host && **count > 0 && live(host))
+            .map(|(_, count)| *count as usize)
+            .collect();
+        Some((others.iter().sum(), others.len()))
+    }
+
+    /// Takes this host's fields out (the host stops).
+    pub async fn remove(&self, local: &MemoryGroups) {
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for group in local.group_names() {
+            pipe.cmd("HDEL")
+                .arg(self.group_key(&group))
+                .arg(&self.host)
+                .ignore();
+        }
+        pipe.cmd("HDEL")
+            .arg(self.hosts_key())
+            .arg(&self.host)
+            .ignore();
+        let _ = deadline(pipe.query_async::<()>(&mut connection)).await;
+    }
+}
