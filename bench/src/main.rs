@@ -7,9 +7,10 @@
 //! its results as Markdown tables on stdout and its progress on stderr.
 //! The modules: [`servers`] (child processes), [`client`] and [`load`]
 //! (the WebSocket side), [`subscribers`], [`readers`], [`frames`] and
-//! [`http`] (change notifications), one module per benchmark, and
-//! [`report`].
+//! [`http`] (change notifications), one module per benchmark ([`channels`]
+//! against daphne with Django), and [`report`].
 
+mod channels;
 mod client;
 mod fanout;
 mod frames;
@@ -31,8 +32,9 @@ use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::{
-    fanout::FanoutArgs, memory::MemoryArgs, new_plugin::NewPluginArgs, notify_rate::NotifyRateArgs,
-    reload::ReloadArgs, report::Table, servers::Artifacts, throughput::ThroughputArgs,
+    channels::ChannelsArgs, fanout::FanoutArgs, memory::MemoryArgs, new_plugin::NewPluginArgs,
+    notify_rate::NotifyRateArgs, reload::ReloadArgs, report::Table, servers::Artifacts,
+    throughput::ThroughputArgs,
 };
 
 /// Benchmarks of the rohrpost host.
@@ -94,7 +96,10 @@ enum Command {
     Fanout(FanoutArgs),
     /// Change notifications at a steady rate: latency, losses, duplicates.
     NotifyRate(NotifyRateArgs),
-    /// Every benchmark with its default settings.
+    /// Django's group_send to subscribers of the host and of daphne.
+    Channels(ChannelsArgs),
+    /// Every benchmark with its default settings (not `channels`, which
+    /// needs the Django environment).
     All,
 }
 
@@ -117,6 +122,7 @@ async fn main() -> Result<()> {
         Command::NewPlugin(args) => print(&new_plugin::run(&artifacts, &args).await?),
         Command::Fanout(args) => print(&fanout::run(&artifacts, &args, open_files).await?),
         Command::NotifyRate(args) => print(&notify_rate::run(&artifacts, &args, open_files).await?),
+        Command::Channels(args) => print(&channels::run(&artifacts, &args, open_files).await?),
         Command::All => {
             let memory_args = defaults()?;
             let fanout_args = defaults()?;

@@ -87,12 +87,19 @@ pub async fn start_hosts(
 /// Opens `count` connections to `server` and subscribes each to
 /// collection 1.
 pub async fn connect_subscribed(label: &str, server: &Server, count: usize) -> Result<Vec<Socket>> {
-    let sockets =
-        client::connect_many_with(&server.url(), count, Some(client::small_reads())).await?;
-    eprintln!(
-        "{label}: {count} connections open to {}; subscribing each to {GROUP}",
-        server.name
-    );
+    connect_subscribed_url(label, &server.url(), &server.name, count).await
+}
+
+/// [`connect_subscribed`] for any server speaking rohrpost at `url` whose
+/// `subscribe` joins `collection-1` (daphne with the Django test app).
+pub async fn connect_subscribed_url(
+    label: &str,
+    url: &str,
+    name: &str,
+    count: usize,
+) -> Result<Vec<Socket>> {
+    let sockets = client::connect_many_with(url, count, Some(client::small_reads())).await?;
+    eprintln!("{label}: {count} connections open to {name}; subscribing each to {GROUP}");
     subscribe_each(sockets).await
 }
 

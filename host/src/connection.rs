@@ -169,7 +169,15 @@ pub fn serve(
     };
     async move {
         let _membership = membership;
-        let end = match opened(&mut conn, &shared).await {
+        // Boxed, and only with hooks: a hook's call is a deep future, and
+        // inline it would set the size of every connection's task.
+        let connect_hooks = hooked(&shared, |hooks| hooks.on_connect);
+        let admitted = if connect_hooks.is_empty() {
+            Ok(())
+        } else {
+            Box::pin(opened(&connect_hooks, &mut conn, &shared)).await
+        };
+        let end = match admitted {
             Ok(()) => run(&mut conn, &shared, &mut stopping).await,
             Err(end) => end,
         };
@@ -179,7 +187,7 @@ pub fn serve(
             End::Close(close) | End::Broken(close) => close.code,
             End::Gone => conn.client_close.unwrap_or(1006),
         };
-        let hooked = hooked(&shared, |hooks| hooks.on_disconnect);
+        let disconnect_hooks = hooked(&shared, |hooks| hooks.on_disconnect);
         match end {
             End::Gone => debug!(connection = id, "connection closed"),
             End::Close(close) => {
@@ -201,18 +209,18 @@ pub fn serve(
                 close_broken(conn.socket, close).await;
             }
         }
-        if !hooked.is_empty() {
+        if !disconnect_hooks.is_empty() {
             // Gone from its groups before the hooks run: what they send
             // and count is without it.
             shared.groups.leave_all(id);
-            disconnected(
-                &hooked,
+            Box::pin(disconnected(
+                &disconnect_hooks,
                 &conn.scope,
                 conn.state.as_deref(),
                 id,
                 code,
                 &shared,
-            )
+            ))
             .await;
         }
     }
@@ -233,9 +241,12 @@ fn hooked(shared: &Shared, has: impl Fn(&Hooks) -> bool) -> Vec<Arc<LoadedPlugin
 
 /// Runs the plugins' `on_connect` hooks; the end of a connection one of
 /// them refused (or failed on: 1011).
-async fn opened(conn: &mut Conn, shared: &Shared) -> Result<(), End> {
-    let plugins = hooked(shared, |hooks| hooks.on_connect);
-    for plugin in &plugins {
+async fn opened(
+    plugins: &[Arc<LoadedPlugin>],
+    conn: &mut Conn,
+    shared: &Shared,
+) -> Result<(), End> {
+    for plugin in plugins {
         let scope = match &conn.state {
             Some(state) => state.scope_for(&plugin.name, &conn.scope).to_string(),
             None => conn.scope.to_string(),

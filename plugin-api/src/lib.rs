@@ -42,21 +42,31 @@
 //! - [`Request`] is the message as the client sent it: [`Request::id`] (echo
 //!   it in replies), [`Request::kind`] (the type), [`Request::data`],
 //!   [`Request::data_as`] into your own type, [`Request::field`] for any other
-//!   top-level field such as `auth_jwt`, and [`Request::scope`]: the
-//!   connection id, remote address, path, query string and headers of the
-//!   WebSocket handshake.
+//!   top-level field such as `auth_jwt`, [`Request::get`] for what the plugin
+//!   attached to the connection, and [`Request::scope`]: the connection id,
+//!   remote address, path, query string and headers of the WebSocket
+//!   handshake.
 //! - [`Connection`] is the caller: [`Connection::send_success`],
 //!   [`Connection::send_error`], [`Connection::send_message`] for any other
 //!   [`Message`] (with a [generated id](Message::generate_id) for instance),
-//!   [`Connection::close`], the groups ([`Connection::add_to_group`],
-//!   [`Connection::remove_from_group`], [`Connection::send_to_group`]) and
-//!   change notifications ([`Connection::notify`]). A handler may send zero,
-//!   one or several messages. What it asks for is carried out in order once
-//!   it returns `Ok`.
+//!   [`Connection::close`] and [`Connection::close_with`], the groups
+//!   ([`Connection::add_to_group`], [`Connection::remove_from_group`],
+//!   [`Connection::send_to_group`], [`Connection::group_size`]), state kept
+//!   on the connection ([`Connection::set`]) and change notifications
+//!   ([`Connection::notify`]). A handler may send zero, one or several
+//!   messages. What it asks for is carried out in order once it returns
+//!   `Ok`.
 //! - [`HandlerResult`]: `Ok(())`, or any error (`?` converts it), which
 //!   becomes the error reply `{"id","type","error":"<its text>"}`. An error
 //!   discards everything the handler had queued: the client gets the error
 //!   reply alone.
+//!
+//! **`send_error` or `Err`?** An `Err` is a failed call: the host logs it
+//! (a warning naming the plugin, the type and the text) and counts it as an
+//! error in `/metrics` and `/api/plugins`. An expected refusal, such as a
+//! denied subscription or a missing field, is not a failure: answer it with
+//! [`Connection::send_error`], or return a [`Refusal`], which gives the same
+//! reply without the log line and the count.
 //!
 //! [`Plugin::handler`] declares a handler that may block (a database query,
 //! a call to another service): the host runs it on a worker pool, a bounded
@@ -67,6 +77,115 @@
 //! pool, and moves it to the pool while it is repeatedly slower than
 //! `--inline-budget`. Either way the requests of one connection are answered
 //! one after another, in order.
+//!
+//! # The short way: typed handlers, state, hooks (since 1.2)
+//!
+//! - **Typed handlers.** [`Plugin::typed`] takes `fn(In) -> Result<Out, E>`
+//!   (`In: Deserialize`, `Out: Serialize`): the host answers
+//!   `{"id","type","data":<Out>}` or `{"id","type","error":"<E>"}`, and a
+//!   `data` that does not fit `In` gets an error reply naming the field
+//!   (`Invalid data: items[1].amount: invalid type: string "2", expected
+//!   u64`). [`Plugin::typed_handler`] also hands over the request and the
+//!   connection.
+//! - **State without statics.** [`Plugin::with_state`] builds a value from
+//!   the plugin's `[plugins.<name>]` table once per load; the handlers and
+//!   hooks of the [`Stateful`] plugin it returns receive `&State` first. A
+//!   new version of the plugin starts with a fresh state; the old one is
+//!   dropped when its last call ends.
+//! - **Connection hooks.** [`Plugin::on_connect`] runs before a
+//!   connection's first message is read and may refuse it
+//!   ([`Connection::close_with`]), join groups, send messages and attach
+//!   data; [`Plugin::on_disconnect`] runs once after it ended, however it
+//!   ended ([`ConnectionEvent`]).
+//! - **Connection state.** [`Connection::set`] attaches a JSON value to the
+//!   connection for the plugin's later calls on it ([`Request::get`]),
+//!   invisible to other plugins, dropped with the connection, bounded by
+//!   the host (`max_connection_state_bytes`, 64 KiB by default).
+//! - **Group sizes.** [`Connection::group_size`] asks the host how many
+//!   connections are in a group, across all hosts sharing the groups
+//!   through Redis, counting the call's own earlier joins and leaves;
+//!   [`Connection::send_to_group`] returns how many connections of this
+//!   host the message goes to.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! use rohrpost_plugin_api::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Settings {
+//!     #[serde(default)]
+//!     token: String,
+//! }
+//!
+//! struct State {
+//!     token: String,
+//!     published: AtomicU64,
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Publish {
+//!     group: String,
+//!     text: String,
+//! }
+//!
+//! /// `{"id":1,"type":"publish","data":{"group":"news","text":"hi"}}` →
+//! /// `{"id":1,"type":"publish","data":{"receivers":3}}`, as in rohrpost's
+//! /// reference app; only for connections that signed in.
+//! fn publish(state: &State, input: Publish, req: &Request, conn: &mut Connection) -> Result<Value, HandlerError> {
+//!     if req.get::<bool>("signed_in")? != Some(true) {
+//!         return Err(Refusal::new("Sign in first.").into());
+//!     }
+//!     let receivers = conn.group_size(&input.group);
+//!     conn.send_to_group(&input.group, Message::new().kind("message").generate_id().with("text", input.text))?;
+//!     state.published.fetch_add(1, Ordering::Relaxed);
+//!     Ok(json!({ "receivers": receivers }))
+//! }
+//!
+//! /// Signs the connection in with `?token=...`, or refuses it.
+//! fn connected(state: &State, event: &ConnectionEvent, conn: &mut Connection) -> HandlerResult {
+//!     let query = event.scope().get("query_string").and_then(Value::as_str).unwrap_or("");
+//!     match query.strip_prefix("token=") {
+//!         Some(token) if rohrpost_plugin_api::same_secret(token, &state.token) => conn.set("signed_in", true)?,
+//!         _ => conn.close_with(4001, "Unknown token.")?,
+//!     }
+//!     Ok(())
+//! }
+//!
+//! fn plugin() -> Stateful<State> {
+//!     Plugin::new("news", env!("CARGO_PKG_VERSION"))
+//!         .with_state(|settings: Settings| -> Result<State, String> {
+//!             Ok(State { token: settings.token, published: AtomicU64::new(0) })
+//!         })
+//!         .typed_handler("publish", publish)
+//!         .on_connect(connected)
+//! }
+//!
+//! export_plugin!(plugin);
+//! # fn main() {}
+//! ```
+//!
+//! # What the host gives a plugin, plainly
+//!
+//! - **The scope's `connection_id`** is a JSON number (`u64`), unique among
+//!   the connections of one host while it runs (it restarts at 1 with the
+//!   host, and two hosts sharing groups may use the same number): use it to
+//!   tell connections apart in logs and messages, not as a key that
+//!   survives a restart. [`ConnectionEvent::connection_id`] reads it.
+//! - **Group names** follow Django Channels' rule ([`check_group_name`],
+//!   [`GroupNameRule`]): ASCII letters, digits, `-`, `_` and `.`, under
+//!   100 characters. A call that uses a name breaking the host's rule gets
+//!   the error reply `Invalid group name: <why>.`, and none of its effects
+//!   are carried out (no half-done joins); an `on_connect` doing so refuses
+//!   the connection with 1011; an `on_disconnect`'s group sends are dropped.
+//! - **JSON numbers and key order.** This crate enables serde_json's
+//!   `arbitrary_precision` and `preserve_order` features, and a plugin
+//!   inherits them (Cargo unifies features): a number is kept as the text
+//!   the client sent (`Number::to_string()` is that literal, `1.50` stays
+//!   `1.50`, an integer beyond `u64` is not rounded), and objects keep their
+//!   keys in the order received. Deserializing into your own types works as
+//!   usual; code that matches on `Value::Number` internals or relies on
+//!   sorted keys may see a difference.
 //!
 //! # A complete example
 //!
@@ -307,21 +426,25 @@
 //!   against 1.1 in a 1.0 host.
 //! - **A minor version only adds**: new named entry points reached through
 //!   [`abi::PluginMod::extension`] (1.1 added [`abi::EXT_CONFIGURE`], the
-//!   configuration), new effect kinds (1.1 added joining, leaving and
-//!   sending to groups), and new helpers in this crate's safe layer built
-//!   on them. It never changes the layout of the root module
+//!   configuration; 1.2 the host's services [`abi::EXT_HOST`], the hooks
+//!   and [`abi::EXT_RETIRE`]), new effect kinds (1.1 added joining, leaving
+//!   and sending to groups; 1.2 [`abi::EFFECT_SET`] and
+//!   [`abi::EFFECT_CLOSE_WITH`]), new questions to the host (1.2:
+//!   [`abi::ASK_GROUP_SIZE`]), and new helpers in this crate's safe layer
+//!   built on them. It never changes the layout of the root module
 //!   ([`abi::PluginMod`]), [`abi::Manifest`], [`abi::HandlerDecl`],
 //!   [`abi::Call`], [`abi::Effect`] or [`abi::CallOutcome`], nor what an
 //!   existing effect kind or extension name means.
 //! - **An older plugin in a newer host** lacks the newer entry points: the
 //!   host asks, gets [`abi::EXT_UNSUPPORTED`] and does without (a 1.0 plugin
 //!   is not configured; a `[plugins.<name>]` table for it is ignored with a
-//!   warning).
+//!   warning; a 1.1 plugin has no hooks).
 //! - **A newer plugin in an older host** loads and serves; the older host
 //!   never calls the entry points it does not know (so the plugin runs
 //!   unconfigured, and should answer with an error when it needs its
-//!   configuration), and a handler that asks for an effect the host does not
-//!   know gets the error reply `The handler for '<type>' used a feature this
+//!   configuration, and [`Connection::group_size`] answers 0 there), and a
+//!   handler that asks for an effect the host does not know gets the error
+//!   reply `The handler for '<type>' used a feature this
 //!   server does not support.` for that request.
 //! - **Anything else is breaking and takes a new major version**: a field
 //!   added to, removed from or changed in any of the types above, or a
@@ -339,9 +462,10 @@
 //! a plugin built with `panic = "abort"`, in which one panicking handler
 //! would end the whole server.
 //!
-//! The repository tests this policy: `tests/compat/` keeps a frozen copy of
-//! plugin-api 1.0.0 and a plugin built against it outside the workspace,
-//! which `tests/e2e/compat.rs` loads into today's host and talks to, and
+//! The repository tests this policy: `tests/compat/` keeps frozen copies of
+//! plugin-api 1.0.0 and 1.1.0 and a plugin built against each outside the
+//! workspace, which `tests/e2e/compat.rs` loads into today's host and talks
+//! to, and
 //! `tests/e2e/bad_plugins.rs` checks that a plugin of ABI 2.0 is rejected
 //! with both versions in the log.
 

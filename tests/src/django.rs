@@ -10,53 +10,16 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use rohrpost_harness::paths::{target_dir, workspace};
 
-/// The test app's directory.
-pub fn app_dir() -> PathBuf {
-    workspace().join("tests/django_app")
-}
+pub use rohrpost_harness::django_venv::app_dir;
 
-/// The virtual environment's `python`, made on first use. A stamp file
-/// holds the requirements it was made from.
+/// The virtual environment's `python`, made on first use (see
+/// [`rohrpost_harness::django_venv`]).
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| make_venv().expect("the Django test environment"))
-}
-
-fn make_venv() -> Result<PathBuf> {
-    let requirements = app_dir().join("requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).context("requirements.txt")?;
-    let venv = target_dir().join("django-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("requirements.stamp");
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
-        return Ok(python);
-    }
-    let interpreter = ["python3.11", "python3"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .output()
-                .is_ok_and(|out| out.status.success())
-        })
-        .context("python3 is needed for the Django tests")?;
-    run(Command::new(interpreter)
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements))?;
-    std::fs::write(&stamp, wanted)?;
-    Ok(python)
+    PYTHON.get_or_init(|| {
+        rohrpost_harness::django_venv::python().expect("the Django test environment")
+    })
 }
 
 fn run(command: &mut Command) -> Result<Output> {

@@ -38,7 +38,7 @@ use crate::{
 const USAGE: &str = "\
 usage: cargo xtask run [HOST ARGS...]
        cargo xtask install-plugins [DIR]
-       cargo xtask bench [all|throughput|memory|reload|new-plugin|fanout|notify-rate] [ARGS...]
+       cargo xtask bench [all|throughput|memory|reload|new-plugin|fanout|notify-rate|isolation|channels] [ARGS...]
        cargo xtask new-plugin NAME [--dir DIR]
        cargo xtask dev PLUGIN_DIR [--plugins DIR] [--target-dir DIR] [--debug] [--once]";
 

@@ -22,8 +22,6 @@
 mod auth;
 mod subject;
 
-use std::sync::OnceLock;
-
 use rohrpost_plugin_api::{config_warning, prelude::*, MessageError};
 
 use crate::{
@@ -31,27 +29,19 @@ use crate::{
     subject::Subject,
 };
 
-/// A handler's error, as [`HandlerResult`] carries it.
-type HandlerError = Box<dyn std::error::Error + Send + Sync>;
-
 /// The error text rohrpost-js clients expect when a subscription is refused.
 const ACCESS_DENIED: &str = "ACCESS_DENIED";
 
-/// This load's authorization settings, set once by the configuration step,
-/// which the host runs before any handler.
-static SETTINGS: OnceLock<Authorization> = OnceLock::new();
-
-fn configure(config: AuthConfig) -> HandlerResult {
+/// This load's state: its authorization settings, built from the plugin's
+/// config table before any handler runs.
+fn configure(config: AuthConfig) -> Result<Authorization, HandlerError> {
     let authorization = Authorization::try_from(config)?;
     if matches!(authorization, Authorization::Off) {
         config_warning(
             "auth = \"off\": anyone may subscribe to any group and receive its change notifications; set auth = \"tokens\" or \"jwt\" in production",
         );
     }
-    SETTINGS
-        .set(authorization)
-        .map_err(|_| "the subscriptions plugin was configured twice")?;
-    Ok(())
+    Ok(authorization)
 }
 
 /// Parses `data` into a subject, or answers with an error and returns `None`.
@@ -66,10 +56,11 @@ fn subject_or_reply(req: &Request, conn: &mut Connection) -> Result<Option<Subje
 }
 
 /// Whether the request may go on; answers `ACCESS_DENIED` when not.
-fn authorized(req: &Request, conn: &mut Connection) -> Result<bool, HandlerError> {
-    let authorization = SETTINGS
-        .get()
-        .ok_or("the subscriptions plugin has not been configured")?;
+fn authorized(
+    authorization: &Authorization,
+    req: &Request,
+    conn: &mut Connection,
+) -> Result<bool, HandlerError> {
     if authorization.allows(req.field("auth_jwt")) {
         return Ok(true);
     }
@@ -77,8 +68,8 @@ fn authorized(req: &Request, conn: &mut Connection) -> Result<bool, HandlerError
     Ok(false)
 }
 
-fn subscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
-    if !authorized(req, conn)? {
+fn subscribe(authorization: &Authorization, req: &Request, conn: &mut Connection) -> HandlerResult {
+    if !authorized(authorization, req, conn)? {
         return Ok(());
     }
     let Some(subject) = subject_or_reply(req, conn)? else {
@@ -90,8 +81,12 @@ fn subscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
     Ok(())
 }
 
-fn unsubscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
-    if !authorized(req, conn)? {
+fn unsubscribe(
+    authorization: &Authorization,
+    req: &Request,
+    conn: &mut Connection,
+) -> HandlerResult {
+    if !authorized(authorization, req, conn)? {
         return Ok(());
     }
     let Some(subject) = subject_or_reply(req, conn)? else {
@@ -103,9 +98,9 @@ fn unsubscribe(req: &Request, conn: &mut Connection) -> HandlerResult {
     Ok(())
 }
 
-fn plugin() -> Plugin {
+fn plugin() -> Stateful<Authorization> {
     Plugin::new("subscriptions", env!("CARGO_PKG_VERSION"))
-        .with_config(configure)
+        .with_state(configure)
         .handler("subscribe", subscribe)
         .handler("unsubscribe", unsubscribe)
 }

@@ -8,6 +8,7 @@
 //! [`procfs`] (CPU time and memory of a process) and [`limits`] (the
 //! open-files limit).
 
+pub mod django_venv;
 pub mod error;
 pub mod files;
 pub mod host;

@@ -1,0 +1,76 @@
+//! The Python virtual environment of the Django interop tests and of the
+//! channels benchmark: the pinned packages of
+//! `tests/django_app/requirements.txt` (Django, channels, channels_redis,
+//! rohrpost, daphne), made once under the target directory and kept until
+//! the requirements change (a stamp file holds those it was made from).
+
+use std::{path::PathBuf, process::Command};
+
+use crate::{
+    error::{Error, Result},
+    paths::{target_dir, workspace},
+};
+
+/// The test app's directory (`manage.py`, `notesite`, `notes`).
+pub fn app_dir() -> PathBuf {
+    workspace().join("tests/django_app")
+}
+
+/// The environment's `python`, made when it is missing or stale.
+pub fn python() -> Result<PathBuf> {
+    let requirements = app_dir().join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).map_err(|error| Error::File {
+        action: "read",
+        path: requirements.clone(),
+        error,
+    })?;
+    let venv = target_dir().join("django-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.stamp");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return Ok(python);
+    }
+    let interpreter = ["python3.11", "python3"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+        .ok_or_else(|| Error::Spawn {
+            name: "python3 (needed for the Django environment)".into(),
+            error: std::io::ErrorKind::NotFound.into(),
+        })?;
+    run(Command::new(interpreter)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted).map_err(|error| Error::File {
+        action: "write",
+        path: stamp,
+        error,
+    })?;
+    Ok(python)
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let name = format!("{command:?}");
+    let status = command.status().map_err(|error| Error::Spawn {
+        name: name.clone(),
+        error,
+    })?;
+    if !status.success() {
+        return Err(Error::Exited { name, status });
+    }
+    Ok(())
+}
