@@ -356,3 +356,64 @@ async fn receivers_across_two_hosts() {
     connections.sort();
     assert_eq!(connections, [1, 2], "{body}");
 }
+
+/// Two plugins with hooks: theirs run in the order of the plugins' names
+/// (`early` before `reference`), the first refusal ends the round, every
+/// `on_disconnect` runs, and one plugin's connection state is not the
+/// other's.
+#[tokio::test]
+async fn hooks_of_several_plugins_run_in_name_order() {
+    let host = Host::start_with_config(
+        &["fixture-reference", "fixture-early"],
+        &format!(
+            "{}[plugins.early]\nisolation = \"none\"\n",
+            config("process")
+        ),
+        &[],
+    )
+    .unwrap();
+    let mut watcher = connect(&host, "").await;
+    assert_eq!(watcher.recv_json(T).await.unwrap()["type"], "early.hello");
+    assert!(subscribe(&mut watcher, "departures").await["data"].is_object());
+
+    let mut ada = connect(&host, "user=ada").await;
+    assert_eq!(ada.recv_json(T).await.unwrap()["type"], "early.hello");
+    assert_eq!(ada.recv_json(T).await.unwrap()["type"], "welcome");
+    assert_eq!(
+        request(&mut ada, "whoami", Value::Null).await["data"],
+        json!({"user": "ada"})
+    );
+    assert_eq!(
+        request(&mut ada, "early.whoami", Value::Null).await["data"],
+        json!({"user": null})
+    );
+    drop(ada);
+    let mut departed = Vec::new();
+    for _ in 0..2 {
+        let message = watcher.recv_json(T).await.unwrap();
+        departed.push((
+            message["type"].clone(),
+            message["data"]["close_code"].clone(),
+        ));
+    }
+    assert_eq!(
+        departed,
+        [
+            (json!("early.departed"), json!(1006)),
+            (json!("departed"), json!(1006))
+        ],
+        "on_disconnect in name order, 1006 for a socket gone without a close frame"
+    );
+
+    // `early` refuses: `reference`'s on_connect never runs (no welcome, no
+    // state), both on_disconnect hooks do.
+    let mut refused = connect(&host, "early_refuse=1&user=bob").await;
+    assert_eq!(refused.recv(T).await.unwrap(), Received::Close(Some(4004)));
+    let early = watcher.recv_json(T).await.unwrap();
+    assert_eq!(
+        (early["type"].clone(), early["data"]["close_code"].clone()),
+        (json!("early.departed"), json!(4004))
+    );
+    let late = watcher.recv_json(T).await.unwrap();
+    assert_eq!(late["data"], json!({"user": null, "close_code": 4004}));
+}

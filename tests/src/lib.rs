@@ -43,6 +43,7 @@ const LIBRARIES: &[&str] = &[
     "fixture-faults",
     "fixture-bad-init",
     "fixture-reference",
+    "fixture-early",
 ];
 
 /// Builds the host and every test plugin (debug profile) once per test
