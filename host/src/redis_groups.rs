@@ -88,11 +88,12 @@ impl RedisGroups {
         let (client, where_) = client(url)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
         info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
+        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
         let health = Arc::new(Health::new(monitor));
         health.connected(publishing);
         health.up();
         let shared = Arc::new(Shared {
-            local: MemoryGroups::default(),
+            local,
             prefix: wire.channel_prefix(prefix),
             wire,
             origin: format!("{:016x}", rand::random::<u64>()),
@@ -237,6 +238,10 @@ impl GroupLayer for RedisGroups {
             self.shared.local.deliver(group, &message).await
         })
     }
+
+    fn local(&self) -> &MemoryGroups {
+        &self.shared.local
+    }
 }
 
 /// Groups in channels_redis's default layer (see [`core`]).
@@ -258,9 +263,10 @@ impl CoreGroups {
         let (client, where_) = client(url)?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
         info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
+        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
         let health = Arc::new(Health::new(monitor));
         health.connected(commands.clone());
-        let core = Arc::new(Core::new(prefix, settings, health.clone()));
+        let core = Arc::new(Core::new(prefix, settings, health.clone(), local));
         let (changes, changes_rx) = mpsc::unbounded_channel();
         tokio::spawn(core_link::run(
             client,
@@ -335,5 +341,9 @@ impl GroupLayer for CoreGroups {
                 let _ = tokio::time::timeout(BROKER_TIMEOUT * 2, closed).await;
             }
         })
+    }
+
+    fn local(&self) -> &MemoryGroups {
+        &self.core.local
     }
 }
