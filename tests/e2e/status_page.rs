@@ -534,14 +534,16 @@ async fn viewport(cdp: &mut Cdp, page: &str, width: u32, height: u32, scale: u32
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
-/// Takes a screenshot of the viewport into the target directory; its path.
-async fn screenshot(cdp: &mut Cdp, page: &str, name: &str) -> PathBuf {
+/// Takes a screenshot of the viewport (or of the whole page, `clip`: its
+/// CSS size) into the target directory; its path.
+async fn screenshot(cdp: &mut Cdp, page: &str, name: &str, clip: Option<(f64, f64)>) -> PathBuf {
+    let mut params = json!({ "format": "png" });
+    if let Some((width, height)) = clip {
+        params["captureBeyondViewport"] = json!(true);
+        params["clip"] = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": 1 });
+    }
     let shot = cdp
-        .call(
-            Some(page),
-            "Page.captureScreenshot",
-            json!({ "format": "png" }),
-        )
+        .call(Some(page), "Page.captureScreenshot", params)
         .await
         .unwrap();
     let bytes = decode_base64(shot["data"].as_str().expect("screenshot data"));
@@ -744,8 +746,21 @@ async fn the_page_charts_a_short_load_lists_groups_and_reads_on_a_phone() {
     )
     .await;
 
-    let desktop = screenshot(&mut cdp, &page, "status-page-desktop.png").await;
+    let desktop = screenshot(&mut cdp, &page, "status-page-desktop.png", None).await;
     check_png(&desktop, 1280, 1000);
+    let height = cdp
+        .eval(&page, "document.documentElement.scrollHeight")
+        .await
+        .unwrap();
+    let height = number(&height);
+    let whole = screenshot(
+        &mut cdp,
+        &page,
+        "status-page-desktop-full.png",
+        Some((1280.0, height)),
+    )
+    .await;
+    check_png(&whole, 1280, height as u32);
 
     // A phone: one column, nothing wider than the screen, the charts
     // redrawn at the new size.
@@ -773,7 +788,12 @@ async fn the_page_charts_a_short_load_lists_groups_and_reads_on_a_phone() {
         .await
         .unwrap();
     assert!(number(&drawn) > 20.0, "{drawn}");
-    let phone = screenshot(&mut cdp, &page, "status-page-phone.png").await;
+    let phone = screenshot(&mut cdp, &page, "status-page-phone.png", None).await;
     check_png(&phone, 780, 1688);
-    println!("screenshots: {} {}", desktop.display(), phone.display());
+    println!(
+        "screenshots: {} {} {}",
+        desktop.display(),
+        whole.display(),
+        phone.display()
+    );
 }
