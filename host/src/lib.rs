@@ -17,6 +17,11 @@
 //! A plugin runs in a supervised worker process unless configured
 //! otherwise: [`isolation`].
 //!
+//! Operators read [`admin`]'s endpoints and the [`status`] page; the
+//! page's charts come from [`stats_api`] (`/api/stats`), whose history the
+//! [`sampler`] takes once a second from the counters in [`monitor`], and
+//! whose group sizes [`group_sizes`] counts on request.
+//!
 //! The `rohrpost` binary is a thin command line over [`server::run`], and,
 //! as `rohrpost --plugin-worker`, the worker process of one plugin.
 
