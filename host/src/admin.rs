@@ -1,8 +1,9 @@
 //! Endpoints for operators, on the same port as the WebSocket endpoint:
 //! `/healthz` (the process answers), `/readyz` (the plugins directory has
 //! been scanned, and Redis answers when groups go through it), `GET /api/plugins` (every plugin, loaded or rejected, with
-//! its counts), `/metrics` (Prometheus) and `/api/events` (a live stream of
-//! plugin events and connection counts, for the status page).
+//! its counts), `/metrics` (Prometheus), `/api/events` (a live stream of
+//! plugin events and connection counts, for the status page) and
+//! `/api/stats` (the last minutes, for its charts; see [`crate::stats_api`]).
 //!
 //! With an operator token set ([`AdminToken`]), everything but `/healthz`
 //! and `/readyz` asks for it, as a bearer token or as the password of HTTP
@@ -27,18 +28,18 @@ use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::{groups::GroupLayer, monitor::Monitor, registry::Registry};
+use crate::{groups::GroupLayer, monitor::Monitor, registry::Registry, stats_api};
 
 /// What the endpoints read.
 pub struct Admin {
     pub monitor: Arc<Monitor>,
     pub registry: Arc<Registry>,
+    /// For the group sizes of `/api/stats` and the hosts of `/api/hosts`.
+    pub groups: Arc<dyn GroupLayer>,
     /// Guards every endpoint but `/healthz` and `/readyz`.
     pub token: AdminToken,
     /// One permit per `/api/events` subscriber.
     pub event_streams: Arc<Semaphore>,
-    /// The groups, for the hosts that share them.
-    pub groups: Arc<dyn GroupLayer>,
 }
 
 /// The operator endpoints.
@@ -49,6 +50,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
             .route("/metrics", get(metrics))
             .route("/api/events", get(events))
             .route("/api/hosts", get(hosts))
+            .route("/api/stats", get(stats_api::stats))
+            .route("/api/stats/groups", get(stats_api::groups))
             .with_state(admin.clone()),
     );
     Router::new()

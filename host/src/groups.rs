@@ -18,6 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use prometheus_client::metrics::counter::Counter;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::fanout::{self, Lane, Members, CHUNK};
@@ -56,9 +57,14 @@ pub trait GroupLayer: Send + Sync {
     fn close(&self) -> GroupFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
+    /// This host's members of every group (for the status page's group
+    /// sizes).
+    fn local(&self) -> &MemoryGroups;
     /// The members of `group` on this host, and whether `connection` is
     /// one of them. Never waits.
-    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool);
+    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
+        self.local().size_for(group, connection)
+    }
     /// The members of `group` on other hosts, as they last reported them;
     /// `None` when the broker did not answer in time. Waits a bounded time.
     fn remote_members<'a>(&'a self, _group: &'a str) -> GroupFuture<'a, Option<usize>> {
@@ -76,6 +82,8 @@ pub trait GroupLayer: Send + Sync {
 pub struct MemoryGroups {
     /// Shared with the groups' lanes, which read the members from it.
     membership: Arc<Membership>,
+    /// Counts each member a message was handed to.
+    delivered: Counter,
 }
 
 #[derive(Default)]
@@ -121,6 +129,15 @@ enum Route {
 }
 
 impl MemoryGroups {
+    /// Groups that count every member a message is handed to in
+    /// `delivered`.
+    pub fn counting(delivered: Counter) -> Self {
+        MemoryGroups {
+            membership: Arc::default(),
+            delivered,
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.membership.state()
     }
@@ -129,6 +146,12 @@ impl MemoryGroups {
     /// small group's, through its lane to a large one's. The number of
     /// members it went to; waits only for room in a busy lane.
     pub async fn deliver(&self, group: &str, message: &Utf8Bytes) -> usize {
+        let count = self.deliver_uncounted(group, message).await;
+        self.delivered.inc_by(count as u64);
+        count
+    }
+
+    async fn deliver_uncounted(&self, group: &str, message: &Utf8Bytes) -> usize {
         // A lane fails only if its task could not run (the runtime is
         // shutting down): the second time, deliver at once.
         for _ in 0..2 {
@@ -247,6 +270,19 @@ impl MemoryGroups {
             .get(group)
             .map_or((0, false), |m| (m.len(), m.contains_key(&connection)))
     }
+
+    /// How many groups have members here.
+    pub fn group_count(&self) -> usize {
+        self.state().members.len()
+    }
+
+    /// Calls `visit` with every group's name and member count, under the
+    /// membership lock: `visit` must be quick and must not touch groups.
+    pub fn visit_sizes(&self, mut visit: impl FnMut(&str, usize)) {
+        for (name, members) in &self.state().members {
+            visit(name, members.len());
+        }
+    }
 }
 
 impl GroupLayer for MemoryGroups {
@@ -272,15 +308,13 @@ impl GroupLayer for MemoryGroups {
         Box::pin(async move { self.deliver(group, &message).await })
     }
 
-    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
-        self.size_for(group, connection)
+    fn local(&self) -> &MemoryGroups {
+        self
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::metrics::counter::Counter;
-
     use super::*;
     use crate::outbound::outbound_queue;
 

@@ -19,6 +19,11 @@
 //! is [`host_services`]; what it attached to a connection, [`conn_state`];
 //! its hooks when a connection opens and ends, [`lifecycle`].
 //!
+//! Operators read [`admin`]'s endpoints and the [`status`] page; the
+//! page's charts come from [`stats_api`] (`/api/stats`), whose history the
+//! [`sampler`] takes once a second from the counters in [`monitor`], and
+//! whose group sizes [`group_sizes`] counts on request.
+//!
 //! The `rohrpost` binary is a thin command line over [`server::run`], and,
 //! as `rohrpost --plugin-worker`, the worker process of one plugin.
 
@@ -33,6 +38,7 @@ mod effects;
 mod elf_check;
 mod fanout;
 mod forwarded;
+mod group_sizes;
 mod groups;
 mod handshake;
 mod host_services;
@@ -51,9 +57,11 @@ mod redis_groups;
 mod registry;
 mod rlimit;
 mod safety;
+mod sampler;
 pub mod server;
 mod shadow;
 mod shutdown;
+mod stats_api;
 mod status;
 mod watcher;
 mod wire;

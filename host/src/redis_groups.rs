@@ -91,11 +91,12 @@ impl RedisGroups {
         let (client, where_) = client(url)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
         info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
+        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
         let health = Arc::new(Health::new(monitor.clone()));
         health.connected(publishing);
         health.up();
         let shared = Arc::new(Shared {
-            local: MemoryGroups::default(),
+            local,
             prefix: wire.channel_prefix(prefix),
             wire,
             origin: format!("{:016x}", rand::random::<u64>()),
@@ -256,8 +257,8 @@ impl GroupLayer for RedisGroups {
         })
     }
 
-    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
-        self.shared.local.size_for(group, connection)
+    fn local(&self) -> &MemoryGroups {
+        &self.shared.local
     }
 
     fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
@@ -298,9 +299,10 @@ impl CoreGroups {
         let (client, where_) = client(url)?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
         info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
+        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
         let health = Arc::new(Health::new(monitor.clone()));
         health.connected(commands.clone());
-        let core = Arc::new(Core::new(prefix, settings, health.clone()));
+        let core = Arc::new(Core::new(prefix, settings, health.clone(), local));
         let presence = Presence::new(
             format!("{prefix}:rohrpost-presence:"),
             core.host_id().to_owned(),
@@ -382,10 +384,6 @@ impl GroupLayer for CoreGroups {
         })
     }
 
-    fn local_size(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
-        self.core.local.size_for(group, connection)
-    }
-
     /// Other hosts' members from their presence, and Django's consumers:
     /// the group's set holds one channel per consumer and one per host
     /// with members, so the consumers are the set's live members less the
@@ -415,5 +413,9 @@ impl GroupLayer for CoreGroups {
                 let _ = tokio::time::timeout(BROKER_TIMEOUT * 2, closed).await;
             }
         })
+    }
+
+    fn local(&self) -> &MemoryGroups {
+        &self.core.local
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     pending::Pending,
     redis_groups::{CoreGroups, CoreSettings, RedisGroups, Wire},
     registry::Registry,
-    rlimit,
+    rlimit, sampler,
     shutdown::Shutdown,
     status,
     watcher::{self, WatchSettings},
@@ -55,7 +55,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("channels_symmetric_encryption_keys is set, but encrypted channels_redis messages (Fernet) are not supported yet: remove symmetric_encryption_keys from the app's CHANNEL_LAYERS and the setting here");
     }
     let groups: Arc<dyn GroupLayer> = match &settings.groups {
-        Groups::Memory => Arc::new(MemoryGroups::default()),
+        Groups::Memory => Arc::new(MemoryGroups::counting(
+            monitor.metrics.group_deliveries.clone(),
+        )),
         Groups::Redis(url) | Groups::ChannelsPubSub(url) => {
             let wire = match settings.groups {
                 Groups::ChannelsPubSub(_) => Wire::ChannelsPubSub,
@@ -99,6 +101,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor.clone(),
     );
 
+    sampler::start(monitor.clone(), registry.clone(), groups.clone());
+
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {
         per_client: PerClient::new(settings.max_connections_per_client),
@@ -135,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warn!("any browser origin may connect: set allowed_origins to your site's origins");
     }
     let closing = groups.clone();
+    let sized = groups.clone();
     let notify_endpoint = Arc::new(NotifyEndpoint {
         token: Some(settings.notify_token.clone()).filter(|t| !t.is_empty()),
         groups,
@@ -142,7 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let admin_token = AdminToken::new(&settings.admin_token);
     if admin_token.is_none() && !settings.listen.ip().is_loopback() {
-        warn!("the operator endpoints (/, /api/plugins, /api/events, /metrics) need no credentials: set admin_token, or keep them internal");
+        warn!("the operator endpoints (/, /api/plugins, /api/events, /api/stats, /metrics) need no credentials: set admin_token, or keep them internal");
     }
     let router = Router::new()
         .route(&settings.ws_path, get(handshake::upgrade))
@@ -156,9 +161,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .merge(admin::router(Arc::new(Admin {
             monitor,
             registry,
+            groups: sized,
             token: admin_token.clone(),
             event_streams: Arc::new(Semaphore::new(settings.max_event_streams)),
-            groups: closing.clone(),
         })))
         .merge(admin_token.protect(status::router(&settings.ws_path)));
 

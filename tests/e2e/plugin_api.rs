@@ -355,6 +355,16 @@ async fn receivers_across_two_hosts() {
         .collect();
     connections.sort();
     assert_eq!(connections, [1, 2], "{body}");
+    // The status page's data has them too.
+    let (status, body) = rohrpost_tests::get(&two.addr, "/api/stats").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        stats["hosts"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        stats["hosts"]
+    );
 }
 
 /// Two plugins with hooks: theirs run in the order of the plugins' names

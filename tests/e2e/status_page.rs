@@ -1,11 +1,19 @@
 //! The status page in a real headless browser: Chromium, driven over the
 //! Chrome DevTools Protocol (CDP), opens the page of a running host, sees the
-//! plugins and their live changes, and sends a ping from the page's console.
+//! plugins and their live changes, and sends a ping from the page's console;
+//! under a short load its charts draw the last minutes, its tables show the
+//! plugins' activity and the groups, its search finds a group, and it is
+//! photographed at desktop and phone size (PNG files in the target
+//! directory).
 
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -20,7 +28,7 @@ use tokio::{
 use tokio_tungstenite::{connect_async, tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
 /// How long the page may take to show something.
-const T: Duration = Duration::from_secs(15);
+const T: Duration = Duration::from_secs(30);
 
 // ---- the browser ----
 
@@ -406,6 +414,14 @@ async fn the_page_is_html_at_root_and_status_and_knows_the_ws_path() {
         for id in [
             "plugins",
             "connections",
+            "chart-messages",
+            "chart-latency",
+            "chart-connections",
+            "chart-group-messages",
+            "plugin-activity",
+            "groups-largest",
+            "group-search",
+            "group-results",
             "console-input",
             "console-send",
             "console-output",
@@ -414,4 +430,370 @@ async fn the_page_is_html_at_root_and_status_and_knows_the_ws_path() {
         }
     }
     assert_eq!(get(&host.addr, "/nope").await.unwrap().0, 404);
+}
+
+// ---- charts, tables and screenshots under load ----
+
+/// Keeps clients busy until dropped: pings (and a failing request now and
+/// then) from a few connections, and messages to a group whose members
+/// read them.
+struct Load {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Joins `group` with `n` new connections that read whatever comes.
+async fn members(host: &Host, group: &str, n: usize) {
+    for _ in 0..n {
+        let mut member = host.connect().await.unwrap();
+        member.join(group).await.unwrap();
+        tokio::spawn(async move { while member.recv(Duration::from_secs(120)).await.is_ok() {} });
+    }
+}
+
+async fn start_load(host: &Host) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    members(host, "room-lobby", 5).await;
+    members(host, "room-quiet", 2).await;
+    for n in 0..3u64 {
+        let mut client = host.connect().await.unwrap();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut id = 0;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let request = if id % 10 == 0 {
+                    json!({"id": id, "type": "fail"})
+                } else if n == 0 {
+                    json!({"id": id, "type": "group-send",
+                        "data": {"group": "room-lobby", "message": id}})
+                } else {
+                    json!({"id": id, "type": "ping"})
+                };
+                if client.request(&request.to_string()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    Load { stop }
+}
+
+/// How many pixels of `canvas` are close to the CSS colour `var` (the
+/// charts draw their lines in the page's colours).
+fn pixels_like(canvas: &str, var: &str) -> String {
+    format!(
+        "(() => {{
+            const canvas = document.querySelector('{canvas}');
+            const probe = document.createElement('div');
+            probe.style.color = getComputedStyle(document.documentElement).getPropertyValue('{var}');
+            document.body.appendChild(probe);
+            const [r, g, b] = getComputedStyle(probe).color.match(/\\d+/g).map(Number);
+            probe.remove();
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let n = 0;
+            for (let i = 0; i < data.length; i += 4) {{
+                if (data[i + 3] > 200 && Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 60) n++;
+            }}
+            return n;
+        }})()"
+    )
+}
+
+fn number(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(0.0)
+}
+
+/// Emulates a viewport of `width` x `height` CSS pixels.
+async fn viewport(cdp: &mut Cdp, page: &str, width: u32, height: u32, scale: u32, mobile: bool) {
+    cdp.call(
+        Some(page),
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile }),
+    )
+    .await
+    .unwrap();
+    // The page redraws its charts a little after a resize.
+    cdp.wait_for(
+        page,
+        "[innerWidth, document.querySelector('#chart-messages').width]",
+        |v| {
+            v[0].as_u64() == Some(u64::from(width))
+                && v[1]
+                    .as_u64()
+                    .is_some_and(|w| w > 0 && w <= u64::from(width * scale))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+/// Takes a screenshot of the viewport (or of the whole page, `clip`: its
+/// CSS size) into the target directory; its path.
+async fn screenshot(cdp: &mut Cdp, page: &str, name: &str, clip: Option<(f64, f64)>) -> PathBuf {
+    let mut params = json!({ "format": "png" });
+    if let Some((width, height)) = clip {
+        params["captureBeyondViewport"] = json!(true);
+        params["clip"] = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": 1 });
+    }
+    let shot = cdp
+        .call(Some(page), "Page.captureScreenshot", params)
+        .await
+        .unwrap();
+    let bytes = decode_base64(shot["data"].as_str().expect("screenshot data"));
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    } as u32;
+    let text = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut bits = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            bits |= value(c) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&bits.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Checks that `path` is a whole PNG of `width` x `height` pixels with a
+/// picture in it (a blank page compresses to almost nothing): the
+/// signature, every chunk's CRC, IHDR first, IEND last.
+fn check_png(path: &Path, width: u32, height: u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    let mut at = 8;
+    let mut kinds = Vec::new();
+    let mut image_bytes = 0;
+    while at < bytes.len() {
+        let length = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let kind = &bytes[at + 4..at + 8];
+        let data = &bytes[at + 8..at + 8 + length];
+        let crc = u32::from_be_bytes(bytes[at + 8 + length..at + 12 + length].try_into().unwrap());
+        assert_eq!(crc32(&bytes[at + 4..at + 8 + length]), crc, "chunk CRC");
+        if kind == b"IHDR" {
+            let w = u32::from_be_bytes(data[0..4].try_into().unwrap());
+            let h = u32::from_be_bytes(data[4..8].try_into().unwrap());
+            assert_eq!((w, h), (width, height), "{}", path.display());
+        }
+        if kind == b"IDAT" {
+            image_bytes += length;
+        }
+        kinds.push(String::from_utf8_lossy(kind).into_owned());
+        at += 12 + length;
+    }
+    assert_eq!(at, bytes.len());
+    assert_eq!(kinds.first().map(String::as_str), Some("IHDR"));
+    assert_eq!(kinds.last().map(String::as_str), Some("IEND"));
+    assert!(
+        image_bytes > 20_000,
+        "{}: {image_bytes} bytes of image data",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn the_page_charts_a_short_load_lists_groups_and_reads_on_a_phone() {
+    let browser = browser();
+    let host = Host::start(&["ping", "fixture-testkit"]).unwrap();
+    let _load = start_load(&host).await;
+    let mut cdp = Cdp::connect(&browser.devtools_url).await.unwrap();
+    let page = cdp
+        .open_page(&format!("http://{}/", host.addr))
+        .await
+        .unwrap();
+    viewport(&mut cdp, &page, 1280, 1000, 1, false).await;
+
+    // A few seconds of samples with traffic: every chart has points and a
+    // maximum above zero, and its lines are on the canvas.
+    cdp.wait_for(
+        &page,
+        "['messages', 'latency', 'connections', 'group-messages'].map(id => \
+         [Number(document.querySelector('#chart-' + id).dataset.points || 0), \
+          Number(document.querySelector('#chart-' + id).dataset.max || 0)])",
+        |v| {
+            let charts = v.as_array().cloned().unwrap_or_default();
+            charts.len() == 4
+                && charts
+                    .iter()
+                    .all(|c| number(&c[0]) >= 8.0 && number(&c[1]) > 0.0)
+        },
+    )
+    .await;
+    for chart in [
+        "#chart-messages",
+        "#chart-latency",
+        "#chart-connections",
+        "#chart-group-messages",
+    ] {
+        let drawn = cdp
+            .eval(&page, &pixels_like(chart, "--accent"))
+            .await
+            .unwrap();
+        // Anti-aliased lines of 1.6 px: a few dozen pixels at full colour.
+        assert!(number(&drawn) > 20.0, "{chart}: {drawn} pixels of its line");
+    }
+    // The failing requests are the error line.
+    let errors = cdp
+        .wait_for(&page, &pixels_like("#chart-messages", "--bad"), |v| {
+            number(v) > 20.0
+        })
+        .await;
+    assert!(number(&errors) > 20.0);
+    let connections = cdp
+        .eval(
+            &page,
+            "document.querySelector('#now-connections').textContent",
+        )
+        .await
+        .unwrap();
+    // 7 members, 3 load clients and the console's own socket.
+    assert!(
+        text(&connections).parse::<u32>().is_ok_and(|n| n >= 10),
+        "{connections}"
+    );
+
+    // The plugins' activity: calls per second, percentiles, a trend.
+    let activity = cdp
+        .wait_for(
+            &page,
+            "Array.from(document.querySelectorAll('#plugin-activity tr'), \
+             tr => Array.from(tr.cells, td => td.textContent))",
+            |v| {
+                rows(v).iter().any(|row| {
+                    row[0].starts_with("ping ") && row[1].ends_with("/s") && row[1] != "0.0/s"
+                })
+            },
+        )
+        .await;
+    let activity = rows(&activity);
+    let ping = activity
+        .iter()
+        .find(|row| row[0].starts_with("ping "))
+        .unwrap();
+    assert!(ping[3].ends_with("s") && ping[4].ends_with("s"), "{ping:?}");
+    assert_eq!(
+        (ping[6].as_str(), ping[7].as_str(), ping[8].as_str()),
+        ("0", "0", "worker")
+    );
+    assert!(
+        activity.iter().any(|row| row[0].starts_with("testkit ")),
+        "{activity:?}"
+    );
+
+    // The largest groups, and a search by name.
+    cdp.wait_for(
+        &page,
+        "Array.from(document.querySelectorAll('#groups-largest tr'), \
+         tr => [tr.cells[0].textContent, tr.cells[1].textContent])",
+        |v| {
+            rows(v)
+                == [
+                    vec!["room-lobby".to_owned(), "5".to_owned()],
+                    vec!["room-quiet".to_owned(), "2".to_owned()],
+                ]
+        },
+    )
+    .await;
+    cdp.eval(
+        &page,
+        "const box = document.querySelector('#group-search'); box.value = 'QUIET'; \
+         box.dispatchEvent(new Event('input')); true",
+    )
+    .await
+    .unwrap();
+    cdp.wait_for(
+        &page,
+        "[Array.from(document.querySelectorAll('#group-results tr'), \
+          tr => [tr.cells[0].textContent, tr.cells[1].textContent]), \
+          document.querySelector('#group-search-state').textContent]",
+        |v| {
+            rows(&v[0]) == [vec!["room-quiet".to_owned(), "2".to_owned()]]
+                && text(&v[1]) == "1 group matches."
+        },
+    )
+    .await;
+
+    let desktop = screenshot(&mut cdp, &page, "status-page-desktop.png", None).await;
+    check_png(&desktop, 1280, 1000);
+    let height = cdp
+        .eval(&page, "document.documentElement.scrollHeight")
+        .await
+        .unwrap();
+    let height = number(&height);
+    let whole = screenshot(
+        &mut cdp,
+        &page,
+        "status-page-desktop-full.png",
+        Some((1280.0, height)),
+    )
+    .await;
+    check_png(&whole, 1280, height as u32);
+
+    // A phone: one column, nothing wider than the screen, the charts
+    // redrawn at the new size.
+    viewport(&mut cdp, &page, 390, 844, 2, true).await;
+    let layout = cdp
+        .eval(
+            &page,
+            "[document.documentElement.scrollWidth, \
+              document.querySelector('#chart-messages').clientWidth, \
+              document.querySelector('#chart-latency').getBoundingClientRect().top > \
+              document.querySelector('#chart-messages').getBoundingClientRect().bottom, \
+              Number(document.querySelector('#chart-messages').dataset.points)]",
+        )
+        .await
+        .unwrap();
+    assert!(
+        number(&layout[0]) <= 390.0,
+        "the page scrolls sideways: {layout}"
+    );
+    assert!((300.0..=390.0).contains(&number(&layout[1])), "{layout}");
+    assert_eq!(layout[2], true, "charts stacked: {layout}");
+    assert!(number(&layout[3]) >= 5.0, "{layout}");
+    let drawn = cdp
+        .eval(&page, &pixels_like("#chart-messages", "--accent"))
+        .await
+        .unwrap();
+    assert!(number(&drawn) > 20.0, "{drawn}");
+    let phone = screenshot(&mut cdp, &page, "status-page-phone.png", None).await;
+    check_png(&phone, 780, 1688);
+    println!(
+        "screenshots: {} {} {}",
+        desktop.display(),
+        whole.display(),
+        phone.display()
+    );
 }

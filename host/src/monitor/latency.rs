@@ -5,6 +5,9 @@
 //! threads. Here an observation is two relaxed atomic additions (its bucket
 //! and the sum); the count is the buckets' total, read only when `/metrics`
 //! is rendered.
+//!
+//! The buckets are fine enough (1, 2, 5 per decade from 1 µs) for the
+//! status page to estimate percentiles from them ([`Buckets::quantile`]).
 
 use std::{
     sync::{
@@ -19,27 +22,96 @@ use prometheus_client::{
     metrics::{MetricType, TypedMetric},
 };
 
-/// Upper bounds of the buckets in nanoseconds, from 10 µs to 30 s; one more
+/// Upper bounds of the buckets in nanoseconds, from 1 µs to 30 s; one more
 /// bucket holds what is slower.
-const BOUNDS_NS: [u64; 13] = [
+const BOUNDS_NS: [u64; 23] = [
+    1_000,
+    2_000,
+    5_000,
     10_000,
+    20_000,
     50_000,
     100_000,
+    200_000,
     500_000,
     1_000_000,
+    2_000_000,
     5_000_000,
     10_000_000,
+    20_000_000,
     50_000_000,
     100_000_000,
+    200_000_000,
     500_000_000,
     1_000_000_000,
+    2_000_000_000,
     5_000_000_000,
+    10_000_000_000,
     30_000_000_000,
 ];
 
+/// How many buckets a histogram has.
+pub const BUCKETS: usize = BOUNDS_NS.len() + 1;
+
+/// Observation counts by bucket (not cumulative): a snapshot of a
+/// [`Latency`], or the difference of two, or a sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets(pub [u64; BUCKETS]);
+
+impl Buckets {
+    /// How many observations.
+    pub fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// What was observed since `earlier` (a snapshot of the same
+    /// histogram); zero where a count went down.
+    pub fn since(&self, earlier: &Buckets) -> Buckets {
+        let mut out = Buckets::default();
+        for ((out, now), then) in out.0.iter_mut().zip(&self.0).zip(&earlier.0) {
+            *out = now.saturating_sub(*then);
+        }
+        out
+    }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Buckets) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// The `q` quantile (0 to 1) in seconds, interpolated linearly within
+    /// its bucket (as Prometheus' `histogram_quantile` does); the slowest
+    /// bucket answers its lower bound. `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.0.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if (below + n) as f64 >= rank {
+                let lower = if i == 0 { 0 } else { BOUNDS_NS[i - 1] };
+                let Some(&upper) = BOUNDS_NS.get(i) else {
+                    return Some(lower as f64 / 1e9);
+                };
+                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+                return Some((lower as f64 + within * (upper - lower) as f64) / 1e9);
+            }
+            below += n;
+        }
+        Some(BOUNDS_NS[BOUNDS_NS.len() - 1] as f64 / 1e9)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counts {
-    buckets: [AtomicU64; BOUNDS_NS.len() + 1],
+    buckets: [AtomicU64; BUCKETS],
     sum_ns: AtomicU64,
 }
 
@@ -53,6 +125,16 @@ impl Latency {
         let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
         self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The counts so far (relaxed reads: a concurrent observation may be
+    /// in one bucket and not yet in another's total, never lost).
+    pub fn buckets(&self) -> Buckets {
+        let mut out = Buckets::default();
+        for (out, count) in out.0.iter_mut().zip(&self.0.buckets) {
+            *out = count.load(Ordering::Relaxed);
+        }
+        out
     }
 }
 
@@ -86,7 +168,7 @@ mod tests {
 
     use prometheus_client::{encoding::text::encode, registry::Registry};
 
-    use super::Latency;
+    use super::{Buckets, Latency, BUCKETS};
 
     #[test]
     fn observations_land_in_their_buckets_and_render_cumulatively() {
@@ -106,5 +188,32 @@ mod tests {
         assert!(text.contains("took_bucket{le=\"30.0\"} 3"), "{text}");
         assert!(text.contains("took_bucket{le=\"+Inf\"} 4"), "{text}");
         assert!(text.contains("took_sum 60.002015\n"), "{text}");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_a_bucket() {
+        let latency = Latency::default();
+        assert_eq!(latency.buckets().quantile(0.5), None);
+        // 100 calls between 10 and 20 µs, one of 3 ms.
+        for _ in 0..100 {
+            latency.observe(Duration::from_micros(15));
+        }
+        latency.observe(Duration::from_millis(3));
+        let all = latency.buckets();
+        assert_eq!(all.count(), 101);
+        let p50 = all.quantile(0.5).unwrap();
+        assert!((10e-6..=20e-6).contains(&p50), "{p50}");
+        let p999 = all.quantile(0.999).unwrap();
+        assert!((2e-3..=5e-3).contains(&p999), "{p999}");
+        // Only what came since a snapshot counts.
+        let before = latency.buckets();
+        latency.observe(Duration::from_secs(40));
+        let since = latency.buckets().since(&before);
+        assert_eq!(since.count(), 1);
+        assert_eq!(since.quantile(0.5), Some(30.0));
+        let mut sum = Buckets::default();
+        sum.add(&since);
+        sum.add(&since);
+        assert_eq!(sum.0[BUCKETS - 1], 2);
     }
 }

@@ -1,8 +1,13 @@
 //! The Prometheus metrics, registered once. Counters that the request path
 //! bumps are resolved ahead (per route, see [`Metrics::route`]), so that a
-//! request touches only atomics, never a label lookup.
+//! request touches only atomics, never a label lookup. The status page's
+//! sampler reads the same counters once a second ([`Metrics::read`]).
 
-use std::fmt::Write as _;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    sync::Mutex,
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
@@ -10,7 +15,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::latency::Latency;
+use super::{
+    latency::{Buckets, Latency},
+    lock,
+};
 use crate::isolation::supervisor::WorkerMetrics;
 
 /// Labels of the messages counter.
@@ -100,6 +108,27 @@ pub struct Metrics {
     pub broker_foreign: Counter,
     /// 1 while the group broker (Redis) is reachable.
     pub(super) broker_up: Gauge,
+    /// Group messages handed to member connections of this host.
+    pub group_deliveries: Counter,
+    /// Every routed type's outcome counters, for [`Metrics::read`]; types
+    /// come from plugins, never from clients.
+    outcomes: Mutex<HashMap<String, [Counter; 4]>>,
+    /// Every plugin's latency histogram, by plugin name.
+    latencies: Mutex<BTreeMap<String, Latency>>,
+}
+
+/// The counters as they stand, for the status page's sampler.
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// Requests whose handler succeeded.
+    pub ok: u64,
+    /// Every other request: handler errors, panics, timeouts, unknown
+    /// types, invalid frames.
+    pub failed: u64,
+    /// Group messages handed to member connections of this host.
+    pub group_deliveries: u64,
+    /// Each plugin's handler latency histogram, by plugin name.
+    pub latency: BTreeMap<String, Buckets>,
 }
 
 impl Default for Metrics {
@@ -181,7 +210,16 @@ impl Default for Metrics {
             "1 while the group broker (Redis) is reachable; 0 while not, or in memory mode",
             broker_up.clone(),
         );
+        let group_deliveries = Counter::default();
+        registry.register(
+            "group_deliveries",
+            "Group messages handed to member connections of this host (one per member)",
+            group_deliveries.clone(),
+        );
         Metrics {
+            group_deliveries,
+            outcomes: Mutex::default(),
+            latencies: Mutex::default(),
             broker_drops,
             broker_invalid,
             broker_foreign,
@@ -212,7 +250,7 @@ impl Metrics {
                 })
                 .clone()
         };
-        RouteMetrics {
+        let metrics = RouteMetrics {
             ok: counter(Outcome::Ok),
             error: counter(Outcome::Error),
             panic: counter(Outcome::Panic),
@@ -223,7 +261,40 @@ impl Metrics {
                     plugin: plugin.to_owned(),
                 })
                 .clone(),
+        };
+        lock(&self.outcomes)
+            .entry(kind.to_owned())
+            .or_insert_with(|| {
+                [
+                    metrics.ok.clone(),
+                    metrics.error.clone(),
+                    metrics.panic.clone(),
+                    metrics.timeout.clone(),
+                ]
+            });
+        lock(&self.latencies)
+            .entry(plugin.to_owned())
+            .or_insert_with(|| metrics.latency.clone());
+        metrics
+    }
+
+    /// The request counters and latencies as they stand: a few dozen
+    /// relaxed loads, once a second.
+    pub fn read(&self) -> Reading {
+        let mut reading = Reading {
+            failed: self.invalid.get() + self.unknown_type.get(),
+            group_deliveries: self.group_deliveries.get(),
+            ..Reading::default()
+        };
+        for [ok, error, panic, timeout] in lock(&self.outcomes).values() {
+            reading.ok += ok.get();
+            reading.failed += error.get() + panic.get() + timeout.get();
         }
+        reading.latency = lock(&self.latencies)
+            .iter()
+            .map(|(plugin, latency)| (plugin.clone(), latency.buckets()))
+            .collect();
+        reading
     }
 
     /// The worker counters of the plugin `name`.

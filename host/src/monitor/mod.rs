@@ -1,8 +1,8 @@
 //! What the server knows about itself, for operators, one concern per
 //! module: [`metrics`] (Prometheus), [`plugin_states`] (every file of the
 //! plugins directory, loaded or rejected, and why), [`readiness`], the
-//! [`event_bus`] of the status page's live stream, and [`plugins_page`]
-//! (`/api/plugins`).
+//! [`event_bus`] of the status page's live stream, [`plugins_page`]
+//! (`/api/plugins`) and [`stats`], the recent history of `/api/stats`.
 //!
 //! Everything that changes state reports here (the watcher publishes its
 //! [`PluginEvent`]s, the dispatcher counts requests, connections count
@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plugin_states;
 pub mod plugins_page;
 pub mod readiness;
+pub mod stats;
 
 use std::{
     collections::BTreeMap,
@@ -22,13 +23,18 @@ use std::{
         atomic::{AtomicI64, Ordering},
         Arc, Mutex,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use self::{event_bus::EventBus, plugin_states::PluginStates, readiness::Readiness};
+use self::{
+    event_bus::EventBus,
+    plugin_states::PluginStates,
+    readiness::Readiness,
+    stats::{History, Seen},
+};
 pub use self::{
     event_bus::{LiveEvent, LiveSink},
     metrics::{Metrics, RouteMetrics},
@@ -43,6 +49,7 @@ pub struct Monitor {
     readiness: Readiness,
     events: EventBus,
     open_connections: Arc<AtomicI64>,
+    history: Mutex<History>,
 }
 
 fn now() -> f64 {
@@ -143,6 +150,26 @@ impl Monitor {
         let mut metrics = self.metrics.worker(name);
         metrics.events = self.events.sink();
         metrics
+    }
+
+    /// Takes one sample of the counters for `/api/stats` (the sampler
+    /// calls it once a second); `plugins` are the loaded plugins' names,
+    /// `groups` the number of groups with members here.
+    pub fn sample(&self, plugins: &[&str], groups: usize) {
+        let reading = self.metrics.read();
+        let seen = Seen {
+            at: now(),
+            connections: self.open_connections(),
+            groups,
+            plugins,
+        };
+        lock(&self.history).record(Instant::now(), reading, &seen);
+    }
+
+    /// `GET /api/stats` without its groups: the recent history and the
+    /// plugins of `loaded`.
+    pub fn stats_json(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>) -> Value {
+        lock(&self.history).render(loaded, self.open_connections())
     }
 
     /// `GET /metrics` in the Prometheus text format.

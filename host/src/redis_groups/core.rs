@@ -100,9 +100,14 @@ fn now() -> f64 {
 }
 
 impl Core {
-    pub fn new(prefix: &str, settings: CoreSettings, health: Arc<Health>) -> Core {
+    pub fn new(
+        prefix: &str,
+        settings: CoreSettings,
+        health: Arc<Health>,
+        local: MemoryGroups,
+    ) -> Core {
         Core {
-            local: MemoryGroups::default(),
+            local,
             settings,
             prefix: prefix.to_owned(),
             own: format!("specific.{:032x}!", rand::random::<u128>()),
@@ -304,6 +309,7 @@ mod tests {
             "asgi",
             settings,
             Arc::new(Health::new(Arc::new(Monitor::default()))),
+            MemoryGroups::default(),
         )
     }
 
