@@ -64,6 +64,25 @@ fn parent(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The child processes of `pid` (a host's plugin workers), from every one
+/// of its threads' `/proc/<pid>/task/<tid>/children`; none when it cannot
+/// be read.
+pub fn children(pid: u32) -> std::collections::BTreeSet<u32> {
+    let mut found = std::collections::BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
 /// CPU time of process `pid` and of its live children (a host's plugin
 /// workers): what serving cost, wherever it ran.
 pub fn cpu_time_with_children(pid: u32) -> Result<Duration> {
