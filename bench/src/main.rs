@@ -204,7 +204,7 @@ mod tests {
         let args: ReloadArgs = defaults().expect("defaults parse");
         assert_eq!(args.reloads, 50);
         let args: RestartArgs = defaults().expect("defaults parse");
-        assert_eq!(args.crashes, 10);
+        assert_eq!((args.crashes, args.in_a_row), (10, 6));
         let args: FanoutArgs = defaults().expect("defaults parse");
         assert_eq!((args.subscribers, args.notifications), (10_000, 100));
         let args: NotifyRateArgs = defaults().expect("defaults parse");
