@@ -21,11 +21,13 @@
 //! with no thread left to read a socket or fire a timer (seen in the
 //! stacks of a hung server: one thread in the handler, the other in
 //! `park_condvar`, none in `epoll_wait`). The LIFO slot (the next task of
-//! a thread, which others cannot steal) holds at most the one task the
-//! stuck call's own task woke before the call: its own connection's,
-//! already lost with it; the other tasks queued on that thread can be
-//! stolen. tokio's remedies, `enable_eager_driver_handoff` and
-//! `disable_lifo_slot`, need `--cfg tokio_unstable`.
+//! a thread, which others cannot steal) holds at most one task: the last
+//! one that the stuck call's own task woke in the same poll before the
+//! call, which is its own connection's unless that poll had just sent to
+//! a group (then one member waits there until the call returns); the other
+//! tasks queued on that thread are stolen by the others. tokio's remedies,
+//! `enable_eager_driver_handoff` and `disable_lifo_slot`, need
+//! `--cfg tokio_unstable`.
 //!
 //! So the watching thread also wakes the runtime: while an inline call has
 //! been running for [`WAKE_AFTER`], it spawns an empty task from outside
