@@ -205,7 +205,13 @@ mod tests {
             .args(["-c", "while :; do :; done"])
             .spawn()
             .expect("a shell");
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the child has certainly run for 100 ms (on a busy machine
+        // that takes longer than 100 ms).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cpu_time(child.id()).expect("the child's") < Duration::from_millis(100) {
+            assert!(Instant::now() < deadline, "the child does not get to run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let own = cpu_time(std::process::id()).expect("own");
         let with = cpu_time_with_children(std::process::id()).expect("with children");
         let _ = child.kill();
@@ -214,6 +220,18 @@ mod tests {
             with >= own + Duration::from_millis(100),
             "{own:?} / {with:?}"
         );
+    }
+
+    #[test]
+    fn children_are_listed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("a sleep");
+        let listed = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed.contains(&child.id()), "{listed:?}");
     }
 
     #[test]
