@@ -1,6 +1,7 @@
 //! `rohrpost-bench`: measures the rohrpost host against `baseline-ping`, a
-//! plugin-free server with the same parser, measures hot reload, and
-//! change notifications (`POST /api/notify` to many subscribers) against
+//! plugin-free server with the same parser, measures hot reload, the
+//! restart of a plugin's worker process after a crash, and change
+//! notifications (`POST /api/notify` to many subscribers) against
 //! `baseline-fanout`, the least a server can do for them.
 //!
 //! Every benchmark starts the servers it needs as child processes, prints
@@ -22,6 +23,7 @@ mod notify_rate;
 mod readers;
 mod reload;
 mod report;
+mod restart;
 mod servers;
 mod subscribers;
 mod throughput;
@@ -33,8 +35,8 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::{
     channels::ChannelsArgs, fanout::FanoutArgs, memory::MemoryArgs, new_plugin::NewPluginArgs,
-    notify_rate::NotifyRateArgs, reload::ReloadArgs, report::Table, servers::Artifacts,
-    throughput::ThroughputArgs,
+    notify_rate::NotifyRateArgs, reload::ReloadArgs, report::Table, restart::RestartArgs,
+    servers::Artifacts, throughput::ThroughputArgs,
 };
 
 /// Benchmarks of the rohrpost host.
@@ -92,6 +94,8 @@ enum Command {
     Reload(ReloadArgs),
     /// Time from deploying a new plugin to its first reply.
     NewPlugin(NewPluginArgs),
+    /// Time from a crash of the ping plugin's worker to its next reply.
+    Restart(RestartArgs),
     /// Time for one change notification to reach every subscriber.
     Fanout(FanoutArgs),
     /// Change notifications at a steady rate: latency, losses, duplicates.
@@ -120,6 +124,7 @@ async fn main() -> Result<()> {
             }
         }
         Command::NewPlugin(args) => print(&new_plugin::run(&artifacts, &args).await?),
+        Command::Restart(args) => print(&restart::run(&artifacts, &args).await?),
         Command::Fanout(args) => print(&fanout::run(&artifacts, &args, open_files).await?),
         Command::NotifyRate(args) => print(&notify_rate::run(&artifacts, &args, open_files).await?),
         Command::Channels(args) => print(&channels::run(&artifacts, &args, open_files).await?),
@@ -135,6 +140,7 @@ async fn main() -> Result<()> {
                 print(&table);
             }
             print(&new_plugin::run(&artifacts, &defaults()?).await?);
+            print(&restart::run(&artifacts, &defaults()?).await?);
             print(&fanout::run(&artifacts, &fanout_args, open_files).await?);
             // The same subscribers on two hosts whose groups go through
             // the local Redis, when one answers.
@@ -202,6 +208,8 @@ mod tests {
         assert_eq!(args.duration, std::time::Duration::from_secs(10));
         let args: ReloadArgs = defaults().expect("defaults parse");
         assert_eq!(args.reloads, 50);
+        let args: RestartArgs = defaults().expect("defaults parse");
+        assert_eq!((args.crashes, args.in_a_row), (10, 6));
         let args: FanoutArgs = defaults().expect("defaults parse");
         assert_eq!((args.subscribers, args.notifications), (10_000, 100));
         let args: NotifyRateArgs = defaults().expect("defaults parse");

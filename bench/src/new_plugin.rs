@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::{
     client::{self, Reply, Request, Socket},
-    report::Table,
+    report::{median, ms, Table},
     servers::{Artifacts, Server, Spec, HOST_LOG},
 };
 
@@ -135,17 +135,4 @@ async fn ping(socket: &mut Socket, id: &mut u64) -> Result<Answer> {
         (_, Some(UNKNOWN)) => Ok(Answer::Unknown),
         _ => bail!("unexpected reply to a ping: {text}"),
     }
-}
-
-fn median(sorted: &[Duration]) -> Duration {
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
-        (sorted[mid - 1] + sorted[mid]) / 2
-    } else {
-        sorted[mid]
-    }
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }

@@ -94,6 +94,22 @@ pub fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// The median of sorted durations (the mean of the middle two for an even
+/// count); zero for none.
+pub fn median(sorted: &[std::time::Duration]) -> std::time::Duration {
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => std::time::Duration::ZERO,
+        n if n % 2 == 0 => (sorted[mid - 1] + sorted[mid]) / 2,
+        _ => sorted[mid],
+    }
+}
+
+/// A duration in milliseconds.
+pub fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 /// A count with thousands separators: 12,345.
 pub fn count(n: u64) -> String {
     let digits = n.to_string();

@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (settings.inline_budget * 100).max(std::time::Duration::from_secs(1)),
         registry.clone(),
         monitor.clone(),
+        tokio::runtime::Handle::current(),
     );
 
     sampler::start(monitor.clone(), registry.clone(), groups.clone());

@@ -263,19 +263,7 @@ impl Host {
     /// The processes the host started that still run (its plugins'
     /// workers), from `/proc/<pid>/task/*/children`.
     pub fn children(&self) -> std::collections::BTreeSet<u32> {
-        let mut found = std::collections::BTreeSet::new();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return found;
-        };
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                found.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
-        }
-        found
+        rohrpost_harness::children(self.pid())
     }
 
     /// The host's log lines so far.

@@ -38,7 +38,7 @@ use crate::{
 const USAGE: &str = "\
 usage: cargo xtask run [HOST ARGS...]
        cargo xtask install-plugins [DIR]
-       cargo xtask bench [all|throughput|memory|reload|new-plugin|fanout|notify-rate|isolation|channels] [ARGS...]
+       cargo xtask bench [all|isolation|throughput|memory|reload|new-plugin|restart|fanout|notify-rate|channels] [ARGS...]
        cargo xtask new-plugin NAME [--dir DIR]
        cargo xtask dev PLUGIN_DIR [--plugins DIR] [--target-dir DIR] [--debug] [--once]";
 
@@ -198,22 +198,29 @@ fn bench(args: &[String]) -> Result<()> {
         "subscriptions",
     ];
     cargo_build_release(&packages.map(String::from))?;
-    let release = release_dir();
-    let mut cmd = Command::new(release.join("rohrpost-bench"));
-    match args.split_first() {
-        None => {
-            cmd.arg("all");
-        }
-        // Ping with the plugin in a worker process next to in process.
+    let runs: Vec<Vec<String>> = match args.split_first() {
+        None => vec![vec!["all".into()]],
+        // Ping with the plugin in a worker process next to in process,
+        // then the worker's restart after a crash.
         Some((first, rest)) if first == "isolation" => {
-            cmd.args(["throughput", "--only", "host, ping ("])
-                .args(rest);
+            let mut throughput: Vec<String> =
+                vec!["throughput".into(), "--only".into(), "host, ping (".into()];
+            throughput.extend_from_slice(rest);
+            vec![throughput, vec!["restart".into()]]
         }
-        Some(_) => {
-            cmd.args(args);
-        }
+        Some(_) => vec![args.to_vec()],
+    };
+    for run in runs {
+        run_bench(&run)?;
     }
-    let status = cmd
+    Ok(())
+}
+
+/// One run of `rohrpost-bench` with these arguments, on the release build.
+fn run_bench(args: &[String]) -> Result<()> {
+    let release = release_dir();
+    let status = Command::new(release.join("rohrpost-bench"))
+        .args(args)
         .arg("--host-bin")
         .arg(release.join("rohrpost"))
         .arg("--baseline-bin")

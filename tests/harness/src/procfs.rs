@@ -64,6 +64,25 @@ fn parent(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The child processes of `pid` (a host's plugin workers), from every one
+/// of its threads' `/proc/<pid>/task/<tid>/children`; none when it cannot
+/// be read.
+pub fn children(pid: u32) -> std::collections::BTreeSet<u32> {
+    let mut found = std::collections::BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
 /// CPU time of process `pid` and of its live children (a host's plugin
 /// workers): what serving cost, wherever it ran.
 pub fn cpu_time_with_children(pid: u32) -> Result<Duration> {
@@ -186,7 +205,13 @@ mod tests {
             .args(["-c", "while :; do :; done"])
             .spawn()
             .expect("a shell");
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the child has certainly run for 100 ms (on a busy machine
+        // that takes longer than 100 ms).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cpu_time(child.id()).expect("the child's") < Duration::from_millis(100) {
+            assert!(Instant::now() < deadline, "the child does not get to run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let own = cpu_time(std::process::id()).expect("own");
         let with = cpu_time_with_children(std::process::id()).expect("with children");
         let _ = child.kill();
@@ -195,6 +220,18 @@ mod tests {
             with >= own + Duration::from_millis(100),
             "{own:?} / {with:?}"
         );
+    }
+
+    #[test]
+    fn children_are_listed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("a sleep");
+        let listed = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed.contains(&child.id()), "{listed:?}");
     }
 
     #[test]

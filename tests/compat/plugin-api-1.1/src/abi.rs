@@ -1,0 +1,164 @@
+//! The stable binary interface between the host and a plugin library.
+//!
+//! Everything that crosses the `dlopen` boundary is declared here, and only
+//! here, with `abi_stable` checking at load time that both sides agree on it.
+//! The boundary is deliberately small: the host hands a plugin the request as
+//! JSON text slices and gets back a list of [`Effect`]s (messages to send,
+//! group operations, close). New kinds of effects are new numbers, not new
+//! layouts, and new entry points are new names for [`PluginMod::extension`],
+//! not new fields: abi_stable refuses a library whose root module has fewer
+//! fields than the host's, so the root module's layout is fixed for all of
+//! 1.x, and plugins built against an earlier 1.x keep loading.
+//!
+//! History: 1.0 the root module, effects send and close; 1.1 the
+//! `configure` extension, effects join, leave and group send.
+//!
+//! Plugin authors never touch this module: [`crate::export_plugin!`] fills it
+//! in from a [`crate::Plugin`].
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// Version of the binary interface, which is this crate's version. A host
+/// accepts plugins built against the same major version (abi_stable checks
+/// it, and checks the crate version of every type crossing the boundary the
+/// same way); additive changes bump the minor version.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version of this crate, recorded in every plugin's manifest.
+pub const API_CRATE_VERSION: &str = ABI_VERSION;
+
+/// The root module every plugin library exports. Its layout is the same for
+/// every 1.x version.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+#[sabi(missing_field(option))]
+pub struct PluginMod {
+    /// Describes the plugin: name, version, handlers and the types they serve.
+    pub manifest: extern "C" fn() -> Manifest,
+
+    /// Runs handler number `handler` (an index into `Manifest::handlers`).
+    /// Never unwinds: a panicking handler comes back as
+    /// `CallOutcome::Panicked`.
+    pub call: extern "C" fn(handler: u32, call: &Call<'_>) -> CallOutcome,
+
+    /// Every other entry point, by name, with JSON text in and out; a name
+    /// the plugin does not know answers `RErr(EXT_UNSUPPORTED)`. Never
+    /// unwinds. Names: [`EXT_CONFIGURE`].
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString>,
+}
+
+/// The answer of [`PluginMod::extension`] for a name the plugin does not
+/// know (it was built against an earlier version).
+pub const EXT_UNSUPPORTED: &str = "rohrpost: unsupported extension";
+
+/// Since 1.1: the plugin's configuration, a JSON object (the host's
+/// `[plugins.<name>]` table, `{}` when there is none), handed over once per
+/// load before any call. An error rejects the load. The success text holds
+/// the plugin's warnings about its configuration, one per line (empty for
+/// none), which the host logs.
+pub const EXT_CONFIGURE: &str = "configure";
+
+impl RootModule for PluginModRef {
+    declare_root_module_statics! {PluginModRef}
+    const BASE_NAME: &'static str = "rohrpost_plugin";
+    const NAME: &'static str = "rohrpost plugin";
+    const VERSION_STRINGS: VersionStrings = VersionStrings {
+        version: RStr::from_str(ABI_VERSION),
+    };
+}
+
+/// What a plugin declares about itself.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct Manifest {
+    /// The plugin's name, unique among loaded plugins.
+    pub name: RString,
+    /// The plugin's own version, free-form (usually its crate version).
+    pub version: RString,
+    /// The `rohrpost-plugin-api` crate version the plugin was built with.
+    pub api_version: RString,
+    /// The handlers, in the order `PluginMod::call` numbers them.
+    pub handlers: RVec<HandlerDecl>,
+    /// Whether the plugin was built with `panic = "unwind"`. With
+    /// `panic = "abort"` a panicking handler would end the whole server, so
+    /// the host refuses such a plugin.
+    pub panic_unwind: bool,
+}
+
+/// One handler and the message types it serves.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HandlerDecl {
+    /// Message types routed to this handler (exact, case-sensitive).
+    pub types: RVec<RString>,
+    /// How the host runs it: [`MODE_POOLED`] or [`MODE_INLINE`].
+    pub mode: u8,
+}
+
+/// The handler may block: the host runs it on a worker pool, bounded per
+/// plugin, with a timeout.
+pub const MODE_POOLED: u8 = 0;
+/// The handler returns within microseconds and never blocks: the host runs it
+/// on the connection's own task (and moves it to the pool if it turns out slow).
+pub const MODE_INLINE: u8 = 1;
+
+/// One request, as JSON text slices borrowed from the host for the call.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The whole request object as received.
+    pub frame: RStr<'a>,
+    /// The raw JSON of the request's `id`.
+    pub id: RStr<'a>,
+    /// The request's `type`, already decoded from JSON.
+    pub kind: RStr<'a>,
+    /// The raw JSON of the request's `data`; empty when the request had none.
+    pub data: RStr<'a>,
+    /// The connection's scope as a JSON object (connection id, remote
+    /// address, path, query string, handshake headers).
+    pub scope: RStr<'a>,
+}
+
+/// What a handler call produced.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub enum CallOutcome {
+    /// The handler succeeded; apply these effects in order.
+    Done(RVec<Effect>),
+    /// The handler returned an error; the text goes to the client.
+    Failed(RString),
+    /// The handler panicked; the text is the panic message (for the log).
+    Panicked(RString),
+}
+
+/// Something the host does on the handler's behalf, in order.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct Effect {
+    /// One of the `EFFECT_*` constants.
+    pub kind: u32,
+    /// The group name for group effects; empty otherwise.
+    pub target: RString,
+    /// A message as compact JSON text for sending effects; the close reason for
+    /// [`EFFECT_CLOSE`]; empty otherwise.
+    pub body: RString,
+}
+
+/// Send `body` (a rohrpost message) to the calling connection.
+pub const EFFECT_SEND: u32 = 1;
+/// Close the calling connection (code 1000) after the messages before it.
+pub const EFFECT_CLOSE: u32 = 2;
+/// Add the calling connection to group `target`.
+pub const EFFECT_JOIN: u32 = 3;
+/// Remove the calling connection from group `target`.
+pub const EFFECT_LEAVE: u32 = 4;
+/// Send `body` to every connection in group `target`.
+pub const EFFECT_GROUP_SEND: u32 = 5;

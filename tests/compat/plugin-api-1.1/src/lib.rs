@@ -1,0 +1,443 @@
+//! Write rohrpost message handlers in plain Rust and ship them as plugins
+//! that a running rohrpost host loads, replaces and unloads without a restart.
+//!
+//! A plugin is a `cdylib` crate: a few handler functions, a [`Plugin`] that
+//! names them and the message types they serve, and one [`export_plugin!`]
+//! line. The README's "Writing a plugin" section has the way from nothing to
+//! a served plugin (`cargo xtask new-plugin`, `cargo xtask dev`); this page
+//! is the reference.
+//!
+//! ```
+//! use rohrpost_plugin_api::prelude::*;
+//!
+//! /// Answers `{"id":1,"type":"greet","data":{"name":"Ada"}}` with a greeting.
+//! fn greet(req: &Request, conn: &mut Connection) -> HandlerResult {
+//!     let name = req.data().and_then(|d| d.get("name")).and_then(|n| n.as_str());
+//!     match name {
+//!         Some(name) => conn.send_success(req.id(), "greet", Some(json!({"text": format!("Hello, {name}!")})))?,
+//!         None => conn.send_error(req.id(), "greet", "data.name is required")?,
+//!     }
+//!     Ok(())
+//! }
+//!
+//! fn plugin() -> Plugin {
+//!     Plugin::new("greeter", env!("CARGO_PKG_VERSION")).handler("greet", greet)
+//! }
+//!
+//! export_plugin!(plugin);
+//! # fn main() {}
+//! ```
+//!
+//! The crate's `Cargo.toml` needs `crate-type = ["cdylib"]` under `[lib]`
+//! and this crate as a dependency; `cargo build --release` then makes
+//! `target/release/lib<crate>.so`, which a host loads once it is renamed
+//! into its plugins directory.
+//!
+//! # Handlers
+//!
+//! A handler is a function (or closure) `Fn(&Request, &mut Connection) ->
+//! HandlerResult`, registered for one message type or several
+//! ([`Types`]):
+//!
+//! - [`Request`] is the message as the client sent it: [`Request::id`] (echo
+//!   it in replies), [`Request::kind`] (the type), [`Request::data`],
+//!   [`Request::data_as`] into your own type, [`Request::field`] for any other
+//!   top-level field such as `auth_jwt`, and [`Request::scope`]: the
+//!   connection id, remote address, path, query string and headers of the
+//!   WebSocket handshake.
+//! - [`Connection`] is the caller: [`Connection::send_success`],
+//!   [`Connection::send_error`], [`Connection::send_message`] for any other
+//!   [`Message`] (with a [generated id](Message::generate_id) for instance),
+//!   [`Connection::close`], the groups ([`Connection::add_to_group`],
+//!   [`Connection::remove_from_group`], [`Connection::send_to_group`]) and
+//!   change notifications ([`Connection::notify`]). A handler may send zero,
+//!   one or several messages. What it asks for is carried out in order once
+//!   it returns `Ok`.
+//! - [`HandlerResult`]: `Ok(())`, or any error (`?` converts it), which
+//!   becomes the error reply `{"id","type","error":"<its text>"}`. An error
+//!   discards everything the handler had queued: the client gets the error
+//!   reply alone.
+//!
+//! [`Plugin::handler`] declares a handler that may block (a database query,
+//! a call to another service): the host runs it on a worker pool, a bounded
+//! number of calls per plugin at once, and answers its caller with an error
+//! after `--handler-timeout`. [`Plugin::inline_handler`] declares one that
+//! only computes and returns within microseconds: the host runs it on the
+//! connection's own task, several times cheaper than the hand-off to the
+//! pool, and moves it to the pool while it is repeatedly slower than
+//! `--inline-budget`. Either way the requests of one connection are answered
+//! one after another, in order.
+//!
+//! # A complete example
+//!
+//! Chat rooms: two handlers, one of them for two types; data replies, an
+//! error reply and a returned error; several messages from one request,
+//! generated ids, closing the connection; groups and a change notification;
+//! the caller's scope and the plugin's configuration.
+//!
+//! ```
+//! use std::sync::OnceLock;
+//!
+//! use rohrpost_plugin_api::prelude::*;
+//!
+//! /// The `[plugins.rooms]` table of the host's config file (its fields
+//! /// need `serde` with the `derive` feature in the plugin's Cargo.toml).
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Settings {
+//!     /// Told to every connection that joins a room.
+//!     #[serde(default = "default_welcome")]
+//!     welcome: String,
+//! }
+//!
+//! fn default_welcome() -> String {
+//!     "Welcome".to_owned()
+//! }
+//!
+//! /// Set once per load, before any handler runs.
+//! static SETTINGS: OnceLock<Settings> = OnceLock::new();
+//!
+//! fn configure(settings: Settings) -> HandlerResult {
+//!     SETTINGS.set(settings).map_err(|_| "configured twice")?;
+//!     Ok(())
+//! }
+//!
+//! /// `room.join` and `room.leave`: one handler for two types.
+//! ///
+//! /// `{"id":1,"type":"room.join","data":{"room":"lobby"}}` joins the group
+//! /// `room-lobby`, is answered with
+//! /// `{"id":1,"type":"room.join","data":{"room":"lobby","welcome":"Welcome"}}`
+//! /// and tells every member
+//! /// `{"id":<random>,"type":"room.joined","data":{"room":"lobby","connection":<id>}}`.
+//! fn membership(req: &Request, conn: &mut Connection) -> HandlerResult {
+//!     let Some(room) = req.data().and_then(|d| d.get("room")).and_then(Value::as_str) else {
+//!         // An error reply: {"id":1,"type":"room.join","error":"data.room is required"}.
+//!         conn.send_error(req.id(), req.kind(), "data.room is required")?;
+//!         return Ok(());
+//!     };
+//!     let group = format!("room-{room}");
+//!     // The caller, from the scope of its WebSocket handshake.
+//!     let caller = req.scope().get("connection_id").cloned().unwrap_or(Value::Null);
+//!     let (event, reply) = if req.kind() == "room.join" {
+//!         conn.add_to_group(&group);
+//!         let welcome = SETTINGS.get().map_or("Welcome", |s| s.welcome.as_str());
+//!         ("room.joined", json!({ "room": room, "welcome": welcome }))
+//!     } else {
+//!         conn.remove_from_group(&group);
+//!         ("room.left", json!({ "room": room }))
+//!     };
+//!     conn.send_success(req.id(), req.kind(), Some(reply))?;
+//!     // A second message, to the whole group, with a generated id and
+//!     // fields merged into its data.
+//!     let news = Message::new()
+//!         .kind(event)
+//!         .generate_id()
+//!         .with("room", room)
+//!         .with("connection", caller);
+//!     conn.send_to_group(&group, news)?;
+//!     Ok(())
+//! }
+//!
+//! /// `room.say`: `{"id":2,"type":"room.say","data":{"room":"lobby","text":"hi"}}`
+//! /// sends the text to the room, notifies the subscribers of the room, and
+//! /// answers `{"id":2,"type":"room.say","data":{"sent":true}}`. With
+//! /// `"last": true` it then says goodbye and closes the connection.
+//! fn say(req: &Request, conn: &mut Connection) -> HandlerResult {
+//!     #[derive(serde::Deserialize)]
+//!     struct Say {
+//!         room: String,
+//!         text: String,
+//!         #[serde(default)]
+//!         last: bool,
+//!     }
+//!     // A returned error is the error reply, e.g.
+//!     // {"id":2,"type":"room.say","error":"invalid data: missing field `text` ..."}.
+//!     let say: Say = req.data_as().map_err(|e| format!("invalid data: {e}"))?;
+//!     if say.text.trim().is_empty() {
+//!         return Err("nothing to say".into());
+//!     }
+//!     let group = format!("room-{}", say.room);
+//!     let message = Message::new()
+//!         .kind("room.message")
+//!         .generate_id()
+//!         .data(json!({ "room": say.room, "text": say.text }));
+//!     conn.send_to_group(&group, message)?;
+//!     // rohrpost's subscription-update, to the group `room-<name>`, as the
+//!     // host's POST /api/notify would send it.
+//!     let change = Notification::new("Room", say.room.as_str(), Event::Update)
+//!         .updated_fields(["last_message"]);
+//!     conn.notify(&change)?;
+//!     conn.send_success(req.id(), req.kind(), Some(json!({ "sent": true })))?;
+//!     if say.last {
+//!         conn.send_message(Message::new().kind("bye").generate_id())?;
+//!         // After the messages above: close code 1000.
+//!         conn.close();
+//!     }
+//!     Ok(())
+//! }
+//!
+//! fn plugin() -> Plugin {
+//!     Plugin::new("rooms", env!("CARGO_PKG_VERSION"))
+//!         .with_config(configure)
+//!         // Only computes: runs on the connection's own task.
+//!         .inline_handler(["room.join", "room.leave"], membership)
+//!         // A handler that might block would run on the worker pool.
+//!         .handler("room.say", say)
+//! }
+//!
+//! export_plugin!(plugin);
+//! #
+//! # // What the host does with the plugin, checked here through the plugin
+//! # // interface (abi) the way the host calls it.
+//! # fn main() {
+//! #     use rohrpost_plugin_api::abi::{self, Call, CallOutcome};
+//! #     use serde_json::Value;
+//! #     let module = rohrpost_plugin_api::__private::root_module(plugin);
+//! #     let configured = module.extension()(abi::EXT_CONFIGURE.into(), r#"{"welcome":"Howdy"}"#.into());
+//! #     assert!(configured.is_ok());
+//! #     let manifest = module.manifest()();
+//! #     assert_eq!(manifest.name.as_str(), "rooms");
+//! #     let call = |frame: &str| -> Result<Vec<(u32, String, Value)>, String> {
+//! #         let request: Value = serde_json::from_str(frame).unwrap();
+//! #         let kind = request["type"].as_str().unwrap();
+//! #         let id = request["id"].to_string();
+//! #         let data = request.get("data").map(Value::to_string).unwrap_or_default();
+//! #         let handler = manifest.handlers.iter()
+//! #             .position(|h| h.types.iter().any(|t| t.as_str() == kind)).unwrap();
+//! #         let call = Call {
+//! #             frame: frame.into(), id: id.as_str().into(), kind: kind.into(),
+//! #             data: data.as_str().into(), scope: r#"{"connection_id":7,"path":"/ws/rohrpost/"}"#.into(),
+//! #         };
+//! #         match module.call()(handler as u32, &call) {
+//! #             CallOutcome::Done(effects) => Ok(effects.into_iter().map(|e| {
+//! #                 let body = serde_json::from_str(e.body.as_str()).unwrap_or(Value::Null);
+//! #                 (e.kind, e.target.into_string(), body)
+//! #             }).collect()),
+//! #             CallOutcome::Failed(error) => Err(error.into_string()),
+//! #             CallOutcome::Panicked(message) => panic!("{message}"),
+//! #         }
+//! #     };
+//! #     let generated = |v: &Value| v["id"].as_u64().is_some_and(|id| id >= 1);
+//! #
+//! #     let joined = call(r#"{"id":1,"type":"room.join","data":{"room":"lobby"}}"#).unwrap();
+//! #     assert_eq!(joined.len(), 3);
+//! #     assert_eq!((joined[0].0, joined[0].1.as_str()), (abi::EFFECT_JOIN, "room-lobby"));
+//! #     assert_eq!(joined[1], (abi::EFFECT_SEND, String::new(),
+//! #         serde_json::json!({"id":1,"type":"room.join","data":{"room":"lobby","welcome":"Howdy"}})));
+//! #     assert_eq!((joined[2].0, joined[2].1.as_str()), (abi::EFFECT_GROUP_SEND, "room-lobby"));
+//! #     assert!(generated(&joined[2].2));
+//! #     assert_eq!(joined[2].2["type"], "room.joined");
+//! #     assert_eq!(joined[2].2["data"], serde_json::json!({"room":"lobby","connection":7}));
+//! #
+//! #     let left = call(r#"{"id":"x","type":"room.leave","data":{"room":"lobby"}}"#).unwrap();
+//! #     assert_eq!((left[0].0, left[0].1.as_str()), (abi::EFFECT_LEAVE, "room-lobby"));
+//! #     assert_eq!(left[1].2, serde_json::json!({"id":"x","type":"room.leave","data":{"room":"lobby"}}));
+//! #     assert_eq!(left[2].2["type"], "room.left");
+//! #
+//! #     let refused = call(r#"{"id":3,"type":"room.join"}"#).unwrap();
+//! #     assert_eq!(refused, vec![(abi::EFFECT_SEND, String::new(),
+//! #         serde_json::json!({"id":3,"type":"room.join","error":"data.room is required"}))]);
+//! #
+//! #     let said = call(r#"{"id":2,"type":"room.say","data":{"room":"lobby","text":"hi","last":true}}"#).unwrap();
+//! #     let kinds: Vec<u32> = said.iter().map(|e| e.0).collect();
+//! #     assert_eq!(kinds, [abi::EFFECT_GROUP_SEND, abi::EFFECT_GROUP_SEND, abi::EFFECT_SEND, abi::EFFECT_SEND, abi::EFFECT_CLOSE]);
+//! #     assert_eq!(said[0].2["data"], serde_json::json!({"room":"lobby","text":"hi"}));
+//! #     assert!(generated(&said[0].2));
+//! #     assert_eq!(said[1].1, "room-lobby");
+//! #     assert_eq!(said[1].2["type"], "subscription-update");
+//! #     assert_eq!(said[1].2["data"], serde_json::json!({"type":"update","group":"room-lobby",
+//! #         "object":{"id":"lobby","updated_fields":["last_message"]}}));
+//! #     assert_eq!(said[2].2, serde_json::json!({"id":2,"type":"room.say","data":{"sent":true}}));
+//! #     assert_eq!(said[3].2["type"], "bye");
+//! #     assert!(generated(&said[3].2));
+//! #
+//! #     let failed = call(r#"{"id":4,"type":"room.say","data":{"room":"lobby"}}"#).unwrap_err();
+//! #     assert!(failed.starts_with("invalid data: missing field `text`"), "{failed}");
+//! #     let failed = call(r#"{"id":5,"type":"room.say","data":{"room":"lobby","text":" "}}"#).unwrap_err();
+//! #     assert_eq!(failed, "nothing to say");
+//! # }
+//! ```
+//!
+//! # Errors: what the client and the log see
+//!
+//! A handler cannot break its connection, its plugin or the server. Every
+//! failure answers the request with an error reply in rohrpost's form,
+//! `{"id":<as sent>,"type":"<type>","error":"<text>"}`, and the host logs
+//! one line naming the plugin, its version, the message type and the cause:
+//!
+//! | the handler | the client gets as `error` | the host's log line |
+//! | --- | --- | --- |
+//! | returns `Err(e)` | `e`'s text | a warning with `cause` = `e`'s text |
+//! | panics | `Internal error: the handler for '<type>' panicked.` | an error with the panic message |
+//! | runs past `--handler-timeout` (pooled handlers) | `The handler for '<type>' did not finish within <n> ms.` | a warning with the timeout |
+//! | uses a feature the host does not have (a plugin built against a newer 1.x) | `The handler for '<type>' used a feature this server does not support.` | a warning with the effect's number |
+//! | uses a group name that breaks the host's rule ([`GroupNameRule`]; [`check_group_name`] checks the default one) | `Invalid group name: <why>.`, and none of the call's effects are carried out | a warning with the reason |
+//!
+//! The plugin keeps serving afterwards. Messages a handler sends cannot be
+//! malformed: [`Message`] always writes valid rohrpost JSON, and refuses what
+//! it cannot write (an empty message, fields merged into a `data` that is
+//! not an object) with a [`MessageError`], which `?` turns into the error
+//! reply. (A library that bypasses this crate and hands the host something
+//! that is not a JSON object gets `Internal error: the handler for '<type>'
+//! produced an invalid message.` instead, and an error in the log.)
+//!
+//! # Configuration
+//!
+//! The host's config file may hold a table per plugin, `[plugins.<name>]`,
+//! `<name>` being the name given to [`Plugin::new`]. [`Plugin::with_config`]
+//! receives it, deserialized into your type (an empty table when the file
+//! has none), each time the plugin is loaded and before any handler runs.
+//! Returning an error, or a table that does not fit the type, rejects that
+//! load with the reason in the log; the version loaded before keeps serving.
+//! Each load runs in a fresh copy of the library, so statics start empty.
+//! A plugin without `with_config` ignores its table. A setting that is
+//! valid but risky can be reported with [`config_warning`]: the host logs it
+//! as a warning naming the plugin.
+//!
+//! # Compatibility policy
+//!
+//! This crate's version is the version of the plugin ABI, the binary
+//! interface in [`abi`] ([`abi::ABI_VERSION`]). Every plugin records the
+//! version it was built against; the host logs it as `api=` when it loads
+//! the plugin.
+//!
+//! - **Same major version: compatible both ways.** A host loads plugins
+//!   built against any plugin-api of its own major version, older or newer
+//!   than its own: a plugin built against 1.0 in a 1.1 host, and one built
+//!   against 1.1 in a 1.0 host.
+//! - **A minor version only adds**: new named entry points reached through
+//!   [`abi::PluginMod::extension`] (1.1 added [`abi::EXT_CONFIGURE`], the
+//!   configuration), new effect kinds (1.1 added joining, leaving and
+//!   sending to groups), and new helpers in this crate's safe layer built
+//!   on them. It never changes the layout of the root module
+//!   ([`abi::PluginMod`]), [`abi::Manifest`], [`abi::HandlerDecl`],
+//!   [`abi::Call`], [`abi::Effect`] or [`abi::CallOutcome`], nor what an
+//!   existing effect kind or extension name means.
+//! - **An older plugin in a newer host** lacks the newer entry points: the
+//!   host asks, gets [`abi::EXT_UNSUPPORTED`] and does without (a 1.0 plugin
+//!   is not configured; a `[plugins.<name>]` table for it is ignored with a
+//!   warning).
+//! - **A newer plugin in an older host** loads and serves; the older host
+//!   never calls the entry points it does not know (so the plugin runs
+//!   unconfigured, and should answer with an error when it needs its
+//!   configuration), and a handler that asks for an effect the host does not
+//!   know gets the error reply `The handler for '<type>' used a feature this
+//!   server does not support.` for that request.
+//! - **Anything else is breaking and takes a new major version**: a field
+//!   added to, removed from or changed in any of the types above, or a
+//!   changed meaning. The host rejects a plugin of another major version at
+//!   load, before calling into it, with one `event="rejected"` log
+//!   line that names the file and both versions, for example
+//!   `built against an incompatible plugin ABI: the plugin uses ABI 2.0.0,
+//!   this host speaks ABI 1.1.0`; whatever served before keeps serving.
+//!   Rebuild the plugin against the host's plugin-api. (A layout that
+//!   differs within one major version, which would be a broken release, is
+//!   rejected the same way: `its plugin interface layout differs from this
+//!   host's`.)
+//!
+//! Build plugins with `panic = "unwind"`, Rust's default: the host refuses
+//! a plugin built with `panic = "abort"`, in which one panicking handler
+//! would end the whole server.
+//!
+//! The repository tests this policy: `tests/compat/` keeps a frozen copy of
+//! plugin-api 1.0.0 and a plugin built against it outside the workspace,
+//! which `tests/e2e/compat.rs` loads into today's host and talks to, and
+//! `tests/e2e/bad_plugins.rs` checks that a plugin of ABI 2.0 is rejected
+//! with both versions in the log.
+
+#![warn(missing_docs)]
+pub mod abi;
+mod connection;
+mod group_name;
+mod load_warning;
+mod message;
+mod notification;
+mod plugin;
+mod request;
+mod secret;
+pub mod wire;
+
+pub use connection::{Connection, NotifyError};
+pub use group_name::{
+    check_group_name, GroupNameError, GroupNameRule, NamePreview, CHANNELS_NAME_LIMIT,
+    RELAXED_NAME_MAX_BYTES,
+};
+pub use load_warning::config_warning;
+pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
+pub use notification::{Event, Notification, NotificationError};
+pub use plugin::{HandlerResult, Plugin, Types};
+pub use request::Request;
+pub use secret::same_secret;
+
+/// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`:
+/// `use rohrpost_plugin_api::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        export_plugin, Connection, Event, HandlerResult, Id, Message, MessageError, Notification,
+        NotifyError, Plugin, Request,
+    };
+    pub use serde_json::{json, Value};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::plugin::root_module;
+    pub use abi_stable::library::{
+        __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
+    };
+}
+
+/// Exports a plugin from a `cdylib` crate. Takes a function returning the
+/// [`Plugin`]; use it once per library, at the crate's top level.
+///
+/// The function runs once each time the host loads the library, before
+/// anything else; the host then reads the plugin's name, version and
+/// handlers, and hands it its configuration.
+///
+/// ```
+/// use rohrpost_plugin_api::prelude::*;
+///
+/// fn plugin() -> Plugin {
+///     Plugin::new("hello", env!("CARGO_PKG_VERSION")).inline_handler("hello", |req: &Request, conn: &mut Connection| {
+///         conn.send_success(req.id(), "hello", Some(json!({ "text": "Hello!" })))?;
+///         Ok(())
+///     })
+/// }
+///
+/// export_plugin!(plugin);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($build:path) => {
+        #[doc(hidden)]
+        #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
+        pub static __ROHRPOST_ROOT_MODULE_LOADER: $crate::__private::LibHeader = {
+            extern "C" fn __rohrpost_loader() -> $crate::__private::RootModuleResult {
+                fn __rohrpost_root() -> $crate::abi::PluginModRef {
+                    $crate::__private::root_module($build)
+                }
+                $crate::__private::__call_root_module_loader(__rohrpost_root)
+            }
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::abi::PluginModRef>(
+                    __rohrpost_loader,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_macro_uses_abi_stable_symbol_name() {
+        let src = include_str!("lib.rs");
+        let needle = format!(
+            "export_name = \"{}\"",
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
+        assert!(src.contains(&needle), "expected {needle}");
+    }
+}
