@@ -299,7 +299,10 @@ fn serve(
                 };
                 send(&out, &frame::coded(frame::CONFIGURED, code, &text));
                 if code == CONFIG_OK {
-                    send(&out, &frame::hello(&manifest.reread(&(module.manifest())())));
+                    send(
+                        &out,
+                        &frame::hello(&manifest.reread(&(module.manifest())())),
+                    );
                 }
             }
             _ => exit(2),

@@ -30,7 +30,11 @@ pub struct ConnectionInfo<'a> {
 
 impl<'a> ConnectionInfo<'a> {
     /// From a connection's scope and its state.
-    pub fn new(scope: &'a Map<String, Value>, data: &'a Map<String, Value>, forward: &[String]) -> Self {
+    pub fn new(
+        scope: &'a Map<String, Value>,
+        data: &'a Map<String, Value>,
+        forward: &[String],
+    ) -> Self {
         let headers = scope
             .get("headers")
             .and_then(Value::as_object)
@@ -154,9 +158,9 @@ pub fn parse(body: &[u8]) -> Result<Effects, ContractError> {
             EffectDoc::Set { key, .. } | EffectDoc::Unset(key) if key.is_empty() => {
                 Some("an empty key".to_owned())
             }
-            EffectDoc::Close(CloseDoc { code: Some(code), .. })
-                if !(*code == 1008 || (4000..=4999).contains(code)) =>
-            {
+            EffectDoc::Close(CloseDoc {
+                code: Some(code), ..
+            }) if !(*code == 1008 || (4000..=4999).contains(code)) => {
                 Some(CloseCodeError(*code).to_string())
             }
             _ => None,
@@ -219,18 +223,33 @@ mod tests {
 
     #[test]
     fn what_fits_and_what_does_not() {
-        assert!(parse(br#"{"v":1,"effects":[{"send":{"id":1,"type":"a","data":{"x":1}}},{"join":"g"},
+        assert!(parse(
+            br#"{"v":1,"effects":[{"send":{"id":1,"type":"a","data":{"x":1}}},{"join":"g"},
             {"group_send":{"group":"g","message":{"type":"b"}}},{"set":{"key":"k","value":[1]}},
-            {"unset":"k"},{"leave":"g"},{"close":{"code":4001,"reason":"bye"}}]}"#)
+            {"unset":"k"},{"leave":"g"},{"close":{"code":4001,"reason":"bye"}}]}"#
+        )
         .is_ok());
         assert!(parse(br#"{"v":1}"#).is_ok());
-        assert!(matches!(parse(br#"{"v":2,"effects":[]}"#), Err(ContractError::Version(2))));
-        assert!(matches!(parse(br#"{"v":1,"effects":[{"explode":1}]}"#), Err(ContractError::Shape(_))));
-        assert!(matches!(parse(br#"{"v":1,"effects":[{"send":{"data":1}}]}"#), Err(ContractError::Shape(_))));
-        assert!(matches!(parse(br#"{"v":1,"effects":[{"close":{"code":1000}}]}"#),
-            Err(ContractError::Effect { index: 0, .. })));
-        assert!(matches!(parse(br#"{"v":1,"effects":[{"join":""}]}"#),
-            Err(ContractError::Effect { index: 0, .. })));
+        assert!(matches!(
+            parse(br#"{"v":2,"effects":[]}"#),
+            Err(ContractError::Version(2))
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"effects":[{"explode":1}]}"#),
+            Err(ContractError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"effects":[{"send":{"data":1}}]}"#),
+            Err(ContractError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"effects":[{"close":{"code":1000}}]}"#),
+            Err(ContractError::Effect { index: 0, .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"v":1,"effects":[{"join":""}]}"#),
+            Err(ContractError::Effect { index: 0, .. })
+        ));
         assert!(parse(b"<html>").is_err());
     }
 }

@@ -61,7 +61,8 @@ fn types(backend: &Backend) -> Vec<String> {
 
 /// One request of a configured type: POST it, carry out the answer.
 fn forward(backend: &Backend, req: &Request, conn: &mut Connection) -> HandlerResult {
-    let failed = || -> HandlerError { format!("The backend failed to handle '{}'.", req.kind()).into() };
+    let failed =
+        || -> HandlerError { format!("The backend failed to handle '{}'.", req.kind()).into() };
     let request = serde_json::from_str::<&RawValue>(req.raw()).map_err(|_| failed())?;
     let body = RequestBody {
         v: contract::VERSION,
@@ -100,12 +101,18 @@ fn connected(backend: &Backend, event: &ConnectionEvent, conn: &mut Connection) 
         v: contract::VERSION,
         event: "connect",
         close_code: None,
-        connection: ConnectionInfo::new(event.scope(), event.state(), &backend.config.forward_headers),
+        connection: ConnectionInfo::new(
+            event.scope(),
+            event.state(),
+            &backend.config.forward_headers,
+        ),
     };
     let body = serde_json::to_vec(&body)?;
-    let applied = backend
-        .post(url, &body)
-        .and_then(|effects| effects.apply(conn).map_err(|e| Failure::Down(e.to_string())));
+    let applied = backend.post(url, &body).and_then(|effects| {
+        effects
+            .apply(conn)
+            .map_err(|e| Failure::Down(e.to_string()))
+    });
     applied.map_err(|failure| {
         logged(url, "connect", &failure.to_string(), failure.kind());
         "The backend failed to accept the connection.".into()
@@ -114,7 +121,11 @@ fn connected(backend: &Backend, event: &ConnectionEvent, conn: &mut Connection) 
 
 /// A connection ended: tell `disconnect_url` once, with the close code.
 /// Only its group sends are carried out (the connection is gone).
-fn disconnected(backend: &Backend, event: &ConnectionEvent, conn: &mut Connection) -> HandlerResult {
+fn disconnected(
+    backend: &Backend,
+    event: &ConnectionEvent,
+    conn: &mut Connection,
+) -> HandlerResult {
     let Some(url) = &backend.config.disconnect_url else {
         return Ok(());
     };
@@ -122,7 +133,11 @@ fn disconnected(backend: &Backend, event: &ConnectionEvent, conn: &mut Connectio
         v: contract::VERSION,
         event: "disconnect",
         close_code: event.close_code(),
-        connection: ConnectionInfo::new(event.scope(), event.state(), &backend.config.forward_headers),
+        connection: ConnectionInfo::new(
+            event.scope(),
+            event.state(),
+            &backend.config.forward_headers,
+        ),
     };
     let body = serde_json::to_vec(&body)?;
     match backend.post(url, &body) {

@@ -80,7 +80,10 @@ impl TryFrom<Settings> for Config {
 
     fn try_from(s: Settings) -> Result<Self, String> {
         check_url("url", &s.url)?;
-        for (name, url) in [("connect_url", &s.connect_url), ("disconnect_url", &s.disconnect_url)] {
+        for (name, url) in [
+            ("connect_url", &s.connect_url),
+            ("disconnect_url", &s.disconnect_url),
+        ] {
             if let Some(url) = url {
                 check_url(name, url)?;
             }
@@ -110,7 +113,9 @@ impl TryFrom<Settings> for Config {
             return Err(format!("max_in_flight must be 1 to {MAX_IN_FLIGHT}"));
         }
         if !(1..=MAX_RESPONSE_BYTES).contains(&s.max_response_bytes) {
-            return Err(format!("max_response_bytes must be 1 to {MAX_RESPONSE_BYTES}"));
+            return Err(format!(
+                "max_response_bytes must be 1 to {MAX_RESPONSE_BYTES}"
+            ));
         }
         for (name, value) in &s.headers {
             if name.is_empty() || !name.bytes().all(is_token_byte) {
@@ -120,9 +125,15 @@ impl TryFrom<Settings> for Config {
                 return Err(format!("headers: the value of '{name}' holds a line break"));
             }
         }
-        let forward_headers: Vec<String> =
-            s.forward_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-        if let Some(bad) = forward_headers.iter().find(|h| h.is_empty() || !h.bytes().all(is_token_byte)) {
+        let forward_headers: Vec<String> = s
+            .forward_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        if let Some(bad) = forward_headers
+            .iter()
+            .find(|h| h.is_empty() || !h.bytes().all(is_token_byte))
+        {
             return Err(format!("forward_headers: '{bad}' is not a header name"));
         }
         Ok(Config {
@@ -186,18 +197,34 @@ mod tests {
 
     #[test]
     fn defaults_and_checks() {
-        let c = config(serde_json::json!({"url": "http://127.0.0.1:8001/rohrpost/", "types": ["a"]})).unwrap();
+        let c =
+            config(serde_json::json!({"url": "http://127.0.0.1:8001/rohrpost/", "types": ["a"]}))
+                .unwrap();
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.max_in_flight, 256);
         assert!(c.forward_headers.is_empty());
-        let c = config(serde_json::json!({"url": "http://b/", "types": ["a"], "timeout": "250ms",
-            "forward_headers": ["Cookie"]})).unwrap();
+        let c = config(
+            serde_json::json!({"url": "http://b/", "types": ["a"], "timeout": "250ms",
+            "forward_headers": ["Cookie"]}),
+        )
+        .unwrap();
         assert_eq!(c.timeout, Duration::from_millis(250));
         assert_eq!(c.forward_headers, ["cookie"]);
-        assert!(config(serde_json::json!({"url": "https://b/", "types": ["a"]})).unwrap_err().contains("only http://"));
+        assert!(
+            config(serde_json::json!({"url": "https://b/", "types": ["a"]}))
+                .unwrap_err()
+                .contains("only http://")
+        );
         assert!(config(serde_json::json!({"url": "http://b/", "types": []})).is_err());
-        assert!(config(serde_json::json!({"url": "http://b/", "types": ["a"], "timeout": 0})).is_err());
-        assert!(config(serde_json::json!({"url": "http://b/", "types": ["a"], "headers": {"X": "a\nb"}})).is_err());
-        assert!(config(serde_json::json!({"url": "http://b/", "types": ["a"], "typo": 1})).is_err());
+        assert!(
+            config(serde_json::json!({"url": "http://b/", "types": ["a"], "timeout": 0})).is_err()
+        );
+        assert!(config(
+            serde_json::json!({"url": "http://b/", "types": ["a"], "headers": {"X": "a\nb"}})
+        )
+        .is_err());
+        assert!(
+            config(serde_json::json!({"url": "http://b/", "types": ["a"], "typo": 1})).is_err()
+        );
     }
 }
