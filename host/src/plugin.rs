@@ -414,6 +414,8 @@ pub struct ManifestInfo {
 pub struct Hooks {
     pub on_connect: bool,
     pub on_disconnect: bool,
+    /// It gives up any of its message types another plugin claims.
+    pub yields: bool,
 }
 
 impl Hooks {
@@ -426,6 +428,8 @@ impl Hooks {
             on_connect: bool,
             #[serde(default)]
             on_disconnect: bool,
+            #[serde(default)]
+            yields: bool,
         }
         match answer
             .ok()
@@ -434,6 +438,7 @@ impl Hooks {
             Some(f) => Hooks {
                 on_connect: f.on_connect,
                 on_disconnect: f.on_disconnect,
+                yields: f.yields,
             },
             None => Hooks::default(),
         }
@@ -473,6 +478,15 @@ impl ManifestInfo {
         }
     }
 
+    /// The manifest read again after `configure`, with the hooks read
+    /// before: the one that counts.
+    pub fn reread(&self, manifest: &rohrpost_plugin_api::abi::Manifest) -> Self {
+        ManifestInfo {
+            hooks: self.hooks,
+            ..ManifestInfo::of(manifest)
+        }
+    }
+
     /// Who the plugin says it is.
     pub fn identity(&self) -> Identity {
         Identity {
@@ -486,11 +500,11 @@ impl ManifestInfo {
         }
     }
 
-    /// Checks what the plugin declares; its handlers when it may serve.
-    pub fn check(&self) -> Result<Vec<HandlerInfo>, Rejection> {
-        let identity = self.identity();
+    /// Checks who the plugin says it is, before it is configured: a name,
+    /// and built to unwind.
+    pub fn check_identity(&self) -> Result<(), Rejection> {
         let reject = |error: LoadError| Rejection {
-            identity: Some(identity.clone()),
+            identity: Some(self.identity()),
             error,
         };
         if self.name.trim().is_empty() {
@@ -501,6 +515,19 @@ impl ManifestInfo {
                 "built with panic = \"abort\": one panicking handler would stop the whole server; build it with panic = \"unwind\"".into(),
             )));
         }
+        Ok(())
+    }
+
+    /// Checks what the plugin declares once it is configured (a handler's
+    /// types may come from its configuration); its handlers when it may
+    /// serve.
+    pub fn check(&self) -> Result<Vec<HandlerInfo>, Rejection> {
+        self.check_identity()?;
+        let identity = self.identity();
+        let reject = |error: LoadError| Rejection {
+            identity: Some(identity.clone()),
+            error,
+        };
         let mut handlers = Vec::new();
         for (types, inline) in &self.handlers {
             if types.is_empty() {
@@ -602,13 +629,16 @@ pub fn load(
     let module = open(file, bytes, shadow)?;
     let mut manifest = ManifestInfo::of(&(module.manifest())());
     manifest.hooks = introduce(module, &crate::host_services::ask_address());
-    let handlers = manifest.check()?;
+    manifest.check_identity()?;
     let config = config_of(settings, &manifest.name);
     let answer = (module.extension())(EXT_CONFIGURE.into(), config.into())
         .into_result()
         .map(RString::into_string)
         .map_err(RString::into_string);
     configured(&manifest, answer, settings.contains_key(&manifest.name))?;
+    // Read again: a handler's types may come from the configuration.
+    let manifest = manifest.reread(&(module.manifest())());
+    let handlers = manifest.check()?;
     Ok(LoadedPlugin::new(
         file,
         manifest,

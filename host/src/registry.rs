@@ -63,7 +63,9 @@ impl Registry {
 
     /// Puts `plugin` in place of whatever its file held before. Fails, and
     /// changes nothing, when another file's plugin has the same name or one
-    /// of its types. Returns the version it replaced.
+    /// of its types, unless exactly one of the two yields its types
+    /// ([`Hooks::yields`](crate::plugin::Hooks)): the one that does not
+    /// yield serves the type. Returns the version it replaced.
     ///
     /// Only the plugin watcher writes, so there is one writer at a time.
     pub fn install(
@@ -85,7 +87,8 @@ impl Registry {
         }
         for kind in plugin.types() {
             if let Some(route) = old.routes.get(kind) {
-                if route.plugin.file != plugin.file {
+                let one_yields = route.plugin.hooks.yields != plugin.hooks.yields;
+                if route.plugin.file != plugin.file && !one_yields {
                     return Err(Conflict::TypeTaken {
                         kind: kind.to_owned(),
                         owner: route.plugin.name.clone(),
@@ -95,30 +98,68 @@ impl Registry {
             }
         }
         let mut next = Self::without(&old, &plugin.file);
-        for (index, handler) in plugin.handlers.iter().enumerate() {
-            for kind in &handler.types {
-                next.routes.insert(
-                    kind.clone(),
-                    Route {
-                        plugin: plugin.clone(),
-                        handler: index as u32,
-                        metrics: Arc::new(monitor.route_metrics(kind, &plugin.name)),
-                    },
-                );
-            }
-        }
         let replaced = old.plugins.get(&plugin.file).cloned();
         next.plugins.insert(plugin.file.clone(), plugin);
+        next.routes = Self::routes(&next.plugins, &next.routes, monitor);
+        Self::log_moves(&old, &next);
         self.current.store(Arc::new(next));
         Ok(replaced)
     }
 
-    /// Unregisters the plugin loaded from `file`, if any.
-    pub fn remove(&self, file: &Path) -> Option<Arc<LoadedPlugin>> {
+    /// Unregisters the plugin loaded from `file`, if any; a type it served
+    /// that a yielding plugin also claims goes back to that plugin.
+    pub fn remove(&self, file: &Path, monitor: &Monitor) -> Option<Arc<LoadedPlugin>> {
         let old = self.current.load_full();
         let removed = old.plugins.get(file).cloned()?;
-        self.current.store(Arc::new(Self::without(&old, file)));
+        let mut next = Self::without(&old, file);
+        next.routes = Self::routes(&next.plugins, &next.routes, monitor);
+        Self::log_moves(&old, &next);
+        self.current.store(Arc::new(next));
         Some(removed)
+    }
+
+    /// The routes of `plugins`: every type of a plugin that does not yield,
+    /// then the types of yielding plugins that no other plugin serves
+    /// (in the order of their files). A route that stays keeps its metrics.
+    fn routes(
+        plugins: &BTreeMap<PathBuf, Arc<LoadedPlugin>>,
+        kept: &HashMap<String, Route>,
+        monitor: &Monitor,
+    ) -> HashMap<String, Route> {
+        let mut routes = HashMap::new();
+        for yielding in [false, true] {
+            for plugin in plugins.values().filter(|p| p.hooks.yields == yielding) {
+                for (index, handler) in plugin.handlers.iter().enumerate() {
+                    for kind in &handler.types {
+                        if routes.contains_key(kind) {
+                            continue;
+                        }
+                        let route = match kept.get(kind) {
+                            Some(r) if Arc::ptr_eq(&r.plugin, plugin) => r.clone(),
+                            _ => Route {
+                                plugin: plugin.clone(),
+                                handler: index as u32,
+                                metrics: Arc::new(monitor.route_metrics(kind, &plugin.name)),
+                            },
+                        };
+                        routes.insert(kind.clone(), route);
+                    }
+                }
+            }
+        }
+        routes
+    }
+
+    /// Logs each type that moved from one plugin's name to another's.
+    fn log_moves(old: &Snapshot, next: &Snapshot) {
+        for (kind, route) in &next.routes {
+            if let Some(before) = old.routes.get(kind) {
+                if before.plugin.name != route.plugin.name {
+                    tracing::info!(r#type = %kind, from = %before.plugin.name,
+                        to = %route.plugin.name, "message type moved to another plugin");
+                }
+            }
+        }
     }
 
     fn without(old: &Snapshot, file: &Path) -> Snapshot {

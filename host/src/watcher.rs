@@ -326,7 +326,7 @@ impl Reconciler {
         if !std::fs::metadata(path).is_ok_and(|meta| meta.is_file()) {
             self.known.remove(path);
             self.monitor.forget(path);
-            if let Some(old) = self.registry.remove(path) {
+            if let Some(old) = self.registry.remove(path, &self.monitor) {
                 let retired_versions = self.retire(&old);
                 self.publish(PluginEvent::Removed {
                     plugin: old,

@@ -45,6 +45,9 @@ pub const API_CRATE_VERSION: &str = ABI_VERSION;
 #[sabi(missing_field(option))]
 pub struct PluginMod {
     /// Describes the plugin: name, version, handlers and the types they serve.
+    /// Since 1.2 the host reads it again after `configure`: a handler's
+    /// types may come from the configuration (the number and order of the
+    /// handlers stay the same).
     pub manifest: extern "C" fn() -> Manifest,
 
     /// Runs handler number `handler` (an index into `Manifest::handlers`).
@@ -102,7 +105,9 @@ pub const ASK_GROUP_SIZE: &str = "group_size";
 pub const ASK_LOCAL_GROUP_SIZE: &str = "local_group_size";
 
 /// Since 1.2: which optional entry points the plugin has, as JSON
-/// `{"on_connect":<bool>,"on_disconnect":<bool>}`; asked once per load.
+/// `{"on_connect":<bool>,"on_disconnect":<bool>,"yields":<bool>}`; asked
+/// once per load. `yields`: the plugin gives up any of its message types
+/// that another plugin claims (a missing key is `false`).
 pub const EXT_FEATURES: &str = "features";
 
 /// Since 1.2: a connection opened. The input is its scope (as in

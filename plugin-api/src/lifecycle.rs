@@ -101,6 +101,12 @@ impl ConnectionEvent {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
         self.state.get(key).map(T::deserialize).transpose()
     }
+
+    /// Everything this plugin attached to the connection, by key (empty in
+    /// `on_connect`).
+    pub fn state(&self) -> &Map<String, Value> {
+        &self.state
+    }
 }
 
 /// What a hook answers the host: its effects, or why it failed.

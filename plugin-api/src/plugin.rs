@@ -105,9 +105,16 @@ impl From<Vec<String>> for Types {
 
 struct Handler {
     types: Vec<String>,
+    /// Types read from the plugin's state once it is configured
+    /// ([`Stateful::configured_handler`](crate::Stateful::configured_handler)),
+    /// added to `types` in the manifest.
+    configured: Option<TypesFn>,
     mode: u8,
     run: HandlerFn,
 }
+
+/// The message types a handler serves, as the configuration names them.
+pub(crate) type TypesFn = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// A plugin: a name, a version and its handlers. Build one in a function and
 /// export it with [`crate::export_plugin!`].
@@ -135,6 +142,7 @@ pub struct Plugin {
     on_connect: Option<HookFn>,
     on_disconnect: Option<HookFn>,
     pub(crate) retire: Option<Box<dyn Fn() + Send + Sync>>,
+    yields: bool,
 }
 
 impl Plugin {
@@ -151,6 +159,7 @@ impl Plugin {
             on_connect: None,
             on_disconnect: None,
             retire: None,
+            yields: false,
         }
     }
 
@@ -357,9 +366,34 @@ impl Plugin {
     pub(crate) fn add(mut self, types: Types, mode: u8, run: HandlerFn) -> Self {
         self.handlers.push(Handler {
             types: types.0,
+            configured: None,
             mode,
             run,
         });
+        self
+    }
+
+    /// Adds a handler whose types `configured` reads once the plugin is
+    /// configured (empty before).
+    pub(crate) fn add_configured(mut self, configured: TypesFn, run: HandlerFn) -> Self {
+        self.handlers.push(Handler {
+            types: Vec::new(),
+            configured: Some(configured),
+            mode: MODE_POOLED,
+            run,
+        });
+        self
+    }
+
+    /// Declares that this plugin gives up a message type it serves to any
+    /// other plugin that claims it, when that one is loaded or later: a
+    /// plugin that forwards messages somewhere else (the proxy) yields to
+    /// one that handles them itself. Without it, a second plugin claiming a
+    /// type is rejected. The host asks through
+    /// [`EXT_FEATURES`](crate::abi::EXT_FEATURES) (`"yields": true`); a host
+    /// older than plugin-api 1.2 rejects the second plugin as before.
+    pub fn yielding(mut self) -> Self {
+        self.yields = true;
         self
     }
 
@@ -371,9 +405,17 @@ impl Plugin {
             handlers: self
                 .handlers
                 .iter()
-                .map(|h| HandlerDecl {
-                    types: h.types.iter().map(|t| RString::from(t.as_str())).collect(),
-                    mode: h.mode,
+                .map(|h| {
+                    let configured = h.configured.as_ref().map(|f| f()).unwrap_or_default();
+                    HandlerDecl {
+                        types: h
+                            .types
+                            .iter()
+                            .chain(&configured)
+                            .map(|t| RString::from(t.as_str()))
+                            .collect(),
+                        mode: h.mode,
+                    }
                 })
                 .collect(),
             panic_unwind: cfg!(panic = "unwind"),
@@ -418,6 +460,7 @@ extern "C" fn extension_shim(name: RStr<'_>, input: RStr<'_>) -> RResult<RString
         (EXT_FEATURES, Some(plugin)) => Ok(serde_json::json!({
             "on_connect": plugin.on_connect.is_some(),
             "on_disconnect": plugin.on_disconnect.is_some(),
+            "yields": plugin.yields,
         })
         .to_string()),
         (EXT_ON_CONNECT, Some(plugin)) => Ok(run_hook(

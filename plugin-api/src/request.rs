@@ -142,6 +142,12 @@ impl<'a> Request<'a> {
         self.scope_and_state().1.get(key)
     }
 
+    /// Everything this plugin attached to the connection, by key (what
+    /// [`Request::get`] reads one key of).
+    pub fn state(&self) -> &Map<String, Value> {
+        &self.scope_and_state().1
+    }
+
     fn scope_and_state(&self) -> &(Map<String, Value>, Map<String, Value>) {
         self.scope
             .get_or_init(|| split_scope(self.call.scope.as_str()))

@@ -176,6 +176,57 @@ impl<S: Send + Sync + 'static> Stateful<S> {
         )
     }
 
+    /// A handler for the message types the configuration names, which are
+    /// not known when the plugin is built: `types` reads them from the
+    /// state once it is built, and the host routes them to `f` (it reads
+    /// the plugin's handlers again after the configuration). Runs on the
+    /// worker pool, like [`Plugin::handler`]. A load whose `types` gives no
+    /// type is rejected (`a handler declares no message type`), as is one
+    /// in a host that reads the handlers only before the configuration.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Settings {
+    ///     types: Vec<String>,
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0")
+    ///     .with_state(|settings: Settings| -> Result<Settings, String> { Ok(settings) })
+    ///     .configured_handler(
+    ///         |settings: &Settings| settings.types.clone(),
+    ///         |_: &Settings, req: &Request, conn: &mut Connection| {
+    ///             conn.send_success(req.id(), req.kind(), None)?;
+    ///             Ok(())
+    ///         },
+    ///     );
+    /// # let _ = plugin;
+    /// ```
+    pub fn configured_handler<T, F>(self, types: T, f: F) -> Self
+    where
+        T: Fn(&S) -> Vec<String> + Send + Sync + 'static,
+        F: Fn(&S, &Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        let (read, run) = (self.slot.clone(), self.slot.clone());
+        let plugin = self.plugin.add_configured(
+            Box::new(move || read.get().map(|s| types(&s)).unwrap_or_default()),
+            Box::new(move |req: &Request<'_>, conn: &mut Connection| f(&*run.get()?, req, conn)),
+        );
+        Stateful {
+            plugin,
+            slot: self.slot,
+        }
+    }
+
+    /// [`Plugin::yielding`], on the stateful plugin.
+    pub fn yielding(self) -> Self {
+        Stateful {
+            plugin: self.plugin.yielding(),
+            slot: self.slot,
+        }
+    }
+
     /// [`Plugin::on_connect`], with the state.
     pub fn on_connect<F>(self, f: F) -> Self
     where

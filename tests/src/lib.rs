@@ -5,6 +5,7 @@
 //! benchmarks share.
 
 pub mod django;
+pub mod proxy_backend;
 pub mod redis;
 
 use std::{
@@ -44,6 +45,7 @@ const LIBRARIES: &[&str] = &[
     "fixture-bad-init",
     "fixture-reference",
     "fixture-early",
+    "proxy",
 ];
 
 /// Builds the host and every test plugin (debug profile) once per test
@@ -424,6 +426,20 @@ pub enum Received {
 impl Client {
     pub async fn connect(url: &str) -> Result<Client> {
         let (ws, _) = connect_async(url).await.context("WebSocket connect")?;
+        Ok(Client { ws })
+    }
+
+    /// Connects with these extra handshake headers.
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Client> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+                value.parse()?,
+            );
+        }
+        let (ws, _) = connect_async(request).await.context("WebSocket connect")?;
         Ok(Client { ws })
     }
 

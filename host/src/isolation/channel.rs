@@ -211,11 +211,16 @@ impl Starting {
         let mut r = Reader::new(&body);
         let code = r.u8().map_err(channel)?;
         let text = r.str().map_err(channel)?.to_owned();
-        Ok(if code == worker::CONFIG_OK {
-            Ok(text)
-        } else {
-            Err(text)
-        })
+        if code != worker::CONFIG_OK {
+            return Ok(Err(text));
+        }
+        // The manifest read again after the configuration.
+        let (tag, body) = self.next_frame(timeout).await?;
+        if tag != frame::HELLO {
+            return Err(channel(FrameError::UnknownTag(tag)));
+        }
+        self.manifest = frame::read_hello(&mut Reader::new(&body)).map_err(channel)?;
+        Ok(Ok(text))
     }
 
     /// The next frame's tag and the rest of its body.

@@ -33,7 +33,9 @@ pub const CALL: u8 = 0x02;
 pub const HELLO: u8 = 0x81;
 /// Worker → host: the library could not be loaded.
 pub const LOAD_FAILED: u8 = 0x82;
-/// Worker → host: what `configure` answered.
+/// Worker → host: what `configure` answered; when it accepted, a
+/// [`HELLO`] follows with the manifest read again (a handler's types may
+/// come from the configuration).
 pub const CONFIGURED: u8 = 0x83;
 /// Worker → host: a call's outcome.
 pub const REPLY: u8 = 0x84;
@@ -367,7 +369,8 @@ pub fn hello(manifest: &ManifestInfo) -> Vec<u8> {
         }
     }
     w.u8(u8::from(manifest.hooks.on_connect))
-        .u8(u8::from(manifest.hooks.on_disconnect));
+        .u8(u8::from(manifest.hooks.on_disconnect))
+        .u8(u8::from(manifest.hooks.yields));
     w.finish()
 }
 
@@ -391,6 +394,7 @@ pub fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError> {
     let hooks = crate::plugin::Hooks {
         on_connect: r.u8()? != 0,
         on_disconnect: r.u8()? != 0,
+        yields: r.u8()? != 0,
     };
     Ok(ManifestInfo {
         name,

@@ -161,7 +161,7 @@ pub async fn load(
         .await
         .map_err(start_error)?;
     let manifest = starting.manifest.clone();
-    let handlers = manifest.check()?;
+    manifest.check_identity()?;
     let isolation = settings
         .isolation
         .get(&manifest.name)
@@ -190,6 +190,9 @@ pub async fn load(
         answer,
         settings.tables.contains_key(&manifest.name),
     )?;
+    // As the worker read it after the configuration.
+    let manifest = starting.manifest.clone();
+    let handlers = manifest.check()?;
     tracing::debug!(plugin = %manifest.name, pid = starting.child.id().unwrap_or(0),
         took_ms = started.elapsed().as_millis() as u64, "plugin worker started");
     let supervisor = Supervisor::start(

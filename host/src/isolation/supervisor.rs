@@ -331,6 +331,17 @@ impl Supervisor {
             .worker_event(event, &self.name, &self.version, types, reason);
     }
 
+    /// Whether a restarted worker's plugin, configured, serves the types
+    /// the first one did, handler by handler.
+    fn same_handlers(&self, manifest: &crate::plugin::ManifestInfo) -> bool {
+        manifest.handlers.len() == self.handler_types.len()
+            && manifest
+                .handlers
+                .iter()
+                .zip(&self.handler_types)
+                .all(|((types, _), first)| types == first)
+    }
+
     /// One start: load, check it is the same plugin, configure.
     async fn start_one(&self) -> Result<Starting, StartError> {
         let mut starting = Starting::spawn(&self.library, self.limits, START_TIMEOUT).await?;
@@ -341,6 +352,9 @@ impl Supervisor {
             )));
         }
         match starting.configure(&self.config, START_TIMEOUT).await? {
+            Ok(_) if !self.same_handlers(&starting.manifest) => Err(StartError::Channel(
+                "the worker's plugin declared other message types".into(),
+            )),
             Ok(_) => Ok(starting),
             Err(refused) => Err(StartError::Load(crate::plugin::LoadError::Config(refused))),
         }

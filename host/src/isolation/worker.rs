@@ -113,7 +113,7 @@ pub fn run() -> ! {
     let ask = (worker_ask as rohrpost_plugin_api::abi::HostAsk as usize).to_string();
     manifest.hooks = crate::plugin::introduce(module, &ask);
     send(&out, &frame::hello(&manifest));
-    serve(module, channel, out)
+    serve(module, &manifest, channel, out)
 }
 
 /// Where questions go (the channel's writing end).
@@ -246,7 +246,12 @@ fn send(out: &Mutex<UnixStream>, bytes: &[u8]) {
 }
 
 /// Reads frames until the channel ends.
-fn serve(module: PluginModRef, channel: UnixStream, out: Arc<Mutex<UnixStream>>) -> ! {
+fn serve(
+    module: PluginModRef,
+    manifest: &ManifestInfo,
+    channel: UnixStream,
+    out: Arc<Mutex<UnixStream>>,
+) -> ! {
     INPUT.with(|input| *input.borrow_mut() = Some(BufReader::with_capacity(64 * 1024, channel)));
     let pool = Pool::new(module, out.clone());
     // Replies of inline calls, written when nothing more is buffered.
@@ -293,6 +298,12 @@ fn serve(module: PluginModRef, channel: UnixStream, out: Arc<Mutex<UnixStream>>)
                     Err(e) => (CONFIG_REFUSED, e.into_string()),
                 };
                 send(&out, &frame::coded(frame::CONFIGURED, code, &text));
+                if code == CONFIG_OK {
+                    send(
+                        &out,
+                        &frame::hello(&manifest.reread(&(module.manifest())())),
+                    );
+                }
             }
             _ => exit(2),
         }
