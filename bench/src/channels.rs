@@ -8,7 +8,8 @@
 //! app): N messages, one `group_send` after another, each with its
 //! sequence number and when it was sent. Every subscriber records its
 //! latency; deliveries per second are all deliveries over the time from
-//! the first send to the last delivery. The two sides run one after the
+//! the first send to the last delivery (the sender's start-up is not
+//! counted). The two sides run one after the
 //! other, each with its own key prefix on the shared Redis.
 
 use std::{
@@ -58,6 +59,9 @@ pub struct ChannelsArgs {
 struct Deliveries {
     start: Instant,
     latencies_us: Vec<u32>,
+    /// The earliest send it saw (microseconds after `start`) and its
+    /// last delivery.
+    first_sent_us: Option<u64>,
     last: Option<Instant>,
     received: Arc<AtomicU64>,
 }
@@ -71,6 +75,7 @@ impl Recorder for Deliveries {
         let latency = now_us.saturating_sub(u128::from(sent_us));
         self.latencies_us
             .push(u32::try_from(latency).unwrap_or(u32::MAX));
+        self.first_sent_us = Some(self.first_sent_us.map_or(sent_us, |f| f.min(sent_us)));
         self.last = Some(at);
         self.received.fetch_add(1, Ordering::Relaxed);
     }
@@ -167,6 +172,7 @@ async fn measure(
     let readers = Readers::start(sockets, || Deliveries {
         start,
         latencies_us: Vec::new(),
+        first_sent_us: None,
         last: None,
         received: received.clone(),
     })?;
@@ -175,7 +181,6 @@ async fn measure(
         "channels: {name}: Django sends {} messages to {} subscribers",
         args.messages, args.subscribers
     );
-    let sending = Instant::now();
     django.manage(&[
         "bench_send",
         GROUP,
@@ -190,6 +195,12 @@ async fn measure(
     let endings = readers.finish().await?;
     readers::report_endings("channels", &endings);
     let last = endings.iter().filter_map(|e| e.recorder.last).max();
+    // From the first send (not the sender's start-up) to the last delivery.
+    let first_sent = endings
+        .iter()
+        .filter_map(|e| e.recorder.first_sent_us)
+        .min()
+        .map(|us| start + Duration::from_micros(us));
     let mut latencies: Vec<u32> = endings
         .into_iter()
         .flat_map(|e| e.recorder.latencies_us)
@@ -199,9 +210,10 @@ async fn measure(
         name: name.to_owned(),
         deliveries: latencies.len() as u64,
         expected,
-        elapsed: last.map_or(Duration::ZERO, |last| {
-            last.saturating_duration_since(sending)
-        }),
+        elapsed: match (first_sent, last) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first),
+            _ => Duration::ZERO,
+        },
         latency: Latency::of_sorted(&latencies),
         cpu,
     })
