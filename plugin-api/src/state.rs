@@ -221,10 +221,7 @@ impl<S: Send + Sync + 'static> Stateful<S> {
 
     /// [`Plugin::yielding`], on the stateful plugin.
     pub fn yielding(self) -> Self {
-        Stateful {
-            plugin: self.plugin.yielding(),
-            slot: self.slot,
-        }
+        self.map(Plugin::yielding)
     }
 
     /// [`Plugin::on_connect`], with the state.
@@ -232,13 +229,8 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     where
         F: Fn(&S, &ConnectionEvent, &mut Connection) -> HandlerResult + Send + Sync + 'static,
     {
-        let slot = self.slot.clone();
-        Stateful {
-            plugin: self
-                .plugin
-                .on_connect(move |event, conn| f(&*slot.get()?, event, conn)),
-            slot: self.slot,
-        }
+        let hook = self.with_state(f);
+        self.map(|plugin| plugin.on_connect(hook))
     }
 
     /// [`Plugin::on_disconnect`], with the state.
@@ -246,11 +238,23 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     where
         F: Fn(&S, &ConnectionEvent, &mut Connection) -> HandlerResult + Send + Sync + 'static,
     {
+        let hook = self.with_state(f);
+        self.map(|plugin| plugin.on_disconnect(hook))
+    }
+
+    /// A hook taking the state, as a hook of the plain plugin.
+    fn with_state<F>(&self, f: F) -> impl Fn(&ConnectionEvent, &mut Connection) -> HandlerResult
+    where
+        F: Fn(&S, &ConnectionEvent, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
         let slot = self.slot.clone();
+        move |event, conn| f(&*slot.get()?, event, conn)
+    }
+
+    /// The same state, on the plugin `change` makes.
+    fn map(self, change: impl FnOnce(Plugin) -> Plugin) -> Self {
         Stateful {
-            plugin: self
-                .plugin
-                .on_disconnect(move |event, conn| f(&*slot.get()?, event, conn)),
+            plugin: change(self.plugin),
             slot: self.slot,
         }
     }
