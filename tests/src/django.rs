@@ -1,7 +1,9 @@
 //! The Django side of the interop tests: a virtual environment with the
 //! pinned packages of `tests/django_app/requirements.txt` (made once, kept
 //! under the target directory until the requirements change), and the
-//! test app's `manage.py`, each test with its own sqlite file.
+//! test app's `manage.py`, each test with its own sqlite file, served by
+//! daphne (rohrpost's consumer) or gunicorn (the rohrpost bridge's views
+//! for the proxy plugin).
 
 use std::{
     path::{Path, PathBuf},
@@ -11,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-pub use rohrpost_harness::django_venv::app_dir;
+pub use rohrpost_harness::django_venv::{app_dir, bridge_dir};
 
 /// The virtual environment's `python`, made on first use (see
 /// [`rohrpost_harness::django_venv`]).
@@ -91,6 +93,24 @@ impl Django {
         Ok(Killed(command.spawn()?))
     }
 
+    /// Starts gunicorn (2 workers of 4 threads) serving the app's WSGI
+    /// side, the rohrpost bridge at `/rohrpost/`, on `port`; killed when
+    /// dropped. Its log goes to the test's standard error.
+    pub fn gunicorn(&self, port: u16) -> Result<Killed> {
+        let mut command = Command::new(python());
+        command
+            .current_dir(app_dir())
+            .args(["-m", "gunicorn", "--no-control-socket", "--workers", "2"])
+            .args(["--worker-class", "gthread", "--threads", "4"])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg("notesite.wsgi:application")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Ok(Killed(command.spawn()?))
+    }
+
     /// Starts `manage.py` with its standard output piped.
     pub fn spawn(&self, args: &[&str]) -> Result<Child> {
         Ok(self
@@ -108,5 +128,19 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub async fn listening(port: u16, timeout: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(_) => return Ok(()),
+            Err(error) if std::time::Instant::now() >= deadline => {
+                bail!("nothing listens on port {port}: {error}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
     }
 }
