@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use rohrpost_tests::{
-    django::{self, Django, Killed},
+    django::{self, Django, Gunicorn, Killed},
     redis::{free_port, redis_answers, unique_prefix},
     Client, Host, Received,
 };
@@ -53,7 +53,7 @@ struct Deployment {
     gunicorn: String,
     daphne: String,
     prefix: String,
-    _servers: (Killed, Killed),
+    _servers: (Gunicorn, Killed),
 }
 
 impl Deployment {

@@ -96,19 +96,20 @@ impl Django {
     /// Starts gunicorn (2 workers of 4 threads) serving the app's WSGI
     /// side, the rohrpost bridge at `/rohrpost/`, on `port`; killed when
     /// dropped. Its log goes to the test's standard error.
-    pub fn gunicorn(&self, port: u16) -> Result<Killed> {
+    pub fn gunicorn(&self, port: u16) -> Result<Gunicorn> {
         let mut command = Command::new(python());
         command
             .current_dir(app_dir())
             .args(["-m", "gunicorn", "--no-control-socket", "--workers", "2"])
             .args(["--worker-class", "gthread", "--threads", "4"])
             .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--log-level", "warning"])
             .arg("notesite.wsgi:application")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        Ok(Killed(command.spawn()?))
+        Ok(Gunicorn(command.spawn()?))
     }
 
     /// Starts `manage.py` with its standard output piped.
@@ -126,6 +127,28 @@ pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A gunicorn master, stopped with its workers when dropped (SIGQUIT, its
+/// quick shutdown; killed if it is still there after 5 s).
+pub struct Gunicorn(Child);
+
+impl Drop for Gunicorn {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: a signal to our own child, which has not been waited for.
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -92,7 +92,7 @@ def _endpoint(event=None):
 
 def _failed(consumer, request, exc):
     """A handler raised: logged, and the caller gets an error reply."""
-    kind = request.get("type") if isinstance(request, dict) else None
+    kind = request.get("type")
     logger.error(
         "the rohrpost handler for %r failed (connection %s): %s",
         kind,
@@ -102,7 +102,7 @@ def _failed(consumer, request, exc):
     )
     send_error(
         consumer=consumer,
-        message_id=request.get("id") if isinstance(request, dict) else None,
+        message_id=request.get("id"),
         handler=kind if isinstance(kind, str) and kind else "error",
         error="Internal error: the handler for '{}' failed.".format(kind),
     )
@@ -113,6 +113,9 @@ def handle(document, settings):
     """One request: the handler rohrpost would call for it, with the
     stand-in consumer; what it did, as effects."""
     request = document.get("request")
+    if not isinstance(request, dict):
+        logger.warning("a request call was refused: the request is not a JSON object")
+        return _refused(400, "the request is not a JSON object")
     consumer = BridgeConsumer(document["connection"])
     try:
         handle_rohrpost_message(consumer=consumer, text_data=json.dumps(request))

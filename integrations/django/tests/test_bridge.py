@@ -190,7 +190,13 @@ class SecretAndShapeTests(BridgeTestCase):
         self.assertEqual(response.status_code, 200)
 
     def test_what_does_not_fit_the_contract_400(self):
-        for body in ("nope", json.dumps({"v": 2, "connection": {}}), json.dumps({"v": 1})):
+        bodies = (
+            "nope",
+            json.dumps({"v": 2, "connection": {}}),
+            json.dumps({"v": 1}),
+            json.dumps({"v": 1, "request": [1], "connection": {}}),
+        )
+        for body in bodies:
             with self.assertLogs("rohrpost_bridge", "WARNING"):
                 response = self.client.post(
                     "/rohrpost/", data=body, content_type="application/json", headers=SECRET
