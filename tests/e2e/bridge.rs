@@ -58,12 +58,21 @@ struct Deployment {
 
 impl Deployment {
     async fn start() -> Deployment {
+        Deployment::start_with(&[]).await
+    }
+
+    /// With more of the app's environment.
+    async fn start_with(env: &[(&str, &str)]) -> Deployment {
         assert!(
             redis_answers(SHARED_REDIS).await,
             "no Redis on {SHARED_REDIS}"
         );
         let prefix = unique_prefix("asgi-bridge");
-        let django = Django::new("core", &format!("redis://{SHARED_REDIS}/0"), &prefix).unwrap();
+        let mut django =
+            Django::new("core", &format!("redis://{SHARED_REDIS}/0"), &prefix).unwrap();
+        for (key, value) in env {
+            django.set_env(key, value);
+        }
         let (g, d) = (free_port(), free_port());
         let servers = (django.gunicorn(g).unwrap(), django.daphne(d).unwrap());
         for port in [g, d] {
@@ -154,7 +163,8 @@ async fn the_same_requests_get_the_same_replies_on_daphne_and_through_the_proxy(
     let who = exchange(&mut proxied, r#"{"id":7,"type":"whoami"}"#, 1).await;
     assert_eq!(
         who[0]["data"],
-        json!({"user": "ada", "authenticated": true, "path": "/ws/rohrpost/"})
+        json!({"user": "ada", "authenticated": true, "path": "/ws/rohrpost/",
+            "data": {"count": 5}})
     );
     let value = exchange(
         &mut proxied,
@@ -291,6 +301,42 @@ async fn connect_refused_or_accepted_from_the_session_cookie_and_disconnect_told
     assert!(gone["data"]["connection"].is_u64(), "{gone}");
     // Once.
     watcher.expect_silence(QUIET).await.unwrap();
+}
+
+/// The app's own connect hook (`CONNECT`, written as a consumer's
+/// `connect()`): refuses anonymous users with its code, joins the others to
+/// their group, attaches data and welcomes them.
+#[tokio::test]
+async fn a_connect_hook_of_the_app_refuses_joins_attaches_and_welcomes() {
+    let d =
+        Deployment::start_with(&[("NOTES_BRIDGE_CONNECT", "notes.bridge.connect_with_welcome")])
+            .await;
+    let host = d.host(SECRET, true);
+    let mut anonymous = Client::connect(&host.url()).await.unwrap();
+    assert_eq!(
+        anonymous.recv(T).await.unwrap(),
+        Received::Close(Some(4001))
+    );
+
+    let mut ada = client(&host.url(), &d.cookie("ada")).await;
+    assert_eq!(
+        ada.recv_json(T).await.unwrap(),
+        json!({"type": "welcome", "data": {"user": "ada"}})
+    );
+    // Data attached on connect stays beside what handlers attach.
+    let text = r#"{"id":1,"type":"increment","data":{"by":2}}"#;
+    assert_eq!(exchange(&mut ada, text, 1).await[0]["data"]["value"], 2);
+    let who = exchange(&mut ada, r#"{"id":1,"type":"whoami"}"#, 1).await;
+    assert_eq!(who[0]["data"]["data"], json!({"user": "ada", "count": 2}));
+    let mut bob = client(&host.url(), &d.cookie("bob")).await;
+    bob.recv_json(T).await.unwrap();
+    let text = r#"{"id":2,"type":"shout","data":{"group":"user-ada","text":"psst"}}"#;
+    exchange(&mut bob, text, 1).await;
+    assert_eq!(
+        ada.recv_json(T).await.unwrap(),
+        json!({"type": "shout", "data": {"text": "psst"}})
+    );
+    bob.expect_silence(QUIET).await.unwrap();
 }
 
 /// A proxy without the bridge's secret: each call answered 403, so the

@@ -61,6 +61,12 @@ impl Django {
         Ok(django)
     }
 
+    /// One more variable of the app's environment (for what is started
+    /// after).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(python());
         command

@@ -71,6 +71,7 @@ def whoami(consumer, request):
             "user": user.username,
             "authenticated": user.is_authenticated,
             "path": consumer.scope["path"],
+            "data": connection_data(consumer),
         },
     )
 

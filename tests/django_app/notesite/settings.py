@@ -48,5 +48,7 @@ ROHRPOST_BRIDGE = {
     "SECRET": os.environ.get("NOTES_BRIDGE_SECRET", "bridge-secret"),
     "HANDLER_MODULES": ["notes.handlers"],
     "DISCONNECT": "notes.bridge.disconnected",
+    # The bridge's default (anonymous users refused) unless a test names one.
+    "CONNECT": os.environ.get("NOTES_BRIDGE_CONNECT") or None,
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
