@@ -100,12 +100,16 @@ def _failed(consumer, request, exc):
         exc,
         exc_info=exc,
     )
-    send_error(
-        consumer=consumer,
-        message_id=request.get("id"),
-        handler=kind if isinstance(kind, str) and kind else "error",
-        error="Internal error: the handler for '{}' failed.".format(kind),
-    )
+    try:
+        send_error(
+            consumer=consumer,
+            message_id=request.get("id"),
+            handler=kind if isinstance(kind, str) and kind else "error",
+            error="Internal error: the handler for '{}' failed.".format(kind),
+        )
+    except EffectError:
+        # No room left for the reply (MAX_EFFECTS): the log has it.
+        pass
 
 
 @_endpoint()

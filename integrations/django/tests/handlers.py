@@ -131,3 +131,9 @@ def disconnected(consumer, close_code):
 
 def only_own_group(user, group, request):
     return group == "user-{}".format(user.username)
+
+
+@rohrpost_handler("flood")
+def flood(consumer, request):
+    for n in range(2000):
+        send_message(consumer=consumer, handler="drop", message_id=n + 1)

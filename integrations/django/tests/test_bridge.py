@@ -110,6 +110,13 @@ class RequestTests(BridgeTestCase):
         )
         self.assertIn("extra", logs.output[0])
 
+    def test_no_more_effects_than_the_proxy_takes(self):
+        with self.assertLogs("rohrpost_bridge", "ERROR") as logs:
+            effects = self.effects({"id": 1, "type": "flood"})
+        self.assertEqual(len(effects), 1000)
+        self.assertEqual(effects[-1], {"send": {"id": 1000, "type": "drop"}})
+        self.assertIn("more than 1000 effects", logs.output[0])
+
     def test_connection_data_comes_in_and_goes_out_as_set_and_unset(self):
         conn = connection(self.cookie, data={"count": 3, "forget": True, "user": "ada"})
         self.assertEqual(
