@@ -201,6 +201,12 @@ async fn the_same_requests_get_the_same_replies_on_daphne_and_through_the_proxy(
         vec![json!({"id": 11, "type": "boom",
             "error": "Internal error: the handler for 'boom' failed."})]
     );
+    // (On daphne, the consumer's crash closes the socket.)
+    second_daphne.send_text(text).await.unwrap();
+    assert_eq!(
+        second_daphne.recv(T).await.unwrap(),
+        Received::Close(Some(1011))
+    );
     assert_eq!(
         exchange(
             &mut second_proxied,
