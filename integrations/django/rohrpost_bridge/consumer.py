@@ -1,4 +1,4 @@
-"""The stand-in consumer: what rohrpost's helpers and handlers use of a
+"""The stand-in consumer: what rohrpost's functions and handlers use of a
 Channels consumer (`send`, `add_to_group`, `remove_from_group`, `close`,
 `scope`, `channel_layer`, `channel_name`), recording what a handler does
 instead of doing it, so that the view can answer it as the proxy's
