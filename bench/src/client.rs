@@ -30,9 +30,9 @@ pub enum Request {
     /// The testkit plugin's `sleep` with `{"ms": 0}`: a handler run on the
     /// host's worker pool.
     PooledSleep,
-    /// `increment` with `{"value": n}`, answered with the same type (the
-    /// Django test app's rohrpost handler, served by daphne or through the
-    /// proxy plugin).
+    /// `increment` with `{"by": 1}`, answered with the same type and the
+    /// connection's count (the Django test app's rohrpost handler, served
+    /// by daphne or through the proxy plugin).
     Increment,
 }
 
@@ -42,7 +42,7 @@ impl Request {
             Request::Ping => format!(r#"{{"id":{id},"type":"ping","data":{{"seq":{id}}}}}"#),
             Request::PooledSleep => format!(r#"{{"id":{id},"type":"sleep","data":{{"ms":0}}}}"#),
             Request::Increment => {
-                format!(r#"{{"id":{id},"type":"increment","data":{{"value":{id}}}}}"#)
+                format!(r#"{{"id":{id},"type":"increment","data":{{"by":1}}}}"#)
             }
         }
     }

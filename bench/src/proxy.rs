@@ -111,7 +111,7 @@ pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
              isolation = \"none\"\n\
              url = \"http://127.0.0.1:{backend_port}/rohrpost/\"\n\
              types = [\"increment\"]\n\
-             headers = {{ Authorization = \"Bearer {SECRET}\" }}\n"
+             headers = {{ X-Rohrpost-Secret = \"{SECRET}\" }}\n"
         ),
     )
     .with_context(|| format!("cannot write {}", config.display()))?;
