@@ -13,7 +13,6 @@
 //! other, each with its own key prefix on the shared Redis.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -21,12 +20,13 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use rohrpost_harness::django_venv;
 
 use crate::{
     client,
+    django::{self, DjangoSide},
     readers::{self, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
@@ -98,7 +98,7 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
-    let django = DjangoSide::new(&python, &args.redis, &host_prefix, &work)?;
+    let django = DjangoSide::new(&python, &args.redis, &host_prefix, &work, &[])?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
         &config,
@@ -141,14 +141,14 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     host.stop()?;
 
     let daphne_prefix = format!("rohrpost-bench-daphne-{run_id}");
-    let django = DjangoSide::new(&python, &args.redis, &daphne_prefix, &work)?;
-    let port = free_port()?;
+    let django = DjangoSide::new(&python, &args.redis, &daphne_prefix, &work, &[])?;
+    let port = django::free_port()?;
     let mut daphne = django.daphne(port)?;
     let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
-    wait_listening(port, &mut daphne)?;
+    django::wait_listening(port, &mut daphne, "daphne")?;
     let sockets =
         subscribers::connect_subscribed_url("channels", &url, "daphne", args.subscribers).await?;
-    let meter = CpuMeter::of_pid(daphne.0.id())?;
+    let meter = CpuMeter::of_pid(daphne.pid())?;
     let daphne_side = measure("daphne + rohrpost", &django, sockets, meter, args).await?;
     drop(daphne);
 
@@ -266,105 +266,4 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
         ]);
     }
     table
-}
-
-/// The Django test app with one layer prefix: `manage.py` and daphne.
-struct DjangoSide {
-    python: std::path::PathBuf,
-    env: Vec<(String, String)>,
-}
-
-/// A child process killed and waited for when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl DjangoSide {
-    fn new(
-        python: &std::path::Path,
-        redis: &str,
-        prefix: &str,
-        work: &TempDir,
-    ) -> Result<DjangoSide> {
-        let env = vec![
-            ("NOTES_LAYER".to_owned(), "core".to_owned()),
-            ("NOTES_REDIS".to_owned(), redis.to_owned()),
-            ("NOTES_PREFIX".to_owned(), prefix.to_owned()),
-            (
-                "NOTES_DB".to_owned(),
-                work.path()
-                    .join(format!("{prefix}.sqlite3"))
-                    .display()
-                    .to_string(),
-            ),
-            ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
-        ];
-        let side = DjangoSide {
-            python: python.to_owned(),
-            env,
-        };
-        side.manage(&["migrate", "-v0"])?;
-        Ok(side)
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.python);
-        command
-            .current_dir(django_venv::app_dir())
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        command
-    }
-
-    fn manage(&self, args: &[&str]) -> Result<()> {
-        let out = self
-            .command()
-            .arg("manage.py")
-            .args(args)
-            .output()
-            .context("cannot run manage.py")?;
-        if !out.status.success() {
-            bail!(
-                "manage.py {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    fn daphne(&self, port: u16) -> Result<Killed> {
-        let child = self
-            .command()
-            .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
-            .arg("notesite.asgi:application")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start daphne")?;
-        Ok(Killed(child))
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Waits until daphne accepts connections on `port`.
-fn wait_listening(port: u16, daphne: &mut Killed) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = daphne.0.try_wait()? {
-            bail!("daphne exited: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("daphne did not listen on {port} within 30 s")
 }

@@ -37,6 +37,7 @@ pub struct Artifacts {
     pub ping_lib: PathBuf,
     pub pool_lib: PathBuf,
     pub subscriptions_lib: PathBuf,
+    pub proxy_lib: PathBuf,
 }
 
 impl Artifacts {
@@ -49,12 +50,13 @@ impl Artifacts {
             ("--ping-lib", &self.ping_lib),
             ("--pool-lib", &self.pool_lib),
             ("--subscriptions-lib", &self.subscriptions_lib),
+            ("--proxy-lib", &self.proxy_lib),
         ] {
             if !path.is_file() {
                 bail!(
                     "{} does not exist (set it with {flag}; build with `cargo build --release \
                      -p rohrpost-bench -p rohrpost-host -p ping -p fixture-testkit \
-                     -p subscriptions`)",
+                     -p subscriptions -p proxy`)",
                     path.display()
                 );
             }
