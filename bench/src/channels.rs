@@ -22,11 +22,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rohrpost_harness::django_venv;
+use rohrpost_harness::django_app::{self, DjangoApp};
 
 use crate::{
     client,
-    django::{self, DjangoSide},
     readers::{self, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
@@ -36,6 +35,9 @@ use crate::{
 /// The group both sides' subscribers join (the subscribe handlers of the
 /// subscriptions plugin and of the Django app both name it so).
 const GROUP: &str = "collection-1";
+
+/// How long daphne may take to listen.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long deliveries may trail the last send.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -93,12 +95,11 @@ struct Side {
 
 pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) -> Result<Table> {
     servers::check_open_files(args.subscribers, "--subscribers", open_files)?;
-    let python = django_venv::python().context("the Django environment (python3 -m venv, pip)")?;
     let run_id = std::process::id();
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
-    let django = DjangoSide::new(&python, &args.redis, &host_prefix, &work, &[])?;
+    let django = app(&args.redis, &host_prefix, &work)?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
         &config,
@@ -141,11 +142,11 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     host.stop()?;
 
     let daphne_prefix = format!("rohrpost-bench-daphne-{run_id}");
-    let django = DjangoSide::new(&python, &args.redis, &daphne_prefix, &work, &[])?;
-    let port = django::free_port()?;
+    let django = app(&args.redis, &daphne_prefix, &work)?;
+    let port = servers::free_port()?;
     let mut daphne = django.daphne(port)?;
     let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
-    django::wait_listening(port, &mut daphne, "daphne")?;
+    django_app::wait_listening(port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;
     let sockets =
         subscribers::connect_subscribed_url("channels", &url, "daphne", args.subscribers).await?;
     let meter = CpuMeter::of_pid(daphne.pid())?;
@@ -158,7 +159,7 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
 /// Sends the messages through Django and waits for every delivery.
 async fn measure(
     name: &str,
-    django: &DjangoSide,
+    django: &DjangoApp,
     sockets: Vec<client::Socket>,
     meter: CpuMeter,
     args: &ChannelsArgs,
@@ -266,4 +267,16 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
         ]);
     }
     table
+}
+
+/// The Django app on the core layer of `redis` under `prefix`, its
+/// database in `work`.
+pub fn app(redis: &str, prefix: &str, work: &TempDir) -> Result<DjangoApp> {
+    DjangoApp::new(
+        "core",
+        redis,
+        prefix,
+        &work.path().join(format!("{prefix}.sqlite3")),
+    )
+    .context("the Django app (its environment: python3 -m venv, pip)")
 }

@@ -13,7 +13,6 @@
 
 mod channels;
 mod client;
-mod django;
 mod fanout;
 mod frames;
 mod http;

@@ -15,19 +15,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rohrpost_harness::django_venv;
+use rohrpost_harness::django_app;
 use rohrpost_host::config::parse_duration;
 
 use crate::{
+    channels,
     client::{self, Request},
-    django::{self, DjangoSide},
     load::{self, Errors, Load, PhaseStats},
     report::{self, Latency, Table},
-    servers::{Artifacts, CpuMeter, Server, Spec, TempDir, HOST_LOG},
+    servers::{self, Artifacts, CpuMeter, Server, Spec, TempDir, HOST_LOG},
 };
 
 /// The secret the proxy sends and the bridge checks.
 const SECRET: &str = "bench-secret";
+
+/// How long gunicorn and daphne may take to listen.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
@@ -50,6 +53,10 @@ pub struct ProxyArgs {
     /// gunicorn's worker processes behind the proxy.
     #[arg(long, default_value_t = 2)]
     pub backend_workers: usize,
+
+    /// Threads of each gunicorn worker.
+    #[arg(long, default_value_t = 4)]
+    pub backend_threads: usize,
 
     /// The Redis of the Django app's channel layer (the `increment`
     /// handler does not use it; Django's settings name one).
@@ -88,20 +95,19 @@ struct Side<'a> {
 }
 
 pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
-    let python = django_venv::python().context("the Django environment (python3 -m venv, pip)")?;
     let run_id = std::process::id();
     let work = TempDir::new("proxy-bench")?;
 
-    let bridged = DjangoSide::new(
-        &python,
+    let mut bridged = channels::app(
         &args.redis,
         &format!("rohrpost-bench-proxy-{run_id}"),
         &work,
-        &[("NOTES_BRIDGE_SECRET", SECRET)],
     )?;
-    let backend_port = django::free_port()?;
-    let mut gunicorn = bridged.gunicorn(backend_port, args.backend_workers)?;
-    django::wait_listening(backend_port, &mut gunicorn, "gunicorn")?;
+    bridged.set_env("NOTES_BRIDGE_SECRET", SECRET);
+    let backend_port = servers::free_port()?;
+    let mut gunicorn =
+        bridged.gunicorn(backend_port, args.backend_workers, args.backend_threads)?;
+    django_app::wait_listening(backend_port, &mut gunicorn, "gunicorn", LISTEN_TIMEOUT)?;
 
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
@@ -129,16 +135,14 @@ pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
         None,
     )?;
 
-    let direct = DjangoSide::new(
-        &python,
+    let direct = channels::app(
         &args.redis,
         &format!("rohrpost-bench-daphne-{run_id}"),
         &work,
-        &[],
     )?;
-    let daphne_port = django::free_port()?;
+    let daphne_port = servers::free_port()?;
     let mut daphne = direct.daphne(daphne_port)?;
-    django::wait_listening(daphne_port, &mut daphne, "daphne")?;
+    django_app::wait_listening(daphne_port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;
 
     let mut proxied = Outcome::default();
     let mut on_daphne = Outcome::default();
@@ -214,12 +218,13 @@ async fn measure(side: Side<'_>, args: &ProxyArgs) -> Result<()> {
 fn table(args: &ProxyArgs, sides: &[(&str, Outcome)]) -> Table {
     let mut table = Table::new(
         &format!(
-            "a Python `increment` handler: {} connections, closed loop, {} rounds of {:?} after {:?} warm-up, gunicorn with {} workers",
+            "a Python `increment` handler: {} connections, closed loop, {} rounds of {:?} after {:?} warm-up, gunicorn with {} workers of {} threads",
             args.connections,
             args.rounds.max(1),
             args.duration,
             args.warmup,
-            args.backend_workers
+            args.backend_workers,
+            args.backend_threads
         ),
         &[
             "server",

@@ -256,3 +256,10 @@ pub fn check_open_files(connections: usize, flag: &str, open_files: u64) -> Resu
 pub fn raise_open_files_limit() -> Result<u64> {
     Ok(rohrpost_harness::raise_open_files_limit()?)
 }
+
+/// A TCP port free on 127.0.0.1 a moment ago, for a server that takes its
+/// port as a flag (daphne, gunicorn).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
