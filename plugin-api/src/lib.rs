@@ -473,7 +473,7 @@
 pub mod abi;
 mod connection;
 mod group_name;
-mod host;
+pub mod host;
 mod lifecycle;
 mod load_warning;
 mod message;
