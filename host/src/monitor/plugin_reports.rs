@@ -339,8 +339,9 @@ fn emit(level: tracing::Level, plugin: &str, message: &str, fields: Option<&str>
         ($level:expr) => {
             match fields {
                 Some(fields) => tracing::event!(target: "rohrpost::plugin", $level,
-                    plugin, fields, "{message}"),
-                None => tracing::event!(target: "rohrpost::plugin", $level, plugin, "{message}"),
+                    plugin = %plugin, fields = %fields, "{message}"),
+                None => tracing::event!(target: "rohrpost::plugin", $level,
+                    plugin = %plugin, "{message}"),
             }
         };
     }
