@@ -241,23 +241,11 @@ fn failed(id: u64, kind: &str) -> Value {
     json!({"id": id, "type": kind, "error": format!("The backend failed to handle '{kind}'.")})
 }
 
-/// `rohrpost_plugin_counts_total{plugin="proxy",event=..,kind=..}`.
-fn counted(event: &str, kind: &str) -> String {
-    format!(r#"rohrpost_plugin_counts_total{{plugin="proxy",event="{event}",kind="{kind}"}}"#)
-}
-
 /// Waits until the proxy's count of `event` of `kind` is `n`.
 async fn wait_for_count(host: &Host, event: &str, kind: &str, n: f64) {
-    let series = counted(event, kind);
-    let deadline = Instant::now() + T;
-    loop {
-        let value = metric_value(&host.addr, &series).await.unwrap();
-        if value == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} is {value}, not {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(&host.addr, &plugin_count("proxy", event, kind), n, T)
+        .await
+        .unwrap();
 }
 
 /// A backend that hangs up, is too slow, answers garbage, 500, too much,

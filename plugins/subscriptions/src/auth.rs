@@ -338,7 +338,10 @@ mod tests {
                 json!({"auth": "backend", "url": "http://b/", "tokens": ["a"]}),
                 "tokens",
             ),
-            (json!({"auth": "jwt", "jwt_secret": "s", "url": "http://b/"}), "url"),
+            (
+                json!({"auth": "jwt", "jwt_secret": "s", "url": "http://b/"}),
+                "url",
+            ),
             (
                 json!({"auth": "tokens", "tokens": ["a"], "forward_headers": ["cookie"]}),
                 "forward_headers",
