@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use rohrpost_tests::{
-    build, install, metric_value, proxy_backend::Backend, redis::free_port, Client, Host, Received,
+    build, install, plugin_count, proxy_backend::Backend, redis::free_port, wait_for_metric,
+    Client, Host, Received,
 };
 use serde_json::{json, Value};
 
