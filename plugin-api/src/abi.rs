@@ -127,8 +127,10 @@ pub const ASK_COUNT: &str = "count";
 /// `{"level":"error"|"warn"|"info"|"debug"|"trace","message":"<text>",
 /// "fields":{"<name>":"<text>",...}}` (`fields` may be missing); the answer
 /// is `{"logged":<bool>}`: `false` when the host's rate limit for the
-/// plugin's lines dropped it. The host bounds the bytes of a line (longer
-/// text is cut) and the lines per plugin per interval.
+/// plugin's lines dropped it, or its level filters the line out. Field
+/// names follow the rule of [`ASK_COUNT`]'s `event` (others are left out).
+/// The host bounds the bytes of a line (longer text is cut), its fields
+/// and the lines per plugin per interval.
 pub const ASK_LOG: &str = "log";
 
 /// Since 1.2: which optional entry points the plugin has, as JSON

@@ -172,7 +172,8 @@ impl Level {
 /// Logs one line through the host's log: the host names the plugin,
 /// writes it in its own format (`--log-format json` included) and filters
 /// it by its level (`ROHRPOST_LOG`). `fields` are name and value pairs
-/// shown with the line. Outside a call, or in a host older than 1.3, the
+/// shown with the line; names of `a-z`, `0-9` and `_` (others are left
+/// out). Outside a call, or in a host older than 1.3, the
 /// line goes to standard error as `<LEVEL> <plugin>: <message> name=value
 /// ...` instead. Whatever the host says (a line dropped by its rate limit),
 /// this never fails.

@@ -44,17 +44,6 @@ impl Failure {
         }
     }
 
-    /// Every kind, in the order of the README's table.
-    pub const KINDS: [&'static str; 7] = [
-        "down",
-        "timeout",
-        "status",
-        "not_json",
-        "too_large",
-        "contract",
-        "busy",
-    ];
-
     /// A JSON answer that could not be read into the contract's type:
     /// `not_json` when it is no JSON at all, `contract` when it is JSON of
     /// another shape.
