@@ -154,3 +154,39 @@ pub async fn answer(
         _ => Err(ASK_UNSUPPORTED.to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Option<(ConnectionId, String)> {
+        // SAFETY: read while the marking `with_caller` runs, as `ask` does.
+        CALLER
+            .with(Cell::get)
+            .map(|(c, p)| (c, unsafe { p.as_ref() }.to_owned()))
+    }
+
+    #[test]
+    fn the_mark_names_the_plugin_for_the_call_only() {
+        assert_eq!(caller(), None);
+        let outer = 7;
+        with_caller(outer, "proxy", || {
+            assert_eq!(caller(), Some((outer, "proxy".to_owned())));
+            with_caller(8, "other", || {
+                assert_eq!(caller().map(|c| c.1), Some("other".to_owned()));
+            });
+            assert_eq!(caller(), Some((outer, "proxy".to_owned())));
+        });
+        assert_eq!(caller(), None);
+        // Put back when the call unwinds too.
+        let unwound = std::panic::catch_unwind(|| with_caller(outer, "proxy", || panic!("boom")));
+        assert!(unwound.is_err());
+        assert_eq!(caller(), None);
+    }
+
+    #[test]
+    fn a_question_outside_a_call_is_refused() {
+        let answer = ask(ASK_COUNT.into(), r#"{"event":"e"}"#.into());
+        assert_eq!(answer.into_result().unwrap_err().as_str(), ASK_OUTSIDE_CALL);
+    }
+}
