@@ -27,6 +27,11 @@
 //! lines per interval (the rest are dropped and counted in
 //! `rohrpost_plugin_log_lines_dropped_total`).
 //!
+//! With the crate's `tracing` feature, [`HostSubscriber`] sends a plugin's
+//! `tracing` events the same way:
+//! `rohrpost_plugin_api::host::HostSubscriber::default().install();` once,
+//! in the function given to [`export_plugin!`](crate::export_plugin).
+//!
 //! Underneath is the one [`HostAsk`] function a 1.2 host hands over when
 //! it loads the library ([`EXT_HOST`](crate::abi::EXT_HOST)), kept in a
 //! static of this library (each load of a plugin is a fresh copy, so each
@@ -40,6 +45,9 @@ use std::{
 
 use abi_stable::std_types::RStr;
 use serde::Deserialize;
+
+#[cfg(feature = "tracing")]
+pub use crate::host_tracing::HostSubscriber;
 
 use crate::abi::{
     HostAsk, ASK_COUNT, ASK_GROUP_SIZE, ASK_LOCAL_GROUP_SIZE, ASK_LOG, ASK_OUTSIDE_CALL,

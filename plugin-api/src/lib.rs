@@ -111,7 +111,8 @@
 //!   `/metrics` (`rohrpost_plugin_counts_total{plugin,event,kind}`), and
 //!   [`host::log`] writes a line through the host's log, in its format
 //!   (text or JSON) and with the plugin's name; both bounded by the host
-//!   (see [`host`]).
+//!   (see [`host`]). With the `tracing` feature, `host::HostSubscriber`
+//!   sends the plugin's `tracing` events there too.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
@@ -484,6 +485,8 @@ pub mod abi;
 mod connection;
 mod group_name;
 pub mod host;
+#[cfg(feature = "tracing")]
+mod host_tracing;
 mod lifecycle;
 mod load_warning;
 mod message;
