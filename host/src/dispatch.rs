@@ -163,7 +163,7 @@ impl Dispatcher {
             (outcome, ran_for, arrived.elapsed())
         } else if inline {
             let watched = inline_watch::begin(&route, arrived);
-            let outcome = crate::host_services::with_caller(connection, || {
+            let outcome = crate::host_services::with_caller(connection, &route.plugin.name, || {
                 self.run_inline(&route, &envelope, text, scope)
             });
             drop(watched);
@@ -289,7 +289,7 @@ impl Dispatcher {
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let started = Instant::now();
-                let outcome = crate::host_services::with_caller(connection, || {
+                let outcome = crate::host_services::with_caller(connection, &plugin.name, || {
                     plugin.call(handler, &owned.as_call())
                 });
                 (outcome, started.elapsed())

@@ -157,7 +157,7 @@ pub async fn run(
     }
     let plugin = plugin.clone();
     let work = tokio::task::spawn_blocking(move || {
-        crate::host_services::with_caller(connection, || {
+        crate::host_services::with_caller(connection, &plugin.name, || {
             outcome(plugin.extension(hook.extension(), &input))
         })
     });

@@ -61,6 +61,8 @@ pub static CLIENT_LIMITED: LogLimit = LogLimit::new("client_limited");
 /// The limit of one kind of log line.
 pub struct LogLimit {
     kind: &'static str,
+    /// Lines let through per interval.
+    lines: u64,
     /// When the current interval began, in milliseconds since [`epoch`].
     interval_start: AtomicU64,
     /// Lines of this kind in the current interval, logged or not.
@@ -70,8 +72,14 @@ pub struct LogLimit {
 impl LogLimit {
     /// A limit for the lines of `kind` (named in the notices).
     pub const fn new(kind: &'static str) -> LogLimit {
+        LogLimit::with_lines(kind, LINES)
+    }
+
+    /// A limit of `lines` per interval.
+    pub const fn with_lines(kind: &'static str, lines: u64) -> LogLimit {
         LogLimit {
             kind,
+            lines,
             interval_start: AtomicU64::new(0),
             seen: AtomicU64::new(0),
         }
@@ -92,15 +100,22 @@ impl LogLimit {
             Verdict::Suppress { first: true } => {
                 warn!(
                     kind = self.kind,
-                    limit = LINES,
+                    limit = self.lines,
                     interval_s = INTERVAL.as_secs(),
-                    "more than {LINES} log lines of this kind in {} s; suppressing them for the rest of the interval",
+                    "more than {} log lines of this kind in {} s; suppressing them for the rest of the interval",
+                    self.lines,
                     INTERVAL.as_secs()
                 );
                 false
             }
             Verdict::Suppress { first: false } => false,
         }
+    }
+
+    /// Whether a line may be logged now, without the notices (for a
+    /// caller that words them itself).
+    pub(crate) fn verdict(&self) -> Verdict {
+        self.check(millis_since_epoch())
     }
 
     fn check(&self, now_ms: u64) -> Verdict {
@@ -116,22 +131,22 @@ impl LogLimit {
             // between go to the old one's tally).
             let before = self.seen.swap(1, Ordering::AcqRel);
             return Verdict::Log {
-                suppressed: before.saturating_sub(LINES),
+                suppressed: before.saturating_sub(self.lines),
             };
         }
         let n = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
-        if n <= LINES {
+        if n <= self.lines {
             Verdict::Log { suppressed: 0 }
         } else {
             Verdict::Suppress {
-                first: n == LINES + 1,
+                first: n == self.lines + 1,
             }
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// Log the line, after saying how many lines the previous interval
     /// suppressed (when any).
     Log { suppressed: u64 },

@@ -75,6 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     crate::host_services::serve_groups(groups.clone());
+    crate::host_services::serve_reports(monitor.metrics.reports.clone());
     let _watcher = watcher::start(
         WatchSettings {
             dir: settings.plugins_dir.clone(),

@@ -15,7 +15,9 @@
 //! services ([`EXT_HOST`], [`HostAsk`]: group sizes), the connection
 //! lifecycle hooks ([`EXT_FEATURES`], [`EXT_ON_CONNECT`],
 //! [`EXT_ON_DISCONNECT`]), [`EXT_RETIRE`], and the effects
-//! [`EFFECT_SET`] (per-connection state) and [`EFFECT_CLOSE_WITH`].
+//! [`EFFECT_SET`] (per-connection state) and [`EFFECT_CLOSE_WITH`]; 1.3
+//! the questions [`ASK_COUNT`] (the plugin's own counters in the host's
+//! metrics) and [`ASK_LOG`] (log lines through the host's log).
 //!
 //! Plugin authors never touch this module: [`crate::export_plugin!`] fills it
 //! in from a [`crate::Plugin`].
@@ -100,9 +102,36 @@ pub const ASK_UNSUPPORTED: &str = "rohrpost: unsupported question";
 /// (before the effects of the running call).
 pub const ASK_GROUP_SIZE: &str = "group_size";
 
+/// The error text of [`HostAsk`] for a question asked outside a call, a
+/// hook or a handler of the host (from a thread the plugin started, or
+/// during `configure`): there is no caller to answer about.
+pub const ASK_OUTSIDE_CALL: &str = "asked outside a call of the host";
+
 /// [`ASK_GROUP_SIZE`] for this host only: the same input and answer, with
 /// `members` equal to `local`, and never waiting on other hosts.
 pub const ASK_LOCAL_GROUP_SIZE: &str = "local_group_size";
+
+/// Since 1.3: counts one event of the plugin in the host's metrics. The
+/// input is `{"event":"<name>","kind":"<kind>","by":<n>}` (`kind` may be
+/// empty or missing, `by` is 1 when missing); the answer is `{}`. The host
+/// shows it as `rohrpost_plugin_counts_total{plugin,event,kind}`. An
+/// `event` is 1 to 64 characters of `a-z`, `0-9` and `_`, starting with a
+/// letter; a `kind` 0 to 64 characters of ASCII letters, digits, `_`, `-`
+/// and `.`. The host keeps a bounded number of series (event and kind
+/// pairs) per plugin and answers an error for a new one beyond it, or for
+/// a name that breaks the rule.
+pub const ASK_COUNT: &str = "count";
+
+/// Since 1.3: one log line through the host's log, which names the
+/// plugin and writes it in the host's format (text or JSON). The input is
+/// `{"level":"error"|"warn"|"info"|"debug"|"trace","message":"<text>",
+/// "fields":{"<name>":"<text>",...}}` (`fields` may be missing); the answer
+/// is `{"logged":<bool>}`: `false` when the host's rate limit for the
+/// plugin's lines dropped it, or its level filters the line out. Field
+/// names follow the rule of [`ASK_COUNT`]'s `event` (others are left out).
+/// The host bounds the bytes of a line (longer text is cut), its fields
+/// and the lines per plugin per interval.
+pub const ASK_LOG: &str = "log";
 
 /// Since 1.2: which optional entry points the plugin has, as JSON
 /// `{"on_connect":<bool>,"on_disconnect":<bool>,"yields":<bool>}`; asked

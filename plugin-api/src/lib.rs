@@ -106,6 +106,13 @@
 //!   through Redis, counting the call's own earlier joins and leaves;
 //!   [`Connection::send_to_group`] returns how many connections of this
 //!   host the message goes to.
+//! - **Counters and log lines through the host** (since 1.3).
+//!   [`host::count`] counts an event of the plugin in the host's
+//!   `/metrics` (`rohrpost_plugin_counts_total{plugin,event,kind}`), and
+//!   [`host::log`] writes a line through the host's log, in its format
+//!   (text or JSON) and with the plugin's name; both bounded by the host
+//!   (see [`host`]). With the `tracing` feature, `host::HostSubscriber`
+//!   sends the plugin's `tracing` events there too.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
@@ -430,7 +437,8 @@
 //!   and [`abi::EXT_RETIRE`]), new effect kinds (1.1 added joining, leaving
 //!   and sending to groups; 1.2 [`abi::EFFECT_SET`] and
 //!   [`abi::EFFECT_CLOSE_WITH`]), new questions to the host (1.2:
-//!   [`abi::ASK_GROUP_SIZE`]), and new helpers in this crate's safe layer
+//!   [`abi::ASK_GROUP_SIZE`]; 1.3: [`abi::ASK_COUNT`] and
+//!   [`abi::ASK_LOG`]), and new helpers in this crate's safe layer
 //!   built on them. It never changes the layout of the root module
 //!   ([`abi::PluginMod`]), [`abi::Manifest`], [`abi::HandlerDecl`],
 //!   [`abi::Call`], [`abi::Effect`] or [`abi::CallOutcome`], nor what an
@@ -442,7 +450,10 @@
 //! - **A newer plugin in an older host** loads and serves; the older host
 //!   never calls the entry points it does not know (so the plugin runs
 //!   unconfigured, and should answer with an error when it needs its
-//!   configuration, and [`Connection::group_size`] answers 0 there), and a
+//!   configuration, [`Connection::group_size`] answers 0 there, and in a
+//!   host older than 1.3 [`host::count`] answers
+//!   [`host::HostError::Unavailable`] and [`host::log`] writes to standard
+//!   error), and a
 //!   handler that asks for an effect the host does not know gets the error
 //!   reply `The handler for '<type>' used a feature this
 //!   server does not support.` for that request.
@@ -473,7 +484,9 @@
 pub mod abi;
 mod connection;
 mod group_name;
-mod host;
+pub mod host;
+#[cfg(feature = "tracing")]
+mod host_tracing;
 mod lifecycle;
 mod load_warning;
 mod message;

@@ -427,6 +427,11 @@ impl Plugin {
 /// this crate, so each has its own.
 static PLUGIN: OnceLock<Plugin> = OnceLock::new();
 
+/// The name this library's plugin was given, once built.
+pub(crate) fn plugin_name() -> Option<&'static str> {
+    PLUGIN.get().map(|plugin| plugin.name.as_str())
+}
+
 /// Builds the root module; called once by the loader the export macro
 /// generates.
 #[doc(hidden)]

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use rohrpost_tests::{
-    build, install, proxy_backend::Backend, redis::free_port, Client, Host, Received,
+    build, install, plugin_count, proxy_backend::Backend, redis::free_port, wait_for_metric,
+    Client, Host, Received,
 };
 use serde_json::{json, Value};
 
@@ -241,14 +242,21 @@ fn failed(id: u64, kind: &str) -> Value {
     json!({"id": id, "type": kind, "error": format!("The backend failed to handle '{kind}'.")})
 }
 
+/// Waits until the proxy's count of `event` of `kind` is `n`.
+async fn wait_for_count(host: &Host, event: &str, kind: &str, n: f64) {
+    wait_for_metric(&host.addr, &plugin_count("proxy", event, kind), n, T)
+        .await
+        .unwrap();
+}
+
 /// A backend that hangs up, is too slow, answers garbage, 500, too much,
 /// or a document outside the contract: one error reply without details,
-/// a log line naming the backend and the problem, and everything else
-/// goes on.
-#[tokio::test]
-async fn a_misbehaving_backend_gets_the_client_one_error_reply() {
+/// a log line through the host naming the plugin, the backend and the
+/// problem, a count of the failure's kind in /metrics, and everything
+/// else goes on.
+async fn misbehaving(isolation: &str) {
     let backend = Backend::start().unwrap();
-    let host = start(&backend, "process", &[]);
+    let host = start(&backend, isolation, &[]);
     let mut ada = signed_in(&host, "ada").await;
     let mut bob = signed_in(&host, "bob").await;
     let url = backend.url("/rohrpost/");
@@ -260,25 +268,39 @@ async fn a_misbehaving_backend_gets_the_client_one_error_reply() {
         1
     );
     assert_eq!(ada.recv_json(T).await.unwrap(), failed(1, "slow"));
-    host.wait_for_log(&["the backend failed", &url, "type=slow", "timeout"], T)
-        .await
-        .unwrap();
+    host.wait_for_log(
+        &[
+            "the backend failed",
+            "plugin=proxy",
+            &url,
+            r#""type":"slow""#,
+            "timeout",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
 
     let cases = [
-        ("hangup", "down"),
-        ("garbage", "not JSON"),
-        ("fail500", "HTTP status 500"),
-        ("huge", "larger than max_response_bytes"),
-        ("misfit", "not an effects document"),
-        ("future", "contract version 2"),
+        ("hangup", "down", "down"),
+        ("garbage", "not JSON", "not_json"),
+        ("fail500", "HTTP status 500", "status"),
+        ("huge", "larger than max_response_bytes", "too_large"),
+        ("misfit", "not an effects document", "contract"),
+        ("future", "contract version 2", "contract"),
     ];
-    for (n, (kind, problem)) in (10..).zip(cases) {
+    for (n, (kind, problem, _)) in (10..).zip(cases) {
         assert_eq!(
             request(&mut ada, n, kind, Value::Null).await,
             failed(n, kind)
         );
         host.wait_for_log(
-            &["the backend failed", &url, &format!("type={kind}"), problem],
+            &[
+                "the backend failed",
+                &url,
+                &format!(r#""type":"{kind}""#),
+                problem,
+            ],
             T,
         )
         .await
@@ -292,6 +314,85 @@ async fn a_misbehaving_backend_gets_the_client_one_error_reply() {
     ada.expect_silence(Duration::from_millis(200))
         .await
         .unwrap();
+
+    // Each kind counted, in either isolation mode alike.
+    for (kind, n) in [
+        ("timeout", 1.0),
+        ("down", 1.0),
+        ("not_json", 1.0),
+        ("status", 1.0),
+        ("too_large", 1.0),
+        ("contract", 2.0),
+    ] {
+        wait_for_count(&host, "backend_failures", kind, n).await;
+    }
+    // Every request POSTed is counted (7 failed, 7 echoes), and so are the
+    // two connections' connect hooks.
+    wait_for_count(&host, "backend_calls", "request", 14.0).await;
+    wait_for_count(&host, "backend_calls", "connect", 2.0).await;
+    // The plugin does not log on its own any more: every line of it came
+    // through the host.
+    assert!(
+        !host.log().iter().any(|l| l.contains("WARN proxy")),
+        "{:#?}",
+        host.log()
+    );
+}
+
+#[tokio::test]
+async fn a_misbehaving_backend_gets_the_client_one_error_reply_from_a_worker() {
+    misbehaving("process").await;
+}
+
+#[tokio::test]
+async fn a_misbehaving_backend_gets_the_client_one_error_reply_in_process() {
+    misbehaving("none").await;
+}
+
+/// Under `--log-format json` the proxy's lines are the host's JSON lines,
+/// naming the plugin; calls past `max_in_flight` are counted as `busy`.
+#[tokio::test]
+async fn the_proxys_lines_are_the_hosts_json_lines() {
+    let backend = Backend::start().unwrap();
+    let url = format!("http://{}", backend.addr);
+    let config = format!("{}max_in_flight = 1\n", config(&url, "process", false));
+    let host = Host::start_with_config(&["proxy"], &config, &["--log-format", "json"]).unwrap();
+    let mut ada = host.connect().await.unwrap();
+    let mut bob = host.connect().await.unwrap();
+    ada.send_text(r#"{"id":1,"type":"slow"}"#).await.unwrap();
+    // While ada's call holds the one place, bob's is refused at once.
+    let deadline = Instant::now() + T;
+    loop {
+        let reply = request(&mut bob, 2, "echo", json!(2)).await;
+        if reply == failed(2, "echo") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never busy: {reply}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ada.recv_json(T).await.unwrap(), failed(1, "slow"));
+    wait_for_count(&host, "backend_failures", "busy", 1.0).await;
+    wait_for_count(&host, "backend_failures", "timeout", 1.0).await;
+
+    let line = host
+        .wait_for_log(&[r#""plugin":"proxy""#, "the backend failed", "busy"], T)
+        .await
+        .unwrap();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["target"], "rohrpost::plugin", "{line}");
+    assert_eq!(
+        line["message"],
+        "the backend failed; the client was answered with an error"
+    );
+    let fields: Value = serde_json::from_str(line["fields"].as_str().unwrap()).unwrap();
+    assert_eq!(fields["backend"], format!("{url}/rohrpost/"), "{fields}");
+    assert_eq!(fields["type"], "echo");
+    assert_eq!(fields["failure"], "busy");
+    // Every line of the host is JSON, the plugin's too.
+    for l in host.log() {
+        assert!(serde_json::from_str::<Value>(&l).is_ok(), "not JSON: {l}");
+    }
 }
 
 /// A backend nobody listens for: the error reply, and the log says so.
@@ -307,6 +408,7 @@ async fn a_backend_that_is_down_gets_the_client_one_error_reply() {
     host.wait_for_log(&["the backend failed", &url, "cannot reach the backend"], T)
         .await
         .unwrap();
+    wait_for_count(&host, "backend_failures", "down", 1.0).await;
     // Types the proxy does not serve are answered as before.
     assert_eq!(
         request(&mut c, 2, "other", Value::Null).await,

@@ -3,6 +3,8 @@
 //! Every test starts a host with a config file (notify token and a
 //! `[plugins.subscriptions]` table), installs the plugin the way users
 //! deploy it, and talks to it over WebSockets and `POST /api/notify`.
+//! With `auth = "backend"` a real HTTP backend decides
+//! (`tests/proxy_backend/backend.py`).
 
 use std::{
     path::PathBuf,
@@ -10,7 +12,9 @@ use std::{
 };
 
 use jsonwebtoken::{encode, EncodingKey, Header};
-use rohrpost_tests::{Client, Host};
+use rohrpost_tests::{
+    plugin_count, proxy_backend::Backend, redis::free_port, wait_for_metric, Client, Host,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -406,4 +410,171 @@ async fn auth_jwt_without_a_secret_rejects_the_plugin() {
 #[tokio::test]
 async fn an_unknown_key_rejects_the_plugin() {
     check_rejected("auth = \"off\"\nsecret = \"x\"", "unknown field `secret`").await;
+}
+
+/// The `[plugins.subscriptions]` table of `auth = "backend"` asking
+/// `backend` (`http://host:port`).
+fn backend_table(backend: &str, isolation: &str) -> String {
+    format!(
+        "isolation = \"{isolation}\"\nauth = \"backend\"\nurl = \"{backend}/subscribe/\"\n\
+         timeout = \"1s\"\nheaders = {{ \"X-Secret\" = \"s3cret\" }}\nforward_headers = [\"Cookie\"]"
+    )
+}
+
+/// Waits until the subscriptions plugin's count of `event` of `kind` is `n`.
+async fn wait_for_count(host: &Host, event: &str, kind: &str, n: f64) {
+    wait_for_metric(
+        &host.addr,
+        &plugin_count("subscriptions", event, kind),
+        n,
+        T,
+    )
+    .await
+    .unwrap();
+}
+
+/// The backend allows and refuses by group, cookie and auth_jwt, is asked
+/// the contract's question, and every way it fails refuses the
+/// subscription with `ACCESS_DENIED`, a log line and a count;
+/// unsubscribing asks nothing.
+async fn decided_by_the_backend(isolation: &str) {
+    let backend = Backend::start().unwrap();
+    let url = backend.url("/subscribe/");
+    let host = start(&backend_table(
+        &format!("http://{}", backend.addr),
+        isolation,
+    ))
+    .await;
+    let mut ada = Client::connect_with_headers(&host.url(), &[("cookie", "session=ada")])
+        .await
+        .unwrap();
+    let mut bob = Client::connect_with_headers(
+        &host.url(),
+        &[("cookie", "session=bob"), ("x-private", "not forwarded")],
+    )
+    .await
+    .unwrap();
+
+    subscribe(&mut bob, 1, "news", json!(1), None).await;
+    subscribe(&mut ada, 2, "staff", json!(7), Some("t-ada")).await;
+    subscribe_denied(&mut bob, 3, "staff", json!(7), None).await;
+    subscribe_denied(&mut bob, 4, "closed", json!(1), None).await;
+    subscribe(&mut bob, 5, "vip", json!(1), Some("vip")).await;
+    subscribe_denied(&mut ada, 6, "vip", json!(1), Some("nope")).await;
+    host.wait_for_log(
+        &[
+            "the backend refused a subscription",
+            "plugin=subscriptions",
+            "closed group",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(delivered(&host, &update("Staff", json!(7))).await, 1);
+    assert_eq!(ada.recv_json(T).await.unwrap()["data"]["group"], "staff-7");
+    bob.expect_silence(QUIET).await.unwrap();
+
+    // The contract's question, with the request as sent.
+    let asked = backend.get("/asked").await.unwrap();
+    let asked = asked.as_array().unwrap();
+    assert_eq!(asked.len(), 6, "{asked:#?}");
+    let first = &asked[0];
+    assert_eq!(first["v"], 1);
+    assert_eq!(first["event"], "subscribe");
+    assert_eq!(first["group"], "news-1");
+    assert_eq!(first["auth_jwt"], Value::Null);
+    assert_eq!(
+        first["request"],
+        serde_json::from_str::<Value>(&subscribe_request(1, "news", json!(1), None)).unwrap()
+    );
+    let connection = &first["connection"];
+    assert!(connection["id"].is_u64(), "{connection}");
+    assert!(connection["remote_addr"].is_string(), "{connection}");
+    assert_eq!(connection["path"], "/ws/rohrpost/");
+    assert_eq!(connection["headers"], json!({"cookie": "session=bob"}));
+    assert_eq!(connection["data"], json!({}));
+    assert_eq!(asked[1]["auth_jwt"], "t-ada");
+    assert_eq!(
+        asked[1]["connection"]["headers"],
+        json!({"cookie": "session=ada"})
+    );
+
+    // A backend that fails refuses (fail closed), and says so in the log.
+    let failures = [
+        ("garbage", "not JSON", "not_json"),
+        ("fail", "HTTP status 500", "status"),
+        ("slow", "no answer within the timeout", "timeout"),
+        ("future", "contract version 2", "contract"),
+    ];
+    for (n, (kind, problem, _)) in (10..).zip(failures) {
+        subscribe_denied(&mut bob, n, kind, json!(1), None).await;
+        host.wait_for_log(
+            &["the backend failed", "plugin=subscriptions", &url, problem],
+            T,
+        )
+        .await
+        .unwrap();
+    }
+    for (_, _, failure) in failures {
+        wait_for_count(&host, "backend_failures", failure, 1.0).await;
+    }
+    wait_for_count(&host, "backend_decisions", "allowed", 3.0).await;
+    wait_for_count(&host, "backend_decisions", "refused", 3.0).await;
+    wait_for_count(&host, "backend_calls", "subscribe", 10.0).await;
+
+    // Leaving asks no one.
+    unsubscribe(&mut ada, 20, "staff", json!(7)).await;
+    unsubscribe(&mut bob, 21, "closed", json!(1)).await;
+    assert_eq!(delivered(&host, &update("Staff", json!(7))).await, 0);
+    let asked = backend.get("/asked").await.unwrap();
+    assert_eq!(asked.as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn with_auth_backend_the_backend_decides_from_a_worker() {
+    decided_by_the_backend("process").await;
+}
+
+#[tokio::test]
+async fn with_auth_backend_the_backend_decides_in_process() {
+    decided_by_the_backend("none").await;
+}
+
+/// Nobody listening at `url`: every subscription is refused.
+#[tokio::test]
+async fn with_auth_backend_a_backend_that_is_down_refuses() {
+    let backend = format!("http://127.0.0.1:{}", free_port());
+    let host = start(&backend_table(&backend, "process")).await;
+    let mut c = host.connect().await.unwrap();
+    subscribe_denied(&mut c, 1, "news", json!(1), None).await;
+    host.wait_for_log(
+        &[
+            "the backend failed",
+            &format!("{backend}/subscribe/"),
+            "cannot reach the backend",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    wait_for_count(&host, "backend_failures", "down", 1.0).await;
+    // Invalid data is answered before anyone is asked.
+    let reply = c
+        .request(r#"{"id":2,"type":"subscribe","data":{"type":"news"}}"#)
+        .await
+        .unwrap();
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid subscription data"),
+        "{reply}"
+    );
+    wait_for_count(&host, "backend_calls", "subscribe", 1.0).await;
+}
+
+#[tokio::test]
+async fn auth_backend_without_a_url_rejects_the_plugin() {
+    check_rejected("auth = \"backend\"", "needs 'url'").await;
 }

@@ -10,8 +10,12 @@ Run as ``python3 backend.py``: it listens on a free port of 127.0.0.1
   (joins ``user-<name>``, attaches ``user``, sends ``welcome``), refuses
   one without (close 4003).
 - ``POST /disconnect/``: remembers what it was told.
+- ``POST /subscribe/``: the subscriptions plugin's question (``auth =
+  "backend"``): decides by the group (see ``decide``), including the
+  misbehaving answers.
 - ``GET /told``: what ``/disconnect/`` was told so far, as JSON.
 - ``GET /seen``: the last request body ``/rohrpost/`` got, as JSON.
+- ``GET /asked``: every question ``/subscribe/`` got, as JSON.
 """
 
 import json
@@ -23,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 SECRET = "s3cret"
 TOLD = []
 SEEN = {}
+ASKED = []
 LOCK = threading.Lock()
 
 
@@ -117,7 +122,8 @@ class Backend(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with LOCK:
-            body = {"/told": list(TOLD), "/seen": SEEN.get("last")}.get(self.path)
+            body = {"/told": list(TOLD), "/seen": SEEN.get("last"),
+                    "/asked": list(ASKED)}.get(self.path)
         self.answer(200, body)
 
     def do_POST(self):
@@ -129,6 +135,10 @@ class Backend(BaseHTTPRequestHandler):
             return self.answer(400, {"error": "unknown contract version"})
         if self.path == "/connect/":
             return self.answer(200, {"v": 1, "effects": connect(doc["connection"])})
+        if self.path == "/subscribe/":
+            with LOCK:
+                ASKED.append(doc)
+            return self.decide(doc)
         if self.path == "/disconnect/":
             with LOCK:
                 TOLD.append({"close_code": doc.get("close_code"),
@@ -161,6 +171,34 @@ class Backend(BaseHTTPRequestHandler):
         if handler is None:
             return self.answer(200, {"v": 1, "effects": [reply(req, error="Unknown type.")]})
         self.answer(200, {"v": 1, "effects": handler(req, conn)})
+
+
+    def decide(self, doc):
+        """Who may join which group: ``staff-*`` needs the ``session=ada``
+        cookie, ``closed-*`` is refused, ``vip-*`` needs the auth_jwt
+        ``vip``; ``garbage-*``, ``fail-*``, ``slow-*`` and ``future-*``
+        misbehave; every other group is open."""
+        group = doc["group"]
+        kind = group.split("-", 1)[0]
+        if kind == "garbage":
+            return self.answer(200, b"<html>no</html>", "text/html")
+        if kind == "fail":
+            return self.answer(500, b"Traceback (most recent call last): ...", "text/plain")
+        if kind == "slow":
+            time.sleep(3)
+            return self.answer(200, {"v": 1, "allow": True})
+        if kind == "future":
+            return self.answer(200, {"v": 2, "allow": True})
+        if kind == "staff":
+            cookie = doc["connection"]["headers"].get("cookie", "")
+            if "session=ada" in cookie:
+                return self.answer(200, {"v": 1, "allow": True})
+            return self.answer(200, {"v": 1, "allow": False, "reason": "staff only"})
+        if kind == "closed":
+            return self.answer(200, {"v": 1, "allow": False, "reason": "closed group"})
+        if kind == "vip":
+            return self.answer(200, {"v": 1, "allow": doc["auth_jwt"] == "vip"})
+        return self.answer(200, {"v": 1, "allow": True})
 
 
 def connect(conn):

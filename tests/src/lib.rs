@@ -368,6 +368,58 @@ pub async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// The host's `/metrics` lines of the metric `name`: each series (its
+/// name and labels, as written) with its value.
+pub async fn metric_series(addr: &str, name: &str) -> Result<Vec<(String, f64)>> {
+    let (status, text) = get(addr, "/metrics").await?;
+    anyhow::ensure!(status == 200, "GET /metrics: {status}");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The value of one series of `/metrics` (`name{labels}` exactly as the
+/// host writes it); 0 while it is not there.
+pub async fn metric_value(addr: &str, series: &str) -> Result<f64> {
+    let name = series.split('{').next().unwrap_or(series);
+    Ok(metric_series(addr, name)
+        .await?
+        .into_iter()
+        .find(|(s, _)| s == series)
+        .map_or(0.0, |(_, v)| v))
+}
+
+/// Waits until the series `series` of `/metrics` is `value`.
+pub async fn wait_for_metric(
+    addr: &str,
+    series: &str,
+    value: f64,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = metric_value(addr, series).await?;
+        if now == value {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{series} is {now}, not {value}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The series of `rohrpost_plugin_counts_total` for what `plugin` counted
+/// (plugin-api's `host::count(event, kind)`).
+pub fn plugin_count(plugin: &str, event: &str, kind: &str) -> String {
+    format!(r#"rohrpost_plugin_counts_total{{plugin="{plugin}",event="{event}",kind="{kind}"}}"#)
+}
+
 /// A minimal HTTP/1.1 POST of a JSON body; returns the status and the body
 /// parsed as JSON (`null` when it is not JSON).
 pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, Value)> {

@@ -96,7 +96,8 @@ fn release_dir() -> PathBuf {
     rohrpost_harness::target_dir().join("release")
 }
 
-/// Package names of the shipped plugins: every crate under `plugins/`.
+/// Package names of the shipped plugins: every `cdylib` crate under
+/// `plugins/` (the others are libraries the plugins share).
 fn shipped_plugins() -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root().join("plugins")).context("cannot list plugins/")? {
@@ -104,6 +105,9 @@ fn shipped_plugins() -> Result<Vec<String>> {
         let Ok(text) = std::fs::read_to_string(&manifest) else {
             continue;
         };
+        if !text.contains("\"cdylib\"") {
+            continue;
+        }
         let name = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("name = "))

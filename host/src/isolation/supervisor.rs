@@ -378,7 +378,12 @@ impl Supervisor {
                 self.live("restarted", &[], &format!("pid {}", worker.pid));
             }
         }
-        let mut watching = tokio::spawn(watch(worker.clone(), child, reader));
+        let mut watching = tokio::spawn(watch(
+            worker.clone(),
+            Arc::from(self.name.as_str()),
+            child,
+            reader,
+        ));
         let drained = tokio::select! {
             ended = &mut watching => Err(ended),
             () = worker.drain_requested() => Ok(()),
@@ -451,10 +456,11 @@ enum RunEnd {
 /// a kill request (a drained worker without calls) kills it.
 async fn watch(
     worker: Arc<Worker>,
+    plugin: Arc<str>,
     mut child: tokio::process::Child,
     mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> String {
-    let read = read_replies(&worker, &mut reader);
+    let read = read_replies(&worker, &plugin, &mut reader);
     let mut read = std::pin::pin!(read);
     let mut reading = true;
     let mut broke = None;
@@ -486,16 +492,17 @@ async fn watch(
 
 /// Answers a plugin's question from its worker, about the connection of
 /// the call it came with (none: an error answer), off the reading task.
-fn answer_ask(worker: &Arc<Worker>, ask: frame::Ask) {
+/// `plugin` is the supervisor's, never what the worker says.
+fn answer_ask(worker: &Arc<Worker>, plugin: &Arc<str>, ask: frame::Ask) {
     let caller = worker.caller_of(ask.call_id);
     let worker = worker.clone();
+    let plugin = plugin.clone();
     tokio::spawn(async move {
-        let answered = match (caller, crate::host_services::groups()) {
-            (Some(connection), Some(groups)) => {
-                crate::host_services::answer(&ask.question, &ask.input, connection, groups.as_ref())
-                    .await
+        let answered = match caller {
+            Some(connection) => {
+                crate::host_services::answer(&ask.question, &ask.input, connection, &plugin).await
             }
-            _ => Err("asked outside a call of the host".to_owned()),
+            None => Err(rohrpost_plugin_api::abi::ASK_OUTSIDE_CALL.to_owned()),
         };
         worker.answer(frame::answer(ask.call_id, &answered));
     });
@@ -504,6 +511,7 @@ fn answer_ask(worker: &Arc<Worker>, ask: frame::Ask) {
 /// Delivers replies until the channel ends; why, if the worker broke it.
 async fn read_replies(
     worker: &Arc<Worker>,
+    plugin: &Arc<str>,
     reader: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> Option<String> {
     loop {
@@ -515,7 +523,7 @@ async fn read_replies(
                 Err(e) => return Some(e.to_string()),
             },
             Ok(Some((frame::ASK, body))) => match frame::read_ask(&mut Reader::new(&body)) {
-                Ok(ask) => answer_ask(worker, ask),
+                Ok(ask) => answer_ask(worker, plugin, ask),
                 Err(e) => return Some(e.to_string()),
             },
             Ok(Some((tag, _))) => return Some(format!("an unexpected frame {tag:#04x}")),

@@ -154,7 +154,7 @@ fn route_answer(body: &[u8]) {
 /// channel itself meanwhile, keeping the other frames for later.
 extern "C" fn worker_ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
     let Some(call_id) = CALL_ID.with(Cell::get) else {
-        return RErr("asked outside a call of the host".into());
+        return RErr(rohrpost_plugin_api::abi::ASK_OUTSIDE_CALL.into());
     };
     let Some(out) = OUT.get() else {
         return RErr("the worker has no channel".into());

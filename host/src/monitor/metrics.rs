@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use prometheus_client::{
@@ -18,6 +18,7 @@ use prometheus_client::{
 use super::{
     latency::{Buckets, Latency},
     lock,
+    plugin_reports::PluginReports,
 };
 use crate::isolation::supervisor::WorkerMetrics;
 
@@ -110,6 +111,8 @@ pub struct Metrics {
     pub(super) broker_up: Gauge,
     /// Group messages handed to member connections of this host.
     pub group_deliveries: Counter,
+    /// What plugins count and log through the host.
+    pub reports: Arc<PluginReports>,
     /// Every routed type's outcome counters, for [`Metrics::read`]; types
     /// come from plugins, never from clients.
     outcomes: Mutex<HashMap<String, [Counter; 4]>>,
@@ -216,8 +219,10 @@ impl Default for Metrics {
             "Group messages handed to member connections of this host (one per member)",
             group_deliveries.clone(),
         );
+        let reports = Arc::new(PluginReports::register(&mut registry));
         Metrics {
             group_deliveries,
+            reports,
             outcomes: Mutex::default(),
             latencies: Mutex::default(),
             broker_drops,

@@ -11,6 +11,7 @@
 pub mod event_bus;
 pub mod latency;
 pub mod metrics;
+pub mod plugin_reports;
 pub mod plugin_states;
 pub mod plugins_page;
 pub mod readiness;

@@ -5,56 +5,16 @@
 //! that what does not fit is refused here, in one way, before any effect
 //! is carried out.
 
+pub use backend_http::ConnectionInfo;
 use rohrpost_plugin_api::{prelude::*, CloseCodeError};
 use serde::{Deserialize, Serialize};
-use serde_json::{value::RawValue, Map};
+use serde_json::value::RawValue;
 
 /// The contract's version, in both directions.
 pub const VERSION: u32 = 1;
 
 /// The most effects one answer may ask for.
 pub const MAX_EFFECTS: usize = 1000;
-
-/// What the backend is told about the connection.
-#[derive(Serialize)]
-pub struct ConnectionInfo<'a> {
-    pub id: Option<u64>,
-    pub remote_addr: Option<&'a Value>,
-    pub path: Option<&'a Value>,
-    pub query_string: Option<&'a Value>,
-    /// The forwarded handshake headers only.
-    pub headers: Map<String, Value>,
-    /// What the backend attached to the connection (`set`).
-    pub data: &'a Map<String, Value>,
-}
-
-impl<'a> ConnectionInfo<'a> {
-    /// From a connection's scope and its state.
-    pub fn new(
-        scope: &'a Map<String, Value>,
-        data: &'a Map<String, Value>,
-        forward: &[String],
-    ) -> Self {
-        let headers = scope
-            .get("headers")
-            .and_then(Value::as_object)
-            .map(|all| {
-                forward
-                    .iter()
-                    .filter_map(|name| Some((name.clone(), all.get(name)?.clone())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ConnectionInfo {
-            id: scope.get("connection_id").and_then(Value::as_u64),
-            remote_addr: scope.get("remote_addr"),
-            path: scope.get("path"),
-            query_string: scope.get("query_string"),
-            headers,
-            data,
-        }
-    }
-}
 
 /// The body of a request's POST: `{"v":1,"request":<as sent>,"connection":{...}}`.
 #[derive(Serialize)]

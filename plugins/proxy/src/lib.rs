@@ -21,8 +21,11 @@
 //!   time.
 //!
 //! Failures of the backend never reach the client as details: it gets
-//! one error reply, `The backend failed to handle '<type>'.`, and the log a
-//! warning naming the backend's URL and the problem ([`backend::Failure`]).
+//! one error reply, `The backend failed to handle '<type>'.`, the host's
+//! log a warning naming the plugin, the backend's URL and the problem, and
+//! the host's `/metrics` a count of the failure's kind
+//! (`rohrpost_plugin_counts_total{plugin="proxy",event="backend_failures",
+//! kind="timeout"}`; [`backend_http::report`]).
 
 mod backend;
 mod contract;
@@ -31,27 +34,21 @@ mod settings;
 use rohrpost_plugin_api::prelude::*;
 use serde_json::value::RawValue;
 
+use backend_http::{report, Failure};
+
 use crate::{
-    backend::{Backend, Failure},
+    backend::Backend,
     contract::{ConnectionInfo, EventBody, RequestBody},
     settings::{Config, Settings},
 };
 
+/// What the client of a failed request was told, for the log.
+const ANSWERED: &str = "the client was answered with an error";
+
 /// Builds this load's backend from the table.
 fn configure(settings: Settings) -> Result<Backend, String> {
-    logs();
     let config = Config::try_from(settings)?;
     Ok(Backend::new(config))
-}
-
-/// The plugin's log lines go to the server's standard error. Each load of
-/// the library has its own copy of `tracing`, so this is the plugin's own
-/// subscriber (set once; a second load's attempt changes nothing).
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
 
 /// The types the table names.
@@ -71,22 +68,16 @@ fn forward(backend: &Backend, req: &Request, conn: &mut Connection) -> HandlerRe
     };
     let body = serde_json::to_vec(&body)?;
     let url = &backend.config.url;
-    match backend.post(url, &body) {
+    match backend.post(url, "request", &body) {
         Ok(effects) => effects.apply(conn).map_err(|e| {
-            logged(url, req.kind(), &e.to_string(), "contract");
+            report::failed(url, req.kind(), &Failure::Contract(e.to_string()), ANSWERED);
             failed()
         }),
         Err(failure) => {
-            logged(url, req.kind(), &failure.to_string(), failure.kind());
+            report::failed(url, req.kind(), &failure, ANSWERED);
             Err(failed())
         }
     }
-}
-
-/// The warning for a failed backend call.
-fn logged(url: &str, kind: &str, problem: &str, failure: &str) {
-    tracing::warn!(plugin = "proxy", backend = %url, r#type = %kind, failure, problem,
-        "the backend failed; the client was answered with an error");
 }
 
 /// A connection opened: tell `connect_url`, which may refuse it, join
@@ -108,13 +99,18 @@ fn connected(backend: &Backend, event: &ConnectionEvent, conn: &mut Connection) 
         ),
     };
     let body = serde_json::to_vec(&body)?;
-    let applied = backend.post(url, &body).and_then(|effects| {
+    let applied = backend.post(url, "connect", &body).and_then(|effects| {
         effects
             .apply(conn)
-            .map_err(|e| Failure::Down(e.to_string()))
+            .map_err(|e| Failure::Contract(e.to_string()))
     });
     applied.map_err(|failure| {
-        logged(url, "connect", &failure.to_string(), failure.kind());
+        report::failed(
+            url,
+            "connect",
+            &failure,
+            "the connection was refused (1011)",
+        );
         "The backend failed to accept the connection.".into()
     })
 }
@@ -140,13 +136,14 @@ fn disconnected(
         ),
     };
     let body = serde_json::to_vec(&body)?;
-    match backend.post(url, &body) {
+    let told = "its effects were not carried out";
+    match backend.post(url, "disconnect", &body) {
         Ok(effects) => {
             if let Err(e) = effects.apply(conn) {
-                logged(url, "disconnect", &e.to_string(), "contract");
+                report::failed(url, "disconnect", &Failure::Contract(e.to_string()), told);
             }
         }
-        Err(failure) => logged(url, "disconnect", &failure.to_string(), failure.kind()),
+        Err(failure) => report::failed(url, "disconnect", &failure, told),
     }
     Ok(())
 }

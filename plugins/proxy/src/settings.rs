@@ -4,6 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use backend_http::settings::{self as checks, check_url, Timeout};
 use serde::Deserialize;
 
 /// The table as written.
@@ -38,14 +39,6 @@ pub struct Settings {
     disconnect_url: Option<String>,
 }
 
-/// A timeout as a duration text or a number of seconds.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Timeout {
-    Seconds(f64),
-    Text(String),
-}
-
 fn default_max_in_flight() -> usize {
     256
 }
@@ -55,9 +48,6 @@ fn default_max_response_bytes() -> u64 {
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-const MAX_IN_FLIGHT: usize = 65_536;
-const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_TYPES: usize = 10_000;
 
 /// The checked settings.
@@ -97,93 +87,23 @@ impl TryFrom<Settings> for Config {
         if s.types.iter().any(|t| t.is_empty()) {
             return Err("types holds an empty message type".into());
         }
-        let timeout = match s.timeout {
-            None => DEFAULT_TIMEOUT,
-            Some(Timeout::Seconds(n)) => Duration::try_from_secs_f64(n)
-                .map_err(|_| format!("timeout = {n} is not a number of seconds"))?,
-            Some(Timeout::Text(text)) => parse_duration(&text)?,
-        };
-        if timeout.is_zero() || timeout > MAX_TIMEOUT {
-            return Err(format!(
-                "timeout must be above 0 and at most {} s",
-                MAX_TIMEOUT.as_secs()
-            ));
-        }
-        if !(1..=MAX_IN_FLIGHT).contains(&s.max_in_flight) {
-            return Err(format!("max_in_flight must be 1 to {MAX_IN_FLIGHT}"));
-        }
-        if !(1..=MAX_RESPONSE_BYTES).contains(&s.max_response_bytes) {
-            return Err(format!(
-                "max_response_bytes must be 1 to {MAX_RESPONSE_BYTES}"
-            ));
-        }
-        for (name, value) in &s.headers {
-            if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(format!("headers: '{name}' is not a header name"));
-            }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(format!("headers: the value of '{name}' holds a line break"));
-            }
-        }
-        let forward_headers: Vec<String> = s
-            .forward_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        if let Some(bad) = forward_headers
-            .iter()
-            .find(|h| h.is_empty() || !h.bytes().all(is_token_byte))
-        {
-            return Err(format!("forward_headers: '{bad}' is not a header name"));
-        }
+        let timeout = checks::timeout(s.timeout, DEFAULT_TIMEOUT)?;
+        let max_in_flight = checks::max_in_flight(s.max_in_flight)?;
+        let max_response_bytes = checks::max_response_bytes(s.max_response_bytes)?;
+        let headers = checks::headers(s.headers)?;
+        let forward_headers = checks::forward_headers(&s.forward_headers)?;
         Ok(Config {
             url: s.url,
             types: s.types,
             timeout,
-            max_in_flight: s.max_in_flight,
-            headers: s.headers.into_iter().collect(),
+            max_in_flight,
+            headers,
             forward_headers,
-            max_response_bytes: s.max_response_bytes,
+            max_response_bytes,
             connect_url: s.connect_url,
             disconnect_url: s.disconnect_url,
         })
     }
-}
-
-/// Plain HTTP only: the backend sits next to the server.
-fn check_url(name: &str, url: &str) -> Result<(), String> {
-    match url.strip_prefix("http://") {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-        _ if url.starts_with("https://") => Err(format!(
-            "{name} = \"{url}\": only http:// is supported (put the backend next to the server, or a TLS proxy in between)"
-        )),
-        _ => Err(format!("{name} = \"{url}\" is not an http:// URL")),
-    }
-}
-
-/// A header name's characters (RFC 9110 token).
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// `"10s"`, `"500ms"`, `"2m"`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, scale) = if let Some(ms) = t.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = t.strip_suffix('s') {
-        (s, 1.0)
-    } else if let Some(m) = t.strip_suffix('m') {
-        (m, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|v| Duration::try_from_secs_f64(v * scale).ok())
-        .ok_or_else(|| format!("timeout = \"{text}\" is not a duration such as 10s or 500ms"))
 }
 
 #[cfg(test)]

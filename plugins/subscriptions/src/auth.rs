@@ -13,7 +13,18 @@
 //! jwt_secret = "..."            # required
 //! jwt_algorithm = "HS256"       # or "HS384", "HS512"; default "HS256"
 //! leeway_seconds = 0            # clock skew allowed for `exp`; default 0
+//!
+//! auth = "backend"              # the application's backend decides
+//! url = "http://127.0.0.1:8000/rohrpost/subscribe/"   # required
+//! timeout = "5s"                # default 5 s
+//! headers = { X-Secret = "..." }  # sent with every question
+//! forward_headers = ["cookie"]  # handshake headers passed on; none by default
+//! max_response_bytes = 65536    # default 64 KiB
 //! ```
+//!
+//! With `auth = "backend"` each subscribe is POSTed to `url` and the
+//! backend's answer decides ([`crate::backend`]); unsubscribing needs no
+//! question.
 //!
 //! `auth` has no default: a table without it refuses to load, so that a
 //! forgotten table does not let everyone read every group. A setting that
@@ -23,9 +34,14 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
+use backend_http::settings::Timeout;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::backend::{BackendTable, Decider};
 
 /// The table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +52,11 @@ pub struct AuthConfig {
     jwt_secret: Option<String>,
     jwt_algorithm: Option<String>,
     leeway_seconds: Option<i64>,
+    url: Option<String>,
+    timeout: Option<Timeout>,
+    headers: Option<BTreeMap<String, String>>,
+    forward_headers: Option<Vec<String>>,
+    max_response_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -44,6 +65,7 @@ enum Mode {
     Off,
     Tokens,
     Jwt,
+    Backend,
 }
 
 impl fmt::Display for Mode {
@@ -52,12 +74,13 @@ impl fmt::Display for Mode {
             Mode::Off => "off",
             Mode::Tokens => "tokens",
             Mode::Jwt => "jwt",
+            Mode::Backend => "backend",
         })
     }
 }
 
 /// Why a table without `auth` is refused.
-pub const AUTH_MISSING: &str = "'auth' is not set: set auth = \"tokens\" or auth = \"jwt\" in [plugins.subscriptions], or auth = \"off\" to let anyone subscribe to any group";
+pub const AUTH_MISSING: &str = "'auth' is not set: set auth = \"tokens\", auth = \"jwt\" or auth = \"backend\" in [plugins.subscriptions], or auth = \"off\" to let anyone subscribe to any group";
 
 /// The checked settings.
 pub enum Authorization {
@@ -71,6 +94,8 @@ pub enum Authorization {
         key: DecodingKey,
         validation: Box<Validation>,
     },
+    /// The backend decides each subscription.
+    Backend(Box<Decider>),
 }
 
 impl TryFrom<AuthConfig> for Authorization {
@@ -97,8 +122,29 @@ impl TryFrom<AuthConfig> for Authorization {
                 }
             }
         }
+        if mode != Mode::Backend {
+            for (key, set) in [
+                ("url", config.url.is_some()),
+                ("timeout", config.timeout.is_some()),
+                ("headers", config.headers.is_some()),
+                ("forward_headers", config.forward_headers.is_some()),
+                ("max_response_bytes", config.max_response_bytes.is_some()),
+            ] {
+                if set {
+                    return Err(misplaced(key, Mode::Backend));
+                }
+            }
+        }
         match mode {
             Mode::Off => Ok(Authorization::Off),
+            Mode::Backend => Decider::new(BackendTable {
+                url: config.url,
+                timeout: config.timeout,
+                headers: config.headers,
+                forward_headers: config.forward_headers,
+                max_response_bytes: config.max_response_bytes,
+            })
+            .map(|decider| Authorization::Backend(Box::new(decider))),
             Mode::Tokens => {
                 let tokens = config.tokens.unwrap_or_default();
                 if tokens.is_empty() {
@@ -145,11 +191,14 @@ impl TryFrom<AuthConfig> for Authorization {
 }
 
 impl Authorization {
-    /// Whether a request with this `auth_jwt` field may subscribe.
+    /// Whether a request with this `auth_jwt` field may subscribe (for
+    /// `auth = "backend"`, which needs the group, see [`Decider::allows`]:
+    /// never by the token alone).
     pub fn allows(&self, auth_jwt: Option<&Value>) -> bool {
         let token = auth_jwt.and_then(Value::as_str);
         match (self, token) {
             (Authorization::Off, _) => true,
+            (Authorization::Backend(_), _) => false,
             (_, None) => false,
             (Authorization::Tokens(tokens), Some(token)) => tokens
                 .iter()
@@ -187,6 +236,17 @@ mod tests {
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .expect("encode a test token")
+    }
+
+    #[test]
+    fn backend_takes_its_settings() {
+        let auth = parse(json!({"auth": "backend", "url": "http://127.0.0.1:1/s/",
+            "timeout": "250ms", "headers": {"X-Secret": "s"}, "forward_headers": ["Cookie"],
+            "max_response_bytes": 1024}))
+        .unwrap();
+        assert!(matches!(auth, Authorization::Backend(_)));
+        // Never allowed by a token alone.
+        assert!(!auth.allows(Some(&json!("anything"))));
     }
 
     #[test]
@@ -267,6 +327,24 @@ mod tests {
             (
                 json!({"auth": "jwt", "jwt_secret": "s", "leeway_seconds": -1}),
                 "leeway",
+            ),
+            (json!({"auth": "backend"}), "url"),
+            (json!({"auth": "backend", "url": "https://b/"}), "http://"),
+            (
+                json!({"auth": "backend", "url": "http://b/", "timeout": 0}),
+                "timeout",
+            ),
+            (
+                json!({"auth": "backend", "url": "http://b/", "tokens": ["a"]}),
+                "tokens",
+            ),
+            (
+                json!({"auth": "jwt", "jwt_secret": "s", "url": "http://b/"}),
+                "url",
+            ),
+            (
+                json!({"auth": "tokens", "tokens": ["a"], "forward_headers": ["cookie"]}),
+                "forward_headers",
             ),
         ];
         for (table, mentions) in cases {

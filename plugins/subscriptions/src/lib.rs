@@ -18,8 +18,15 @@
 //! reply naming the expected shape, and so does a group name outside
 //! Django Channels' rule (ASCII letters, digits, `-`, `_`, `.`, shorter
 //! than 100 characters).
+//!
+//! With `auth = "backend"` the application's backend decides each
+//! subscribe, knowing the group ([`backend`]): the data is read first,
+//! then the backend is asked; a refusal and a backend that fails both
+//! answer `ACCESS_DENIED`. Unsubscribing is never refused there (leaving
+//! a group gives nothing away) and asks no one.
 
 mod auth;
+mod backend;
 mod subject;
 
 use rohrpost_plugin_api::{config_warning, prelude::*, MessageError};
@@ -69,6 +76,19 @@ fn authorized(
 }
 
 fn subscribe(authorization: &Authorization, req: &Request, conn: &mut Connection) -> HandlerResult {
+    if let Authorization::Backend(decider) = authorization {
+        let Some(subject) = subject_or_reply(req, conn)? else {
+            return Ok(());
+        };
+        let group = subject.group();
+        if !decider.allows(&group, req) {
+            conn.send_error(req.id(), req.kind(), ACCESS_DENIED)?;
+            return Ok(());
+        }
+        conn.add_to_group(&group);
+        conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
+        return Ok(());
+    }
     if !authorized(authorization, req, conn)? {
         return Ok(());
     }
@@ -86,7 +106,8 @@ fn unsubscribe(
     req: &Request,
     conn: &mut Connection,
 ) -> HandlerResult {
-    if !authorized(authorization, req, conn)? {
+    let asks_no_one = matches!(authorization, Authorization::Backend(_));
+    if !asks_no_one && !authorized(authorization, req, conn)? {
         return Ok(());
     }
     let Some(subject) = subject_or_reply(req, conn)? else {
