@@ -14,7 +14,9 @@
 use std::time::Duration;
 
 use rohrpost_tests::{
+    build,
     django::{self, Django, Gunicorn, Killed},
+    install, metric_value, plugin_count,
     redis::{free_port, redis_answers, unique_prefix},
     Client, Host, Received,
 };
@@ -357,13 +359,70 @@ async fn without_the_secret_the_bridge_answers_403_and_the_client_the_proxy_s_er
         exchange(&mut c, r#"{"id":1,"type":"echo"}"#, 1).await,
         vec![json!({"id": 1, "type": "echo", "error": "The backend failed to handle 'echo'."})]
     );
-    host.wait_for_log(&["the backend failed", "type=echo", "HTTP status 403"], T)
-        .await
-        .unwrap();
+    host.wait_for_log(
+        &[
+            "the backend failed",
+            "plugin=proxy",
+            r#""type":"echo""#,
+            "HTTP status 403",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
 
     let hooked = d.host("not-the-secret", true);
     let mut refused = client(&hooked.url(), &d.cookie("ada")).await;
     assert_eq!(refused.recv(T).await.unwrap(), Received::Close(Some(1011)));
+}
+
+/// Porting a handler from Python to Rust while clients stay connected:
+/// rohrpost's `ping`, served by Django through the proxy, moves to the
+/// Rust ping plugin dropped into the plugins directory; the same
+/// connection gets the same replies, now without a backend call, and gets
+/// Django's again when the plugin is removed.
+#[tokio::test]
+async fn a_handler_ported_to_a_rust_plugin_takes_its_type_over_without_a_reconnect() {
+    let d = Deployment::start().await;
+    let host = d.host(SECRET, false);
+    let mut c = client(&host.url(), &d.cookie("ada")).await;
+    let calls = plugin_count("proxy", "backend_calls", "request");
+    let ping = r#"{"id":5,"type":"ping","data":{"a":1}}"#;
+    let pong = json!({"id": 5, "type": "pong", "data": {"a": 1}});
+    assert_eq!(exchange(&mut c, ping, 1).await, vec![pong.clone()]);
+    assert_eq!(metric_value(&host.addr, &calls).await.unwrap(), 1.0);
+
+    install(&build().plugin("ping"), host.plugins.path(), "libping.so");
+    host.wait_for_log(
+        &["message type moved", "type=ping", "from=proxy", "to=ping"],
+        T,
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(exchange(&mut c, ping, 1).await, vec![pong.clone()]);
+    }
+    assert_eq!(
+        metric_value(&host.addr, &calls).await.unwrap(),
+        1.0,
+        "the ported type still went to the backend"
+    );
+    // The proxy still serves the types it was not relieved of.
+    assert_eq!(
+        exchange(&mut c, r#"{"id":6,"type":"increment","data":{"by":2}}"#, 1).await,
+        vec![json!({"id": 6, "type": "increment", "data": {"value": 2}})]
+    );
+
+    std::fs::remove_file(host.plugins.path().join("libping.so")).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while metric_value(&host.addr, &calls).await.unwrap() < 3.0 {
+        assert_eq!(exchange(&mut c, ping, 1).await, vec![pong.clone()]);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ping did not go back to the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The bridge's own tests, with Django's test client.

@@ -355,7 +355,12 @@ async fn a_misbehaving_backend_gets_the_client_one_error_reply_in_process() {
 async fn the_proxys_lines_are_the_hosts_json_lines() {
     let backend = Backend::start().unwrap();
     let url = format!("http://{}", backend.addr);
-    let config = format!("{}max_in_flight = 1\n", config(&url, "process", false));
+    // The slow call holds the one place for 2.5 s (then times out), long
+    // enough for bob to find it taken on a loaded machine.
+    let config = format!(
+        "{}max_in_flight = 1\n",
+        config(&url, "process", false).replace("timeout = \"1s\"", "timeout = \"2500ms\"")
+    );
     let host = Host::start_with_config(&["proxy"], &config, &["--log-format", "json"]).unwrap();
     let mut ada = host.connect().await.unwrap();
     let mut bob = host.connect().await.unwrap();

@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use crate::resolver::BackendResolver;
+
 /// How a backend call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -88,15 +90,19 @@ impl Drop for InFlight<'_> {
 impl Agent {
     /// An agent that introduces itself as `user_agent`.
     pub fn new(settings: AgentSettings, user_agent: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(settings.timeout))
             .http_status_as_error(false)
             .max_redirects(0)
             .max_idle_connections(settings.max_in_flight)
             .max_idle_connections_per_host(settings.max_in_flight)
             .user_agent(user_agent)
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            BackendResolver::default(),
+        );
         Agent {
             agent,
             settings,

@@ -4,6 +4,7 @@
 //! - [`agent`]: one POST over a keep-alive pool, bounded in time, in calls
 //!   at once and in the bytes read back, and every way it can fail sorted
 //!   into one [`Failure`].
+//!   [`resolver`]: the backend's address without a thread per call.
 //! - [`connection`]: the `connection` document both send.
 //! - [`settings`]: the checks of the settings both tables have (URLs,
 //!   headers, timeouts).
@@ -13,6 +14,7 @@
 pub mod agent;
 pub mod connection;
 pub mod report;
+pub mod resolver;
 pub mod settings;
 
 pub use agent::{Agent, AgentSettings, Failure};
