@@ -26,19 +26,23 @@ use clap::Args;
 use rohrpost_harness::django_venv;
 
 use crate::{
-    client,
     readers::{self, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
     subscribers::{self, Update},
+    subscribing::Subscribed,
 };
 
 /// The group both sides' subscribers join (the subscribe handlers of the
 /// subscriptions plugin and of the Django app both name it so).
 const GROUP: &str = "collection-1";
 
-/// How long deliveries may trail the last send.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the deliveries may go on: they end when all have come, when
+/// none came for [`STALL_TIMEOUT`], or after this.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long without any delivery ends the wait for the rest.
+const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Args)]
 pub struct ChannelsArgs {
@@ -53,6 +57,12 @@ pub struct ChannelsArgs {
     /// The Redis both sides use (their keys apart by prefix).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis: String,
+
+    /// How long (seconds) Django's Redis client may wait for a reply;
+    /// 0 leaves redis-py's default (5 s since redis-py 8), with which
+    /// daphne's idle consumers fail (see `REDIS_SOCKET_TIMEOUT_S`).
+    #[arg(long, default_value_t = REDIS_SOCKET_TIMEOUT_S)]
+    pub django_socket_timeout: u32,
 }
 
 /// One subscriber's deliveries.
@@ -84,6 +94,9 @@ impl Recorder for Deliveries {
 /// What one side measured.
 struct Side {
     name: String,
+    /// Connections that subscribed, of those opened.
+    subscribed: usize,
+    wanted: usize,
     deliveries: u64,
     expected: u64,
     elapsed: Duration,
@@ -98,7 +111,8 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
-    let django = DjangoSide::new(&python, &args.redis, &host_prefix, &work)?;
+    let redis = with_socket_timeout(&args.redis, args.django_socket_timeout);
+    let django = DjangoSide::new(&python, &redis, &host_prefix, &work)?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
         &config,
@@ -128,11 +142,12 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
         },
         None,
     )?;
-    let sockets = subscribers::connect_subscribed("channels", &host, args.subscribers).await?;
+    let subscribed =
+        subscribers::subscribe("channels", &host.url(), &host.name, args.subscribers).await?;
     let host_side = measure(
         "host (channels_redis core layer)",
         &django,
-        sockets,
+        subscribed,
         CpuMeter::start(&host)?,
         args,
     )
@@ -141,28 +156,37 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     host.stop()?;
 
     let daphne_prefix = format!("rohrpost-bench-daphne-{run_id}");
-    let django = DjangoSide::new(&python, &args.redis, &daphne_prefix, &work)?;
+    let django = DjangoSide::new(&python, &redis, &daphne_prefix, &work)?;
     let port = free_port()?;
-    let mut daphne = django.daphne(port)?;
+    let daphne_log = work.path().join("daphne.log");
+    let mut daphne = django.daphne(port, &daphne_log)?;
     let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
     wait_listening(port, &mut daphne)?;
-    let sockets =
-        subscribers::connect_subscribed_url("channels", &url, "daphne", args.subscribers).await?;
+    let subscribed = subscribers::subscribe("channels", &url, "daphne", args.subscribers).await?;
     let meter = CpuMeter::of_pid(daphne.0.id())?;
-    let daphne_side = measure("daphne + rohrpost", &django, sockets, meter, args).await?;
+    let daphne_side = measure("daphne + rohrpost", &django, subscribed, meter, args).await?;
+    if let Some(status) = daphne.0.try_wait()? {
+        bail!("daphne exited during the measurement: {status}");
+    }
     drop(daphne);
+    report_log("daphne", &daphne_log);
 
     Ok(table(args, &[host_side, daphne_side]))
 }
 
-/// Sends the messages through Django and waits for every delivery.
+/// Sends the messages through Django and waits for every delivery to the
+/// connections that subscribed (those that did not are reported, and
+/// counted in the table).
 async fn measure(
     name: &str,
     django: &DjangoSide,
-    sockets: Vec<client::Socket>,
+    subscribed: Subscribed,
     meter: CpuMeter,
     args: &ChannelsArgs,
 ) -> Result<Side> {
+    subscribed.report("channels", name);
+    let sockets = subscribed.sockets;
+    let count = sockets.len();
     let received = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let start_unix_us = SystemTime::now()
@@ -176,10 +200,10 @@ async fn measure(
         last: None,
         received: received.clone(),
     })?;
-    let expected = args.messages * args.subscribers as u64;
+    let expected = args.messages * count as u64;
     eprintln!(
-        "channels: {name}: Django sends {} messages to {} subscribers",
-        args.messages, args.subscribers
+        "channels: {name}: Django sends {} messages to {count} subscribers",
+        args.messages
     );
     django.manage(&[
         "bench_send",
@@ -187,10 +211,7 @@ async fn measure(
         &args.messages.to_string(),
         &start_unix_us.to_string(),
     ])?;
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_deliveries(name, &received, expected).await;
     let cpu = meter.stop()?;
     let endings = readers.finish().await?;
     readers::report_endings("channels", &endings);
@@ -208,6 +229,8 @@ async fn measure(
     latencies.sort_unstable();
     Ok(Side {
         name: name.to_owned(),
+        subscribed: count,
+        wanted: args.subscribers,
         deliveries: latencies.len() as u64,
         expected,
         elapsed: match (first_sent, last) {
@@ -219,6 +242,36 @@ async fn measure(
     })
 }
 
+/// Waits until `expected` deliveries came, none came for
+/// [`STALL_TIMEOUT`], or [`DRAIN_TIMEOUT`] passed.
+async fn wait_for_deliveries(name: &str, received: &AtomicU64, expected: u64) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut seen = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let now_received = received.load(Ordering::Relaxed);
+        if now_received >= expected {
+            return;
+        }
+        let now = Instant::now();
+        if now_received != seen {
+            seen = now_received;
+            last_change = now;
+        }
+        if now.duration_since(last_change) >= STALL_TIMEOUT {
+            eprintln!(
+                "channels: {name}: no delivery for {STALL_TIMEOUT:?}; {seen} of {expected} came"
+            );
+            return;
+        }
+        if now >= deadline {
+            eprintln!("channels: {name}: {seen} of {expected} came within {DRAIN_TIMEOUT:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
     let mut table = Table::new(
         &format!(
@@ -227,6 +280,7 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
         ),
         &[
             "server",
+            "subscribed",
             "delivered",
             "deliveries/s",
             "p50",
@@ -238,6 +292,11 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
     for side in sides {
         table.row(vec![
             side.name.clone(),
+            format!(
+                "{} of {}",
+                report::count(side.subscribed as u64),
+                report::count(side.wanted as u64)
+            ),
             format!(
                 "{} of {}",
                 report::count(side.deliveries),
@@ -256,16 +315,31 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
         table.row(vec![
             "host / daphne".to_owned(),
             String::new(),
-            report::ratio(rate(host), rate(daphne)),
-            report::ratio(f64::from(host.latency.p50), f64::from(daphne.latency.p50)),
-            report::ratio(f64::from(host.latency.p99), f64::from(daphne.latency.p99)),
-            report::ratio(
+            String::new(),
+            ratio(rate(host), rate(daphne)),
+            ratio(f64::from(host.latency.p50), f64::from(daphne.latency.p50)),
+            ratio(f64::from(host.latency.p99), f64::from(daphne.latency.p99)),
+            ratio(
                 report::micros_per(host.cpu.server, host.deliveries),
                 report::micros_per(daphne.cpu.server, daphne.deliveries),
             ),
         ]);
     }
     table
+}
+
+/// `a / b` to three significant digits ("477×", "0.00155×"): the sides
+/// differ by more than the two decimals of [`report::ratio`] show.
+fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 || !(a / b).is_finite() {
+        return "–".to_owned();
+    }
+    let r = a / b;
+    if r == 0.0 || r >= 100.0 {
+        return format!("{r:.0}×");
+    }
+    let decimals = (2.0 - r.log10().floor()).max(0.0) as usize;
+    format!("{r:.decimals$}×")
 }
 
 /// The Django test app with one layer prefix: `manage.py` and daphne.
@@ -336,16 +410,60 @@ impl DjangoSide {
         Ok(())
     }
 
-    fn daphne(&self, port: u16) -> Result<Killed> {
+    /// daphne with its default settings (those a deployment that sets
+    /// none runs with), its log (warnings and errors; the access log goes
+    /// to stdout, not kept) written to `log`.
+    fn daphne(&self, port: u16, log: &std::path::Path) -> Result<Killed> {
+        let log = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
         let child = self
             .command()
             .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
             .arg("notesite.asgi:application")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("cannot start daphne")?;
         Ok(Killed(child))
+    }
+}
+
+/// How long channels_redis's Redis client may wait for a reply by
+/// default: longer than the 5 s its receive blocks in `BZPOPMIN`. redis-py
+/// 8 made 5 s its default (it had none), so an idle consumer's receive
+/// fails, and daphne closes that connection with 1011, one every 5 idle
+/// seconds (django/channels_redis#422, open for channels_redis 4.3.0);
+/// what deployments set is a longer timeout or none.
+const REDIS_SOCKET_TIMEOUT_S: u32 = 60;
+
+/// The Django side's Redis URL with this read timeout (0: none added).
+fn with_socket_timeout(redis: &str, seconds: u32) -> String {
+    if seconds == 0 {
+        return redis.to_owned();
+    }
+    let separator = if redis.contains('?') { '&' } else { '?' };
+    format!("{redis}{separator}socket_timeout={seconds}")
+}
+
+/// Prints how many lines of `log` are warnings or errors, and the first
+/// few of them.
+fn report_log(name: &str, log: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return;
+    };
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("WARNING") || line.contains("ERROR"))
+        .collect();
+    if problems.is_empty() {
+        return;
+    }
+    eprintln!(
+        "channels: {name} logged {} warnings or errors; the first:",
+        problems.len()
+    );
+    for line in problems.iter().take(5) {
+        eprintln!("  {line}");
     }
 }
 
@@ -367,4 +485,35 @@ fn wait_listening(port: u16, daphne: &mut Killed) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("daphne did not listen on {port} within 30 s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_keep_three_digits() {
+        assert_eq!(ratio(477.4, 1.0), "477×");
+        assert_eq!(ratio(75.53, 1.0), "75.5×");
+        assert_eq!(ratio(5.084, 1.0), "5.08×");
+        assert_eq!(ratio(0.0292, 1.0), "0.0292×");
+        assert_eq!(ratio(48.5, 31324.0), "0.00155×");
+        assert_eq!(ratio(1.0, 0.0), "–");
+    }
+
+    #[test]
+    fn the_redis_url_gets_the_read_timeout() {
+        assert_eq!(
+            with_socket_timeout("redis://127.0.0.1:6379/0", 60),
+            "redis://127.0.0.1:6379/0?socket_timeout=60"
+        );
+        assert_eq!(
+            with_socket_timeout("redis://127.0.0.1:6379/0?protocol=3", 60),
+            "redis://127.0.0.1:6379/0?protocol=3&socket_timeout=60"
+        );
+        assert_eq!(
+            with_socket_timeout("redis://127.0.0.1:6379/0", 0),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
 }
