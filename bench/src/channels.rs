@@ -13,7 +13,6 @@
 //! other, each with its own key prefix on the shared Redis.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -21,11 +20,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use rohrpost_harness::django_venv;
 
 use crate::{
+    django::{self, DjangoSide},
     readers::{self, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
@@ -61,7 +61,7 @@ pub struct ChannelsArgs {
     /// How long (seconds) Django's Redis client may wait for a reply;
     /// 0 leaves redis-py's default (5 s since redis-py 8), with which
     /// daphne's idle consumers fail (see `REDIS_SOCKET_TIMEOUT_S`).
-    #[arg(long, default_value_t = REDIS_SOCKET_TIMEOUT_S)]
+    #[arg(long, default_value_t = django::REDIS_SOCKET_TIMEOUT_S)]
     pub django_socket_timeout: u32,
 }
 
@@ -111,7 +111,7 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
-    let redis = with_socket_timeout(&args.redis, args.django_socket_timeout);
+    let redis = django::with_socket_timeout(&args.redis, args.django_socket_timeout);
     let django = DjangoSide::new(&python, &redis, &host_prefix, &work)?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
@@ -148,7 +148,7 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
         "host (channels_redis core layer)",
         &django,
         subscribed,
-        CpuMeter::start(&host)?,
+        host.pid(),
         args,
     )
     .await?;
@@ -157,19 +157,15 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
 
     let daphne_prefix = format!("rohrpost-bench-daphne-{run_id}");
     let django = DjangoSide::new(&python, &redis, &daphne_prefix, &work)?;
-    let port = free_port()?;
+    let port = django::free_port()?;
     let daphne_log = work.path().join("daphne.log");
     let mut daphne = django.daphne(port, &daphne_log)?;
     let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
-    wait_listening(port, &mut daphne)?;
     let subscribed = subscribers::subscribe("channels", &url, "daphne", args.subscribers).await?;
-    let meter = CpuMeter::of_pid(daphne.0.id())?;
-    let daphne_side = measure("daphne + rohrpost", &django, subscribed, meter, args).await?;
-    if let Some(status) = daphne.0.try_wait()? {
-        bail!("daphne exited during the measurement: {status}");
-    }
+    let daphne_side = measure("daphne + rohrpost", &django, subscribed, daphne.pid(), args).await?;
+    daphne.check_running("daphne, during the measurement,")?;
     drop(daphne);
-    report_log("daphne", &daphne_log);
+    django::report_log("daphne", &daphne_log);
 
     Ok(table(args, &[host_side, daphne_side]))
 }
@@ -181,7 +177,7 @@ async fn measure(
     name: &str,
     django: &DjangoSide,
     subscribed: Subscribed,
-    meter: CpuMeter,
+    server_pid: u32,
     args: &ChannelsArgs,
 ) -> Result<Side> {
     subscribed.report("channels", name);
@@ -201,18 +197,17 @@ async fn measure(
         received: received.clone(),
     })?;
     let expected = args.messages * count as u64;
+    let mut sender = django.sender(GROUP, args.messages, start_unix_us).await?;
     eprintln!(
         "channels: {name}: Django sends {} messages to {count} subscribers",
         args.messages
     );
-    django.manage(&[
-        "bench_send",
-        GROUP,
-        &args.messages.to_string(),
-        &start_unix_us.to_string(),
-    ])?;
+    // From the sender's go, so that its start-up is not the server's.
+    let meter = CpuMeter::of_pid(server_pid)?;
+    sender.go().await?;
     wait_for_deliveries(name, &received, expected).await;
     let cpu = meter.stop()?;
+    sender.finish().await?;
     let endings = readers.finish().await?;
     readers::report_endings("channels", &endings);
     let last = endings.iter().filter_map(|e| e.recorder.last).max();
@@ -342,151 +337,6 @@ fn ratio(a: f64, b: f64) -> String {
     format!("{r:.decimals$}×")
 }
 
-/// The Django test app with one layer prefix: `manage.py` and daphne.
-struct DjangoSide {
-    python: std::path::PathBuf,
-    env: Vec<(String, String)>,
-}
-
-/// A child process killed and waited for when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl DjangoSide {
-    fn new(
-        python: &std::path::Path,
-        redis: &str,
-        prefix: &str,
-        work: &TempDir,
-    ) -> Result<DjangoSide> {
-        let env = vec![
-            ("NOTES_LAYER".to_owned(), "core".to_owned()),
-            ("NOTES_REDIS".to_owned(), redis.to_owned()),
-            ("NOTES_PREFIX".to_owned(), prefix.to_owned()),
-            (
-                "NOTES_DB".to_owned(),
-                work.path()
-                    .join(format!("{prefix}.sqlite3"))
-                    .display()
-                    .to_string(),
-            ),
-            ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
-        ];
-        let side = DjangoSide {
-            python: python.to_owned(),
-            env,
-        };
-        side.manage(&["migrate", "-v0"])?;
-        Ok(side)
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.python);
-        command
-            .current_dir(django_venv::app_dir())
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        command
-    }
-
-    fn manage(&self, args: &[&str]) -> Result<()> {
-        let out = self
-            .command()
-            .arg("manage.py")
-            .args(args)
-            .output()
-            .context("cannot run manage.py")?;
-        if !out.status.success() {
-            bail!(
-                "manage.py {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// daphne with its default settings (those a deployment that sets
-    /// none runs with), its log (warnings and errors; the access log goes
-    /// to stdout, not kept) written to `log`.
-    fn daphne(&self, port: u16, log: &std::path::Path) -> Result<Killed> {
-        let log = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = self
-            .command()
-            .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
-            .arg("notesite.asgi:application")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot start daphne")?;
-        Ok(Killed(child))
-    }
-}
-
-/// How long channels_redis's Redis client may wait for a reply by
-/// default: longer than the 5 s its receive blocks in `BZPOPMIN`. redis-py
-/// 8 made 5 s its default (it had none), so an idle consumer's receive
-/// fails, and daphne closes that connection with 1011, one every 5 idle
-/// seconds (django/channels_redis#422, open for channels_redis 4.3.0);
-/// what deployments set is a longer timeout or none.
-const REDIS_SOCKET_TIMEOUT_S: u32 = 60;
-
-/// The Django side's Redis URL with this read timeout (0: none added).
-fn with_socket_timeout(redis: &str, seconds: u32) -> String {
-    if seconds == 0 {
-        return redis.to_owned();
-    }
-    let separator = if redis.contains('?') { '&' } else { '?' };
-    format!("{redis}{separator}socket_timeout={seconds}")
-}
-
-/// Prints how many lines of `log` are warnings or errors, and the first
-/// few of them.
-fn report_log(name: &str, log: &std::path::Path) {
-    let Ok(text) = std::fs::read_to_string(log) else {
-        return;
-    };
-    let problems: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains("WARNING") || line.contains("ERROR"))
-        .collect();
-    if problems.is_empty() {
-        return;
-    }
-    eprintln!(
-        "channels: {name} logged {} warnings or errors; the first:",
-        problems.len()
-    );
-    for line in problems.iter().take(5) {
-        eprintln!("  {line}");
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Waits until daphne accepts connections on `port`.
-fn wait_listening(port: u16, daphne: &mut Killed) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = daphne.0.try_wait()? {
-            bail!("daphne exited: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("daphne did not listen on {port} within 30 s")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,21 +349,5 @@ mod tests {
         assert_eq!(ratio(0.0292, 1.0), "0.0292×");
         assert_eq!(ratio(48.5, 31324.0), "0.00155×");
         assert_eq!(ratio(1.0, 0.0), "–");
-    }
-
-    #[test]
-    fn the_redis_url_gets_the_read_timeout() {
-        assert_eq!(
-            with_socket_timeout("redis://127.0.0.1:6379/0", 60),
-            "redis://127.0.0.1:6379/0?socket_timeout=60"
-        );
-        assert_eq!(
-            with_socket_timeout("redis://127.0.0.1:6379/0?protocol=3", 60),
-            "redis://127.0.0.1:6379/0?protocol=3&socket_timeout=60"
-        );
-        assert_eq!(
-            with_socket_timeout("redis://127.0.0.1:6379/0", 0),
-            "redis://127.0.0.1:6379/0"
-        );
     }
 }

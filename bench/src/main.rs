@@ -9,10 +9,12 @@
 //! The modules: [`servers`] (child processes), [`client`] and [`load`]
 //! (the WebSocket side), [`subscribers`], [`subscribing`], [`readers`],
 //! [`frames`] and [`http`] (change notifications), one module per
-//! benchmark ([`channels`] against daphne with Django), and [`report`].
+//! benchmark ([`channels`] against daphne with Django, [`django`] its
+//! Python side), and [`report`].
 
 mod channels;
 mod client;
+mod django;
 mod fanout;
 mod frames;
 mod http;
