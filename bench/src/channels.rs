@@ -20,12 +20,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use rohrpost_harness::django_venv;
+use rohrpost_harness::django_app::DjangoApp;
 
 use crate::{
-    django::{self, DjangoSide},
+    django,
     readers::{self, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
@@ -106,13 +106,12 @@ struct Side {
 
 pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) -> Result<Table> {
     servers::check_open_files(args.subscribers, "--subscribers", open_files)?;
-    let python = django_venv::python().context("the Django environment (python3 -m venv, pip)")?;
     let run_id = std::process::id();
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
     let redis = django::with_socket_timeout(&args.redis, args.django_socket_timeout);
-    let django = DjangoSide::new(&python, &redis, &host_prefix, &work)?;
+    let django = app(&redis, &host_prefix, &work)?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
         &config,
@@ -156,14 +155,16 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     host.stop()?;
 
     let daphne_prefix = format!("rohrpost-bench-daphne-{run_id}");
-    let django = DjangoSide::new(&python, &redis, &daphne_prefix, &work)?;
-    let port = django::free_port()?;
+    let django = app(&redis, &daphne_prefix, &work)?;
+    let port = servers::free_port()?;
     let daphne_log = work.path().join("daphne.log");
-    let mut daphne = django.daphne(port, &daphne_log)?;
+    let mut daphne = django::daphne(&django, port, &daphne_log)?;
     let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
     let subscribed = subscribers::subscribe("channels", &url, "daphne", args.subscribers).await?;
     let daphne_side = measure("daphne + rohrpost", &django, subscribed, daphne.pid(), args).await?;
-    daphne.check_running("daphne, during the measurement,")?;
+    if let Some(status) = daphne.0.try_wait()? {
+        bail!("daphne exited during the measurement: {status}");
+    }
     drop(daphne);
     django::report_log("daphne", &daphne_log);
 
@@ -175,7 +176,7 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
 /// counted in the table).
 async fn measure(
     name: &str,
-    django: &DjangoSide,
+    django: &DjangoApp,
     subscribed: Subscribed,
     server_pid: u32,
     args: &ChannelsArgs,
@@ -197,7 +198,7 @@ async fn measure(
         received: received.clone(),
     })?;
     let expected = args.messages * count as u64;
-    let mut sender = django.sender(GROUP, args.messages, start_unix_us).await?;
+    let mut sender = django::Sender::start(django, GROUP, args.messages, start_unix_us).await?;
     eprintln!(
         "channels: {name}: Django sends {} messages to {count} subscribers",
         args.messages
@@ -335,6 +336,18 @@ fn ratio(a: f64, b: f64) -> String {
     }
     let decimals = (2.0 - r.log10().floor()).max(0.0) as usize;
     format!("{r:.decimals$}×")
+}
+
+/// The Django app on the core layer of `redis` under `prefix`, its
+/// database in `work`.
+pub fn app(redis: &str, prefix: &str, work: &TempDir) -> Result<DjangoApp> {
+    DjangoApp::new(
+        "core",
+        redis,
+        prefix,
+        &work.path().join(format!("{prefix}.sqlite3")),
+    )
+    .context("the Django app (its environment: python3 -m venv, pip)")
 }
 
 #[cfg(test)]

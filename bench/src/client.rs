@@ -30,6 +30,10 @@ pub enum Request {
     /// The testkit plugin's `sleep` with `{"ms": 0}`: a handler run on the
     /// host's worker pool.
     PooledSleep,
+    /// `increment` with `{"by": 1}`, answered with the same type and the
+    /// connection's count (the Django test app's rohrpost handler, served
+    /// by daphne or through the proxy plugin).
+    Increment,
 }
 
 impl Request {
@@ -37,6 +41,9 @@ impl Request {
         match self {
             Request::Ping => format!(r#"{{"id":{id},"type":"ping","data":{{"seq":{id}}}}}"#),
             Request::PooledSleep => format!(r#"{{"id":{id},"type":"sleep","data":{{"ms":0}}}}"#),
+            Request::Increment => {
+                format!(r#"{{"id":{id},"type":"increment","data":{{"by":1}}}}"#)
+            }
         }
     }
 
@@ -44,6 +51,7 @@ impl Request {
         match self {
             Request::Ping => "pong",
             Request::PooledSleep => "sleep",
+            Request::Increment => "increment",
         }
     }
 }

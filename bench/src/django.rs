@@ -1,20 +1,15 @@
-//! The Django side of the channels benchmark: the test app with one
-//! channel layer prefix, its `manage.py`, daphne serving it, and the
-//! sender (`manage.py bench_send`), which starts up, says `ready`, and
-//! sends only when told, so that no server's CPU is measured while Python
-//! starts.
+//! What the channels benchmark needs of the Django test app beyond
+//! [`DjangoApp`]: the Redis read timeout channels_redis needs with
+//! redis-py 8, daphne with its log kept, and the sender
+//! (`manage.py bench_send --wait-for-go`), which starts up, says `ready`,
+//! and sends only when told, so that no server's CPU is measured while
+//! Python starts.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Stdio, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use rohrpost_harness::django_venv;
+use rohrpost_harness::django_app::{self, DjangoApp, Killed};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-use crate::servers::TempDir;
 
 /// How long channels_redis's Redis client may wait for a reply by
 /// default: longer than the 5 s its receive blocks in `BZPOPMIN`. redis-py
@@ -44,94 +39,53 @@ pub fn with_socket_timeout(redis: &str, seconds: u32) -> String {
     format!("{redis}{separator}socket_timeout={seconds}")
 }
 
-/// The Django test app with one layer prefix: `manage.py` and daphne.
-pub struct DjangoSide {
-    python: PathBuf,
-    env: Vec<(String, String)>,
+/// daphne serving `app` on `port` with its default settings (those a
+/// deployment that sets none runs with), its log (warnings and errors;
+/// the access log goes to stdout, not kept) written to `log`, once it
+/// listens.
+pub fn daphne(app: &DjangoApp, port: u16, log: &Path) -> Result<Killed> {
+    let log =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let child = app
+        .command()
+        .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
+        .arg("notesite.asgi:application")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start daphne")?;
+    let mut daphne = Killed(child);
+    django_app::wait_listening(port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;
+    Ok(daphne)
 }
 
-/// A child process killed and waited for when dropped.
-pub struct Killed(Child);
-
-impl Killed {
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Fails when the process has exited.
-    pub fn check_running(&mut self, name: &str) -> Result<()> {
-        if let Some(status) = self.0.try_wait()? {
-            bail!("{name} exited: {status}");
-        }
-        Ok(())
-    }
+/// The sender, started and ready.
+pub struct Sender {
+    child: tokio::process::Child,
+    /// Kept open, so that what it prints last (`sent`) is not an error.
+    _stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl DjangoSide {
-    /// The app on the core layer at `redis` with this prefix, its database
-    /// migrated.
-    pub fn new(python: &Path, redis: &str, prefix: &str, work: &TempDir) -> Result<DjangoSide> {
-        let env = vec![
-            ("NOTES_LAYER".to_owned(), "core".to_owned()),
-            ("NOTES_REDIS".to_owned(), redis.to_owned()),
-            ("NOTES_PREFIX".to_owned(), prefix.to_owned()),
-            (
-                "NOTES_DB".to_owned(),
-                work.path()
-                    .join(format!("{prefix}.sqlite3"))
-                    .display()
-                    .to_string(),
-            ),
-            ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
-        ];
-        let side = DjangoSide {
-            python: python.to_owned(),
-            env,
-        };
-        side.manage(&["migrate", "-v0"])?;
-        Ok(side)
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.python);
-        command
-            .current_dir(django_venv::app_dir())
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        command
-    }
-
-    fn manage(&self, args: &[&str]) -> Result<()> {
-        let out = self
-            .command()
-            .arg("manage.py")
-            .args(args)
-            .output()
-            .context("cannot run manage.py")?;
-        if !out.status.success() {
-            bail!(
-                "manage.py {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
+impl Sender {
     /// Starts `manage.py bench_send` and waits until it is ready to send
     /// `count` messages to `group`, stamped in microseconds after
     /// `start_unix_us`.
-    pub async fn sender(&self, group: &str, count: u64, start_unix_us: u128) -> Result<Sender> {
-        let mut command = tokio::process::Command::from(self.command());
+    pub async fn start(
+        app: &DjangoApp,
+        group: &str,
+        count: u64,
+        start_unix_us: u128,
+    ) -> Result<Sender> {
+        let count = count.to_string();
+        let start_unix_us = start_unix_us.to_string();
+        let mut command = tokio::process::Command::from(app.manage_command(&[
+            "bench_send",
+            "--wait-for-go",
+            group,
+            &count,
+            &start_unix_us,
+        ]));
         command
-            .args(["manage.py", "bench_send", "--wait-for-go", group])
-            .arg(count.to_string())
-            .arg(start_unix_us.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -164,34 +118,6 @@ impl DjangoSide {
         }
     }
 
-    /// daphne with its default settings (those a deployment that sets
-    /// none runs with), its log (warnings and errors; the access log goes
-    /// to stdout, not kept) written to `log`, once it listens.
-    pub fn daphne(&self, port: u16, log: &Path) -> Result<Killed> {
-        let log = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = self
-            .command()
-            .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
-            .arg("notesite.asgi:application")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot start daphne")?;
-        let mut daphne = Killed(child);
-        wait_listening(port, &mut daphne)?;
-        Ok(daphne)
-    }
-}
-
-/// The sender, started and ready.
-pub struct Sender {
-    child: tokio::process::Child,
-    /// Kept open, so that what it prints last (`sent`) is not an error.
-    _stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Sender {
     /// Tells it to send.
     pub async fn go(&mut self) -> Result<()> {
         let stdin = self.child.stdin.as_mut().context("the sender's stdin")?;
@@ -245,25 +171,6 @@ pub fn report_log(name: &str, log: &Path) {
     for line in problems.iter().take(5) {
         eprintln!("  {line}");
     }
-}
-
-/// A port nothing listens on now.
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Waits until daphne accepts connections on `port`.
-fn wait_listening(port: u16, daphne: &mut Killed) -> Result<()> {
-    let deadline = Instant::now() + LISTEN_TIMEOUT;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        daphne.check_running("daphne")?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("daphne did not listen on {port} within {LISTEN_TIMEOUT:?}")
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod load;
 mod memory;
 mod new_plugin;
 mod notify_rate;
+mod proxy;
 mod readers;
 mod reload;
 mod report;
@@ -38,15 +39,15 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::{
     channels::ChannelsArgs, fanout::FanoutArgs, memory::MemoryArgs, new_plugin::NewPluginArgs,
-    notify_rate::NotifyRateArgs, reload::ReloadArgs, report::Table, restart::RestartArgs,
-    servers::Artifacts, throughput::ThroughputArgs,
+    notify_rate::NotifyRateArgs, proxy::ProxyArgs, reload::ReloadArgs, report::Table,
+    restart::RestartArgs, servers::Artifacts, throughput::ThroughputArgs,
 };
 
 /// Benchmarks of the rohrpost host.
 ///
 /// The programs and libraries default to files next to this program (as
 /// `cargo build --release -p rohrpost-bench -p rohrpost-host -p ping -p
-/// fixture-testkit -p subscriptions` puts them).
+/// fixture-testkit -p subscriptions -p proxy` puts them).
 #[derive(Debug, Parser)]
 #[command(name = "rohrpost-bench", version, about)]
 struct Cli {
@@ -82,6 +83,10 @@ struct Paths {
     /// The subscriptions plugin library, for the notification benchmarks.
     #[arg(long, global = true)]
     subscriptions_lib: Option<PathBuf>,
+
+    /// The proxy plugin library, for the backend proxy benchmark.
+    #[arg(long, global = true)]
+    proxy_lib: Option<PathBuf>,
 }
 
 /// Where `all` looks for Redis for the two-host fan-out.
@@ -105,8 +110,10 @@ enum Command {
     NotifyRate(NotifyRateArgs),
     /// Django's group_send to subscribers of the host and of daphne.
     Channels(ChannelsArgs),
-    /// Every benchmark with its default settings (not `channels`, which
-    /// needs the Django environment).
+    /// A Python handler behind the proxy plugin and on daphne.
+    Proxy(ProxyArgs),
+    /// Every benchmark with its default settings (not `channels` and
+    /// `proxy`, which need the Django environment).
     All,
 }
 
@@ -131,6 +138,7 @@ async fn main() -> Result<()> {
         Command::Fanout(args) => print(&fanout::run(&artifacts, &args, open_files).await?),
         Command::NotifyRate(args) => print(&notify_rate::run(&artifacts, &args, open_files).await?),
         Command::Channels(args) => print(&channels::run(&artifacts, &args, open_files).await?),
+        Command::Proxy(args) => print(&proxy::run(&artifacts, &args).await?),
         Command::All => {
             let memory_args = defaults()?;
             let fanout_args = defaults()?;
@@ -196,6 +204,7 @@ impl Paths {
             subscriptions_lib: self
                 .subscriptions_lib
                 .unwrap_or_else(|| library("subscriptions")),
+            proxy_lib: self.proxy_lib.unwrap_or_else(|| library("proxy")),
         })
     }
 }

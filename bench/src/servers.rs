@@ -37,6 +37,7 @@ pub struct Artifacts {
     pub ping_lib: PathBuf,
     pub pool_lib: PathBuf,
     pub subscriptions_lib: PathBuf,
+    pub proxy_lib: PathBuf,
 }
 
 impl Artifacts {
@@ -49,12 +50,13 @@ impl Artifacts {
             ("--ping-lib", &self.ping_lib),
             ("--pool-lib", &self.pool_lib),
             ("--subscriptions-lib", &self.subscriptions_lib),
+            ("--proxy-lib", &self.proxy_lib),
         ] {
             if !path.is_file() {
                 bail!(
                     "{} does not exist (set it with {flag}; build with `cargo build --release \
                      -p rohrpost-bench -p rohrpost-host -p ping -p fixture-testkit \
-                     -p subscriptions`)",
+                     -p subscriptions -p proxy`)",
                     path.display()
                 );
             }
@@ -253,4 +255,11 @@ pub fn check_open_files(connections: usize, flag: &str, open_files: u64) -> Resu
 /// returns the new soft limit. Children started afterwards inherit it.
 pub fn raise_open_files_limit() -> Result<u64> {
     Ok(rohrpost_harness::raise_open_files_limit()?)
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago, for a server that takes its
+/// port as a flag (daphne, gunicorn).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }

@@ -1,20 +1,23 @@
-//! The Django side of the interop tests: a virtual environment with the
-//! pinned packages of `tests/django_app/requirements.txt` (made once, kept
-//! under the target directory until the requirements change), and the
-//! test app's `manage.py`, each test with its own sqlite file.
+//! The Django side of the interop tests: the test app of
+//! [`rohrpost_harness::django_app`] with a database file of its own per
+//! test, in the virtual environment of [`rohrpost_harness::django_venv`]
+//! (made once, kept under the target directory until the requirements
+//! change).
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Stdio},
     sync::OnceLock,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use rohrpost_harness::django_app::DjangoApp;
+pub use rohrpost_harness::{
+    django_app::{Gunicorn, Killed},
+    django_venv::{app_dir, bridge_dir},
+};
 
-pub use rohrpost_harness::django_venv::app_dir;
-
-/// The virtual environment's `python`, made on first use (see
-/// [`rohrpost_harness::django_venv`]).
+/// The virtual environment's `python`, made on first use.
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
@@ -22,91 +25,67 @@ pub fn python() -> &'static Path {
     })
 }
 
-fn run(command: &mut Command) -> Result<Output> {
-    let out = command.output().context("cannot run")?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
-}
-
 /// One Django deployment of the test app: its layer, Redis database,
 /// prefix and database file.
 pub struct Django {
-    env: Vec<(String, String)>,
+    app: DjangoApp,
     _dir: crate::TempDir,
 }
 
 impl Django {
     /// `layer` is `pubsub` or `core`; `redis` a `redis://` URL.
     pub fn new(layer: &str, redis: &str, prefix: &str) -> Result<Django> {
+        python();
         let dir = crate::TempDir::new("django");
-        let env = vec![
-            ("NOTES_LAYER".to_owned(), layer.to_owned()),
-            ("NOTES_REDIS".to_owned(), redis.to_owned()),
-            ("NOTES_PREFIX".to_owned(), prefix.to_owned()),
-            (
-                "NOTES_DB".to_owned(),
-                dir.path().join("notes.sqlite3").display().to_string(),
-            ),
-        ];
-        let django = Django { env, _dir: dir };
-        django.manage(&["migrate", "-v0"])?;
-        Ok(django)
+        let app = DjangoApp::new(layer, redis, prefix, &dir.path().join("notes.sqlite3"))?;
+        Ok(Django { app, _dir: dir })
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(python());
-        command
-            .current_dir(app_dir())
-            .arg("manage.py")
-            .args(args)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        command
+    /// One more variable of the app's environment (for what is started
+    /// after).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.app.set_env(key, value);
     }
 
     /// Runs `manage.py` to the end; its standard output.
     pub fn manage(&self, args: &[&str]) -> Result<String> {
-        let out = run(&mut self.command(args))?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        Ok(self.app.manage(args)?)
     }
 
     /// Starts daphne serving the app (rohrpost's consumer at
     /// `/ws/rohrpost/`) on `port`; killed when dropped.
     pub fn daphne(&self, port: u16) -> Result<Killed> {
-        let mut command = Command::new(python());
-        command
-            .current_dir(app_dir())
-            .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
-            .arg("notesite.asgi:application")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Ok(Killed(command.spawn()?))
+        Ok(self.app.daphne(port)?)
+    }
+
+    /// Starts gunicorn (2 workers of 4 threads) serving the app's WSGI
+    /// side, the rohrpost bridge at `/rohrpost/`, on `port`; stopped when
+    /// dropped. Its log goes to the test's standard error.
+    pub fn gunicorn(&self, port: u16) -> Result<Gunicorn> {
+        Ok(self.app.gunicorn(port, 2, 4)?)
     }
 
     /// Starts `manage.py` with its standard output piped.
     pub fn spawn(&self, args: &[&str]) -> Result<Child> {
         Ok(self
-            .command(args)
+            .app
+            .manage_command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?)
     }
 }
 
-/// A child process killed (and waited for) when dropped.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub async fn listening(port: u16, timeout: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(_) => return Ok(()),
+            Err(error) if std::time::Instant::now() >= deadline => {
+                bail!("nothing listens on port {port}: {error}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
     }
 }

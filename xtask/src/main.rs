@@ -196,6 +196,7 @@ fn bench(args: &[String]) -> Result<()> {
         "ping",
         "fixture-testkit",
         "subscriptions",
+        "proxy",
     ];
     cargo_build_release(&packages.map(String::from))?;
     let runs: Vec<Vec<String>> = match args.split_first() {
@@ -233,6 +234,8 @@ fn run_bench(args: &[String]) -> Result<()> {
         .arg(release.join(rohrpost_harness::library_file_name("fixture-testkit")))
         .arg("--subscriptions-lib")
         .arg(release.join(rohrpost_harness::library_file_name("subscriptions")))
+        .arg("--proxy-lib")
+        .arg(release.join(rohrpost_harness::library_file_name("proxy")))
         .status()
         .context("cannot start rohrpost-bench")?;
     if !status.success() {

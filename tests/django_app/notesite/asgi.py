@@ -1,4 +1,5 @@
-"""daphne serves rohrpost's own consumer here, as a Django rohrpost app does."""
+"""daphne serves rohrpost's own consumer here, as a Django rohrpost app does
+(the user from the session cookie, as Channels' AuthMiddlewareStack does)."""
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notesite.settings")
@@ -9,11 +10,14 @@ from django.urls import path  # noqa: E402
 
 django_app = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from notes.consumers import NotesConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_app,
-        "websocket": URLRouter([path("ws/rohrpost/", NotesConsumer.as_asgi())]),
+        "websocket": AuthMiddlewareStack(
+            URLRouter([path("ws/rohrpost/", NotesConsumer.as_asgi())])
+        ),
     }
 )

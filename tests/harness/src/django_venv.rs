@@ -1,8 +1,11 @@
 //! The Python virtual environment of the Django interop tests and of the
 //! channels benchmark: the pinned packages of
 //! `tests/django_app/requirements.txt` (Django, channels, channels_redis,
-//! rohrpost, daphne), made once under the target directory and kept until
-//! the requirements change (a stamp file holds those it was made from).
+//! rohrpost, daphne, gunicorn) and the rohrpost bridge of
+//! `integrations/django` (installed editable, so that its sources are
+//! used as they are), made once under the target directory and kept until
+//! the requirements or the bridge's `pyproject.toml` change (a stamp file
+//! holds those it was made from).
 
 use std::{path::PathBuf, process::Command};
 
@@ -16,14 +19,24 @@ pub fn app_dir() -> PathBuf {
     workspace().join("tests/django_app")
 }
 
+/// The rohrpost bridge's package (`pyproject.toml`, `rohrpost_bridge`).
+pub fn bridge_dir() -> PathBuf {
+    workspace().join("integrations/django")
+}
+
 /// The environment's `python`, made when it is missing or stale.
 pub fn python() -> Result<PathBuf> {
     let requirements = app_dir().join("requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).map_err(|error| Error::File {
-        action: "read",
-        path: requirements.clone(),
-        error,
-    })?;
+    let bridge = bridge_dir();
+    let mut wanted = String::new();
+    for file in [requirements.clone(), bridge.join("pyproject.toml")] {
+        let text = std::fs::read_to_string(&file).map_err(|error| Error::File {
+            action: "read",
+            path: file,
+            error,
+        })?;
+        wanted.push_str(&text);
+    }
     let venv = target_dir().join("django-venv");
     let python = venv.join("bin/python");
     let stamp = venv.join("requirements.stamp");
@@ -55,6 +68,17 @@ pub fn python() -> Result<PathBuf> {
             "-r",
         ])
         .arg(&requirements))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "-e",
+        ])
+        .arg(&bridge))?;
     std::fs::write(&stamp, wanted).map_err(|error| Error::File {
         action: "write",
         path: stamp,

@@ -22,6 +22,12 @@ pub enum Error {
         /// Its log lines so far, when they were kept.
         log: String,
     },
+    #[error("{name} failed ({status}): {output}")]
+    Failed {
+        name: String,
+        status: ExitStatus,
+        output: String,
+    },
     #[error("{name} exited: {status}")]
     Exited { name: String, status: ExitStatus },
     #[error("cannot query the process of {name}: {error}")]

@@ -6,8 +6,10 @@
 //! server as a child process: its address from its log, its log lines,
 //! stopping it), [`host`] (the host with a plugins directory of its own),
 //! [`procfs`] (CPU time and memory of a process) and [`limits`] (the
-//! open-files limit).
+//! open-files limit), and the Django test app ([`django_venv`], its
+//! environment, and [`django_app`], its processes).
 
+pub mod django_app;
 pub mod django_venv;
 pub mod error;
 pub mod files;

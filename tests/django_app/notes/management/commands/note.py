@@ -1,11 +1,14 @@
 """What the tests do on the Django side: change notes (the mixins notify),
-send to a group, or listen to a group through the channel layer."""
+send to a group, listen to a group through the channel layer, or log a
+user in (the session key of a new session)."""
 import json
 import sys
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
+from django.test import Client
 from django.db import transaction
 from rohrpost.message import send_to_group
 
@@ -39,6 +42,8 @@ class Command(BaseCommand):
         listen = sub.add_parser("listen")
         listen.add_argument("group")
         listen.add_argument("count", type=int)
+        login = sub.add_parser("login")
+        login.add_argument("username")
 
     def handle(self, *args, **options):
         action = options["action"]
@@ -70,6 +75,11 @@ class Command(BaseCommand):
             self.stdout.write(async_to_sync(self.join)(options["group"]))
         elif action == "listen":
             async_to_sync(self.listen)(options["group"], options["count"])
+        elif action == "login":
+            user, _ = User.objects.get_or_create(username=options["username"])
+            client = Client()
+            client.force_login(user)
+            self.stdout.write(client.cookies["sessionid"].value)
 
     async def join(self, group):
         layer = get_channel_layer()
