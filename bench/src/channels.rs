@@ -20,27 +20,29 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use rohrpost_harness::django_app::{self, DjangoApp};
+use rohrpost_harness::django_app::DjangoApp;
 
 use crate::{
-    client,
+    django,
     readers::{self, Readers, Recorder},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, CpuUse, Server, Spec, TempDir, HOST_LOG},
     subscribers::{self, Update},
+    subscribing::Subscribed,
 };
 
 /// The group both sides' subscribers join (the subscribe handlers of the
 /// subscriptions plugin and of the Django app both name it so).
 const GROUP: &str = "collection-1";
 
-/// How long daphne may take to listen.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the deliveries may go on: they end when all have come, when
+/// none came for [`STALL_TIMEOUT`], or after this.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How long deliveries may trail the last send.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long without any delivery ends the wait for the rest.
+const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Args)]
 pub struct ChannelsArgs {
@@ -55,6 +57,12 @@ pub struct ChannelsArgs {
     /// The Redis both sides use (their keys apart by prefix).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis: String,
+
+    /// How long (seconds) Django's Redis client may wait for a reply;
+    /// 0 leaves redis-py's default (5 s since redis-py 8), with which
+    /// daphne's idle consumers fail (see `REDIS_SOCKET_TIMEOUT_S`).
+    #[arg(long, default_value_t = django::REDIS_SOCKET_TIMEOUT_S)]
+    pub django_socket_timeout: u32,
 }
 
 /// One subscriber's deliveries.
@@ -86,6 +94,9 @@ impl Recorder for Deliveries {
 /// What one side measured.
 struct Side {
     name: String,
+    /// Connections that subscribed, of those opened.
+    subscribed: usize,
+    wanted: usize,
     deliveries: u64,
     expected: u64,
     elapsed: Duration,
@@ -99,7 +110,8 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
-    let django = app(&args.redis, &host_prefix, &work)?;
+    let redis = django::with_socket_timeout(&args.redis, args.django_socket_timeout);
+    let django = app(&redis, &host_prefix, &work)?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(
         &config,
@@ -129,12 +141,13 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
         },
         None,
     )?;
-    let sockets = subscribers::connect_subscribed("channels", &host, args.subscribers).await?;
+    let subscribed =
+        subscribers::subscribe("channels", &host.url(), &host.name, args.subscribers).await?;
     let host_side = measure(
         "host (channels_redis core layer)",
         &django,
-        sockets,
-        CpuMeter::start(&host)?,
+        subscribed,
+        host.pid(),
         args,
     )
     .await?;
@@ -142,28 +155,35 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     host.stop()?;
 
     let daphne_prefix = format!("rohrpost-bench-daphne-{run_id}");
-    let django = app(&args.redis, &daphne_prefix, &work)?;
+    let django = app(&redis, &daphne_prefix, &work)?;
     let port = servers::free_port()?;
-    let mut daphne = django.daphne(port)?;
+    let daphne_log = work.path().join("daphne.log");
+    let mut daphne = django::daphne(&django, port, &daphne_log)?;
     let url = format!("ws://127.0.0.1:{port}/ws/rohrpost/");
-    django_app::wait_listening(port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;
-    let sockets =
-        subscribers::connect_subscribed_url("channels", &url, "daphne", args.subscribers).await?;
-    let meter = CpuMeter::of_pid(daphne.pid())?;
-    let daphne_side = measure("daphne + rohrpost", &django, sockets, meter, args).await?;
+    let subscribed = subscribers::subscribe("channels", &url, "daphne", args.subscribers).await?;
+    let daphne_side = measure("daphne + rohrpost", &django, subscribed, daphne.pid(), args).await?;
+    if let Some(status) = daphne.0.try_wait()? {
+        bail!("daphne exited during the measurement: {status}");
+    }
     drop(daphne);
+    django::report_log("daphne", &daphne_log);
 
     Ok(table(args, &[host_side, daphne_side]))
 }
 
-/// Sends the messages through Django and waits for every delivery.
+/// Sends the messages through Django and waits for every delivery to the
+/// connections that subscribed (those that did not are reported, and
+/// counted in the table).
 async fn measure(
     name: &str,
     django: &DjangoApp,
-    sockets: Vec<client::Socket>,
-    meter: CpuMeter,
+    subscribed: Subscribed,
+    server_pid: u32,
     args: &ChannelsArgs,
 ) -> Result<Side> {
+    subscribed.report("channels", name);
+    let sockets = subscribed.sockets;
+    let count = sockets.len();
     let received = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let start_unix_us = SystemTime::now()
@@ -177,22 +197,18 @@ async fn measure(
         last: None,
         received: received.clone(),
     })?;
-    let expected = args.messages * args.subscribers as u64;
+    let expected = args.messages * count as u64;
+    let mut sender = django::Sender::start(django, GROUP, args.messages, start_unix_us).await?;
     eprintln!(
-        "channels: {name}: Django sends {} messages to {} subscribers",
-        args.messages, args.subscribers
+        "channels: {name}: Django sends {} messages to {count} subscribers",
+        args.messages
     );
-    django.manage(&[
-        "bench_send",
-        GROUP,
-        &args.messages.to_string(),
-        &start_unix_us.to_string(),
-    ])?;
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // From the sender's go, so that its start-up is not the server's.
+    let meter = CpuMeter::of_pid(server_pid)?;
+    sender.go().await?;
+    wait_for_deliveries(name, &received, expected).await;
     let cpu = meter.stop()?;
+    sender.finish().await?;
     let endings = readers.finish().await?;
     readers::report_endings("channels", &endings);
     let last = endings.iter().filter_map(|e| e.recorder.last).max();
@@ -209,6 +225,8 @@ async fn measure(
     latencies.sort_unstable();
     Ok(Side {
         name: name.to_owned(),
+        subscribed: count,
+        wanted: args.subscribers,
         deliveries: latencies.len() as u64,
         expected,
         elapsed: match (first_sent, last) {
@@ -220,6 +238,36 @@ async fn measure(
     })
 }
 
+/// Waits until `expected` deliveries came, none came for
+/// [`STALL_TIMEOUT`], or [`DRAIN_TIMEOUT`] passed.
+async fn wait_for_deliveries(name: &str, received: &AtomicU64, expected: u64) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut seen = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let now_received = received.load(Ordering::Relaxed);
+        if now_received >= expected {
+            return;
+        }
+        let now = Instant::now();
+        if now_received != seen {
+            seen = now_received;
+            last_change = now;
+        }
+        if now.duration_since(last_change) >= STALL_TIMEOUT {
+            eprintln!(
+                "channels: {name}: no delivery for {STALL_TIMEOUT:?}; {seen} of {expected} came"
+            );
+            return;
+        }
+        if now >= deadline {
+            eprintln!("channels: {name}: {seen} of {expected} came within {DRAIN_TIMEOUT:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
     let mut table = Table::new(
         &format!(
@@ -228,6 +276,7 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
         ),
         &[
             "server",
+            "subscribed",
             "delivered",
             "deliveries/s",
             "p50",
@@ -239,6 +288,11 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
     for side in sides {
         table.row(vec![
             side.name.clone(),
+            format!(
+                "{} of {}",
+                report::count(side.subscribed as u64),
+                report::count(side.wanted as u64)
+            ),
             format!(
                 "{} of {}",
                 report::count(side.deliveries),
@@ -257,16 +311,31 @@ fn table(args: &ChannelsArgs, sides: &[Side]) -> Table {
         table.row(vec![
             "host / daphne".to_owned(),
             String::new(),
-            report::ratio(rate(host), rate(daphne)),
-            report::ratio(f64::from(host.latency.p50), f64::from(daphne.latency.p50)),
-            report::ratio(f64::from(host.latency.p99), f64::from(daphne.latency.p99)),
-            report::ratio(
+            String::new(),
+            ratio(rate(host), rate(daphne)),
+            ratio(f64::from(host.latency.p50), f64::from(daphne.latency.p50)),
+            ratio(f64::from(host.latency.p99), f64::from(daphne.latency.p99)),
+            ratio(
                 report::micros_per(host.cpu.server, host.deliveries),
                 report::micros_per(daphne.cpu.server, daphne.deliveries),
             ),
         ]);
     }
     table
+}
+
+/// `a / b` to three significant digits ("477×", "0.00155×"): the sides
+/// differ by more than the two decimals of [`report::ratio`] show.
+fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 || !(a / b).is_finite() {
+        return "–".to_owned();
+    }
+    let r = a / b;
+    if r == 0.0 || r >= 100.0 {
+        return format!("{r:.0}×");
+    }
+    let decimals = (2.0 - r.log10().floor()).max(0.0) as usize;
+    format!("{r:.decimals$}×")
 }
 
 /// The Django app on the core layer of `redis` under `prefix`, its
@@ -279,4 +348,19 @@ pub fn app(redis: &str, prefix: &str, work: &TempDir) -> Result<DjangoApp> {
         &work.path().join(format!("{prefix}.sqlite3")),
     )
     .context("the Django app (its environment: python3 -m venv, pip)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_keep_three_digits() {
+        assert_eq!(ratio(477.4, 1.0), "477×");
+        assert_eq!(ratio(75.53, 1.0), "75.5×");
+        assert_eq!(ratio(5.084, 1.0), "5.08×");
+        assert_eq!(ratio(0.0292, 1.0), "0.0292×");
+        assert_eq!(ratio(48.5, 31324.0), "0.00155×");
+        assert_eq!(ratio(1.0, 0.0), "–");
+    }
 }

@@ -7,12 +7,14 @@
 //! Every benchmark starts the servers it needs as child processes, prints
 //! its results as Markdown tables on stdout and its progress on stderr.
 //! The modules: [`servers`] (child processes), [`client`] and [`load`]
-//! (the WebSocket side), [`subscribers`], [`readers`], [`frames`] and
-//! [`http`] (change notifications), one module per benchmark ([`channels`]
-//! against daphne with Django), and [`report`].
+//! (the WebSocket side), [`subscribers`], [`subscribing`], [`readers`],
+//! [`frames`] and [`http`] (change notifications), one module per
+//! benchmark ([`channels`] against daphne with Django, [`django`] its
+//! Python side), and [`report`].
 
 mod channels;
 mod client;
+mod django;
 mod fanout;
 mod frames;
 mod http;
@@ -27,6 +29,7 @@ mod report;
 mod restart;
 mod servers;
 mod subscribers;
+mod subscribing;
 mod throughput;
 
 use std::path::PathBuf;

@@ -5,12 +5,12 @@
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use tokio::task::JoinSet;
 
 use crate::{
-    client::{self, Socket},
+    client::Socket,
     http::HttpClient,
     servers::{Artifacts, Server, Spec, TempDir, HOST_LOG},
+    subscribing::{self, Subscribed},
 };
 
 /// The bearer token the host is started with.
@@ -18,9 +18,6 @@ const NOTIFY_TOKEN: &str = "rohrpost-bench-notify";
 
 /// The group every subscriber joins.
 const GROUP: &str = "collection-1";
-
-/// How many connections subscribe at once.
-const SUBSCRIBE_BATCH: usize = 200;
 
 /// Starts the host and subscribes `count` new connections to collection 1.
 pub async fn start(
@@ -85,47 +82,34 @@ pub async fn start_hosts(
 }
 
 /// Opens `count` connections to `server` and subscribes each to
-/// collection 1.
+/// collection 1; any failure fails the benchmark.
 pub async fn connect_subscribed(label: &str, server: &Server, count: usize) -> Result<Vec<Socket>> {
-    connect_subscribed_url(label, &server.url(), &server.name, count).await
+    subscribe(label, &server.url(), &server.name, count)
+        .await?
+        .all(label, &server.name)
 }
 
-/// [`connect_subscribed`] for any server speaking rohrpost at `url` whose
-/// `subscribe` joins `collection-1` (daphne with the Django test app).
-pub async fn connect_subscribed_url(
-    label: &str,
-    url: &str,
-    name: &str,
-    count: usize,
-) -> Result<Vec<Socket>> {
-    let sockets = client::connect_many_with(url, count, Some(client::small_reads())).await?;
-    eprintln!("{label}: {count} connections open to {name}; subscribing each to {GROUP}");
-    subscribe_each(sockets).await
+/// Opens `count` connections to any server speaking rohrpost at `url`
+/// whose `subscribe` joins `collection-1` (daphne with the Django test app
+/// too), paced and kept read as [`subscribing`] describes, and returns
+/// those that subscribed with the failures of the others.
+pub async fn subscribe(label: &str, url: &str, name: &str, count: usize) -> Result<Subscribed> {
+    eprintln!(
+        "{label}: opening {count} connections to {name} and subscribing each to {GROUP}, \
+         {} at a time",
+        subscribing::WINDOW
+    );
+    let subscribed = subscribing::subscribe_many(url, count, SUBSCRIBE, check_subscribed).await?;
+    eprintln!(
+        "{label}: {} of {count} subscribed to {name} in {:.1} s",
+        subscribed.sockets.len(),
+        subscribed.took.as_secs_f64()
+    );
+    Ok(subscribed)
 }
 
-/// Subscribes every connection and checks the reply, [`SUBSCRIBE_BATCH`]
-/// connections at a time.
-async fn subscribe_each(sockets: Vec<Socket>) -> Result<Vec<Socket>> {
-    let mut done = Vec::with_capacity(sockets.len());
-    let mut rest = sockets.into_iter();
-    loop {
-        let mut pending = JoinSet::new();
-        for mut socket in rest.by_ref().take(SUBSCRIBE_BATCH) {
-            pending.spawn(async move {
-                let frame = r#"{"id":1,"type":"subscribe","data":{"type":"collection","id":1}}"#;
-                let reply = client::request(&mut socket, frame.to_owned()).await?;
-                check_subscribed(&reply)?;
-                Ok::<_, anyhow::Error>(socket)
-            });
-        }
-        if pending.is_empty() {
-            return Ok(done);
-        }
-        while let Some(joined) = pending.join_next().await {
-            done.push(joined.context("a subscription panicked")??);
-        }
-    }
-}
+/// The subscribe request.
+const SUBSCRIBE: &str = r#"{"id":1,"type":"subscribe","data":{"type":"collection","id":1}}"#;
 
 /// Accepts only `{"id":1,"type":"subscribe","data":{"group":"collection-1"}}`.
 fn check_subscribed(reply: &str) -> Result<()> {
