@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rohrpost_harness::django_app::DjangoApp;
+use rohrpost_harness::django_app::{self, DjangoApp};
 
 use crate::{
     django,
@@ -61,7 +61,7 @@ pub struct ChannelsArgs {
     /// How long (seconds) Django's Redis client may wait for a reply;
     /// 0 leaves redis-py's default (5 s since redis-py 8), with which
     /// daphne's idle consumers fail (see `REDIS_SOCKET_TIMEOUT_S`).
-    #[arg(long, default_value_t = django::REDIS_SOCKET_TIMEOUT_S)]
+    #[arg(long, default_value_t = django_app::REDIS_SOCKET_TIMEOUT_S)]
     pub django_socket_timeout: u32,
 }
 
@@ -110,7 +110,7 @@ pub async fn run(artifacts: &Artifacts, args: &ChannelsArgs, open_files: u64) ->
     let work = TempDir::new("channels-bench")?;
 
     let host_prefix = format!("rohrpost-bench-host-{run_id}");
-    let redis = django::with_socket_timeout(&args.redis, args.django_socket_timeout);
+    let redis = django_app::with_socket_timeout(&args.redis, args.django_socket_timeout);
     let django = app(&redis, &host_prefix, &work)?;
     let config = work.path().join("rohrpost.toml");
     std::fs::write(

@@ -1,6 +1,5 @@
 //! What the channels benchmark needs of the Django test app beyond
-//! [`DjangoApp`]: the Redis read timeout channels_redis needs with
-//! redis-py 8, daphne with its log kept, and the sender
+//! [`DjangoApp`]: daphne with its log kept, and the sender
 //! (`manage.py bench_send --wait-for-go`), which starts up, says `ready`,
 //! and sends only when told, so that no server's CPU is measured while
 //! Python starts.
@@ -11,14 +10,6 @@ use anyhow::{bail, Context, Result};
 use rohrpost_harness::django_app::{self, DjangoApp, Killed};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-/// How long channels_redis's Redis client may wait for a reply by
-/// default: longer than the 5 s its receive blocks in `BZPOPMIN`. redis-py
-/// 8 made 5 s its default (it had none), so an idle consumer's receive
-/// fails, and daphne closes that connection with 1011, one every 5 idle
-/// seconds (django/channels_redis#422, open for channels_redis 4.3.0);
-/// what deployments set is a longer timeout or none.
-pub const REDIS_SOCKET_TIMEOUT_S: u32 = 60;
-
 /// How long the sender may take to start (Python, Django, the layer's
 /// first connection to Redis).
 const SENDER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,16 +19,6 @@ const SENDER_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long daphne may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The Redis URL with this read timeout for Django's Redis client (0: none
-/// added, redis-py's default).
-pub fn with_socket_timeout(redis: &str, seconds: u32) -> String {
-    if seconds == 0 {
-        return redis.to_owned();
-    }
-    let separator = if redis.contains('?') { '&' } else { '?' };
-    format!("{redis}{separator}socket_timeout={seconds}")
-}
 
 /// daphne serving `app` on `port` with its default settings (those a
 /// deployment that sets none runs with), its log (warnings and errors;
@@ -170,26 +151,5 @@ pub fn report_log(name: &str, log: &Path) {
     );
     for line in problems.iter().take(5) {
         eprintln!("  {line}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_redis_url_gets_the_read_timeout() {
-        assert_eq!(
-            with_socket_timeout("redis://127.0.0.1:6379/0", 60),
-            "redis://127.0.0.1:6379/0?socket_timeout=60"
-        );
-        assert_eq!(
-            with_socket_timeout("redis://127.0.0.1:6379/0?protocol=3", 60),
-            "redis://127.0.0.1:6379/0?protocol=3&socket_timeout=60"
-        );
-        assert_eq!(
-            with_socket_timeout("redis://127.0.0.1:6379/0", 0),
-            "redis://127.0.0.1:6379/0"
-        );
     }
 }

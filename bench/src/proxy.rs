@@ -97,12 +97,10 @@ struct Side<'a> {
 pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
     let run_id = std::process::id();
     let work = TempDir::new("proxy-bench")?;
+    // daphne's idle consumers need it, as in the channels benchmark.
+    let redis = django_app::with_socket_timeout(&args.redis, django_app::REDIS_SOCKET_TIMEOUT_S);
 
-    let mut bridged = channels::app(
-        &args.redis,
-        &format!("rohrpost-bench-proxy-{run_id}"),
-        &work,
-    )?;
+    let mut bridged = channels::app(&redis, &format!("rohrpost-bench-proxy-{run_id}"), &work)?;
     bridged.set_env("NOTES_BRIDGE_SECRET", SECRET);
     let backend_port = servers::free_port()?;
     let mut gunicorn =
@@ -135,11 +133,7 @@ pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
         None,
     )?;
 
-    let direct = channels::app(
-        &args.redis,
-        &format!("rohrpost-bench-daphne-{run_id}"),
-        &work,
-    )?;
+    let direct = channels::app(&redis, &format!("rohrpost-bench-daphne-{run_id}"), &work)?;
     let daphne_port = servers::free_port()?;
     let mut daphne = direct.daphne(daphne_port)?;
     django_app::wait_listening(daphne_port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use rohrpost_harness::django_app::DjangoApp;
+use rohrpost_harness::django_app::{with_socket_timeout, DjangoApp, REDIS_SOCKET_TIMEOUT_S};
 pub use rohrpost_harness::{
     django_app::{Gunicorn, Killed},
     django_venv::{app_dir, bridge_dir},
@@ -33,11 +33,15 @@ pub struct Django {
 }
 
 impl Django {
-    /// `layer` is `pubsub` or `core`; `redis` a `redis://` URL.
+    /// `layer` is `pubsub` or `core`; `redis` a `redis://` URL, to which
+    /// the read timeout channels_redis needs with redis-py 8 is added (see
+    /// [`REDIS_SOCKET_TIMEOUT_S`]: without it daphne closes idle
+    /// consumers' sockets every 5 s).
     pub fn new(layer: &str, redis: &str, prefix: &str) -> Result<Django> {
         python();
         let dir = crate::TempDir::new("django");
-        let app = DjangoApp::new(layer, redis, prefix, &dir.path().join("notes.sqlite3"))?;
+        let redis = with_socket_timeout(redis, REDIS_SOCKET_TIMEOUT_S);
+        let app = DjangoApp::new(layer, &redis, prefix, &dir.path().join("notes.sqlite3"))?;
         Ok(Django { app, _dir: dir })
     }
 

@@ -108,6 +108,8 @@ mod tests {
     fn names_are_looked_up() {
         let found = resolved("http://localhost:8001/");
         assert!(!found.is_empty());
-        assert!(found.iter().all(|a| a.port() == 8001 && a.ip().is_loopback()));
+        assert!(found
+            .iter()
+            .all(|a| a.port() == 8001 && a.ip().is_loopback()));
     }
 }

@@ -15,6 +15,24 @@ use crate::{
     error::{Error, Result},
 };
 
+/// How long channels_redis's Redis client may wait for a reply by
+/// default: longer than the 5 s its receive blocks in `BZPOPMIN`. redis-py
+/// 8 made 5 s its default (it had none), so an idle consumer's receive
+/// fails, and daphne closes that connection with 1011, one every 5 idle
+/// seconds (django/channels_redis#422, open for channels_redis 4.3.0);
+/// what deployments set is a longer timeout or none.
+pub const REDIS_SOCKET_TIMEOUT_S: u32 = 60;
+
+/// The Redis URL with this read timeout for Django's Redis client (0: none
+/// added, redis-py's default).
+pub fn with_socket_timeout(redis: &str, seconds: u32) -> String {
+    if seconds == 0 {
+        return redis.to_owned();
+    }
+    let separator = if redis.contains('?') { '&' } else { '?' };
+    format!("{redis}{separator}socket_timeout={seconds}")
+}
+
 /// One deployment of the test app: the environment its processes get.
 pub struct DjangoApp {
     python: PathBuf,
@@ -224,4 +242,25 @@ pub fn wait_listening(
         status: "running".to_owned(),
         log: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redis_url_gets_the_read_timeout() {
+        assert_eq!(
+            with_socket_timeout("redis://127.0.0.1:6379/0", 60),
+            "redis://127.0.0.1:6379/0?socket_timeout=60"
+        );
+        assert_eq!(
+            with_socket_timeout("redis://127.0.0.1:6379/0?protocol=3", 60),
+            "redis://127.0.0.1:6379/0?protocol=3&socket_timeout=60"
+        );
+        assert_eq!(
+            with_socket_timeout("redis://127.0.0.1:6379/0", 0),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
 }
