@@ -365,6 +365,9 @@ async fn the_proxys_lines_are_the_hosts_json_lines() {
     let mut ada = host.connect().await.unwrap();
     let mut bob = host.connect().await.unwrap();
     ada.send_text(r#"{"id":1,"type":"slow"}"#).await.unwrap();
+    // Bob starts once ada's call has taken the place: a call of his that
+    // came first would take it, and ada's would be the one refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // While ada's call holds the one place, bob's is refused at once.
     let deadline = Instant::now() + T;
     loop {
