@@ -376,6 +376,55 @@ async fn without_the_secret_the_bridge_answers_403_and_the_client_the_proxy_s_er
     assert_eq!(refused.recv(T).await.unwrap(), Received::Close(Some(1011)));
 }
 
+/// The subscriptions plugin with `auth = "backend"` asks the bridge's
+/// subscribe view, which resolves the user from the forwarded session
+/// cookie: a logged-in user may join a group, an anonymous one (or a
+/// forged cookie) gets `ACCESS_DENIED`; unsubscribing asks no one.
+#[tokio::test]
+async fn subscribes_are_decided_by_the_bridge_from_the_session_cookie() {
+    let d = Deployment::start().await;
+    let config = format!(
+        "{}\n[plugins.subscriptions]\nauth = \"backend\"\nurl = \"{}/rohrpost/subscribe/\"\n\
+         headers = {{ X-Rohrpost-Secret = \"{SECRET}\" }}\nforward_headers = [\"cookie\"]\n",
+        config(&d.gunicorn, SECRET, false),
+        d.gunicorn
+    );
+    let groups = format!("channels_redis://{SHARED_REDIS}/0");
+    let host = Host::start_with_config(
+        &["proxy", "subscriptions"],
+        &config,
+        &["--groups", &groups, "--groups-prefix", &d.prefix],
+    )
+    .unwrap();
+    let subscribe = r#"{"id":1,"type":"subscribe","data":{"type":"collection","id":52}}"#;
+    let asked = plugin_count("subscriptions", "backend_calls", "subscribe");
+
+    let mut ada = client(&host.url(), &d.cookie("ada")).await;
+    assert_eq!(
+        exchange(&mut ada, subscribe, 1).await,
+        vec![json!({"id": 1, "type": "subscribe", "data": {"group": "collection-52"}})]
+    );
+    for cookie in ["theme=dark", "sessionid=forged"] {
+        let mut anonymous = client(&host.url(), cookie).await;
+        assert_eq!(
+            exchange(&mut anonymous, subscribe, 1).await,
+            vec![json!({"id": 1, "type": "subscribe", "error": "ACCESS_DENIED"})],
+            "{cookie}"
+        );
+    }
+    assert_eq!(metric_value(&host.addr, &asked).await.unwrap(), 3.0);
+    assert_eq!(
+        exchange(
+            &mut ada,
+            r#"{"id":2,"type":"unsubscribe","data":{"type":"collection","id":52}}"#,
+            1
+        )
+        .await[0]["type"],
+        "unsubscribe"
+    );
+    assert_eq!(metric_value(&host.addr, &asked).await.unwrap(), 3.0);
+}
+
 /// Porting a handler from Python to Rust while clients stay connected:
 /// rohrpost's `ping`, served by Django through the proxy, moves to the
 /// Rust ping plugin dropped into the plugins directory; the same
