@@ -38,7 +38,7 @@ use crate::{
 const USAGE: &str = "\
 usage: cargo xtask run [HOST ARGS...]
        cargo xtask install-plugins [DIR]
-       cargo xtask bench [all|isolation|throughput|memory|reload|new-plugin|restart|fanout|notify-rate|channels] [ARGS...]
+       cargo xtask bench [all|isolation|throughput|memory|reload|new-plugin|restart|fanout|notify-rate|channels|proxy] [ARGS...]
        cargo xtask new-plugin NAME [--dir DIR]
        cargo xtask dev PLUGIN_DIR [--plugins DIR] [--target-dir DIR] [--debug] [--once]";
 
@@ -119,6 +119,25 @@ fn shipped_plugins() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Whether the shipped plugin `name` declares that it needs a table in the
+/// config to load (`[package.metadata.rohrpost] needs-configuration = true`).
+fn needs_configuration(name: &str) -> Result<bool> {
+    let manifest = root().join("plugins").join(name).join("Cargo.toml");
+    let Ok(text) = std::fs::read_to_string(&manifest) else {
+        // Its directory is named otherwise: nothing declared.
+        return Ok(false);
+    };
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    Ok(table
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("rohrpost"))
+        .and_then(|r| r.get("needs-configuration"))
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(false))
+}
+
 /// The cargo that runs this program, so that the same toolchain builds.
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -170,6 +189,14 @@ fn run(host_args: &[String]) -> Result<()> {
     let dir = &server.plugins_dir;
     plugins_dir(dir)?;
     for p in shipped_plugins()? {
+        // A plugin that cannot work without settings (the proxy needs its
+        // backend) is left out until the config has its table.
+        if needs_configuration(&p)? && !server.configured.contains(&p) {
+            eprintln!(
+                "note: the {p} plugin is not installed: it needs a [plugins.{p}] table in the config (see the README)"
+            );
+            continue;
+        }
         install(
             &release_dir().join(rohrpost_harness::library_file_name(&p)),
             dir,

@@ -37,6 +37,8 @@ pub struct ServerArgs {
     pub args: Vec<String>,
     /// Whether `args` name [`LOCAL_CONFIG`] (to be written first).
     pub local_config: bool,
+    /// The plugins the config in use has a `[plugins.NAME]` table for.
+    pub configured: Vec<String>,
 }
 
 /// Decides the server's arguments from the user's `args` (those after
@@ -53,12 +55,18 @@ pub fn server_args(
 ) -> Result<ServerArgs> {
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
     let config = option(args, "config").or_else(|| env("ROHRPOST_CONFIG"));
+    let (dir_of_config, configured) = match &config {
+        Some(file) => {
+            let file = cwd.join(file);
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the config file {}", file.display()))?;
+            read_config(&text, &file)?
+        }
+        None => read_config(LOCAL_CONFIG, local_config)?,
+    };
     let chosen = match option(args, "plugins").or_else(|| env("ROHRPOST_PLUGINS")) {
         Some(dir) => Some(PathBuf::from(dir)),
-        None => match &config {
-            Some(file) => plugins_dir_of(&cwd.join(file))?,
-            None => None,
-        },
+        None => dir_of_config,
     };
     let mut server = args.to_vec();
     let plugins_dir = match chosen {
@@ -79,6 +87,7 @@ pub fn server_args(
         plugins_dir,
         args: server,
         local_config: config.is_none(),
+        configured,
     })
 }
 
@@ -98,17 +107,21 @@ fn option(args: &[String], name: &str) -> Option<String> {
     found
 }
 
-/// The `plugins_dir` a config file sets, if any.
-fn plugins_dir_of(file: &Path) -> Result<Option<PathBuf>> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read the config file {}", file.display()))?;
+/// The `plugins_dir` the config text of `file` sets, if any, and the
+/// plugins it has a table for.
+fn read_config(text: &str, file: &Path) -> Result<(Option<PathBuf>, Vec<String>)> {
     let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
-    match table.get("plugins_dir") {
-        None => Ok(None),
-        Some(toml::Value::String(dir)) => Ok(Some(PathBuf::from(dir))),
+        toml::from_str(text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let dir = match table.get("plugins_dir") {
+        None => None,
+        Some(toml::Value::String(dir)) => Some(PathBuf::from(dir)),
         Some(_) => anyhow::bail!("{}: plugins_dir must be a string", file.display()),
-    }
+    };
+    let configured = match table.get("plugins") {
+        Some(toml::Value::Table(plugins)) => plugins.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    Ok((dir, configured))
 }
 
 #[cfg(test)]
@@ -222,6 +235,15 @@ mod tests {
             &dir.0,
         );
         assert_eq!(run.plugins_dir, Path::new("/env"));
+    }
+
+    #[test]
+    fn the_configured_plugins_are_those_of_the_config_in_use() {
+        let dir = Dir::with_config("[plugins.proxy]\nurl = \"http://127.0.0.1:1/\"\n");
+        let run = decide(&["--config", "my.toml"], &[], &dir.0);
+        assert_eq!(run.configured, ["proxy"]);
+        let run = decide(&[], &[], &dir.0);
+        assert_eq!(run.configured, ["ping", "subscriptions"]);
     }
 
     #[test]
