@@ -169,8 +169,17 @@ impl Shared {
 }
 
 /// The client for `url`, and the URL for logs.
+/// Its TCP connections send at once (`TCP_NODELAY`, which the Redis client
+/// leaves off): a command written while the previous one's answer is on
+/// its way must not wait for that answer's acknowledgement (up to 40 ms
+/// on Linux), as Nagle's algorithm would have it.
 fn client(url: &str) -> anyhow::Result<(redis::Client, String)> {
-    let client = redis::Client::open(url)
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
+    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let client = redis::Client::open(info.set_tcp_settings(tcp))
         .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
     Ok((client, redacted(url)))
 }
