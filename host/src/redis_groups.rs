@@ -271,12 +271,12 @@ impl GroupLayer for RedisGroups {
     }
 
     fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
-        Box::pin(async move {
+        Box::pin(self.presence.members_recently(group, async move {
             self.presence
                 .others(group)
                 .await
                 .map(|(members, _)| members)
-        })
+        }))
     }
 
     fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {
@@ -398,7 +398,7 @@ impl GroupLayer for CoreGroups {
     /// with members, so the consumers are the set's live members less the
     /// hosts'.
     fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
-        Box::pin(async move {
+        Box::pin(self.presence.members_recently(group, async move {
             let (others, hosts) = self.presence.others(group).await?;
             let in_set = tokio::time::timeout(presence::ASK_WAIT, self.core.set_size(group))
                 .await
@@ -406,7 +406,7 @@ impl GroupLayer for CoreGroups {
                 .flatten()?;
             let own = usize::from(self.core.local.count(group) > 0);
             Some(others + in_set.saturating_sub(hosts + own))
-        })
+        }))
     }
 
     fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {

@@ -11,7 +11,8 @@
 //! host's own entry are written again every [`REFRESH`], and the keys
 //! expire after [`KEY_EXPIRY`] without a write. A reader counts a host
 //! only while its entry is younger than [`STALE_AFTER`]: another host's
-//! members are at most [`FLUSH`] plus a round trip late while it runs, and
+//! members are at most twice [`FLUSH`] plus a round trip late while it
+//! runs (a reader keeps what it read for [`FLUSH`]), and
 //! a host that died without saying so is counted for [`STALE_AFTER`] at
 //! most. A host that stops takes its fields out.
 
@@ -21,7 +22,7 @@ use std::{
         atomic::{AtomicI64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use redis::aio::MultiplexedConnection;
@@ -40,6 +41,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(15);
 const KEY_EXPIRY: Duration = Duration::from_secs(60);
 /// How long a plugin's question waits for Redis.
 pub const ASK_WAIT: Duration = Duration::from_millis(250);
+/// Groups whose recent count of other hosts' members is kept.
+const MAX_RECENT: usize = 4096;
 
 /// One host's presence, written by its task and read by its questions.
 pub struct Presence {
@@ -52,6 +55,11 @@ pub struct Presence {
     changed: Notify,
     /// This host's open connections, for its entry.
     connections: Arc<AtomicI64>,
+    /// The other hosts' members of a group as last read, for [`FLUSH`]:
+    /// they write their counts no more often, so reading again sooner
+    /// tells nothing new, and a notification sent after another (each
+    /// answering `members`) does not wait for Redis every time.
+    recent: Mutex<HashMap<String, (Instant, usize)>>,
 }
 
 /// Another host as its entry says.
@@ -84,7 +92,34 @@ impl Presence {
             dirty: Mutex::new(HashSet::new()),
             changed: Notify::new(),
             connections,
+            recent: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The members of `group` on the other hosts that `ask` reads from
+    /// Redis, or its answer of less than [`FLUSH`] ago; none when Redis
+    /// gave none (which is not kept).
+    pub async fn members_recently(
+        &self,
+        group: &str,
+        ask: impl std::future::Future<Output = Option<usize>>,
+    ) -> Option<usize> {
+        let lock = || self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, members)) = lock().get(group) {
+            if at.elapsed() < FLUSH {
+                return Some(*members);
+            }
+        }
+        let members = ask.await?;
+        let mut recent = lock();
+        if recent.len() >= MAX_RECENT {
+            recent.retain(|_, (at, _)| at.elapsed() < FLUSH);
+            if recent.len() >= MAX_RECENT {
+                recent.clear();
+            }
+        }
+        recent.insert(group.to_owned(), (Instant::now(), members));
+        Some(members)
     }
 
     fn group_key(&self, group: &str) -> String {
