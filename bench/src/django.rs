@@ -27,15 +27,7 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn daphne(app: &DjangoApp, port: u16, log: &Path) -> Result<Killed> {
     let log =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let child = app
-        .command()
-        .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
-        .arg("notesite.asgi:application")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start daphne")?;
-    let mut daphne = Killed(child);
+    let mut daphne = app.daphne_logging(port, log)?;
     django_app::wait_listening(port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;
     Ok(daphne)
 }

@@ -21,6 +21,7 @@ use rohrpost_host::config::parse_duration;
 use crate::{
     channels,
     client::{self, Request},
+    django,
     load::{self, Errors, Load, PhaseStats},
     report::{self, Latency, Table},
     servers::{self, Artifacts, CpuMeter, Server, Spec, TempDir, HOST_LOG},
@@ -29,7 +30,7 @@ use crate::{
 /// The secret the proxy sends and the bridge checks.
 const SECRET: &str = "bench-secret";
 
-/// How long gunicorn and daphne may take to listen.
+/// How long gunicorn may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Args)]
@@ -135,8 +136,8 @@ pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
 
     let direct = channels::app(&redis, &format!("rohrpost-bench-daphne-{run_id}"), &work)?;
     let daphne_port = servers::free_port()?;
-    let mut daphne = direct.daphne(daphne_port)?;
-    django_app::wait_listening(daphne_port, &mut daphne, "daphne", LISTEN_TIMEOUT)?;
+    let daphne_log = work.path().join("daphne.log");
+    let daphne = django::daphne(&direct, daphne_port, &daphne_log)?;
 
     let mut proxied = Outcome::default();
     let mut on_daphne = Outcome::default();
@@ -167,6 +168,7 @@ pub async fn run(artifacts: &Artifacts, args: &ProxyArgs) -> Result<Table> {
     host.stop()?;
     drop(gunicorn);
     drop(daphne);
+    django::report_log("daphne", &daphne_log);
 
     Ok(table(
         args,

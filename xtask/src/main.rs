@@ -96,46 +96,56 @@ fn release_dir() -> PathBuf {
     rohrpost_harness::target_dir().join("release")
 }
 
-/// Package names of the shipped plugins: every `cdylib` crate under
-/// `plugins/` (the others are libraries the plugins share).
-fn shipped_plugins() -> Result<Vec<String>> {
-    let mut names = Vec::new();
+/// A shipped plugin: its package name, and whether it declares that it
+/// needs a table in the config to load (`[package.metadata.rohrpost]
+/// needs-configuration = true`).
+struct Shipped {
+    name: String,
+    needs_configuration: bool,
+}
+
+/// The shipped plugins: every `cdylib` crate under `plugins/` (the others
+/// are libraries the plugins share), by package name.
+fn shipped_plugins() -> Result<Vec<Shipped>> {
+    let mut plugins = Vec::new();
     for entry in std::fs::read_dir(root().join("plugins")).context("cannot list plugins/")? {
         let manifest = entry?.path().join("Cargo.toml");
         let Ok(text) = std::fs::read_to_string(&manifest) else {
             continue;
         };
-        if !text.contains("\"cdylib\"") {
+        let table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+        let cdylib = table
+            .get("lib")
+            .and_then(|l| l.get("crate-type"))
+            .and_then(toml::Value::as_array)
+            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("cdylib")));
+        if !cdylib {
             continue;
         }
-        let name = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("name = "))
-            .map(|n| n.trim_matches('"').to_owned())
+        let package = table.get("package");
+        let name = package
+            .and_then(|p| p.get("name"))
+            .and_then(toml::Value::as_str)
             .with_context(|| format!("no package name in {}", manifest.display()))?;
-        names.push(name);
+        let needs_configuration = package
+            .and_then(|p| p.get("metadata"))
+            .and_then(|m| m.get("rohrpost"))
+            .and_then(|r| r.get("needs-configuration"))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
+        plugins.push(Shipped {
+            name: name.to_owned(),
+            needs_configuration,
+        });
     }
-    names.sort();
-    Ok(names)
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(plugins)
 }
 
-/// Whether the shipped plugin `name` declares that it needs a table in the
-/// config to load (`[package.metadata.rohrpost] needs-configuration = true`).
-fn needs_configuration(name: &str) -> Result<bool> {
-    let manifest = root().join("plugins").join(name).join("Cargo.toml");
-    let Ok(text) = std::fs::read_to_string(&manifest) else {
-        // Its directory is named otherwise: nothing declared.
-        return Ok(false);
-    };
-    let table: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
-    Ok(table
-        .get("package")
-        .and_then(|p| p.get("metadata"))
-        .and_then(|m| m.get("rohrpost"))
-        .and_then(|r| r.get("needs-configuration"))
-        .and_then(toml::Value::as_bool)
-        .unwrap_or(false))
+/// The package names of `plugins`.
+fn names(plugins: &[Shipped]) -> Vec<String> {
+    plugins.iter().map(|p| p.name.clone()).collect()
 }
 
 /// The cargo that runs this program, so that the same toolchain builds.
@@ -157,7 +167,7 @@ fn cargo_build_release(packages: &[String]) -> Result<()> {
 }
 
 fn install_plugins(dir: &Path) -> Result<()> {
-    let plugins = shipped_plugins()?;
+    let plugins = names(&shipped_plugins()?);
     cargo_build_release(&plugins)?;
     plugins_dir(dir)?;
     for p in &plugins {
@@ -183,15 +193,20 @@ fn run(host_args: &[String]) -> Result<()> {
         &root().join("plugins.d"),
         &local_config,
     )?;
-    let mut packages = shipped_plugins()?;
+    let shipped = shipped_plugins()?;
+    let mut packages = names(&shipped);
     packages.push("rohrpost-host".into());
     cargo_build_release(&packages)?;
     let dir = &server.plugins_dir;
     plugins_dir(dir)?;
-    for p in shipped_plugins()? {
+    for Shipped {
+        name: p,
+        needs_configuration,
+    } in shipped
+    {
         // A plugin that cannot work without settings (the proxy needs its
         // backend) is left out until the config has its table.
-        if needs_configuration(&p)? && !server.configured.contains(&p) {
+        if needs_configuration && !server.configured.contains(&p) {
             eprintln!(
                 "note: the {p} plugin is not installed: it needs a [plugins.{p}] table in the config (see the README)"
             );
@@ -273,4 +288,26 @@ fn run_bench(args: &[String]) -> Result<()> {
         bail!("the benchmark failed: {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_plugins_are_the_cdylib_crates_and_say_what_they_need() {
+        let shipped: Vec<(String, bool)> = shipped_plugins()
+            .expect("plugins/ reads")
+            .into_iter()
+            .map(|p| (p.name, p.needs_configuration))
+            .collect();
+        assert_eq!(
+            shipped,
+            [
+                ("ping".to_owned(), false),
+                ("proxy".to_owned(), true),
+                ("subscriptions".to_owned(), false),
+            ]
+        );
+    }
 }

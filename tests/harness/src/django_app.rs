@@ -106,12 +106,18 @@ impl DjangoApp {
     /// daphne serving the app (rohrpost's consumer at `/ws/rohrpost/`) on
     /// `port`; killed when dropped.
     pub fn daphne(&self, port: u16) -> Result<Killed> {
+        self.daphne_logging(port, Stdio::null())
+    }
+
+    /// [`DjangoApp::daphne`] with its log (warnings and errors; the access
+    /// log goes to stdout, not kept) written to `log`.
+    pub fn daphne_logging(&self, port: u16, log: impl Into<Stdio>) -> Result<Killed> {
         let child = self
             .command()
             .args(["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
             .arg("notesite.asgi:application")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|error| Error::Spawn {
                 name: "daphne".to_owned(),

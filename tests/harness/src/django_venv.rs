@@ -58,27 +58,20 @@ pub fn python() -> Result<PathBuf> {
     run(Command::new(interpreter)
         .args(["-m", "venv", "--clear"])
         .arg(&venv))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "-e",
-        ])
-        .arg(&bridge))?;
+    let pip_install = |args: &[&str], path: &std::path::Path| {
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(args)
+            .arg(path))
+    };
+    pip_install(&["-r"], &requirements)?;
+    pip_install(&["--no-deps", "-e"], &bridge)?;
     std::fs::write(&stamp, wanted).map_err(|error| Error::File {
         action: "write",
         path: stamp,
