@@ -20,7 +20,7 @@ pub const HOST_LOG: &str = "warn,rohrpost_host::server=info";
 
 /// [`HOST_LOG`] plus the watcher's plugin events (`event="replaced"`, ...).
 pub const HOST_LOG_WITH_WATCHER: &str =
-    "warn,rohrpost_host::server=info,rohrpost_host::watcher=info";
+    "warn,rohrpost_host::server=info,rohrpost_host::plugins::watcher=info";
 
 /// The WebSocket path both servers serve.
 const WS_PATH: &str = "/ws/rohrpost/";

@@ -1,5 +1,5 @@
 //! The server as a whole: builds the shared parts from the settings, loads
-//! the plugins, serves HTTP through [`crate::accept`] (the WebSocket
+//! the plugins, serves HTTP through [`crate::net::accept`] (the WebSocket
 //! endpoint, the notification endpoint, the operator endpoints), and shuts
 //! down gracefully on SIGTERM or SIGINT.
 
@@ -15,25 +15,26 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 
 use crate::{
-    accept::{self, Limits},
+    admin::notify::{self, NotifyEndpoint},
+    admin::sampler,
+    admin::status,
     admin::{self, Admin, AdminToken},
-    client_limits::PerClient,
+    base::shutdown::Shutdown,
     config::{Config, Groups},
-    connection::Shared,
+    conn::Shared,
+    dispatch::inline_watch,
     dispatch::Dispatcher,
+    groups::redis::{CoreGroups, CoreSettings, RedisGroups, Wire},
     groups::{GroupLayer, MemoryGroups, QueueLimits},
-    handshake::{self, Endpoint},
-    inline_watch,
-    isolation::WorkerLimits,
-    monitor::Monitor,
-    notify::{self, NotifyEndpoint},
-    pending::Pending,
-    redis_groups::{CoreGroups, CoreSettings, RedisGroups, Wire},
-    registry::Registry,
-    rlimit, sampler,
-    shutdown::Shutdown,
-    status,
-    watcher::{self, WatchSettings},
+    net::accept::{self, Limits},
+    net::admission::Pending,
+    net::client_limits::PerClient,
+    net::handshake::{self, Endpoint},
+    net::rlimit,
+    plugins::isolation::WorkerLimits,
+    plugins::registry::Registry,
+    plugins::watcher::{self, WatchSettings},
+    telemetry::Monitor,
 };
 
 /// Loads the plugins, then serves until SIGTERM or SIGINT.
@@ -74,8 +75,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             CoreGroups::connect(url, groups_prefix(&settings), core, monitor.clone()).await?
         }
     };
-    crate::host_services::serve_groups(groups.clone());
-    crate::host_services::serve_reports(monitor.metrics.reports.clone());
+    crate::plugins::asks::serve_groups(groups.clone());
+    crate::plugins::asks::serve_reports(monitor.metrics.reports.clone());
     let _watcher = watcher::start(
         WatchSettings {
             dir: settings.plugins_dir.clone(),

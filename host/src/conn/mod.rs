@@ -1,0 +1,496 @@
+//! One WebSocket connection's socket loop: read a frame, hand it to
+//! [`crate::dispatch`] and what came of it to [`crate::effects`], deliver
+//! what its groups send it, keep the idle timer, and close: on shutdown, on
+//! idle, when the client breaks the protocol.
+//!
+//! Requests of a connection are handled one after another, so replies leave
+//! in request order; a slow handler holds up only its own connection, and
+//! group messages keep flowing while it runs.
+
+pub mod linger;
+pub mod woken;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::{
+    self,
+    error::ProtocolError,
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
+use tracing::{debug, warn};
+
+use rohrpost_plugin_api::abi::CallOutcome;
+
+use self::woken::{Wakes, WokenOnly};
+use crate::{
+    base::protocol::{Close, Rejection},
+    base::shutdown::Stopping,
+    dispatch::{Caller, Dispatcher, Outcome},
+    effects::state::ConnState,
+    effects::Effects,
+    groups::{ConnectionId, GroupLayer},
+    net::client_limits::{Rate, Verdict},
+    plugins::hooks::{self, Hook},
+    plugins::loaded::{Hooks, LoadedPlugin},
+    socket::outbound::{Outbound, QueueLimits, Stop},
+    socket::Socket,
+    telemetry::Monitor,
+};
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What every connection shares.
+pub struct Shared {
+    pub dispatcher: Dispatcher,
+    pub groups: Arc<dyn GroupLayer>,
+    /// Group messages and bytes a connection may have waiting before it is
+    /// closed.
+    pub outbound_queue: QueueLimits,
+    /// No frame from the client for this long closes the connection
+    /// (zero: never); a ping goes out at half of it.
+    pub idle_timeout: Duration,
+    /// Messages a connection may send per second (0: any).
+    pub max_messages_per_second: u32,
+    /// What one plugin may attach to one connection, in bytes.
+    pub max_connection_state_bytes: usize,
+    pub monitor: Arc<Monitor>,
+}
+
+/// How a connection ended.
+enum End {
+    /// The client went away, or the socket failed.
+    Gone,
+    /// Close with this frame.
+    Close(Close),
+    /// The client broke the protocol or the size limit: what it sends next
+    /// cannot be read as frames. Send this close frame, then linger.
+    Broken(Close),
+}
+
+impl From<Stop> for End {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Gone => End::Gone,
+            Stop::Close(close) => End::Close(close),
+        }
+    }
+}
+
+/// The connection's own state.
+struct Conn {
+    socket: Socket,
+    id: ConnectionId,
+    scope: Arc<str>,
+    outbound: Outbound,
+    /// The message rate, when limited (boxed: most servers do not limit,
+    /// and this is part of every connection's task).
+    rate: Option<Box<Rate>>,
+    /// What plugins attached to it; boxed and made on the first change,
+    /// for the same reason.
+    state: Option<Box<ConnState>>,
+    /// The close code the client sent, once it did.
+    client_close: Option<u16>,
+}
+
+impl Conn {
+    /// Where this connection's effects go, and who it is for its calls.
+    fn effects<'c>(&'c mut self, shared: &'c Shared) -> (Effects<'c>, Caller<'c>) {
+        let caller = Caller {
+            id: self.id,
+            scope: &self.scope,
+            scopes: self.state.as_ref().map(|state| state.scopes()),
+        };
+        let effects = Effects {
+            socket: &mut self.socket,
+            outbound: &mut self.outbound,
+            connection: self.id,
+            groups: shared.groups.as_ref(),
+            limits: shared.outbound_queue,
+            drops: &shared.monitor.metrics.queue_drops,
+            group_names: shared.dispatcher.group_names,
+            state: &mut self.state,
+            scope: &self.scope,
+            state_limit: shared.max_connection_state_bytes,
+        };
+        (effects, caller)
+    }
+}
+
+/// Leaves every group and counts the connection as closed when it ends,
+/// however it ends.
+struct Membership {
+    groups: Arc<dyn GroupLayer>,
+    monitor: Arc<Monitor>,
+    id: ConnectionId,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.groups.leave_all(self.id);
+        self.monitor.connection(-1);
+    }
+}
+
+/// Serves one upgraded connection until it closes.
+///
+/// Its state is made before the future that serves it, which holds that
+/// state in place: an `async fn` would keep a second copy of its
+/// arguments (the socket) in every connection's task.
+pub fn serve(
+    socket: Socket,
+    shared: Arc<Shared>,
+    scope: Arc<str>,
+    id: ConnectionId,
+    mut stopping: Stopping,
+) -> impl Future<Output = ()> + Send {
+    shared.monitor.connection(1);
+    let membership = Membership {
+        groups: shared.groups.clone(),
+        monitor: shared.monitor.clone(),
+        id,
+    };
+    let mut conn = Conn {
+        socket,
+        id,
+        scope,
+        outbound: Outbound::default(),
+        rate: Rate::new(shared.max_messages_per_second, std::time::Instant::now()).map(Box::new),
+        state: None,
+        client_close: None,
+    };
+    async move {
+        let _membership = membership;
+        // Boxed, and only with hooks: a hook's call is a deep future, and
+        // inline it would set the size of every connection's task.
+        let connect_hooks = hooked(&shared, |hooks| hooks.on_connect);
+        let admitted = if connect_hooks.is_empty() {
+            Ok(())
+        } else {
+            Box::pin(opened(&connect_hooks, &mut conn, &shared)).await
+        };
+        let end = match admitted {
+            Ok(()) => run(&mut conn, &shared, &mut stopping).await,
+            Err(end) => end,
+        };
+        // No group message may follow a close frame.
+        conn.outbound.close();
+        let code = match &end {
+            End::Close(close) | End::Broken(close) => close.code,
+            End::Gone => conn.client_close.unwrap_or(1006),
+        };
+        let disconnect_hooks = hooked(&shared, |hooks| hooks.on_disconnect);
+        match end {
+            End::Gone => debug!(connection = id, "connection closed"),
+            End::Close(close) => {
+                if close == Close::QUEUE_FULL && crate::base::log_limit::QUEUE_FULL.allow() {
+                    warn!(
+                        connection = id,
+                        "closing a connection whose outbound queue is full"
+                    );
+                }
+                self::close(conn.socket, close).await;
+            }
+            End::Broken(close) => {
+                debug!(
+                    connection = id,
+                    code = close.code,
+                    reason = %close.reason,
+                    "closing a connection that broke the protocol"
+                );
+                close_broken(conn.socket, close).await;
+            }
+        }
+        if !disconnect_hooks.is_empty() {
+            // Gone from its groups before the hooks run: what they send
+            // and count is without it.
+            shared.groups.leave_all(id);
+            Box::pin(disconnected(
+                &disconnect_hooks,
+                &conn.scope,
+                conn.state.as_deref(),
+                id,
+                code,
+                &shared,
+            ))
+            .await;
+        }
+    }
+}
+
+/// The loaded plugins with a hook, in the order hooks run: by name.
+fn hooked(shared: &Shared, has: impl Fn(&Hooks) -> bool) -> Vec<Arc<LoadedPlugin>> {
+    let snapshot = shared.dispatcher.registry.snapshot();
+    let mut plugins: Vec<Arc<LoadedPlugin>> = snapshot
+        .plugins
+        .values()
+        .filter(|p| has(&p.hooks))
+        .cloned()
+        .collect();
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    plugins
+}
+
+/// Runs the plugins' `on_connect` hooks; the end of a connection one of
+/// them refused (or failed on: 1011).
+async fn opened(
+    plugins: &[Arc<LoadedPlugin>],
+    conn: &mut Conn,
+    shared: &Shared,
+) -> Result<(), End> {
+    for plugin in plugins {
+        let scope = match &conn.state {
+            Some(state) => state.scope_for(&plugin.name, &conn.scope).to_string(),
+            None => conn.scope.to_string(),
+        };
+        let timeout = shared.dispatcher.handler_timeout;
+        let outcome = hooks::run(plugin, Hook::Connect, scope, conn.id, timeout).await;
+        let effects = match outcome {
+            Outcome::Returned(CallOutcome::Done(effects)) => effects,
+            other => {
+                hooks::log_failure(plugin, Hook::Connect, &other);
+                return Err(End::Close(Close::HOOK_FAILED));
+            }
+        };
+        let (mut effects_of, _) = conn.effects(shared);
+        effects_of.carry_out_hook(plugin, effects).await?;
+    }
+    Ok(())
+}
+
+/// Runs the plugins' `on_disconnect` hooks; only their group sends are
+/// carried out.
+async fn disconnected(
+    plugins: &[Arc<LoadedPlugin>],
+    scope: &Arc<str>,
+    state: Option<&ConnState>,
+    id: ConnectionId,
+    code: u16,
+    shared: &Shared,
+) {
+    for plugin in plugins {
+        let scope = state.map_or(scope, |s| s.scope_for(&plugin.name, scope));
+        let input = hooks::disconnect_input(scope, code);
+        let timeout = shared.dispatcher.handler_timeout;
+        match hooks::run(plugin, Hook::Disconnect, input, id, timeout).await {
+            Outcome::Returned(CallOutcome::Done(effects)) => {
+                hooks::group_sends(
+                    plugin,
+                    effects,
+                    shared.groups.as_ref(),
+                    shared.dispatcher.group_names,
+                )
+                .await;
+            }
+            other => hooks::log_failure(plugin, Hook::Disconnect, &other),
+        }
+    }
+}
+
+async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
+    // The shutdown signal and the idle timer are polled only when they
+    // fire, not on every frame.
+    let wakes = Wakes::new();
+    let mut idle = Idle::new(shared.idle_timeout, &wakes);
+    let stopped = WokenOnly::new(stopping.stopped(), &wakes);
+    tokio::pin!(stopped);
+    loop {
+        let (overflowed, queued) = conn.outbound.waits();
+        let received = tokio::select! {
+            biased;
+            () = overflowed => return End::Close(Close::QUEUE_FULL),
+            () = &mut stopped => return End::Close(Close::SHUTDOWN),
+            ping = idle.expired() => {
+                if !ping {
+                    debug!(connection = conn.id, "idle timeout");
+                    return End::Close(Close::IDLE);
+                }
+                if conn.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return End::Gone;
+                }
+                continue;
+            }
+            Some(first) = queued => {
+                if let Err(stop) = conn.effects(shared).0.deliver(first).await {
+                    return stop.into();
+                }
+                continue;
+            }
+            received = conn.socket.next() => received,
+        };
+        let message = match received {
+            None => return End::Gone,
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return read_failure(&error),
+        };
+        // One clock read per frame: the idle timer's and the request's.
+        let arrived = std::time::Instant::now();
+        idle.heard(arrived.into());
+        let verdict = match (&message, conn.rate.as_mut()) {
+            (Message::Text(_) | Message::Binary(_), Some(rate)) => rate.take(arrived),
+            _ => Verdict::Accept,
+        };
+        let per_second = conn.rate.as_ref().map_or(0, |rate| rate.per_second());
+        if verdict == Verdict::Close {
+            if crate::base::log_limit::CLIENT_LIMITED.allow() {
+                warn!(
+                    connection = conn.id,
+                    "closing a connection that keeps sending faster than its message rate"
+                );
+            }
+            return End::Close(Close::RATE_EXCEEDED);
+        }
+        // Group messages wait behind this frame's answer.
+        conn.outbound.hold();
+        let (mut effects, caller) = conn.effects(shared);
+        let done = match message {
+            // Boxed: a request's handling is the deepest state of the loop,
+            // and inline it would set the size of every connection's task,
+            // idle ones included.
+            Message::Text(text) if verdict == Verdict::Refuse => {
+                let reply = shared.dispatcher.rate_limited(&text, per_second);
+                effects.reply(reply).await
+            }
+            Message::Text(text) => {
+                Box::pin(async {
+                    let handled = {
+                        let work =
+                            std::pin::pin!(shared.dispatcher.handle(&text, &caller, arrived));
+                        effects.while_running(work).await
+                    };
+                    match handled {
+                        Ok(handled) => effects.carry_out(handled).await,
+                        Err(stop) => Err(stop),
+                    }
+                })
+                .await
+            }
+            Message::Binary(_) => effects.reply(Rejection::Binary.reply()).await,
+            // Pings are answered by the WebSocket layer itself; a client's
+            // close is echoed by it on the next flush.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Close(frame) => {
+                conn.client_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                conn.outbound.close();
+                let _ = conn.socket.flush().await;
+                continue;
+            }
+        };
+        if let Err(stop) = done {
+            return stop.into();
+        }
+        conn.outbound.release();
+    }
+}
+
+/// The idle timer: after half the timeout without a frame from the client,
+/// a ping (a live client answers with a pong, which counts); after the
+/// whole timeout, the end.
+struct Idle {
+    timeout: Duration,
+    last_heard: Instant,
+    pinged: bool,
+    timer: Pin<Box<WokenOnly<Sleep>>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration, wakes: &Wakes) -> Self {
+        let now = Instant::now();
+        Idle {
+            timeout,
+            last_heard: now,
+            pinged: false,
+            timer: Box::pin(WokenOnly::new(
+                tokio::time::sleep_until(now + timeout / 2),
+                wakes,
+            )),
+        }
+    }
+
+    /// A frame arrived at `at`.
+    fn heard(&mut self, at: Instant) {
+        self.last_heard = at;
+        self.pinged = false;
+    }
+
+    /// Resolves with `true` when it is time to ping, `false` when the
+    /// connection has been idle for the whole timeout. Never with a zero
+    /// timeout. The timer is re-armed only when it fires, not per frame.
+    async fn expired(&mut self) -> bool {
+        if self.timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            self.timer.as_mut().await;
+            let due = self.last_heard
+                + if self.pinged {
+                    self.timeout
+                } else {
+                    self.timeout / 2
+                };
+            if Instant::now() < due {
+                self.timer.as_mut().inner().reset(due);
+                continue;
+            }
+            if self.pinged {
+                return false;
+            }
+            self.pinged = true;
+            self.timer
+                .as_mut()
+                .inner()
+                .reset(self.last_heard + self.timeout);
+            return true;
+        }
+    }
+}
+
+/// Starts the closing handshake and waits briefly for the client's answer,
+/// so that the close frame is read rather than lost to a reset.
+async fn close(mut socket: Socket, close: Close) {
+    let frame = close_frame(close);
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    })
+    .await;
+}
+
+/// Sends the close frame to a client whose next bytes cannot be read as
+/// frames, then lingers so that the frame is read rather than destroyed by
+/// the reset that unread bytes would cause.
+async fn close_broken(mut socket: Socket, close: Close) {
+    let frame = close_frame(close);
+    let sent = tokio::time::timeout(linger::QUIET, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger::drain(socket.get_mut()).await;
+    }
+}
+
+fn close_frame(close: Close) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(close.code),
+        reason: close.reason.into_owned().into(),
+    }
+}
+
+/// How a failed read ends the connection: a violation of RFC 6455 gets the
+/// close code it calls for (section 7.4.1), anything else is a socket gone.
+fn read_failure(error: &tungstenite::Error) -> End {
+    use tungstenite::Error;
+    match error {
+        Error::Capacity(_) => End::Broken(Close::TOO_BIG),
+        Error::Utf8(_) => End::Broken(Close::INVALID_UTF8),
+        Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        ) => End::Gone,
+        Error::Protocol(_) => End::Broken(Close::PROTOCOL_ERROR),
+        _ => End::Gone,
+    }
+}

@@ -1,0 +1,128 @@
+//! Writing a group message to the group's members.
+//!
+//! A small group's message is delivered at once, by the sender: encoded as
+//! a frame once and written to each member (see
+//! [`Outbox::deliver`](crate::socket::outbound::Outbox::deliver)). A large group
+//! (more than [`CHUNK`] members) gets a lane of its own, a task that takes
+//! the group's messages in the order they were sent and, for each batch of
+//! them, writes all their frames to each member in one write, the members
+//! shared among several tasks ([`CHUNK`] each) so that every worker of the
+//! runtime takes part and none is held for long. Why: a sender does not
+//! wait for 10,000 writes (an HTTP notification is answered at once), a
+//! burst of messages costs each member one write instead of one each, and
+//! every member still gets a group's messages in order, because one lane
+//! writes them one batch after another.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::{socket::outbound::Outbox, socket::wire};
+
+/// Members one task writes to; a group larger than this has a lane.
+pub const CHUNK: usize = 512;
+/// Messages a lane writes at once, at most, and their bytes.
+const BATCH: usize = 64;
+const BATCH_BYTES: usize = 64 * 1024;
+/// Messages that may wait in a lane; a sender beyond waits for room.
+const LANE_DEPTH: usize = 256;
+
+/// The sending end of a group's lane.
+pub type Lane = mpsc::Sender<Utf8Bytes>;
+
+/// The members of a group as they are now (none once it is gone).
+pub trait Members: Send + Sync + 'static {
+    fn members(&self, group: &str) -> Vec<Outbox>;
+}
+
+/// Delivers `messages` to each of `members`; how many it reached.
+pub fn reach(members: &[Outbox], messages: &[Utf8Bytes]) -> usize {
+    let frames = frames(messages);
+    reach_encoded(members, messages, frames.as_deref())
+}
+
+fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: Option<&[u8]>) -> usize {
+    members
+        .iter()
+        .filter(|member| member.deliver(messages, frames))
+        .count()
+}
+
+/// The frames of `messages`, one after another; `None` if one cannot be
+/// encoded (they then go through each member's queue).
+fn frames(messages: &[Utf8Bytes]) -> Option<Vec<u8>> {
+    match messages {
+        [message] => wire::text_frame(message),
+        _ => {
+            let mut all = Vec::new();
+            for message in messages {
+                all.extend_from_slice(&wire::text_frame(message)?);
+            }
+            Some(all)
+        }
+    }
+}
+
+/// Starts the lane of `group`; it ends when every sending end is gone.
+pub fn start_lane(group: String, members: Arc<dyn Members>) -> Lane {
+    let (lane, messages) = mpsc::channel(LANE_DEPTH);
+    tokio::spawn(run_lane(group, members, messages));
+    lane
+}
+
+async fn run_lane(
+    group: String,
+    members: Arc<dyn Members>,
+    mut messages: mpsc::Receiver<Utf8Bytes>,
+) {
+    while let Some(first) = messages.recv().await {
+        let mut bytes = first.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH && bytes < BATCH_BYTES {
+            match messages.try_recv() {
+                Ok(message) => {
+                    bytes += message.len();
+                    batch.push(message);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = members.members(&group);
+        if !now.is_empty() {
+            write_batch(now, batch).await;
+        }
+    }
+}
+
+/// Writes `batch` to every one of `members`, several tasks sharing them.
+async fn write_batch(mut members: Vec<Outbox>, batch: Vec<Utf8Bytes>) {
+    let frames: Option<Arc<[u8]>> = frames(&batch).map(Into::into);
+    let batch: Arc<[Utf8Bytes]> = batch.into();
+    let mut helpers = Vec::with_capacity(members.len() / CHUNK);
+    while members.len() > CHUNK {
+        let chunk = members.split_off(members.len() - CHUNK);
+        let (batch, frames) = (batch.clone(), frames.clone());
+        helpers.push(tokio::spawn(async move {
+            reach_encoded(&chunk, &batch, frames.as_deref());
+        }));
+    }
+    reach_encoded(&members, &batch, frames.as_deref());
+    for helper in helpers {
+        let _ = helper.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_follow_one_another() {
+        let messages = ["{}".into(), "{\"a\":1}".into()];
+        let all = frames(&messages).expect("frames");
+        assert_eq!(&all[..4], &[0x81, 2, b'{', b'}']);
+        assert_eq!(&all[4..6], &[0x81, 7]);
+        assert_eq!(&all[6..], b"{\"a\":1}");
+    }
+}

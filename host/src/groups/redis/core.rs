@@ -1,0 +1,329 @@
+//! Groups in Django Channels' default layer, `channels_redis`'s
+//! `RedisChannelLayer` (the "core" layer), so that a Django app using it
+//! and this host share groups without a change to the app.
+//!
+//! The core layer has no pub/sub: a group is a sorted set of channel names
+//! (`<prefix>:group:<name>`, scored by the time each joined, members older
+//! than `group_expiry` are dropped by the next `group_send`), and a message
+//! for a channel `specific.<process>!<suffix>` is put in its process's
+//! sorted set `<prefix>specific.<process>!`, naming the channels it is for
+//! in `__asgi_channel__`; the process pops them (`BZPOPMIN`).
+//!
+//! This host is one such process. It has one channel per group with local
+//! members (`specific.<host id>!<n>`, a number never reused, so that a
+//! late message cannot reach another group), adds it to the group's set
+//! when the group gets its first local member and refreshes every
+//! membership well before `group_expiry`, removes it when the last local
+//! member leaves and when the host stops, and pops its own set
+//! ([`super::core_link`]). Sending delivers to local members at once and
+//! queues a `group_send` to the group's other channels (Django's and other
+//! hosts'), in channels_redis's format and with its capacity rule, for the
+//! publisher ([`super::publisher`]). The host never sends to its own
+//! channel, so no member gets a message twice.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tracing::debug;
+
+use super::{
+    health::Health,
+    wire::{self, Received},
+};
+use crate::groups::MemoryGroups;
+
+/// channels_redis's settings that the host follows.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreSettings {
+    /// How long a group membership lasts without a refresh.
+    pub group_expiry: Duration,
+    /// Most messages waiting in one process's set; more are dropped.
+    pub capacity: usize,
+    /// How long a message waits in a set before it may be dropped.
+    pub expiry: Duration,
+}
+
+/// The host's side of the core layer, shared by its tasks.
+pub(super) struct Core {
+    pub local: MemoryGroups,
+    pub settings: CoreSettings,
+    /// The layer's `prefix` (`asgi` unless set otherwise).
+    prefix: String,
+    /// `specific.<host id>!`: the start of this host's channel names.
+    own: String,
+    names: Mutex<Names>,
+    pub health: Arc<Health>,
+}
+
+#[derive(Default)]
+struct Names {
+    by_group: HashMap<String, String>,
+    by_channel: HashMap<String, String>,
+    next: u64,
+}
+
+/// One membership in Redis: the group's key and the host's channel in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Membership {
+    pub key: String,
+    pub channel: String,
+}
+
+/// The Lua script of a group send: for each process's set (`KEYS[i]`),
+/// its message (`ARGV[i]`) is added, scored now, unless the set holds
+/// its capacity (`ARGV[#KEYS + i]`) already; the set then expires after
+/// `expiry`. Returns how many sets were full. The same rule as
+/// channels_redis's `group_send`.
+const GROUP_SEND: &str = r"
+local n = #KEYS
+local now = ARGV[2 * n + 1]
+local expiry = ARGV[2 * n + 2]
+local full = 0
+for i = 1, n do
+    if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[n + i]) then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        full = full + 1
+    end
+end
+return full
+";
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+impl Core {
+    pub fn new(
+        prefix: &str,
+        settings: CoreSettings,
+        health: Arc<Health>,
+        local: MemoryGroups,
+    ) -> Core {
+        Core {
+            local,
+            settings,
+            prefix: prefix.to_owned(),
+            own: format!("specific.{:032x}!", rand::random::<u128>()),
+            names: Mutex::new(Names::default()),
+            health,
+        }
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
+        self.names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn group_key(&self, group: &str) -> String {
+        format!("{}:group:{group}", self.prefix)
+    }
+
+    /// This host's id in the presence data: the start of its channels.
+    pub fn host_id(&self) -> &str {
+        &self.own
+    }
+
+    /// The live members of `group`'s set: Django's consumers and the
+    /// channels of the hosts with members. `None` when Redis is down or
+    /// fails.
+    pub async fn set_size(&self, group: &str) -> Option<usize> {
+        let mut connection = self.health.publishing()?.connection;
+        let since = now() - self.settings.group_expiry.as_secs_f64();
+        redis::cmd("ZCOUNT")
+            .arg(self.group_key(group))
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut connection)
+            .await
+            .ok()
+    }
+
+    /// The key of this host's set: where Django sends to its channels.
+    pub fn inbox(&self) -> String {
+        format!("{}{}", self.prefix, self.own)
+    }
+
+    /// The membership of a group that got its first local member.
+    pub fn joined(&self, group: &str) -> Membership {
+        let mut names = self.names();
+        let channel = match names.by_group.get(group) {
+            Some(channel) => channel.clone(),
+            None => {
+                names.next += 1;
+                let channel = format!("{}{}", self.own, names.next);
+                names.by_group.insert(group.to_owned(), channel.clone());
+                names.by_channel.insert(channel.clone(), group.to_owned());
+                channel
+            }
+        };
+        Membership {
+            key: self.group_key(group),
+            channel,
+        }
+    }
+
+    /// The membership of a group whose last local member left.
+    pub fn left(&self, group: &str) -> Option<Membership> {
+        let mut names = self.names();
+        let channel = names.by_group.remove(group)?;
+        names.by_channel.remove(&channel);
+        Some(Membership {
+            key: self.group_key(group),
+            channel,
+        })
+    }
+
+    /// Every membership the host holds now.
+    pub fn memberships(&self) -> Vec<Membership> {
+        self.names()
+            .by_group
+            .iter()
+            .map(|(group, channel)| Membership {
+                key: self.group_key(group),
+                channel: channel.clone(),
+            })
+            .collect()
+    }
+
+    /// A message popped from this host's set: for the local members of the
+    /// groups of the channels it names.
+    pub async fn received(&self, payload: &[u8]) {
+        let (message, channels) = wire::read_core_message(payload);
+        let message = match message {
+            Received::Message(message) => message,
+            Received::Own => return,
+            Received::Foreign(kind) => {
+                self.health.foreign();
+                debug!(
+                    event_type = kind.as_deref().unwrap_or("(unreadable)"),
+                    "skipped an event that is not a rohrpost message"
+                );
+                return;
+            }
+        };
+        let groups: Vec<String> = {
+            let names = self.names();
+            channels
+                .iter()
+                .filter_map(|channel| names.by_channel.get(channel).cloned())
+                .collect()
+        };
+        for group in groups {
+            self.local.deliver(&group, &message).await;
+        }
+    }
+
+    /// channels_redis's `group_send` of a rohrpost message to the group's
+    /// channels other than this host's: drops memberships older than
+    /// `group_expiry` and messages older than `expiry`, then adds one
+    /// message per process's set, within its capacity. How many sets were
+    /// full (their process misses the message).
+    pub async fn group_send(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+        group: &str,
+        message: &str,
+    ) -> redis::RedisResult<usize> {
+        let key = self.group_key(group);
+        let started = now();
+        let (channels,): (Vec<Vec<u8>>,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg(0)
+            .arg(started as i64 - self.settings.group_expiry.as_secs() as i64)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(connection)
+            .await?;
+        // Each process's set, and its channels in this group, in order.
+        let mut sets: Vec<(String, Vec<&str>)> = Vec::new();
+        // Names are ASCII by Channels' rule: any other is no channel.
+        let channels: Vec<&str> = channels
+            .iter()
+            .filter_map(|name| std::str::from_utf8(name).ok())
+            .filter(|name| !name.starts_with(&self.own))
+            .collect();
+        for channel in channels {
+            let set = match channel.find('!') {
+                Some(bang) => format!("{}{}", self.prefix, &channel[..=bang]),
+                None => format!("{}{channel}", self.prefix),
+            };
+            match sets.iter_mut().find(|(key, _)| *key == set) {
+                Some((_, names)) => names.push(channel),
+                None => sets.push((set, vec![channel])),
+            }
+        }
+        if sets.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        let oldest = started as i64 - self.settings.expiry.as_secs() as i64;
+        for (set, _) in &sets {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(set)
+                .arg(0)
+                .arg(oldest)
+                .ignore();
+        }
+        let mut send = redis::cmd("EVAL");
+        send.arg(GROUP_SEND).arg(sets.len());
+        for (set, _) in &sets {
+            send.arg(set);
+        }
+        for (_, names) in &sets {
+            send.arg(wire::core_message(message, names));
+        }
+        for _ in &sets {
+            send.arg(self.settings.capacity);
+        }
+        send.arg(now()).arg(self.settings.expiry.as_secs().max(1));
+        pipe.add_command(send);
+        let (full,): (usize,) = pipe.query_async(connection).await?;
+        Ok(full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Monitor;
+
+    fn core() -> Core {
+        let settings = CoreSettings {
+            group_expiry: Duration::from_secs(86400),
+            capacity: 100,
+            expiry: Duration::from_secs(60),
+        };
+        Core::new(
+            "asgi",
+            settings,
+            Arc::new(Health::new(Arc::new(Monitor::default()))),
+            MemoryGroups::default(),
+        )
+    }
+
+    #[test]
+    fn channel_names_are_channels_and_never_reused() {
+        let core = core();
+        let first = core.joined("news");
+        assert_eq!(first.key, "asgi:group:news");
+        assert!(first.channel.starts_with("specific.") && first.channel.len() < 100);
+        assert_eq!(core.joined("news"), first, "one channel per group");
+        assert!(core.inbox().starts_with("asgispecific."));
+        assert!(core.inbox().ends_with('!'));
+        assert_eq!(core.left("news"), Some(first.clone()));
+        assert_eq!(core.left("news"), None);
+        assert_ne!(core.joined("news").channel, first.channel);
+    }
+}

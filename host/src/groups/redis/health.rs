@@ -1,0 +1,192 @@
+//! Whether Redis answers, as the rest of the layer and the operator see it.
+//!
+//! Every call to Redis runs under one deadline ([`deadline`]): a call that
+//! errs means the broker is lost, a call that does not answer in time means
+//! it stalled, and both are handled the same way (the link drops its
+//! connections and reconnects). The state is reported to the [`Monitor`]
+//! (`/readyz` and `rohrpost_broker_up`), and the publishing connection of
+//! the current link lives here so that the publisher never uses one the
+//! link has given up.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use crate::telemetry::Monitor;
+
+/// How long any Redis call (connect, subscribe, unsubscribe, publish,
+/// ping) may take before the broker counts as not answering.
+pub(super) const BROKER_TIMEOUT: Duration = Duration::from_secs(1);
+/// At most one warning about lost group messages in this time.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The `/readyz` reasons.
+const LOST: &str = "Redis is unreachable: group messages reach this host's connections only";
+const STALLED: &str = "groups broker not answering: Redis did not answer in time; group messages reach this host's connections only";
+
+/// Why the link to Redis ended.
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
+    /// A call failed: the connection broke or Redis refused it.
+    Lost(String),
+    /// A call got no answer within [`BROKER_TIMEOUT`].
+    Stalled,
+}
+
+impl Failure {
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::Lost(_) => LOST,
+            Failure::Stalled => STALLED,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Lost(error) => f.write_str(error),
+            Failure::Stalled => write!(f, "no answer within {BROKER_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Runs one Redis call under [`BROKER_TIMEOUT`].
+pub(super) async fn deadline<T>(
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(BROKER_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) if error.is_timeout() => Err(Failure::Stalled),
+        Ok(Err(error)) => Err(Failure::Lost(error.to_string())),
+        Err(_) => Err(Failure::Stalled),
+    }
+}
+
+/// The publishing connection of one link, and which link it belongs to.
+#[derive(Clone)]
+pub(super) struct Publishing {
+    pub link: u64,
+    pub connection: MultiplexedConnection,
+}
+
+/// The broker's state, shared by the link, the publisher and the layer.
+pub(super) struct Health {
+    monitor: Arc<Monitor>,
+    /// Subscribed to every group with local members, and answering.
+    up: AtomicBool,
+    /// Numbers the links, so that a failure seen on an old one is ignored.
+    link: AtomicU64,
+    publishing: Mutex<Option<Publishing>>,
+    /// A publish failed on the current link (the publisher tells the link).
+    failure: Mutex<Option<Failure>>,
+    failed: Notify,
+    last_drop_warning: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Health {
+    pub fn new(monitor: Arc<Monitor>) -> Health {
+        Health {
+            monitor,
+            up: AtomicBool::new(false),
+            link: AtomicU64::new(0),
+            publishing: Mutex::new(None),
+            failure: Mutex::new(None),
+            failed: Notify::new(),
+            last_drop_warning: Mutex::new(None),
+        }
+    }
+
+    /// A new link is connected: messages can be published through it.
+    pub fn connected(&self, connection: MultiplexedConnection) {
+        let link = self.link.fetch_add(1, Ordering::Relaxed) + 1;
+        *lock(&self.failure) = None;
+        *lock(&self.publishing) = Some(Publishing { link, connection });
+    }
+
+    /// The link is subscribed to every group it needs: the broker is up.
+    pub fn up(&self) {
+        self.up.store(true, Ordering::Relaxed);
+        self.monitor.set_broker(Ok(()));
+    }
+
+    /// The link ended: nothing is published until the next one.
+    pub fn down(&self, failure: &Failure) {
+        self.up.store(false, Ordering::Relaxed);
+        *lock(&self.publishing) = None;
+        self.monitor.set_broker(Err(failure.reason()));
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The connection to publish through, while there is a link.
+    pub fn publishing(&self) -> Option<Publishing> {
+        lock(&self.publishing).clone()
+    }
+
+    pub fn can_publish(&self) -> bool {
+        lock(&self.publishing).is_some()
+    }
+
+    /// A publish through `link` failed: the link, if still current, ends.
+    pub fn publish_failed(&self, link: u64, failure: Failure) {
+        if self.link.load(Ordering::Relaxed) == link {
+            *lock(&self.failure) = Some(failure);
+            self.failed.notify_one();
+        }
+    }
+
+    /// Resolves when a publish on the current link has failed.
+    pub async fn publish_failure(&self) -> Failure {
+        loop {
+            self.failed.notified().await;
+            // A wake-up left over from an older link carries no failure.
+            if let Some(failure) = lock(&self.failure).take() {
+                return failure;
+            }
+        }
+    }
+
+    /// `count` group messages did not go to the other hosts.
+    pub fn dropped(&self, count: usize, why: &str) {
+        self.monitor.metrics.broker_drops.inc_by(count as u64);
+        let mut last = lock(&self.last_drop_warning);
+        if last.is_none_or(|at| at.elapsed() >= DROP_WARNING_EVERY) {
+            *last = Some(Instant::now());
+            warn!(
+                count,
+                why, "group messages not sent to other hosts (all are counted in rohrpost_broker_drops_total)"
+            );
+        }
+    }
+}
+
+impl Health {
+    /// Counts a message from Redis for a group name no rule allows.
+    pub fn invalid_group(&self) {
+        self.monitor.metrics.broker_invalid.inc();
+    }
+
+    /// Counts an event from Redis that is not a rohrpost message.
+    pub fn foreign(&self) {
+        self.monitor.metrics.broker_foreign.inc();
+    }
+}

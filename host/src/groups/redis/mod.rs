@@ -1,0 +1,430 @@
+//! Groups across several hosts, over Redis pub/sub (what `channels_redis`
+//! does for Django Channels). No clustering of our own: Redis carries each
+//! group message to every host that has members of the group, and each host
+//! fans it out to its own connections.
+//!
+//! - Membership stays local ([`MemoryGroups`]). A host subscribes to a
+//!   group's channel when the group gets its first local member, and
+//!   unsubscribes when the last one leaves ([`link`]).
+//! - Sending delivers to local members at once and queues the message for
+//!   the other hosts ([`publisher`]); it never waits on Redis. Every message
+//!   carries its origin, so a host skips its own messages when Redis hands
+//!   them back. Each member gets a message once.
+//! - Every Redis call has a deadline ([`health`]): a Redis that stops
+//!   answering is handled like one that is gone.
+//! - The format on Redis is this host's own or that of Django Channels'
+//!   `channels_redis` pub/sub layer ([`wire`]), so that a Django app's
+//!   `group_send` reaches this host's members and the other way round.
+//!   [`CoreGroups`] speaks channels_redis's default layer instead, which
+//!   keeps groups in sorted sets rather than pub/sub ([`core`]); it shares
+//!   the deadlines, the reconnecting and the publishing queue.
+//! - Delivery is at most once, as in Channels: while Redis is unreachable
+//!   or not answering, local delivery goes on, messages for other hosts are
+//!   dropped (and counted), the host reconnects with backoff, subscribes
+//!   again to every group it needs, and reports the outage in `/readyz` and
+//!   the metrics.
+
+mod core;
+mod core_link;
+mod health;
+mod link;
+mod presence;
+mod publisher;
+mod wire;
+
+use std::{sync::Arc, time::Duration};
+
+use rohrpost_plugin_api::GroupNameRule;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tracing::{debug, info};
+
+use self::presence::Presence;
+use self::{
+    core::Core,
+    core_link::Change,
+    health::{Health, BROKER_TIMEOUT},
+    link::Control,
+    publisher::{Publisher, Sink},
+    wire::Received,
+};
+pub use self::{core::CoreSettings, presence::HostEntry, wire::Wire};
+use crate::{
+    groups::{ConnectionId, GroupFuture, GroupLayer, MemoryGroups, Outbox},
+    telemetry::Monitor,
+};
+
+/// How long the first connection may take when the host starts.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a join of a group new to this host waits for Redis to confirm
+/// the subscription before the handler's reply goes on without it.
+const JOIN_WAIT: Duration = Duration::from_millis(250);
+
+/// The Redis-backed group layer.
+pub struct RedisGroups {
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<Control>,
+    publisher: Publisher,
+    presence: Arc<Presence>,
+}
+
+/// What the link needs of the layer.
+struct Shared {
+    local: MemoryGroups,
+    /// What every group's channel name starts with (see [`Wire`]).
+    prefix: String,
+    wire: Wire,
+    /// This host's id, in every message it publishes (see [`Wire`]).
+    origin: String,
+    health: Arc<Health>,
+}
+
+impl RedisGroups {
+    /// Connects to Redis (an error if it cannot be reached now) and starts
+    /// the tasks that keep the subscriptions and publish.
+    pub async fn connect(
+        url: &str,
+        wire: Wire,
+        prefix: &str,
+        monitor: Arc<Monitor>,
+    ) -> anyhow::Result<Arc<RedisGroups>> {
+        let (client, where_) = client(url)?;
+        let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
+        info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
+        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
+        let health = Arc::new(Health::new(monitor.clone()));
+        health.connected(publishing);
+        health.up();
+        let shared = Arc::new(Shared {
+            local,
+            prefix: wire.channel_prefix(prefix),
+            wire,
+            origin: format!("{:016x}", rand::random::<u64>()),
+            health: health.clone(),
+        });
+        let presence = Presence::new(
+            format!("{}rohrpost-presence:", shared.prefix),
+            shared.origin.clone(),
+            health.clone(),
+            monitor.open_connections_counter(),
+        );
+        tokio::spawn(presence.clone().run(shared.local.clone()));
+        let (control, control_rx) = mpsc::unbounded_channel();
+        tokio::spawn(link::run(
+            client,
+            where_,
+            shared.clone(),
+            pubsub,
+            control_rx,
+        ));
+        Ok(Arc::new(RedisGroups {
+            shared,
+            control,
+            publisher: Publisher::start(health, Sink::PubSub),
+            presence,
+        }))
+    }
+}
+
+impl Shared {
+    fn channel(&self, group: &str) -> String {
+        format!("{}{group}", self.prefix)
+    }
+
+    /// The channels of every group with local members.
+    fn channels(&self) -> Vec<String> {
+        self.local
+            .group_names()
+            .iter()
+            .map(|g| self.channel(g))
+            .collect()
+    }
+
+    /// A message from Redis: for local members, unless this host sent it.
+    /// Waits only when the group's lane is full.
+    async fn received(&self, channel: &str, payload: &[u8]) {
+        let Some(group) = channel.strip_prefix(&self.prefix) else {
+            return;
+        };
+        // No local member can be in a group no rule allows.
+        if GroupNameRule::Relaxed.check(group).is_err() {
+            self.health.invalid_group();
+            return;
+        }
+        match self.wire.decode(&self.origin, payload) {
+            Received::Message(message) => {
+                self.local.deliver(group, &message).await;
+            }
+            Received::Own => {}
+            Received::Foreign(kind) => {
+                self.health.foreign();
+                debug!(
+                    group,
+                    event_type = kind.as_deref().unwrap_or("(unreadable)"),
+                    "skipped an event that is not a rohrpost message"
+                );
+            }
+        }
+    }
+}
+
+/// The client for `url`, and the URL for logs.
+/// Its TCP connections send at once (`TCP_NODELAY`, which the Redis client
+/// leaves off): a command written while the previous one's answer is on
+/// its way must not wait for that answer's acknowledgement (up to 40 ms
+/// on Linux), as Nagle's algorithm would have it.
+fn client(url: &str) -> anyhow::Result<(redis::Client, String)> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
+    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let client = redis::Client::open(info.set_tcp_settings(tcp))
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
+    Ok((client, redacted(url)))
+}
+
+/// Opens the connections at start, within [`START_TIMEOUT`].
+async fn first_contact<T>(
+    where_: &str,
+    open: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(START_TIMEOUT.max(BROKER_TIMEOUT), open)
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach Redis at {where_}: timed out"))?
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {where_}: {e}"))
+}
+
+/// The URL without a password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl GroupLayer for RedisGroups {
+    /// Resolves once Redis confirmed the subscription, so that a message
+    /// another host sends right after reaches the new member; but after
+    /// [`JOIN_WAIT`] at most, and at once while Redis is down. A join that
+    /// stops waiting stays local until the subscription goes through (or
+    /// the link reconnects and subscribes again).
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: ConnectionId,
+        outbox: &'a Outbox,
+    ) -> GroupFuture<'a, ()> {
+        Box::pin(async move {
+            let first = self.shared.local.add(group, connection, outbox);
+            self.presence.changed(group);
+            if !first {
+                return;
+            }
+            let (done, subscribed) = oneshot::channel();
+            let queued = self
+                .control
+                .send(Control::Subscribe(self.shared.channel(group), Some(done)))
+                .is_ok();
+            if queued && self.shared.health.is_up() {
+                let _ = tokio::time::timeout(JOIN_WAIT, subscribed).await;
+            }
+        })
+    }
+
+    fn leave(&self, group: &str, connection: ConnectionId) {
+        let emptied = self.shared.local.remove(group, connection);
+        self.presence.changed(group);
+        if emptied {
+            let _ = self
+                .control
+                .send(Control::Unsubscribe(self.shared.channel(group)));
+        }
+    }
+
+    fn leave_all(&self, connection: ConnectionId) {
+        for group in self.shared.local.groups_of(connection) {
+            self.presence.changed(&group);
+        }
+        for group in self.shared.local.remove_everywhere(connection) {
+            let _ = self
+                .control
+                .send(Control::Unsubscribe(self.shared.channel(&group)));
+        }
+    }
+
+    /// Never waits on a member or on Redis: local members get the message
+    /// now (written or queued), the other hosts through the publisher's
+    /// queue.
+    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
+        Box::pin(async move {
+            let payload = self.shared.wire.encode(&self.shared.origin, &message);
+            self.publisher.offer(self.shared.channel(group), payload);
+            self.shared.local.deliver(group, &message).await
+        })
+    }
+
+    fn local(&self) -> &MemoryGroups {
+        &self.shared.local
+    }
+
+    fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
+        Box::pin(self.presence.members_recently(group, async move {
+            self.presence
+                .others(group)
+                .await
+                .map(|(members, _)| members)
+        }))
+    }
+
+    fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {
+        Box::pin(self.presence.hosts())
+    }
+
+    fn close(&self) -> GroupFuture<'_, ()> {
+        Box::pin(self.presence.remove(&self.shared.local))
+    }
+}
+
+/// Groups in channels_redis's default layer (see [`core`]).
+pub struct CoreGroups {
+    core: Arc<Core>,
+    changes: mpsc::UnboundedSender<Change>,
+    publisher: Publisher,
+    presence: Arc<Presence>,
+}
+
+impl CoreGroups {
+    /// Connects to Redis (an error if it cannot be reached now) and starts
+    /// the tasks that keep the memberships, receive and send.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        settings: CoreSettings,
+        monitor: Arc<Monitor>,
+    ) -> anyhow::Result<Arc<CoreGroups>> {
+        let (client, where_) = client(url)?;
+        let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
+        info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
+        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
+        let health = Arc::new(Health::new(monitor.clone()));
+        health.connected(commands.clone());
+        let core = Arc::new(Core::new(prefix, settings, health.clone(), local));
+        let presence = Presence::new(
+            format!("{prefix}:rohrpost-presence:"),
+            core.host_id().to_owned(),
+            health.clone(),
+            monitor.open_connections_counter(),
+        );
+        tokio::spawn(presence.clone().run(core.local.clone()));
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        tokio::spawn(core_link::run(
+            client,
+            where_,
+            core.clone(),
+            (commands, popping),
+            changes_rx,
+        ));
+        Ok(Arc::new(CoreGroups {
+            core: core.clone(),
+            changes,
+            publisher: Publisher::start(health, Sink::Core(core)),
+            presence,
+        }))
+    }
+
+    fn left(&self, group: &str) {
+        if let Some(membership) = self.core.left(group) {
+            let _ = self.changes.send(Change::Remove(membership));
+        }
+    }
+}
+
+impl GroupLayer for CoreGroups {
+    /// Resolves once the host's channel is in the group's set in Redis,
+    /// after [`JOIN_WAIT`] at most, at once while Redis is down.
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: ConnectionId,
+        outbox: &'a Outbox,
+    ) -> GroupFuture<'a, ()> {
+        Box::pin(async move {
+            let first = self.core.local.add(group, connection, outbox);
+            self.presence.changed(group);
+            if !first {
+                return;
+            }
+            let (done, added) = oneshot::channel();
+            let queued = self
+                .changes
+                .send(Change::Add(self.core.joined(group), Some(done)))
+                .is_ok();
+            if queued && self.core.health.is_up() {
+                let _ = tokio::time::timeout(JOIN_WAIT, added).await;
+            }
+        })
+    }
+
+    fn leave(&self, group: &str, connection: ConnectionId) {
+        let emptied = self.core.local.remove(group, connection);
+        self.presence.changed(group);
+        if emptied {
+            self.left(group);
+        }
+    }
+
+    fn leave_all(&self, connection: ConnectionId) {
+        for group in self.core.local.groups_of(connection) {
+            self.presence.changed(&group);
+        }
+        for group in self.core.local.remove_everywhere(connection) {
+            self.left(&group);
+        }
+    }
+
+    fn send<'a>(&'a self, group: &'a str, message: Utf8Bytes) -> GroupFuture<'a, usize> {
+        Box::pin(async move {
+            self.publisher
+                .offer(group.to_owned(), message.as_bytes().to_vec());
+            self.core.local.deliver(group, &message).await
+        })
+    }
+
+    /// Other hosts' members from their presence, and Django's consumers:
+    /// the group's set holds one channel per consumer and one per host
+    /// with members, so the consumers are the set's live members less the
+    /// hosts'.
+    fn remote_members<'a>(&'a self, group: &'a str) -> GroupFuture<'a, Option<usize>> {
+        Box::pin(self.presence.members_recently(group, async move {
+            let (others, hosts) = self.presence.others(group).await?;
+            let in_set = tokio::time::timeout(presence::ASK_WAIT, self.core.set_size(group))
+                .await
+                .ok()
+                .flatten()?;
+            let own = usize::from(self.core.local.count(group) > 0);
+            Some(others + in_set.saturating_sub(hosts + own))
+        }))
+    }
+
+    fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {
+        Box::pin(self.presence.hosts())
+    }
+
+    /// Takes the host's channels out of every group's set.
+    fn close(&self) -> GroupFuture<'_, ()> {
+        Box::pin(async move {
+            self.presence.remove(&self.core.local).await;
+            let (done, closed) = oneshot::channel();
+            if self.changes.send(Change::Close(done)).is_ok() {
+                let _ = tokio::time::timeout(BROKER_TIMEOUT * 2, closed).await;
+            }
+        })
+    }
+
+    fn local(&self) -> &MemoryGroups {
+        &self.core.local
+    }
+}

@@ -1,0 +1,14 @@
+//! Everything before a connection is a WebSocket: the listener and its
+//! timers ([`accept`], [`write_deadline`]), the bound on connections not yet
+//! upgraded ([`admission`]), the open-files limit ([`rlimit`]), the upgrade
+//! itself with its origin check and scope ([`handshake`]), the client's
+//! address behind a trusted reverse proxy ([`forwarded`]) and the limits
+//! per client address ([`client_limits`]).
+
+pub mod accept;
+pub mod admission;
+pub mod client_limits;
+pub mod forwarded;
+pub mod handshake;
+pub mod rlimit;
+pub mod write_deadline;

@@ -1,0 +1,192 @@
+//! The host's answers to a plugin during a call or a hook (plugin-api's
+//! [`HostAsk`]): how many connections are in a group (1.2); the plugin's
+//! own counters and log lines (1.3, [`crate::telemetry::plugin_reports`]).
+//!
+//! One function serves every plugin in this process: [`ask`], handed to
+//! each library at load. It knows who asks from the thread: the host marks
+//! the thread for the length of each call with the connection and the
+//! plugin ([`with_caller`]), so a plugin can only ask about its own caller
+//! and count under its own name, and a question from a thread the plugin
+//! started itself gets an error. A plugin in a worker process asks its
+//! worker, which forwards the question over its channel with the call's
+//! id; the host answers it with [`answer`] for the connection that call
+//! belongs to. Both paths give the same answers.
+
+use std::{
+    cell::Cell,
+    future::Future,
+    panic::{catch_unwind, AssertUnwindSafe},
+    ptr::NonNull,
+    sync::{Arc, RwLock},
+};
+
+use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
+use rohrpost_plugin_api::abi::{
+    ASK_COUNT, ASK_GROUP_SIZE, ASK_LOCAL_GROUP_SIZE, ASK_LOG, ASK_OUTSIDE_CALL, ASK_UNSUPPORTED,
+};
+
+use crate::{
+    groups::{ConnectionId, GroupLayer},
+    telemetry::plugin_reports::PluginReports,
+};
+
+/// The groups of the server running in this process.
+static GROUPS: RwLock<Option<Arc<dyn GroupLayer>>> = RwLock::new(None);
+
+/// Where plugins' counters and log lines go.
+static REPORTS: RwLock<Option<Arc<PluginReports>>> = RwLock::new(None);
+
+thread_local! {
+    /// The connection whose call runs on this thread, and the name of the
+    /// plugin called (borrowed from [`with_caller`]'s caller for the call).
+    static CALLER: Cell<Option<(ConnectionId, NonNull<str>)>> = const { Cell::new(None) };
+}
+
+/// Where plugins' reports go; set once the server has its metrics.
+pub fn serve_reports(reports: Arc<PluginReports>) {
+    *REPORTS.write().unwrap_or_else(|p| p.into_inner()) = Some(reports);
+}
+
+fn reports() -> Option<Arc<PluginReports>> {
+    REPORTS.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The server's groups, for the answers; set once it has them.
+pub fn serve_groups(groups: Arc<dyn GroupLayer>) {
+    *GROUPS.write().unwrap_or_else(|p| p.into_inner()) = Some(groups);
+}
+
+/// The server's groups, once set.
+pub fn groups() -> Option<Arc<dyn GroupLayer>> {
+    GROUPS.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Runs `call` (a handler or hook of the plugin `plugin`) with this
+/// thread marked as working for `connection`.
+pub fn with_caller<T>(connection: ConnectionId, plugin: &str, call: impl FnOnce() -> T) -> T {
+    /// Puts the mark back however the call ends, so that the borrowed
+    /// name never outlives it.
+    struct Restore(Option<(ConnectionId, NonNull<str>)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALLER.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CALLER.with(|c| c.replace(Some((connection, NonNull::from(plugin))))));
+    call()
+}
+
+/// The address handed to plugins ([`rohrpost_plugin_api::abi::EXT_HOST`]).
+pub fn ask_address() -> String {
+    (ask as rohrpost_plugin_api::abi::HostAsk as usize).to_string()
+}
+
+/// The [`HostAsk`](rohrpost_plugin_api::abi::HostAsk) of this process.
+/// Never unwinds.
+pub extern "C" fn ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
+    let answered = catch_unwind(AssertUnwindSafe(|| {
+        let Some((connection, plugin)) = CALLER.with(Cell::get) else {
+            return Err(ASK_OUTSIDE_CALL.to_owned());
+        };
+        // SAFETY: the name is borrowed by `with_caller`, which is running
+        // the call this question comes from, and clears the mark when it
+        // returns.
+        let plugin = unsafe { plugin.as_ref() };
+        answer_blocking(question.as_str(), input.as_str(), connection, plugin)
+    }));
+    match answered {
+        Ok(Ok(text)) => ROk(text.into()),
+        Ok(Err(text)) => RErr(text.into()),
+        Err(_) => RErr("the host failed to answer".into()),
+    }
+}
+
+/// Answers on a thread that may block briefly: a runtime worker (an inline
+/// call) or a pool thread. Asking other hosts waits a bounded time.
+fn answer_blocking(
+    question: &str,
+    input: &str,
+    connection: ConnectionId,
+    plugin: &str,
+) -> Result<String, String> {
+    let mut answering = std::pin::pin!(answer(question, input, connection, plugin));
+    // Groups of this host answer at once: no blocking for them.
+    let mut now = std::task::Context::from_waker(std::task::Waker::noop());
+    if let std::task::Poll::Ready(answered) = answering.as_mut().poll(&mut now) {
+        return answered;
+    }
+    let handle = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    tokio::task::block_in_place(|| handle.block_on(answering))
+}
+
+/// The answer to one question of `plugin` for `connection`.
+pub async fn answer(
+    question: &str,
+    input: &str,
+    connection: ConnectionId,
+    plugin: &str,
+) -> Result<String, String> {
+    match question {
+        ASK_COUNT => reports()
+            .ok_or("the server has no metrics yet")?
+            .count(plugin, input),
+        ASK_LOG => reports()
+            .ok_or("the server has no log yet")?
+            .log(plugin, input),
+        ASK_GROUP_SIZE | ASK_LOCAL_GROUP_SIZE => {
+            let groups = groups().ok_or("the server has no groups yet")?;
+            let group: String = serde_json::from_str(input)
+                .map_err(|e| format!("the group name is not a JSON string: {e}"))?;
+            let (local, caller) = groups.local_size(&group, connection);
+            let others = if question == ASK_GROUP_SIZE {
+                // Without an answer from the other hosts, this host's own.
+                groups.remote_members(&group).await.unwrap_or(0)
+            } else {
+                0
+            };
+            Ok(serde_json::json!({
+                "members": local + others,
+                "local": local,
+                "caller": caller,
+            })
+            .to_string())
+        }
+        _ => Err(ASK_UNSUPPORTED.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Option<(ConnectionId, String)> {
+        // SAFETY: read while the marking `with_caller` runs, as `ask` does.
+        CALLER
+            .with(Cell::get)
+            .map(|(c, p)| (c, unsafe { p.as_ref() }.to_owned()))
+    }
+
+    #[test]
+    fn the_mark_names_the_plugin_for_the_call_only() {
+        assert_eq!(caller(), None);
+        let outer = 7;
+        with_caller(outer, "proxy", || {
+            assert_eq!(caller(), Some((outer, "proxy".to_owned())));
+            with_caller(8, "other", || {
+                assert_eq!(caller().map(|c| c.1), Some("other".to_owned()));
+            });
+            assert_eq!(caller(), Some((outer, "proxy".to_owned())));
+        });
+        assert_eq!(caller(), None);
+        // Put back when the call unwinds too.
+        let unwound = std::panic::catch_unwind(|| with_caller(outer, "proxy", || panic!("boom")));
+        assert!(unwound.is_err());
+        assert_eq!(caller(), None);
+    }
+
+    #[test]
+    fn a_question_outside_a_call_is_refused() {
+        let answer = ask(ASK_COUNT.into(), r#"{"event":"e"}"#.into());
+        assert_eq!(answer.into_result().unwrap_err().as_str(), ASK_OUTSIDE_CALL);
+    }
+}

@@ -1,0 +1,551 @@
+//! One worker process, seen from the host: starting it, the start-up
+//! conversation (manifest, configuration), and then the calls in flight.
+//!
+//! How a worker is started: the host runs its own executable again
+//! (`/proc/self/exe`, so an upgraded binary on disk never pairs an old
+//! host with a new worker) as `rohrpost --plugin-worker`, with the shadow
+//! copy of the library on descriptor 3 and its end of a Unix socket pair
+//! on descriptor 4. Nothing is found by name: no socket path, no pid file;
+//! the pair is private to the two processes. The worker is in a process
+//! group of its own (terminal signals are the server's), is killed when
+//! the server drops it, and exits by itself when the server is gone.
+//!
+//! Calls are framed by [`super::frame`]. Callers on any connection task
+//! hand their frame to one writer task per worker, which writes whatever
+//! has queued up in one go, so that the calls of many connections cost one
+//! write (and one wake-up of the worker). One reader task per worker
+//! matches replies to calls by their id. Every call in flight is answered
+//! exactly once: by its reply, or, when the channel ends, by
+//! [`Worker::fail_all`], both under the same lock.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use rohrpost_plugin_api::abi::CallOutcome;
+use thiserror::Error;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+        UnixStream,
+    },
+    process::{Child, Command},
+    sync::{mpsc, oneshot, Notify},
+};
+
+use super::{
+    frame::{self, FrameError, Reader},
+    worker,
+};
+use crate::{
+    groups::ConnectionId,
+    plugins::loaded::{LoadError, ManifestInfo},
+};
+
+/// Why a worker could not be started, or its start-up conversation failed.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot start a worker process: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("{0}")]
+    Load(LoadError),
+    #[error("its worker process ended while starting ({0})")]
+    Died(String),
+    #[error("its worker process did not start within {} s", .0.as_secs())]
+    Slow(Duration),
+    #[error("its worker process broke the channel: {0}")]
+    Channel(String),
+}
+
+/// Limits of each worker process (`setrlimit`, set before it starts).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerLimits {
+    /// Address space in bytes (`RLIMIT_AS`); 0 for none.
+    pub memory: u64,
+    /// Open files (`RLIMIT_NOFILE`); 0 for the server's own.
+    pub open_files: u64,
+}
+
+/// A worker whose library is loaded, before or after its configuration.
+pub struct Starting {
+    pub manifest: ManifestInfo,
+    pub child: Child,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+/// What the plugin's `configure` answered in the worker.
+pub type ConfigAnswer = Result<String, String>;
+
+impl Starting {
+    /// Starts a worker for the library open as `library` and waits for its
+    /// manifest.
+    pub async fn spawn(
+        library: &File,
+        limits: WorkerLimits,
+        timeout: Duration,
+    ) -> Result<Starting, StartError> {
+        let (host_end, worker_end) =
+            std::os::unix::net::UnixStream::pair().map_err(StartError::Spawn)?;
+        host_end.set_nonblocking(true).map_err(StartError::Spawn)?;
+        let library_fd = library.as_raw_fd();
+        let channel_fd = worker_end.as_raw_fd();
+        let mut command = Command::new("/proc/self/exe");
+        // The server's own settings (tokens, the broker's URL) are none of
+        // the plugin's business.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ROHRPOST_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg(worker::ARG)
+            .stdin(std::process::Stdio::null())
+            // Its own process group: a terminal's Ctrl-C goes to the
+            // server, which shuts down in order, not to its workers.
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, setrlimit)
+        // run in the child between fork and exec. Both descriptors are
+        // first moved above the targets, so that neither overwrites the
+        // other.
+        unsafe {
+            command.pre_exec(move || {
+                // Never above the server's own hard limit, which only
+                // root could raise.
+                let limit = |resource, value: u64| {
+                    let mut rlim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if value == 0 {
+                        return Ok(());
+                    }
+                    if libc::getrlimit(resource, &mut rlim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let value = (value as libc::rlim_t).min(rlim.rlim_max);
+                    rlim.rlim_cur = value;
+                    rlim.rlim_max = value;
+                    if libc::setrlimit(resource, &rlim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                };
+                limit(libc::RLIMIT_AS, limits.memory)?;
+                limit(libc::RLIMIT_NOFILE, limits.open_files)?;
+                let lib = libc::fcntl(library_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let chan = libc::fcntl(channel_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if lib < 0
+                    || chan < 0
+                    || libc::dup2(lib, worker::LIBRARY_FD) < 0
+                    || libc::dup2(chan, worker::CHANNEL_FD) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(StartError::Spawn)?;
+        drop(worker_end);
+        let stream = UnixStream::from_std(host_end).map_err(StartError::Spawn)?;
+        let (read, writer) = stream.into_split();
+        let mut starting = Starting {
+            manifest: ManifestInfo {
+                name: String::new(),
+                version: String::new(),
+                api_version: String::new(),
+                panic_unwind: false,
+                handlers: Vec::new(),
+                hooks: Default::default(),
+            },
+            child,
+            reader: BufReader::new(read),
+            writer,
+        };
+        let (tag, body) = starting.next_frame(timeout).await?;
+        let mut r = Reader::new(&body);
+        match tag {
+            frame::HELLO => {
+                starting.manifest = frame::read_hello(&mut r).map_err(channel)?;
+                Ok(starting)
+            }
+            frame::LOAD_FAILED => {
+                let code = r.u8().map_err(channel)?;
+                let text = r.str().map_err(channel)?.to_owned();
+                Err(StartError::Load(match code {
+                    worker::LOAD_OPEN => LoadError::Open(text),
+                    worker::LOAD_NO_ROOT => LoadError::NoRootModule,
+                    worker::LOAD_INCOMPATIBLE => LoadError::Incompatible(text),
+                    _ => LoadError::Init(text),
+                }))
+            }
+            other => Err(channel(FrameError::UnknownTag(other))),
+        }
+    }
+
+    /// Hands the plugin its configuration; what it answered.
+    pub async fn configure(
+        &mut self,
+        config: &str,
+        timeout: Duration,
+    ) -> Result<ConfigAnswer, StartError> {
+        let bytes = frame::text(frame::CONFIGURE, config);
+        self.writer
+            .write_all(&bytes)
+            .await
+            .map_err(|e| StartError::Channel(e.to_string()))?;
+        let (tag, body) = self.next_frame(timeout).await?;
+        if tag != frame::CONFIGURED {
+            return Err(channel(FrameError::UnknownTag(tag)));
+        }
+        let mut r = Reader::new(&body);
+        let code = r.u8().map_err(channel)?;
+        let text = r.str().map_err(channel)?.to_owned();
+        if code != worker::CONFIG_OK {
+            return Ok(Err(text));
+        }
+        // The manifest read again after the configuration.
+        let (tag, body) = self.next_frame(timeout).await?;
+        if tag != frame::HELLO {
+            return Err(channel(FrameError::UnknownTag(tag)));
+        }
+        self.manifest = frame::read_hello(&mut Reader::new(&body)).map_err(channel)?;
+        Ok(Ok(text))
+    }
+
+    /// The next frame's tag and the rest of its body.
+    async fn next_frame(&mut self, timeout: Duration) -> Result<(u8, Vec<u8>), StartError> {
+        match tokio::time::timeout(timeout, read_frame(&mut self.reader)).await {
+            Ok(Ok(Some(frame))) => Ok(frame),
+            Ok(Ok(None)) => Err(StartError::Died(self.death().await)),
+            Ok(Err(e)) => Err(StartError::Channel(e.to_string())),
+            Err(_) => Err(StartError::Slow(timeout)),
+        }
+    }
+
+    /// How the worker ended (it closed the channel); kills it if it did not.
+    async fn death(&mut self) -> String {
+        let _ = self.child.start_kill();
+        match self.child.wait().await {
+            Ok(status) => describe(status),
+            Err(e) => format!("unknown: {e}"),
+        }
+    }
+
+    /// The worker is ready: its calls go through the returned [`Worker`];
+    /// the child, the reader and the writer go to the supervisor's tasks.
+    pub fn ready(self) -> (Worker, Child, BufReader<OwnedReadHalf>, WriterTask) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            pid: self.child.id().unwrap_or(0),
+            out: tx,
+            calls: Mutex::new(Calls {
+                open: true,
+                draining: false,
+                waiting: HashMap::new(),
+            }),
+            next_id: AtomicU64::new(1),
+            kill: Notify::new(),
+            drain: Notify::new(),
+            killed: AtomicBool::new(false),
+        };
+        (
+            worker,
+            self.child,
+            self.reader,
+            WriterTask {
+                rx,
+                writer: self.writer,
+            },
+        )
+    }
+}
+
+fn channel(e: FrameError) -> StartError {
+    StartError::Channel(e.to_string())
+}
+
+/// Reads one frame: `None` at the end of the channel.
+pub async fn read_frame(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
+    let mut head = [0; 4];
+    match reader.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(_) => return Ok(None),
+    }
+    let len = frame::body_len(head)?;
+    let mut body = vec![0; len];
+    if reader.read_exact(&mut body).await.is_err() {
+        return Ok(None);
+    }
+    let tag = body.remove(0);
+    Ok(Some((tag, body)))
+}
+
+/// An exit status as the log says it: `signal 11 (SIGSEGV)`, `exit code 3`.
+pub fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        let name = match signal {
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGBUS => "SIGBUS",
+            libc::SIGILL => "SIGILL",
+            libc::SIGFPE => "SIGFPE",
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGTRAP => "SIGTRAP",
+            _ => "",
+        };
+        if name.is_empty() {
+            return format!("signal {signal}");
+        }
+        return format!("signal {signal} ({name})");
+    }
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => status.to_string(),
+    }
+}
+
+/// Writes the frames callers queue, as many per write as have queued up.
+pub struct WriterTask {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    writer: OwnedWriteHalf,
+}
+
+/// How much is gathered into one write at most.
+const BATCH: usize = 256 * 1024;
+
+impl WriterTask {
+    /// Runs until the worker is closed or the channel breaks. An empty
+    /// frame closes the host's side for writing: the worker sees the end
+    /// of its channel and exits.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(16 * 1024);
+        while let Some(first) = self.rx.recv().await {
+            let mut close = first.is_empty();
+            batch.extend_from_slice(&first);
+            while !close && batch.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(more) if more.is_empty() => close = true,
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() && self.writer.write_all(&batch).await.is_err() {
+                return;
+            }
+            batch.clear();
+            if close {
+                let _ = self.writer.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// A call's end as seen from the caller.
+#[derive(Debug)]
+pub enum CallEnd {
+    Replied {
+        outcome: CallOutcome,
+        ran_for: Duration,
+    },
+    /// The worker died (or was killed) with the call in flight.
+    Crashed,
+}
+
+struct Calls {
+    /// False once the channel has ended, or the worker is draining: no
+    /// call is taken any more.
+    open: bool,
+    /// A call ran past its timeout: the worker is killed once no other
+    /// call is in flight on it.
+    draining: bool,
+    /// Each call's handler, the connection it is for, and where its end
+    /// goes.
+    waiting: HashMap<u64, (u32, ConnectionId, oneshot::Sender<CallEnd>)>,
+}
+
+/// A ready worker: where calls go.
+pub struct Worker {
+    pub pid: u32,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    calls: Mutex<Calls>,
+    next_id: AtomicU64,
+    /// Tells the supervisor to kill the process.
+    kill: Notify,
+    /// Tells the supervisor to take the worker out of service and start
+    /// the next one.
+    drain: Notify,
+    /// Killed by the host (a call ran past its timeout), not crashed.
+    killed: AtomicBool,
+}
+
+/// A call sent to a worker, waiting for its end. Dropping it forgets the
+/// call (a late reply is then dropped).
+pub struct PendingCall<'w> {
+    worker: &'w Worker,
+    id: u64,
+    pub end: oneshot::Receiver<CallEnd>,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        self.worker.forget(self.id);
+    }
+}
+
+impl PendingCall<'_> {
+    /// The call ran past its timeout: it is forgotten, and the worker,
+    /// which may be stuck in it, drained: the next worker takes new calls
+    /// at once, and this one is killed as soon as no other call is in
+    /// flight on it (each of them has a deadline of its own, so that is
+    /// within one handler timeout at most). The other calls on it are not
+    /// lost to one stuck call.
+    pub fn time_out(self) {
+        let first = {
+            let mut calls = self.worker.lock();
+            calls.waiting.remove(&self.id);
+            calls.open = false;
+            !std::mem::replace(&mut calls.draining, true)
+        };
+        if first {
+            self.worker.killed.store(true, Ordering::Relaxed);
+            self.worker.drain.notify_one();
+        }
+        // Checks whether it is the last call in flight.
+        self.worker.forget(self.id);
+    }
+}
+
+impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a call (a frame made by [`frame::call`]); the frame back when
+    /// the worker takes no calls any more (it was never sent: try the next).
+    pub fn send(
+        &self,
+        handler: u32,
+        connection: ConnectionId,
+        mut bytes: Vec<u8>,
+    ) -> Result<PendingCall<'_>, Vec<u8>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        frame::set_call_id(&mut bytes, id);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut calls = self.lock();
+            if !calls.open {
+                return Err(bytes);
+            }
+            calls.waiting.insert(id, (handler, connection, tx));
+        }
+        // A failed send is answered when the channel's end is noticed.
+        let _ = self.out.send(bytes);
+        Ok(PendingCall {
+            worker: self,
+            id,
+            end: rx,
+        })
+    }
+
+    /// Forgets a call; kills a draining worker once it was the last one.
+    fn forget(&self, id: u64) {
+        let idle = {
+            let mut calls = self.lock();
+            calls.waiting.remove(&id);
+            calls.draining && calls.waiting.is_empty()
+        };
+        if idle {
+            self.kill.notify_one();
+        }
+    }
+
+    /// A reply arrived.
+    pub fn complete(&self, reply: frame::Reply) {
+        let (waiter, idle) = {
+            let mut calls = self.lock();
+            let waiter = calls.waiting.remove(&reply.call_id);
+            (waiter, calls.draining && calls.waiting.is_empty())
+        };
+        if idle {
+            self.kill.notify_one();
+        }
+        if let Some((_, _, waiter)) = waiter {
+            let _ = waiter.send(CallEnd::Replied {
+                outcome: reply.outcome,
+                ran_for: reply.ran_for,
+            });
+        }
+    }
+
+    /// The channel has ended: every call in flight gets [`CallEnd::Crashed`],
+    /// and no call is taken any more. The handlers of the calls there were.
+    pub fn fail_all(&self) -> Vec<u32> {
+        let waiting = {
+            let mut calls = self.lock();
+            calls.open = false;
+            std::mem::take(&mut calls.waiting)
+        };
+        let mut handlers = Vec::with_capacity(waiting.len());
+        for (_, (handler, _, waiter)) in waiting {
+            handlers.push(handler);
+            let _ = waiter.send(CallEnd::Crashed);
+        }
+        handlers
+    }
+
+    /// The connection a call in flight is for: whom a question of the
+    /// plugin's during that call is about.
+    pub fn caller_of(&self, call_id: u64) -> Option<ConnectionId> {
+        self.lock()
+            .waiting
+            .get(&call_id)
+            .map(|(_, connection, _)| *connection)
+    }
+
+    /// Sends a frame that answers the worker (a [`frame::ANSWER`]).
+    pub fn answer(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(bytes);
+    }
+
+    /// Whether any call was ever sent to it.
+    pub fn ever_called(&self) -> bool {
+        self.next_id.load(Ordering::Relaxed) > 1
+    }
+
+    /// Whether the host killed it (rather than it crashing).
+    pub fn was_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when a draining worker has no call in flight any more.
+    pub async fn kill_requested(&self) {
+        self.kill.notified().await
+    }
+
+    /// Resolves when a call ran past its timeout: the worker is to be
+    /// replaced.
+    pub async fn drain_requested(&self) {
+        self.drain.notified().await
+    }
+
+    /// Closes the host's side: the worker finishes and exits.
+    pub fn close(&self) {
+        let _ = self.out.send(Vec::new());
+    }
+}

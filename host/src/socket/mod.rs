@@ -1,0 +1,10 @@
+//! Writing to a client: the stream a connection shares with the group
+//! fan-out ([`wire`]) and the outbound queue of group messages waiting for
+//! a busy connection, with its limits ([`outbound`]).
+
+pub mod outbound;
+pub mod wire;
+
+/// An upgraded connection, on its TCP stream (shared with the fan-out once
+/// it joined a group, see [`wire`]).
+pub type Socket = tokio_tungstenite::WebSocketStream<wire::Wire>;

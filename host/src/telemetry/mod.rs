@@ -1,0 +1,183 @@
+//! What the server knows about itself, for operators, one concern per
+//! module: [`metrics`] (Prometheus), [`plugin_states`] (every file of the
+//! plugins directory, loaded or rejected, and why), [`readiness`], the
+//! [`event_bus`] of the status page's live stream, [`plugins_page`]
+//! (`/api/plugins`) and [`stats`], the recent history of `/api/stats`.
+//!
+//! Everything that changes state reports here (the watcher publishes its
+//! [`PluginEvent`]s, the dispatcher counts requests, connections count
+//! themselves); `admin` only reads.
+
+pub mod event_bus;
+pub mod latency;
+pub mod metrics;
+pub mod plugin_reports;
+pub mod plugin_states;
+pub mod plugins_page;
+pub mod readiness;
+pub mod stats;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use self::{
+    event_bus::EventBus,
+    plugin_states::PluginStates,
+    readiness::Readiness,
+    stats::{History, Seen},
+};
+pub use self::{
+    event_bus::{LiveEvent, LiveSink},
+    metrics::{Metrics, RouteMetrics},
+};
+use crate::{plugins::loaded::LoadedPlugin, plugins::watcher::PluginEvent};
+
+/// The server's view of itself.
+#[derive(Default)]
+pub struct Monitor {
+    pub metrics: Metrics,
+    plugins: PluginStates,
+    readiness: Readiness,
+    events: EventBus,
+    open_connections: Arc<AtomicI64>,
+    history: Mutex<History>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Monitor {
+    /// The plugins directory has been scanned once.
+    pub fn set_ready(&self) {
+        self.readiness.set_scanned();
+    }
+
+    /// Whether the server can do its whole job: plugins scanned, and the
+    /// group broker reachable if there is one. `Err` says why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        self.readiness.check()
+    }
+
+    /// Whether an inline handler call is stuck now (not ready while so).
+    pub fn set_stuck(&self, stuck: bool) {
+        self.readiness.set_stuck(stuck);
+    }
+
+    /// A group broker is in use: reachable (`Ok`), or not and why.
+    pub fn set_broker(&self, state: Result<(), &'static str>) {
+        self.metrics.broker_up.set(i64::from(state.is_ok()));
+        self.readiness.set_broker(state);
+    }
+
+    /// A connection opened (`+1`) or closed (`-1`). Two atomics: the live
+    /// stream reads the count on its own time.
+    pub fn connection(&self, delta: i64) {
+        self.metrics.connections.inc_by(delta);
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The open connections' counter, for a task that reports it.
+    pub fn open_connections_counter(&self) -> Arc<AtomicI64> {
+        self.open_connections.clone()
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// The metrics of one routed message type, made once per route so that
+    /// a request only bumps atomics.
+    pub fn route_metrics(&self, kind: &str, plugin: &str) -> RouteMetrics {
+        self.metrics.route(kind, plugin)
+    }
+
+    /// A frame that was not a valid rohrpost message.
+    pub fn invalid_request(&self) {
+        self.metrics.invalid.inc();
+    }
+
+    /// A request of a type no plugin serves.
+    pub fn unknown_type(&self) {
+        self.metrics.unknown_type.inc();
+    }
+
+    /// One plugin event, for the file states, the metrics and the live
+    /// stream (the watcher logs it).
+    pub fn publish(&self, event: &PluginEvent) {
+        let at = now();
+        self.plugins.record(event, at);
+        self.metrics.plugin_event(event.name());
+        self.events.plugin_event(event, at);
+    }
+
+    /// A file that was rejected is gone.
+    pub fn forget(&self, file: &Path) {
+        self.plugins.forget(file);
+    }
+
+    /// Live events for the status page: plugin events as they happen, and
+    /// the open connection count when it changed, a few times a second at
+    /// most. Call it within the runtime.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.events.subscribe(&self.open_connections)
+    }
+
+    /// `GET /api/plugins`: every loaded plugin and every rejected file.
+    pub fn plugins_json(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>) -> Value {
+        plugins_page::render(&self.plugins, loaded, self.open_connections())
+    }
+
+    /// The worker counters of the plugin `name`.
+    pub fn worker_metrics(
+        &self,
+        name: &str,
+    ) -> crate::plugins::isolation::supervisor::WorkerMetrics {
+        let mut metrics = self.metrics.worker(name);
+        metrics.events = self.events.sink();
+        metrics
+    }
+
+    /// Takes one sample of the counters for `/api/stats` (the sampler
+    /// calls it once a second); `plugins` are the loaded plugins' names,
+    /// `groups` the number of groups with members here.
+    pub fn sample(&self, plugins: &[&str], groups: usize) {
+        let reading = self.metrics.read();
+        let seen = Seen {
+            at: now(),
+            connections: self.open_connections(),
+            groups,
+            plugins,
+        };
+        lock(&self.history).record(Instant::now(), reading, &seen);
+    }
+
+    /// `GET /api/stats` without its groups: the recent history and the
+    /// plugins of `loaded`.
+    pub fn stats_json(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>) -> Value {
+        lock(&self.history).render(loaded, self.open_connections())
+    }
+
+    /// `GET /metrics` in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
+    }
+}
