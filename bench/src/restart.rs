@@ -21,7 +21,8 @@ use crate::{
 
 /// The host's log: the `listening` line, problems, but not the crash lines
 /// this benchmark causes on purpose.
-const LOG: &str = "warn,rohrpost_host::server=info,rohrpost_host::plugins::isolation::supervisor=off";
+const LOG: &str =
+    "warn,rohrpost_host::server=info,rohrpost_host::plugins::isolation::supervisor=off";
 
 /// How long a crash may take to be served again before the run fails.
 const CRASH_TIMEOUT: Duration = Duration::from_secs(30);

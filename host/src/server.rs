@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     );
 
-    sampler::start(monitor.clone(), registry.clone(), groups.clone());
+    let history = sampler::start(monitor.clone(), registry.clone(), groups.clone());
 
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {
@@ -163,6 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .merge(admin::router(Arc::new(Admin {
             monitor,
+            history,
             registry,
             groups: sized,
             token: admin_token.clone(),

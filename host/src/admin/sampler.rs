@@ -1,26 +1,41 @@
 //! The one task behind the status page's charts: once a second it has the
-//! monitor read the counters the request path keeps anyway, with the loaded
-//! plugins' names and the number of groups (see [`crate::telemetry::stats`]).
+//! sampler read the counters the request path keeps anyway, with the loaded
+//! plugins' names and the number of groups (see [`super::stats`]).
 //! A request pays nothing for it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::stats::{History, Seen, INTERVAL};
 use crate::{
+    base::{clock::unix_now, lock::lock},
     groups::GroupLayer,
     plugins::registry::Registry,
-    telemetry::{stats::INTERVAL, Monitor},
+    telemetry::Monitor,
 };
 
 /// Takes the first reading now (before the server serves, so that every
 /// request is in a sample) and starts the sampler; it runs as long as the
-/// runtime.
-pub fn start(monitor: Arc<Monitor>, registry: Arc<Registry>, groups: Arc<dyn GroupLayer>) {
+/// runtime. The history it keeps is for `/api/stats` to read.
+pub fn start(
+    monitor: Arc<Monitor>,
+    registry: Arc<Registry>,
+    groups: Arc<dyn GroupLayer>,
+) -> Arc<Mutex<History>> {
+    let history = Arc::new(Mutex::new(History::default()));
+    let kept = history.clone();
     let sample = move || {
         let snapshot = registry.snapshot();
-        let names: Vec<&str> = snapshot.plugins.values().map(|p| p.name.as_str()).collect();
-        monitor.sample(&names, groups.local().group_count());
+        let plugins: Vec<&str> = snapshot.plugins.values().map(|p| p.name.as_str()).collect();
+        let reading = monitor.metrics.read();
+        let seen = Seen {
+            at: unix_now(),
+            connections: monitor.open_connections(),
+            groups: groups.local().group_count(),
+            plugins: &plugins,
+        };
+        lock(&kept).record(std::time::Instant::now(), reading, &seen);
     };
     sample();
     tokio::spawn(async move {
@@ -33,4 +48,5 @@ pub fn start(monitor: Arc<Monitor>, registry: Arc<Registry>, groups: Arc<dyn Gro
             sample();
         }
     });
+    history
 }

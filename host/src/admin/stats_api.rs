@@ -16,12 +16,12 @@ use serde_json::json;
 
 use crate::{
     admin::group_sizes::{self, LARGEST, MAX_LIMIT, MAX_SEARCH},
-    admin::Admin,
+    admin::state::Admin,
 };
 
 /// `GET /api/stats`.
 pub async fn stats(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
-    let mut answer = admin.monitor.stats_json(&admin.registry.snapshot().plugins);
+    let mut answer = admin.stats_json();
     let sizes = group_sizes::largest(admin.groups.local(), "", LARGEST);
     answer["groups"] = json!({ "count": sizes.count, "largest": sizes.groups });
     // With groups over Redis, the hosts sharing them (from their presence).

@@ -1,8 +1,10 @@
 //! Small pieces every stage uses and that use nothing of the server's: the
 //! rohrpost envelope and the server's error replies and close frames
 //! ([`protocol`]), rate limits on log lines clients can cause
-//! ([`log_limit`]), and the shutdown signal ([`shutdown`]).
+//! ([`log_limit`]), a lock that outlives a panic ([`lock`]), wall-clock seconds ([`clock`]), and the shutdown signal ([`shutdown`]).
 
+pub mod clock;
+pub mod lock;
 pub mod log_limit;
 pub mod protocol;
 pub mod shutdown;

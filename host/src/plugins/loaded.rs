@@ -37,6 +37,7 @@ use rohrpost_plugin_api::abi::{
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
+use crate::telemetry::plugin_events::{Identity, PluginInfo};
 use crate::{
     config::Isolation,
     plugins::files::elf_check,
@@ -360,21 +361,24 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// What a plugin says it is, for the log.
-#[derive(Debug, Clone, Default)]
-pub struct Identity {
-    pub name: String,
-    pub version: String,
-    pub types: Vec<String>,
-}
-
-impl Identity {
-    /// The identity of a loaded plugin.
-    pub fn of(plugin: &LoadedPlugin) -> Self {
+impl LoadedPlugin {
+    /// What it says it is, for the log.
+    pub fn identity(&self) -> Identity {
         Identity {
-            name: plugin.name.clone(),
-            version: plugin.version.clone(),
-            types: plugin.types().map(str::to_owned).collect(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            types: self.types().map(str::to_owned).collect(),
+        }
+    }
+
+    /// This version, as the plugin events name it.
+    pub fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            types: self.types().map(str::to_owned).collect(),
+            file: self.file.clone(),
+            api_version: self.api_version.clone(),
         }
     }
 }

@@ -32,8 +32,9 @@ use crate::{
     plugins::files::permissions,
     plugins::files::shadow::ShadowDir,
     plugins::isolation::{self, LoadSettings, WorkerLimits},
-    plugins::loaded::{content_hash, Identity, LoadError, LoadedPlugin},
+    plugins::loaded::{content_hash, LoadError, LoadedPlugin},
     plugins::registry::Registry,
+    telemetry::plugin_events::{Identity, PluginEvent},
     telemetry::Monitor,
 };
 
@@ -71,88 +72,49 @@ impl Drop for PluginWatcher {
     }
 }
 
-/// Something that happened to a file of the plugins directory.
-#[derive(Debug)]
-pub enum PluginEvent {
-    /// A new file's plugin serves.
-    Loaded { plugin: Arc<LoadedPlugin> },
-    /// A file's new content serves in place of `previous`; calls in flight
-    /// finish on it. `retired_versions`: how many versions of `previous`'s
-    /// name are now out of service but still mapped.
-    Replaced {
-        plugin: Arc<LoadedPlugin>,
-        previous: Arc<LoadedPlugin>,
-        retired_versions: u64,
-    },
-    /// A file could not be loaded, or was refused; `still_serving` names
-    /// the version from the same file that keeps serving, if any.
-    Rejected {
-        file: PathBuf,
-        identity: Option<Identity>,
-        reason: String,
-        still_serving: Option<String>,
-    },
-    /// A plugin's file was deleted; its library stays mapped.
-    Removed {
-        plugin: Arc<LoadedPlugin>,
-        retired_versions: u64,
-    },
-}
-
-impl PluginEvent {
-    /// The event's name in the log, the metrics and the live stream.
-    pub fn name(&self) -> &'static str {
-        match self {
-            PluginEvent::Loaded { .. } => "loaded",
-            PluginEvent::Replaced { .. } => "replaced",
-            PluginEvent::Rejected { .. } => "rejected",
-            PluginEvent::Removed { .. } => "removed",
-        }
-    }
-
-    fn log(&self) {
-        let event = self.name();
-        match self {
-            PluginEvent::Loaded { plugin } => {
-                info!(event, plugin = %plugin.name, version = %plugin.version,
-                    types = ?plugin.types().collect::<Vec<_>>(), file = %plugin.file.display(),
+/// Logs one plugin event, the way operators read it.
+fn log(happened: &PluginEvent) {
+    let event = happened.name();
+    match happened {
+        PluginEvent::Loaded { plugin } => {
+            info!(event, plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types, file = %plugin.file.display(),
                     api = %plugin.api_version, reason = "new file", "plugin loaded");
-            }
-            PluginEvent::Replaced {
-                plugin,
-                previous,
-                retired_versions,
-            } => {
-                info!(event, plugin = %plugin.name, version = %plugin.version,
-                    types = ?plugin.types().collect::<Vec<_>>(), file = %plugin.file.display(),
+        }
+        PluginEvent::Replaced {
+            plugin,
+            previous,
+            retired_versions,
+        } => {
+            info!(event, plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types, file = %plugin.file.display(),
                     api = %plugin.api_version, previous_version = %previous.version,
                     reason = "content changed", retired_versions,
                     "plugin replaced; calls in flight finish on the previous version");
-            }
-            PluginEvent::Rejected {
-                file,
-                identity,
-                reason,
-                still_serving,
-            } => {
-                let identity = identity.as_ref();
-                warn!(event,
+        }
+        PluginEvent::Rejected {
+            file,
+            identity,
+            reason,
+            still_serving,
+        } => {
+            let identity = identity.as_ref();
+            warn!(event,
                     plugin = %identity.map_or("-", |p| p.name.as_str()),
                     version = %identity.map_or("-", |p| p.version.as_str()),
                     types = ?identity.map(|p| p.types.as_slice()).unwrap_or_default(),
                     file = %file.display(), reason = %reason,
                     still_serving = %still_serving.as_deref().unwrap_or("nothing from this file"),
                     "plugin rejected");
-            }
-            PluginEvent::Removed {
-                plugin,
-                retired_versions,
-            } => {
-                info!(event, plugin = %plugin.name, version = %plugin.version,
-                    types = ?plugin.types().collect::<Vec<_>>(), file = %plugin.file.display(),
+        }
+        PluginEvent::Removed {
+            plugin,
+            retired_versions,
+        } => {
+            info!(event, plugin = %plugin.name, version = %plugin.version,
+                    types = ?plugin.types, file = %plugin.file.display(),
                     reason = "file deleted", retired_versions,
                     "plugin removed; its library stays mapped until restart");
-            }
         }
     }
 }
@@ -329,7 +291,7 @@ impl Reconciler {
             if let Some(old) = self.registry.remove(path, &self.monitor) {
                 let retired_versions = self.retire(&old);
                 self.publish(PluginEvent::Removed {
-                    plugin: old,
+                    plugin: old.info(),
                     retired_versions,
                 });
                 self.retry_blocked();
@@ -382,12 +344,14 @@ impl Reconciler {
             }
         };
         match self.registry.install(plugin.clone(), &self.monitor) {
-            Ok(None) => self.publish(PluginEvent::Loaded { plugin }),
+            Ok(None) => self.publish(PluginEvent::Loaded {
+                plugin: plugin.info(),
+            }),
             Ok(Some(previous)) => {
                 let retired_versions = self.retire(&previous);
                 self.publish(PluginEvent::Replaced {
-                    plugin,
-                    previous,
+                    plugin: plugin.info(),
+                    previous: previous.info(),
                     retired_versions,
                 });
                 // The new version may have given up a type or a name.
@@ -397,7 +361,7 @@ impl Reconciler {
                 if let Some(known) = self.known.get_mut(path) {
                     known.blocked = true;
                 }
-                self.reject(path, Some(&Identity::of(&plugin)), &conflict);
+                self.reject(path, Some(&plugin.identity()), &conflict);
             }
         }
     }
@@ -447,7 +411,7 @@ impl Reconciler {
     /// `/api/plugins` up to date.
     fn publish(&self, event: PluginEvent) {
         self.monitor.publish(&event);
-        event.log();
+        log(&event);
     }
 }
 

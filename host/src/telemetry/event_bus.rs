@@ -13,7 +13,7 @@ use std::{
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use crate::plugins::watcher::PluginEvent;
+use super::plugin_events::PluginEvent;
 
 /// One event of the live stream, serialized once for every subscriber.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl LiveSink {
         if self.0.receiver_count() == 0 {
             return;
         }
-        let at = super::now();
+        let at = crate::base::clock::unix_now();
         let details = json!({
             "plugin": plugin, "version": version, "types": types,
             "reason": reason, "event": name, "at": at,
@@ -86,7 +86,7 @@ impl EventBus {
         let mut details = match event {
             PluginEvent::Loaded { plugin } | PluginEvent::Replaced { plugin, .. } => json!({
                 "plugin": plugin.name, "version": plugin.version,
-                "types": plugin.types().collect::<Vec<_>>(), "file": plugin.file,
+                "types": plugin.types, "file": plugin.file,
             }),
             PluginEvent::Rejected {
                 file,

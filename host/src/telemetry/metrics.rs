@@ -15,14 +15,23 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::event_bus::LiveSink;
 use super::{
     latency::{Buckets, Latency},
-    lock,
     plugin_reports::PluginReports,
 };
-use crate::plugins::isolation::supervisor::WorkerMetrics;
+use crate::base::lock::lock;
 
 /// Labels of the messages counter.
+/// Counters of one plugin's workers, in the Prometheus metrics (by plugin
+/// name, across versions), and the live stream of the status page.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerMetrics {
+    pub crashes: Counter,
+    pub restarts: Counter,
+    pub events: LiveSink,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
     /// The message type, for types a plugin serves; empty otherwise (the

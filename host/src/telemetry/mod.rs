@@ -11,36 +11,27 @@
 pub mod event_bus;
 pub mod latency;
 pub mod metrics;
+pub mod plugin_events;
 pub mod plugin_reports;
 pub mod plugin_states;
-pub mod plugins_page;
 pub mod readiness;
-pub mod stats;
 
 use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         atomic::{AtomicI64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use serde_json::Value;
 use tokio::sync::broadcast;
 
-use self::{
-    event_bus::EventBus,
-    plugin_states::PluginStates,
-    readiness::Readiness,
-    stats::{History, Seen},
-};
+use self::plugin_events::PluginEvent;
+use self::{event_bus::EventBus, plugin_states::PluginStates, readiness::Readiness};
 pub use self::{
-    event_bus::{LiveEvent, LiveSink},
+    event_bus::LiveEvent,
     metrics::{Metrics, RouteMetrics},
 };
-use crate::{plugins::loaded::LoadedPlugin, plugins::watcher::PluginEvent};
 
 /// The server's view of itself.
 #[derive(Default)]
@@ -50,19 +41,6 @@ pub struct Monitor {
     readiness: Readiness,
     events: EventBus,
     open_connections: Arc<AtomicI64>,
-    history: Mutex<History>,
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Monitor {
@@ -123,7 +101,7 @@ impl Monitor {
     /// One plugin event, for the file states, the metrics and the live
     /// stream (the watcher logs it).
     pub fn publish(&self, event: &PluginEvent) {
-        let at = now();
+        let at = crate::base::clock::unix_now();
         self.plugins.record(event, at);
         self.metrics.plugin_event(event.name());
         self.events.plugin_event(event, at);
@@ -141,39 +119,16 @@ impl Monitor {
         self.events.subscribe(&self.open_connections)
     }
 
-    /// `GET /api/plugins`: every loaded plugin and every rejected file.
-    pub fn plugins_json(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>) -> Value {
-        plugins_page::render(&self.plugins, loaded, self.open_connections())
+    /// Every file of the plugins directory that is not loaded, and why.
+    pub fn plugin_states(&self) -> &PluginStates {
+        &self.plugins
     }
 
     /// The worker counters of the plugin `name`.
-    pub fn worker_metrics(
-        &self,
-        name: &str,
-    ) -> crate::plugins::isolation::supervisor::WorkerMetrics {
+    pub fn worker_metrics(&self, name: &str) -> metrics::WorkerMetrics {
         let mut metrics = self.metrics.worker(name);
         metrics.events = self.events.sink();
         metrics
-    }
-
-    /// Takes one sample of the counters for `/api/stats` (the sampler
-    /// calls it once a second); `plugins` are the loaded plugins' names,
-    /// `groups` the number of groups with members here.
-    pub fn sample(&self, plugins: &[&str], groups: usize) {
-        let reading = self.metrics.read();
-        let seen = Seen {
-            at: now(),
-            connections: self.open_connections(),
-            groups,
-            plugins,
-        };
-        lock(&self.history).record(Instant::now(), reading, &seen);
-    }
-
-    /// `GET /api/stats` without its groups: the recent history and the
-    /// plugins of `loaded`.
-    pub fn stats_json(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>) -> Value {
-        lock(&self.history).render(loaded, self.open_connections())
     }
 
     /// `GET /metrics` in the Prometheus text format.

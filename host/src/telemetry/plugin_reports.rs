@@ -135,7 +135,7 @@ impl PluginReports {
     }
 
     fn reporter(&self, plugin: &str) -> Arc<Reporter> {
-        let mut plugins = super::lock(&self.plugins);
+        let mut plugins = crate::base::lock::lock(&self.plugins);
         if let Some(reporter) = plugins.get(plugin) {
             return reporter.clone();
         }
@@ -177,7 +177,7 @@ impl PluginReports {
             return refuse(format!("by = {} is more than {MAX_BY}", input.by));
         }
         let counter = {
-            let mut series = super::lock(&reporter.series);
+            let mut series = crate::base::lock::lock(&reporter.series);
             let key = (input.event, input.kind);
             match series.get(&key) {
                 Some(counter) => counter.clone(),

@@ -9,8 +9,8 @@ use std::{
     sync::Mutex,
 };
 
-use super::lock;
-use crate::{plugins::loaded::Identity, plugins::watcher::PluginEvent};
+use super::plugin_events::{Identity, PluginEvent};
+use crate::base::lock::lock;
 
 /// A file of the plugins directory, as the server last saw it.
 #[derive(Clone, Debug)]

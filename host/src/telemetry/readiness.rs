@@ -7,7 +7,7 @@ use std::sync::{
     Mutex,
 };
 
-use super::lock;
+use crate::base::lock::lock;
 
 /// The two conditions of readiness.
 #[derive(Default)]

@@ -8,6 +8,7 @@
 //! the current link lives here so that the publisher never uses one the
 //! link has given up.
 
+use crate::base::lock::lock;
 use std::{
     fmt,
     future::Future,
@@ -92,12 +93,6 @@ pub(super) struct Health {
     failure: Mutex<Option<Failure>>,
     failed: Notify,
     last_drop_warning: Mutex<Option<Instant>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Health {

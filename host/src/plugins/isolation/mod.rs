@@ -47,7 +47,7 @@ use tokio::time::timeout_at;
 pub use self::channel::WorkerLimits;
 use self::{
     channel::{CallEnd, StartError, Starting},
-    supervisor::{Supervisor, Unavailable, WorkerMetrics, WorkerStatus, START_TIMEOUT},
+    supervisor::{Supervisor, Unavailable, WorkerStatus, START_TIMEOUT},
 };
 use crate::{
     config::Isolation,
@@ -143,7 +143,7 @@ pub async fn load(
     bytes: Vec<u8>,
     shadow: Arc<ShadowDir>,
     settings: &LoadSettings,
-    metrics: impl FnOnce(&str) -> WorkerMetrics,
+    metrics: impl FnOnce(&str) -> crate::telemetry::metrics::WorkerMetrics,
 ) -> Result<LoadedPlugin, Rejection> {
     let library = {
         let (file, shadow) = (file.to_owned(), shadow.clone());

@@ -40,11 +40,10 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::telemetry::LiveSink;
+use crate::telemetry::metrics::WorkerMetrics;
 
 use super::{
     channel::{self, read_frame, StartError, Starting, Worker, WorkerLimits},
@@ -59,15 +58,6 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STABLE: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Counters of one plugin's workers, in the Prometheus metrics (by plugin
-/// name, across versions), and the live stream of the status page.
-#[derive(Clone, Debug, Default)]
-pub struct WorkerMetrics {
-    pub crashes: Counter,
-    pub restarts: Counter,
-    pub events: LiveSink,
-}
 
 /// Where a plugin version's worker stands.
 #[derive(Clone, Debug, PartialEq, Eq)]

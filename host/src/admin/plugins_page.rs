@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use serde_json::{json, Value};
 
-use super::plugin_states::PluginStates;
+use crate::telemetry::plugin_states::PluginStates;
 use crate::{plugins::isolation::supervisor::WorkerState, plugins::loaded::LoadedPlugin};
 
 /// Renders the plugins of `loaded` and the rejected files of `states`.

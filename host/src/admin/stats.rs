@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::{latency::Buckets, metrics::Reading};
+use crate::telemetry::{latency::Buckets, metrics::Reading};
 use crate::{plugins::isolation::supervisor::WorkerState, plugins::loaded::LoadedPlugin};
 
 /// How often a sample is taken.
