@@ -27,6 +27,16 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use self::fanout::{Lane, Members, CHUNK};
 pub use crate::socket::outbound::{Outbox, QueueLimits};
 
+/// Another host as its entry says.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HostEntry {
+    #[serde(default, skip_deserializing)]
+    pub id: String,
+    /// The host's open WebSocket connections.
+    pub connections: i64,
+    pub seen_ms: u64,
+}
+
 /// A connection's id, unique within this host.
 pub type ConnectionId = u64;
 
@@ -75,7 +85,7 @@ pub trait GroupLayer: Send + Sync {
     }
     /// The hosts sharing the groups, this one included, with their open
     /// connections; empty for groups of this host only.
-    fn hosts(&self) -> GroupFuture<'_, Vec<crate::groups::redis::HostEntry>> {
+    fn hosts(&self) -> GroupFuture<'_, Vec<HostEntry>> {
         Box::pin(std::future::ready(Vec::new()))
     }
 }

@@ -16,12 +16,14 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::{Instant, MissedTickBehavior},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
-    health::{deadline, Failure},
-    Shared,
+    health::{deadline, Failure, Health},
+    wire::{Received, Wire},
 };
+use crate::groups::MemoryGroups;
+use rohrpost_plugin_api::GroupNameRule;
 
 /// Reconnection backoff: from the first to the last step, doubling.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
@@ -179,6 +181,59 @@ async fn serve(
             }
             Ok(None) => {}
             Err(failure) => return End::Failed(failure),
+        }
+    }
+}
+
+/// What the link needs of the layer.
+pub struct Shared {
+    pub local: MemoryGroups,
+    /// What every group's channel name starts with (see [`Wire`]).
+    pub prefix: String,
+    pub wire: Wire,
+    /// This host's id, in every message it publishes (see [`Wire`]).
+    pub origin: String,
+    pub health: Arc<Health>,
+}
+
+impl Shared {
+    pub fn channel(&self, group: &str) -> String {
+        format!("{}{group}", self.prefix)
+    }
+
+    /// The channels of every group with local members.
+    pub fn channels(&self) -> Vec<String> {
+        self.local
+            .group_names()
+            .iter()
+            .map(|g| self.channel(g))
+            .collect()
+    }
+
+    /// A message from Redis: for local members, unless this host sent it.
+    /// Waits only when the group's lane is full.
+    async fn received(&self, channel: &str, payload: &[u8]) {
+        let Some(group) = channel.strip_prefix(&self.prefix) else {
+            return;
+        };
+        // No local member can be in a group no rule allows.
+        if GroupNameRule::Relaxed.check(group).is_err() {
+            self.health.invalid_group();
+            return;
+        }
+        match self.wire.decode(&self.origin, payload) {
+            Received::Message(message) => {
+                self.local.deliver(group, &message).await;
+            }
+            Received::Own => {}
+            Received::Foreign(kind) => {
+                self.health.foreign();
+                debug!(
+                    group,
+                    event_type = kind.as_deref().unwrap_or("(unreadable)"),
+                    "skipped an event that is not a rohrpost message"
+                );
+            }
         }
     }
 }

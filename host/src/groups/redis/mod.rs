@@ -34,23 +34,21 @@ mod wire;
 
 use std::{sync::Arc, time::Duration};
 
-use rohrpost_plugin_api::GroupNameRule;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tracing::{debug, info};
+use tracing::info;
 
 use self::presence::Presence;
 use self::{
     core::Core,
     core_link::Change,
     health::{Health, BROKER_TIMEOUT},
-    link::Control,
+    link::{Control, Shared},
     publisher::{Publisher, Sink},
-    wire::Received,
 };
-pub use self::{core::CoreSettings, presence::HostEntry, wire::Wire};
+pub use self::{core::CoreSettings, wire::Wire};
 use crate::{
-    groups::{ConnectionId, GroupFuture, GroupLayer, MemoryGroups, Outbox},
+    groups::{ConnectionId, GroupFuture, GroupLayer, HostEntry, MemoryGroups, Outbox},
     telemetry::Monitor,
 };
 
@@ -66,17 +64,6 @@ pub struct RedisGroups {
     control: mpsc::UnboundedSender<Control>,
     publisher: Publisher,
     presence: Arc<Presence>,
-}
-
-/// What the link needs of the layer.
-struct Shared {
-    local: MemoryGroups,
-    /// What every group's channel name starts with (see [`Wire`]).
-    prefix: String,
-    wire: Wire,
-    /// This host's id, in every message it publishes (see [`Wire`]).
-    origin: String,
-    health: Arc<Health>,
 }
 
 impl RedisGroups {
@@ -123,48 +110,6 @@ impl RedisGroups {
             publisher: Publisher::start(health, Sink::PubSub),
             presence,
         }))
-    }
-}
-
-impl Shared {
-    fn channel(&self, group: &str) -> String {
-        format!("{}{group}", self.prefix)
-    }
-
-    /// The channels of every group with local members.
-    fn channels(&self) -> Vec<String> {
-        self.local
-            .group_names()
-            .iter()
-            .map(|g| self.channel(g))
-            .collect()
-    }
-
-    /// A message from Redis: for local members, unless this host sent it.
-    /// Waits only when the group's lane is full.
-    async fn received(&self, channel: &str, payload: &[u8]) {
-        let Some(group) = channel.strip_prefix(&self.prefix) else {
-            return;
-        };
-        // No local member can be in a group no rule allows.
-        if GroupNameRule::Relaxed.check(group).is_err() {
-            self.health.invalid_group();
-            return;
-        }
-        match self.wire.decode(&self.origin, payload) {
-            Received::Message(message) => {
-                self.local.deliver(group, &message).await;
-            }
-            Received::Own => {}
-            Received::Foreign(kind) => {
-                self.health.foreign();
-                debug!(
-                    group,
-                    event_type = kind.as_deref().unwrap_or("(unreadable)"),
-                    "skipped an event that is not a rohrpost message"
-                );
-            }
-        }
     }
 }
 

@@ -29,7 +29,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
 use super::health::{deadline, Health};
-use crate::groups::MemoryGroups;
+use crate::groups::{HostEntry, MemoryGroups};
 
 /// How soon a changed count is written.
 const FLUSH: Duration = Duration::from_millis(100);
@@ -60,16 +60,6 @@ pub struct Presence {
     /// tells nothing new, and a notification sent after another (each
     /// answering `members`) does not wait for Redis every time.
     recent: Mutex<HashMap<String, (Instant, usize)>>,
-}
-
-/// Another host as its entry says.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct HostEntry {
-    #[serde(default, skip_deserializing)]
-    pub id: String,
-    /// The host's open WebSocket connections.
-    pub connections: i64,
-    pub seen_ms: u64,
 }
 
 fn now_ms() -> u64 {
