@@ -11,7 +11,7 @@
 //! its own caller. An inline handler that turns out slow is moved to the pool,
 //! with a warning, and comes back when it is fast again: each call is held to
 //! the inline budget plus an allowance per byte of its frame, and only
-//! repeated slow calls count (see [`crate::plugins::loaded::HandlerInfo::judge`]), so
+//! repeated slow calls count (see [`crate::plugins::handler::HandlerInfo::judge`]), so
 //! one large request cannot move a handler.
 //!
 //! A plugin in a worker process ([`crate::plugins::isolation`]) is called the same
@@ -40,8 +40,9 @@ use crate::{
     base::protocol::{self, Envelope, Failure, Rejection},
     effects::state::Scopes,
     groups::ConnectionId,
+    plugins::handler::Verdict,
     plugins::isolation::{frame, Called, WorkerHandle},
-    plugins::loaded::{CallEnd, Verdict},
+    plugins::loaded::CallEnd,
     plugins::registry::{Registry, Route},
     telemetry::Monitor,
 };

@@ -6,8 +6,12 @@
 
 pub mod asks;
 pub mod files;
+pub mod handler;
 pub mod hooks;
 pub mod isolation;
+pub mod library;
+pub mod load;
 pub mod loaded;
+pub mod manifest;
 pub mod registry;
 pub mod watcher;

@@ -64,7 +64,7 @@ impl Registry {
     /// Puts `plugin` in place of whatever its file held before. Fails, and
     /// changes nothing, when another file's plugin has the same name or one
     /// of its types, unless exactly one of the two yields its types
-    /// ([`Hooks::yields`](crate::plugins::loaded::Hooks)): the one that does not
+    /// ([`Hooks::yields`](crate::plugins::manifest::Hooks)): the one that does not
     /// yield serves the type. Returns the version it replaced.
     ///
     /// Only the plugin watcher writes, so there is one writer at a time.

@@ -31,8 +31,10 @@ use crate::{
     config::Isolation,
     plugins::files::permissions,
     plugins::files::shadow::ShadowDir,
-    plugins::isolation::{self, LoadSettings, WorkerLimits},
-    plugins::loaded::{content_hash, LoadError, LoadedPlugin},
+    plugins::isolation::WorkerLimits,
+    plugins::load::{self, LoadSettings},
+    plugins::loaded::LoadedPlugin,
+    plugins::manifest::{content_hash, LoadError},
     plugins::registry::Registry,
     telemetry::plugin_events::{Identity, PluginEvent},
     telemetry::Monitor,
@@ -333,7 +335,7 @@ impl Reconciler {
         };
 
         let monitor = self.monitor.clone();
-        let loaded = isolation::load(path, bytes, self.shadow.clone(), &self.load, |name| {
+        let loaded = load::load(path, bytes, self.shadow.clone(), &self.load, |name| {
             monitor.worker_metrics(name)
         })
         .await;

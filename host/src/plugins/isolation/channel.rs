@@ -47,7 +47,7 @@ use super::{
 };
 use crate::{
     groups::ConnectionId,
-    plugins::loaded::{LoadError, ManifestInfo},
+    plugins::manifest::{LoadError, ManifestInfo},
 };
 
 /// Why a worker could not be started, or its start-up conversation failed.

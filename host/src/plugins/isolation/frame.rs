@@ -20,7 +20,7 @@ use abi_stable::std_types::{RString, RVec};
 use rohrpost_plugin_api::abi::{CallOutcome, Effect};
 use thiserror::Error;
 
-use crate::plugins::loaded::ManifestInfo;
+use crate::plugins::manifest::ManifestInfo;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
@@ -391,7 +391,7 @@ pub fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError> {
         }
         handlers.push((types, inline));
     }
-    let hooks = crate::plugins::loaded::Hooks {
+    let hooks = crate::plugins::manifest::Hooks {
         on_connect: r.u8()? != 0,
         on_disconnect: r.u8()? != 0,
         yields: r.u8()? != 0,

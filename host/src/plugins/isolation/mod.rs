@@ -34,31 +34,21 @@ pub mod frame;
 pub mod supervisor;
 pub mod worker;
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use rohrpost_plugin_api::abi::CallOutcome;
 use tokio::time::timeout_at;
 
 pub use self::channel::WorkerLimits;
 use self::{
-    channel::{CallEnd, StartError, Starting},
-    supervisor::{Supervisor, Unavailable, WorkerStatus, START_TIMEOUT},
-};
-use crate::{
-    config::Isolation,
-    plugins::files::shadow::ShadowDir,
-    plugins::loaded::{self, Backend, LoadError, LoadedPlugin, Rejection},
+    channel::CallEnd,
+    supervisor::{Supervisor, Unavailable, WorkerStatus},
 };
 
 /// A plugin version's worker, as its [`LoadedPlugin`] holds it. Dropped
 /// with the last reference to that version (the registry's and those of
 /// the calls running on it): the worker then exits.
-pub struct WorkerHandle(Arc<Supervisor>);
+pub struct WorkerHandle(pub(crate) Arc<Supervisor>);
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
@@ -125,98 +115,4 @@ impl WorkerHandle {
     pub fn status(&self) -> WorkerStatus {
         self.0.status()
     }
-}
-
-/// How plugins are loaded.
-pub struct LoadSettings {
-    pub pool_size: usize,
-    /// Each plugin's configuration (JSON text), by plugin name.
-    pub tables: Arc<BTreeMap<String, String>>,
-    pub isolation: Arc<BTreeMap<String, Isolation>>,
-    pub limits: WorkerLimits,
-}
-
-/// Loads the plugin whose file content is `bytes` (read from `file`): in a
-/// worker, or, for `isolation = "none"`, in this process.
-pub async fn load(
-    file: &Path,
-    bytes: Vec<u8>,
-    shadow: Arc<ShadowDir>,
-    settings: &LoadSettings,
-    metrics: impl FnOnce(&str) -> crate::telemetry::metrics::WorkerMetrics,
-) -> Result<LoadedPlugin, Rejection> {
-    let library = {
-        let (file, shadow) = (file.to_owned(), shadow.clone());
-        let bytes = Arc::new(bytes);
-        let copy = bytes.clone();
-        let library =
-            tokio::task::spawn_blocking(move || loaded::shadow_file(&file, &copy, &shadow))
-                .await
-                .map_err(|e| LoadError::Init(e.to_string()))??;
-        (library, bytes)
-    };
-    let (library, bytes) = library;
-    let started = Instant::now();
-    let mut starting = Starting::spawn(&library, settings.limits, START_TIMEOUT)
-        .await
-        .map_err(start_error)?;
-    let manifest = starting.manifest.clone();
-    manifest.check_identity()?;
-    let isolation = settings
-        .isolation
-        .get(&manifest.name)
-        .copied()
-        .unwrap_or_default();
-    if isolation == Isolation::None {
-        drop(starting);
-        let (file, tables, pool_size) =
-            (file.to_owned(), settings.tables.clone(), settings.pool_size);
-        return tokio::task::spawn_blocking(move || {
-            loaded::load(&file, &bytes, &shadow, pool_size, &tables)
-        })
-        .await
-        .map_err(|e| LoadError::Init(e.to_string()))?;
-    }
-    let config = loaded::config_of(&settings.tables, &manifest.name).to_owned();
-    let answer = starting
-        .configure(&config, START_TIMEOUT)
-        .await
-        .map_err(|e| Rejection {
-            identity: Some(manifest.identity()),
-            error: start_error(e).error,
-        })?;
-    loaded::configured(
-        &manifest,
-        answer,
-        settings.tables.contains_key(&manifest.name),
-    )?;
-    // As the worker read it after the configuration.
-    let manifest = starting.manifest.clone();
-    let handlers = manifest.check()?;
-    tracing::debug!(plugin = %manifest.name, pid = starting.child.id().unwrap_or(0),
-        took_ms = started.elapsed().as_millis() as u64, "plugin worker started");
-    let supervisor = Supervisor::start(
-        starting,
-        library,
-        config,
-        settings.limits,
-        metrics(&manifest.name),
-    );
-    Ok(LoadedPlugin::new(
-        file,
-        manifest,
-        handlers,
-        settings.pool_size,
-        Backend::Worker(WorkerHandle(supervisor)),
-    ))
-}
-
-fn start_error(e: StartError) -> Rejection {
-    Rejection::from(match e {
-        StartError::Load(error) => error,
-        StartError::Died(how) => LoadError::Init(format!(
-            "its worker process crashed while loading it ({how})"
-        )),
-        other => LoadError::Init(other.to_string()),
-    })
 }

@@ -323,7 +323,7 @@ impl Supervisor {
 
     /// Whether a restarted worker's plugin, configured, serves the types
     /// the first one did, handler by handler.
-    fn same_handlers(&self, manifest: &crate::plugins::loaded::ManifestInfo) -> bool {
+    fn same_handlers(&self, manifest: &crate::plugins::manifest::ManifestInfo) -> bool {
         manifest.handlers.len() == self.handler_types.len()
             && manifest
                 .handlers
@@ -346,9 +346,9 @@ impl Supervisor {
                 "the worker's plugin declared other message types".into(),
             )),
             Ok(_) => Ok(starting),
-            Err(refused) => Err(StartError::Load(crate::plugins::loaded::LoadError::Config(
-                refused,
-            ))),
+            Err(refused) => Err(StartError::Load(
+                crate::plugins::manifest::LoadError::Config(refused),
+            )),
         }
     }
 

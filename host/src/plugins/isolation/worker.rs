@@ -40,7 +40,7 @@ use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, EXT_CONFIGURE};
 use super::frame::{self, Reader};
 use crate::{
     plugins::hooks::{self, Hook},
-    plugins::loaded::{library_error, LoadError, ManifestInfo},
+    plugins::manifest::{library_error, LoadError, ManifestInfo},
 };
 
 /// The descriptor the library is open on.
@@ -111,7 +111,7 @@ pub fn run() -> ! {
     let mut manifest = ManifestInfo::of(&(module.manifest())());
     let _ = OUT.set(out.clone());
     let ask = (worker_ask as rohrpost_plugin_api::abi::HostAsk as usize).to_string();
-    manifest.hooks = crate::plugins::loaded::introduce(module, &ask);
+    manifest.hooks = crate::plugins::manifest::introduce(module, &ask);
     send(&out, &frame::hello(&manifest));
     serve(module, &manifest, channel, out)
 }

@@ -1,0 +1,116 @@
+//! Loading a plugin file, in the mode its configuration names: every
+//! library is first opened in a worker, which reports its manifest. For
+//! `isolation = "none"` that worker is then let go and the host loads the
+//! library itself; so a library whose constructor crashes is rejected
+//! without ever reaching the server's process, in either mode.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
+
+use crate::{
+    config::Isolation,
+    plugins::{
+        files::shadow::ShadowDir,
+        isolation::{
+            channel::{StartError, Starting},
+            supervisor::{Supervisor, START_TIMEOUT},
+            WorkerHandle, WorkerLimits,
+        },
+        library,
+        loaded::{self, Backend, LoadedPlugin},
+        manifest::{self, LoadError, Rejection},
+    },
+};
+
+/// How plugins are loaded.
+pub struct LoadSettings {
+    pub pool_size: usize,
+    /// Each plugin's configuration (JSON text), by plugin name.
+    pub tables: Arc<BTreeMap<String, String>>,
+    pub isolation: Arc<BTreeMap<String, Isolation>>,
+    pub limits: WorkerLimits,
+}
+
+/// Loads the plugin whose file content is `bytes` (read from `file`): in a
+/// worker, or, for `isolation = "none"`, in this process.
+pub async fn load(
+    file: &Path,
+    bytes: Vec<u8>,
+    shadow: Arc<ShadowDir>,
+    settings: &LoadSettings,
+    metrics: impl FnOnce(&str) -> crate::telemetry::metrics::WorkerMetrics,
+) -> Result<LoadedPlugin, Rejection> {
+    let library = {
+        let (file, shadow) = (file.to_owned(), shadow.clone());
+        let bytes = Arc::new(bytes);
+        let copy = bytes.clone();
+        let library =
+            tokio::task::spawn_blocking(move || library::shadow_file(&file, &copy, &shadow))
+                .await
+                .map_err(|e| LoadError::Init(e.to_string()))??;
+        (library, bytes)
+    };
+    let (library, bytes) = library;
+    let started = Instant::now();
+    let mut starting = Starting::spawn(&library, settings.limits, START_TIMEOUT)
+        .await
+        .map_err(start_error)?;
+    let manifest = starting.manifest.clone();
+    manifest.check_identity()?;
+    let isolation = settings
+        .isolation
+        .get(&manifest.name)
+        .copied()
+        .unwrap_or_default();
+    if isolation == Isolation::None {
+        drop(starting);
+        let (file, tables, pool_size) =
+            (file.to_owned(), settings.tables.clone(), settings.pool_size);
+        return tokio::task::spawn_blocking(move || {
+            loaded::load(&file, &bytes, &shadow, pool_size, &tables)
+        })
+        .await
+        .map_err(|e| LoadError::Init(e.to_string()))?;
+    }
+    let config = manifest::config_of(&settings.tables, &manifest.name).to_owned();
+    let answer = starting
+        .configure(&config, START_TIMEOUT)
+        .await
+        .map_err(|e| Rejection {
+            identity: Some(manifest.identity()),
+            error: start_error(e).error,
+        })?;
+    manifest::configured(
+        &manifest,
+        answer,
+        settings.tables.contains_key(&manifest.name),
+    )?;
+    // As the worker read it after the configuration.
+    let manifest = starting.manifest.clone();
+    let handlers = manifest.check()?;
+    tracing::debug!(plugin = %manifest.name, pid = starting.child.id().unwrap_or(0),
+        took_ms = started.elapsed().as_millis() as u64, "plugin worker started");
+    let supervisor = Supervisor::start(
+        starting,
+        library,
+        config,
+        settings.limits,
+        metrics(&manifest.name),
+    );
+    Ok(LoadedPlugin::new(
+        file,
+        manifest,
+        handlers,
+        settings.pool_size,
+        Backend::Worker(WorkerHandle(supervisor)),
+    ))
+}
+
+fn start_error(e: StartError) -> Rejection {
+    Rejection::from(match e {
+        StartError::Load(error) => error,
+        StartError::Died(how) => LoadError::Init(format!(
+            "its worker process crashed while loading it ({how})"
+        )),
+        other => LoadError::Init(other.to_string()),
+    })
+}
