@@ -28,14 +28,15 @@ use self::woken::{Wakes, WokenOnly};
 use crate::{
     base::protocol::{Close, Rejection},
     base::shutdown::Stopping,
-    dispatch::{Caller, Dispatcher, Outcome},
+    dispatch::{self, Caller, Dispatcher},
     effects::state::ConnState,
-    effects::Effects,
+    effects::{self, Effects},
     groups::{ConnectionId, GroupLayer},
     net::client_limits::{Rate, Verdict},
     plugins::hooks::{self, Hook},
     plugins::loaded::LoadedPlugin,
     plugins::manifest::Hooks,
+    plugins::outcome::Outcome,
     socket::outbound::{Outbound, QueueLimits, Stop},
     socket::Socket,
     telemetry::Monitor,
@@ -248,11 +249,11 @@ async fn opened(
             None => conn.scope.to_string(),
         };
         let timeout = shared.dispatcher.handler_timeout;
-        let outcome = hooks::run(plugin, Hook::Connect, scope, conn.id, timeout).await;
+        let outcome = dispatch::run::hook(plugin, Hook::Connect, scope, conn.id, timeout).await;
         let effects = match outcome {
             Outcome::Returned(CallOutcome::Done(effects)) => effects,
             other => {
-                hooks::log_failure(plugin, Hook::Connect, &other);
+                hooks::log_failure(&plugin.name, &plugin.version, Hook::Connect, &other);
                 return Err(End::Close(Close::HOOK_FAILED));
             }
         };
@@ -276,9 +277,9 @@ async fn disconnected(
         let scope = state.map_or(scope, |s| s.scope_for(&plugin.name, scope));
         let input = hooks::disconnect_input(scope, code);
         let timeout = shared.dispatcher.handler_timeout;
-        match hooks::run(plugin, Hook::Disconnect, input, id, timeout).await {
+        match dispatch::run::hook(plugin, Hook::Disconnect, input, id, timeout).await {
             Outcome::Returned(CallOutcome::Done(effects)) => {
-                hooks::group_sends(
+                effects::carry_out_disconnect(
                     plugin,
                     effects,
                     shared.groups.as_ref(),
@@ -286,7 +287,7 @@ async fn disconnected(
                 )
                 .await;
             }
-            other => hooks::log_failure(plugin, Hook::Disconnect, &other),
+            other => hooks::log_failure(&plugin.name, &plugin.version, Hook::Disconnect, &other),
         }
     }
 }

@@ -26,15 +26,31 @@ use serde::de::IgnoredAny;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{error, warn};
 
+use crate::plugins::{
+    hooks::{self, Hook},
+    outcome::Outcome,
+};
 use crate::{
-    base::protocol::{Close, Failure},
-    dispatch::{Handled, Outcome, Ran},
+    base::protocol::{Close, Envelope, Failure},
     effects::state::{ConnState, Refused},
     groups::{ConnectionId, GroupLayer},
     plugins::loaded::LoadedPlugin,
     socket::outbound::{Outbound, QueueLimits, Stop},
     socket::Socket,
 };
+
+/// What came of one text frame, for [`Effects::carry_out`].
+pub enum Answer<'a> {
+    /// An error reply of the server's own: the frame was not a valid
+    /// request, no plugin serves its type, or its call failed.
+    Reply(String),
+    /// What the handler asked for, in answer to `request`.
+    Effects {
+        plugin: Arc<LoadedPlugin>,
+        request: Envelope<'a>,
+        effects: RVec<Effect>,
+    },
+}
 
 /// One effect of a handler, decoded and checked.
 #[derive(Debug, PartialEq, Eq)]
@@ -197,15 +213,14 @@ impl Effects<'_> {
     }
 
     /// Carries out what came of one text frame, then flushes.
-    pub async fn carry_out(&mut self, handled: Handled<'_>) -> Result<(), Stop> {
-        match handled {
-            Handled::Invalid(rejection) => self.reply(rejection.reply()).await,
-            Handled::UnknownType(request) => {
-                let kind = request.kind.as_ref();
-                self.reply(Failure::UnknownType { kind }.reply(&request))
-                    .await
-            }
-            Handled::Ran(ran) => self.answer(ran).await,
+    pub async fn carry_out(&mut self, answer: Answer<'_>) -> Result<(), Stop> {
+        match answer {
+            Answer::Reply(text) => self.reply(text).await,
+            Answer::Effects {
+                plugin,
+                request,
+                effects,
+            } => self.answer(&plugin, &request, effects).await,
         }
     }
 
@@ -215,36 +230,13 @@ impl Effects<'_> {
         self.flush().await
     }
 
-    async fn answer(&mut self, ran: Ran<'_>) -> Result<(), Stop> {
-        let Ran {
-            route,
-            request,
-            outcome,
-        } = ran;
+    async fn answer(
+        &mut self,
+        plugin: &LoadedPlugin,
+        request: &Envelope<'_>,
+        effects: RVec<Effect>,
+    ) -> Result<(), Stop> {
         let kind = request.kind.as_ref();
-        let failure = match &outcome {
-            Outcome::Returned(CallOutcome::Done(_)) => None,
-            Outcome::Returned(CallOutcome::Failed(text)) => Some(Failure::Failed(text.as_str())),
-            Outcome::Returned(CallOutcome::Panicked(_)) => Some(Failure::Panicked { kind }),
-            Outcome::TimedOut(after) => Some(Failure::TimedOut {
-                kind,
-                after: *after,
-            }),
-            Outcome::Lost(_) => Some(Failure::Lost { kind }),
-            Outcome::Crashed => Some(Failure::Crashed {
-                plugin: &route.plugin.name,
-            }),
-            Outcome::OutOfService => Some(Failure::OutOfService {
-                plugin: &route.plugin.name,
-            }),
-        };
-        if let Some(failure) = failure {
-            return self.reply(failure.reply(&request)).await;
-        }
-        let Outcome::Returned(CallOutcome::Done(effects)) = outcome else {
-            return Ok(());
-        };
-        let plugin = &route.plugin;
         // A group name that breaks the rule fails the whole call: carrying
         // out the rest would leave the caller half-subscribed.
         if let Some(problem) = first_bad_group(&effects, self.group_names) {
@@ -257,7 +249,7 @@ impl Effects<'_> {
             }
             let problem = &problem;
             return self
-                .reply(Failure::InvalidGroup { problem }.reply(&request))
+                .reply(Failure::InvalidGroup { problem }.reply(request))
                 .await;
         }
         let changes = state_changes(&effects);
@@ -269,7 +261,7 @@ impl Effects<'_> {
                     Refused::TooLarge { limit } => Failure::StateTooLarge { limit },
                     Refused::NotJson => Failure::InvalidMessage { kind },
                 };
-                return self.reply(failure.reply(&request)).await;
+                return self.reply(failure.reply(request)).await;
             }
         }
         for effect in RVec::into_iter(effects) {
@@ -305,7 +297,7 @@ impl Effects<'_> {
                             Failure::InvalidMessage { kind }
                         }
                     };
-                    self.send(failure.reply(&request)).await?;
+                    self.send(failure.reply(request)).await?;
                     continue;
                 }
             };
@@ -323,9 +315,10 @@ impl Effects<'_> {
         effects: RVec<Effect>,
     ) -> Result<(), Stop> {
         let failed = |cause: String| {
-            crate::plugins::hooks::log_failure(
-                plugin,
-                crate::plugins::hooks::Hook::Connect,
+            hooks::log_failure(
+                &plugin.name,
+                &plugin.version,
+                Hook::Connect,
                 &Outcome::Returned(CallOutcome::Failed(cause.into())),
             );
             Err(Stop::Close(Close::HOOK_FAILED))
@@ -394,6 +387,35 @@ impl Effects<'_> {
     async fn flush(&mut self) -> Result<(), Stop> {
         let socket = &mut *self.socket;
         self.outbound.guard(socket.flush()).await
+    }
+}
+
+/// Carries out the group sends among `on_disconnect`'s effects (the
+/// connection is gone: nothing else applies); a bad group name drops
+/// them all, as for a call.
+pub async fn carry_out_disconnect(
+    plugin: &LoadedPlugin,
+    effects: RVec<Effect>,
+    groups: &dyn GroupLayer,
+    rule: GroupNameRule,
+) {
+    if let Some(problem) = first_bad_group(&effects, rule) {
+        hooks::log_failure(
+            &plugin.name,
+            &plugin.version,
+            Hook::Disconnect,
+            &Outcome::Returned(CallOutcome::Failed(
+                format!("invalid group name: {problem}").into(),
+            )),
+        );
+        return;
+    }
+    for effect in effects {
+        if effect.kind == EFFECT_GROUP_SEND && is_json_object(effect.body.as_str()) {
+            groups
+                .send(effect.target.as_str(), effect.body.into_string().into())
+                .await;
+        }
     }
 }
 

@@ -136,3 +136,54 @@ impl HandlerInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_slow_call_does_not_demote_but_several_do() {
+        let h = HandlerInfo::new(vec!["t".into()], true);
+        for _ in 0..10 {
+            assert_eq!(h.judge(true, true), Verdict::Unchanged);
+            for _ in 0..WINDOW {
+                assert_eq!(h.judge(true, false), Verdict::Unchanged);
+            }
+        }
+        assert_eq!(h.mode(), "inline");
+        assert_eq!(h.judge(true, true), Verdict::Unchanged);
+        assert_eq!(h.judge(true, false), Verdict::Unchanged);
+        assert_eq!(h.judge(true, true), Verdict::Unchanged);
+        assert_eq!(h.judge(true, true), Verdict::Demoted);
+        assert_eq!(h.mode(), "demoted");
+        assert!(!h.is_inline());
+    }
+
+    #[test]
+    fn a_demoted_handler_comes_back_after_fast_calls_in_a_row() {
+        let h = HandlerInfo::new(vec!["t".into()], true);
+        for _ in 0..SLOW_CALLS - 1 {
+            h.judge(true, true);
+        }
+        assert_eq!(h.judge(true, true), Verdict::Demoted);
+        for _ in 0..FAST_STREAK - 1 {
+            assert_eq!(h.judge(false, false), Verdict::Unchanged);
+        }
+        assert_eq!(h.judge(false, true), Verdict::Unchanged);
+        for _ in 0..FAST_STREAK - 1 {
+            assert_eq!(h.judge(false, false), Verdict::Unchanged);
+        }
+        assert_eq!(h.judge(false, false), Verdict::Promoted);
+        assert_eq!(h.mode(), "inline");
+        // The second time it takes twice as long.
+        for _ in 0..SLOW_CALLS - 1 {
+            h.judge(true, true);
+        }
+        assert_eq!(h.judge(true, true), Verdict::Demoted);
+        for _ in 0..2 * FAST_STREAK - 1 {
+            assert_eq!(h.judge(false, false), Verdict::Unchanged);
+        }
+        assert_eq!(h.judge(false, false), Verdict::Promoted);
+        assert_eq!(HandlerInfo::new(vec![], false).mode(), "pooled");
+    }
+}

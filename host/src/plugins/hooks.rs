@@ -5,7 +5,8 @@
 //! A hook runs like a pooled handler, in this process or in the plugin's
 //! worker, under the handler timeout; its answer becomes the same
 //! [`CallOutcome`] a call returns, so its effects go through
-//! [`crate::effects`] like a handler's. In a worker a hook is a call with
+//! [`crate::effects`] like a handler's; it is run by
+//! [`crate::dispatch::run::hook`]. In a worker a hook is a call with
 //! one of the handler numbers [`ON_CONNECT`] and [`ON_DISCONNECT`], which
 //! no manifest can reach (the host checks handler numbers), so it shares
 //! the calls' framing, deadlines and crash handling.
@@ -14,22 +15,12 @@
 //! refuses (or fails) ends the round; `on_disconnect` runs for every
 //! plugin with the hook, refused connections included.
 
-use std::{sync::Arc, time::Duration};
-
 use abi_stable::std_types::{RString, RVec};
-use rohrpost_plugin_api::{
-    abi::{CallOutcome, Effect, EFFECT_GROUP_SEND, EXT_ON_CONNECT, EXT_ON_DISCONNECT},
-    GroupNameRule,
-};
+use rohrpost_plugin_api::abi::{CallOutcome, Effect, EXT_ON_CONNECT, EXT_ON_DISCONNECT};
 use serde_json::Value;
 use tracing::warn;
 
-use crate::{
-    dispatch::Outcome,
-    groups::{ConnectionId, GroupLayer},
-    plugins::isolation::{frame, Called},
-    plugins::loaded::LoadedPlugin,
-};
+use crate::plugins::outcome::Outcome;
 
 /// The handler number of `on_connect` in a worker.
 pub const ON_CONNECT: u32 = u32::MAX - 1;
@@ -122,54 +113,8 @@ pub fn outcome(answer: Result<String, String>) -> CallOutcome {
     CallOutcome::Done(effects)
 }
 
-/// Runs one hook of `plugin` for `connection`, under `timeout`.
-pub async fn run(
-    plugin: &Arc<LoadedPlugin>,
-    hook: Hook,
-    input: String,
-    connection: ConnectionId,
-    timeout: Duration,
-) -> Outcome {
-    if let Some(worker) = plugin.worker() {
-        let parts = frame::CallParts {
-            handler: hook.number(),
-            inline: false,
-            frame: &input,
-            id: (0, 0),
-            data: (0, 0),
-            kind: hook.name(),
-            scope: &input,
-        };
-        let bytes = frame::call(&parts);
-        let now = tokio::time::Instant::now();
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
-        return match worker
-            .call(hook.number(), bytes, deadline, connection)
-            .await
-        {
-            Called::Replied { outcome, .. } => Outcome::Returned(outcome),
-            Called::Crashed => Outcome::Crashed,
-            Called::TimedOut => Outcome::TimedOut(timeout),
-            Called::OutOfService => Outcome::OutOfService,
-        };
-    }
-    let plugin = plugin.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        crate::plugins::asks::with_caller(connection, &plugin.name, || {
-            outcome(plugin.extension(hook.extension(), &input))
-        })
-    });
-    match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(outcome)) => Outcome::Returned(outcome),
-        Ok(Err(join_error)) => Outcome::Lost(join_error.to_string()),
-        Err(_) => Outcome::TimedOut(timeout),
-    }
-}
-
 /// Logs a hook that did not succeed (rate-limited: clients cause these).
-pub fn log_failure(plugin: &LoadedPlugin, hook: Hook, outcome: &Outcome) {
+pub fn log_failure(plugin: &str, version: &str, hook: Hook, outcome: &Outcome) {
     if !crate::base::log_limit::HANDLER_ERROR.allow() {
         return;
     }
@@ -187,37 +132,8 @@ pub fn log_failure(plugin: &LoadedPlugin, hook: Hook, outcome: &Outcome) {
     } else {
         ""
     };
-    warn!(plugin = %plugin.name, version = %plugin.version, hook = hook.name(),
+    warn!(plugin = %plugin, version = %version, hook = hook.name(),
         cause = %cause, "connection hook failed{refused}");
-}
-
-/// Carries out the group sends among `on_disconnect`'s effects (the
-/// connection is gone: nothing else applies); a bad group name drops
-/// them all, as for a call.
-pub async fn group_sends(
-    plugin: &LoadedPlugin,
-    effects: RVec<Effect>,
-    groups: &dyn GroupLayer,
-    rule: GroupNameRule,
-) {
-    if let Some(problem) = crate::effects::first_bad_group(&effects, rule) {
-        log_failure(
-            plugin,
-            Hook::Disconnect,
-            &Outcome::Returned(CallOutcome::Failed(
-                format!("invalid group name: {problem}").into(),
-            )),
-        );
-        return;
-    }
-    for effect in effects {
-        if effect.kind == EFFECT_GROUP_SEND && crate::effects::is_json_object(effect.body.as_str())
-        {
-            groups
-                .send(effect.target.as_str(), effect.body.into_string().into())
-                .await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use abi_stable::std_types::RString;
 use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, EXT_CONFIGURE, EXT_RETIRE};
 use tokio::sync::Semaphore;
 
+use crate::plugins::outcome::Outcome;
 use crate::telemetry::plugin_events::{Identity, PluginInfo};
 use crate::{
     config::Isolation, plugins::files::shadow::ShadowDir, plugins::handler::HandlerInfo,
@@ -77,15 +78,6 @@ pub struct StatsSnapshot {
     pub errors: u64,
     pub panics: u64,
     pub timeouts: u64,
-}
-
-/// How a call of a plugin ended, for its counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallEnd {
-    Ok,
-    Error,
-    Panic,
-    Timeout,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -157,12 +149,15 @@ impl LoadedPlugin {
     }
 
     /// Counts how a call ended.
-    pub fn count(&self, end: CallEnd) {
-        let counter = match end {
-            CallEnd::Ok => return,
-            CallEnd::Error => &self.stats.errors,
-            CallEnd::Panic => &self.stats.panics,
-            CallEnd::Timeout => &self.stats.timeouts,
+    pub fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Returned(CallOutcome::Done(_)) => return,
+            Outcome::Returned(CallOutcome::Failed(_))
+            | Outcome::Lost(_)
+            | Outcome::Crashed
+            | Outcome::OutOfService => &self.stats.errors,
+            Outcome::Returned(CallOutcome::Panicked(_)) => &self.stats.panics,
+            Outcome::TimedOut(_) => &self.stats.timeouts,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -266,55 +261,4 @@ pub fn load(
         pool_size,
         Backend::InProcess(module),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_slow_call_does_not_demote_but_several_do() {
-        let h = HandlerInfo::new(vec!["t".into()], true);
-        for _ in 0..10 {
-            assert_eq!(h.judge(true, true), Verdict::Unchanged);
-            for _ in 0..WINDOW {
-                assert_eq!(h.judge(true, false), Verdict::Unchanged);
-            }
-        }
-        assert_eq!(h.mode(), "inline");
-        assert_eq!(h.judge(true, true), Verdict::Unchanged);
-        assert_eq!(h.judge(true, false), Verdict::Unchanged);
-        assert_eq!(h.judge(true, true), Verdict::Unchanged);
-        assert_eq!(h.judge(true, true), Verdict::Demoted);
-        assert_eq!(h.mode(), "demoted");
-        assert!(!h.is_inline());
-    }
-
-    #[test]
-    fn a_demoted_handler_comes_back_after_fast_calls_in_a_row() {
-        let h = HandlerInfo::new(vec!["t".into()], true);
-        for _ in 0..SLOW_CALLS - 1 {
-            h.judge(true, true);
-        }
-        assert_eq!(h.judge(true, true), Verdict::Demoted);
-        for _ in 0..FAST_STREAK - 1 {
-            assert_eq!(h.judge(false, false), Verdict::Unchanged);
-        }
-        assert_eq!(h.judge(false, true), Verdict::Unchanged);
-        for _ in 0..FAST_STREAK - 1 {
-            assert_eq!(h.judge(false, false), Verdict::Unchanged);
-        }
-        assert_eq!(h.judge(false, false), Verdict::Promoted);
-        assert_eq!(h.mode(), "inline");
-        // The second time it takes twice as long.
-        for _ in 0..SLOW_CALLS - 1 {
-            h.judge(true, true);
-        }
-        assert_eq!(h.judge(true, true), Verdict::Demoted);
-        for _ in 0..2 * FAST_STREAK - 1 {
-            assert_eq!(h.judge(false, false), Verdict::Unchanged);
-        }
-        assert_eq!(h.judge(false, false), Verdict::Promoted);
-        assert_eq!(HandlerInfo::new(vec![], false).mode(), "pooled");
-    }
 }

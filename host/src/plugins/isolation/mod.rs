@@ -36,7 +36,6 @@ pub mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use rohrpost_plugin_api::abi::CallOutcome;
 use tokio::time::timeout_at;
 
 pub use self::channel::WorkerLimits;
@@ -44,6 +43,7 @@ use self::{
     channel::CallEnd,
     supervisor::{Supervisor, Unavailable, WorkerStatus},
 };
+use crate::plugins::outcome::Outcome;
 
 /// A plugin version's worker, as its [`LoadedPlugin`] holds it. Dropped
 /// with the last reference to that version (the registry's and those of
@@ -56,36 +56,24 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// How a call through a worker ended.
-pub enum Called {
-    Replied {
-        outcome: CallOutcome,
-        ran_for: Duration,
-    },
-    /// The worker died with the call in flight.
-    Crashed,
-    /// Past the deadline; the worker was killed if the call was running.
-    TimedOut,
-    /// The plugin is marked failed.
-    OutOfService,
-}
-
 impl WorkerHandle {
     /// Runs one call of `handler` (a frame from [`frame::call`]) by
-    /// `deadline`.
+    /// `deadline`, the end of `timeout`; also how long the handler ran in
+    /// the worker.
     pub async fn call(
         &self,
         handler: u32,
         mut bytes: Vec<u8>,
         deadline: tokio::time::Instant,
+        timeout: Duration,
         connection: crate::groups::ConnectionId,
-    ) -> Called {
+    ) -> (Outcome, Option<Duration>) {
         loop {
             let worker = match timeout_at(deadline, self.0.worker()).await {
                 Ok(Ok(worker)) => worker,
-                Ok(Err(Unavailable::Failed)) => return Called::OutOfService,
-                Ok(Err(Unavailable::Retired)) => return Called::Crashed,
-                Err(_) => return Called::TimedOut,
+                Ok(Err(Unavailable::Failed)) => return (Outcome::OutOfService, None),
+                Ok(Err(Unavailable::Retired)) => return (Outcome::Crashed, None),
+                Err(_) => return (Outcome::TimedOut(timeout), None),
             };
             let mut pending = match worker.send(handler, connection, bytes) {
                 Ok(pending) => pending,
@@ -99,13 +87,13 @@ impl WorkerHandle {
             };
             return match timeout_at(deadline, &mut pending.end).await {
                 Ok(Ok(CallEnd::Replied { outcome, ran_for })) => {
-                    Called::Replied { outcome, ran_for }
+                    (Outcome::Returned(outcome), Some(ran_for))
                 }
-                Ok(Ok(CallEnd::Crashed)) | Ok(Err(_)) => Called::Crashed,
+                Ok(Ok(CallEnd::Crashed)) | Ok(Err(_)) => (Outcome::Crashed, None),
                 Err(_) => {
                     pending.time_out();
                     self.0.drain(&worker);
-                    Called::TimedOut
+                    (Outcome::TimedOut(timeout), None)
                 }
             };
         }

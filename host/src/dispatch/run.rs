@@ -1,0 +1,201 @@
+//! Running one call of a plugin, the one place for handler calls and
+//! hooks alike: inline on the connection's task, on tokio's blocking pool
+//! (bounded per plugin, under the handler timeout), or in the plugin's
+//! worker process (under the same timeout; a call past it gets the worker
+//! killed and replaced). Each returns how the call ended and, where known,
+//! how long the plugin itself ran.
+
+use std::{
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rohrpost_plugin_api::abi::Call;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::{
+    base::protocol::Envelope,
+    groups::ConnectionId,
+    plugins::{
+        asks::with_caller,
+        hooks::{self, Hook},
+        isolation::{frame, WorkerHandle},
+        loaded::LoadedPlugin,
+        outcome::Outcome,
+    },
+};
+
+/// The end of `timeout` from now; a timeout too long to add is no timeout.
+fn deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Runs a handler inline, on this task.
+pub fn inline(
+    plugin: &LoadedPlugin,
+    handler: u32,
+    envelope: &Envelope<'_>,
+    frame: &str,
+    scope: &str,
+    connection: ConnectionId,
+) -> Outcome {
+    let call = Call {
+        frame: frame.into(),
+        id: envelope.id.into(),
+        kind: envelope.kind.as_ref().into(),
+        data: envelope.data.unwrap_or("").into(),
+        scope: scope.into(),
+    };
+    with_caller(connection, &plugin.name, || {
+        Outcome::Returned(plugin.call(handler, &call))
+    })
+}
+
+/// Runs a call in the plugin's worker: `bytes` is its frame (from
+/// [`frame::call`]). Pooled calls hold one of the plugin's slots, as on the
+/// pool; a call past the timeout has its worker killed, which frees it.
+pub async fn in_worker(
+    plugin: &LoadedPlugin,
+    worker: &WorkerHandle,
+    number: u32,
+    bytes: Vec<u8>,
+    pooled: bool,
+    timeout: Duration,
+    connection: ConnectionId,
+) -> (Outcome, Option<Duration>) {
+    let deadline = deadline(timeout);
+    let _permit = if pooled {
+        match tokio::time::timeout_at(deadline, plugin.pool_slots.acquire()).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(closed)) => return (Outcome::Lost(closed.to_string()), None),
+            Err(_) => return (Outcome::TimedOut(timeout), None),
+        }
+    } else {
+        None
+    };
+    plugin.count_call();
+    worker
+        .call(number, bytes, deadline, timeout, connection)
+        .await
+}
+
+/// Runs a handler on the pool; also how long the call itself ran, not
+/// counting the wait for a pool thread.
+pub async fn pooled(
+    plugin: &Arc<LoadedPlugin>,
+    handler: u32,
+    owned: OwnedCall,
+    timeout: Duration,
+    connection: ConnectionId,
+) -> (Outcome, Option<Duration>) {
+    let plugin = plugin.clone();
+    let slots = plugin.pool_slots.clone();
+    let work = async move {
+        // Held by the blocking call until it returns, even after the
+        // caller gave up waiting: a native call cannot be cancelled.
+        let permit = slots.acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let started = Instant::now();
+            let outcome = with_caller(connection, &plugin.name, || {
+                plugin.call(handler, &owned.as_call())
+            });
+            (outcome, started.elapsed())
+        })
+        .await
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok((outcome, ran_for))) => (Outcome::Returned(outcome), Some(ran_for)),
+        Ok(Err(join_error)) => (Outcome::Lost(join_error.to_string()), None),
+        Err(_) => (Outcome::TimedOut(timeout), None),
+    }
+}
+
+/// Runs one hook of `plugin` for `connection`, under `timeout`: in its
+/// worker like a pooled call (with the hook's number, which no manifest
+/// can reach), or in this process on the blocking pool.
+pub async fn hook(
+    plugin: &Arc<LoadedPlugin>,
+    hook: Hook,
+    input: String,
+    connection: ConnectionId,
+    timeout: Duration,
+) -> Outcome {
+    if let Some(worker) = plugin.worker() {
+        let parts = frame::CallParts {
+            handler: hook.number(),
+            inline: false,
+            frame: &input,
+            id: (0, 0),
+            data: (0, 0),
+            kind: hook.name(),
+            scope: &input,
+        };
+        let bytes = frame::call(&parts);
+        let (outcome, _) = worker
+            .call(hook.number(), bytes, deadline(timeout), timeout, connection)
+            .await;
+        return outcome;
+    }
+    let plugin = plugin.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        with_caller(connection, &plugin.name, || {
+            hooks::outcome(plugin.extension(hook.extension(), &input))
+        })
+    });
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(outcome)) => Outcome::Returned(outcome),
+        Ok(Err(join_error)) => Outcome::Lost(join_error.to_string()),
+        Err(_) => Outcome::TimedOut(timeout),
+    }
+}
+
+/// Where `part`, a slice of `text`, lies in it.
+pub fn range_of(text: &str, part: &str) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    if start > text.len() || start + part.len() > text.len() {
+        return (0, 0);
+    }
+    (start, part.len())
+}
+
+/// A request owned for a call on another thread: the frame is shared, and
+/// the parts are ranges into it.
+pub struct OwnedCall {
+    frame: Utf8Bytes,
+    id: Range<usize>,
+    kind: String,
+    data: Option<Range<usize>>,
+    scope: Arc<str>,
+}
+
+impl OwnedCall {
+    pub fn new(frame: &Utf8Bytes, envelope: &Envelope<'_>, scope: Arc<str>) -> Self {
+        let base = frame.as_str().as_ptr() as usize;
+        let range = |part: &str| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        OwnedCall {
+            frame: frame.clone(),
+            id: range(envelope.id),
+            kind: envelope.kind.to_string(),
+            data: envelope.data.map(range),
+            scope,
+        }
+    }
+
+    fn as_call(&self) -> Call<'_> {
+        let text = self.frame.as_str();
+        Call {
+            frame: text.into(),
+            id: text[self.id.clone()].into(),
+            kind: self.kind.as_str().into(),
+            data: self.data.clone().map_or("", |r| &text[r]).into(),
+            scope: self.scope.as_ref().into(),
+        }
+    }
+}
