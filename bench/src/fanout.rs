@@ -174,7 +174,7 @@ async fn measure(
     let label = &servers.first().context("no server started")?.name;
     // Notifications go to the first server; it counts its own subscribers.
     let hosts = servers.len();
-    let local = args.subscribers / hosts + usize::from(args.subscribers % hosts > 0);
+    let local = args.subscribers / hosts + usize::from(!args.subscribers.is_multiple_of(hosts));
     let tally = Arc::new(Tally {
         origin: Instant::now(),
         subscribers: args.subscribers,

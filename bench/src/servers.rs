@@ -94,7 +94,7 @@ pub struct Server {
 
 /// The config of a host whose benchmark gives none: the plugins measured
 /// run in the server's own process (`isolation = "none"`), as the
-/// README's numbers were measured.
+/// numbers in `docs/benchmarks.md` were measured.
 const IN_PROCESS: &str = "\
 [plugins.ping]
 isolation = \"none\"

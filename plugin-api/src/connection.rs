@@ -167,7 +167,7 @@ impl Connection {
     /// How many connections are in `group` now, across every host sharing
     /// the groups (exact on one host; with groups over Redis, other hosts'
     /// members as they last reported them, within the staleness bound the
-    /// host's README gives), counting this call's own joins and leaves made
+    /// host's `docs/groups.md` gives), counting this call's own joins and leaves made
     /// before it. Asks the host, so it costs a round trip; 0 on a host older
     /// than plugin-api 1.2.
     ///

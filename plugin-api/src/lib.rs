@@ -3,9 +3,9 @@
 //!
 //! A plugin is a `cdylib` crate: a few handler functions, a [`Plugin`] that
 //! names them and the message types they serve, and one [`export_plugin!`]
-//! line. The README's "Writing a plugin" section has the way from nothing to
-//! a served plugin (`cargo xtask new-plugin`, `cargo xtask dev`); this page
-//! is the reference.
+//! line. The repository's `docs/plugins.md` ("Writing a plugin") has the
+//! way from nothing to a served plugin (`cargo xtask new-plugin`,
+//! `cargo xtask dev`); this page is the reference.
 //!
 //! ```
 //! use rohrpost_plugin_api::prelude::*;
@@ -587,7 +587,7 @@ mod tests {
     }
 }
 
-/// The README's plugin example compiles as it is written.
-#[doc = include_str!("../../README.md")]
+/// The plugin examples of `docs/plugins.md` compile as they are written.
+#[doc = include_str!("../../docs/plugins.md")]
 #[cfg(doctest)]
-pub struct ReadmeDoctests;
+pub struct PluginsDocDoctests;

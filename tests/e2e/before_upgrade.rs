@@ -83,7 +83,7 @@ async fn slow_and_silent_sockets_are_closed_after_the_handshake_timeout() {
     // Generous: the machine may be busy; without the timeout they stay
     // open for good.
     let patience = Duration::from_secs(15);
-    let drip = |i: usize| (i % 2 == 0).then_some(Duration::from_millis(200));
+    let drip = |i: usize| i.is_multiple_of(2).then_some(Duration::from_millis(200));
     let started = attackers(&host, 600, drip, patience).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = host.sockets();

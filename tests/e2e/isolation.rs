@@ -632,7 +632,7 @@ fn keep_asking(
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     n += 1;
                     let id = k as u64 * 1_000_000 + n;
-                    let request = if n % 2 == 0 {
+                    let request = if n.is_multiple_of(2) {
                         json!({"id": id, "type": "echo"})
                     } else {
                         json!({"id": id, "type": "slow-echo", "data": {"ms": 30}})

@@ -208,7 +208,7 @@ fn run(host_args: &[String]) -> Result<()> {
         // backend) is left out until the config has its table.
         if needs_configuration && !server.configured.contains(&p) {
             eprintln!(
-                "note: the {p} plugin is not installed: it needs a [plugins.{p}] table in the config (see the README)"
+                "note: the {p} plugin is not installed: it needs a [plugins.{p}] table in the config (see docs/configuration.md)"
             );
             continue;
         }

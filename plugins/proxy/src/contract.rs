@@ -1,6 +1,6 @@
 //! The contract with the backend, version 1: the JSON document POSTed for
 //! each request and hook, and the effects document the backend answers
-//! with. The README's "Keeping handlers in your backend" section is the
+//! with. `docs/proxy.md` ("Keeping handlers in your backend") is the
 //! reference; this module is the one place that reads and writes it, so
 //! that what does not fit is refused here, in one way, before any effect
 //! is carried out.

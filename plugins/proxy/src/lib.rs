@@ -4,8 +4,8 @@
 //! type is POSTed to `url` as `{"v":1,"request":...,"connection":...}`,
 //! and the backend's effects document (messages, groups, per-connection
 //! data, close) is carried out as a Rust handler's effects would be. The
-//! contract is in [`contract`] and in the README ("Keeping handlers in
-//! your backend").
+//! contract is in [`contract`] and in `docs/proxy.md` ("Keeping handlers
+//! in your backend").
 //!
 //! Two things a plugin usually fixes when it is built come from the
 //! `[plugins.proxy]` table here:
