@@ -5,7 +5,7 @@
 //! Every setting is declared once, in the `settings!` list below: its type,
 //! default, flag, environment variable and help. From that list come the
 //! command line, the file's keys, the merge, `--check-config` and the table
-//! of settings in the README (a test keeps the README in step).
+//! of settings in docs/configuration.md (a test keeps it in step).
 //! The file also holds one `[plugins.<name>]` table per plugin: its
 //! `isolation` key is the host's (see [`Isolation`]), every other key is
 //! handed to the plugin.
@@ -784,13 +784,13 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_setting() {
-        let readme = include_str!("../../README.md");
+    fn the_configuration_doc_lists_every_setting() {
+        let readme = include_str!("../../docs/configuration.md");
         for s in SETTINGS {
             let row = format!("| `--{}` | `{}` | `{}` |", s.flag, s.env, s.key);
             assert!(
                 readme.contains(&row),
-                "README lacks the row for --{}: {row}",
+                "docs/configuration.md lacks the row for --{}: {row}",
                 s.flag
             );
         }

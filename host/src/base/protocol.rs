@@ -1,5 +1,5 @@
 //! The rohrpost envelope: turning one text frame into `id`, `type` and
-//! `data`, or into the exact error reply PROTOCOL.md prescribes; and every
+//! `data`, or into the exact error reply docs/protocol.md prescribes; and every
 //! other text the server puts on the wire of its own accord (the error
 //! replies for requests its handlers could not answer, the close frames).
 //!
@@ -22,7 +22,7 @@ pub struct Envelope<'a> {
 }
 
 /// Why a frame gets an error reply instead of reaching a handler. The
-/// `Display` texts are the exact wire texts of PROTOCOL.md.
+/// `Display` texts are the exact wire texts of docs/protocol.md.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Rejection<'a> {
     #[error("Received empty message.")]
@@ -199,7 +199,7 @@ const MAX_DEPTH: usize = 128;
 
 /// What a full parse would reject but reading raw parts does not: nesting
 /// deeper than [`MAX_DEPTH`], and `\u` escapes of lone UTF-16 surrogates.
-/// Checked here so that the request fails as PROTOCOL.md says, instead of
+/// Checked here so that the request fails as docs/protocol.md says, instead of
 /// reaching a handler with `data` it cannot read. Also the bound on arrays
 /// and objects, in the same pass. `frame` is valid JSON.
 fn check_raw_parts(frame: &str, max_containers: usize) -> Result<(), Rejection<'static>> {

@@ -1,20 +1,10 @@
 //! One loaded plugin version, in this process or in its worker: its
-//! handlers, its counts, and calling it.
-//!
-//! Loading follows the rules learned the hard way (see DESIGN.md):
-//! - the bytes are read once, hashed, and checked as a complete ELF file;
-//! - they are written to a fresh, uniquely named shadow copy and loaded from
-//!   there (in the private directory of [`crate::plugins::files::shadow`]), because `dlopen`
-//!   of a path it already has returns the old code;
-//! - `lib_header_from_path` + `init_root_module`, never
-//!   `RootModule::load_from_*`, which caches one module per type forever;
-//! - libraries are never unloaded: a retired version stays mapped until the
-//!   process exits, so a call running on it can always finish.
-//!
-//! That is the `isolation = "none"` path. A plugin in a worker process
-//! ([`crate::plugins::isolation`]) goes through the same manifest checks and the
-//! same configuration step, from what its worker reports: [`Backend`] is
-//! the only difference the rest of the host sees.
+//! handlers, its hooks, its counts, and calling it. How it got here is
+//! [`super::load`] (which mode), [`super::library`] (the file made a
+//! library) and [`super::manifest`] (what it declares and the checks).
+//! Libraries are never unloaded: a retired version stays mapped until the
+//! process exits, so a call running on it can always finish. [`Backend`]
+//! is the only difference between the two modes the rest of the host sees.
 
 use std::{
     collections::BTreeMap,
