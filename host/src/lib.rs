@@ -26,6 +26,8 @@
 //! The `rohrpost` binary is a thin command line over [`server::run`], and,
 //! as `rohrpost --plugin-worker`, the worker process of one plugin.
 
+#![warn(unreachable_pub)]
+
 mod admin;
 mod base;
 pub mod config;

@@ -11,22 +11,22 @@ use serde::Serialize;
 use crate::groups::MemoryGroups;
 
 /// How many groups `/api/stats` lists.
-pub const LARGEST: usize = 20;
+pub(crate) const LARGEST: usize = 20;
 /// The most groups one answer lists.
-pub const MAX_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 100;
 /// The longest search text, in bytes.
-pub const MAX_SEARCH: usize = 200;
+pub(crate) const MAX_SEARCH: usize = 200;
 
 /// A group and its members on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GroupSize {
+pub(crate) struct GroupSize {
     pub name: String,
     pub members: usize,
 }
 
 /// The answer: the groups that matched, how many did, how many there are.
 #[derive(Debug, Serialize)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     /// Groups with members on this host.
     pub count: usize,
     /// Groups that matched the search (all of them without one).
@@ -42,7 +42,7 @@ struct Rank(usize, Reverse<String>);
 
 /// The `limit` largest groups whose name contains `search` (ASCII
 /// case-insensitive; empty: every group).
-pub fn largest(groups: &MemoryGroups, search: &str, limit: usize) -> Sizes {
+pub(crate) fn largest(groups: &MemoryGroups, search: &str, limit: usize) -> Sizes {
     let needle = search.as_bytes();
     let mut count = 0;
     let mut matched = 0;

@@ -10,15 +10,15 @@
 //! Basic authentication (so that a browser can open the status page). The
 //! live stream takes a bounded number of subscribers.
 
-pub mod group_sizes;
-pub mod notify;
-pub mod plugins_page;
-pub mod sampler;
-pub mod state;
-pub mod stats;
-pub mod stats_api;
-pub mod status;
-pub mod token;
+pub(crate) mod group_sizes;
+pub(crate) mod notify;
+pub(crate) mod plugins_page;
+pub(crate) mod sampler;
+pub(crate) mod state;
+pub(crate) mod stats;
+pub(crate) mod stats_api;
+pub(crate) mod status;
+pub(crate) mod token;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -36,10 +36,10 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 
-pub use self::{state::Admin, token::AdminToken};
+pub(crate) use self::{state::Admin, token::AdminToken};
 
 /// The operator endpoints.
-pub fn router(admin: Arc<Admin>) -> Router {
+pub(crate) fn router(admin: Arc<Admin>) -> Router {
     let guarded = admin.token.protect(
         Router::new()
             .route("/api/plugins", get(plugins))

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::groups::GroupLayer;
 
 /// What the endpoint needs.
-pub struct NotifyEndpoint {
+pub(crate) struct NotifyEndpoint {
     /// The bearer token; `None` disables the endpoint.
     pub token: Option<String>,
     pub groups: Arc<dyn GroupLayer>,
@@ -39,7 +39,7 @@ fn error(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 /// Handles one notification request.
-pub async fn notify(
+pub(crate) async fn notify(
     State(endpoint): State<Arc<NotifyEndpoint>>,
     headers: HeaderMap,
     body: Bytes,

@@ -10,7 +10,7 @@ use crate::telemetry::plugin_states::PluginStates;
 use crate::{plugins::isolation::supervisor::WorkerState, plugins::loaded::LoadedPlugin};
 
 /// Renders the plugins of `loaded` and the rejected files of `states`.
-pub fn render(
+pub(crate) fn render(
     states: &PluginStates,
     loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>,
     open_connections: i64,

@@ -18,7 +18,7 @@ use crate::{
 /// Takes the first reading now (before the server serves, so that every
 /// request is in a sample) and starts the sampler; it runs as long as the
 /// runtime. The history it keeps is for `/api/stats` to read.
-pub fn start(
+pub(crate) fn start(
     monitor: Arc<Monitor>,
     registry: Arc<Registry>,
     groups: Arc<dyn GroupLayer>,

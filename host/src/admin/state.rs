@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// What the endpoints read.
-pub struct Admin {
+pub(crate) struct Admin {
     pub monitor: Arc<Monitor>,
     /// The recent history behind `/api/stats`, kept by [`sampler`].
     pub history: Arc<Mutex<History>>,
@@ -28,7 +28,7 @@ pub struct Admin {
 
 impl Admin {
     /// `GET /api/plugins`: every loaded plugin and every rejected file.
-    pub fn plugins_json(&self) -> Value {
+    pub(crate) fn plugins_json(&self) -> Value {
         plugins_page::render(
             self.monitor.plugin_states(),
             &self.registry.snapshot().plugins,
@@ -38,7 +38,7 @@ impl Admin {
 
     /// `GET /api/stats` without its groups: the recent history and the
     /// loaded plugins.
-    pub fn stats_json(&self) -> Value {
+    pub(crate) fn stats_json(&self) -> Value {
         lock(&self.history).render(
             &self.registry.snapshot().plugins,
             self.monitor.open_connections(),

@@ -18,14 +18,14 @@ use crate::telemetry::{latency::Buckets, metrics::Reading};
 use crate::{plugins::isolation::supervisor::WorkerState, plugins::loaded::LoadedPlugin};
 
 /// How often a sample is taken.
-pub const INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 /// How many samples are kept: five minutes.
-pub const CAPACITY: usize = 300;
+pub(crate) const CAPACITY: usize = 300;
 /// The window of each plugin's percentiles in the table: a minute.
 const WINDOW: usize = 60;
 /// Plugins with a history of their own, at most (by name order); the
 /// others are listed without one.
-pub const MAX_PLUGINS: usize = 64;
+pub(crate) const MAX_PLUGINS: usize = 64;
 
 /// One sample of the server as a whole.
 #[derive(Clone, Debug)]
@@ -68,14 +68,14 @@ struct PluginHistory {
 
 /// The samples, and the reading they are measured from.
 #[derive(Default)]
-pub struct History {
+pub(crate) struct History {
     samples: VecDeque<Sample>,
     plugins: BTreeMap<String, PluginHistory>,
     last: Option<(Instant, Reading)>,
 }
 
 /// What the sampler sees besides the counters.
-pub struct Seen<'a> {
+pub(crate) struct Seen<'a> {
     /// When it read them, in seconds since the Unix epoch.
     pub at: f64,
     pub connections: i64,
@@ -93,7 +93,7 @@ fn push_bounded<T>(ring: &mut VecDeque<T>, item: T, capacity: usize) {
 
 impl History {
     /// Takes in a reading made at `now`; from the second one on, a sample.
-    pub fn record(&mut self, now: Instant, reading: Reading, seen: &Seen<'_>) {
+    pub(crate) fn record(&mut self, now: Instant, reading: Reading, seen: &Seen<'_>) {
         let Some((then, last)) = self.last.take() else {
             self.last = Some((now, reading));
             return;
@@ -149,7 +149,11 @@ impl History {
 
     /// The history as `GET /api/stats` answers it (without the groups,
     /// which the caller adds), with `loaded`'s plugins.
-    pub fn render(&self, loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>, connections: i64) -> Value {
+    pub(crate) fn render(
+        &self,
+        loaded: &BTreeMap<PathBuf, Arc<LoadedPlugin>>,
+        connections: i64,
+    ) -> Value {
         let column =
             |f: &dyn Fn(&Sample) -> Value| -> Vec<Value> { self.samples.iter().map(f).collect() };
         let series = json!({

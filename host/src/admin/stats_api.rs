@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// `GET /api/stats`.
-pub async fn stats(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
+pub(crate) async fn stats(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
     let mut answer = admin.stats_json();
     let sizes = group_sizes::largest(admin.groups.local(), "", LARGEST);
     answer["groups"] = json!({ "count": sizes.count, "largest": sizes.groups });
@@ -33,7 +33,7 @@ pub async fn stats(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
 /// whose name contains `search` (ASCII case-insensitive; every group
 /// without it), at most `limit` (default [`LARGEST`], at most
 /// [`MAX_LIMIT`]).
-pub async fn groups(State(admin): State<Arc<Admin>>, uri: Uri) -> Response {
+pub(crate) async fn groups(State(admin): State<Arc<Admin>>, uri: Uri) -> Response {
     let query = match GroupQuery::parse(uri.query().unwrap_or("")) {
         Ok(query) => query,
         Err(message) => {

@@ -20,7 +20,7 @@ const WS_PATH_SLOT: &str = "{{ws_path}}";
 
 /// The status page's routes. `ws_path` is the WebSocket endpoint's path,
 /// which the page's console connects to.
-pub fn router(ws_path: &str) -> Router {
+pub(crate) fn router(ws_path: &str) -> Router {
     let page = Bytes::from(render(ws_path));
     let serve: MethodRouter = get(move || {
         let page = page.clone();

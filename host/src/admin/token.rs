@@ -16,21 +16,21 @@ use tracing::debug;
 
 /// The operator token; none means the endpoints are open.
 #[derive(Clone, Debug, Default)]
-pub struct AdminToken(Option<Arc<str>>);
+pub(crate) struct AdminToken(Option<Arc<str>>);
 
 impl AdminToken {
     /// The token of the `admin_token` setting (empty: none).
-    pub fn new(setting: &str) -> Self {
+    pub(crate) fn new(setting: &str) -> Self {
         AdminToken(Some(setting).filter(|t| !t.is_empty()).map(Arc::from))
     }
 
     /// Whether no token is set.
-    pub fn is_none(&self) -> bool {
+    pub(crate) fn is_none(&self) -> bool {
         self.0.is_none()
     }
 
     /// `router` with every route asking for the token (when one is set).
-    pub fn protect(&self, router: Router) -> Router {
+    pub(crate) fn protect(&self, router: Router) -> Router {
         router.route_layer(middleware::from_fn_with_state(self.clone(), require_token))
     }
 }

@@ -3,8 +3,8 @@
 //! ([`protocol`]), rate limits on log lines clients can cause
 //! ([`log_limit`]), a lock that outlives a panic ([`lock`]), wall-clock seconds ([`clock`]), and the shutdown signal ([`shutdown`]).
 
-pub mod clock;
-pub mod lock;
+pub(crate) mod clock;
+pub(crate) mod lock;
 pub mod log_limit;
 pub mod protocol;
-pub mod shutdown;
+pub(crate) mod shutdown;

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 /// The server side: start the shutdown, then wait for the connections.
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     stopping: watch::Sender<bool>,
     /// Cloned into every connection's handle; dropped here by `wait`.
     alive: Mutex<Option<mpsc::Sender<()>>>,
@@ -18,7 +18,7 @@ pub struct Shutdown {
 
 /// A connection's side: learn that the server is stopping; while held, the
 /// server waits for this connection.
-pub struct Stopping {
+pub(crate) struct Stopping {
     stopping: watch::Receiver<bool>,
     _alive: Option<mpsc::Sender<()>>,
 }
@@ -37,7 +37,7 @@ impl Default for Shutdown {
 
 impl Shutdown {
     /// A handle for one more connection.
-    pub fn handle(&self) -> Stopping {
+    pub(crate) fn handle(&self) -> Stopping {
         let alive = self
             .alive
             .lock()
@@ -51,7 +51,7 @@ impl Shutdown {
 
     /// Learns that the server is stopping without holding up its end (for
     /// the listener itself).
-    pub fn watch(&self) -> Stopping {
+    pub(crate) fn watch(&self) -> Stopping {
         Stopping {
             stopping: self.stopping.subscribe(),
             _alive: None,
@@ -59,12 +59,12 @@ impl Shutdown {
     }
 
     /// Tells every connection to finish what it is doing and close.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.stopping.send_replace(true);
     }
 
     /// Waits until every connection has closed, or `limit` has passed.
-    pub async fn wait(&self, limit: Duration) {
+    pub(crate) async fn wait(&self, limit: Duration) {
         drop(
             self.alive
                 .lock()
@@ -84,7 +84,7 @@ impl Shutdown {
 
 impl Stopping {
     /// Resolves once the server is stopping (at once if it already is).
-    pub async fn stopped(&mut self) {
+    pub(crate) async fn stopped(&mut self) {
         // An error means the server is gone, which is as good as stopping.
         let _ = self.stopping.wait_for(|stopping| *stopping).await;
     }

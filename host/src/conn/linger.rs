@@ -16,13 +16,13 @@ use tokio::{
 };
 
 /// Give up lingering when the client has sent nothing for this long...
-pub const QUIET: Duration = Duration::from_secs(5);
+pub(crate) const QUIET: Duration = Duration::from_secs(5);
 /// ...or after this long in all.
-pub const TOTAL: Duration = Duration::from_secs(30);
+pub(crate) const TOTAL: Duration = Duration::from_secs(30);
 
 /// Shuts down writing, then reads and discards until the client closes its
 /// side, stays quiet for [`QUIET`], or [`TOTAL`] has passed.
-pub async fn drain<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+pub(crate) async fn drain<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let _ = io.shutdown().await;
     let end = Instant::now() + TOTAL;
     let mut scratch = vec![0u8; 16 * 1024];

@@ -7,8 +7,8 @@
 //! in request order; a slow handler holds up only its own connection, and
 //! group messages keep flowing while it runs.
 
-pub mod linger;
-pub mod woken;
+pub(crate) mod linger;
+pub(crate) mod woken;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -46,7 +46,7 @@ use crate::{
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// What every connection shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub dispatcher: Dispatcher,
     pub groups: Arc<dyn GroupLayer>,
     /// Group messages and bytes a connection may have waiting before it is
@@ -142,7 +142,7 @@ impl Drop for Membership {
 /// Its state is made before the future that serves it, which holds that
 /// state in place: an `async fn` would keep a second copy of its
 /// arguments (the socket) in every connection's task.
-pub fn serve(
+pub(crate) fn serve(
     socket: Socket,
     shared: Arc<Shared>,
     scope: Arc<str>,

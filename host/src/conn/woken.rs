@@ -41,13 +41,13 @@ impl Wake for Flag {
 /// The waker that the [`WokenOnly`] futures of one task share: a wake of
 /// any of them has all of them polled once more, which is cheap and rare.
 #[derive(Clone)]
-pub struct Wakes {
+pub(crate) struct Wakes {
     flag: Arc<Flag>,
     waker: Waker,
 }
 
 impl Wakes {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let flag = Arc::new(Flag::default());
         Wakes {
             waker: Waker::from(flag.clone()),
@@ -73,7 +73,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<F: Future> WokenOnly<F> {
-    pub fn new(inner: F, wakes: &Wakes) -> Self {
+    pub(crate) fn new(inner: F, wakes: &Wakes) -> Self {
         WokenOnly {
             inner,
             wakes: wakes.clone(),
@@ -83,7 +83,7 @@ impl<F: Future> WokenOnly<F> {
 
     /// The future itself, for a change that needs it polled again (a timer
     /// reset): it is, on the next poll.
-    pub fn inner(self: Pin<&mut Self>) -> Pin<&mut F> {
+    pub(crate) fn inner(self: Pin<&mut Self>) -> Pin<&mut F> {
         let this = self.project();
         *this.seen = None;
         this.inner

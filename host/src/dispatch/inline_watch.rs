@@ -89,7 +89,7 @@ fn nanos_since_base(at: Instant) -> u64 {
 }
 
 /// An inline call being watched; dropping it ends the watch.
-pub struct Watched(Option<Arc<Slot>>);
+pub(crate) struct Watched(Option<Arc<Slot>>);
 
 impl Drop for Watched {
     fn drop(&mut self) {
@@ -100,7 +100,7 @@ impl Drop for Watched {
 }
 
 /// An inline call of `route` that began (its frame arrived) at `began`.
-pub fn begin(route: &Route, began: Instant) -> Watched {
+pub(crate) fn begin(route: &Route, began: Instant) -> Watched {
     let slot = SLOT
         .try_with(|cell| {
             cell.get_or_init(|| {
@@ -158,7 +158,7 @@ fn scan(slots: &[Arc<Slot>], now: u64, threshold: Duration) -> Vec<Stuck> {
 /// Starts the thread that watches inline calls: one running longer than
 /// `threshold` is logged and makes the server not ready until it ends; one
 /// running longer than [`WAKE_AFTER`] wakes the runtime `runtime`.
-pub fn start(
+pub(crate) fn start(
     threshold: Duration,
     registry: Arc<Registry>,
     monitor: Arc<Monitor>,

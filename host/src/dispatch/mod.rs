@@ -21,9 +21,9 @@
 //! on its pool), judged by the time the worker measured, and a call past
 //! the timeout gets the worker killed and replaced.
 
-pub mod inline_watch;
-pub mod report;
-pub mod run;
+pub(crate) mod inline_watch;
+pub(crate) mod report;
+pub(crate) mod run;
 
 use std::{
     sync::Arc,
@@ -45,14 +45,14 @@ use crate::{
 
 /// Who sends a frame: the connection, its scope, and the scopes of the
 /// plugins that attached state to it.
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     pub id: ConnectionId,
     pub scope: &'a Arc<str>,
     pub scopes: Option<Arc<Scopes>>,
 }
 
 /// Routing and execution settings shared by all connections.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     pub registry: Arc<Registry>,
     /// How long a caller waits for a pooled handler.
     pub handler_timeout: Duration,
@@ -74,7 +74,7 @@ impl Dispatcher {
     /// The answer to a text frame refused for its connection's message
     /// rate: the rate's error reply, or the frame's own rejection if it is
     /// not a valid request.
-    pub fn rate_limited(&self, frame: &str, per_second: u32) -> String {
+    pub(crate) fn rate_limited(&self, frame: &str, per_second: u32) -> String {
         match protocol::parse_bounded(frame, self.max_json_containers) {
             Ok(request) => Failure::RateLimited { per_second }.reply(&request),
             Err(rejection) => rejection.reply(),
@@ -83,7 +83,7 @@ impl Dispatcher {
 
     /// Routes one text frame of `caller`, which arrived at `arrived`, and
     /// runs its handler.
-    pub async fn handle<'a>(
+    pub(crate) async fn handle<'a>(
         &self,
         frame: &'a Utf8Bytes,
         caller: &Caller<'_>,

@@ -10,7 +10,7 @@ use tracing::{error, warn};
 use crate::plugins::{outcome::Outcome, registry::Route};
 
 /// Counts a call in the plugin's stats and the type's metrics.
-pub fn count(route: &Route, outcome: &Outcome, took: Duration) {
+pub(crate) fn count(route: &Route, outcome: &Outcome, took: Duration) {
     let counter = match outcome {
         Outcome::Returned(CallOutcome::Done(_)) => &route.metrics.ok,
         Outcome::Returned(CallOutcome::Failed(_))
@@ -26,7 +26,7 @@ pub fn count(route: &Route, outcome: &Outcome, took: Duration) {
 }
 
 /// Logs a call that did not succeed (rate-limited: clients cause these).
-pub fn log(route: &Route, kind: &str, outcome: &Outcome) {
+pub(crate) fn log(route: &Route, kind: &str, outcome: &Outcome) {
     let plugin = &route.plugin;
     match outcome {
         Outcome::Returned(CallOutcome::Done(_)) => {}

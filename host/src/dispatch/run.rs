@@ -34,7 +34,7 @@ fn deadline(timeout: Duration) -> tokio::time::Instant {
 }
 
 /// Runs a handler inline, on this task.
-pub fn inline(
+pub(crate) fn inline(
     plugin: &LoadedPlugin,
     handler: u32,
     envelope: &Envelope<'_>,
@@ -57,7 +57,7 @@ pub fn inline(
 /// Runs a call in the plugin's worker: `bytes` is its frame (from
 /// [`frame::call`]). Pooled calls hold one of the plugin's slots, as on the
 /// pool; a call past the timeout has its worker killed, which frees it.
-pub async fn in_worker(
+pub(crate) async fn in_worker(
     plugin: &LoadedPlugin,
     worker: &WorkerHandle,
     number: u32,
@@ -84,7 +84,7 @@ pub async fn in_worker(
 
 /// Runs a handler on the pool; also how long the call itself ran, not
 /// counting the wait for a pool thread.
-pub async fn pooled(
+pub(crate) async fn pooled(
     plugin: &Arc<LoadedPlugin>,
     handler: u32,
     owned: OwnedCall,
@@ -117,7 +117,7 @@ pub async fn pooled(
 /// Runs one hook of `plugin` for `connection`, under `timeout`: in its
 /// worker like a pooled call (with the hook's number, which no manifest
 /// can reach), or in this process on the blocking pool.
-pub async fn hook(
+pub(crate) async fn hook(
     plugin: &Arc<LoadedPlugin>,
     hook: Hook,
     input: String,
@@ -154,7 +154,7 @@ pub async fn hook(
 }
 
 /// Where `part`, a slice of `text`, lies in it.
-pub fn range_of(text: &str, part: &str) -> (usize, usize) {
+pub(crate) fn range_of(text: &str, part: &str) -> (usize, usize) {
     let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
     if start > text.len() || start + part.len() > text.len() {
         return (0, 0);
@@ -164,7 +164,7 @@ pub fn range_of(text: &str, part: &str) -> (usize, usize) {
 
 /// A request owned for a call on another thread: the frame is shared, and
 /// the parts are ranges into it.
-pub struct OwnedCall {
+pub(crate) struct OwnedCall {
     frame: Utf8Bytes,
     id: Range<usize>,
     kind: String,
@@ -173,7 +173,7 @@ pub struct OwnedCall {
 }
 
 impl OwnedCall {
-    pub fn new(frame: &Utf8Bytes, envelope: &Envelope<'_>, scope: Arc<str>) -> Self {
+    pub(crate) fn new(frame: &Utf8Bytes, envelope: &Envelope<'_>, scope: Arc<str>) -> Self {
         let base = frame.as_str().as_ptr() as usize;
         let range = |part: &str| {
             let start = part.as_ptr() as usize - base;

@@ -8,7 +8,7 @@
 //! A new kind of effect is a new `EFFECT_*` number in `plugin-api` and a
 //! new [`Action`] here; nothing else in the host changes.
 
-pub mod state;
+pub(crate) mod state;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// What came of one text frame, for [`Effects::carry_out`].
-pub enum Answer<'a> {
+pub(crate) enum Answer<'a> {
     /// An error reply of the server's own: the frame was not a valid
     /// request, no plugin serves its type, or its call failed.
     Reply(String),
@@ -54,7 +54,7 @@ pub enum Answer<'a> {
 
 /// One effect of a handler, decoded and checked.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Send this message to the caller.
     Send(String),
     /// Close the connection after what came before.
@@ -74,7 +74,7 @@ pub enum Action {
 
 /// Why an effect cannot be carried out.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Unusable {
+pub(crate) enum Unusable {
     /// A message to send that is not a JSON object.
     NotAnObject,
     /// An effect kind this host does not know (the plugin was built against
@@ -87,7 +87,7 @@ pub enum Unusable {
 impl Action {
     /// Decodes one ABI effect. Group names are checked for the whole call
     /// beforehand, by [`first_bad_group`].
-    pub fn decode(effect: Effect) -> Result<Action, Unusable> {
+    pub(crate) fn decode(effect: Effect) -> Result<Action, Unusable> {
         match effect.kind {
             EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
                 Err(Unusable::NotAnObject)
@@ -122,7 +122,7 @@ impl Action {
 }
 
 /// The first group name among `effects` that breaks `rule`, and why.
-pub fn first_bad_group(
+pub(crate) fn first_bad_group(
     effects: &[Effect],
     rule: GroupNameRule,
 ) -> Option<rohrpost_plugin_api::GroupNameError> {
@@ -133,7 +133,7 @@ pub fn first_bad_group(
 }
 
 /// The state changes among a call's effects, in order.
-pub fn state_changes(effects: &[Effect]) -> Vec<(&str, Option<&str>)> {
+pub(crate) fn state_changes(effects: &[Effect]) -> Vec<(&str, Option<&str>)> {
     effects
         .iter()
         .filter(|e| e.kind == EFFECT_SET)
@@ -144,13 +144,13 @@ pub fn state_changes(effects: &[Effect]) -> Vec<(&str, Option<&str>)> {
         .collect()
 }
 
-pub fn is_json_object(text: &str) -> bool {
+pub(crate) fn is_json_object(text: &str) -> bool {
     text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
 /// Where one connection's effects go: its socket, its outbound queue, its
 /// groups.
-pub struct Effects<'c> {
+pub(crate) struct Effects<'c> {
     pub socket: &'c mut Socket,
     pub outbound: &'c mut Outbound,
     pub connection: ConnectionId,
@@ -172,7 +172,7 @@ impl Effects<'_> {
     /// Runs `work` (handling a request) while group messages keep flowing
     /// to the socket; stops when the queue overflows. `work` comes pinned,
     /// so that this future does not hold a second copy of it.
-    pub async fn while_running<F: Future>(
+    pub(crate) async fn while_running<F: Future>(
         &mut self,
         mut work: Pin<&mut F>,
     ) -> Result<F::Output, Stop> {
@@ -194,7 +194,7 @@ impl Effects<'_> {
 
     /// Writes `first` and whatever else is queued (up to a batch), then
     /// flushes; gives up when the queue overflows meanwhile.
-    pub async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
+    pub(crate) async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
         let batch = self.outbound.batch(first);
         let bytes = batch.iter().map(|m| m.len()).sum();
         let socket = &mut *self.socket;
@@ -213,7 +213,7 @@ impl Effects<'_> {
     }
 
     /// Carries out what came of one text frame, then flushes.
-    pub async fn carry_out(&mut self, answer: Answer<'_>) -> Result<(), Stop> {
+    pub(crate) async fn carry_out(&mut self, answer: Answer<'_>) -> Result<(), Stop> {
         match answer {
             Answer::Reply(text) => self.reply(text).await,
             Answer::Effects {
@@ -225,7 +225,7 @@ impl Effects<'_> {
     }
 
     /// Sends one message of the server's own (an error reply) and flushes.
-    pub async fn reply(&mut self, text: String) -> Result<(), Stop> {
+    pub(crate) async fn reply(&mut self, text: String) -> Result<(), Stop> {
         self.send(text).await?;
         self.flush().await
     }
@@ -309,7 +309,7 @@ impl Effects<'_> {
     /// Carries out what a plugin's `on_connect` asked for, then flushes. A
     /// close (refusal) ends the connection; effects that cannot be carried
     /// out (a bad group name, too much state) refuse it with 1011.
-    pub async fn carry_out_hook(
+    pub(crate) async fn carry_out_hook(
         &mut self,
         plugin: &LoadedPlugin,
         effects: RVec<Effect>,
@@ -344,7 +344,7 @@ impl Effects<'_> {
     }
 
     /// Carries out one action; a close ends the connection after a flush.
-    pub async fn apply(&mut self, action: Action) -> Result<(), Stop> {
+    pub(crate) async fn apply(&mut self, action: Action) -> Result<(), Stop> {
         match action {
             Action::Send(text) => self.send(text).await,
             Action::Close => {
@@ -393,7 +393,7 @@ impl Effects<'_> {
 /// Carries out the group sends among `on_disconnect`'s effects (the
 /// connection is gone: nothing else applies); a bad group name drops
 /// them all, as for a call.
-pub async fn carry_out_disconnect(
+pub(crate) async fn carry_out_disconnect(
     plugin: &LoadedPlugin,
     effects: RVec<Effect>,
     groups: &dyn GroupLayer,

@@ -15,7 +15,7 @@ use serde_json::{value::RawValue, Map, Value};
 
 /// One connection's state, per plugin.
 #[derive(Default)]
-pub struct ConnState {
+pub(crate) struct ConnState {
     plugins: HashMap<String, PluginState>,
     /// Each plugin's scope with its state in it; shared with the calls
     /// running, replaced when a state changes.
@@ -23,7 +23,7 @@ pub struct ConnState {
 }
 
 /// The scopes of the plugins with state, by plugin name.
-pub type Scopes = HashMap<String, Arc<str>>;
+pub(crate) type Scopes = HashMap<String, Arc<str>>;
 
 struct PluginState {
     values: Map<String, Value>,
@@ -31,11 +31,11 @@ struct PluginState {
 
 /// One change a call asks for: a key, and its new value as JSON text
 /// (`None` removes it).
-pub type Change<'a> = (&'a str, Option<&'a str>);
+pub(crate) type Change<'a> = (&'a str, Option<&'a str>);
 
 /// Why a call's changes were refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// More than the bound would be kept.
     TooLarge { limit: usize },
     /// A value that is not JSON (only a library bypassing plugin-api).
@@ -44,18 +44,18 @@ pub enum Refused {
 
 impl ConnState {
     /// The scopes of the plugins with state, for the calls to come.
-    pub fn scopes(&self) -> Arc<Scopes> {
+    pub(crate) fn scopes(&self) -> Arc<Scopes> {
         self.scopes.clone()
     }
 
     /// The scope a call of `plugin` gets.
-    pub fn scope_for<'a>(&'a self, plugin: &str, base: &'a Arc<str>) -> &'a Arc<str> {
+    pub(crate) fn scope_for<'a>(&'a self, plugin: &str, base: &'a Arc<str>) -> &'a Arc<str> {
         self.scopes.get(plugin).unwrap_or(base)
     }
 
     /// Applies `changes` for `plugin`, all or none: refused when the state
     /// would then be over `limit` bytes.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         plugin: &str,
         changes: &[Change<'_>],

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::{socket::outbound::Outbox, socket::wire};
 
 /// Members one task writes to; a group larger than this has a lane.
-pub const CHUNK: usize = 512;
+pub(crate) const CHUNK: usize = 512;
 /// Messages a lane writes at once, at most, and their bytes.
 const BATCH: usize = 64;
 const BATCH_BYTES: usize = 64 * 1024;
@@ -29,15 +29,15 @@ const BATCH_BYTES: usize = 64 * 1024;
 const LANE_DEPTH: usize = 256;
 
 /// The sending end of a group's lane.
-pub type Lane = mpsc::Sender<Utf8Bytes>;
+pub(crate) type Lane = mpsc::Sender<Utf8Bytes>;
 
 /// The members of a group as they are now (none once it is gone).
-pub trait Members: Send + Sync + 'static {
+pub(crate) trait Members: Send + Sync + 'static {
     fn members(&self, group: &str) -> Vec<Outbox>;
 }
 
 /// Delivers `messages` to each of `members`; how many it reached.
-pub fn reach(members: &[Outbox], messages: &[Utf8Bytes]) -> usize {
+pub(crate) fn reach(members: &[Outbox], messages: &[Utf8Bytes]) -> usize {
     let frames = frames(messages);
     reach_encoded(members, messages, frames.as_deref())
 }
@@ -65,7 +65,7 @@ fn frames(messages: &[Utf8Bytes]) -> Option<Vec<u8>> {
 }
 
 /// Starts the lane of `group`; it ends when every sending end is gone.
-pub fn start_lane(group: String, members: Arc<dyn Members>) -> Lane {
+pub(crate) fn start_lane(group: String, members: Arc<dyn Members>) -> Lane {
     let (lane, messages) = mpsc::channel(LANE_DEPTH);
     tokio::spawn(run_lane(group, members, messages));
     lane

@@ -11,8 +11,8 @@
 //! [`crate::socket::outbound`]), so one slow client can neither delay the others,
 //! nor silently miss messages, nor hold the server's memory.
 
-pub mod fanout;
-pub mod redis;
+pub(crate) mod fanout;
+pub(crate) mod redis;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -25,11 +25,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use self::fanout::{Lane, Members, CHUNK};
-pub use crate::socket::outbound::{Outbox, QueueLimits};
+pub(crate) use crate::socket::outbound::{Outbox, QueueLimits};
 
 /// Another host as its entry says.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct HostEntry {
+pub(crate) struct HostEntry {
     #[serde(default, skip_deserializing)]
     pub id: String,
     /// The host's open WebSocket connections.
@@ -38,13 +38,13 @@ pub struct HostEntry {
 }
 
 /// A connection's id, unique within this host.
-pub type ConnectionId = u64;
+pub(crate) type ConnectionId = u64;
 
 /// A future returned by [`GroupLayer`]'s methods.
-pub type GroupFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type GroupFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Group membership and fan-out.
-pub trait GroupLayer: Send + Sync {
+pub(crate) trait GroupLayer: Send + Sync {
     /// Adds a connection to a group; joining twice changes nothing. Resolves
     /// once messages sent to the group from now on reach the connection
     /// (for messages from other hosts, a broker layer waits a short bounded
@@ -92,7 +92,7 @@ pub trait GroupLayer: Send + Sync {
 
 /// Groups of this host only, in memory (a clone shares them).
 #[derive(Default, Clone)]
-pub struct MemoryGroups {
+pub(crate) struct MemoryGroups {
     /// Shared with the groups' lanes, which read the members from it.
     membership: Arc<Membership>,
     /// Counts each member a message was handed to.
@@ -144,7 +144,7 @@ enum Route {
 impl MemoryGroups {
     /// Groups that count every member a message is handed to in
     /// `delivered`.
-    pub fn counting(delivered: Counter) -> Self {
+    pub(crate) fn counting(delivered: Counter) -> Self {
         MemoryGroups {
             membership: Arc::default(),
             delivered,
@@ -158,7 +158,7 @@ impl MemoryGroups {
     /// Delivers `message` to every member of `group` now: at once to a
     /// small group's, through its lane to a large one's. The number of
     /// members it went to; waits only for room in a busy lane.
-    pub async fn deliver(&self, group: &str, message: &Utf8Bytes) -> usize {
+    pub(crate) async fn deliver(&self, group: &str, message: &Utf8Bytes) -> usize {
         let count = self.deliver_uncounted(group, message).await;
         self.delivered.inc_by(count as u64);
         count
@@ -204,7 +204,7 @@ impl MemoryGroups {
     }
 
     /// Adds a member; true when it is the group's first.
-    pub fn add(&self, group: &str, connection: ConnectionId, outbox: &Outbox) -> bool {
+    pub(crate) fn add(&self, group: &str, connection: ConnectionId, outbox: &Outbox) -> bool {
         let mut state = self.state();
         let members = state.members.entry(group.to_owned()).or_default();
         let first = members.is_empty();
@@ -218,7 +218,7 @@ impl MemoryGroups {
     }
 
     /// Removes a member; true when the group has no member left.
-    pub fn remove(&self, group: &str, connection: ConnectionId) -> bool {
+    pub(crate) fn remove(&self, group: &str, connection: ConnectionId) -> bool {
         let mut state = self.state();
         let mut emptied = false;
         if let Some(members) = state.members.get_mut(group) {
@@ -238,7 +238,7 @@ impl MemoryGroups {
     }
 
     /// Removes a connection from all its groups; the groups left empty.
-    pub fn remove_everywhere(&self, connection: ConnectionId) -> Vec<String> {
+    pub(crate) fn remove_everywhere(&self, connection: ConnectionId) -> Vec<String> {
         let mut state = self.state();
         let Some(groups) = state.joined.remove(&connection) else {
             return Vec::new();
@@ -258,12 +258,12 @@ impl MemoryGroups {
     }
 
     /// The groups with at least one member here.
-    pub fn group_names(&self) -> Vec<String> {
+    pub(crate) fn group_names(&self) -> Vec<String> {
         self.state().members.keys().cloned().collect()
     }
 
     /// The groups `connection` is in.
-    pub fn groups_of(&self, connection: ConnectionId) -> Vec<String> {
+    pub(crate) fn groups_of(&self, connection: ConnectionId) -> Vec<String> {
         self.state()
             .joined
             .get(&connection)
@@ -272,12 +272,12 @@ impl MemoryGroups {
     }
 
     /// The members of `group` here.
-    pub fn count(&self, group: &str) -> usize {
+    pub(crate) fn count(&self, group: &str) -> usize {
         self.state().members.get(group).map_or(0, HashMap::len)
     }
 
     /// The members of `group` here, and whether `connection` is one.
-    pub fn size_for(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
+    pub(crate) fn size_for(&self, group: &str, connection: ConnectionId) -> (usize, bool) {
         self.state()
             .members
             .get(group)
@@ -285,13 +285,13 @@ impl MemoryGroups {
     }
 
     /// How many groups have members here.
-    pub fn group_count(&self) -> usize {
+    pub(crate) fn group_count(&self) -> usize {
         self.state().members.len()
     }
 
     /// Calls `visit` with every group's name and member count, under the
     /// membership lock: `visit` must be quick and must not touch groups.
-    pub fn visit_sizes(&self, mut visit: impl FnMut(&str, usize)) {
+    pub(crate) fn visit_sizes(&self, mut visit: impl FnMut(&str, usize)) {
         for (name, members) in &self.state().members {
             visit(name, members.len());
         }

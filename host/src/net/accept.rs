@@ -40,7 +40,7 @@ use crate::{
 
 /// The limits of the phase before the upgrade.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The whole request (head and body) must arrive within this, and a
     /// write of an answer must make progress within it.
     pub request_timeout: Duration,
@@ -53,7 +53,7 @@ pub struct Limits {
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Accepts connections until the server stops.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
@@ -126,7 +126,7 @@ pub async fn serve(
 /// allocations, and pay a dynamic call on each read and write. Copied,
 /// because the bytes hyper hands over keep its whole read buffer alive.
 /// `None` for a connection not accepted here.
-pub fn upgraded_stream(upgraded: Upgraded) -> Option<(TcpStream, Vec<u8>)> {
+pub(crate) fn upgraded_stream(upgraded: Upgraded) -> Option<(TcpStream, Vec<u8>)> {
     let parts = upgraded.downcast::<TokioIo<WriteDeadline>>().ok()?;
     Some((parts.io.into_inner().into_inner(), parts.read_buf.to_vec()))
 }

@@ -34,7 +34,7 @@ use tracing::warn;
 use crate::base::log_limit::{PENDING_EVICTED, PENDING_REFUSED};
 
 /// The connections not yet upgraded, oldest first.
-pub struct Pending {
+pub(crate) struct Pending {
     limit: usize,
     open: Mutex<Open>,
     evicted: AtomicU64,
@@ -51,7 +51,7 @@ struct Open {
 }
 
 /// One pending connection's state, shared by its task and its requests.
-pub struct Slot {
+pub(crate) struct Slot {
     /// Where the connection comes from ([`source`]).
     source: IpAddr,
     /// When the connection was accepted.
@@ -73,14 +73,14 @@ pub struct Slot {
 }
 
 /// A pending connection's place; gives it up when dropped.
-pub struct Ticket {
+pub(crate) struct Ticket {
     pending: Arc<Pending>,
     seq: u64,
     pub slot: Arc<Slot>,
 }
 
 impl Pending {
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Pending {
             limit: limit.max(1),
             open: Mutex::new(Open::default()),
@@ -92,7 +92,7 @@ impl Pending {
     /// A place for a new connection from `peer`, closing an idle one (of
     /// the source holding the most places) when the bound is reached;
     /// `None` when every connection at the bound is busy.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
         let slot = Arc::new(Slot::new(source(peer), Instant::now()));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.slots.len() >= self.limit {
@@ -137,7 +137,7 @@ impl Pending {
     /// idle. For when the open-files limit, not this bound, is what stops
     /// new connections: otherwise silent sockets below the bound would hold
     /// every descriptor until their deadline.
-    pub fn evict_oldest_idle(&self) -> bool {
+    pub(crate) fn evict_oldest_idle(&self) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         match open.victim().and_then(|seq| open.remove(seq)) {
             Some(slot) => {
@@ -157,7 +157,7 @@ impl Pending {
 
     /// Connections not yet upgraded, now.
     #[cfg(test)]
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -243,18 +243,18 @@ impl Slot {
 
     /// When the current request began: when the connection was accepted,
     /// or when the previous response was finished.
-    pub fn request_began(&self) -> Instant {
+    pub(crate) fn request_began(&self) -> Instant {
         self.accepted + Duration::from_nanos(self.request_began.load(Ordering::Relaxed))
     }
 
     /// Whether the connection is still in its HTTP phase, where writes that
     /// make no progress are bounded.
-    pub fn in_http_phase(&self) -> bool {
+    pub(crate) fn in_http_phase(&self) -> bool {
         self.http_phase.load(Ordering::Relaxed)
     }
 
     /// The connection has left its HTTP phase (a WebSocket now, or gone).
-    pub fn end_http_phase(&self) {
+    pub(crate) fn end_http_phase(&self) {
         self.http_phase.store(false, Ordering::Relaxed);
     }
 
@@ -263,31 +263,31 @@ impl Slot {
     }
 
     /// Resolves once the connection must close.
-    pub async fn closing(&self) {
+    pub(crate) async fn closing(&self) {
         self.close.notified().await
     }
 
     /// Tells the connection to close now.
-    pub fn close_now(&self) {
+    pub(crate) fn close_now(&self) {
         self.close.notify_one();
     }
 
     /// A request has arrived; it counts as answered (not evictable) until
     /// the guard is dropped, except while its body is still arriving.
-    pub fn answering(self: &Arc<Self>, body_pending: bool) -> Answering {
+    pub(crate) fn answering(self: &Arc<Self>, body_pending: bool) -> Answering {
         self.reading_body.store(body_pending, Ordering::Relaxed);
         self.answering.fetch_add(1, Ordering::Relaxed);
         Answering(self.clone())
     }
 
     /// The current request's body has arrived in full.
-    pub fn body_done(&self) {
+    pub(crate) fn body_done(&self) {
         self.reading_body.store(false, Ordering::Relaxed);
     }
 }
 
 /// Held by a request's response until it has been sent.
-pub struct Answering(Arc<Slot>);
+pub(crate) struct Answering(Arc<Slot>);
 
 impl Drop for Answering {
     fn drop(&mut self) {

@@ -12,20 +12,20 @@ use std::{
 };
 
 /// Open WebSockets per client address.
-pub struct PerClient {
+pub(crate) struct PerClient {
     limit: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One client's place; given back when dropped (the connection ended).
-pub struct ClientSlot {
+pub(crate) struct ClientSlot {
     per_client: Arc<PerClient>,
     client: IpAddr,
 }
 
 impl PerClient {
     /// `limit` connections per address; `None` for 0 (no limit).
-    pub fn new(limit: usize) -> Option<Arc<PerClient>> {
+    pub(crate) fn new(limit: usize) -> Option<Arc<PerClient>> {
         (limit > 0).then(|| {
             Arc::new(PerClient {
                 limit,
@@ -34,7 +34,7 @@ impl PerClient {
         })
     }
 
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
@@ -43,7 +43,7 @@ impl PerClient {
     }
 
     /// A place for one more connection of `client`, if it has one left.
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+    pub(crate) fn admit(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
         let mut open = self.open();
         let count = open.entry(client).or_insert(0);
         if *count >= self.limit {
@@ -71,7 +71,7 @@ impl Drop for ClientSlot {
 
 /// A connection's message rate: a bucket of `per_second` messages, filled
 /// continuously, that a burst of up to one second's worth may empty.
-pub struct Rate {
+pub(crate) struct Rate {
     per_second: u32,
     tokens: f64,
     filled: Instant,
@@ -81,7 +81,7 @@ pub struct Rate {
 
 /// What to do with one message.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Accept,
     /// Answer it with an error instead of handling it.
     Refuse,
@@ -92,7 +92,7 @@ pub enum Verdict {
 
 impl Rate {
     /// `per_second` messages a second; `None` for 0 (no limit).
-    pub fn new(per_second: u32, now: Instant) -> Option<Rate> {
+    pub(crate) fn new(per_second: u32, now: Instant) -> Option<Rate> {
         (per_second > 0).then(|| Rate {
             per_second,
             tokens: f64::from(per_second),
@@ -101,12 +101,12 @@ impl Rate {
         })
     }
 
-    pub fn per_second(&self) -> u32 {
+    pub(crate) fn per_second(&self) -> u32 {
         self.per_second
     }
 
     /// A message arrived at `now`.
-    pub fn take(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn take(&mut self, now: Instant) -> Verdict {
         let rate = f64::from(self.per_second);
         let elapsed = now.saturating_duration_since(self.filled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(rate);

@@ -94,7 +94,7 @@ impl TrustedProxies {
 
 /// The client behind a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Client {
+pub(crate) struct Client {
     /// Its address: the peer's, or the one a trusted proxy reported (then
     /// with the port only where the proxy gave one).
     pub addr: ClientAddr,
@@ -104,13 +104,13 @@ pub struct Client {
 
 /// A client's address, with or without a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAddr {
+pub(crate) enum ClientAddr {
     Socket(SocketAddr),
     Ip(IpAddr),
 }
 
 impl ClientAddr {
-    pub fn ip(&self) -> IpAddr {
+    pub(crate) fn ip(&self) -> IpAddr {
         match self {
             ClientAddr::Socket(addr) => addr.ip(),
             ClientAddr::Ip(ip) => *ip,
@@ -135,7 +135,7 @@ struct Hop {
 }
 
 /// The client of a connection from `peer` that sent `headers`.
-pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Client {
+pub(crate) fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Client {
     let direct = Client {
         addr: ClientAddr::Socket(peer),
         secure: false,

@@ -43,7 +43,7 @@ use crate::{
 };
 
 /// What the WebSocket endpoint shares.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub shared: Arc<Shared>,
     pub settings: Settings,
     /// One permit per open connection.
@@ -55,7 +55,7 @@ pub struct Endpoint {
 }
 
 /// Accepts or refuses one WebSocket handshake.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(endpoint): State<Arc<Endpoint>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     mut request: Request,

@@ -5,10 +5,10 @@
 //! address behind a trusted reverse proxy ([`forwarded`]) and the limits
 //! per client address ([`client_limits`]).
 
-pub mod accept;
-pub mod admission;
-pub mod client_limits;
-pub mod forwarded;
-pub mod handshake;
-pub mod rlimit;
-pub mod write_deadline;
+pub(crate) mod accept;
+pub(crate) mod admission;
+pub(crate) mod client_limits;
+pub(crate) mod forwarded;
+pub(crate) mod handshake;
+pub(crate) mod rlimit;
+pub(crate) mod write_deadline;

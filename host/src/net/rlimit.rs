@@ -12,7 +12,7 @@ const RESERVE: u64 = 256;
 /// Raises the soft open-files limit to the hard one and logs both; warns
 /// when the limit cannot hold `connections` sockets. Returns the soft
 /// limit in force (`None` when it cannot be read).
-pub fn raise_open_files(connections: usize) -> Option<u64> {
+pub(crate) fn raise_open_files(connections: usize) -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -66,7 +66,7 @@ pub fn raise_open_files(connections: usize) -> Option<u64> {
 /// hold: `wanted`, or fewer when the limit leaves less than that beside
 /// [`RESERVE`], so that the bound (which makes room by closing the oldest
 /// idle connection) is reached before `accept` runs out of descriptors.
-pub fn pending_bound(wanted: usize, open_files: Option<u64>) -> usize {
+pub(crate) fn pending_bound(wanted: usize, open_files: Option<u64>) -> usize {
     let Some(open_files) = open_files else {
         return wanted;
     };

@@ -32,7 +32,7 @@ use crate::net::admission::Slot;
 
 /// A TCP stream whose stalled writes time out while its slot is in the
 /// HTTP phase.
-pub struct WriteDeadline {
+pub(crate) struct WriteDeadline {
     inner: TcpStream,
     slot: Arc<Slot>,
     timeout: Duration,
@@ -43,7 +43,7 @@ pub struct WriteDeadline {
 }
 
 impl WriteDeadline {
-    pub fn new(inner: TcpStream, slot: Arc<Slot>, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: TcpStream, slot: Arc<Slot>, timeout: Duration) -> Self {
         WriteDeadline {
             inner,
             slot,
@@ -54,7 +54,7 @@ impl WriteDeadline {
     }
 
     /// The TCP stream, for a connection that has left its HTTP phase.
-    pub fn into_inner(self) -> TcpStream {
+    pub(crate) fn into_inner(self) -> TcpStream {
         self.inner
     }
 

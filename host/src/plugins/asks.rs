@@ -43,7 +43,7 @@ thread_local! {
 }
 
 /// Where plugins' reports go; set once the server has its metrics.
-pub fn serve_reports(reports: Arc<PluginReports>) {
+pub(crate) fn serve_reports(reports: Arc<PluginReports>) {
     *REPORTS.write().unwrap_or_else(|p| p.into_inner()) = Some(reports);
 }
 
@@ -52,18 +52,22 @@ fn reports() -> Option<Arc<PluginReports>> {
 }
 
 /// The server's groups, for the answers; set once it has them.
-pub fn serve_groups(groups: Arc<dyn GroupLayer>) {
+pub(crate) fn serve_groups(groups: Arc<dyn GroupLayer>) {
     *GROUPS.write().unwrap_or_else(|p| p.into_inner()) = Some(groups);
 }
 
 /// The server's groups, once set.
-pub fn groups() -> Option<Arc<dyn GroupLayer>> {
+pub(crate) fn groups() -> Option<Arc<dyn GroupLayer>> {
     GROUPS.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Runs `call` (a handler or hook of the plugin `plugin`) with this
 /// thread marked as working for `connection`.
-pub fn with_caller<T>(connection: ConnectionId, plugin: &str, call: impl FnOnce() -> T) -> T {
+pub(crate) fn with_caller<T>(
+    connection: ConnectionId,
+    plugin: &str,
+    call: impl FnOnce() -> T,
+) -> T {
     /// Puts the mark back however the call ends, so that the borrowed
     /// name never outlives it.
     struct Restore(Option<(ConnectionId, NonNull<str>)>);
@@ -77,13 +81,13 @@ pub fn with_caller<T>(connection: ConnectionId, plugin: &str, call: impl FnOnce(
 }
 
 /// The address handed to plugins ([`rohrpost_plugin_api::abi::EXT_HOST`]).
-pub fn ask_address() -> String {
+pub(crate) fn ask_address() -> String {
     (ask as rohrpost_plugin_api::abi::HostAsk as usize).to_string()
 }
 
 /// The [`HostAsk`](rohrpost_plugin_api::abi::HostAsk) of this process.
 /// Never unwinds.
-pub extern "C" fn ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
+pub(crate) extern "C" fn ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
     let answered = catch_unwind(AssertUnwindSafe(|| {
         let Some((connection, plugin)) = CALLER.with(Cell::get) else {
             return Err(ASK_OUTSIDE_CALL.to_owned());
@@ -120,7 +124,7 @@ fn answer_blocking(
 }
 
 /// The answer to one question of `plugin` for `connection`.
-pub async fn answer(
+pub(crate) async fn answer(
     question: &str,
     input: &str,
     connection: ConnectionId,

@@ -17,7 +17,7 @@ const FAST_STREAK: u32 = 64;
 
 /// One handler of a loaded plugin.
 #[derive(Debug)]
-pub struct HandlerInfo {
+pub(crate) struct HandlerInfo {
     pub types: Vec<String>,
     /// Declared inline by its plugin.
     declared_inline: bool,
@@ -41,7 +41,7 @@ struct Judge {
 
 /// What one call changed about where a handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Unchanged,
     /// Too slow too often: it runs on the pool from now on.
     Demoted,
@@ -50,7 +50,7 @@ pub enum Verdict {
 }
 
 impl HandlerInfo {
-    pub fn new(types: Vec<String>, declared_inline: bool) -> Self {
+    pub(crate) fn new(types: Vec<String>, declared_inline: bool) -> Self {
         HandlerInfo {
             types,
             declared_inline,
@@ -60,18 +60,18 @@ impl HandlerInfo {
     }
 
     /// Whether calls run on the connection's task rather than the pool.
-    pub fn is_inline(&self) -> bool {
+    pub(crate) fn is_inline(&self) -> bool {
         self.inline.load(Ordering::Relaxed)
     }
 
     /// Whether its plugin declared it inline (so it is judged).
-    pub fn declared_inline(&self) -> bool {
+    pub(crate) fn declared_inline(&self) -> bool {
         self.declared_inline
     }
 
     /// Where it runs now: `inline`, `pooled` (declared so) or `demoted`
     /// (declared inline, moved to the pool for being slow).
-    pub fn mode(&self) -> &'static str {
+    pub(crate) fn mode(&self) -> &'static str {
         match (self.declared_inline, self.is_inline()) {
             (true, true) => "inline",
             (true, false) => "demoted",
@@ -83,7 +83,7 @@ impl HandlerInfo {
     /// and whether it took longer than its budget. Demotes after
     /// [`SLOW_CALLS`] slow calls among the last [`WINDOW`], and promotes a
     /// demoted handler after enough fast calls in a row.
-    pub fn judge(&self, ran_inline: bool, slow: bool) -> Verdict {
+    pub(crate) fn judge(&self, ran_inline: bool, slow: bool) -> Verdict {
         let judge = &self.judge;
         let n = judge.calls.fetch_add(1, Ordering::Relaxed) + 1;
         match (ran_inline, slow) {

@@ -23,26 +23,26 @@ use tracing::warn;
 use crate::plugins::outcome::Outcome;
 
 /// The handler number of `on_connect` in a worker.
-pub const ON_CONNECT: u32 = u32::MAX - 1;
+pub(crate) const ON_CONNECT: u32 = u32::MAX - 1;
 /// The handler number of `on_disconnect` in a worker.
-pub const ON_DISCONNECT: u32 = u32::MAX;
+pub(crate) const ON_DISCONNECT: u32 = u32::MAX;
 
 /// Which hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     Connect,
     Disconnect,
 }
 
 impl Hook {
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Hook::Connect => EXT_ON_CONNECT,
             Hook::Disconnect => EXT_ON_DISCONNECT,
         }
     }
 
-    pub fn number(self) -> u32 {
+    pub(crate) fn number(self) -> u32 {
         match self {
             Hook::Connect => ON_CONNECT,
             Hook::Disconnect => ON_DISCONNECT,
@@ -50,7 +50,7 @@ impl Hook {
     }
 
     /// The hook of a handler number, if it is one.
-    pub fn of_number(number: u32) -> Option<Hook> {
+    pub(crate) fn of_number(number: u32) -> Option<Hook> {
         match number {
             ON_CONNECT => Some(Hook::Connect),
             ON_DISCONNECT => Some(Hook::Disconnect),
@@ -58,7 +58,7 @@ impl Hook {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Hook::Connect => "on_connect",
             Hook::Disconnect => "on_disconnect",
@@ -67,7 +67,7 @@ impl Hook {
 }
 
 /// The input of `on_disconnect`.
-pub fn disconnect_input(scope: &str, close_code: u16) -> String {
+pub(crate) fn disconnect_input(scope: &str, close_code: u16) -> String {
     let scope = serde_json::from_str::<&serde_json::value::RawValue>(scope)
         .map(|raw| raw.get().to_owned())
         .unwrap_or_else(|_| "{}".to_owned());
@@ -75,7 +75,7 @@ pub fn disconnect_input(scope: &str, close_code: u16) -> String {
 }
 
 /// A hook's answer (JSON text, see the plugin ABI) as a call's outcome.
-pub fn outcome(answer: Result<String, String>) -> CallOutcome {
+pub(crate) fn outcome(answer: Result<String, String>) -> CallOutcome {
     let text = match answer {
         Ok(text) => text,
         Err(error) => return CallOutcome::Failed(error.into()),
@@ -114,7 +114,7 @@ pub fn outcome(answer: Result<String, String>) -> CallOutcome {
 }
 
 /// Logs a hook that did not succeed (rate-limited: clients cause these).
-pub fn log_failure(plugin: &str, version: &str, hook: Hook, outcome: &Outcome) {
+pub(crate) fn log_failure(plugin: &str, version: &str, hook: Hook, outcome: &Outcome) {
     if !crate::base::log_limit::HANDLER_ERROR.allow() {
         return;
     }

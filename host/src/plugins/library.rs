@@ -14,7 +14,11 @@ use crate::{plugins::files::elf_check, plugins::files::shadow::ShadowDir, plugin
 
 /// Checks the bytes, loads them from a fresh shadow copy, and checks the
 /// plugin interface.
-pub fn open(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<PluginModRef, LoadError> {
+pub(crate) fn open(
+    file: &Path,
+    bytes: &[u8],
+    shadow: &ShadowDir,
+) -> Result<PluginModRef, LoadError> {
     #[cfg(target_os = "linux")]
     elf_check::check(bytes)?;
 
@@ -31,7 +35,11 @@ pub fn open(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<PluginModRe
 /// reading: what a worker process loads the plugin from. The copy's name
 /// is removed at once; the open file keeps its content for every worker
 /// the plugin's version will need, and nobody can replace it.
-pub fn shadow_file(file: &Path, bytes: &[u8], shadow: &ShadowDir) -> Result<File, LoadError> {
+pub(crate) fn shadow_file(
+    file: &Path,
+    bytes: &[u8],
+    shadow: &ShadowDir,
+) -> Result<File, LoadError> {
     #[cfg(target_os = "linux")]
     elf_check::check(bytes)?;
 

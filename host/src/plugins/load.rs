@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// How plugins are loaded.
-pub struct LoadSettings {
+pub(crate) struct LoadSettings {
     pub pool_size: usize,
     /// Each plugin's configuration (JSON text), by plugin name.
     pub tables: Arc<BTreeMap<String, String>>,
@@ -32,7 +32,7 @@ pub struct LoadSettings {
 
 /// Loads the plugin whose file content is `bytes` (read from `file`): in a
 /// worker, or, for `isolation = "none"`, in this process.
-pub async fn load(
+pub(crate) async fn load(
     file: &Path,
     bytes: Vec<u8>,
     shadow: Arc<ShadowDir>,

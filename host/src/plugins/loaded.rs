@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Where a loaded plugin's code runs.
-pub enum Backend {
+pub(crate) enum Backend {
     /// In this process (`isolation = "none"`).
     InProcess(PluginModRef),
     /// In a supervised worker process (`isolation = "process"`).
@@ -35,7 +35,7 @@ pub enum Backend {
 }
 
 /// A loaded plugin (in this process or in its worker).
-pub struct LoadedPlugin {
+pub(crate) struct LoadedPlugin {
     pub name: String,
     pub version: String,
     pub api_version: String,
@@ -63,7 +63,7 @@ struct Stats {
 
 /// A snapshot of [`LoadedPlugin`]'s call counts.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StatsSnapshot {
+pub(crate) struct StatsSnapshot {
     pub calls: u64,
     pub errors: u64,
     pub panics: u64,
@@ -82,14 +82,14 @@ impl std::fmt::Debug for LoadedPlugin {
 
 impl LoadedPlugin {
     /// Every message type this plugin serves.
-    pub fn types(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn types(&self) -> impl Iterator<Item = &str> {
         self.handlers
             .iter()
             .flat_map(|h| h.types.iter().map(String::as_str))
     }
 
     /// The plugin's worker, when it runs in one.
-    pub fn worker(&self) -> Option<&WorkerHandle> {
+    pub(crate) fn worker(&self) -> Option<&WorkerHandle> {
         match &self.backend {
             Backend::Worker(worker) => Some(worker),
             Backend::InProcess(_) => None,
@@ -97,7 +97,7 @@ impl LoadedPlugin {
     }
 
     /// Where its code runs.
-    pub fn isolation(&self) -> Isolation {
+    pub(crate) fn isolation(&self) -> Isolation {
         match &self.backend {
             Backend::Worker(_) => Isolation::Process,
             Backend::InProcess(_) => Isolation::None,
@@ -107,7 +107,7 @@ impl LoadedPlugin {
     /// Calls a handler in this process. Synchronous native code: the caller
     /// decides where it runs. Never unwinds (the plugin side catches
     /// panics). A plugin in a worker is called through [`Self::worker`].
-    pub fn call(&self, handler: u32, call: &Call<'_>) -> CallOutcome {
+    pub(crate) fn call(&self, handler: u32, call: &Call<'_>) -> CallOutcome {
         match &self.backend {
             Backend::InProcess(module) => {
                 self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -121,7 +121,7 @@ impl LoadedPlugin {
 
     /// Calls a named entry point in this process (a hook, `retire`);
     /// `Err` with the plugin's text, or for a plugin in a worker.
-    pub fn extension(&self, name: &str, input: &str) -> Result<String, String> {
+    pub(crate) fn extension(&self, name: &str, input: &str) -> Result<String, String> {
         match &self.backend {
             Backend::InProcess(module) => (module.extension())(name.into(), input.into())
                 .into_result()
@@ -134,12 +134,12 @@ impl LoadedPlugin {
     }
 
     /// Counts a call made through the plugin's worker.
-    pub fn count_call(&self) {
+    pub(crate) fn count_call(&self) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts how a call ended.
-    pub fn count(&self, outcome: &Outcome) {
+    pub(crate) fn count(&self, outcome: &Outcome) {
         let counter = match outcome {
             Outcome::Returned(CallOutcome::Done(_)) => return,
             Outcome::Returned(CallOutcome::Failed(_))
@@ -153,7 +153,7 @@ impl LoadedPlugin {
     }
 
     /// The call counts so far.
-    pub fn stats(&self) -> StatsSnapshot {
+    pub(crate) fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
             calls: self.stats.calls.load(Ordering::Relaxed),
             errors: self.stats.errors.load(Ordering::Relaxed),
@@ -176,7 +176,7 @@ impl Drop for LoadedPlugin {
 
 impl LoadedPlugin {
     /// What it says it is, for the log.
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         Identity {
             name: self.name.clone(),
             version: self.version.clone(),
@@ -185,7 +185,7 @@ impl LoadedPlugin {
     }
 
     /// This version, as the plugin events name it.
-    pub fn info(&self) -> PluginInfo {
+    pub(crate) fn info(&self) -> PluginInfo {
         PluginInfo {
             name: self.name.clone(),
             version: self.version.clone(),
@@ -198,7 +198,7 @@ impl LoadedPlugin {
 
 impl LoadedPlugin {
     /// A plugin that passed its checks and its configuration.
-    pub fn new(
+    pub(crate) fn new(
         file: &Path,
         manifest: ManifestInfo,
         handlers: Vec<HandlerInfo>,
@@ -224,7 +224,7 @@ impl LoadedPlugin {
 
 /// Loads the plugin whose file content is `bytes` (read from `file`) into
 /// this process. Blocking: run it off the async reactor.
-pub fn load(
+pub(crate) fn load(
     file: &Path,
     bytes: &[u8],
     shadow: &ShadowDir,

@@ -21,7 +21,7 @@ use crate::{
 
 /// Why a plugin file was not loaded.
 #[derive(Debug, Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     #[error("cannot read the file: {0}")]
     Read(#[source] std::io::Error),
     #[error("not a loadable library: {0}")]
@@ -44,7 +44,7 @@ pub enum LoadError {
 
 /// A failed load: why, and who the plugin said it was when it got that far.
 #[derive(Debug)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     pub identity: Option<Identity>,
     pub error: LoadError,
 }
@@ -61,7 +61,7 @@ impl From<LoadError> for Rejection {
 /// What a plugin declares about itself, read from its library in this
 /// process or reported by its worker.
 #[derive(Debug, Clone)]
-pub struct ManifestInfo {
+pub(crate) struct ManifestInfo {
     pub name: String,
     pub version: String,
     pub api_version: String,
@@ -74,7 +74,7 @@ pub struct ManifestInfo {
 
 /// The lifecycle hooks a plugin has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Hooks {
+pub(crate) struct Hooks {
     pub on_connect: bool,
     pub on_disconnect: bool,
     /// It gives up any of its message types another plugin claims.
@@ -84,7 +84,7 @@ pub struct Hooks {
 impl Hooks {
     /// From the plugin's answer to [`EXT_FEATURES`]; none from a plugin
     /// older than 1.2.
-    pub fn from_features(answer: Result<String, String>) -> Hooks {
+    pub(crate) fn from_features(answer: Result<String, String>) -> Hooks {
         #[derive(serde::Deserialize)]
         struct Features {
             #[serde(default)]
@@ -110,7 +110,7 @@ impl Hooks {
 
 /// Hands a library in this process the host's services and reads its
 /// hooks (plugin-api 1.2; an older plugin answers neither).
-pub fn introduce(module: PluginModRef, ask_address: &str) -> Hooks {
+pub(crate) fn introduce(module: PluginModRef, ask_address: &str) -> Hooks {
     let _ = (module.extension())(EXT_HOST.into(), ask_address.into());
     let answer = (module.extension())(EXT_FEATURES.into(), "".into())
         .into_result()
@@ -121,7 +121,7 @@ pub fn introduce(module: PluginModRef, ask_address: &str) -> Hooks {
 
 impl ManifestInfo {
     /// Reads the ABI manifest.
-    pub fn of(manifest: &rohrpost_plugin_api::abi::Manifest) -> Self {
+    pub(crate) fn of(manifest: &rohrpost_plugin_api::abi::Manifest) -> Self {
         ManifestInfo {
             name: manifest.name.to_string(),
             version: manifest.version.to_string(),
@@ -143,7 +143,7 @@ impl ManifestInfo {
 
     /// The manifest read again after `configure`, with the hooks read
     /// before: the one that counts.
-    pub fn reread(&self, manifest: &rohrpost_plugin_api::abi::Manifest) -> Self {
+    pub(crate) fn reread(&self, manifest: &rohrpost_plugin_api::abi::Manifest) -> Self {
         ManifestInfo {
             hooks: self.hooks,
             ..ManifestInfo::of(manifest)
@@ -151,7 +151,7 @@ impl ManifestInfo {
     }
 
     /// Who the plugin says it is.
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         Identity {
             name: self.name.clone(),
             version: self.version.clone(),
@@ -165,7 +165,7 @@ impl ManifestInfo {
 
     /// Checks who the plugin says it is, before it is configured: a name,
     /// and built to unwind.
-    pub fn check_identity(&self) -> Result<(), Rejection> {
+    pub(crate) fn check_identity(&self) -> Result<(), Rejection> {
         let reject = |error: LoadError| Rejection {
             identity: Some(self.identity()),
             error,
@@ -184,7 +184,7 @@ impl ManifestInfo {
     /// Checks what the plugin declares once it is configured (a handler's
     /// types may come from its configuration); its handlers when it may
     /// serve.
-    pub fn check(&self) -> Result<Vec<HandlerInfo>, Rejection> {
+    pub(crate) fn check(&self) -> Result<Vec<HandlerInfo>, Rejection> {
         self.check_identity()?;
         let identity = self.identity();
         let reject = |error: LoadError| Rejection {
@@ -219,13 +219,13 @@ impl ManifestInfo {
 }
 
 /// The `[plugins.<name>]` table handed to a plugin named `name`.
-pub fn config_of<'a>(settings: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+pub(crate) fn config_of<'a>(settings: &'a BTreeMap<String, String>, name: &str) -> &'a str {
     settings.get(name).map_or("{}", String::as_str)
 }
 
 /// What the plugin's `configure` answered (in this process or in its
 /// worker), turned into the load's verdict: its warnings are logged.
-pub fn configured(
+pub(crate) fn configured(
     manifest: &ManifestInfo,
     answer: Result<String, String>,
     has_table: bool,
@@ -255,14 +255,14 @@ pub fn configured(
 }
 
 /// The content hash used to skip reloading an unchanged file.
-pub fn content_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn content_hash(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
 }
 
 /// Turns abi_stable's errors into one readable reason.
-pub fn library_error(e: LibraryError) -> LoadError {
+pub(crate) fn library_error(e: LibraryError) -> LoadError {
     match e {
         LibraryError::OpenError { err, .. } => LoadError::Open(err.to_string()),
         LibraryError::GetSymbolError { .. } => LoadError::NoRootModule,

@@ -4,15 +4,15 @@
 //! processes plugins run in ([`isolation`]), the connection hooks
 //! ([`hooks`]), how a call ended ([`outcome`]) and what a plugin may ask the host during a call ([`asks`]).
 
-pub mod asks;
-pub mod files;
-pub mod handler;
-pub mod hooks;
-pub mod isolation;
-pub mod library;
-pub mod load;
-pub mod loaded;
-pub mod manifest;
-pub mod outcome;
-pub mod registry;
-pub mod watcher;
+pub(crate) mod asks;
+pub(crate) mod files;
+pub(crate) mod handler;
+pub(crate) mod hooks;
+pub(crate) mod isolation;
+pub(crate) mod library;
+pub(crate) mod load;
+pub(crate) mod loaded;
+pub(crate) mod manifest;
+pub(crate) mod outcome;
+pub(crate) mod registry;
+pub(crate) mod watcher;

@@ -8,7 +8,7 @@ use rohrpost_plugin_api::abi::CallOutcome;
 
 /// How one call of a plugin ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The plugin answered: effects, an error, or a caught panic.
     Returned(CallOutcome),
     /// Not answered within the timeout.

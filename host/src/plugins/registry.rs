@@ -22,7 +22,7 @@ use crate::{
 /// A message type's destination: a plugin and one of its handlers, and the
 /// type's metrics.
 #[derive(Clone, Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub plugin: Arc<LoadedPlugin>,
     pub handler: u32,
     pub metrics: Arc<RouteMetrics>,
@@ -30,7 +30,7 @@ pub struct Route {
 
 /// One consistent view of the loaded plugins.
 #[derive(Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub routes: HashMap<String, Route>,
     /// Loaded plugins by the file they came from.
     pub plugins: BTreeMap<PathBuf, Arc<LoadedPlugin>>,
@@ -38,7 +38,7 @@ pub struct Snapshot {
 
 /// Why a loaded library may not be installed.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum Conflict {
+pub(crate) enum Conflict {
     #[error("message type '{kind}' is already served by plugin '{owner}' from {file}")]
     TypeTaken {
         kind: String,
@@ -51,13 +51,13 @@ pub enum Conflict {
 
 /// The routing table, shared by every connection.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     current: ArcSwap<Snapshot>,
 }
 
 impl Registry {
     /// The snapshot to route one request with.
-    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+    pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }
 
@@ -68,7 +68,7 @@ impl Registry {
     /// yield serves the type. Returns the version it replaced.
     ///
     /// Only the plugin watcher writes, so there is one writer at a time.
-    pub fn install(
+    pub(crate) fn install(
         &self,
         plugin: Arc<LoadedPlugin>,
         monitor: &Monitor,
@@ -108,7 +108,7 @@ impl Registry {
 
     /// Unregisters the plugin loaded from `file`, if any; a type it served
     /// that a yielding plugin also claims goes back to that plugin.
-    pub fn remove(&self, file: &Path, monitor: &Monitor) -> Option<Arc<LoadedPlugin>> {
+    pub(crate) fn remove(&self, file: &Path, monitor: &Monitor) -> Option<Arc<LoadedPlugin>> {
         let old = self.current.load_full();
         let removed = old.plugins.get(file).cloned()?;
         let mut next = Self::without(&old, file);

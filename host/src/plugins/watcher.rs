@@ -41,7 +41,7 @@ use crate::{
 };
 
 /// Settings of the watcher.
-pub struct WatchSettings {
+pub(crate) struct WatchSettings {
     pub dir: PathBuf,
     pub debounce: Duration,
     /// Concurrent pooled calls allowed per plugin.
@@ -59,7 +59,7 @@ pub struct WatchSettings {
 
 /// The running watcher; dropping it stops watching and removes the plugin
 /// copies' directory.
-pub struct PluginWatcher {
+pub(crate) struct PluginWatcher {
     _watcher: RecommendedWatcher,
     task: JoinHandle<()>,
     shadow: Arc<ShadowDir>,
@@ -129,7 +129,7 @@ enum Dirty {
 }
 
 /// Loads what the directory holds now, then keeps watching it.
-pub async fn start(
+pub(crate) async fn start(
     settings: WatchSettings,
     registry: Arc<Registry>,
     monitor: Arc<Monitor>,

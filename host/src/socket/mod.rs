@@ -2,9 +2,9 @@
 //! fan-out ([`wire`]) and the outbound queue of group messages waiting for
 //! a busy connection, with its limits ([`outbound`]).
 
-pub mod outbound;
-pub mod wire;
+pub(crate) mod outbound;
+pub(crate) mod wire;
 
 /// An upgraded connection, on its TCP stream (shared with the fan-out once
 /// it joined a group, see [`wire`]).
-pub type Socket = tokio_tungstenite::WebSocketStream<wire::Wire>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<wire::Wire>;

@@ -28,17 +28,17 @@ use crate::{
 };
 
 /// Group messages written per flush.
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 
 /// Queued when the fan-out wrote part of a frame: it carries no message,
 /// it wakes the connection's task to write the rest (on its next flush).
 /// Group messages are JSON objects, never empty.
-pub const FINISH: Utf8Bytes = Utf8Bytes::from_static("");
+pub(crate) const FINISH: Utf8Bytes = Utf8Bytes::from_static("");
 
 /// How much a connection's outbound queue may hold: messages and bytes.
 /// Either bound, when reached, closes the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueLimits {
+pub(crate) struct QueueLimits {
     pub messages: usize,
     /// Bytes of the messages waiting. A message larger than this still gets
     /// through when nothing else waits.
@@ -48,7 +48,7 @@ pub struct QueueLimits {
 /// The sending end of a connection's outbound queue, and its line. Cheap
 /// to clone: the fan-out takes a copy of every member's.
 #[derive(Clone)]
-pub struct Outbox(Arc<Sending>);
+pub(crate) struct Outbox(Arc<Sending>);
 
 struct Sending {
     queue: mpsc::Sender<Utf8Bytes>,
@@ -66,7 +66,7 @@ struct Sending {
 }
 
 /// The receiving end, owned by the connection's task.
-pub struct Inbox {
+pub(crate) struct Inbox {
     pub queue: QueueReceiver,
     pub overflow: Arc<Notify>,
 }
@@ -74,24 +74,24 @@ pub struct Inbox {
 /// The receiving end of the queue itself. A message's bytes stay counted
 /// until [`written`](Self::written) says it is on the socket: while they
 /// are, the fan-out queues behind it instead of overtaking it.
-pub struct QueueReceiver {
+pub(crate) struct QueueReceiver {
     queue: mpsc::Receiver<Utf8Bytes>,
     bytes: Arc<AtomicUsize>,
 }
 
 impl QueueReceiver {
     /// The next message; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
         self.queue.recv().await
     }
 
     /// The next message if one is waiting.
-    pub fn try_recv(&mut self) -> Result<Utf8Bytes, mpsc::error::TryRecvError> {
+    pub(crate) fn try_recv(&mut self) -> Result<Utf8Bytes, mpsc::error::TryRecvError> {
         self.queue.try_recv()
     }
 
     /// Messages of `bytes` in all, taken off the queue, are on the socket.
-    pub fn written(&self, bytes: usize) {
+    pub(crate) fn written(&self, bytes: usize) {
         // Release: a fan-out that sees the count drop sees the write.
         self.bytes.fetch_sub(bytes, Ordering::Release);
     }
@@ -100,7 +100,7 @@ impl QueueReceiver {
 /// A connection's outbound queue within `limits`, writing straight to
 /// `line` when it can; messages dropped on a full queue are counted in
 /// `drops`.
-pub fn outbound_queue(
+pub(crate) fn outbound_queue(
     limits: QueueLimits,
     drops: Counter,
     line: Option<Arc<Line>>,
@@ -130,7 +130,7 @@ impl Outbox {
     /// the socket when the line is free and nothing waits in the queue,
     /// else each message into the queue. False when the connection is gone
     /// or closing, or its queue is full (then it is told to close).
-    pub fn deliver(&self, messages: &[Utf8Bytes], frames: Option<&[u8]>) -> bool {
+    pub(crate) fn deliver(&self, messages: &[Utf8Bytes], frames: Option<&[u8]>) -> bool {
         let (Some(line), Some(frames)) = (&self.0.line, frames) else {
             return self.offer_all(messages);
         };
@@ -161,7 +161,7 @@ impl Outbox {
     /// Queues a message without waiting. False when the connection is gone
     /// or its queue is full, by count or by bytes (then it is told to
     /// close).
-    pub fn offer(&self, message: &Utf8Bytes) -> bool {
+    pub(crate) fn offer(&self, message: &Utf8Bytes) -> bool {
         let this = &self.0;
         let len = message.len();
         let before = this.bytes.fetch_add(len, Ordering::Relaxed);
@@ -192,7 +192,7 @@ impl Outbox {
 /// Why a connection stops while writing: its socket failed, or it must
 /// close (a handler asked, or its queue overflowed).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The socket failed.
     Gone,
     /// Close with this frame (a handler asked, or the queue overflowed).
@@ -201,7 +201,7 @@ pub enum Stop {
 
 /// The connection's end of its outbound queue; empty until the first join.
 #[derive(Default)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// Boxed: most connections never join, and this is part of each
     /// connection's task.
     queue: Option<Box<Queue>>,
@@ -224,7 +224,7 @@ impl Outbound {
     /// overflow of its queue, and the next queued message. Apart, so that
     /// the socket loop can give them different priorities; neither ever
     /// resolves without a queue.
-    pub fn waits(
+    pub(crate) fn waits(
         &mut self,
     ) -> (
         impl Future<Output = ()> + Send + '_,
@@ -238,13 +238,13 @@ impl Outbound {
     }
 
     /// Whether the queue has been made (the connection joined a group).
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         self.queue.is_some()
     }
 
     /// `first` and whatever else is queued, up to [`BATCH`] messages: what
     /// one flush writes.
-    pub fn batch(&mut self, first: Utf8Bytes) -> Vec<Utf8Bytes> {
+    pub(crate) fn batch(&mut self, first: Utf8Bytes) -> Vec<Utf8Bytes> {
         let mut batch = vec![first];
         if let Some(queue) = self.queue.as_deref_mut() {
             while batch.len() < BATCH {
@@ -259,7 +259,7 @@ impl Outbound {
 
     /// Runs `work` (a write to the socket) unless the queue overflows
     /// first; then the connection closes with [`Close::QUEUE_FULL`].
-    pub async fn guard<T>(
+    pub(crate) async fn guard<T>(
         &mut self,
         work: impl Future<Output = Result<T, tungstenite::Error>>,
     ) -> Result<T, Stop> {
@@ -271,7 +271,7 @@ impl Outbound {
     }
 
     /// Messages of `bytes` in all, taken off the queue, are on the socket.
-    pub fn written(&self, bytes: usize) {
+    pub(crate) fn written(&self, bytes: usize) {
         if let Some(queue) = self.queue.as_deref() {
             queue.receiver.written(bytes);
         }
@@ -283,21 +283,21 @@ impl Outbound {
 
     /// The connection starts answering a request: group messages queue
     /// until [`release`](Self::release), behind its replies.
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         if let Some(line) = self.line() {
             line.hold();
         }
     }
 
     /// The connection has answered its request and flushed the answer.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         if let Some(line) = self.line() {
             line.release();
         }
     }
 
     /// The connection closes: nothing more is written to it directly.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(line) = self.line() {
             line.close();
         }
@@ -305,7 +305,7 @@ impl Outbound {
 
     /// The sending end, made with the queue on first use (the first join),
     /// on the line `share` gives (see [`crate::socket::wire::Wire::share`]).
-    pub fn outbox(
+    pub(crate) fn outbox(
         &mut self,
         limits: QueueLimits,
         drops: &Counter,

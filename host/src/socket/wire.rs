@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::{
 };
 
 /// The stream a connection's WebSocket layer reads and writes.
-pub enum Wire {
+pub(crate) enum Wire {
     /// The connection's alone: it never joined a group.
     Own(TcpStream),
     /// Shared with the fan-out.
@@ -45,7 +45,7 @@ pub enum Wire {
 }
 
 /// A joined connection's socket, written by its task and by the fan-out.
-pub struct Line {
+pub(crate) struct Line {
     stream: TcpStream,
     state: Mutex<LineState>,
 }
@@ -65,7 +65,7 @@ struct LineState {
 
 /// What became of a direct write.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Wrote {
+pub(crate) enum Wrote {
     /// The whole frame is on the socket.
     All,
     /// Part of it is; the line keeps the rest, which the connection's task
@@ -78,7 +78,7 @@ pub enum Wrote {
 }
 
 /// The line, locked for one delivery: whether it is free, and the write.
-pub struct Locked<'l> {
+pub(crate) struct Locked<'l> {
     line: &'l Line,
     state: MutexGuard<'l, LineState>,
 }
@@ -86,17 +86,17 @@ pub struct Locked<'l> {
 impl Locked<'_> {
     /// Whether a frame written now would land between the connection's
     /// frames, after everything it has written, and before its close.
-    pub fn free(&self) -> bool {
+    pub(crate) fn free(&self) -> bool {
         let state = &self.state;
         !(state.held || state.mid_frame || state.closed || !state.rest.is_empty())
     }
 
-    pub fn closed(&self) -> bool {
+    pub(crate) fn closed(&self) -> bool {
         self.state.closed
     }
 
     /// Writes `frame` without waiting; only on a [`free`](Self::free) line.
-    pub fn write(&mut self, frame: &[u8]) -> Wrote {
+    pub(crate) fn write(&mut self, frame: &[u8]) -> Wrote {
         match self.line.stream.try_write(frame) {
             Ok(n) if n == frame.len() => Wrote::All,
             Ok(n) => {
@@ -127,7 +127,7 @@ impl Line {
     }
 
     /// Locks the line for a delivery.
-    pub fn lock(&self) -> Locked<'_> {
+    pub(crate) fn lock(&self) -> Locked<'_> {
         Locked {
             line: self,
             state: self.state(),
@@ -135,17 +135,17 @@ impl Line {
     }
 
     /// The connection starts answering a request.
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         self.state().held = true;
     }
 
     /// The connection has answered (and flushed) its request.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.state().held = false;
     }
 
     /// The connection closes: the fan-out leaves it alone from now on.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.state().closed = true;
     }
 
@@ -183,7 +183,7 @@ impl Line {
 impl Wire {
     /// The shared line, made from the connection's own stream on the first
     /// call. Made held: the request that joins releases it when answered.
-    pub fn share(&mut self) -> Option<Arc<Line>> {
+    pub(crate) fn share(&mut self) -> Option<Arc<Line>> {
         if let Wire::Own(_) = self {
             if let Wire::Own(stream) = std::mem::replace(self, Wire::Moving) {
                 *self = Wire::Shared(Arc::new(Line::new(stream)));
@@ -262,7 +262,7 @@ impl AsyncWrite for Wire {
 /// `message` as one final, unmasked text frame (a server's), ready to be
 /// written to any member's socket; `None` if it cannot be encoded (the
 /// message then goes through each member's queue).
-pub fn text_frame(message: &Utf8Bytes) -> Option<Vec<u8>> {
+pub(crate) fn text_frame(message: &Utf8Bytes) -> Option<Vec<u8>> {
     let frame = Frame::message(Bytes::from(message.clone()), OpCode::Data(Data::Text), true);
     let mut encoded = Vec::with_capacity(frame.len());
     frame.format(&mut encoded).ok()?;

@@ -17,7 +17,7 @@ use super::plugin_events::PluginEvent;
 
 /// One event of the live stream, serialized once for every subscriber.
 #[derive(Debug)]
-pub struct LiveEvent {
+pub(crate) struct LiveEvent {
     /// The SSE event name: `loaded`, `connections`, ...
     pub name: String,
     /// The event as JSON text.
@@ -27,7 +27,7 @@ pub struct LiveEvent {
 /// Sends the events of a plugin's workers (`crashed`, `killed`,
 /// `restarted`, `failed`) to the live stream.
 #[derive(Clone, Debug)]
-pub struct LiveSink(broadcast::Sender<Arc<LiveEvent>>);
+pub(crate) struct LiveSink(broadcast::Sender<Arc<LiveEvent>>);
 
 impl Default for LiveSink {
     fn default() -> Self {
@@ -37,7 +37,7 @@ impl Default for LiveSink {
 
 impl LiveSink {
     /// One worker event of `plugin` `version`; `reason` says how it ended.
-    pub fn worker_event(
+    pub(crate) fn worker_event(
         &self,
         name: &str,
         plugin: &str,
@@ -65,7 +65,7 @@ impl LiveSink {
 const COUNT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The broadcast behind the stream.
-pub struct EventBus {
+pub(crate) struct EventBus {
     events: broadcast::Sender<Arc<LiveEvent>>,
     /// Whether the task that sends connection counts runs.
     counting: AtomicBool,
@@ -82,7 +82,7 @@ impl Default for EventBus {
 
 impl EventBus {
     /// Sends a plugin event that happened at `at` to every subscriber.
-    pub fn plugin_event(&self, event: &PluginEvent, at: f64) {
+    pub(crate) fn plugin_event(&self, event: &PluginEvent, at: f64) {
         let mut details = match event {
             PluginEvent::Loaded { plugin } | PluginEvent::Replaced { plugin, .. } => json!({
                 "plugin": plugin.name, "version": plugin.version,
@@ -112,13 +112,13 @@ impl EventBus {
     }
 
     /// Where a plugin's supervisor sends its workers' events.
-    pub fn sink(&self) -> LiveSink {
+    pub(crate) fn sink(&self) -> LiveSink {
         LiveSink(self.events.clone())
     }
 
     /// A new subscriber; the first starts the task that sends `open`, the
     /// open connection count. Call it within the runtime.
-    pub fn subscribe(&self, open: &Arc<AtomicI64>) -> broadcast::Receiver<Arc<LiveEvent>> {
+    pub(crate) fn subscribe(&self, open: &Arc<AtomicI64>) -> broadcast::Receiver<Arc<LiveEvent>> {
         let receiver = self.events.subscribe();
         if !self.counting.swap(true, Ordering::Relaxed) {
             tokio::spawn(send_counts(open.clone(), self.events.clone()));

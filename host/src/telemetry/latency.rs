@@ -51,22 +51,22 @@ const BOUNDS_NS: [u64; 23] = [
 ];
 
 /// How many buckets a histogram has.
-pub const BUCKETS: usize = BOUNDS_NS.len() + 1;
+pub(crate) const BUCKETS: usize = BOUNDS_NS.len() + 1;
 
 /// Observation counts by bucket (not cumulative): a snapshot of a
 /// [`Latency`], or the difference of two, or a sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Buckets(pub [u64; BUCKETS]);
+pub(crate) struct Buckets(pub [u64; BUCKETS]);
 
 impl Buckets {
     /// How many observations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.0.iter().sum()
     }
 
     /// What was observed since `earlier` (a snapshot of the same
     /// histogram); zero where a count went down.
-    pub fn since(&self, earlier: &Buckets) -> Buckets {
+    pub(crate) fn since(&self, earlier: &Buckets) -> Buckets {
         let mut out = Buckets::default();
         for ((out, now), then) in out.0.iter_mut().zip(&self.0).zip(&earlier.0) {
             *out = now.saturating_sub(*then);
@@ -75,7 +75,7 @@ impl Buckets {
     }
 
     /// Adds `other`'s counts.
-    pub fn add(&mut self, other: &Buckets) {
+    pub(crate) fn add(&mut self, other: &Buckets) {
         for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
             *mine = mine.saturating_add(*theirs);
         }
@@ -84,7 +84,7 @@ impl Buckets {
     /// The `q` quantile (0 to 1) in seconds, interpolated linearly within
     /// its bucket (as Prometheus' `histogram_quantile` does); the slowest
     /// bucket answers its lower bound. `None` without observations.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
             return None;
@@ -117,10 +117,10 @@ struct Counts {
 
 /// A latency histogram in seconds; clones share their counts.
 #[derive(Clone, Debug, Default)]
-pub struct Latency(Arc<Counts>);
+pub(crate) struct Latency(Arc<Counts>);
 
 impl Latency {
-    pub fn observe(&self, took: Duration) {
+    pub(crate) fn observe(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
         self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -129,7 +129,7 @@ impl Latency {
 
     /// The counts so far (relaxed reads: a concurrent observation may be
     /// in one bucket and not yet in another's total, never lost).
-    pub fn buckets(&self) -> Buckets {
+    pub(crate) fn buckets(&self) -> Buckets {
         let mut out = Buckets::default();
         for (out, count) in out.0.iter_mut().zip(&self.0.buckets) {
             *out = count.load(Ordering::Relaxed);

@@ -26,14 +26,14 @@ use crate::base::lock::lock;
 /// Counters of one plugin's workers, in the Prometheus metrics (by plugin
 /// name, across versions), and the live stream of the status page.
 #[derive(Clone, Debug, Default)]
-pub struct WorkerMetrics {
+pub(crate) struct WorkerMetrics {
     pub crashes: Counter,
     pub restarts: Counter,
     pub events: LiveSink,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MessageLabels {
+pub(crate) struct MessageLabels {
     /// The message type, for types a plugin serves; empty otherwise (the
     /// type is client-controlled and must not grow the label set).
     pub r#type: String,
@@ -42,7 +42,7 @@ pub struct MessageLabels {
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The handler ran and succeeded.
     Ok,
     /// The handler returned an error.
@@ -57,7 +57,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Error => "error",
@@ -87,7 +87,7 @@ struct EventLabel {
 
 /// The counters and the latency histogram of one routed message type.
 #[derive(Clone, Debug)]
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     pub ok: Counter,
     pub error: Counter,
     pub panic: Counter,
@@ -96,7 +96,7 @@ pub struct RouteMetrics {
 }
 
 /// The Prometheus metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub(super) invalid: Counter,
     pub(super) unknown_type: Counter,
     registry: Registry,
@@ -131,7 +131,7 @@ pub struct Metrics {
 
 /// The counters as they stand, for the status page's sampler.
 #[derive(Debug, Default)]
-pub struct Reading {
+pub(crate) struct Reading {
     /// Requests whose handler succeeded.
     pub ok: u64,
     /// Every other request: handler errors, panics, timeouts, unknown
@@ -255,7 +255,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The metrics of one routed message type, made once per route so that
     /// a request only bumps atomics.
-    pub fn route(&self, kind: &str, plugin: &str) -> RouteMetrics {
+    pub(crate) fn route(&self, kind: &str, plugin: &str) -> RouteMetrics {
         let counter = |outcome| {
             self.messages
                 .get_or_create(&MessageLabels {
@@ -294,7 +294,7 @@ impl Metrics {
 
     /// The request counters and latencies as they stand: a few dozen
     /// relaxed loads, once a second.
-    pub fn read(&self) -> Reading {
+    pub(crate) fn read(&self) -> Reading {
         let mut reading = Reading {
             failed: self.invalid.get() + self.unknown_type.get(),
             group_deliveries: self.group_deliveries.get(),
@@ -312,7 +312,7 @@ impl Metrics {
     }
 
     /// The worker counters of the plugin `name`.
-    pub fn worker(&self, name: &str) -> WorkerMetrics {
+    pub(crate) fn worker(&self, name: &str) -> WorkerMetrics {
         let label = PluginLabel {
             plugin: name.to_owned(),
         };
@@ -324,7 +324,7 @@ impl Metrics {
     }
 
     /// Counts one plugin event (`loaded`, `rejected`, ...).
-    pub fn plugin_event(&self, event: &str) {
+    pub(crate) fn plugin_event(&self, event: &str) {
         self.plugin_events
             .get_or_create(&EventLabel {
                 event: event.to_owned(),
@@ -333,7 +333,7 @@ impl Metrics {
     }
 
     /// Everything, in the Prometheus text format.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// What a plugin says it is, for the log.
 #[derive(Debug, Clone, Default)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub name: String,
     pub version: String,
     pub types: Vec<String>,
@@ -15,7 +15,7 @@ pub struct Identity {
 
 /// A loaded plugin version, as the events name it.
 #[derive(Debug, Clone)]
-pub struct PluginInfo {
+pub(crate) struct PluginInfo {
     pub name: String,
     pub version: String,
     pub types: Vec<String>,
@@ -26,7 +26,7 @@ pub struct PluginInfo {
 
 /// Something that happened to a file of the plugins directory.
 #[derive(Debug)]
-pub enum PluginEvent {
+pub(crate) enum PluginEvent {
     /// A new file's plugin serves.
     Loaded { plugin: PluginInfo },
     /// A file's new content serves in place of `previous`; calls in flight
@@ -54,7 +54,7 @@ pub enum PluginEvent {
 
 impl PluginEvent {
     /// The event's name in the log, the metrics and the live stream.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             PluginEvent::Loaded { .. } => "loaded",
             PluginEvent::Replaced { .. } => "replaced",

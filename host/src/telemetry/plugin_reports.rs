@@ -35,21 +35,21 @@ use serde_json::{Map, Value};
 use crate::base::log_limit::{LogLimit, Verdict, INTERVAL};
 
 /// Counter series (event and kind pairs) one plugin may have.
-pub const MAX_SERIES: usize = 100;
+pub(crate) const MAX_SERIES: usize = 100;
 /// The longest event name and kind, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
+pub(crate) const MAX_NAME_BYTES: usize = 64;
 /// The most one question may add to a counter.
-pub const MAX_BY: u64 = 1_000_000;
+pub(crate) const MAX_BY: u64 = 1_000_000;
 /// A log line's message is cut here.
-pub const MAX_MESSAGE_BYTES: usize = 2048;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 2048;
 /// Fields kept per log line; the rest are dropped.
-pub const MAX_FIELDS: usize = 16;
+pub(crate) const MAX_FIELDS: usize = 16;
 /// A field's value is cut here.
-pub const MAX_FIELD_BYTES: usize = 512;
+pub(crate) const MAX_FIELD_BYTES: usize = 512;
 /// The largest log question read at all.
-pub const MAX_LOG_INPUT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_LOG_INPUT_BYTES: usize = 64 * 1024;
 /// Log lines of one plugin per interval.
-pub const LINES_PER_INTERVAL: u64 = 100;
+pub(crate) const LINES_PER_INTERVAL: u64 = 100;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CountLabels {
@@ -64,7 +64,7 @@ struct PluginLabel {
 }
 
 /// Every plugin's reports.
-pub struct PluginReports {
+pub(crate) struct PluginReports {
     counts: Family<CountLabels, Counter>,
     refused: Family<PluginLabel, Counter>,
     dropped: Family<PluginLabel, Counter>,
@@ -107,7 +107,7 @@ struct LogInput {
 
 impl PluginReports {
     /// Registers the families in `registry`.
-    pub fn register(registry: &mut Registry) -> PluginReports {
+    pub(crate) fn register(registry: &mut Registry) -> PluginReports {
         let counts = Family::<CountLabels, Counter>::default();
         registry.register(
             "plugin_counts",
@@ -154,7 +154,7 @@ impl PluginReports {
     }
 
     /// Answers `ASK_COUNT` for `plugin`.
-    pub fn count(&self, plugin: &str, input: &str) -> Result<String, String> {
+    pub(crate) fn count(&self, plugin: &str, input: &str) -> Result<String, String> {
         let reporter = self.reporter(plugin);
         let refuse = |why: String| {
             reporter.refused.inc();
@@ -207,7 +207,7 @@ impl PluginReports {
 
     /// Answers `ASK_LOG` for `plugin`: logs the line unless the plugin's
     /// rate limit drops it.
-    pub fn log(&self, plugin: &str, input: &str) -> Result<String, String> {
+    pub(crate) fn log(&self, plugin: &str, input: &str) -> Result<String, String> {
         if input.len() > MAX_LOG_INPUT_BYTES {
             return Err(format!(
                 "the log question is larger than {MAX_LOG_INPUT_BYTES} bytes"

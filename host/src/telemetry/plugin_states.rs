@@ -26,14 +26,14 @@ enum FileStatus {
 
 /// The state of every file, and the retired versions by plugin name.
 #[derive(Default)]
-pub struct PluginStates {
+pub(crate) struct PluginStates {
     files: Mutex<BTreeMap<PathBuf, FileStatus>>,
     retired: Mutex<HashMap<String, u64>>,
 }
 
 impl PluginStates {
     /// Takes in one event that happened at `at`.
-    pub fn record(&self, event: &PluginEvent, at: f64) {
+    pub(crate) fn record(&self, event: &PluginEvent, at: f64) {
         match event {
             PluginEvent::Loaded { plugin } => {
                 lock(&self.files).insert(plugin.file.clone(), FileStatus::Loaded);
@@ -76,7 +76,7 @@ impl PluginStates {
     }
 
     /// A file that was rejected is gone.
-    pub fn forget(&self, file: &Path) {
+    pub(crate) fn forget(&self, file: &Path) {
         let mut files = lock(&self.files);
         if matches!(files.get(file), Some(FileStatus::Rejected { .. })) {
             files.remove(file);
@@ -84,12 +84,12 @@ impl PluginStates {
     }
 
     /// Versions retired but still mapped, by plugin name.
-    pub fn retired(&self) -> HashMap<String, u64> {
+    pub(crate) fn retired(&self) -> HashMap<String, u64> {
         lock(&self.retired).clone()
     }
 
     /// The rejected files, in file order.
-    pub fn rejected(&self) -> Vec<RejectedFile> {
+    pub(crate) fn rejected(&self) -> Vec<RejectedFile> {
         lock(&self.files)
             .iter()
             .filter_map(|(file, status)| match status {
@@ -111,7 +111,7 @@ impl PluginStates {
 
 /// A file that is listed as rejected.
 #[derive(Clone, Debug)]
-pub struct RejectedFile {
+pub(crate) struct RejectedFile {
     pub file: PathBuf,
     pub identity: Option<Identity>,
     pub reason: String,

@@ -11,7 +11,7 @@ use crate::base::lock::lock;
 
 /// The two conditions of readiness.
 #[derive(Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     scanned: AtomicBool,
     /// Whether a group broker is in use (`Some`): reachable, or why not.
     broker: Mutex<Option<Result<(), &'static str>>>,
@@ -22,22 +22,22 @@ pub struct Readiness {
 
 impl Readiness {
     /// The plugins directory has been scanned once.
-    pub fn set_scanned(&self) {
+    pub(crate) fn set_scanned(&self) {
         self.scanned.store(true, Ordering::Relaxed);
     }
 
     /// A group broker is in use: reachable (`Ok`), or not and why.
-    pub fn set_broker(&self, state: Result<(), &'static str>) {
+    pub(crate) fn set_broker(&self, state: Result<(), &'static str>) {
         *lock(&self.broker) = Some(state);
     }
 
     /// Whether an inline handler call is stuck now.
-    pub fn set_stuck(&self, stuck: bool) {
+    pub(crate) fn set_stuck(&self, stuck: bool) {
         self.stuck.store(stuck, Ordering::Relaxed);
     }
 
     /// `Err` says why the server is not ready.
-    pub fn check(&self) -> Result<(), &'static str> {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
         if !self.scanned.load(Ordering::Relaxed) {
             return Err("the plugins directory is not scanned yet");
         }

@@ -37,7 +37,7 @@ use crate::groups::MemoryGroups;
 
 /// channels_redis's settings that the host follows.
 #[derive(Debug, Clone, Copy)]
-pub struct CoreSettings {
+pub(crate) struct CoreSettings {
     /// How long a group membership lasts without a refresh.
     pub group_expiry: Duration,
     /// Most messages waiting in one process's set; more are dropped.
@@ -100,7 +100,7 @@ fn now() -> f64 {
 }
 
 impl Core {
-    pub fn new(
+    pub(super) fn new(
         prefix: &str,
         settings: CoreSettings,
         health: Arc<Health>,
@@ -127,14 +127,14 @@ impl Core {
     }
 
     /// This host's id in the presence data: the start of its channels.
-    pub fn host_id(&self) -> &str {
+    pub(super) fn host_id(&self) -> &str {
         &self.own
     }
 
     /// The live members of `group`'s set: Django's consumers and the
     /// channels of the hosts with members. `None` when Redis is down or
     /// fails.
-    pub async fn set_size(&self, group: &str) -> Option<usize> {
+    pub(super) async fn set_size(&self, group: &str) -> Option<usize> {
         let mut connection = self.health.publishing()?.connection;
         let since = now() - self.settings.group_expiry.as_secs_f64();
         redis::cmd("ZCOUNT")
@@ -147,12 +147,12 @@ impl Core {
     }
 
     /// The key of this host's set: where Django sends to its channels.
-    pub fn inbox(&self) -> String {
+    pub(super) fn inbox(&self) -> String {
         format!("{}{}", self.prefix, self.own)
     }
 
     /// The membership of a group that got its first local member.
-    pub fn joined(&self, group: &str) -> Membership {
+    pub(super) fn joined(&self, group: &str) -> Membership {
         let mut names = self.names();
         let channel = match names.by_group.get(group) {
             Some(channel) => channel.clone(),
@@ -171,7 +171,7 @@ impl Core {
     }
 
     /// The membership of a group whose last local member left.
-    pub fn left(&self, group: &str) -> Option<Membership> {
+    pub(super) fn left(&self, group: &str) -> Option<Membership> {
         let mut names = self.names();
         let channel = names.by_group.remove(group)?;
         names.by_channel.remove(&channel);
@@ -182,7 +182,7 @@ impl Core {
     }
 
     /// Every membership the host holds now.
-    pub fn memberships(&self) -> Vec<Membership> {
+    pub(super) fn memberships(&self) -> Vec<Membership> {
         self.names()
             .by_group
             .iter()
@@ -195,7 +195,7 @@ impl Core {
 
     /// A message popped from this host's set: for the local members of the
     /// groups of the channels it names.
-    pub async fn received(&self, payload: &[u8]) {
+    pub(super) async fn received(&self, payload: &[u8]) {
         let (message, channels) = wire::read_core_message(payload);
         let message = match message {
             Received::Message(message) => message,
@@ -226,7 +226,7 @@ impl Core {
     /// `group_expiry` and messages older than `expiry`, then adds one
     /// message per process's set, within its capacity. How many sets were
     /// full (their process misses the message).
-    pub async fn group_send(
+    pub(super) async fn group_send(
         &self,
         connection: &mut redis::aio::MultiplexedConnection,
         group: &str,

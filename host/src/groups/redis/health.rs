@@ -96,7 +96,7 @@ pub(super) struct Health {
 }
 
 impl Health {
-    pub fn new(monitor: Arc<Monitor>) -> Health {
+    pub(super) fn new(monitor: Arc<Monitor>) -> Health {
         Health {
             monitor,
             up: AtomicBool::new(false),
@@ -109,40 +109,40 @@ impl Health {
     }
 
     /// A new link is connected: messages can be published through it.
-    pub fn connected(&self, connection: MultiplexedConnection) {
+    pub(super) fn connected(&self, connection: MultiplexedConnection) {
         let link = self.link.fetch_add(1, Ordering::Relaxed) + 1;
         *lock(&self.failure) = None;
         *lock(&self.publishing) = Some(Publishing { link, connection });
     }
 
     /// The link is subscribed to every group it needs: the broker is up.
-    pub fn up(&self) {
+    pub(super) fn up(&self) {
         self.up.store(true, Ordering::Relaxed);
         self.monitor.set_broker(Ok(()));
     }
 
     /// The link ended: nothing is published until the next one.
-    pub fn down(&self, failure: &Failure) {
+    pub(super) fn down(&self, failure: &Failure) {
         self.up.store(false, Ordering::Relaxed);
         *lock(&self.publishing) = None;
         self.monitor.set_broker(Err(failure.reason()));
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
     /// The connection to publish through, while there is a link.
-    pub fn publishing(&self) -> Option<Publishing> {
+    pub(super) fn publishing(&self) -> Option<Publishing> {
         lock(&self.publishing).clone()
     }
 
-    pub fn can_publish(&self) -> bool {
+    pub(super) fn can_publish(&self) -> bool {
         lock(&self.publishing).is_some()
     }
 
     /// A publish through `link` failed: the link, if still current, ends.
-    pub fn publish_failed(&self, link: u64, failure: Failure) {
+    pub(super) fn publish_failed(&self, link: u64, failure: Failure) {
         if self.link.load(Ordering::Relaxed) == link {
             *lock(&self.failure) = Some(failure);
             self.failed.notify_one();
@@ -150,7 +150,7 @@ impl Health {
     }
 
     /// Resolves when a publish on the current link has failed.
-    pub async fn publish_failure(&self) -> Failure {
+    pub(super) async fn publish_failure(&self) -> Failure {
         loop {
             self.failed.notified().await;
             // A wake-up left over from an older link carries no failure.
@@ -161,7 +161,7 @@ impl Health {
     }
 
     /// `count` group messages did not go to the other hosts.
-    pub fn dropped(&self, count: usize, why: &str) {
+    pub(super) fn dropped(&self, count: usize, why: &str) {
         self.monitor.metrics.broker_drops.inc_by(count as u64);
         let mut last = lock(&self.last_drop_warning);
         if last.is_none_or(|at| at.elapsed() >= DROP_WARNING_EVERY) {
@@ -176,12 +176,12 @@ impl Health {
 
 impl Health {
     /// Counts a message from Redis for a group name no rule allows.
-    pub fn invalid_group(&self) {
+    pub(super) fn invalid_group(&self) {
         self.monitor.metrics.broker_invalid.inc();
     }
 
     /// Counts an event from Redis that is not a rohrpost message.
-    pub fn foreign(&self) {
+    pub(super) fn foreign(&self) {
         self.monitor.metrics.broker_foreign.inc();
     }
 }

@@ -186,7 +186,7 @@ async fn serve(
 }
 
 /// What the link needs of the layer.
-pub struct Shared {
+pub(super) struct Shared {
     pub local: MemoryGroups,
     /// What every group's channel name starts with (see [`Wire`]).
     pub prefix: String,
@@ -197,12 +197,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn channel(&self, group: &str) -> String {
+    pub(super) fn channel(&self, group: &str) -> String {
         format!("{}{group}", self.prefix)
     }
 
     /// The channels of every group with local members.
-    pub fn channels(&self) -> Vec<String> {
+    pub(super) fn channels(&self) -> Vec<String> {
         self.local
             .group_names()
             .iter()

@@ -46,7 +46,7 @@ use self::{
     link::{Control, Shared},
     publisher::{Publisher, Sink},
 };
-pub use self::{core::CoreSettings, wire::Wire};
+pub(crate) use self::{core::CoreSettings, wire::Wire};
 use crate::{
     groups::{ConnectionId, GroupFuture, GroupLayer, HostEntry, MemoryGroups, Outbox},
     telemetry::Monitor,
@@ -59,7 +59,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 const JOIN_WAIT: Duration = Duration::from_millis(250);
 
 /// The Redis-backed group layer.
-pub struct RedisGroups {
+pub(crate) struct RedisGroups {
     shared: Arc<Shared>,
     control: mpsc::UnboundedSender<Control>,
     publisher: Publisher,
@@ -69,7 +69,7 @@ pub struct RedisGroups {
 impl RedisGroups {
     /// Connects to Redis (an error if it cannot be reached now) and starts
     /// the tasks that keep the subscriptions and publish.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         wire: Wire,
         prefix: &str,
@@ -234,7 +234,7 @@ impl GroupLayer for RedisGroups {
 }
 
 /// Groups in channels_redis's default layer (see [`core`]).
-pub struct CoreGroups {
+pub(crate) struct CoreGroups {
     core: Arc<Core>,
     changes: mpsc::UnboundedSender<Change>,
     publisher: Publisher,
@@ -244,7 +244,7 @@ pub struct CoreGroups {
 impl CoreGroups {
     /// Connects to Redis (an error if it cannot be reached now) and starts
     /// the tasks that keep the memberships, receive and send.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         prefix: &str,
         settings: CoreSettings,

@@ -36,16 +36,16 @@ const FLUSH: Duration = Duration::from_millis(100);
 /// How often everything is written again.
 const REFRESH: Duration = Duration::from_secs(5);
 /// How old a host's entry may be and still count.
-pub const STALE_AFTER: Duration = Duration::from_secs(15);
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(15);
 /// How long the keys live without a write.
 const KEY_EXPIRY: Duration = Duration::from_secs(60);
 /// How long a plugin's question waits for Redis.
-pub const ASK_WAIT: Duration = Duration::from_millis(250);
+pub(super) const ASK_WAIT: Duration = Duration::from_millis(250);
 /// Groups whose recent count of other hosts' members is kept.
 const MAX_RECENT: usize = 4096;
 
 /// One host's presence, written by its task and read by its questions.
-pub struct Presence {
+pub(super) struct Presence {
     /// Where the keys start (after the layer's prefix).
     namespace: String,
     host: String,
@@ -69,7 +69,7 @@ fn now_ms() -> u64 {
 }
 
 impl Presence {
-    pub fn new(
+    pub(super) fn new(
         namespace: String,
         host: String,
         health: Arc<Health>,
@@ -89,7 +89,7 @@ impl Presence {
     /// The members of `group` on the other hosts that `ask` reads from
     /// Redis, or its answer of less than [`FLUSH`] ago; none when Redis
     /// gave none (which is not kept).
-    pub async fn members_recently(
+    pub(super) async fn members_recently(
         &self,
         group: &str,
         ask: impl std::future::Future<Output = Option<usize>>,
@@ -121,7 +121,7 @@ impl Presence {
     }
 
     /// The local count of `group` changed.
-    pub fn changed(&self, group: &str) {
+    pub(super) fn changed(&self, group: &str) {
         let first = {
             let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
             dirty.insert(group.to_owned())
@@ -137,7 +137,7 @@ impl Presence {
 
     /// Writes what changed, and everything every [`REFRESH`]; runs while
     /// the layer does.
-    pub async fn run(self: Arc<Self>, local: MemoryGroups) {
+    pub(super) async fn run(self: Arc<Self>, local: MemoryGroups) {
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -206,7 +206,7 @@ impl Presence {
     }
 
     /// The hosts whose entries are fresh, this one included.
-    pub async fn hosts(&self) -> Vec<HostEntry> {
+    pub(super) async fn hosts(&self) -> Vec<HostEntry> {
         let Some(mut connection) = self.connection() else {
             return Vec::new();
         };
@@ -237,7 +237,7 @@ impl Presence {
     /// The members of `group` on the other hosts whose entries are fresh,
     /// and how many such hosts have members; `None` when Redis did not
     /// answer within [`ASK_WAIT`].
-    pub async fn others(&self, group: &str) -> Option<(usize, usize)> {
+    pub(super) async fn others(&self, group: &str) -> Option<(usize, usize)> {
         let mut connection = self.connection()?;
         let (counts, hosts): (HashMap<String, u64>, HashMap<String, String>) =
             tokio::time::timeout(ASK_WAIT, async {
@@ -268,7 +268,7 @@ impl Presence {
     }
 
     /// Takes this host's fields out (the host stops).
-    pub async fn remove(&self, local: &MemoryGroups) {
+    pub(super) async fn remove(&self, local: &MemoryGroups) {
         let Some(mut connection) = self.connection() else {
             return;
         };

@@ -64,7 +64,7 @@ pub(super) struct Publisher {
 
 impl Publisher {
     /// Starts the publishing task.
-    pub fn start(health: Arc<Health>, sink: Sink) -> Publisher {
+    pub(super) fn start(health: Arc<Health>, sink: Sink) -> Publisher {
         let (queue, waiting) = mpsc::channel(QUEUE_MESSAGES);
         let bytes = Arc::new(AtomicUsize::new(0));
         tokio::spawn(publish(waiting, bytes.clone(), health.clone(), sink));
@@ -77,7 +77,7 @@ impl Publisher {
 
     /// Queues a message for `channel` without waiting; when it cannot be
     /// queued it is counted as lost.
-    pub fn offer(&self, channel: String, payload: Vec<u8>) {
+    pub(super) fn offer(&self, channel: String, payload: Vec<u8>) {
         if !self.health.can_publish() {
             self.health.dropped(1, "Redis is down");
             return;

@@ -30,7 +30,7 @@ pub(super) const ROHRPOST_MESSAGE: &str = "rohrpost.message";
 
 /// A format of group messages on Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
+pub(crate) enum Wire {
     /// This host's own, between hosts only.
     Rohrpost,
     /// `channels_redis`'s `RedisPubSubChannelLayer`.
@@ -124,7 +124,7 @@ struct Outgoing<'a> {
 
 impl Wire {
     /// What a group's channel name starts with, before the group's name.
-    pub fn channel_prefix(self, prefix: &str) -> String {
+    pub(crate) fn channel_prefix(self, prefix: &str) -> String {
         match self {
             Wire::Rohrpost => format!("{prefix}group:"),
             Wire::ChannelsPubSub => format!("{prefix}__group__"),
@@ -132,7 +132,7 @@ impl Wire {
     }
 
     /// The payload that carries `message` from the host `origin`.
-    pub fn encode(self, origin: &str, message: &str) -> Vec<u8> {
+    pub(crate) fn encode(self, origin: &str, message: &str) -> Vec<u8> {
         match self {
             Wire::Rohrpost => format!("{origin}\n{message}").into_bytes(),
             Wire::ChannelsPubSub => channels_event(origin, message),

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 /// Why a file is not a complete shared library.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ElfError {
+pub(crate) enum ElfError {
     #[error("not an ELF file (no ELF magic)")]
     NotElf,
     #[error("unsupported ELF class or byte order")]
@@ -23,7 +23,7 @@ pub enum ElfError {
 }
 
 /// Checks that `bytes` hold a complete ELF shared object.
-pub fn check(bytes: &[u8]) -> Result<(), ElfError> {
+pub(crate) fn check(bytes: &[u8]) -> Result<(), ElfError> {
     if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf);
     }

@@ -4,6 +4,6 @@
 //! library is mapped from, so that the file can be replaced on disk while
 //! the old version runs ([`shadow`]).
 
-pub mod elf_check;
-pub mod permissions;
-pub mod shadow;
+pub(crate) mod elf_check;
+pub(crate) mod permissions;
+pub(crate) mod shadow;

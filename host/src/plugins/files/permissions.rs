@@ -10,7 +10,7 @@ use std::{
 };
 
 /// Checks the plugins directory itself.
-pub fn check_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn check_dir(dir: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(dir)
         .map_err(|e| format!("cannot read the plugins directory {}: {e}", dir.display()))?;
     check_owner_and_mode(&meta, "the plugins directory")
@@ -18,7 +18,7 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
 
 /// Checks one plugin file of `dir` (canonical): where it leads, its owner
 /// and its mode.
-pub fn check_file(path: &Path, dir: &Path) -> Result<(), String> {
+pub(crate) fn check_file(path: &Path, dir: &Path) -> Result<(), String> {
     let link = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
     if link.file_type().is_symlink() {
         let target = path

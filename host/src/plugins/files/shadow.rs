@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 /// How the directories' names begin: the prefix, the server's pid, a dash
 /// and a random suffix.
-pub const PREFIX: &str = "rohrpost-shadow-";
+pub(crate) const PREFIX: &str = "rohrpost-shadow-";
 
 /// The lock file inside the directory, locked while its server runs.
 const LOCK: &str = "lock";
@@ -43,7 +43,7 @@ const REMOVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the copies' directory or a copy could not be made.
 #[derive(Debug, Error)]
-pub enum ShadowError {
+pub(crate) enum ShadowError {
     #[error("refusing {path} for the plugin copies: {reason}")]
     Unsafe { path: PathBuf, reason: String },
     #[error("cannot create the plugin copies' directory in {parent}: {source}")]
@@ -63,7 +63,7 @@ pub enum ShadowError {
 }
 
 /// This server's directory of plugin copies; removed on drop.
-pub struct ShadowDir {
+pub(crate) struct ShadowDir {
     path: PathBuf,
     /// Holds the `flock` that tells other starts this directory is in use.
     _lock: File,
@@ -86,7 +86,7 @@ impl ShadowDir {
     /// Creates this process's directory in `$XDG_RUNTIME_DIR` when that is
     /// private to the server's user, else in the temporary directory, after
     /// removing this user's stale ones there.
-    pub fn create() -> Result<Self, ShadowError> {
+    pub(crate) fn create() -> Result<Self, ShadowError> {
         let parent = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
             Some(runtime) => {
                 let runtime = PathBuf::from(runtime);
@@ -105,7 +105,7 @@ impl ShadowDir {
     }
 
     /// Creates this process's directory in `parent`.
-    pub fn create_in(parent: &Path) -> Result<Self, ShadowError> {
+    pub(crate) fn create_in(parent: &Path) -> Result<Self, ShadowError> {
         let parent = parent
             .canonicalize()
             .map_err(|source| ShadowError::Create {
@@ -134,7 +134,7 @@ impl ShadowDir {
     /// Writes `bytes` to a new file of the directory (named after `stem`,
     /// unique in this process), calls `load` with its path, and removes the
     /// file again: a loaded library's mapping outlives its file.
-    pub fn with_copy<T>(
+    pub(crate) fn with_copy<T>(
         &self,
         stem: &str,
         bytes: &[u8],
@@ -177,7 +177,7 @@ impl ShadowDir {
     /// Removes the directory now (later copies fail). Waits a little for a
     /// load in progress; if it does not end, the directory stays and the
     /// next start removes it.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         let deadline = Instant::now() + REMOVE_WAIT;
         let mut open = loop {
             match self.open.try_lock() {

@@ -52,7 +52,7 @@ use crate::{
 
 /// Why a worker could not be started, or its start-up conversation failed.
 #[derive(Debug, Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("cannot start a worker process: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("{0}")]
@@ -67,7 +67,7 @@ pub enum StartError {
 
 /// Limits of each worker process (`setrlimit`, set before it starts).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct WorkerLimits {
+pub(crate) struct WorkerLimits {
     /// Address space in bytes (`RLIMIT_AS`); 0 for none.
     pub memory: u64,
     /// Open files (`RLIMIT_NOFILE`); 0 for the server's own.
@@ -75,7 +75,7 @@ pub struct WorkerLimits {
 }
 
 /// A worker whose library is loaded, before or after its configuration.
-pub struct Starting {
+pub(crate) struct Starting {
     pub manifest: ManifestInfo,
     pub child: Child,
     reader: BufReader<OwnedReadHalf>,
@@ -83,12 +83,12 @@ pub struct Starting {
 }
 
 /// What the plugin's `configure` answered in the worker.
-pub type ConfigAnswer = Result<String, String>;
+pub(crate) type ConfigAnswer = Result<String, String>;
 
 impl Starting {
     /// Starts a worker for the library open as `library` and waits for its
     /// manifest.
-    pub async fn spawn(
+    pub(crate) async fn spawn(
         library: &File,
         limits: WorkerLimits,
         timeout: Duration,
@@ -194,7 +194,7 @@ impl Starting {
     }
 
     /// Hands the plugin its configuration; what it answered.
-    pub async fn configure(
+    pub(crate) async fn configure(
         &mut self,
         config: &str,
         timeout: Duration,
@@ -244,7 +244,7 @@ impl Starting {
 
     /// The worker is ready: its calls go through the returned [`Worker`];
     /// the child, the reader and the writer go to the supervisor's tasks.
-    pub fn ready(self) -> (Worker, Child, BufReader<OwnedReadHalf>, WriterTask) {
+    pub(crate) fn ready(self) -> (Worker, Child, BufReader<OwnedReadHalf>, WriterTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
             pid: self.child.id().unwrap_or(0),
@@ -276,7 +276,7 @@ fn channel(e: FrameError) -> StartError {
 }
 
 /// Reads one frame: `None` at the end of the channel.
-pub async fn read_frame(
+pub(crate) async fn read_frame(
     reader: &mut BufReader<OwnedReadHalf>,
 ) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
     let mut head = [0; 4];
@@ -294,7 +294,7 @@ pub async fn read_frame(
 }
 
 /// An exit status as the log says it: `signal 11 (SIGSEGV)`, `exit code 3`.
-pub fn describe(status: std::process::ExitStatus) -> String {
+pub(crate) fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(signal) = status.signal() {
         let name = match signal {
@@ -320,7 +320,7 @@ pub fn describe(status: std::process::ExitStatus) -> String {
 }
 
 /// Writes the frames callers queue, as many per write as have queued up.
-pub struct WriterTask {
+pub(crate) struct WriterTask {
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     writer: OwnedWriteHalf,
 }
@@ -332,7 +332,7 @@ impl WriterTask {
     /// Runs until the worker is closed or the channel breaks. An empty
     /// frame closes the host's side for writing: the worker sees the end
     /// of its channel and exits.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(16 * 1024);
         while let Some(first) = self.rx.recv().await {
             let mut close = first.is_empty();
@@ -358,7 +358,7 @@ impl WriterTask {
 
 /// A call's end as seen from the caller.
 #[derive(Debug)]
-pub enum CallEnd {
+pub(crate) enum CallEnd {
     Replied {
         outcome: CallOutcome,
         ran_for: Duration,
@@ -380,7 +380,7 @@ struct Calls {
 }
 
 /// A ready worker: where calls go.
-pub struct Worker {
+pub(crate) struct Worker {
     pub pid: u32,
     out: mpsc::UnboundedSender<Vec<u8>>,
     calls: Mutex<Calls>,
@@ -396,7 +396,7 @@ pub struct Worker {
 
 /// A call sent to a worker, waiting for its end. Dropping it forgets the
 /// call (a late reply is then dropped).
-pub struct PendingCall<'w> {
+pub(crate) struct PendingCall<'w> {
     worker: &'w Worker,
     id: u64,
     pub end: oneshot::Receiver<CallEnd>,
@@ -415,7 +415,7 @@ impl PendingCall<'_> {
     /// flight on it (each of them has a deadline of its own, so that is
     /// within one handler timeout at most). The other calls on it are not
     /// lost to one stuck call.
-    pub fn time_out(self) {
+    pub(crate) fn time_out(self) {
         let first = {
             let mut calls = self.worker.lock();
             calls.waiting.remove(&self.id);
@@ -438,7 +438,7 @@ impl Worker {
 
     /// Sends a call (a frame made by [`frame::call`]); the frame back when
     /// the worker takes no calls any more (it was never sent: try the next).
-    pub fn send(
+    pub(crate) fn send(
         &self,
         handler: u32,
         connection: ConnectionId,
@@ -476,7 +476,7 @@ impl Worker {
     }
 
     /// A reply arrived.
-    pub fn complete(&self, reply: frame::Reply) {
+    pub(crate) fn complete(&self, reply: frame::Reply) {
         let (waiter, idle) = {
             let mut calls = self.lock();
             let waiter = calls.waiting.remove(&reply.call_id);
@@ -495,7 +495,7 @@ impl Worker {
 
     /// The channel has ended: every call in flight gets [`CallEnd::Crashed`],
     /// and no call is taken any more. The handlers of the calls there were.
-    pub fn fail_all(&self) -> Vec<u32> {
+    pub(crate) fn fail_all(&self) -> Vec<u32> {
         let waiting = {
             let mut calls = self.lock();
             calls.open = false;
@@ -511,7 +511,7 @@ impl Worker {
 
     /// The connection a call in flight is for: whom a question of the
     /// plugin's during that call is about.
-    pub fn caller_of(&self, call_id: u64) -> Option<ConnectionId> {
+    pub(crate) fn caller_of(&self, call_id: u64) -> Option<ConnectionId> {
         self.lock()
             .waiting
             .get(&call_id)
@@ -519,33 +519,33 @@ impl Worker {
     }
 
     /// Sends a frame that answers the worker (a [`frame::ANSWER`]).
-    pub fn answer(&self, bytes: Vec<u8>) {
+    pub(crate) fn answer(&self, bytes: Vec<u8>) {
         let _ = self.out.send(bytes);
     }
 
     /// Whether any call was ever sent to it.
-    pub fn ever_called(&self) -> bool {
+    pub(crate) fn ever_called(&self) -> bool {
         self.next_id.load(Ordering::Relaxed) > 1
     }
 
     /// Whether the host killed it (rather than it crashing).
-    pub fn was_killed(&self) -> bool {
+    pub(crate) fn was_killed(&self) -> bool {
         self.killed.load(Ordering::Relaxed)
     }
 
     /// Resolves when a draining worker has no call in flight any more.
-    pub async fn kill_requested(&self) {
+    pub(crate) async fn kill_requested(&self) {
         self.kill.notified().await
     }
 
     /// Resolves when a call ran past its timeout: the worker is to be
     /// replaced.
-    pub async fn drain_requested(&self) {
+    pub(crate) async fn drain_requested(&self) {
         self.drain.notified().await
     }
 
     /// Closes the host's side: the worker finishes and exits.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let _ = self.out.send(Vec::new());
     }
 }

@@ -23,30 +23,30 @@ use thiserror::Error;
 use crate::plugins::manifest::ManifestInfo;
 
 /// The largest frame either side accepts.
-pub const MAX_FRAME: usize = 256 << 20;
+pub(crate) const MAX_FRAME: usize = 256 << 20;
 
 /// Host → worker: configure the plugin with this JSON text.
-pub const CONFIGURE: u8 = 0x01;
+pub(crate) const CONFIGURE: u8 = 0x01;
 /// Host → worker: run a handler.
-pub const CALL: u8 = 0x02;
+pub(crate) const CALL: u8 = 0x02;
 /// Worker → host: the library is loaded; its manifest.
-pub const HELLO: u8 = 0x81;
+pub(crate) const HELLO: u8 = 0x81;
 /// Worker → host: the library could not be loaded.
-pub const LOAD_FAILED: u8 = 0x82;
+pub(crate) const LOAD_FAILED: u8 = 0x82;
 /// Worker → host: what `configure` answered; when it accepted, a
 /// [`HELLO`] follows with the manifest read again (a handler's types may
 /// come from the configuration).
-pub const CONFIGURED: u8 = 0x83;
+pub(crate) const CONFIGURED: u8 = 0x83;
 /// Worker → host: a call's outcome.
-pub const REPLY: u8 = 0x84;
+pub(crate) const REPLY: u8 = 0x84;
 /// Worker → host: the plugin asks the host a question during a call.
-pub const ASK: u8 = 0x85;
+pub(crate) const ASK: u8 = 0x85;
 /// Host → worker: the answer to an [`ASK`].
-pub const ANSWER: u8 = 0x03;
+pub(crate) const ANSWER: u8 = 0x03;
 
 /// Why a frame from the other side is unusable.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     #[error("a frame ends early")]
     Short,
     #[error("text that is not UTF-8")]
@@ -60,46 +60,46 @@ pub enum FrameError {
 }
 
 /// Builds one frame: [`Writer::finish`] writes its length.
-pub struct Writer {
+pub(crate) struct Writer {
     buf: Vec<u8>,
 }
 
 impl Writer {
-    pub fn new(tag: u8, capacity: usize) -> Self {
+    pub(crate) fn new(tag: u8, capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity + 5);
         buf.extend_from_slice(&[0; 4]);
         buf.push(tag);
         Writer { buf }
     }
 
-    pub fn u8(&mut self, v: u8) -> &mut Self {
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
         self
     }
 
-    pub fn u32(&mut self, v: u32) -> &mut Self {
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
-    pub fn u64(&mut self, v: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
-    pub fn str(&mut self, v: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, v: &str) -> &mut Self {
         self.len(v.len());
         self.buf.extend_from_slice(v.as_bytes());
         self
     }
 
     /// A length or count (frames are far below 4 GiB: [`MAX_FRAME`]).
-    pub fn len(&mut self, n: usize) -> &mut Self {
+    pub(crate) fn len(&mut self, n: usize) -> &mut Self {
         self.u32(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The frame's bytes, its length in front.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         let len = u32::try_from(self.buf.len() - 4).unwrap_or(u32::MAX);
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
         self.buf
@@ -107,12 +107,12 @@ impl Writer {
 }
 
 /// Reads the fields of one frame's body (after its length).
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(body: &'a [u8]) -> Self {
+    pub(crate) fn new(body: &'a [u8]) -> Self {
         Reader { rest: body }
     }
 
@@ -125,29 +125,29 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    pub fn u8(&mut self) -> Result<u8, FrameError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.take(1)?[0])
     }
 
-    pub fn u32(&mut self) -> Result<u32, FrameError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, FrameError> {
         let bytes = self.take(4)?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
-    pub fn u64(&mut self) -> Result<u64, FrameError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, FrameError> {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(bytes))
     }
 
-    pub fn str(&mut self) -> Result<&'a str, FrameError> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, FrameError> {
         let len = self.u32()? as usize;
         std::str::from_utf8(self.take(len)?).map_err(|_| FrameError::NotUtf8)
     }
 
     /// A count of items, each at least `min_size` bytes: never more than
     /// the frame can hold, so a hostile count allocates nothing.
-    pub fn count(&mut self, min_size: usize) -> Result<usize, FrameError> {
+    pub(crate) fn count(&mut self, min_size: usize) -> Result<usize, FrameError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_size.max(1)) > self.rest.len() {
             return Err(FrameError::Short);
@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The length in front of a frame, checked against [`MAX_FRAME`].
-pub fn body_len(head: [u8; 4]) -> Result<usize, FrameError> {
+pub(crate) fn body_len(head: [u8; 4]) -> Result<usize, FrameError> {
     let len = u32::from_le_bytes(head) as usize;
     if len == 0 {
         return Err(FrameError::Short);
@@ -169,7 +169,7 @@ pub fn body_len(head: [u8; 4]) -> Result<usize, FrameError> {
 }
 
 /// One request for a worker, borrowed from the host's frame.
-pub struct CallParts<'a> {
+pub(crate) struct CallParts<'a> {
     pub handler: u32,
     /// Run it on the worker's reading thread (declared inline and not
     /// demoted) rather than its pool.
@@ -185,7 +185,7 @@ pub struct CallParts<'a> {
 
 /// A [`CALL`] frame; its call id (the first 8 bytes after the tag) is
 /// filled in by [`set_call_id`] once the worker is known.
-pub fn call(parts: &CallParts<'_>) -> Vec<u8> {
+pub(crate) fn call(parts: &CallParts<'_>) -> Vec<u8> {
     let mut w = Writer::new(
         CALL,
         32 + parts.frame.len() + parts.kind.len() + parts.scope.len(),
@@ -204,12 +204,12 @@ pub fn call(parts: &CallParts<'_>) -> Vec<u8> {
 }
 
 /// Writes the call id into a frame made by [`call`].
-pub fn set_call_id(frame: &mut [u8], id: u64) {
+pub(crate) fn set_call_id(frame: &mut [u8], id: u64) {
     frame[5..13].copy_from_slice(&id.to_le_bytes());
 }
 
 /// A [`CALL`] frame as the worker reads it.
-pub struct IncomingCall<'a> {
+pub(crate) struct IncomingCall<'a> {
     pub call_id: u64,
     pub handler: u32,
     pub inline: bool,
@@ -221,7 +221,7 @@ pub struct IncomingCall<'a> {
 }
 
 /// Reads a [`CALL`] body (after the tag).
-pub fn read_call<'a>(r: &mut Reader<'a>) -> Result<IncomingCall<'a>, FrameError> {
+pub(crate) fn read_call<'a>(r: &mut Reader<'a>) -> Result<IncomingCall<'a>, FrameError> {
     let call_id = r.u64()?;
     let handler = r.u32()?;
     let inline = r.u8()? != 0;
@@ -254,7 +254,7 @@ const PANICKED: u8 = 2;
 
 /// A [`REPLY`] frame: the call's id, how long the handler ran, and its
 /// outcome.
-pub fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> Vec<u8> {
+pub(crate) fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> Vec<u8> {
     let mut w = Writer::new(REPLY, 64);
     w.u64(call_id)
         .u64(u64::try_from(ran_for.as_nanos()).unwrap_or(u64::MAX));
@@ -278,7 +278,7 @@ pub fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> Vec<u8> 
 }
 
 /// A [`REPLY`] as the host reads it.
-pub struct Reply {
+pub(crate) struct Reply {
     pub call_id: u64,
     pub ran_for: Duration,
     pub outcome: CallOutcome,
@@ -286,21 +286,21 @@ pub struct Reply {
 
 /// A plugin's question, as the host reads it.
 #[derive(Debug)]
-pub struct Ask {
+pub(crate) struct Ask {
     pub call_id: u64,
     pub question: String,
     pub input: String,
 }
 
 /// An [`ASK`] frame: the question of the call `call_id`.
-pub fn ask(call_id: u64, question: &str, input: &str) -> Vec<u8> {
+pub(crate) fn ask(call_id: u64, question: &str, input: &str) -> Vec<u8> {
     let mut w = Writer::new(ASK, 16 + question.len() + input.len());
     w.u64(call_id).str(question).str(input);
     w.finish()
 }
 
 /// Reads an [`ASK`] body (after the tag).
-pub fn read_ask(r: &mut Reader<'_>) -> Result<Ask, FrameError> {
+pub(crate) fn read_ask(r: &mut Reader<'_>) -> Result<Ask, FrameError> {
     Ok(Ask {
         call_id: r.u64()?,
         question: r.str()?.to_owned(),
@@ -309,7 +309,7 @@ pub fn read_ask(r: &mut Reader<'_>) -> Result<Ask, FrameError> {
 }
 
 /// An [`ANSWER`] frame.
-pub fn answer(call_id: u64, answered: &Result<String, String>) -> Vec<u8> {
+pub(crate) fn answer(call_id: u64, answered: &Result<String, String>) -> Vec<u8> {
     let (ok, text) = match answered {
         Ok(text) => (1, text.as_str()),
         Err(text) => (0, text.as_str()),
@@ -320,7 +320,7 @@ pub fn answer(call_id: u64, answered: &Result<String, String>) -> Vec<u8> {
 }
 
 /// Reads an [`ANSWER`] body (after the tag): the call and the answer.
-pub fn read_answer(r: &mut Reader<'_>) -> Result<(u64, Result<String, String>), FrameError> {
+pub(crate) fn read_answer(r: &mut Reader<'_>) -> Result<(u64, Result<String, String>), FrameError> {
     let call_id = r.u64()?;
     let ok = r.u8()? != 0;
     let text = r.str()?.to_owned();
@@ -328,7 +328,7 @@ pub fn read_answer(r: &mut Reader<'_>) -> Result<(u64, Result<String, String>), 
 }
 
 /// Reads a [`REPLY`] body (after the tag).
-pub fn read_reply(r: &mut Reader<'_>) -> Result<Reply, FrameError> {
+pub(crate) fn read_reply(r: &mut Reader<'_>) -> Result<Reply, FrameError> {
     let call_id = r.u64()?;
     let ran_for = Duration::from_nanos(r.u64()?);
     let outcome = match r.u8()? {
@@ -355,7 +355,7 @@ pub fn read_reply(r: &mut Reader<'_>) -> Result<Reply, FrameError> {
 }
 
 /// A [`HELLO`] frame with the plugin's manifest.
-pub fn hello(manifest: &ManifestInfo) -> Vec<u8> {
+pub(crate) fn hello(manifest: &ManifestInfo) -> Vec<u8> {
     let mut w = Writer::new(HELLO, 256);
     w.str(&manifest.name)
         .str(&manifest.version)
@@ -375,7 +375,7 @@ pub fn hello(manifest: &ManifestInfo) -> Vec<u8> {
 }
 
 /// Reads a [`HELLO`] body (after the tag).
-pub fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError> {
+pub(crate) fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError> {
     let name = r.str()?.to_owned();
     let version = r.str()?.to_owned();
     let api_version = r.str()?.to_owned();
@@ -407,14 +407,14 @@ pub fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError> {
 }
 
 /// A frame with one byte and one text: [`LOAD_FAILED`], [`CONFIGURED`].
-pub fn coded(tag: u8, code: u8, text: &str) -> Vec<u8> {
+pub(crate) fn coded(tag: u8, code: u8, text: &str) -> Vec<u8> {
     let mut w = Writer::new(tag, 5 + text.len());
     w.u8(code).str(text);
     w.finish()
 }
 
 /// A frame with one text: [`CONFIGURE`].
-pub fn text(tag: u8, text: &str) -> Vec<u8> {
+pub(crate) fn text(tag: u8, text: &str) -> Vec<u8> {
     let mut w = Writer::new(tag, 4 + text.len());
     w.str(text);
     w.finish()

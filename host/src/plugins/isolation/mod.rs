@@ -29,16 +29,16 @@
 //! library itself; so a library whose constructor crashes is rejected
 //! without ever reaching the server's process, in either mode.
 
-pub mod channel;
-pub mod frame;
-pub mod supervisor;
-pub mod worker;
+pub(crate) mod channel;
+pub(crate) mod frame;
+pub(crate) mod supervisor;
+pub(crate) mod worker;
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::timeout_at;
 
-pub use self::channel::WorkerLimits;
+pub(crate) use self::channel::WorkerLimits;
 use self::{
     channel::CallEnd,
     supervisor::{Supervisor, Unavailable, WorkerStatus},
@@ -48,7 +48,7 @@ use crate::plugins::outcome::Outcome;
 /// A plugin version's worker, as its [`LoadedPlugin`] holds it. Dropped
 /// with the last reference to that version (the registry's and those of
 /// the calls running on it): the worker then exits.
-pub struct WorkerHandle(pub(crate) Arc<Supervisor>);
+pub(crate) struct WorkerHandle(pub(crate) Arc<Supervisor>);
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
@@ -60,7 +60,7 @@ impl WorkerHandle {
     /// Runs one call of `handler` (a frame from [`frame::call`]) by
     /// `deadline`, the end of `timeout`; also how long the handler ran in
     /// the worker.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         handler: u32,
         mut bytes: Vec<u8>,
@@ -100,7 +100,7 @@ impl WorkerHandle {
     }
 
     /// Where the worker stands, for `/api/plugins`.
-    pub fn status(&self) -> WorkerStatus {
+    pub(crate) fn status(&self) -> WorkerStatus {
         self.0.status()
     }
 }

@@ -51,9 +51,9 @@ use super::{
 };
 
 /// Failed starts in a row after which a plugin is marked failed.
-pub const START_ATTEMPTS: u32 = 3;
+pub(crate) const START_ATTEMPTS: u32 = 3;
 /// How long a worker may take to load its library or its configuration.
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A worker that lived this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
@@ -61,7 +61,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Where a plugin version's worker stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WorkerState {
+pub(crate) enum WorkerState {
     Running,
     /// Between a worker's end and the next one's readiness.
     Restarting,
@@ -71,7 +71,7 @@ pub enum WorkerState {
 
 /// A snapshot for `/api/plugins`.
 #[derive(Clone, Debug)]
-pub struct WorkerStatus {
+pub(crate) struct WorkerStatus {
     pub state: WorkerState,
     pub pid: Option<u32>,
     pub crashes: u64,
@@ -81,7 +81,7 @@ pub struct WorkerStatus {
 
 /// Why a call could not be given to a worker.
 #[derive(Debug)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     /// The plugin is out of service.
     Failed,
     /// The version was retired (the server is stopping).
@@ -89,7 +89,7 @@ pub enum Unavailable {
 }
 
 /// One plugin version's worker and what is known of its history.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     pub name: String,
     pub version: String,
     pub types: Vec<String>,
@@ -112,7 +112,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Takes over a worker that is ready and keeps one running from now on.
-    pub fn start(
+    pub(crate) fn start(
         starting: Starting,
         library: File,
         config: String,
@@ -151,7 +151,7 @@ impl Supervisor {
     }
 
     /// The ready worker, waiting for one while it restarts.
-    pub async fn worker(&self) -> Result<Arc<Worker>, Unavailable> {
+    pub(crate) async fn worker(&self) -> Result<Arc<Worker>, Unavailable> {
         loop {
             let changed = self.changed.notified();
             let mut changed = std::pin::pin!(changed);
@@ -171,7 +171,7 @@ impl Supervisor {
 
     /// The version is out of service for good: its worker finishes what it
     /// has and exits, and no other starts.
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
         if let Some(worker) = self.current.swap(None) {
             worker.close();
@@ -179,7 +179,7 @@ impl Supervisor {
         self.changed.notify_waiters();
     }
 
-    pub fn status(&self) -> WorkerStatus {
+    pub(crate) fn status(&self) -> WorkerStatus {
         WorkerStatus {
             state: self.state(),
             pid: self.current.load().as_ref().map(|w| w.pid),
@@ -427,7 +427,7 @@ impl Supervisor {
 
     /// A call on `worker` ran past its timeout: new calls wait for the
     /// next worker at once (the supervisor starts it).
-    pub fn drain(&self, worker: &Arc<Worker>) {
+    pub(crate) fn drain(&self, worker: &Arc<Worker>) {
         self.take_out(worker);
     }
 }

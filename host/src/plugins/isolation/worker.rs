@@ -44,21 +44,21 @@ use crate::{
 };
 
 /// The descriptor the library is open on.
-pub const LIBRARY_FD: RawFd = 3;
+pub(crate) const LIBRARY_FD: RawFd = 3;
 /// The descriptor of the worker's end of the channel.
-pub const CHANNEL_FD: RawFd = 4;
+pub(crate) const CHANNEL_FD: RawFd = 4;
 /// The argument that starts the worker mode.
 pub const ARG: &str = "--plugin-worker";
 
 /// Codes of a [`frame::LOAD_FAILED`] frame.
-pub const LOAD_OPEN: u8 = 0;
-pub const LOAD_NO_ROOT: u8 = 1;
-pub const LOAD_INCOMPATIBLE: u8 = 2;
-pub const LOAD_INIT: u8 = 3;
+pub(crate) const LOAD_OPEN: u8 = 0;
+pub(crate) const LOAD_NO_ROOT: u8 = 1;
+pub(crate) const LOAD_INCOMPATIBLE: u8 = 2;
+pub(crate) const LOAD_INIT: u8 = 3;
 
 /// Codes of a [`frame::CONFIGURED`] frame.
-pub const CONFIG_OK: u8 = 0;
-pub const CONFIG_REFUSED: u8 = 1;
+pub(crate) const CONFIG_OK: u8 = 0;
+pub(crate) const CONFIG_REFUSED: u8 = 1;
 
 /// Ends the worker at once: nothing of the plugin runs on the way out.
 fn exit(code: i32) -> ! {
