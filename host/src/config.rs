@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rohrpost_plugin_api::GroupNameRule;
 
-pub use crate::net::forwarded::TrustedProxies;
+pub use crate::base::networks::TrustedProxies;
 
 /// One value of a setting, parsed from its text form (flag, environment
 /// variable, or the file's value as text).

@@ -14,6 +14,7 @@ use axum::{
 use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{info, warn};
 
+use crate::plugins::asks::Answers;
 use crate::{
     admin::notify::{self, NotifyEndpoint},
     admin::sampler,
@@ -21,10 +22,10 @@ use crate::{
     admin::{self, Admin, AdminToken},
     base::shutdown::Shutdown,
     config::{Config, Groups},
-    conn::Shared,
+    conn::Common,
     dispatch::inline_watch,
     dispatch::Dispatcher,
-    groups::redis::{CoreGroups, CoreSettings, RedisGroups, Wire},
+    groups::redis::{CoreGroups, CoreSettings, Format, RedisGroups},
     groups::{GroupLayer, MemoryGroups, QueueLimits},
     net::accept::{self, Limits},
     net::admission::Pending,
@@ -61,8 +62,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         Groups::Redis(url) | Groups::ChannelsPubSub(url) => {
             let wire = match settings.groups {
-                Groups::ChannelsPubSub(_) => Wire::ChannelsPubSub,
-                _ => Wire::Rohrpost,
+                Groups::ChannelsPubSub(_) => Format::ChannelsPubSub,
+                _ => Format::Rohrpost,
             };
             RedisGroups::connect(url, wire, groups_prefix(&settings), monitor.clone()).await?
         }
@@ -75,8 +76,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             CoreGroups::connect(url, groups_prefix(&settings), core, monitor.clone()).await?
         }
     };
-    crate::plugins::asks::serve_groups(groups.clone());
-    crate::plugins::asks::serve_reports(monitor.metrics.reports.clone());
+    let answers = Arc::new(Answers {
+        groups: groups.clone(),
+        reports: monitor.metrics.reports.clone(),
+    });
     let _watcher = watcher::start(
         WatchSettings {
             dir: settings.plugins_dir.clone(),
@@ -89,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 open_files: settings.worker_open_files,
             },
             strict_modes: settings.strict_modes,
+            answers: answers.clone(),
         },
         registry.clone(),
         monitor.clone(),
@@ -109,7 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = Arc::new(Shutdown::default());
     let endpoint = Arc::new(Endpoint {
         per_client: PerClient::new(settings.max_connections_per_client),
-        shared: Arc::new(Shared {
+        shared: Arc::new(Common {
             dispatcher: Dispatcher {
                 registry: registry.clone(),
                 handler_timeout: settings.handler_timeout,
@@ -118,6 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 group_names: settings.group_names,
                 max_json_containers: settings.max_json_containers,
                 monitor: monitor.clone(),
+                answers,
             },
             groups: groups.clone(),
             outbound_queue: QueueLimits {

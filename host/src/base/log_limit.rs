@@ -89,15 +89,15 @@ impl LogLimit {
     /// about suppressed lines itself.
     pub fn allow(&self) -> bool {
         match self.check(millis_since_epoch()) {
-            Verdict::Log { suppressed: 0 } => true,
-            Verdict::Log { suppressed } => {
+            LogDecision::Log { suppressed: 0 } => true,
+            LogDecision::Log { suppressed } => {
                 warn!(
                     kind = self.kind,
                     suppressed, "{suppressed} log lines of this kind were suppressed"
                 );
                 true
             }
-            Verdict::Suppress { first: true } => {
+            LogDecision::Suppress { first: true } => {
                 warn!(
                     kind = self.kind,
                     limit = self.lines,
@@ -108,17 +108,17 @@ impl LogLimit {
                 );
                 false
             }
-            Verdict::Suppress { first: false } => false,
+            LogDecision::Suppress { first: false } => false,
         }
     }
 
     /// Whether a line may be logged now, without the notices (for a
     /// caller that words them itself).
-    pub(crate) fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> LogDecision {
         self.check(millis_since_epoch())
     }
 
-    fn check(&self, now_ms: u64) -> Verdict {
+    fn check(&self, now_ms: u64) -> LogDecision {
         let interval_ms = INTERVAL.as_millis() as u64;
         let start = self.interval_start.load(Ordering::Acquire);
         if now_ms.saturating_sub(start) >= interval_ms
@@ -130,15 +130,15 @@ impl LogLimit {
             // This call begins a new interval (lines counted by others in
             // between go to the old one's tally).
             let before = self.seen.swap(1, Ordering::AcqRel);
-            return Verdict::Log {
+            return LogDecision::Log {
                 suppressed: before.saturating_sub(self.lines),
             };
         }
         let n = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
         if n <= self.lines {
-            Verdict::Log { suppressed: 0 }
+            LogDecision::Log { suppressed: 0 }
         } else {
-            Verdict::Suppress {
+            LogDecision::Suppress {
                 first: n == self.lines + 1,
             }
         }
@@ -146,7 +146,7 @@ impl LogLimit {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum LogDecision {
     /// Log the line, after saying how many lines the previous interval
     /// suppressed (when any).
     Log { suppressed: u64 },
@@ -170,22 +170,22 @@ mod tests {
     fn lets_the_first_lines_through_then_suppresses_and_counts() {
         let limit = LogLimit::new("test");
         for _ in 0..LINES {
-            assert_eq!(limit.check(5), Verdict::Log { suppressed: 0 });
+            assert_eq!(limit.check(5), LogDecision::Log { suppressed: 0 });
         }
-        assert_eq!(limit.check(6), Verdict::Suppress { first: true });
+        assert_eq!(limit.check(6), LogDecision::Suppress { first: true });
         for _ in 0..99 {
-            assert_eq!(limit.check(MS - 1), Verdict::Suppress { first: false });
+            assert_eq!(limit.check(MS - 1), LogDecision::Suppress { first: false });
         }
         // The next interval starts with its first line, which reports the
         // hundred suppressed ones.
-        assert_eq!(limit.check(MS), Verdict::Log { suppressed: 100 });
+        assert_eq!(limit.check(MS), LogDecision::Log { suppressed: 100 });
         for _ in 1..LINES {
-            assert_eq!(limit.check(MS + 1), Verdict::Log { suppressed: 0 });
+            assert_eq!(limit.check(MS + 1), LogDecision::Log { suppressed: 0 });
         }
-        assert_eq!(limit.check(MS + 2), Verdict::Suppress { first: true });
+        assert_eq!(limit.check(MS + 2), LogDecision::Suppress { first: true });
         // A quiet interval: nothing to report.
-        assert_eq!(limit.check(5 * MS), Verdict::Log { suppressed: 1 });
-        assert_eq!(limit.check(7 * MS), Verdict::Log { suppressed: 0 });
+        assert_eq!(limit.check(5 * MS), LogDecision::Log { suppressed: 1 });
+        assert_eq!(limit.check(7 * MS), LogDecision::Log { suppressed: 0 });
     }
 
     #[test]
@@ -195,8 +195,8 @@ mod tests {
         for _ in 0..=LINES {
             a.check(1);
         }
-        assert_eq!(a.check(1), Verdict::Suppress { first: false });
-        assert_eq!(b.check(1), Verdict::Log { suppressed: 0 });
+        assert_eq!(a.check(1), LogDecision::Suppress { first: false });
+        assert_eq!(b.check(1), LogDecision::Log { suppressed: 0 });
     }
 
     #[test]
@@ -207,7 +207,7 @@ mod tests {
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..10_000 {
-                        if matches!(limit.check(3), Verdict::Log { .. }) {
+                        if matches!(limit.check(3), LogDecision::Log { .. }) {
                             logged.fetch_add(1, Ordering::Relaxed);
                         }
                     }

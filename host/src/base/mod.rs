@@ -1,10 +1,13 @@
 //! Small pieces every stage uses and that use nothing of the server's: the
 //! rohrpost envelope and the server's error replies and close frames
 //! ([`protocol`]), rate limits on log lines clients can cause
-//! ([`log_limit`]), a lock that outlives a panic ([`lock`]), wall-clock seconds ([`clock`]), and the shutdown signal ([`shutdown`]).
+//! ([`log_limit`]), a lock that outlives a panic ([`lock`]), wall-clock
+//! seconds ([`clock`]), networks as a setting names them ([`networks`]),
+//! and the shutdown signal ([`shutdown`]).
 
 pub(crate) mod clock;
 pub(crate) mod lock;
 pub mod log_limit;
+pub(crate) mod networks;
 pub mod protocol;
 pub(crate) mod shutdown;

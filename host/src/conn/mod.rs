@@ -8,7 +8,8 @@
 //! group messages keep flowing while it runs.
 
 pub(crate) mod linger;
-pub(crate) mod woken;
+pub(crate) mod poll_on_wake;
+pub(crate) mod rate;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -24,7 +25,10 @@ use tracing::{debug, warn};
 
 use rohrpost_plugin_api::abi::CallOutcome;
 
-use self::woken::{Wakes, WokenOnly};
+use self::{
+    poll_on_wake::{Wakes, WokenOnly},
+    rate::{Admit, Rate},
+};
 use crate::{
     base::protocol::{Close, Rejection},
     base::shutdown::Stopping,
@@ -32,7 +36,6 @@ use crate::{
     effects::state::ConnState,
     effects::{self, Effects},
     groups::{ConnectionId, GroupLayer},
-    net::client_limits::{Rate, Verdict},
     plugins::hooks::{self, Hook},
     plugins::loaded::LoadedPlugin,
     plugins::manifest::Hooks,
@@ -46,7 +49,7 @@ use crate::{
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// What every connection shares.
-pub(crate) struct Shared {
+pub(crate) struct Common {
     pub dispatcher: Dispatcher,
     pub groups: Arc<dyn GroupLayer>,
     /// Group messages and bytes a connection may have waiting before it is
@@ -100,7 +103,7 @@ struct Conn {
 
 impl Conn {
     /// Where this connection's effects go, and who it is for its calls.
-    fn effects<'c>(&'c mut self, shared: &'c Shared) -> (Effects<'c>, Caller<'c>) {
+    fn effects<'c>(&'c mut self, shared: &'c Common) -> (Effects<'c>, Caller<'c>) {
         let caller = Caller {
             id: self.id,
             scope: &self.scope,
@@ -124,13 +127,13 @@ impl Conn {
 
 /// Leaves every group and counts the connection as closed when it ends,
 /// however it ends.
-struct Membership {
+struct LeaveOnDrop {
     groups: Arc<dyn GroupLayer>,
     monitor: Arc<Monitor>,
     id: ConnectionId,
 }
 
-impl Drop for Membership {
+impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
         self.groups.leave_all(self.id);
         self.monitor.connection(-1);
@@ -144,13 +147,13 @@ impl Drop for Membership {
 /// arguments (the socket) in every connection's task.
 pub(crate) fn serve(
     socket: Socket,
-    shared: Arc<Shared>,
+    shared: Arc<Common>,
     scope: Arc<str>,
     id: ConnectionId,
     mut stopping: Stopping,
 ) -> impl Future<Output = ()> + Send {
     shared.monitor.connection(1);
-    let membership = Membership {
+    let leave_on_drop = LeaveOnDrop {
         groups: shared.groups.clone(),
         monitor: shared.monitor.clone(),
         id,
@@ -165,7 +168,7 @@ pub(crate) fn serve(
         client_close: None,
     };
     async move {
-        let _membership = membership;
+        let _leave_on_drop = leave_on_drop;
         // Boxed, and only with hooks: a hook's call is a deep future, and
         // inline it would set the size of every connection's task.
         let connect_hooks = hooked(&shared, |hooks| hooks.on_connect);
@@ -224,7 +227,7 @@ pub(crate) fn serve(
 }
 
 /// The loaded plugins with a hook, in the order hooks run: by name.
-fn hooked(shared: &Shared, has: impl Fn(&Hooks) -> bool) -> Vec<Arc<LoadedPlugin>> {
+fn hooked(shared: &Common, has: impl Fn(&Hooks) -> bool) -> Vec<Arc<LoadedPlugin>> {
     let snapshot = shared.dispatcher.registry.snapshot();
     let mut plugins: Vec<Arc<LoadedPlugin>> = snapshot
         .plugins
@@ -241,7 +244,7 @@ fn hooked(shared: &Shared, has: impl Fn(&Hooks) -> bool) -> Vec<Arc<LoadedPlugin
 async fn opened(
     plugins: &[Arc<LoadedPlugin>],
     conn: &mut Conn,
-    shared: &Shared,
+    shared: &Common,
 ) -> Result<(), End> {
     for plugin in plugins {
         let scope = match &conn.state {
@@ -249,7 +252,9 @@ async fn opened(
             None => conn.scope.to_string(),
         };
         let timeout = shared.dispatcher.handler_timeout;
-        let outcome = dispatch::run::hook(plugin, Hook::Connect, scope, conn.id, timeout).await;
+        let answers = &shared.dispatcher.answers;
+        let outcome =
+            dispatch::run::hook(answers, plugin, Hook::Connect, scope, conn.id, timeout).await;
         let effects = match outcome {
             Outcome::Returned(CallOutcome::Done(effects)) => effects,
             other => {
@@ -258,7 +263,9 @@ async fn opened(
             }
         };
         let (mut effects_of, _) = conn.effects(shared);
-        effects_of.carry_out_hook(plugin, effects).await?;
+        let target = effects::Target::Connection(&mut effects_of);
+        let rule = shared.dispatcher.group_names;
+        effects::apply(target, plugin, effects, effects::Phase::Connect, rule).await?;
     }
     Ok(())
 }
@@ -271,28 +278,27 @@ async fn disconnected(
     state: Option<&ConnState>,
     id: ConnectionId,
     code: u16,
-    shared: &Shared,
+    shared: &Common,
 ) {
     for plugin in plugins {
         let scope = state.map_or(scope, |s| s.scope_for(&plugin.name, scope));
         let input = hooks::disconnect_input(scope, code);
         let timeout = shared.dispatcher.handler_timeout;
-        match dispatch::run::hook(plugin, Hook::Disconnect, input, id, timeout).await {
+        let answers = &shared.dispatcher.answers;
+        match dispatch::run::hook(answers, plugin, Hook::Disconnect, input, id, timeout).await {
             Outcome::Returned(CallOutcome::Done(effects)) => {
-                effects::carry_out_disconnect(
-                    plugin,
-                    effects,
-                    shared.groups.as_ref(),
-                    shared.dispatcher.group_names,
-                )
-                .await;
+                let target = effects::Target::Gone(shared.groups.as_ref());
+                let rule = shared.dispatcher.group_names;
+                // Nothing can stop a connection that has ended.
+                let _ =
+                    effects::apply(target, plugin, effects, effects::Phase::Disconnect, rule).await;
             }
             other => hooks::log_failure(&plugin.name, &plugin.version, Hook::Disconnect, &other),
         }
     }
 }
 
-async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
+async fn run(conn: &mut Conn, shared: &Common, stopping: &mut Stopping) -> End {
     // The shutdown signal and the idle timer are polled only when they
     // fire, not on every frame.
     let wakes = Wakes::new();
@@ -333,10 +339,10 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
         idle.heard(arrived.into());
         let verdict = match (&message, conn.rate.as_mut()) {
             (Message::Text(_) | Message::Binary(_), Some(rate)) => rate.take(arrived),
-            _ => Verdict::Accept,
+            _ => Admit::Accept,
         };
         let per_second = conn.rate.as_ref().map_or(0, |rate| rate.per_second());
-        if verdict == Verdict::Close {
+        if verdict == Admit::Close {
             if crate::base::log_limit::CLIENT_LIMITED.allow() {
                 warn!(
                     connection = conn.id,
@@ -352,7 +358,7 @@ async fn run(conn: &mut Conn, shared: &Shared, stopping: &mut Stopping) -> End {
             // Boxed: a request's handling is the deepest state of the loop,
             // and inline it would set the size of every connection's task,
             // idle ones included.
-            Message::Text(text) if verdict == Verdict::Refuse => {
+            Message::Text(text) if verdict == Admit::Refuse => {
                 let reply = shared.dispatcher.rate_limited(&text, per_second);
                 effects.reply(reply).await
             }

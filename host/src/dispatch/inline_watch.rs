@@ -53,7 +53,7 @@ use crate::{plugins::registry::Registry, plugins::registry::Route, telemetry::Mo
 
 /// One runtime thread's inline call, if any.
 #[derive(Default)]
-struct Slot {
+struct ThreadCall {
     /// When the call began, in nanoseconds after [`base`]; 0: none.
     started: AtomicU64,
     /// The route it runs, as the address of its metrics (compared, never
@@ -71,11 +71,11 @@ const LOOK_EVERY: Duration = Duration::from_millis(10);
 /// costs an empty task when it wakes it.
 const WAKE_AFTER: Duration = Duration::from_millis(20);
 
-static SLOTS: Mutex<Vec<Weak<Slot>>> = Mutex::new(Vec::new());
+static SLOTS: Mutex<Vec<Weak<ThreadCall>>> = Mutex::new(Vec::new());
 static BASE: OnceLock<Instant> = OnceLock::new();
 
 thread_local! {
-    static SLOT: OnceCell<Arc<Slot>> = const { OnceCell::new() };
+    static SLOT: OnceCell<Arc<ThreadCall>> = const { OnceCell::new() };
 }
 
 fn base() -> Instant {
@@ -89,7 +89,7 @@ fn nanos_since_base(at: Instant) -> u64 {
 }
 
 /// An inline call being watched; dropping it ends the watch.
-pub(crate) struct Watched(Option<Arc<Slot>>);
+pub(crate) struct Watched(Option<Arc<ThreadCall>>);
 
 impl Drop for Watched {
     fn drop(&mut self) {
@@ -104,7 +104,7 @@ pub(crate) fn begin(route: &Route, began: Instant) -> Watched {
     let slot = SLOT
         .try_with(|cell| {
             cell.get_or_init(|| {
-                let slot = Arc::new(Slot::default());
+                let slot = Arc::new(ThreadCall::default());
                 let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
                 slots.retain(|s| s.strong_count() > 0);
                 slots.push(Arc::downgrade(&slot));
@@ -132,7 +132,7 @@ struct Stuck {
 }
 
 /// Looks at every slot at `now`: the calls running longer than `threshold`.
-fn scan(slots: &[Arc<Slot>], now: u64, threshold: Duration) -> Vec<Stuck> {
+fn scan(slots: &[Arc<ThreadCall>], now: u64, threshold: Duration) -> Vec<Stuck> {
     let threshold = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
     let mut stuck = Vec::new();
     for slot in slots {
@@ -172,7 +172,7 @@ pub(crate) fn start(
             let mut was_stuck = false;
             loop {
                 std::thread::sleep(LOOK_EVERY);
-                let slots: Vec<Arc<Slot>> = SLOTS
+                let slots: Vec<Arc<ThreadCall>> = SLOTS
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .iter()
@@ -215,7 +215,7 @@ pub(crate) fn start(
 }
 
 /// Whether a call in `slots` has been running for `at_least` at `now`.
-fn running_longer(slots: &[Arc<Slot>], now: u64, at_least: Duration) -> bool {
+fn running_longer(slots: &[Arc<ThreadCall>], now: u64, at_least: Duration) -> bool {
     let at_least = u64::try_from(at_least.as_nanos()).unwrap_or(u64::MAX);
     slots.iter().any(|slot| {
         let started = slot.started.load(Ordering::Acquire);
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_call_past_the_threshold_is_reported_once_and_a_finished_one_not() {
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(ThreadCall::default());
         let slots = [slot.clone()];
         let ms = 1_000_000;
         let threshold = Duration::from_millis(100);
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn only_a_call_running_long_enough_wakes_the_runtime() {
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(ThreadCall::default());
         let slots = [slot.clone()];
         let ms = 1_000_000;
         let after = Duration::from_millis(20);

@@ -39,7 +39,9 @@ use crate::{
     base::protocol::{self, Failure},
     effects::{state::Scopes, Answer},
     groups::ConnectionId,
-    plugins::{handler::Verdict, isolation::frame, outcome::Outcome, registry::Registry},
+    plugins::{
+        asks::Answers, handler::ModeChange, isolation::frame, outcome::Outcome, registry::Registry,
+    },
     telemetry::Monitor,
 };
 
@@ -65,6 +67,8 @@ pub(crate) struct Dispatcher {
     /// Most arrays and objects in one message.
     pub max_json_containers: usize,
     pub monitor: Arc<Monitor>,
+    /// What plugins' questions during a call are answered from.
+    pub answers: Arc<Answers>,
 }
 
 /// Inline calls on frames larger than this are not judged slow or fast.
@@ -142,6 +146,7 @@ impl Dispatcher {
         } else if inline {
             let watched = inline_watch::begin(&route, arrived);
             let outcome = run::inline(
+                &self.answers,
                 &route.plugin,
                 route.handler,
                 &envelope,
@@ -155,6 +160,7 @@ impl Dispatcher {
         } else {
             let owned = OwnedCall::new(frame, &envelope, scope.clone());
             let (outcome, ran_for) = run::pooled(
+                &self.answers,
                 &route.plugin,
                 route.handler,
                 owned,
@@ -175,15 +181,15 @@ impl Dispatcher {
                 None => matches!(outcome, Outcome::TimedOut(_)),
             };
             match handler.judge(inline, slow) {
-                Verdict::Unchanged => {}
-                Verdict::Demoted => warn!(
+                ModeChange::Unchanged => {}
+                ModeChange::Demoted => warn!(
                     plugin = %route.plugin.name,
                     version = %route.plugin.version,
                     r#type = %envelope.kind,
                     took_ms = took.as_millis() as u64,
                     "inline handler is too slow for the connection task, repeatedly; running it on the worker pool until it is fast again"
                 ),
-                Verdict::Promoted => info!(
+                ModeChange::Promoted => info!(
                     plugin = %route.plugin.name,
                     version = %route.plugin.version,
                     r#type = %envelope.kind,

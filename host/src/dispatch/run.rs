@@ -18,7 +18,7 @@ use crate::{
     base::protocol::Envelope,
     groups::ConnectionId,
     plugins::{
-        asks::with_caller,
+        asks::{with_caller, Answers},
         hooks::{self, Hook},
         isolation::{frame, WorkerHandle},
         loaded::LoadedPlugin,
@@ -35,6 +35,7 @@ fn deadline(timeout: Duration) -> tokio::time::Instant {
 
 /// Runs a handler inline, on this task.
 pub(crate) fn inline(
+    answers: &Answers,
     plugin: &LoadedPlugin,
     handler: u32,
     envelope: &Envelope<'_>,
@@ -49,7 +50,7 @@ pub(crate) fn inline(
         data: envelope.data.unwrap_or("").into(),
         scope: scope.into(),
     };
-    with_caller(connection, &plugin.name, || {
+    with_caller(answers, connection, &plugin.name, || {
         Outcome::Returned(plugin.call(handler, &call))
     })
 }
@@ -85,13 +86,14 @@ pub(crate) async fn in_worker(
 /// Runs a handler on the pool; also how long the call itself ran, not
 /// counting the wait for a pool thread.
 pub(crate) async fn pooled(
+    answers: &Arc<Answers>,
     plugin: &Arc<LoadedPlugin>,
     handler: u32,
     owned: OwnedCall,
     timeout: Duration,
     connection: ConnectionId,
 ) -> (Outcome, Option<Duration>) {
-    let plugin = plugin.clone();
+    let (plugin, answers) = (plugin.clone(), answers.clone());
     let slots = plugin.pool_slots.clone();
     let work = async move {
         // Held by the blocking call until it returns, even after the
@@ -100,7 +102,7 @@ pub(crate) async fn pooled(
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let started = Instant::now();
-            let outcome = with_caller(connection, &plugin.name, || {
+            let outcome = with_caller(&answers, connection, &plugin.name, || {
                 plugin.call(handler, &owned.as_call())
             });
             (outcome, started.elapsed())
@@ -118,6 +120,7 @@ pub(crate) async fn pooled(
 /// worker like a pooled call (with the hook's number, which no manifest
 /// can reach), or in this process on the blocking pool.
 pub(crate) async fn hook(
+    answers: &Arc<Answers>,
     plugin: &Arc<LoadedPlugin>,
     hook: Hook,
     input: String,
@@ -140,9 +143,9 @@ pub(crate) async fn hook(
             .await;
         return outcome;
     }
-    let plugin = plugin.clone();
+    let (plugin, answers) = (plugin.clone(), answers.clone());
     let work = tokio::task::spawn_blocking(move || {
-        with_caller(connection, &plugin.name, || {
+        with_caller(&answers, connection, &plugin.name, || {
             hooks::outcome(plugin.extension(hook.extension(), &input))
         })
     });

@@ -8,6 +8,7 @@
 //! A new kind of effect is a new `EFFECT_*` number in `plugin-api` and a
 //! new [`Action`] here; nothing else in the host changes.
 
+pub(crate) mod action;
 pub(crate) mod state;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -16,16 +17,13 @@ use abi_stable::std_types::RVec;
 use futures_util::SinkExt;
 use prometheus_client::metrics::counter::Counter;
 use rohrpost_plugin_api::{
-    abi::{
-        CallOutcome, Effect, EFFECT_CLOSE, EFFECT_CLOSE_WITH, EFFECT_GROUP_SEND, EFFECT_JOIN,
-        EFFECT_LEAVE, EFFECT_SEND, EFFECT_SET,
-    },
+    abi::{CallOutcome, Effect},
     GroupNameRule,
 };
-use serde::de::IgnoredAny;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{error, warn};
 
+use self::action::{first_bad_group, state_changes, Action, Unusable};
 use crate::plugins::{
     hooks::{self, Hook},
     outcome::Outcome,
@@ -39,6 +37,23 @@ use crate::{
     socket::Socket,
 };
 
+/// What a plugin's effects answer, and so what they may do and what
+/// becomes of one that cannot be carried out.
+pub(crate) enum Phase<'r> {
+    /// A handler's answer to `request`: a problem is an error reply to it.
+    Call(&'r Envelope<'r>),
+    /// `on_connect`: a problem refuses the connection (1011).
+    Connect,
+    /// `on_disconnect`: the connection is gone; only group sends apply.
+    Disconnect,
+}
+
+/// Where effects go: a connection, or only its groups once it is gone.
+pub(crate) enum Target<'t, 'c> {
+    Connection(&'t mut Effects<'c>),
+    Gone(&'t dyn GroupLayer),
+}
+
 /// What came of one text frame, for [`Effects::carry_out`].
 pub(crate) enum Answer<'a> {
     /// An error reply of the server's own: the frame was not a valid
@@ -50,102 +65,6 @@ pub(crate) enum Answer<'a> {
         request: Envelope<'a>,
         effects: RVec<Effect>,
     },
-}
-
-/// One effect of a handler, decoded and checked.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// Send this message to the caller.
-    Send(String),
-    /// Close the connection after what came before.
-    Close,
-    /// Add the caller to a group.
-    Join(String),
-    /// Remove the caller from a group.
-    Leave(String),
-    /// Send a message to every member of a group.
-    GroupSend { group: String, message: String },
-    /// Attach a value to the connection (carried out before the others,
-    /// all of a call's at once: see [`state_changes`]).
-    Set,
-    /// Close with a code of the plugin's choosing.
-    CloseWith { code: u16, reason: String },
-}
-
-/// Why an effect cannot be carried out.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Unusable {
-    /// A message to send that is not a JSON object.
-    NotAnObject,
-    /// An effect kind this host does not know (the plugin was built against
-    /// a later 1.x).
-    Unsupported(u32),
-    /// A close code outside 4000-4999 and 1008, or a reason too long.
-    BadClose,
-}
-
-impl Action {
-    /// Decodes one ABI effect. Group names are checked for the whole call
-    /// beforehand, by [`first_bad_group`].
-    pub(crate) fn decode(effect: Effect) -> Result<Action, Unusable> {
-        match effect.kind {
-            EFFECT_SEND | EFFECT_GROUP_SEND if !is_json_object(effect.body.as_str()) => {
-                Err(Unusable::NotAnObject)
-            }
-            EFFECT_SEND => Ok(Action::Send(effect.body.into_string())),
-            EFFECT_CLOSE => Ok(Action::Close),
-            EFFECT_JOIN => Ok(Action::Join(effect.target.into_string())),
-            EFFECT_LEAVE => Ok(Action::Leave(effect.target.into_string())),
-            EFFECT_GROUP_SEND => Ok(Action::GroupSend {
-                group: effect.target.into_string(),
-                message: effect.body.into_string(),
-            }),
-            EFFECT_SET => Ok(Action::Set),
-            EFFECT_CLOSE_WITH => {
-                let code = effect.target.as_str().parse::<u16>().ok();
-                match code {
-                    Some(code)
-                        if (code == 1008 || (4000..=4999).contains(&code))
-                            && effect.body.len() <= 123 =>
-                    {
-                        Ok(Action::CloseWith {
-                            code,
-                            reason: effect.body.into_string(),
-                        })
-                    }
-                    _ => Err(Unusable::BadClose),
-                }
-            }
-            other => Err(Unusable::Unsupported(other)),
-        }
-    }
-}
-
-/// The first group name among `effects` that breaks `rule`, and why.
-pub(crate) fn first_bad_group(
-    effects: &[Effect],
-    rule: GroupNameRule,
-) -> Option<rohrpost_plugin_api::GroupNameError> {
-    effects
-        .iter()
-        .filter(|e| matches!(e.kind, EFFECT_JOIN | EFFECT_LEAVE | EFFECT_GROUP_SEND))
-        .find_map(|e| rule.check(e.target.as_str()).err())
-}
-
-/// The state changes among a call's effects, in order.
-pub(crate) fn state_changes(effects: &[Effect]) -> Vec<(&str, Option<&str>)> {
-    effects
-        .iter()
-        .filter(|e| e.kind == EFFECT_SET)
-        .map(|e| {
-            let value = Some(e.body.as_str()).filter(|b| !b.is_empty());
-            (e.target.as_str(), value)
-        })
-        .collect()
-}
-
-pub(crate) fn is_json_object(text: &str) -> bool {
-    text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
 /// Where one connection's effects go: its socket, its outbound queue, its
@@ -220,7 +139,17 @@ impl Effects<'_> {
                 plugin,
                 request,
                 effects,
-            } => self.answer(&plugin, &request, effects).await,
+            } => {
+                let rule = self.group_names;
+                apply(
+                    Target::Connection(self),
+                    &plugin,
+                    effects,
+                    Phase::Call(&request),
+                    rule,
+                )
+                .await
+            }
         }
     }
 
@@ -230,121 +159,8 @@ impl Effects<'_> {
         self.flush().await
     }
 
-    async fn answer(
-        &mut self,
-        plugin: &LoadedPlugin,
-        request: &Envelope<'_>,
-        effects: RVec<Effect>,
-    ) -> Result<(), Stop> {
-        let kind = request.kind.as_ref();
-        // A group name that breaks the rule fails the whole call: carrying
-        // out the rest would leave the caller half-subscribed.
-        if let Some(problem) = first_bad_group(&effects, self.group_names) {
-            // The name often comes from the client: one line per request
-            // would let it fill the log.
-            if crate::base::log_limit::INVALID_GROUP_NAME.allow() {
-                warn!(plugin = %plugin.name, version = %plugin.version,
-                    r#type = %kind, cause = %problem,
-                    "handler used an invalid group name; none of its effects were carried out");
-            }
-            let problem = &problem;
-            return self
-                .reply(Failure::InvalidGroup { problem }.reply(request))
-                .await;
-        }
-        let changes = state_changes(&effects);
-        if !changes.is_empty() {
-            let state = self.state.get_or_insert_with(Default::default);
-            if let Err(refused) = state.apply(&plugin.name, &changes, self.state_limit, self.scope)
-            {
-                let failure = match refused {
-                    Refused::TooLarge { limit } => Failure::StateTooLarge { limit },
-                    Refused::NotJson => Failure::InvalidMessage { kind },
-                };
-                return self.reply(failure.reply(request)).await;
-            }
-        }
-        for effect in RVec::into_iter(effects) {
-            let effect_kind = effect.kind;
-            let action = match Action::decode(effect) {
-                Ok(action) => action,
-                Err(unusable) => {
-                    let failure = match unusable {
-                        Unusable::NotAnObject => {
-                            if crate::base::log_limit::HANDLER_INVALID.allow() {
-                                error!(plugin = %plugin.name, version = %plugin.version,
-                                    r#type = %kind, effect = effect_kind,
-                                    cause = "a message that is not a JSON object",
-                                    "handler produced something invalid");
-                            }
-                            Failure::InvalidMessage { kind }
-                        }
-                        Unusable::Unsupported(other) => {
-                            if crate::base::log_limit::HANDLER_INVALID.allow() {
-                                warn!(plugin = %plugin.name, version = %plugin.version,
-                                    r#type = %kind, effect = other,
-                                    "handler asked for an effect this host does not support");
-                            }
-                            Failure::Unsupported { kind }
-                        }
-                        Unusable::BadClose => {
-                            if crate::base::log_limit::HANDLER_INVALID.allow() {
-                                error!(plugin = %plugin.name, version = %plugin.version,
-                                    r#type = %kind, effect = effect_kind,
-                                    cause = "a close code outside 4000-4999 and 1008, or a reason over 123 bytes",
-                                    "handler produced something invalid");
-                            }
-                            Failure::InvalidMessage { kind }
-                        }
-                    };
-                    self.send(failure.reply(request)).await?;
-                    continue;
-                }
-            };
-            self.apply(action).await?;
-        }
-        self.flush().await
-    }
-
-    /// Carries out what a plugin's `on_connect` asked for, then flushes. A
-    /// close (refusal) ends the connection; effects that cannot be carried
-    /// out (a bad group name, too much state) refuse it with 1011.
-    pub(crate) async fn carry_out_hook(
-        &mut self,
-        plugin: &LoadedPlugin,
-        effects: RVec<Effect>,
-    ) -> Result<(), Stop> {
-        let failed = |cause: String| {
-            hooks::log_failure(
-                &plugin.name,
-                &plugin.version,
-                Hook::Connect,
-                &Outcome::Returned(CallOutcome::Failed(cause.into())),
-            );
-            Err(Stop::Close(Close::HOOK_FAILED))
-        };
-        if let Some(problem) = first_bad_group(&effects, self.group_names) {
-            return failed(format!("invalid group name: {problem}"));
-        }
-        let changes = state_changes(&effects);
-        if !changes.is_empty() {
-            let state = self.state.get_or_insert_with(Default::default);
-            if let Err(refused) = state.apply(&plugin.name, &changes, self.state_limit, self.scope)
-            {
-                return failed(format!("its state was refused: {refused:?}"));
-            }
-        }
-        for effect in RVec::into_iter(effects) {
-            match Action::decode(effect) {
-                Ok(action) => self.apply(action).await?,
-                Err(unusable) => return failed(format!("an unusable effect: {unusable:?}")),
-            }
-        }
-        self.flush().await
-    }
-
     /// Carries out one action; a close ends the connection after a flush.
-    pub(crate) async fn apply(&mut self, action: Action) -> Result<(), Stop> {
+    async fn act(&mut self, action: Action) -> Result<(), Stop> {
         match action {
             Action::Send(text) => self.send(text).await,
             Action::Close => {
@@ -390,104 +206,138 @@ impl Effects<'_> {
     }
 }
 
-/// Carries out the group sends among `on_disconnect`'s effects (the
-/// connection is gone: nothing else applies); a bad group name drops
-/// them all, as for a call.
-pub(crate) async fn carry_out_disconnect(
+/// Carries out what `plugin` asked for in `phase`, in order, the one place
+/// for calls and both hooks: the call's group names checked first (one bad
+/// name fails them all: carrying out the rest would leave the caller
+/// half-subscribed), then its state changes all at once, then each action.
+/// A connection is flushed at the end.
+pub(crate) async fn apply(
+    mut target: Target<'_, '_>,
     plugin: &LoadedPlugin,
     effects: RVec<Effect>,
-    groups: &dyn GroupLayer,
-    rule: GroupNameRule,
-) {
-    if let Some(problem) = first_bad_group(&effects, rule) {
-        hooks::log_failure(
-            &plugin.name,
-            &plugin.version,
-            Hook::Disconnect,
-            &Outcome::Returned(CallOutcome::Failed(
-                format!("invalid group name: {problem}").into(),
-            )),
-        );
-        return;
+    phase: Phase<'_>,
+    group_names: GroupNameRule,
+) -> Result<(), Stop> {
+    if let Some(problem) = first_bad_group(&effects, group_names) {
+        return match (&phase, &mut target) {
+            (Phase::Call(request), Target::Connection(connection)) => {
+                // The name often comes from the client: one line per request
+                // would let it fill the log.
+                if crate::base::log_limit::INVALID_GROUP_NAME.allow() {
+                    warn!(plugin = %plugin.name, version = %plugin.version,
+                        r#type = %request.kind, cause = %problem,
+                        "handler used an invalid group name; none of its effects were carried out");
+                }
+                let problem = &problem;
+                connection
+                    .reply(Failure::InvalidGroup { problem }.reply(request))
+                    .await
+            }
+            _ => refuse(plugin, &phase, format!("invalid group name: {problem}")),
+        };
     }
-    for effect in effects {
-        if effect.kind == EFFECT_GROUP_SEND && is_json_object(effect.body.as_str()) {
-            groups
-                .send(effect.target.as_str(), effect.body.into_string().into())
-                .await;
+    let Target::Connection(connection) = target else {
+        // Gone: its group sends are all that can still happen.
+        if let Target::Gone(groups) = target {
+            for action in RVec::into_iter(effects).filter_map(|e| Action::decode(e).ok()) {
+                if let Action::GroupSend { group, message } = action {
+                    groups.send(&group, message.into()).await;
+                }
+            }
         }
+        return Ok(());
+    };
+    let changes = state_changes(&effects);
+    if !changes.is_empty() {
+        let state = connection.state.get_or_insert_with(Default::default);
+        let limit = connection.state_limit;
+        if let Err(refused) = state.apply(&plugin.name, &changes, limit, connection.scope) {
+            let Phase::Call(request) = phase else {
+                return refuse(
+                    plugin,
+                    &phase,
+                    format!("its state was refused: {refused:?}"),
+                );
+            };
+            let kind = request.kind.as_ref();
+            let failure = match refused {
+                Refused::TooLarge { limit } => Failure::StateTooLarge { limit },
+                Refused::NotJson => Failure::InvalidMessage { kind },
+            };
+            return connection.reply(failure.reply(request)).await;
+        }
+    }
+    for effect in RVec::into_iter(effects) {
+        let effect_kind = effect.kind;
+        match (Action::decode(effect), &phase) {
+            (Ok(action), _) => connection.act(action).await?,
+            (Err(unusable), Phase::Call(request)) => {
+                let failure = unusable_reply(plugin, request, effect_kind, unusable);
+                connection.send(failure).await?;
+            }
+            (Err(unusable), _) => {
+                return refuse(plugin, &phase, format!("an unusable effect: {unusable:?}"))
+            }
+        }
+    }
+    connection.flush().await
+}
+
+/// A hook's effects that cannot be carried out: logged; `on_connect`'s
+/// refuse the connection (1011).
+fn refuse(plugin: &LoadedPlugin, phase: &Phase<'_>, cause: String) -> Result<(), Stop> {
+    let hook = match phase {
+        Phase::Disconnect => Hook::Disconnect,
+        Phase::Connect | Phase::Call(_) => Hook::Connect,
+    };
+    hooks::log_failure(
+        &plugin.name,
+        &plugin.version,
+        hook,
+        &Outcome::Returned(CallOutcome::Failed(cause.into())),
+    );
+    match phase {
+        Phase::Disconnect => Ok(()),
+        Phase::Connect | Phase::Call(_) => Err(Stop::Close(Close::HOOK_FAILED)),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn effect(kind: u32, target: &str, body: &str) -> Effect {
-        Effect {
-            kind,
-            target: target.into(),
-            body: body.into(),
+/// The error reply, in its place among a call's replies, for an effect
+/// that cannot be carried out (logged: the plugin is at fault).
+fn unusable_reply(
+    plugin: &LoadedPlugin,
+    request: &Envelope<'_>,
+    effect_kind: u32,
+    unusable: Unusable,
+) -> String {
+    let kind = request.kind.as_ref();
+    let failure = match unusable {
+        Unusable::NotAnObject => {
+            if crate::base::log_limit::HANDLER_INVALID.allow() {
+                error!(plugin = %plugin.name, version = %plugin.version,
+                    r#type = %kind, effect = effect_kind,
+                    cause = "a message that is not a JSON object",
+                    "handler produced something invalid");
+            }
+            Failure::InvalidMessage { kind }
         }
-    }
-
-    #[test]
-    fn effects_decode_into_actions() {
-        assert_eq!(
-            Action::decode(effect(EFFECT_SEND, "", r#"{"type":"pong"}"#)),
-            Ok(Action::Send(r#"{"type":"pong"}"#.to_owned()))
-        );
-        assert_eq!(
-            Action::decode(effect(EFFECT_CLOSE, "", "bye")),
-            Ok(Action::Close)
-        );
-        assert_eq!(
-            Action::decode(effect(EFFECT_JOIN, "room", "")),
-            Ok(Action::Join("room".to_owned()))
-        );
-        assert_eq!(
-            Action::decode(effect(EFFECT_LEAVE, "room", "")),
-            Ok(Action::Leave("room".to_owned()))
-        );
-        assert_eq!(
-            Action::decode(effect(EFFECT_GROUP_SEND, "room", "{}")),
-            Ok(Action::GroupSend {
-                group: "room".to_owned(),
-                message: "{}".to_owned()
-            })
-        );
-    }
-
-    #[test]
-    fn messages_must_be_objects_and_kinds_known() {
-        for body in ["[1]", "{", "\"x\"", ""] {
-            assert_eq!(
-                Action::decode(effect(EFFECT_SEND, "", body)),
-                Err(Unusable::NotAnObject)
-            );
-            assert_eq!(
-                Action::decode(effect(EFFECT_GROUP_SEND, "g", body)),
-                Err(Unusable::NotAnObject)
-            );
+        Unusable::Unsupported(other) => {
+            if crate::base::log_limit::HANDLER_INVALID.allow() {
+                warn!(plugin = %plugin.name, version = %plugin.version,
+                    r#type = %kind, effect = other,
+                    "handler asked for an effect this host does not support");
+            }
+            Failure::Unsupported { kind }
         }
-        assert_eq!(
-            Action::decode(effect(99, "", "{}")),
-            Err(Unusable::Unsupported(99))
-        );
-    }
-
-    #[test]
-    fn one_bad_group_name_is_found_among_the_effects() {
-        let rule = GroupNameRule::Channels;
-        let fine = [
-            effect(EFFECT_SEND, "not a group", "{}"),
-            effect(EFFECT_JOIN, "room-1", ""),
-        ];
-        assert!(first_bad_group(&fine, rule).is_none());
-        let bad = [
-            effect(EFFECT_JOIN, "room-1", ""),
-            effect(EFFECT_GROUP_SEND, "no spaces", "{}"),
-        ];
-        assert!(first_bad_group(&bad, rule).is_some());
-    }
+        Unusable::BadClose => {
+            if crate::base::log_limit::HANDLER_INVALID.allow() {
+                error!(plugin = %plugin.name, version = %plugin.version,
+                    r#type = %kind, effect = effect_kind,
+                    cause = "a close code outside 4000-4999 and 1008, or a reason over 123 bytes",
+                    "handler produced something invalid");
+            }
+            Failure::InvalidMessage { kind }
+        }
+    };
+    failure.reply(request)
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::{socket::outbound::Outbox, socket::wire};
+use crate::{socket::outbound::Outbox, socket::stream};
 
 /// Members one task writes to; a group larger than this has a lane.
 pub(crate) const CHUNK: usize = 512;
@@ -53,11 +53,11 @@ fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: Option<&[u8
 /// encoded (they then go through each member's queue).
 fn frames(messages: &[Utf8Bytes]) -> Option<Vec<u8>> {
     match messages {
-        [message] => wire::text_frame(message),
+        [message] => stream::text_frame(message),
         _ => {
             let mut all = Vec::new();
             for message in messages {
-                all.extend_from_slice(&wire::text_frame(message)?);
+                all.extend_from_slice(&stream::text_frame(message)?);
             }
             Some(all)
         }

@@ -94,13 +94,13 @@ pub(crate) trait GroupLayer: Send + Sync {
 #[derive(Default, Clone)]
 pub(crate) struct MemoryGroups {
     /// Shared with the groups' lanes, which read the members from it.
-    membership: Arc<Membership>,
+    membership: Arc<Memberships>,
     /// Counts each member a message was handed to.
     delivered: Counter,
 }
 
 #[derive(Default)]
-struct Membership {
+struct Memberships {
     state: Mutex<State>,
 }
 
@@ -114,7 +114,7 @@ struct State {
     lanes: HashMap<String, Lane>,
 }
 
-impl Membership {
+impl Memberships {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // The lock is never held across a panic-prone call; recover anyway.
         self.state
@@ -123,7 +123,7 @@ impl Membership {
     }
 }
 
-impl Members for Membership {
+impl Members for Memberships {
     fn members(&self, group: &str) -> Vec<Outbox> {
         self.state()
             .members
@@ -134,7 +134,7 @@ impl Members for Membership {
 }
 
 /// How a message is on its way to a group's members.
-enum Route {
+enum Delivery {
     /// Delivered by the sender, to these.
     Now(Vec<Outbox>),
     /// Through the group's lane, to this many.
@@ -169,10 +169,10 @@ impl MemoryGroups {
         // shutting down): the second time, deliver at once.
         for _ in 0..2 {
             let (lane, count) = match self.route(group) {
-                Route::Now(members) => {
+                Delivery::Now(members) => {
                     return fanout::reach(&members, std::slice::from_ref(message))
                 }
-                Route::Lane(lane, count) => (lane, count),
+                Delivery::Lane(lane, count) => (lane, count),
             };
             if lane.send(message.clone()).await.is_ok() {
                 return count;
@@ -186,21 +186,21 @@ impl MemoryGroups {
         fanout::reach(&members, std::slice::from_ref(message))
     }
 
-    fn route(&self, group: &str) -> Route {
+    fn route(&self, group: &str) -> Delivery {
         let mut state = self.state();
         let Some(members) = state.members.get(group) else {
-            return Route::Now(Vec::new());
+            return Delivery::Now(Vec::new());
         };
         let count = members.len();
         if let Some(lane) = state.lanes.get(group) {
-            return Route::Lane(lane.clone(), count);
+            return Delivery::Lane(lane.clone(), count);
         }
         if count <= CHUNK {
-            return Route::Now(members.values().cloned().collect());
+            return Delivery::Now(members.values().cloned().collect());
         }
         let lane = fanout::start_lane(group.to_owned(), self.membership.clone());
         state.lanes.insert(group.to_owned(), lane.clone());
-        Route::Lane(lane, count)
+        Delivery::Lane(lane, count)
     }
 
     /// Adds a member; true when it is the group's first.

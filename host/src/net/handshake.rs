@@ -35,16 +35,16 @@ use tracing::{debug, warn};
 use crate::{
     base::shutdown::Shutdown,
     config::Settings,
-    conn::{self, Shared},
+    conn::{self, Common},
     net::accept,
     net::client_limits::PerClient,
     net::forwarded::{self, Client},
-    socket::wire::Wire,
+    socket::stream::SharedStream,
 };
 
 /// What the WebSocket endpoint shares.
 pub(crate) struct Endpoint {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Common>,
     pub settings: Settings,
     /// One permit per open connection.
     pub slots: Arc<Semaphore>,
@@ -133,7 +133,7 @@ pub(crate) async fn upgrade(
         // Frames a client sent before it read the answer are the first
         // bytes the WebSocket reads.
         let socket = WebSocketStream::from_partially_read(
-            Wire::Own(stream),
+            SharedStream::Own(stream),
             read_past,
             Role::Server,
             Some(config),

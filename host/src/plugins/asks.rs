@@ -2,11 +2,13 @@
 //! [`HostAsk`]): how many connections are in a group (1.2); the plugin's
 //! own counters and log lines (1.3, [`crate::telemetry::plugin_reports`]).
 //!
-//! One function serves every plugin in this process: [`ask`], handed to
-//! each library at load. It knows who asks from the thread: the host marks
-//! the thread for the length of each call with the connection and the
-//! plugin ([`with_caller`]), so a plugin can only ask about its own caller
-//! and count under its own name, and a question from a thread the plugin
+//! What the answers come from is the server's [`Answers`], made once and
+//! handed down to whoever runs calls. One function serves every plugin in
+//! this process: [`ask`], handed to each library at load. It knows who asks
+//! from the thread: the host marks the thread for the length of each call
+//! with the server's answers, the connection and the plugin
+//! ([`with_caller`]), so a plugin can only ask about its own caller and
+//! count under its own name, and a question from a thread the plugin
 //! started itself gets an error. A plugin in a worker process asks its
 //! worker, which forwards the question over its channel with the call's
 //! id; the host answers it with [`answer`] for the connection that call
@@ -17,7 +19,7 @@ use std::{
     future::Future,
     panic::{catch_unwind, AssertUnwindSafe},
     ptr::NonNull,
-    sync::{Arc, RwLock},
+    sync::Arc,
 };
 
 use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
@@ -30,53 +32,50 @@ use crate::{
     telemetry::plugin_reports::PluginReports,
 };
 
-/// The groups of the server running in this process.
-static GROUPS: RwLock<Option<Arc<dyn GroupLayer>>> = RwLock::new(None);
-
-/// Where plugins' counters and log lines go.
-static REPORTS: RwLock<Option<Arc<PluginReports>>> = RwLock::new(None);
+/// What the host answers plugins from: the server's groups and where
+/// plugins' counters and log lines go.
+pub(crate) struct Answers {
+    pub groups: Arc<dyn GroupLayer>,
+    pub reports: Arc<PluginReports>,
+}
 
 thread_local! {
-    /// The connection whose call runs on this thread, and the name of the
-    /// plugin called (borrowed from [`with_caller`]'s caller for the call).
-    static CALLER: Cell<Option<(ConnectionId, NonNull<str>)>> = const { Cell::new(None) };
+    /// The call running on this thread: the server's answers, the
+    /// connection, and the name of the plugin called (both borrowed from
+    /// [`with_caller`]'s caller for the call).
+    static CALLER: Cell<Option<Caller>> = const { Cell::new(None) };
 }
 
-/// Where plugins' reports go; set once the server has its metrics.
-pub(crate) fn serve_reports(reports: Arc<PluginReports>) {
-    *REPORTS.write().unwrap_or_else(|p| p.into_inner()) = Some(reports);
-}
-
-fn reports() -> Option<Arc<PluginReports>> {
-    REPORTS.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// The server's groups, for the answers; set once it has them.
-pub(crate) fn serve_groups(groups: Arc<dyn GroupLayer>) {
-    *GROUPS.write().unwrap_or_else(|p| p.into_inner()) = Some(groups);
-}
-
-/// The server's groups, once set.
-pub(crate) fn groups() -> Option<Arc<dyn GroupLayer>> {
-    GROUPS.read().unwrap_or_else(|p| p.into_inner()).clone()
+/// The mark of a call on its thread.
+#[derive(Clone, Copy)]
+struct Caller {
+    answers: NonNull<Answers>,
+    connection: ConnectionId,
+    plugin: NonNull<str>,
 }
 
 /// Runs `call` (a handler or hook of the plugin `plugin`) with this
 /// thread marked as working for `connection`.
 pub(crate) fn with_caller<T>(
+    answers: &Answers,
     connection: ConnectionId,
     plugin: &str,
     call: impl FnOnce() -> T,
 ) -> T {
     /// Puts the mark back however the call ends, so that the borrowed
-    /// name never outlives it.
-    struct Restore(Option<(ConnectionId, NonNull<str>)>);
+    /// answers and name never outlive it.
+    struct Restore(Option<Caller>);
     impl Drop for Restore {
         fn drop(&mut self) {
             CALLER.with(|c| c.set(self.0));
         }
     }
-    let _restore = Restore(CALLER.with(|c| c.replace(Some((connection, NonNull::from(plugin))))));
+    let mark = Caller {
+        answers: NonNull::from(answers),
+        connection,
+        plugin: NonNull::from(plugin),
+    };
+    let _restore = Restore(CALLER.with(|c| c.replace(Some(mark))));
     call()
 }
 
@@ -89,14 +88,15 @@ pub(crate) fn ask_address() -> String {
 /// Never unwinds.
 pub(crate) extern "C" fn ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RString, RString> {
     let answered = catch_unwind(AssertUnwindSafe(|| {
-        let Some((connection, plugin)) = CALLER.with(Cell::get) else {
+        let Some(caller) = CALLER.with(Cell::get) else {
             return Err(ASK_OUTSIDE_CALL.to_owned());
         };
-        // SAFETY: the name is borrowed by `with_caller`, which is running
-        // the call this question comes from, and clears the mark when it
-        // returns.
-        let plugin = unsafe { plugin.as_ref() };
-        answer_blocking(question.as_str(), input.as_str(), connection, plugin)
+        // SAFETY: the answers and the name are borrowed by `with_caller`,
+        // which is running the call this question comes from, and clears
+        // the mark when it returns.
+        let (answers, plugin) = unsafe { (caller.answers.as_ref(), caller.plugin.as_ref()) };
+        let (question, input) = (question.as_str(), input.as_str());
+        answer_blocking(answers, question, input, caller.connection, plugin)
     }));
     match answered {
         Ok(Ok(text)) => ROk(text.into()),
@@ -108,12 +108,13 @@ pub(crate) extern "C" fn ask(question: RStr<'_>, input: RStr<'_>) -> RResult<RSt
 /// Answers on a thread that may block briefly: a runtime worker (an inline
 /// call) or a pool thread. Asking other hosts waits a bounded time.
 fn answer_blocking(
+    answers: &Answers,
     question: &str,
     input: &str,
     connection: ConnectionId,
     plugin: &str,
 ) -> Result<String, String> {
-    let mut answering = std::pin::pin!(answer(question, input, connection, plugin));
+    let mut answering = std::pin::pin!(answer(answers, question, input, connection, plugin));
     // Groups of this host answer at once: no blocking for them.
     let mut now = std::task::Context::from_waker(std::task::Waker::noop());
     if let std::task::Poll::Ready(answered) = answering.as_mut().poll(&mut now) {
@@ -125,20 +126,17 @@ fn answer_blocking(
 
 /// The answer to one question of `plugin` for `connection`.
 pub(crate) async fn answer(
+    answers: &Answers,
     question: &str,
     input: &str,
     connection: ConnectionId,
     plugin: &str,
 ) -> Result<String, String> {
     match question {
-        ASK_COUNT => reports()
-            .ok_or("the server has no metrics yet")?
-            .count(plugin, input),
-        ASK_LOG => reports()
-            .ok_or("the server has no log yet")?
-            .log(plugin, input),
+        ASK_COUNT => answers.reports.count(plugin, input),
+        ASK_LOG => answers.reports.log(plugin, input),
         ASK_GROUP_SIZE | ASK_LOCAL_GROUP_SIZE => {
-            let groups = groups().ok_or("the server has no groups yet")?;
+            let groups = &answers.groups;
             let group: String = serde_json::from_str(input)
                 .map_err(|e| format!("the group name is not a JSON string: {e}"))?;
             let (local, caller) = groups.local_size(&group, connection);
@@ -167,23 +165,34 @@ mod tests {
         // SAFETY: read while the marking `with_caller` runs, as `ask` does.
         CALLER
             .with(Cell::get)
-            .map(|(c, p)| (c, unsafe { p.as_ref() }.to_owned()))
+            .map(|c| (c.connection, unsafe { c.plugin.as_ref() }.to_owned()))
+    }
+
+    fn answers() -> Answers {
+        let mut registry = prometheus_client::registry::Registry::default();
+        Answers {
+            groups: Arc::new(crate::groups::MemoryGroups::default()),
+            reports: Arc::new(PluginReports::register(&mut registry)),
+        }
     }
 
     #[test]
     fn the_mark_names_the_plugin_for_the_call_only() {
+        let answers = answers();
         assert_eq!(caller(), None);
         let outer = 7;
-        with_caller(outer, "proxy", || {
+        with_caller(&answers, outer, "proxy", || {
             assert_eq!(caller(), Some((outer, "proxy".to_owned())));
-            with_caller(8, "other", || {
+            with_caller(&answers, 8, "other", || {
                 assert_eq!(caller().map(|c| c.1), Some("other".to_owned()));
             });
             assert_eq!(caller(), Some((outer, "proxy".to_owned())));
         });
         assert_eq!(caller(), None);
         // Put back when the call unwinds too.
-        let unwound = std::panic::catch_unwind(|| with_caller(outer, "proxy", || panic!("boom")));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_caller(&answers, outer, "proxy", || panic!("boom"))
+        }));
         assert!(unwound.is_err());
         assert_eq!(caller(), None);
     }

@@ -41,7 +41,7 @@ struct Judge {
 
 /// What one call changed about where a handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum ModeChange {
     Unchanged,
     /// Too slow too often: it runs on the pool from now on.
     Demoted,
@@ -83,11 +83,11 @@ impl HandlerInfo {
     /// and whether it took longer than its budget. Demotes after
     /// [`SLOW_CALLS`] slow calls among the last [`WINDOW`], and promotes a
     /// demoted handler after enough fast calls in a row.
-    pub(crate) fn judge(&self, ran_inline: bool, slow: bool) -> Verdict {
+    pub(crate) fn judge(&self, ran_inline: bool, slow: bool) -> ModeChange {
         let judge = &self.judge;
         let n = judge.calls.fetch_add(1, Ordering::Relaxed) + 1;
         match (ran_inline, slow) {
-            (true, false) => Verdict::Unchanged,
+            (true, false) => ModeChange::Unchanged,
             (true, true) => {
                 // The oldest remembered slow call; 0 is "none".
                 let (oldest, slot) = judge
@@ -105,16 +105,16 @@ impl HandlerInfo {
                     judge.fast_streak.store(0, Ordering::Relaxed);
                     if self.inline.swap(false, Ordering::Relaxed) {
                         judge.demotions.fetch_add(1, Ordering::Relaxed);
-                        return Verdict::Demoted;
+                        return ModeChange::Demoted;
                     }
-                    return Verdict::Unchanged;
+                    return ModeChange::Unchanged;
                 }
                 judge.slow[slot].store(n, Ordering::Relaxed);
-                Verdict::Unchanged
+                ModeChange::Unchanged
             }
             (false, true) => {
                 judge.fast_streak.store(0, Ordering::Relaxed);
-                Verdict::Unchanged
+                ModeChange::Unchanged
             }
             (false, false) => {
                 let streak = judge.fast_streak.fetch_add(1, Ordering::Relaxed) + 1;
@@ -124,13 +124,13 @@ impl HandlerInfo {
                     .saturating_sub(1)
                     .min(6);
                 if streak < FAST_STREAK << doublings {
-                    return Verdict::Unchanged;
+                    return ModeChange::Unchanged;
                 }
                 judge.fast_streak.store(0, Ordering::Relaxed);
                 if self.inline.swap(true, Ordering::Relaxed) {
-                    Verdict::Unchanged
+                    ModeChange::Unchanged
                 } else {
-                    Verdict::Promoted
+                    ModeChange::Promoted
                 }
             }
         }
@@ -145,16 +145,16 @@ mod tests {
     fn one_slow_call_does_not_demote_but_several_do() {
         let h = HandlerInfo::new(vec!["t".into()], true);
         for _ in 0..10 {
-            assert_eq!(h.judge(true, true), Verdict::Unchanged);
+            assert_eq!(h.judge(true, true), ModeChange::Unchanged);
             for _ in 0..WINDOW {
-                assert_eq!(h.judge(true, false), Verdict::Unchanged);
+                assert_eq!(h.judge(true, false), ModeChange::Unchanged);
             }
         }
         assert_eq!(h.mode(), "inline");
-        assert_eq!(h.judge(true, true), Verdict::Unchanged);
-        assert_eq!(h.judge(true, false), Verdict::Unchanged);
-        assert_eq!(h.judge(true, true), Verdict::Unchanged);
-        assert_eq!(h.judge(true, true), Verdict::Demoted);
+        assert_eq!(h.judge(true, true), ModeChange::Unchanged);
+        assert_eq!(h.judge(true, false), ModeChange::Unchanged);
+        assert_eq!(h.judge(true, true), ModeChange::Unchanged);
+        assert_eq!(h.judge(true, true), ModeChange::Demoted);
         assert_eq!(h.mode(), "demoted");
         assert!(!h.is_inline());
     }
@@ -165,25 +165,25 @@ mod tests {
         for _ in 0..SLOW_CALLS - 1 {
             h.judge(true, true);
         }
-        assert_eq!(h.judge(true, true), Verdict::Demoted);
+        assert_eq!(h.judge(true, true), ModeChange::Demoted);
         for _ in 0..FAST_STREAK - 1 {
-            assert_eq!(h.judge(false, false), Verdict::Unchanged);
+            assert_eq!(h.judge(false, false), ModeChange::Unchanged);
         }
-        assert_eq!(h.judge(false, true), Verdict::Unchanged);
+        assert_eq!(h.judge(false, true), ModeChange::Unchanged);
         for _ in 0..FAST_STREAK - 1 {
-            assert_eq!(h.judge(false, false), Verdict::Unchanged);
+            assert_eq!(h.judge(false, false), ModeChange::Unchanged);
         }
-        assert_eq!(h.judge(false, false), Verdict::Promoted);
+        assert_eq!(h.judge(false, false), ModeChange::Promoted);
         assert_eq!(h.mode(), "inline");
         // The second time it takes twice as long.
         for _ in 0..SLOW_CALLS - 1 {
             h.judge(true, true);
         }
-        assert_eq!(h.judge(true, true), Verdict::Demoted);
+        assert_eq!(h.judge(true, true), ModeChange::Demoted);
         for _ in 0..2 * FAST_STREAK - 1 {
-            assert_eq!(h.judge(false, false), Verdict::Unchanged);
+            assert_eq!(h.judge(false, false), ModeChange::Unchanged);
         }
-        assert_eq!(h.judge(false, false), Verdict::Promoted);
+        assert_eq!(h.judge(false, false), ModeChange::Promoted);
         assert_eq!(HandlerInfo::new(vec![], false).mode(), "pooled");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
+use crate::plugins::asks::Answers;
 use crate::{
     config::Isolation,
     plugins::{
@@ -17,7 +18,7 @@ use crate::{
         },
         library,
         loaded::{self, Backend, LoadedPlugin},
-        manifest::{self, LoadError, Rejection},
+        manifest::{self, FailedLoad, LoadError},
     },
 };
 
@@ -28,6 +29,8 @@ pub(crate) struct LoadSettings {
     pub tables: Arc<BTreeMap<String, String>>,
     pub isolation: Arc<BTreeMap<String, Isolation>>,
     pub limits: WorkerLimits,
+    /// What plugins' questions are answered from.
+    pub answers: Arc<Answers>,
 }
 
 /// Loads the plugin whose file content is `bytes` (read from `file`): in a
@@ -38,7 +41,7 @@ pub(crate) async fn load(
     shadow: Arc<ShadowDir>,
     settings: &LoadSettings,
     metrics: impl FnOnce(&str) -> crate::telemetry::metrics::WorkerMetrics,
-) -> Result<LoadedPlugin, Rejection> {
+) -> Result<LoadedPlugin, FailedLoad> {
     let library = {
         let (file, shadow) = (file.to_owned(), shadow.clone());
         let bytes = Arc::new(bytes);
@@ -75,7 +78,7 @@ pub(crate) async fn load(
     let answer = starting
         .configure(&config, START_TIMEOUT)
         .await
-        .map_err(|e| Rejection {
+        .map_err(|e| FailedLoad {
             identity: Some(manifest.identity()),
             error: start_error(e).error,
         })?;
@@ -95,6 +98,7 @@ pub(crate) async fn load(
         config,
         settings.limits,
         metrics(&manifest.name),
+        settings.answers.clone(),
     );
     Ok(LoadedPlugin::new(
         file,
@@ -105,8 +109,8 @@ pub(crate) async fn load(
     ))
 }
 
-fn start_error(e: StartError) -> Rejection {
-    Rejection::from(match e {
+fn start_error(e: StartError) -> FailedLoad {
+    FailedLoad::from(match e {
         StartError::Load(error) => error,
         StartError::Died(how) => LoadError::Init(format!(
             "its worker process crashed while loading it ({how})"

@@ -230,7 +230,7 @@ pub(crate) fn load(
     shadow: &ShadowDir,
     pool_size: usize,
     settings: &BTreeMap<String, String>,
-) -> Result<LoadedPlugin, Rejection> {
+) -> Result<LoadedPlugin, FailedLoad> {
     let module = library::open(file, bytes, shadow)?;
     let mut manifest = ManifestInfo::of(&(module.manifest())());
     manifest.hooks = introduce(module, &crate::plugins::asks::ask_address());

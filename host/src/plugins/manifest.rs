@@ -44,14 +44,14 @@ pub(crate) enum LoadError {
 
 /// A failed load: why, and who the plugin said it was when it got that far.
 #[derive(Debug)]
-pub(crate) struct Rejection {
+pub(crate) struct FailedLoad {
     pub identity: Option<Identity>,
     pub error: LoadError,
 }
 
-impl From<LoadError> for Rejection {
+impl From<LoadError> for FailedLoad {
     fn from(error: LoadError) -> Self {
-        Rejection {
+        FailedLoad {
             identity: None,
             error,
         }
@@ -165,8 +165,8 @@ impl ManifestInfo {
 
     /// Checks who the plugin says it is, before it is configured: a name,
     /// and built to unwind.
-    pub(crate) fn check_identity(&self) -> Result<(), Rejection> {
-        let reject = |error: LoadError| Rejection {
+    pub(crate) fn check_identity(&self) -> Result<(), FailedLoad> {
+        let reject = |error: LoadError| FailedLoad {
             identity: Some(self.identity()),
             error,
         };
@@ -184,10 +184,10 @@ impl ManifestInfo {
     /// Checks what the plugin declares once it is configured (a handler's
     /// types may come from its configuration); its handlers when it may
     /// serve.
-    pub(crate) fn check(&self) -> Result<Vec<HandlerInfo>, Rejection> {
+    pub(crate) fn check(&self) -> Result<Vec<HandlerInfo>, FailedLoad> {
         self.check_identity()?;
         let identity = self.identity();
-        let reject = |error: LoadError| Rejection {
+        let reject = |error: LoadError| FailedLoad {
             identity: Some(identity.clone()),
             error,
         };
@@ -229,7 +229,7 @@ pub(crate) fn configured(
     manifest: &ManifestInfo,
     answer: Result<String, String>,
     has_table: bool,
-) -> Result<(), Rejection> {
+) -> Result<(), FailedLoad> {
     let name = &manifest.name;
     match answer {
         Ok(warnings) => {
@@ -247,7 +247,7 @@ pub(crate) fn configured(
             }
             Ok(())
         }
-        Err(e) => Err(Rejection {
+        Err(e) => Err(FailedLoad {
             identity: Some(manifest.identity()),
             error: LoadError::Config(e),
         }),

@@ -27,6 +27,7 @@ use notify::{
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
+use crate::plugins::asks::Answers;
 use crate::{
     config::Isolation,
     plugins::files::permissions,
@@ -52,6 +53,8 @@ pub(crate) struct WatchSettings {
     pub isolation: Arc<BTreeMap<String, Isolation>>,
     /// Limits of each plugin worker process.
     pub worker_limits: WorkerLimits,
+    /// What plugins' questions are answered from.
+    pub answers: Arc<Answers>,
     /// Refuse files and a directory that others than the server's user or
     /// root could write (see `safety`).
     pub strict_modes: bool,
@@ -189,6 +192,7 @@ pub(crate) async fn start(
             tables: settings.plugin_settings.clone(),
             isolation: settings.isolation.clone(),
             limits: settings.worker_limits,
+            answers: settings.answers.clone(),
         },
         strict_modes: settings.strict_modes,
         monitor: monitor.clone(),

@@ -1,10 +1,10 @@
 //! Writing to a client: the stream a connection shares with the group
-//! fan-out ([`wire`]) and the outbound queue of group messages waiting for
+//! fan-out ([`stream`]) and the outbound queue of group messages waiting for
 //! a busy connection, with its limits ([`outbound`]).
 
 pub(crate) mod outbound;
-pub(crate) mod wire;
+pub(crate) mod stream;
 
 /// An upgraded connection, on its TCP stream (shared with the fan-out once
-/// it joined a group, see [`wire`]).
-pub(crate) type Socket = tokio_tungstenite::WebSocketStream<wire::Wire>;
+/// it joined a group, see [`stream`]).
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<stream::SharedStream>;

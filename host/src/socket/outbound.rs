@@ -1,5 +1,5 @@
 //! How group messages reach a connection: written straight to its socket
-//! when its line is free ([`crate::socket::wire`]), else through its outbound
+//! when its line is free ([`crate::socket::stream`]), else through its outbound
 //! queue, within limits: at most so many messages and so many bytes
 //! waiting (a message counts until it is on the socket). A message that
 //! finds the queue full is dropped (and counted), and the connection is
@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::{self, Utf8Bytes};
 
 use crate::{
     base::protocol::Close,
-    socket::wire::{Line, Wrote},
+    socket::stream::{Line, Wrote},
 };
 
 /// Group messages written per flush.
@@ -304,7 +304,7 @@ impl Outbound {
     }
 
     /// The sending end, made with the queue on first use (the first join),
-    /// on the line `share` gives (see [`crate::socket::wire::Wire::share`]).
+    /// on the line `share` gives (see [`crate::socket::stream::SharedStream::share`]).
     pub(crate) fn outbox(
         &mut self,
         limits: QueueLimits,

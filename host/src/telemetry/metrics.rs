@@ -37,12 +37,12 @@ pub(crate) struct MessageLabels {
     /// The message type, for types a plugin serves; empty otherwise (the
     /// type is client-controlled and must not grow the label set).
     pub r#type: String,
-    pub outcome: Outcome,
+    pub outcome: RequestResult,
 }
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum RequestResult {
     /// The handler ran and succeeded.
     Ok,
     /// The handler returned an error.
@@ -55,21 +55,21 @@ pub(crate) enum Outcome {
     Invalid,
 }
 
-impl Outcome {
+impl RequestResult {
     /// The label value.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Error => "error",
-            Outcome::Panic => "panic",
-            Outcome::Timeout => "timeout",
-            Outcome::UnknownType => "unknown_type",
-            Outcome::Invalid => "invalid",
+            RequestResult::Ok => "ok",
+            RequestResult::Error => "error",
+            RequestResult::Panic => "panic",
+            RequestResult::Timeout => "timeout",
+            RequestResult::UnknownType => "unknown_type",
+            RequestResult::Invalid => "invalid",
         }
     }
 }
 
-impl EncodeLabelValue for Outcome {
+impl EncodeLabelValue for RequestResult {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
         encoder.write_str(self.as_str())
     }
@@ -190,8 +190,8 @@ impl Default for Metrics {
                 })
                 .clone()
         };
-        let invalid = unlabelled(Outcome::Invalid);
-        let unknown_type = unlabelled(Outcome::UnknownType);
+        let invalid = unlabelled(RequestResult::Invalid);
+        let unknown_type = unlabelled(RequestResult::UnknownType);
         let queue_drops = Counter::default();
         registry.register(
             "outbound_queue_drops",
@@ -265,10 +265,10 @@ impl Metrics {
                 .clone()
         };
         let metrics = RouteMetrics {
-            ok: counter(Outcome::Ok),
-            error: counter(Outcome::Error),
-            panic: counter(Outcome::Panic),
-            timeout: counter(Outcome::Timeout),
+            ok: counter(RequestResult::Ok),
+            error: counter(RequestResult::Error),
+            panic: counter(RequestResult::Panic),
+            timeout: counter(RequestResult::Timeout),
             latency: self
                 .handler_seconds
                 .get_or_create(&PluginLabel {

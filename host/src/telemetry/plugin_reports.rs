@@ -32,7 +32,7 @@ use prometheus_client::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::base::log_limit::{LogLimit, Verdict, INTERVAL};
+use crate::base::log_limit::{LogDecision, LogLimit, INTERVAL};
 
 /// Counter series (event and kind pairs) one plugin may have.
 pub(crate) const MAX_SERIES: usize = 100;
@@ -228,12 +228,12 @@ impl PluginReports {
         }
         let reporter = self.reporter(plugin);
         match reporter.lines.verdict() {
-            Verdict::Log { suppressed: 0 } => {}
-            Verdict::Log { suppressed } => {
+            LogDecision::Log { suppressed: 0 } => {}
+            LogDecision::Log { suppressed } => {
                 tracing::warn!(plugin = %reporter.name, suppressed,
                     "{suppressed} log lines of the plugin were dropped by the rate limit");
             }
-            Verdict::Suppress { first } => {
+            LogDecision::Suppress { first } => {
                 reporter.dropped.inc();
                 if first {
                     tracing::warn!(plugin = %reporter.name, limit = LINES_PER_INTERVAL,

@@ -30,8 +30,8 @@ use std::{
 use tracing::debug;
 
 use super::{
+    format::{self, Received},
     health::Health,
-    wire::{self, Received},
 };
 use crate::groups::MemoryGroups;
 
@@ -67,7 +67,7 @@ struct Names {
 
 /// One membership in Redis: the group's key and the host's channel in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Membership {
+pub(super) struct CoreEntry {
     pub key: String,
     pub channel: String,
 }
@@ -152,7 +152,7 @@ impl Core {
     }
 
     /// The membership of a group that got its first local member.
-    pub(super) fn joined(&self, group: &str) -> Membership {
+    pub(super) fn joined(&self, group: &str) -> CoreEntry {
         let mut names = self.names();
         let channel = match names.by_group.get(group) {
             Some(channel) => channel.clone(),
@@ -164,29 +164,29 @@ impl Core {
                 channel
             }
         };
-        Membership {
+        CoreEntry {
             key: self.group_key(group),
             channel,
         }
     }
 
     /// The membership of a group whose last local member left.
-    pub(super) fn left(&self, group: &str) -> Option<Membership> {
+    pub(super) fn left(&self, group: &str) -> Option<CoreEntry> {
         let mut names = self.names();
         let channel = names.by_group.remove(group)?;
         names.by_channel.remove(&channel);
-        Some(Membership {
+        Some(CoreEntry {
             key: self.group_key(group),
             channel,
         })
     }
 
     /// Every membership the host holds now.
-    pub(super) fn memberships(&self) -> Vec<Membership> {
+    pub(super) fn memberships(&self) -> Vec<CoreEntry> {
         self.names()
             .by_group
             .iter()
-            .map(|(group, channel)| Membership {
+            .map(|(group, channel)| CoreEntry {
                 key: self.group_key(group),
                 channel: channel.clone(),
             })
@@ -196,7 +196,7 @@ impl Core {
     /// A message popped from this host's set: for the local members of the
     /// groups of the channels it names.
     pub(super) async fn received(&self, payload: &[u8]) {
-        let (message, channels) = wire::read_core_message(payload);
+        let (message, channels) = format::read_core_message(payload);
         let message = match message {
             Received::Message(message) => message,
             Received::Own => return,
@@ -282,7 +282,7 @@ impl Core {
             send.arg(set);
         }
         for (_, names) in &sets {
-            send.arg(wire::core_message(message, names));
+            send.arg(format::core_message(message, names));
         }
         for _ in &sets {
             send.arg(self.settings.capacity);

@@ -21,7 +21,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    core::{Core, Membership},
+    core::{Core, CoreEntry},
     health::{deadline, Failure, BROKER_TIMEOUT},
 };
 
@@ -37,8 +37,8 @@ const ADD_AT_ONCE: usize = 500;
 /// A change of memberships, for the link.
 pub(super) enum Change {
     /// Add; the sender is told once Redis confirmed it.
-    Add(Membership, Option<oneshot::Sender<()>>),
-    Remove(Membership),
+    Add(CoreEntry, Option<oneshot::Sender<()>>),
+    Remove(CoreEntry),
     /// Remove every membership (the host stops); then told.
     Close(oneshot::Sender<()>),
 }
@@ -59,7 +59,7 @@ pub(super) async fn open(
     Ok((commands, popping))
 }
 
-fn add(pipe: &mut redis::Pipeline, core: &Core, membership: &Membership, now: f64) {
+fn add(pipe: &mut redis::Pipeline, core: &Core, membership: &CoreEntry, now: f64) {
     pipe.cmd("ZADD")
         .arg(&membership.key)
         .arg(now)

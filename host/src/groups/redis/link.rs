@@ -19,8 +19,8 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
+    format::{Format, Received},
     health::{deadline, Failure, Health},
-    wire::{Received, Wire},
 };
 use crate::groups::MemoryGroups;
 use rohrpost_plugin_api::GroupNameRule;
@@ -68,7 +68,7 @@ pub(super) async fn open(
 pub(super) async fn run(
     client: redis::Client,
     where_: String,
-    layer: Arc<Shared>,
+    layer: Arc<LayerState>,
     first: PubSub,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
@@ -122,7 +122,7 @@ async fn pause(period: Duration, control: &mut mpsc::UnboundedReceiver<Control>)
 
 /// Runs one connection until it fails or the layer is dropped.
 async fn serve(
-    layer: &Shared,
+    layer: &LayerState,
     pubsub: PubSub,
     control: &mut mpsc::UnboundedReceiver<Control>,
     after_outage: bool,
@@ -186,17 +186,17 @@ async fn serve(
 }
 
 /// What the link needs of the layer.
-pub(super) struct Shared {
+pub(super) struct LayerState {
     pub local: MemoryGroups,
-    /// What every group's channel name starts with (see [`Wire`]).
+    /// What every group's channel name starts with (see [`Format`]).
     pub prefix: String,
-    pub wire: Wire,
-    /// This host's id, in every message it publishes (see [`Wire`]).
+    pub wire: Format,
+    /// This host's id, in every message it publishes (see [`Format`]).
     pub origin: String,
     pub health: Arc<Health>,
 }
 
-impl Shared {
+impl LayerState {
     pub(super) fn channel(&self, group: &str) -> String {
         format!("{}{group}", self.prefix)
     }

@@ -3,7 +3,7 @@
 //! group message to every host that has members of the group, and each host
 //! fans it out to its own connections.
 //!
-//! - Membership stays local ([`MemoryGroups`]). A host subscribes to a
+//! - CoreEntry stays local ([`MemoryGroups`]). A host subscribes to a
 //!   group's channel when the group gets its first local member, and
 //!   unsubscribes when the last one leaves ([`link`]).
 //! - Sending delivers to local members at once and queues the message for
@@ -26,11 +26,11 @@
 
 mod core;
 mod core_link;
+mod format;
 mod health;
 mod link;
 mod presence;
 mod publisher;
-mod wire;
 
 use std::{sync::Arc, time::Duration};
 
@@ -43,10 +43,10 @@ use self::{
     core::Core,
     core_link::Change,
     health::{Health, BROKER_TIMEOUT},
-    link::{Control, Shared},
+    link::{Control, LayerState},
     publisher::{Publisher, Sink},
 };
-pub(crate) use self::{core::CoreSettings, wire::Wire};
+pub(crate) use self::{core::CoreSettings, format::Format};
 use crate::{
     groups::{ConnectionId, GroupFuture, GroupLayer, HostEntry, MemoryGroups, Outbox},
     telemetry::Monitor,
@@ -60,7 +60,7 @@ const JOIN_WAIT: Duration = Duration::from_millis(250);
 
 /// The Redis-backed group layer.
 pub(crate) struct RedisGroups {
-    shared: Arc<Shared>,
+    shared: Arc<LayerState>,
     control: mpsc::UnboundedSender<Control>,
     publisher: Publisher,
     presence: Arc<Presence>,
@@ -71,7 +71,7 @@ impl RedisGroups {
     /// the tasks that keep the subscriptions and publish.
     pub(crate) async fn connect(
         url: &str,
-        wire: Wire,
+        wire: Format,
         prefix: &str,
         monitor: Arc<Monitor>,
     ) -> anyhow::Result<Arc<RedisGroups>> {
@@ -82,7 +82,7 @@ impl RedisGroups {
         let health = Arc::new(Health::new(monitor.clone()));
         health.connected(publishing);
         health.up();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(LayerState {
             local,
             prefix: wire.channel_prefix(prefix),
             wire,

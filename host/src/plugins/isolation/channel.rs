@@ -29,7 +29,7 @@ use std::{
     time::Duration,
 };
 
-use rohrpost_plugin_api::abi::CallOutcome;
+use crate::plugins::outcome::Outcome;
 use thiserror::Error;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
@@ -356,16 +356,9 @@ impl WriterTask {
     }
 }
 
-/// A call's end as seen from the caller.
-#[derive(Debug)]
-pub(crate) enum CallEnd {
-    Replied {
-        outcome: CallOutcome,
-        ran_for: Duration,
-    },
-    /// The worker died (or was killed) with the call in flight.
-    Crashed,
-}
+/// How a call through the channel ended, and how long the handler ran in
+/// the worker when it answered.
+pub(crate) type CallEnd = (Outcome, Option<Duration>);
 
 struct Calls {
     /// False once the channel has ended, or the worker is draining: no
@@ -486,14 +479,11 @@ impl Worker {
             self.kill.notify_one();
         }
         if let Some((_, _, waiter)) = waiter {
-            let _ = waiter.send(CallEnd::Replied {
-                outcome: reply.outcome,
-                ran_for: reply.ran_for,
-            });
+            let _ = waiter.send((Outcome::Returned(reply.outcome), Some(reply.ran_for)));
         }
     }
 
-    /// The channel has ended: every call in flight gets [`CallEnd::Crashed`],
+    /// The channel has ended: every call in flight gets [`Outcome::Crashed`],
     /// and no call is taken any more. The handlers of the calls there were.
     pub(crate) fn fail_all(&self) -> Vec<u32> {
         let waiting = {
@@ -504,7 +494,7 @@ impl Worker {
         let mut handlers = Vec::with_capacity(waiting.len());
         for (_, (handler, _, waiter)) in waiting {
             handlers.push(handler);
-            let _ = waiter.send(CallEnd::Crashed);
+            let _ = waiter.send((Outcome::Crashed, None));
         }
         handlers
     }

@@ -39,10 +39,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::timeout_at;
 
 pub(crate) use self::channel::WorkerLimits;
-use self::{
-    channel::CallEnd,
-    supervisor::{Supervisor, Unavailable, WorkerStatus},
-};
+use self::supervisor::{Supervisor, Unavailable, WorkerStatus};
 use crate::plugins::outcome::Outcome;
 
 /// A plugin version's worker, as its [`LoadedPlugin`] holds it. Dropped
@@ -86,10 +83,10 @@ impl WorkerHandle {
                 }
             };
             return match timeout_at(deadline, &mut pending.end).await {
-                Ok(Ok(CallEnd::Replied { outcome, ran_for })) => {
-                    (Outcome::Returned(outcome), Some(ran_for))
-                }
-                Ok(Ok(CallEnd::Crashed)) | Ok(Err(_)) => (Outcome::Crashed, None),
+                Ok(Ok(end)) => end,
+                // The channel let go of the call without an end: its worker
+                // is gone.
+                Ok(Err(_)) => (Outcome::Crashed, None),
                 Err(_) => {
                     pending.time_out();
                     self.0.drain(&worker);

@@ -43,7 +43,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::telemetry::metrics::WorkerMetrics;
+use crate::{plugins::asks::Answers, telemetry::metrics::WorkerMetrics};
 
 use super::{
     channel::{self, read_frame, StartError, Starting, Worker, WorkerLimits},
@@ -108,6 +108,8 @@ pub(crate) struct Supervisor {
     restarts: AtomicU64,
     kills: AtomicU64,
     metrics: WorkerMetrics,
+    /// What the plugin's questions are answered from.
+    answers: Arc<Answers>,
 }
 
 impl Supervisor {
@@ -118,6 +120,7 @@ impl Supervisor {
         config: String,
         limits: WorkerLimits,
         metrics: WorkerMetrics,
+        answers: Arc<Answers>,
     ) -> Arc<Supervisor> {
         let manifest = &starting.manifest;
         let supervisor = Arc::new(Supervisor {
@@ -136,6 +139,7 @@ impl Supervisor {
             restarts: AtomicU64::new(0),
             kills: AtomicU64::new(0),
             metrics,
+            answers,
         });
         tokio::spawn(supervisor.clone().supervise(starting));
         supervisor
@@ -373,6 +377,7 @@ impl Supervisor {
         let mut watching = tokio::spawn(watch(
             worker.clone(),
             Arc::from(self.name.as_str()),
+            self.answers.clone(),
             child,
             reader,
         ));
@@ -449,10 +454,11 @@ enum RunEnd {
 async fn watch(
     worker: Arc<Worker>,
     plugin: Arc<str>,
+    answers: Arc<Answers>,
     mut child: tokio::process::Child,
     mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> String {
-    let read = read_replies(&worker, &plugin, &mut reader);
+    let read = read_replies(&worker, &plugin, &answers, &mut reader);
     let mut read = std::pin::pin!(read);
     let mut reading = true;
     let mut broke = None;
@@ -485,14 +491,16 @@ async fn watch(
 /// Answers a plugin's question from its worker, about the connection of
 /// the call it came with (none: an error answer), off the reading task.
 /// `plugin` is the supervisor's, never what the worker says.
-fn answer_ask(worker: &Arc<Worker>, plugin: &Arc<str>, ask: frame::Ask) {
+fn answer_ask(worker: &Arc<Worker>, plugin: &Arc<str>, answers: &Arc<Answers>, ask: frame::Ask) {
     let caller = worker.caller_of(ask.call_id);
     let worker = worker.clone();
     let plugin = plugin.clone();
+    let answers = answers.clone();
     tokio::spawn(async move {
         let answered = match caller {
             Some(connection) => {
-                crate::plugins::asks::answer(&ask.question, &ask.input, connection, &plugin).await
+                let (question, input) = (&ask.question, &ask.input);
+                crate::plugins::asks::answer(&answers, question, input, connection, &plugin).await
             }
             None => Err(rohrpost_plugin_api::abi::ASK_OUTSIDE_CALL.to_owned()),
         };
@@ -504,6 +512,7 @@ fn answer_ask(worker: &Arc<Worker>, plugin: &Arc<str>, ask: frame::Ask) {
 async fn read_replies(
     worker: &Arc<Worker>,
     plugin: &Arc<str>,
+    answers: &Arc<Answers>,
     reader: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> Option<String> {
     loop {
@@ -515,7 +524,7 @@ async fn read_replies(
                 Err(e) => return Some(e.to_string()),
             },
             Ok(Some((frame::ASK, body))) => match frame::read_ask(&mut Reader::new(&body)) {
-                Ok(ask) => answer_ask(worker, plugin, ask),
+                Ok(ask) => answer_ask(worker, plugin, answers, ask),
                 Err(e) => return Some(e.to_string()),
             },
             Ok(Some((tag, _))) => return Some(format!("an unexpected frame {tag:#04x}")),

@@ -10,9 +10,9 @@
 //! nothing waiting in its queue. Otherwise the message goes to the
 //! connection's queue, as before, and the connection's task writes it.
 //!
-//! A connection that never joins keeps its bare stream ([`Wire::Own`]);
+//! A connection that never joins keeps its bare stream ([`SharedStream::Own`]);
 //! its first join moves the stream into a shared [`Line`]
-//! ([`Wire::share`]), and from then on every byte, the connection's and
+//! ([`SharedStream::share`]), and from then on every byte, the connection's and
 //! the fan-out's, is written under the line's lock.
 
 use std::{
@@ -35,12 +35,12 @@ use tokio_tungstenite::tungstenite::{
 };
 
 /// The stream a connection's WebSocket layer reads and writes.
-pub(crate) enum Wire {
+pub(crate) enum SharedStream {
     /// The connection's alone: it never joined a group.
     Own(TcpStream),
     /// Shared with the fan-out.
     Shared(Arc<Line>),
-    /// Only while [`Wire::share`] moves the stream; never seen outside it.
+    /// Only while [`SharedStream::share`] moves the stream; never seen outside it.
     Moving,
 }
 
@@ -180,18 +180,18 @@ impl Line {
     }
 }
 
-impl Wire {
+impl SharedStream {
     /// The shared line, made from the connection's own stream on the first
     /// call. Made held: the request that joins releases it when answered.
     pub(crate) fn share(&mut self) -> Option<Arc<Line>> {
-        if let Wire::Own(_) = self {
-            if let Wire::Own(stream) = std::mem::replace(self, Wire::Moving) {
-                *self = Wire::Shared(Arc::new(Line::new(stream)));
+        if let SharedStream::Own(_) = self {
+            if let SharedStream::Own(stream) = std::mem::replace(self, SharedStream::Moving) {
+                *self = SharedStream::Shared(Arc::new(Line::new(stream)));
             }
         }
         match self {
-            Wire::Shared(line) => Some(line.clone()),
-            Wire::Own(_) | Wire::Moving => None,
+            SharedStream::Shared(line) => Some(line.clone()),
+            SharedStream::Own(_) | SharedStream::Moving => None,
         }
     }
 }
@@ -200,15 +200,15 @@ fn moving() -> io::Error {
     io::Error::other("the stream is being moved")
 }
 
-impl AsyncRead for Wire {
+impl AsyncRead for SharedStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Wire::Own(stream) => Pin::new(stream).poll_read(cx, buf),
-            Wire::Shared(line) => loop {
+            SharedStream::Own(stream) => Pin::new(stream).poll_read(cx, buf),
+            SharedStream::Shared(line) => loop {
                 match line.stream.try_read(buf.initialize_unfilled()) {
                     Ok(n) => {
                         buf.advance(n);
@@ -220,41 +220,41 @@ impl AsyncRead for Wire {
                     Err(error) => return Poll::Ready(Err(error)),
                 }
             },
-            Wire::Moving => Poll::Ready(Err(moving())),
+            SharedStream::Moving => Poll::Ready(Err(moving())),
         }
     }
 }
 
-impl AsyncWrite for Wire {
+impl AsyncWrite for SharedStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Wire::Own(stream) => Pin::new(stream).poll_write(cx, buf),
-            Wire::Shared(line) => line.poll_write_after_rest(cx, buf),
-            Wire::Moving => Poll::Ready(Err(moving())),
+            SharedStream::Own(stream) => Pin::new(stream).poll_write(cx, buf),
+            SharedStream::Shared(line) => line.poll_write_after_rest(cx, buf),
+            SharedStream::Moving => Poll::Ready(Err(moving())),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Wire::Own(stream) => Pin::new(stream).poll_flush(cx),
-            Wire::Shared(line) => line.poll_write_after_rest(cx, &[]).map_ok(|_| ()),
-            Wire::Moving => Poll::Ready(Err(moving())),
+            SharedStream::Own(stream) => Pin::new(stream).poll_flush(cx),
+            SharedStream::Shared(line) => line.poll_write_after_rest(cx, &[]).map_ok(|_| ()),
+            SharedStream::Moving => Poll::Ready(Err(moving())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Wire::Own(stream) => Pin::new(stream).poll_shutdown(cx),
-            Wire::Shared(line) => {
+            SharedStream::Own(stream) => Pin::new(stream).poll_shutdown(cx),
+            SharedStream::Shared(line) => {
                 ready!(line.poll_write_after_rest(cx, &[]))?;
                 let shut = socket2::SockRef::from(&line.stream).shutdown(std::net::Shutdown::Write);
                 Poll::Ready(shut)
             }
-            Wire::Moving => Poll::Ready(Err(moving())),
+            SharedStream::Moving => Poll::Ready(Err(moving())),
         }
     }
 }
@@ -301,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_write_cut_short_keeps_the_fan_out_off_until_finished() {
         let (server, client) = connected().await;
-        let mut wire = Wire::Own(server);
+        let mut wire = SharedStream::Own(server);
         let line = wire.share().expect("a line");
         assert!(!line.lock().free(), "made held, by the request that joins");
         line.release();
@@ -321,7 +321,7 @@ mod tests {
     #[tokio::test]
     async fn what_the_fan_out_leaves_of_a_frame_goes_before_anything_else() {
         let (server, client) = connected().await;
-        let mut wire = Wire::Own(server);
+        let mut wire = SharedStream::Own(server);
         let line = wire.share().expect("a line");
         line.release();
         let huge = vec![1u8; HUGE];
@@ -339,7 +339,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_line_is_never_free() {
         let (server, _client) = connected().await;
-        let mut wire = Wire::Own(server);
+        let mut wire = SharedStream::Own(server);
         let line = wire.share().expect("a line");
         line.release();
         line.close();

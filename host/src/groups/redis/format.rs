@@ -4,9 +4,9 @@
 //! `channels_redis` (`RedisPubSubChannelLayer`), and a Django app's
 //! `group_send` reaches this host's members unchanged.
 //!
-//! - [`Wire::Rohrpost`]: channel `<prefix>group:<name>`, payload
+//! - [`Format::Rohrpost`]: channel `<prefix>group:<name>`, payload
 //!   `<origin>\n<message>`.
-//! - [`Wire::ChannelsPubSub`]: channel `<prefix>__group__<name>`, payload
+//! - [`Format::ChannelsPubSub`]: channel `<prefix>__group__<name>`, payload
 //!   the msgpack map of a Channels event. From Django, an event of type
 //!   `rohrpost.message` (what rohrpost's `send_to_group` and its model
 //!   mixins send) is delivered as its `message`: the text as it is, or a
@@ -30,7 +30,7 @@ pub(super) const ROHRPOST_MESSAGE: &str = "rohrpost.message";
 
 /// A format of group messages on Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wire {
+pub(crate) enum Format {
     /// This host's own, between hosts only.
     Rohrpost,
     /// `channels_redis`'s `RedisPubSubChannelLayer`.
@@ -122,27 +122,27 @@ struct Outgoing<'a> {
     rohrpost_host: &'a str,
 }
 
-impl Wire {
+impl Format {
     /// What a group's channel name starts with, before the group's name.
     pub(crate) fn channel_prefix(self, prefix: &str) -> String {
         match self {
-            Wire::Rohrpost => format!("{prefix}group:"),
-            Wire::ChannelsPubSub => format!("{prefix}__group__"),
+            Format::Rohrpost => format!("{prefix}group:"),
+            Format::ChannelsPubSub => format!("{prefix}__group__"),
         }
     }
 
     /// The payload that carries `message` from the host `origin`.
     pub(crate) fn encode(self, origin: &str, message: &str) -> Vec<u8> {
         match self {
-            Wire::Rohrpost => format!("{origin}\n{message}").into_bytes(),
-            Wire::ChannelsPubSub => channels_event(origin, message),
+            Format::Rohrpost => format!("{origin}\n{message}").into_bytes(),
+            Format::ChannelsPubSub => channels_event(origin, message),
         }
     }
 
     /// Reads a payload for a host whose id is `origin`.
     pub(super) fn decode(self, origin: &str, payload: &[u8]) -> Received {
         match self {
-            Wire::Rohrpost => {
+            Format::Rohrpost => {
                 let Some((from, message)) = std::str::from_utf8(payload)
                     .ok()
                     .and_then(|text| text.split_once('\n'))
@@ -155,7 +155,7 @@ impl Wire {
                     Received::Message(Utf8Bytes::from(message))
                 }
             }
-            Wire::ChannelsPubSub => read_event(origin, payload),
+            Format::ChannelsPubSub => read_event(origin, payload),
         }
     }
 }
@@ -266,10 +266,10 @@ mod tests {
 
     #[test]
     fn the_host_format_round_trips() {
-        let payload = Wire::Rohrpost.encode("me", "m\nx");
-        assert_eq!(Wire::Rohrpost.decode("me", &payload), Received::Own);
+        let payload = Format::Rohrpost.encode("me", "m\nx");
+        assert_eq!(Format::Rohrpost.decode("me", &payload), Received::Own);
         assert_eq!(
-            Wire::Rohrpost.decode("you", &payload),
+            Format::Rohrpost.decode("you", &payload),
             Received::Message("m\nx".into())
         );
     }
