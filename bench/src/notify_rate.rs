@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rohrpost_host::config::parse_duration;
+use humantime::parse_duration;
 use tokio::time::MissedTickBehavior;
 
 use crate::{

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use humantime::parse_duration;
 use rohrpost_harness::django_app;
-use rohrpost_host::config::parse_duration;
 
 use crate::{
     channels,

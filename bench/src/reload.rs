@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rohrpost_host::config::parse_duration;
+use humantime::parse_duration;
 
 use crate::{
     client::{self, Request},

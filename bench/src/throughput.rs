@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rohrpost_host::config::parse_duration;
+use humantime::parse_duration;
 
 use crate::{
     client::{self, Request},

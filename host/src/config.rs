@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rohrpost_plugin_api::GroupNameRule;
 
-pub use crate::base::networks::TrustedProxies;
+pub(crate) use crate::base::networks::TrustedProxies;
 
 /// One value of a setting, parsed from its text form (flag, environment
 /// variable, or the file's value as text).
@@ -38,7 +38,7 @@ macro_rules! settings {
         /// else the config file, else its default.
         #[derive(Debug, Clone, Default, Parser)]
         #[command(name = "rohrpost", version, about, long_about)]
-        pub struct Cli {
+        pub(crate) struct Cli {
             $(
                 #[doc = concat!($($doc, "\n",)+ "\n[default: ", $default, "]")]
                 #[arg(long = $flag, env = $env, value_parser = $parse as ParseFn<$ty>,
@@ -60,7 +60,7 @@ macro_rules! settings {
 
         /// The settings in force.
         #[derive(Debug, Clone)]
-        pub struct Settings {
+        pub(crate) struct Settings {
             $( $(#[doc = $doc])+ pub $name: $ty, )+
         }
 
@@ -94,15 +94,17 @@ macro_rules! settings {
             }
         }
 
-        /// Every setting: flag, environment variable, file key, default,
-        /// help (first line).
-        pub const SETTINGS: &[SettingInfo] = &[
+        /// Every setting: file key, default, help (and, for the test that
+        /// keeps docs/configuration.md in step, flag and environment
+        /// variable).
+        pub(crate) const SETTINGS: &[SettingInfo] = &[
             $( SettingInfo {
+                #[cfg(test)]
                 flag: $flag,
+                #[cfg(test)]
                 env: $env,
                 key: stringify!($name),
                 default: $default,
-                help: first_line(&[$($doc),+]),
                 doc: &[$($doc),+],
             }, )+
         ];
@@ -111,12 +113,13 @@ macro_rules! settings {
 
 /// One line of the settings table.
 #[derive(Debug, Clone, Copy)]
-pub struct SettingInfo {
+pub(crate) struct SettingInfo {
+    #[cfg(test)]
     pub flag: &'static str,
+    #[cfg(test)]
     pub env: &'static str,
     pub key: &'static str,
     pub default: &'static str,
-    pub help: &'static str,
     /// Every line of the help.
     pub doc: &'static [&'static str],
 }
@@ -124,7 +127,7 @@ pub struct SettingInfo {
 impl SettingInfo {
     /// The text `--help` shows: the help as one paragraph, the default
     /// (when there is one) and the file key.
-    pub fn help_text(&self) -> String {
+    pub(crate) fn help_text(&self) -> String {
         let mut text = self
             .doc
             .iter()
@@ -141,7 +144,7 @@ impl SettingInfo {
 
 /// The command line: [`Cli`] with each setting's help, default and file
 /// key (clap's derive does not read the help the `settings!` list writes).
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     SETTINGS.iter().fold(
         <Cli as clap::CommandFactory>::command(),
         |command, setting| command.mut_arg(setting.key, |arg| arg.help(setting.help_text())),
@@ -151,14 +154,10 @@ pub fn command() -> clap::Command {
 impl Cli {
     /// Parses the process's arguments (and environment) with [`command`];
     /// exits with clap's message on `--help`, `--version` or an error.
-    pub fn from_env() -> Cli {
+    pub(crate) fn from_env() -> Cli {
         let matches = command().get_matches();
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
-}
-
-const fn first_line(doc: &[&'static str]) -> &'static str {
-    doc[0]
 }
 
 settings! {
@@ -252,14 +251,14 @@ settings! {
 
 /// Browser origins allowed to connect; empty means any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origins(pub Vec<String>);
+pub(crate) struct Origins(pub Vec<String>);
 
 impl Origins {
     /// Whether a handshake's `Origin` header value may connect. An entry
     /// without a scheme (`app.example.com`) stands for the scheme the
     /// client used: `https` when it came over TLS (`secure`, as a trusted
     /// proxy reports it), else `http`.
-    pub fn allows(&self, origin: &str, secure: bool) -> bool {
+    pub(crate) fn allows(&self, origin: &str, secure: bool) -> bool {
         self.0.is_empty()
             || self.0.iter().any(|allowed| {
                 if allowed.contains("://") {
@@ -280,7 +279,7 @@ fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
 
 /// Where groups live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Groups {
+pub(crate) enum Groups {
     /// In this process: one host.
     Memory,
     /// In Redis pub/sub at this URL: several hosts.
@@ -295,7 +294,7 @@ pub enum Groups {
 
 impl Groups {
     /// The channel prefix when `groups_prefix` is empty.
-    pub fn default_prefix(&self) -> &'static str {
+    pub(crate) fn default_prefix(&self) -> &'static str {
         match self {
             Groups::Memory | Groups::Redis(_) => "rohrpost:",
             Groups::ChannelsPubSub(_) | Groups::ChannelsCore(_) => "asgi",
@@ -305,14 +304,14 @@ impl Groups {
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Where a plugin's code runs: `[plugins.<name>] isolation = ...`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Isolation {
+pub(crate) enum Isolation {
     /// In a worker process of its own, supervised by the host: a crash,
     /// an exit or a hung call takes down the worker, never the server.
     #[default]
@@ -324,7 +323,7 @@ pub enum Isolation {
 
 impl Isolation {
     /// The name in the config file and on `/api/plugins`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Isolation::Process => "process",
             Isolation::None => "none",
@@ -348,7 +347,7 @@ fn parse_isolation(value: &toml::Value) -> Result<Isolation, String> {
 
 /// The settings, the plugins' tables, and where they came from.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub settings: Settings,
     /// Each plugin's `[plugins.<name>]` table as JSON text, by plugin name,
     /// without the host's own keys.
@@ -360,7 +359,7 @@ pub struct Config {
 
 impl Config {
     /// Merges flags, environment and the config file named by `cli`.
-    pub fn load(cli: &Cli) -> anyhow::Result<Config> {
+    pub(crate) fn load(cli: &Cli) -> anyhow::Result<Config> {
         let (file, plugin_tables, isolation) = match &cli.config {
             Some(path) => {
                 let table = read_table(path)?;
@@ -384,7 +383,7 @@ impl Config {
 }
 
 /// `--check-config`: every problem of the file, each naming its key.
-pub fn check_file(path: &Path) -> Result<(), Vec<String>> {
+pub(crate) fn check_file(path: &Path) -> Result<(), Vec<String>> {
     let table = read_table(path).map_err(|e| vec![format!("{e:#}")])?;
     check_table(&table).map(|_| ())
 }
@@ -627,7 +626,7 @@ fn parse_group_names(text: &str) -> Result<GroupNameRule, String> {
 }
 
 /// Parses "250ms", "2s", "1.5s", "2m" or plain seconds ("30").
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
@@ -647,7 +646,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// How many worker threads the async runtime has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workers {
+pub(crate) enum Workers {
     /// One per CPU core (tokio's default).
     Auto,
     Count(usize),
@@ -787,7 +786,11 @@ mod tests {
     fn the_configuration_doc_lists_every_setting() {
         let readme = include_str!("../../docs/configuration.md");
         for s in SETTINGS {
-            let row = format!("| `--{}` | `{}` | `{}` |", s.flag, s.env, s.key);
+            let default = match s.default {
+                "" => "none".to_owned(),
+                default => format!("`{default}`"),
+            };
+            let row = format!("| `--{}` | `{}` | `{}` | {default} |", s.flag, s.env, s.key);
             assert!(
                 readme.contains(&row),
                 "docs/configuration.md lacks the row for --{}: {row}",

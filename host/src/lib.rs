@@ -3,7 +3,8 @@
 //!
 //! The folders follow a request, and import only the ones below them:
 //!
-//! - [`server`] starts and stops everything, from the [`config`].
+//! - [`cli`] reads the command line; [`server`] starts and stops
+//!   everything, from the [`config`].
 //! - [`admin`]: the operator's HTTP surface (health, metrics, plugins,
 //!   stats, the status page, `POST /api/notify`).
 //! - [`net`]: before the upgrade: the listener, admission, handshake.
@@ -23,23 +24,25 @@
 //!   of their writers.
 //! - [`base`]: the envelope codec, log rate limits, shutdown.
 //!
-//! The `rohrpost` binary is a thin command line over [`server::run`], and,
-//! as `rohrpost --plugin-worker`, the worker process of one plugin.
+//! The `rohrpost` binary is [`main`] ([`cli`]): the server, and, as
+//! `rohrpost --plugin-worker`, the worker process of one plugin. The
+//! rohrpost envelope, the error replies and the close frames are the
+//! `rohrpost-protocol` crate.
 
 #![warn(unreachable_pub)]
 
 mod admin;
 mod base;
-pub mod config;
+mod cli;
+mod config;
 mod conn;
 mod dispatch;
 mod effects;
 mod groups;
 mod net;
 mod plugins;
-pub mod server;
+mod server;
 mod socket;
 mod telemetry;
 
-pub use base::{log_limit, protocol};
-pub use plugins::isolation::worker::{run as run_plugin_worker, ARG as PLUGIN_WORKER_ARG};
+pub use cli::main;

@@ -39,7 +39,7 @@ use crate::{
 };
 
 /// Loads the plugins, then serves until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
     let open_files =
         rlimit::raise_open_files(settings.max_connections + settings.max_pending_connections);

@@ -15,6 +15,7 @@ use std::{
 const ORDER: &[&str] = &[
     "main.rs",
     "lib.rs",
+    "cli.rs",
     "server.rs",
     "admin",
     "net",

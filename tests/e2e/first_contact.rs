@@ -7,11 +7,52 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rohrpost_host::config::SETTINGS;
 use rohrpost_tests::{get, Host};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
+
+/// The interval of the host's rate limit on the log lines a client can
+/// cause (docs/operations.md: "at most 10 in 10 s").
+const LOG_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A setting as docs/configuration.md lists it; a unit test of the host
+/// keeps that table in step with the settings the host declares.
+struct Setting {
+    flag: String,
+    env: String,
+    key: String,
+    /// Empty when it has none.
+    default: String,
+}
+
+/// Every setting of docs/configuration.md's tables (not `--config`,
+/// which names the file the settings' keys are in, and has no key).
+fn documented_settings() -> Vec<Setting> {
+    let doc = include_str!("../../docs/configuration.md");
+    let cell = |text: &str| text.trim().trim_matches('`').to_owned();
+    let settings: Vec<Setting> = doc
+        .lines()
+        .filter(|line| line.starts_with("| `--"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').collect();
+            let default = cell(cells[4]);
+            Setting {
+                flag: cell(cells[1]).trim_start_matches("--").to_owned(),
+                env: cell(cells[2]),
+                key: cell(cells[3]),
+                default: if default == "none" {
+                    String::new()
+                } else {
+                    default
+                },
+            }
+        })
+        .filter(|setting: &Setting| !setting.key.is_empty())
+        .collect();
+    assert!(settings.len() > 30, "the settings tables were not found");
+    settings
+}
 
 /// `rohrpost --help`, run with no `ROHRPOST_*` variable set except those
 /// given.
@@ -84,7 +125,7 @@ fn help_explains_every_option_with_its_default_and_environment_variable() {
             .map(|(_, text)| text.as_str())
             .unwrap_or_else(|| panic!("{flag} is missing from --help:\n{help}"))
     };
-    for setting in SETTINGS {
+    for setting in documented_settings() {
         let flag = format!("--{}", setting.flag);
         let text = find(&flag);
         let words = prose(text);
@@ -140,7 +181,7 @@ fn short_help_names_every_option_too() {
             "{flag} has no help in -h:\n{help}"
         );
     }
-    for setting in SETTINGS {
+    for setting in documented_settings() {
         assert!(help.contains(&format!("--{} ", setting.flag)), "{help}");
     }
 }
@@ -362,7 +403,7 @@ async fn a_thousand_bad_tokens_make_a_few_log_lines() {
     assert!(logged <= 40, "the attack logged {logged} lines");
 
     // After the interval, the next refusal says how many were suppressed.
-    tokio::time::sleep(rohrpost_host::log_limit::INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(LOG_LIMIT_INTERVAL + Duration::from_millis(500)).await;
     assert_eq!(host.notify(Some("wrong"), body).await.unwrap().0, 401);
     let line = host
         .wait_for_log(&["kind=\"notify_bad_token\"", "were suppressed"], T)

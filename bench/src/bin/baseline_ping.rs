@@ -24,8 +24,8 @@ use axum::{
 };
 use clap::Parser;
 use futures_util::SinkExt;
-use rohrpost_host::protocol::{self, Rejection};
 use rohrpost_plugin_api::wire;
+use rohrpost_protocol::{self as protocol, Rejection};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 

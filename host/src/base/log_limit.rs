@@ -22,44 +22,44 @@ use std::{
 use tracing::warn;
 
 /// Lines of one kind logged per interval before the rest are suppressed.
-pub const LINES: u64 = 10;
+pub(crate) const LINES: u64 = 10;
 
 /// The interval over which [`LINES`] are counted.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 
 /// `POST /api/notify` without the right bearer token.
-pub static NOTIFY_BAD_TOKEN: LogLimit = LogLimit::new("notify_bad_token");
+pub(crate) static NOTIFY_BAD_TOKEN: LogLimit = LogLimit::new("notify_bad_token");
 /// A handler returned an error.
-pub static HANDLER_ERROR: LogLimit = LogLimit::new("handler_error");
+pub(crate) static HANDLER_ERROR: LogLimit = LogLimit::new("handler_error");
 /// A handler panicked.
-pub static HANDLER_PANIC: LogLimit = LogLimit::new("handler_panic");
+pub(crate) static HANDLER_PANIC: LogLimit = LogLimit::new("handler_panic");
 /// A pooled handler ran past the handler timeout.
-pub static HANDLER_TIMEOUT: LogLimit = LogLimit::new("handler_timeout");
+pub(crate) static HANDLER_TIMEOUT: LogLimit = LogLimit::new("handler_timeout");
 /// A handler call that never came back.
-pub static HANDLER_LOST: LogLimit = LogLimit::new("handler_lost");
+pub(crate) static HANDLER_LOST: LogLimit = LogLimit::new("handler_lost");
 /// A handler produced an invalid message or asked for an unknown effect.
-pub static HANDLER_INVALID: LogLimit = LogLimit::new("handler_invalid");
+pub(crate) static HANDLER_INVALID: LogLimit = LogLimit::new("handler_invalid");
 /// A handler used a group name that breaks the rule (often a client's).
-pub static INVALID_GROUP_NAME: LogLimit = LogLimit::new("invalid_group_name");
+pub(crate) static INVALID_GROUP_NAME: LogLimit = LogLimit::new("invalid_group_name");
 /// A handshake refused for its `Origin`.
-pub static ORIGIN_REFUSED: LogLimit = LogLimit::new("origin_refused");
+pub(crate) static ORIGIN_REFUSED: LogLimit = LogLimit::new("origin_refused");
 /// A handshake refused because every connection slot is taken.
-pub static CONNECTIONS_REFUSED: LogLimit = LogLimit::new("connections_refused");
+pub(crate) static CONNECTIONS_REFUSED: LogLimit = LogLimit::new("connections_refused");
 
 /// Connections not yet upgraded closed to make room at their bound.
-pub static PENDING_EVICTED: LogLimit = LogLimit::new("pending_evicted");
+pub(crate) static PENDING_EVICTED: LogLimit = LogLimit::new("pending_evicted");
 /// Connections refused because every pending place is busy.
-pub static PENDING_REFUSED: LogLimit = LogLimit::new("pending_refused");
+pub(crate) static PENDING_REFUSED: LogLimit = LogLimit::new("pending_refused");
 /// `accept` failed (out of file descriptors, mostly).
-pub static ACCEPT_FAILED: LogLimit = LogLimit::new("accept_failed");
+pub(crate) static ACCEPT_FAILED: LogLimit = LogLimit::new("accept_failed");
 /// A connection closed because its outbound queue was full.
-pub static QUEUE_FULL: LogLimit = LogLimit::new("queue_full");
+pub(crate) static QUEUE_FULL: LogLimit = LogLimit::new("queue_full");
 /// Handshakes refused for the client's connection limit, and connections
 /// closed for their message rate.
-pub static CLIENT_LIMITED: LogLimit = LogLimit::new("client_limited");
+pub(crate) static CLIENT_LIMITED: LogLimit = LogLimit::new("client_limited");
 
 /// The limit of one kind of log line.
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     kind: &'static str,
     /// Lines let through per interval.
     lines: u64,
@@ -71,12 +71,12 @@ pub struct LogLimit {
 
 impl LogLimit {
     /// A limit for the lines of `kind` (named in the notices).
-    pub const fn new(kind: &'static str) -> LogLimit {
+    pub(crate) const fn new(kind: &'static str) -> LogLimit {
         LogLimit::with_lines(kind, LINES)
     }
 
     /// A limit of `lines` per interval.
-    pub const fn with_lines(kind: &'static str, lines: u64) -> LogLimit {
+    pub(crate) const fn with_lines(kind: &'static str, lines: u64) -> LogLimit {
         LogLimit {
             kind,
             lines,
@@ -87,7 +87,7 @@ impl LogLimit {
 
     /// Whether a line of this kind may be logged now. Logs the notices
     /// about suppressed lines itself.
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         match self.check(millis_since_epoch()) {
             LogDecision::Log { suppressed: 0 } => true,
             LogDecision::Log { suppressed } => {

@@ -1,13 +1,12 @@
-//! Small pieces every stage uses and that use nothing of the server's: the
-//! rohrpost envelope and the server's error replies and close frames
-//! ([`protocol`]), rate limits on log lines clients can cause
+//! Small pieces every stage uses and that use nothing of the server's
+//! (the envelope, the error replies and the close frames are the
+//! `rohrpost-protocol` crate): rate limits on log lines clients can cause
 //! ([`log_limit`]), a lock that outlives a panic ([`lock`]), wall-clock
 //! seconds ([`clock`]), networks as a setting names them ([`networks`]),
 //! and the shutdown signal ([`shutdown`]).
 
 pub(crate) mod clock;
 pub(crate) mod lock;
-pub mod log_limit;
+pub(crate) mod log_limit;
 pub(crate) mod networks;
-pub mod protocol;
 pub(crate) mod shutdown;

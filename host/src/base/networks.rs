@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 /// Addresses and networks whose forwarding headers are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<Network>);
+pub(crate) struct TrustedProxies(Vec<Network>);
 
 /// An address and how many of its leading bits a member shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 
 impl TrustedProxies {
     /// Parses `10.0.0.0/8, 127.0.0.1, ::1, fd00::/8` (empty: none).
-    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
+    pub(crate) fn parse(text: &str) -> Result<TrustedProxies, String> {
         let mut networks = Vec::new();
         for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (addr, bits) = match item.split_once('/') {
@@ -74,11 +74,11 @@ impl TrustedProxies {
         Ok(TrustedProxies(networks))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(ip))
     }
 }

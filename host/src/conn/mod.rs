@@ -30,7 +30,6 @@ use self::{
     rate::{Admit, Rate},
 };
 use crate::{
-    base::protocol::{Close, Rejection},
     base::shutdown::Stopping,
     dispatch::{self, Caller, Dispatcher},
     effects::state::ConnState,
@@ -44,6 +43,7 @@ use crate::{
     socket::Socket,
     telemetry::Monitor,
 };
+use rohrpost_protocol::{Close, Rejection};
 
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);

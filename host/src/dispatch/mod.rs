@@ -36,7 +36,6 @@ use tracing::{info, warn};
 
 use self::run::{range_of, OwnedCall};
 use crate::{
-    base::protocol::{self, Failure},
     effects::{state::Scopes, Answer},
     groups::ConnectionId,
     plugins::{
@@ -44,6 +43,7 @@ use crate::{
     },
     telemetry::Monitor,
 };
+use rohrpost_protocol::{self as protocol, Failure};
 
 /// Who sends a frame: the connection, its scope, and the scopes of the
 /// plugins that attached state to it.

@@ -15,7 +15,6 @@ use rohrpost_plugin_api::abi::Call;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::{
-    base::protocol::Envelope,
     groups::ConnectionId,
     plugins::{
         asks::{with_caller, Answers},
@@ -25,6 +24,7 @@ use crate::{
         outcome::Outcome,
     },
 };
+use rohrpost_protocol::Envelope;
 
 /// The end of `timeout` from now; a timeout too long to add is no timeout.
 fn deadline(timeout: Duration) -> tokio::time::Instant {

@@ -29,13 +29,13 @@ use crate::plugins::{
     outcome::Outcome,
 };
 use crate::{
-    base::protocol::{Close, Envelope, Failure},
     effects::state::{ConnState, Refused},
     groups::{ConnectionId, GroupLayer},
     plugins::loaded::LoadedPlugin,
     socket::outbound::{Outbound, QueueLimits, Stop},
     socket::Socket,
 };
+use rohrpost_protocol::{Close, Envelope, Failure};
 
 /// What a plugin's effects answer, and so what they may do and what
 /// becomes of one that cannot be carried out.

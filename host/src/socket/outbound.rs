@@ -22,10 +22,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::{self, Utf8Bytes};
 
-use crate::{
-    base::protocol::Close,
-    socket::stream::{Line, Wrote},
-};
+use crate::socket::stream::{Line, Wrote};
+use rohrpost_protocol::Close;
 
 /// Group messages written per flush.
 pub(crate) const BATCH: usize = 64;

@@ -48,7 +48,7 @@ pub(crate) const LIBRARY_FD: RawFd = 3;
 /// The descriptor of the worker's end of the channel.
 pub(crate) const CHANNEL_FD: RawFd = 4;
 /// The argument that starts the worker mode.
-pub const ARG: &str = "--plugin-worker";
+pub(crate) const ARG: &str = "--plugin-worker";
 
 /// Codes of a [`frame::LOAD_FAILED`] frame.
 pub(crate) const LOAD_OPEN: u8 = 0;
@@ -67,7 +67,7 @@ fn exit(code: i32) -> ! {
 }
 
 /// The worker's main; never returns.
-pub fn run() -> ! {
+pub(crate) fn run() -> ! {
     // SAFETY: the host started this process with its channel on this
     // descriptor, and nothing else in this process owns it.
     let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };

@@ -1,3 +1,7 @@
+//! The rohrpost protocol as the host speaks it (docs/protocol.md), in a
+//! crate of its own so that the benchmarks' baseline server reads requests
+//! with the very same code.
+//!
 //! The rohrpost envelope: turning one text frame into `id`, `type` and
 //! `data`, or into the exact error reply docs/protocol.md prescribes; and every
 //! other text the server puts on the wire of its own accord (the error

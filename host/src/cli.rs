@@ -1,0 +1,74 @@
+//! The `rohrpost` command line: the plugin worker mode, `--check-config`,
+//! the log format, the async runtime, and the server on it.
+
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
+
+use crate::{
+    config::{self, Cli, Config, LogFormat, Workers},
+    plugins::isolation::worker::{run as run_plugin_worker, ARG as PLUGIN_WORKER_ARG},
+    server,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Runs the `rohrpost` command: the server, `--check-config`, or (as
+/// `rohrpost --plugin-worker`, started by the server) one plugin's worker.
+pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(PLUGIN_WORKER_ARG.as_ref()) {
+        run_plugin_worker();
+    }
+    let cli = Cli::from_env();
+    if let Some(path) = &cli.check_config {
+        return match config::check_file(path) {
+            Ok(()) => {
+                println!("{}: valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{}: {} problem(s)", path.display(), problems.len());
+                for problem in problems {
+                    eprintln!("  {problem}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("rohrpost: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(config.settings.log_format);
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("ROHRPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Workers::Count(workers) = config.settings.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build()?;
+    let result = runtime.block_on(server::run(config));
+    // Handler calls still running on the pool after the shutdown timeout
+    // are native code that cannot be stopped; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
