@@ -199,6 +199,22 @@ impl Host {
 
     /// Like [`Host::start_with`], with extra environment variables.
     pub fn start_with_env(plugins: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<Host> {
+        Self::launch(plugins, args, env, None)
+    }
+
+    /// Like [`Host::start`], the host started with this soft limit of open
+    /// files (at most the hard limit), set in its process alone: the limit
+    /// of this process is shared by every test running in it.
+    pub fn start_with_soft_open_files(plugins: &[&str], limit: u64) -> Result<Host> {
+        Self::launch(plugins, &[], &[], Some(limit))
+    }
+
+    fn launch(
+        plugins: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        soft_open_files: Option<u64>,
+    ) -> Result<Host> {
         let built = build();
         let binary = built.host();
         let libraries: Vec<PathBuf> = plugins.iter().map(|p| built.plugin(p)).collect();
@@ -218,7 +234,10 @@ impl Host {
         };
         // The host dies with the test, even one that ends without
         // unwinding.
-        let watch = Watch::new("host").keep_log().echo(echo).die_with_parent();
+        let mut watch = Watch::new("host").keep_log().echo(echo).die_with_parent();
+        if let Some(limit) = soft_open_files {
+            watch = watch.soft_open_files(limit);
+        }
         let host = rohrpost_harness::start_host(&spec, watch)?;
         Ok(Host {
             addr: host.process.addr().to_owned(),

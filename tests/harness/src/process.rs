@@ -33,6 +33,7 @@ pub struct Watch {
     keep_log: bool,
     count: Option<String>,
     die_with_parent: bool,
+    soft_open_files: Option<u64>,
     start_timeout: Duration,
 }
 
@@ -46,6 +47,7 @@ impl Watch {
             keep_log: false,
             count: None,
             die_with_parent: false,
+            soft_open_files: None,
             start_timeout: Duration::from_secs(30),
         }
     }
@@ -71,6 +73,14 @@ impl Watch {
     /// without unwinding (a test that aborts leaves no server behind).
     pub fn die_with_parent(mut self) -> Watch {
         self.die_with_parent = true;
+        self
+    }
+
+    /// The child starts with this soft limit of open files (at most the
+    /// hard limit), set in the child alone: this process's own limit,
+    /// which every thread of it shares, stays as it is.
+    pub fn soft_open_files(mut self, limit: u64) -> Watch {
+        self.soft_open_files = Some(limit);
         self
     }
 }
@@ -109,6 +119,28 @@ impl Process {
                 use std::os::unix::process::CommandExt;
                 command.pre_exec(|| {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        if let Some(soft) = watch.soft_open_files {
+            // SAFETY: getrlimit and setrlimit are async-signal-safe system
+            // calls on a local struct; nothing else runs in the child before
+            // exec.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = limit.rlim_max.min(soft);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                     Ok(())
                 });
             }
@@ -352,5 +384,41 @@ mod tests {
         let ended = process.stop(Duration::from_secs(10)).expect("stops");
         assert!(matches!(ended, Ended::Terminated(_)), "{ended:?}");
         assert!(!process.is_running());
+    }
+
+    /// The soft limit of open files, as `/proc/<pid>/limits` gives it.
+    fn soft_open_files_of(pid: u32) -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .expect("an open-files line");
+        line.split_whitespace()
+            .nth(3)
+            .and_then(|soft| soft.parse().ok())
+            .expect("a number")
+    }
+
+    #[test]
+    fn the_child_starts_with_the_soft_open_files_limit() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo 'listening address=127.0.0.1:9' >&2; exec sleep 60",
+        ]);
+        let watch = Watch::new("sh").soft_open_files(100);
+        let mut process = Process::spawn(&mut command, watch).expect("starts");
+        let child = soft_open_files_of(process.pid());
+        process.kill();
+        assert_eq!(child, limit.rlim_max.min(100));
     }
 }
