@@ -25,6 +25,7 @@ mod conformance;
 mod costly;
 mod deploy_files;
 mod django;
+mod docs;
 mod first_contact;
 mod groups;
 mod handlers;
