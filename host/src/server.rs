@@ -57,9 +57,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("channels_symmetric_encryption_keys is set, but encrypted channels_redis messages (Fernet) are not supported yet: remove symmetric_encryption_keys from the app's CHANNEL_LAYERS and the setting here");
     }
     let groups: Arc<dyn GroupLayer> = match &settings.groups {
-        Groups::Memory => Arc::new(MemoryGroups::counting(
-            monitor.metrics.group_deliveries.clone(),
-        )),
+        Groups::Memory => Arc::new(MemoryGroups::counting(monitor.group_deliveries())),
         Groups::Redis(url) | Groups::ChannelsPubSub(url) => {
             let wire = match settings.groups {
                 Groups::ChannelsPubSub(_) => Format::ChannelsPubSub,
@@ -78,7 +76,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     };
     let answers = Arc::new(Answers {
         groups: groups.clone(),
-        reports: monitor.metrics.reports.clone(),
+        reports: monitor.plugin_reports(),
     });
     let _watcher = watcher::start(
         WatchSettings {

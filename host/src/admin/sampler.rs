@@ -28,7 +28,7 @@ pub(crate) fn start(
     let sample = move || {
         let snapshot = registry.snapshot();
         let plugins: Vec<&str> = snapshot.plugins.values().map(|p| p.name.as_str()).collect();
-        let reading = monitor.metrics.read();
+        let reading = monitor.read();
         let seen = Seen {
             at: unix_now(),
             connections: monitor.open_connections(),

@@ -15,7 +15,7 @@ use crate::{
 /// What the endpoints read.
 pub(crate) struct Admin {
     pub monitor: Arc<Monitor>,
-    /// The recent history behind `/api/stats`, kept by [`sampler`].
+    /// The recent history behind `/api/stats`, kept by [`super::sampler`].
     pub history: Arc<Mutex<History>>,
     pub registry: Arc<Registry>,
     /// For the group sizes of `/api/stats` and the hosts of `/api/hosts`.

@@ -1,6 +1,6 @@
 //! The status page's recent history (`GET /api/stats`): once a second the
 //! sampler ([`crate::admin::sampler`]) reads the counters the request path bumps
-//! anyway ([`Metrics::read`](super::metrics::Metrics::read)) and keeps what
+//! anyway ([`Metrics::read`](crate::telemetry::metrics::Metrics::read)) and keeps what
 //! changed, as rates and latency percentiles, in a bounded ring: the last
 //! [`CAPACITY`] samples for the server and for each loaded plugin. Nothing
 //! here runs per message.

@@ -115,7 +115,7 @@ impl Conn {
             connection: self.id,
             groups: shared.groups.as_ref(),
             limits: shared.outbound_queue,
-            drops: &shared.monitor.metrics.queue_drops,
+            drops: shared.monitor.queue_drops(),
             group_names: shared.dispatcher.group_names,
             state: &mut self.state,
             scope: &self.scope,

@@ -7,18 +7,18 @@ use std::time::Duration;
 use rohrpost_plugin_api::abi::CallOutcome;
 use tracing::{error, warn};
 
-use crate::plugins::{outcome::Outcome, registry::Route};
+use crate::plugins::{
+    outcome::{Outcome, Tally},
+    registry::Route,
+};
 
 /// Counts a call in the plugin's stats and the type's metrics.
 pub(crate) fn count(route: &Route, outcome: &Outcome, took: Duration) {
-    let counter = match outcome {
-        Outcome::Returned(CallOutcome::Done(_)) => &route.metrics.ok,
-        Outcome::Returned(CallOutcome::Failed(_))
-        | Outcome::Lost(_)
-        | Outcome::Crashed
-        | Outcome::OutOfService => &route.metrics.error,
-        Outcome::Returned(CallOutcome::Panicked(_)) => &route.metrics.panic,
-        Outcome::TimedOut(_) => &route.metrics.timeout,
+    let counter = match outcome.tally() {
+        Tally::Ok => &route.metrics.ok,
+        Tally::Error => &route.metrics.error,
+        Tally::Panic => &route.metrics.panic,
+        Tally::Timeout => &route.metrics.timeout,
     };
     counter.inc();
     route.plugin.count(outcome);

@@ -109,10 +109,9 @@ pub(crate) async fn pooled(
         })
         .await
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(Ok((outcome, ran_for))) => (Outcome::Returned(outcome), Some(ran_for)),
-        Ok(Err(join_error)) => (Outcome::Lost(join_error.to_string()), None),
-        Err(_) => (Outcome::TimedOut(timeout), None),
+    match waited(timeout, work).await {
+        Ok((outcome, ran_for)) => (Outcome::Returned(outcome), Some(ran_for)),
+        Err(ended) => (ended, None),
     }
 }
 
@@ -149,10 +148,21 @@ pub(crate) async fn hook(
             hooks::outcome(plugin.extension(hook.extension(), &input))
         })
     });
+    waited(timeout, work)
+        .await
+        .map_or_else(|ended| ended, Outcome::Returned)
+}
+
+/// Waits up to `timeout` for a call on the blocking pool; how it ended when
+/// it gave no answer.
+async fn waited<T>(
+    timeout: Duration,
+    work: impl std::future::Future<Output = Result<T, tokio::task::JoinError>>,
+) -> Result<T, Outcome> {
     match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(outcome)) => Outcome::Returned(outcome),
-        Ok(Err(join_error)) => Outcome::Lost(join_error.to_string()),
-        Err(_) => Outcome::TimedOut(timeout),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(join_error)) => Err(Outcome::Lost(join_error.to_string())),
+        Err(_) => Err(Outcome::TimedOut(timeout)),
     }
 }
 

@@ -7,7 +7,7 @@
 //! has made no progress for the request timeout fails with `TimedOut`,
 //! which ends the connection. An upgraded connection, whose WebSocket
 //! layer has bounds of its own, leaves this wrapper with the bare stream
-//! ([`super::upgraded_stream`]); besides, the deadline is off once the
+//! ([`super::accept::upgraded_stream`]); besides, the deadline is off once the
 //! slot's HTTP phase has ended.
 //!
 //! A write that completes at once costs a flag's load and no clock read;

@@ -1,5 +1,5 @@
 //! The host's answers to a plugin during a call or a hook (plugin-api's
-//! [`HostAsk`]): how many connections are in a group (1.2); the plugin's
+//! [`HostAsk`](rohrpost_plugin_api::abi::HostAsk)): how many connections are in a group (1.2); the plugin's
 //! own counters and log lines (1.3, [`crate::telemetry::plugin_reports`]).
 //!
 //! What the answers come from is the server's [`Answers`], made once and

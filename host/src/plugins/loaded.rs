@@ -19,7 +19,7 @@ use abi_stable::std_types::RString;
 use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, EXT_CONFIGURE, EXT_RETIRE};
 use tokio::sync::Semaphore;
 
-use crate::plugins::outcome::Outcome;
+use crate::plugins::outcome::{Outcome, Tally};
 use crate::telemetry::plugin_events::{Identity, PluginInfo};
 use crate::{
     config::Isolation, plugins::files::shadow::ShadowDir, plugins::handler::HandlerInfo,
@@ -140,14 +140,11 @@ impl LoadedPlugin {
 
     /// Counts how a call ended.
     pub(crate) fn count(&self, outcome: &Outcome) {
-        let counter = match outcome {
-            Outcome::Returned(CallOutcome::Done(_)) => return,
-            Outcome::Returned(CallOutcome::Failed(_))
-            | Outcome::Lost(_)
-            | Outcome::Crashed
-            | Outcome::OutOfService => &self.stats.errors,
-            Outcome::Returned(CallOutcome::Panicked(_)) => &self.stats.panics,
-            Outcome::TimedOut(_) => &self.stats.timeouts,
+        let counter = match outcome.tally() {
+            Tally::Ok => return,
+            Tally::Error => &self.stats.errors,
+            Tally::Panic => &self.stats.panics,
+            Tally::Timeout => &self.stats.timeouts,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -20,3 +20,28 @@ pub(crate) enum Outcome {
     /// The plugin's worker fails at every start.
     OutOfService,
 }
+
+/// How an outcome counts, in a plugin's stats and its type's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tally {
+    Ok,
+    Error,
+    Panic,
+    Timeout,
+}
+
+impl Outcome {
+    /// How it counts: a crash, a lost call or an unusable worker is an
+    /// error for the caller, as a returned error is.
+    pub(crate) fn tally(&self) -> Tally {
+        match self {
+            Outcome::Returned(CallOutcome::Done(_)) => Tally::Ok,
+            Outcome::Returned(CallOutcome::Failed(_))
+            | Outcome::Lost(_)
+            | Outcome::Crashed
+            | Outcome::OutOfService => Tally::Error,
+            Outcome::Returned(CallOutcome::Panicked(_)) => Tally::Panic,
+            Outcome::TimedOut(_) => Tally::Timeout,
+        }
+    }
+}

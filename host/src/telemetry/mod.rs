@@ -1,12 +1,14 @@
 //! What the server knows about itself, for operators, one concern per
-//! module: [`metrics`] (Prometheus), [`plugin_states`] (every file of the
-//! plugins directory, loaded or rejected, and why), [`readiness`], the
-//! [`event_bus`] of the status page's live stream, [`plugins_page`]
-//! (`/api/plugins`) and [`stats`], the recent history of `/api/stats`.
+//! module: [`metrics`] (Prometheus) with its lock-free [`latency`]
+//! histogram, [`plugin_states`] (every file of the plugins directory,
+//! loaded or rejected, and why) from the [`plugin_events`], [`readiness`],
+//! the [`event_bus`] of the status page's live stream, and
+//! [`plugin_reports`] (what plugins count and log through the host). The
+//! pages that show them are `admin`'s.
 //!
-//! Everything that changes state reports here (the watcher publishes its
-//! [`PluginEvent`]s, the dispatcher counts requests, connections count
-//! themselves); `admin` only reads.
+//! Everything that changes state reports here, through [`Monitor`]'s
+//! methods (the watcher publishes its [`PluginEvent`]s, the dispatcher
+//! counts requests, connections count themselves); `admin` only reads.
 
 pub(crate) mod event_bus;
 pub(crate) mod latency;
@@ -24,10 +26,13 @@ use std::{
     },
 };
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 
-use self::plugin_events::PluginEvent;
-use self::{event_bus::EventBus, plugin_states::PluginStates, readiness::Readiness};
+use self::{
+    event_bus::EventBus, plugin_events::PluginEvent, plugin_reports::PluginReports,
+    plugin_states::PluginStates, readiness::Readiness,
+};
 pub(crate) use self::{
     event_bus::LiveEvent,
     metrics::{Metrics, RouteMetrics},
@@ -36,7 +41,7 @@ pub(crate) use self::{
 /// The server's view of itself.
 #[derive(Default)]
 pub(crate) struct Monitor {
-    pub metrics: Metrics,
+    metrics: Metrics,
     plugins: PluginStates,
     readiness: Readiness,
     events: EventBus,
@@ -129,6 +134,43 @@ impl Monitor {
         let mut metrics = self.metrics.worker(name);
         metrics.events = self.events.sink();
         metrics
+    }
+
+    /// The counters now, for one sample of `/api/stats`.
+    pub(crate) fn read(&self) -> metrics::Reading {
+        self.metrics.read()
+    }
+
+    /// Counts group messages dropped on a connection's full queue.
+    pub(crate) fn queue_drops(&self) -> &Counter {
+        &self.metrics.queue_drops
+    }
+
+    /// Counts group messages delivered to this host's members.
+    pub(crate) fn group_deliveries(&self) -> Counter {
+        self.metrics.group_deliveries.clone()
+    }
+
+    /// Where plugins' counters and log lines go.
+    pub(crate) fn plugin_reports(&self) -> Arc<PluginReports> {
+        self.metrics.reports.clone()
+    }
+
+    /// Group messages not passed to other hosts (the broker was down or
+    /// not answering, or the publishing queue was full).
+    pub(crate) fn broker_dropped(&self, count: u64) {
+        self.metrics.broker_drops.inc_by(count);
+    }
+
+    /// A message from the broker for a group name no rule allows.
+    pub(crate) fn broker_invalid(&self) {
+        self.metrics.broker_invalid.inc();
+    }
+
+    /// An event from a Django Channels layer that is not a rohrpost
+    /// message, or cannot be read.
+    pub(crate) fn broker_foreign(&self) {
+        self.metrics.broker_foreign.inc();
     }
 
     /// `GET /metrics` in the Prometheus text format.

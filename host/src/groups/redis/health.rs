@@ -162,7 +162,7 @@ impl Health {
 
     /// `count` group messages did not go to the other hosts.
     pub(super) fn dropped(&self, count: usize, why: &str) {
-        self.monitor.metrics.broker_drops.inc_by(count as u64);
+        self.monitor.broker_dropped(count as u64);
         let mut last = lock(&self.last_drop_warning);
         if last.is_none_or(|at| at.elapsed() >= DROP_WARNING_EVERY) {
             *last = Some(Instant::now());
@@ -177,11 +177,11 @@ impl Health {
 impl Health {
     /// Counts a message from Redis for a group name no rule allows.
     pub(super) fn invalid_group(&self) {
-        self.monitor.metrics.broker_invalid.inc();
+        self.monitor.broker_invalid();
     }
 
     /// Counts an event from Redis that is not a rohrpost message.
     pub(super) fn foreign(&self) {
-        self.monitor.metrics.broker_foreign.inc();
+        self.monitor.broker_foreign();
     }
 }

@@ -13,7 +13,7 @@
 //! - Every Redis call has a deadline ([`health`]): a Redis that stops
 //!   answering is handled like one that is gone.
 //! - The format on Redis is this host's own or that of Django Channels'
-//!   `channels_redis` pub/sub layer ([`wire`]), so that a Django app's
+//!   `channels_redis` pub/sub layer ([`format`]), so that a Django app's
 //!   `group_send` reaches this host's members and the other way round.
 //!   [`CoreGroups`] speaks channels_redis's default layer instead, which
 //!   keeps groups in sorted sets rather than pub/sub ([`core`]); it shares
@@ -78,7 +78,7 @@ impl RedisGroups {
         let (client, where_) = client(url)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
         info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
-        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
+        let local = MemoryGroups::counting(monitor.group_deliveries());
         let health = Arc::new(Health::new(monitor.clone()));
         health.connected(publishing);
         health.up();
@@ -253,7 +253,7 @@ impl CoreGroups {
         let (client, where_) = client(url)?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
         info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
-        let local = MemoryGroups::counting(monitor.metrics.group_deliveries.clone());
+        let local = MemoryGroups::counting(monitor.group_deliveries());
         let health = Arc::new(Health::new(monitor.clone()));
         health.connected(commands.clone());
         let core = Arc::new(Core::new(prefix, settings, health.clone(), local));

@@ -18,7 +18,7 @@
 //!
 //! One ABI for both modes: the worker hands the plugin the same `Call` and
 //! sends back the same effects list, which the host turns back into the
-//! same [`CallOutcome`] an in-process call returns; from there replies,
+//! same [`CallOutcome`](rohrpost_plugin_api::abi::CallOutcome) an in-process call returns; from there replies,
 //! groups, close and notifications take the one path of
 //! [`crate::effects`]. A plugin author writes the same code and cannot tell
 //! which mode runs it.
@@ -42,7 +42,7 @@ pub(crate) use self::channel::WorkerLimits;
 use self::supervisor::{Supervisor, Unavailable, WorkerStatus};
 use crate::plugins::outcome::Outcome;
 
-/// A plugin version's worker, as its [`LoadedPlugin`] holds it. Dropped
+/// A plugin version's worker, as its [`LoadedPlugin`](crate::plugins::loaded::LoadedPlugin) holds it. Dropped
 /// with the last reference to that version (the registry's and those of
 /// the calls running on it): the worker then exits.
 pub(crate) struct WorkerHandle(pub(crate) Arc<Supervisor>);
