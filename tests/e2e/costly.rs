@@ -446,6 +446,12 @@ async fn with_an_admin_token_the_operator_endpoints_ask_for_it() {
             let (status, _, _) = get_with(&host.addr, path, &[("Authorization", right)]).await;
             assert_eq!(status, 200, "{path} with {right}");
         }
+        // One header, one guess: the right token among wrong ones is refused.
+        let several = [
+            ("Authorization", "Bearer guess-1"),
+            ("Authorization", bearer.as_str()),
+        ];
+        assert_eq!(get_with(&host.addr, path, &several).await.0, 401, "{path}");
     }
     assert_eq!(subscribe(&host.addr, &[]).await.0, 401);
     assert_eq!(

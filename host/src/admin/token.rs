@@ -55,28 +55,31 @@ async fn require_token(State(token): State<AdminToken>, request: Request, next: 
 }
 
 /// Whether a request carries the token: `Authorization: Bearer <token>`,
-/// or Basic with the token as the password (any user name).
+/// or Basic with the token as the password (any user name), in its one
+/// `Authorization` header. A request with several `Authorization` headers is refused: each would
+/// otherwise be one more guess.
 fn authorized(headers: &HeaderMap, expected: &str) -> bool {
-    headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-        let Some((scheme, credentials)) = value.to_str().ok().and_then(|v| v.split_once(' '))
-        else {
-            return false;
-        };
-        let credentials = credentials.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            rohrpost_plugin_api::same_secret(credentials, expected)
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            decode_base64(credentials)
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .and_then(|pair| {
-                    pair.split_once(':')
-                        .map(|(_, password)| rohrpost_plugin_api::same_secret(password, expected))
-                })
-                .unwrap_or(false)
-        } else {
-            false
-        }
-    })
+    let mut given = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (given.next(), given.next()) else {
+        return false;
+    };
+    let Some((scheme, credentials)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return false;
+    };
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        rohrpost_plugin_api::same_secret(credentials, expected)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        decode_base64(credentials)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|pair| {
+                pair.split_once(':')
+                    .map(|(_, password)| rohrpost_plugin_api::same_secret(password, expected))
+            })
+            .unwrap_or(false)
+    } else {
+        false
+    }
 }
 
 /// Standard base64 (RFC 4648, padding optional), for Basic credentials.
@@ -139,5 +142,12 @@ mod tests {
         assert!(!with("Basic YWRtaW46d3Jvbmc="));
         assert!(!with("Token s3cret"));
         assert!(!authorized(&HeaderMap::new(), "s3cret"));
+        // The right token among wrong ones is still refused: one header,
+        // one guess.
+        let mut several = HeaderMap::new();
+        for value in ["Bearer wrong", "Bearer s3cret"] {
+            several.append(header::AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        assert!(!authorized(&several, "s3cret"));
     }
 }

@@ -42,14 +42,20 @@ def _authorized(request, settings):
 def _body(request, settings, event=None):
     """The call's JSON document, checked for the version, the event and
     the connection."""
+    limit = settings["MAX_BODY_BYTES"]
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
-    if length > settings["MAX_BODY_BYTES"]:
+    if length > limit:
+        raise BadCall("the body is larger than MAX_BODY_BYTES")
+    # Read no more than the limit whatever the headers say: a chunked body
+    # has no Content-Length, and request.body would read all of it.
+    body = request.read(limit + 1)
+    if len(body) > limit:
         raise BadCall("the body is larger than MAX_BODY_BYTES")
     try:
-        document = json.loads(request.body)
+        document = json.loads(body)
     except ValueError as exc:
         raise BadCall("the body is not JSON: {}".format(exc)) from exc
     if not isinstance(document, dict) or document.get("v") != VERSION:

@@ -2,11 +2,14 @@
 documents in, effects (or a subscribe decision) out."""
 
 import json
+from io import BytesIO
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
+from django.core.handlers.asgi import ASGIRequest
 from django.test import TestCase, override_settings
+from django.urls import resolve
 
 from tests import handlers
 
@@ -212,6 +215,36 @@ class SecretAndShapeTests(BridgeTestCase):
         with self.assertLogs("rohrpost_bridge", "WARNING"):
             response = self.post("connect/", {"v": 1, "event": "disconnect", "connection": {}})
         self.assertEqual(response.status_code, 400)
+
+    @override_settings(ROHRPOST_BRIDGE=dict(BRIDGE, MAX_BODY_BYTES=2000))
+    def test_a_body_past_the_limit_is_refused_without_a_content_length_too(self):
+        # A chunked body under ASGI: no Content-Length to check beforehand.
+        def call(padding):
+            document = {
+                "v": 1,
+                "request": {"id": 1, "type": "echo", "data": {"pad": padding}},
+                "connection": connection(),
+            }
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/rohrpost/",
+                "query_string": b"",
+                "headers": [
+                    (b"x-rohrpost-secret", b"s3cret"),
+                    (b"content-type", b"application/json"),
+                    (b"transfer-encoding", b"chunked"),
+                ],
+            }
+            request = ASGIRequest(scope, BytesIO(json.dumps(document).encode()))
+            self.assertNotIn("CONTENT_LENGTH", request.META)
+            return resolve("/rohrpost/").func(request)
+
+        self.assertEqual(call("x" * 100).status_code, 200)
+        with self.assertLogs("rohrpost_bridge", "WARNING"):
+            response = call("x" * 100_000)
+        self.assertEqual(response.status_code, 400)
+        self.assertIn(b"MAX_BODY_BYTES", response.content)
 
     def test_only_post(self):
         self.assertEqual(self.client.get("/rohrpost/", headers=SECRET).status_code, 405)
