@@ -241,6 +241,8 @@ settings! {
     max_messages_per_second: u32 = "0", flag "max-messages-per-second", env "ROHRPOST_MAX_MESSAGES_PER_SECOND", parse parse_count_u32;
     /// Most bytes one plugin may attach to one connection (`conn.set`, keys and values as JSON); a call that would keep more fails with an error reply and none of its effects.
     max_connection_state_bytes: u64 = "64K", flag "max-connection-state-bytes", env "ROHRPOST_MAX_CONNECTION_STATE_BYTES", parse parse_size;
+    /// Most groups one connection may be in at once; a call that would join more fails with an error reply and none of its effects. 0: no limit.
+    max_groups_per_connection: usize = "1000", flag "max-groups-per-connection", env "ROHRPOST_MAX_GROUPS_PER_CONNECTION", parse parse_count;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
     admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
     /// Address space of each plugin worker process in bytes (`512M`, `2G`); an allocation beyond it fails and ends the worker, not the server. 0: no limit.

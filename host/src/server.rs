@@ -131,6 +131,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             max_messages_per_second: settings.max_messages_per_second,
             max_connection_state_bytes: usize::try_from(settings.max_connection_state_bytes)
                 .unwrap_or(usize::MAX),
+            max_groups_per_connection: settings.max_groups_per_connection,
             monitor: monitor.clone(),
         }),
         settings: settings.clone(),

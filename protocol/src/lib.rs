@@ -95,6 +95,9 @@ pub enum Failure<'a> {
         "Connection state too large: a plugin may attach at most {limit} bytes to a connection."
     )]
     StateTooLarge { limit: usize },
+    /// The call would put the connection in more groups than it may be in.
+    #[error("Too many groups: a connection may be in at most {limit} groups.")]
+    TooManyGroups { limit: usize },
 }
 
 impl Failure<'_> {

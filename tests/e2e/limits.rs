@@ -140,3 +140,74 @@ async fn a_client_close_is_echoed_with_its_code() {
     c.close_with(4001).await.unwrap();
     assert_eq!(c.recv(T).await.unwrap(), Received::Close(Some(4001)));
 }
+
+#[tokio::test]
+async fn a_connection_may_be_in_so_many_groups_and_a_call_past_that_joins_none() {
+    let host =
+        Host::start_with(&["fixture-testkit"], &["--max-groups-per-connection", "3"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let mut sender = host.connect().await.unwrap();
+    let reply = c
+        .request(r#"{"id":1,"type":"join-all","data":{"groups":["a","b","c"]}}"#)
+        .await
+        .unwrap();
+    assert_eq!(reply["type"], "join-all", "{reply}");
+    let too_many = "Too many groups: a connection may be in at most 3 groups.";
+    // A fourth group, alone or with one more: refused, and nothing joined.
+    for request in [
+        r#"{"id":2,"type":"join","data":{"group":"d"}}"#,
+        r#"{"id":3,"type":"join-all","data":{"groups":["e","f"]}}"#,
+    ] {
+        let reply = c.request(request).await.unwrap();
+        assert_eq!(reply["error"], too_many, "{reply}");
+    }
+    for group in ["d", "e", "f"] {
+        let send = json!({"id": 4, "type": "group-send",
+            "data": {"group": group, "message": "hello"}})
+        .to_string();
+        sender.request(&send).await.unwrap();
+    }
+    c.expect_silence(Duration::from_millis(300)).await.unwrap();
+    // A group it is in already takes no place; a leave gives one back, in
+    // the same call too.
+    let reply = c
+        .request(r#"{"id":5,"type":"join","data":{"group":"a"}}"#)
+        .await
+        .unwrap();
+    assert_eq!(reply["type"], "join", "{reply}");
+    let reply = c
+        .request(r#"{"id":6,"type":"leave","data":{"group":"a"}}"#)
+        .await
+        .unwrap();
+    assert_eq!(reply["type"], "leave", "{reply}");
+    let reply = c
+        .request(r#"{"id":7,"type":"join","data":{"group":"d"}}"#)
+        .await
+        .unwrap();
+    assert_eq!(reply["type"], "join", "{reply}");
+    let send = json!({"id": 8, "type": "group-send",
+        "data": {"group": "d", "message": "in"}})
+    .to_string();
+    sender.request(&send).await.unwrap();
+    let message = c.recv_json(T).await.unwrap();
+    assert_eq!(message["data"]["payload"], "in", "{message}");
+}
+
+#[tokio::test]
+async fn by_default_a_connection_may_be_in_a_thousand_groups() {
+    let host = Host::start(&["fixture-testkit"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let groups = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|n| format!("g-{n}")).collect()
+    };
+    let join_all = |id: u64, groups: Vec<String>| {
+        json!({"id": id, "type": "join-all", "data": {"groups": groups}}).to_string()
+    };
+    let reply = c.request(&join_all(1, groups(0..1000))).await.unwrap();
+    assert_eq!(reply["type"], "join-all", "{reply:.200}");
+    let reply = c.request(&join_all(2, groups(1000..1001))).await.unwrap();
+    assert_eq!(
+        reply["error"], "Too many groups: a connection may be in at most 1000 groups.",
+        "{reply:.200}"
+    );
+}

@@ -62,6 +62,8 @@ pub(crate) struct Common {
     pub max_messages_per_second: u32,
     /// What one plugin may attach to one connection, in bytes.
     pub max_connection_state_bytes: usize,
+    /// The most groups one connection may be in (0: any).
+    pub max_groups_per_connection: usize,
     pub monitor: Arc<Monitor>,
 }
 
@@ -120,6 +122,7 @@ impl Conn {
             state: &mut self.state,
             scope: &self.scope,
             state_limit: shared.max_connection_state_bytes,
+            max_groups: shared.max_groups_per_connection,
         };
         (effects, caller)
     }

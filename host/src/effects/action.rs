@@ -11,6 +11,8 @@ use rohrpost_plugin_api::{
 };
 use serde::de::IgnoredAny;
 
+use crate::groups::{ConnectionId, MemoryGroups};
+
 /// One effect of a handler, decoded and checked.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -107,6 +109,43 @@ pub(crate) fn is_json_object(text: &str) -> bool {
     text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
+/// Whether carrying out `effects` in order would put `connection` in more
+/// than `limit` groups (its groups on this host: `groups`).
+pub(crate) fn joins_past(
+    effects: &[Effect],
+    groups: &MemoryGroups,
+    connection: ConnectionId,
+    limit: usize,
+) -> bool {
+    if !effects.iter().any(|e| e.kind == EFFECT_JOIN) {
+        return false;
+    }
+    let mut count = groups.joined_by(connection);
+    // Memberships this call changed, as they stand after its effects so far.
+    let mut now: std::collections::HashMap<&str, bool> = Default::default();
+    for effect in effects {
+        let group = effect.target.as_str();
+        let joins = match effect.kind {
+            EFFECT_JOIN => true,
+            EFFECT_LEAVE => false,
+            _ => continue,
+        };
+        let member = *now
+            .entry(group)
+            .or_insert_with(|| groups.size_for(group, connection).1);
+        match (joins, member) {
+            (true, false) => count += 1,
+            (false, true) => count -= 1,
+            _ => {}
+        }
+        now.insert(group, joins);
+        if count > limit {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +216,33 @@ mod tests {
             effect(EFFECT_GROUP_SEND, "no spaces", "{}"),
         ];
         assert!(first_bad_group(&bad, rule).is_some());
+    }
+
+    #[tokio::test]
+    async fn joins_are_counted_in_order_with_leaves_and_memberships() {
+        use crate::groups::GroupLayer;
+        let groups = MemoryGroups::default();
+        let (outbox, _inbox) = crate::socket::outbound::outbound_queue(
+            crate::socket::outbound::QueueLimits {
+                messages: 8,
+                bytes: 1 << 20,
+            },
+            Default::default(),
+            None,
+        );
+        groups.join("a", 1, &outbox).await;
+        groups.join("b", 1, &outbox).await;
+        let join = |g: &str| effect(EFFECT_JOIN, g, "");
+        let leave = |g: &str| effect(EFFECT_LEAVE, g, "");
+        // In two groups, limit three.
+        assert!(!joins_past(&[join("c")], &groups, 1, 3));
+        assert!(joins_past(&[join("c"), join("d")], &groups, 1, 3));
+        // Groups it is in, or joins twice, take no place.
+        assert!(!joins_past(&[join("a"), join("c"), join("c")], &groups, 1, 3));
+        // A leave first makes room; after, it comes too late.
+        assert!(!joins_past(&[leave("a"), join("c"), join("d")], &groups, 1, 3));
+        assert!(joins_past(&[join("c"), join("d"), leave("a")], &groups, 1, 3));
+        // Another connection's groups are its own.
+        assert!(!joins_past(&[join("c"), join("d")], &groups, 2, 3));
     }
 }

@@ -23,7 +23,7 @@ use rohrpost_plugin_api::{
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{error, warn};
 
-use self::action::{first_bad_group, state_changes, Action, Unusable};
+use self::action::{first_bad_group, joins_past, state_changes, Action, Unusable};
 use crate::plugins::{
     hooks::{self, Hook},
     outcome::Outcome,
@@ -85,6 +85,8 @@ pub(crate) struct Effects<'c> {
     pub scope: &'c Arc<str>,
     /// The most one plugin may attach to one connection, in bytes.
     pub state_limit: usize,
+    /// The most groups the connection may be in (0: any).
+    pub max_groups: usize,
 }
 
 impl Effects<'_> {
@@ -209,7 +211,8 @@ impl Effects<'_> {
 /// Carries out what `plugin` asked for in `phase`, in order, the one place
 /// for calls and both hooks: the call's group names checked first (one bad
 /// name fails them all: carrying out the rest would leave the caller
-/// half-subscribed), then its state changes all at once, then each action.
+/// half-subscribed), then the number of groups it would leave the
+/// connection in, then its state changes all at once, then each action.
 /// A connection is flushed at the end.
 pub(crate) async fn apply(
     mut target: Target<'_, '_>,
@@ -247,6 +250,26 @@ pub(crate) async fn apply(
         }
         return Ok(());
     };
+    let limit = connection.max_groups;
+    if limit > 0
+        && joins_past(
+            &effects,
+            connection.groups.local(),
+            connection.connection,
+            limit,
+        )
+    {
+        let Phase::Call(request) = phase else {
+            return refuse(
+                plugin,
+                &phase,
+                format!("it would join more than {limit} groups"),
+            );
+        };
+        return connection
+            .reply(Failure::TooManyGroups { limit }.reply(request))
+            .await;
+    }
     let changes = state_changes(&effects);
     if !changes.is_empty() {
         let state = connection.state.get_or_insert_with(Default::default);

@@ -284,6 +284,11 @@ impl MemoryGroups {
             .map_or((0, false), |m| (m.len(), m.contains_key(&connection)))
     }
 
+    /// How many groups `connection` is in.
+    pub(crate) fn joined_by(&self, connection: ConnectionId) -> usize {
+        self.state().joined.get(&connection).map_or(0, HashSet::len)
+    }
+
     /// How many groups have members here.
     pub(crate) fn group_count(&self) -> usize {
         self.state().members.len()
