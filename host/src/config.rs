@@ -241,6 +241,8 @@ settings! {
     max_messages_per_second: u32 = "0", flag "max-messages-per-second", env "ROHRPOST_MAX_MESSAGES_PER_SECOND", parse parse_count_u32;
     /// Most bytes one plugin may attach to one connection (`conn.set`, keys and values as JSON); a call that would keep more fails with an error reply and none of its effects.
     max_connection_state_bytes: u64 = "64K", flag "max-connection-state-bytes", env "ROHRPOST_MAX_CONNECTION_STATE_BYTES", parse parse_size;
+    /// Most effects (replies, joins, leaves, group sends, ...) one handler call or hook may ask for; a call that asks for more fails with an error reply and none of its effects.
+    max_effects_per_call: usize = "4096", flag "max-effects-per-call", env "ROHRPOST_MAX_EFFECTS_PER_CALL", parse parse_positive;
     /// Most groups one connection may be in at once; a call that would join more fails with an error reply and none of its effects. 0: no limit.
     max_groups_per_connection: usize = "1000", flag "max-groups-per-connection", env "ROHRPOST_MAX_GROUPS_PER_CONNECTION", parse parse_count;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.

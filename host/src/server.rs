@@ -88,6 +88,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             worker_limits: WorkerLimits {
                 memory: settings.worker_memory_limit,
                 open_files: settings.worker_open_files,
+                max_effects: settings.max_effects_per_call,
             },
             strict_modes: settings.strict_modes,
             answers: answers.clone(),
@@ -119,6 +120,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 inline_budget_per_mib: settings.inline_budget_per_mib,
                 group_names: settings.group_names,
                 max_json_containers: settings.max_json_containers,
+                max_effects: settings.max_effects_per_call,
                 monitor: monitor.clone(),
                 answers,
             },

@@ -95,6 +95,10 @@ pub enum Failure<'a> {
         "Connection state too large: a plugin may attach at most {limit} bytes to a connection."
     )]
     StateTooLarge { limit: usize },
+    /// The handler asked for more effects than a call may have; none was
+    /// carried out.
+    #[error("Internal error: the handler for '{kind}' asked for more than {limit} effects.")]
+    TooManyEffects { kind: &'a str, limit: usize },
     /// The call would put the connection in more groups than it may be in.
     #[error("Too many groups: a connection may be in at most {limit} groups.")]
     TooManyGroups { limit: usize },

@@ -211,3 +211,49 @@ async fn by_default_a_connection_may_be_in_a_thousand_groups() {
         "{reply:.200}"
     );
 }
+
+#[tokio::test]
+async fn a_call_asking_for_too_many_effects_fails_whole_in_both_isolation_modes() {
+    let in_worker =
+        Host::start_with(&["fixture-testkit"], &["--max-effects-per-call", "100"]).unwrap();
+    let in_process = Host::start_with_config(
+        &["fixture-testkit"],
+        "[plugins.testkit]\nisolation = \"none\"\n",
+        &["--max-effects-per-call", "100"],
+    )
+    .unwrap();
+    for host in [&in_worker, &in_process] {
+        let mut c = host.connect().await.unwrap();
+        let mut sender = host.connect().await.unwrap();
+        // 100 joins and the reply: one effect too many.
+        let reply = c
+            .request(r#"{"id":1,"type":"join","data":{"group":"g","times":100}}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply["error"],
+            "Internal error: the handler for 'join' asked for more than 100 effects.",
+            "{reply}"
+        );
+        let send = json!({"id": 2, "type": "group-send",
+            "data": {"group": "g", "message": "hello"}})
+        .to_string();
+        sender.request(&send).await.unwrap();
+        c.expect_silence(Duration::from_millis(300)).await.unwrap();
+        // Within the limit it is carried out.
+        let reply = c
+            .request(r#"{"id":3,"type":"join","data":{"group":"g","times":99}}"#)
+            .await
+            .unwrap();
+        assert_eq!(reply["type"], "join", "{reply}");
+        sender.request(&send).await.unwrap();
+        let message = c.recv_json(T).await.unwrap();
+        assert_eq!(message["data"]["payload"], "hello", "{message}");
+        host.wait_for_log(
+            &["more effects than max_effects_per_call", "effects=101"],
+            T,
+        )
+        .await
+        .unwrap();
+    }
+}

@@ -256,8 +256,17 @@ async fn opened(
         };
         let timeout = shared.dispatcher.handler_timeout;
         let answers = &shared.dispatcher.answers;
-        let outcome =
-            dispatch::run::hook(answers, plugin, Hook::Connect, scope, conn.id, timeout).await;
+        let max_effects = shared.dispatcher.max_effects;
+        let outcome = dispatch::run::hook(
+            answers,
+            plugin,
+            Hook::Connect,
+            scope,
+            conn.id,
+            timeout,
+            max_effects,
+        )
+        .await;
         let effects = match outcome {
             Outcome::Returned(CallOutcome::Done(effects)) => effects,
             other => {
@@ -288,7 +297,18 @@ async fn disconnected(
         let input = hooks::disconnect_input(scope, code);
         let timeout = shared.dispatcher.handler_timeout;
         let answers = &shared.dispatcher.answers;
-        match dispatch::run::hook(answers, plugin, Hook::Disconnect, input, id, timeout).await {
+        let max_effects = shared.dispatcher.max_effects;
+        match dispatch::run::hook(
+            answers,
+            plugin,
+            Hook::Disconnect,
+            input,
+            id,
+            timeout,
+            max_effects,
+        )
+        .await
+        {
             Outcome::Returned(CallOutcome::Done(effects)) => {
                 let target = effects::Target::Gone(shared.groups.as_ref());
                 let rule = shared.dispatcher.group_names;

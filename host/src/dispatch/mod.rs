@@ -66,6 +66,8 @@ pub(crate) struct Dispatcher {
     pub group_names: GroupNameRule,
     /// Most arrays and objects in one message.
     pub max_json_containers: usize,
+    /// Most effects one call or hook may ask for.
+    pub max_effects: usize,
     pub monitor: Arc<Monitor>,
     /// What plugins' questions during a call are answered from.
     pub answers: Arc<Answers>,
@@ -149,6 +151,7 @@ impl Dispatcher {
                 &self.answers,
                 &route.plugin,
                 route.handler,
+                self.max_effects,
                 &envelope,
                 text,
                 scope,
@@ -164,6 +167,7 @@ impl Dispatcher {
                 &route.plugin,
                 route.handler,
                 owned,
+                self.max_effects,
                 self.handler_timeout,
                 connection,
             )
@@ -219,6 +223,9 @@ impl Dispatcher {
             Outcome::Lost(_) => Failure::Lost { kind }.reply(&envelope),
             Outcome::Crashed => Failure::Crashed { plugin }.reply(&envelope),
             Outcome::OutOfService => Failure::OutOfService { plugin }.reply(&envelope),
+            Outcome::TooManyEffects { limit, .. } => {
+                Failure::TooManyEffects { kind, limit }.reply(&envelope)
+            }
         };
         Answer::Reply(reply)
     }

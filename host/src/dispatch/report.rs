@@ -56,5 +56,12 @@ pub(crate) fn log(route: &Route, kind: &str, outcome: &Outcome) {
                     cause = %why, "handler call was lost");
             }
         }
+        Outcome::TooManyEffects { count, limit } => {
+            if crate::base::log_limit::HANDLER_INVALID.allow() {
+                error!(plugin = %plugin.name, version = %plugin.version, r#type = %kind,
+                    effects = count, limit,
+                    "handler asked for more effects than max_effects_per_call; none were carried out");
+            }
+        }
     }
 }

@@ -38,6 +38,7 @@ pub(crate) fn inline(
     answers: &Answers,
     plugin: &LoadedPlugin,
     handler: u32,
+    max_effects: usize,
     envelope: &Envelope<'_>,
     frame: &str,
     scope: &str,
@@ -51,7 +52,7 @@ pub(crate) fn inline(
         scope: scope.into(),
     };
     with_caller(answers, connection, &plugin.name, || {
-        Outcome::Returned(plugin.call(handler, &call))
+        Outcome::returned(plugin.call(handler, &call), max_effects)
     })
 }
 
@@ -90,6 +91,7 @@ pub(crate) async fn pooled(
     plugin: &Arc<LoadedPlugin>,
     handler: u32,
     owned: OwnedCall,
+    max_effects: usize,
     timeout: Duration,
     connection: ConnectionId,
 ) -> (Outcome, Option<Duration>) {
@@ -110,7 +112,7 @@ pub(crate) async fn pooled(
         .await
     };
     match waited(timeout, work).await {
-        Ok((outcome, ran_for)) => (Outcome::Returned(outcome), Some(ran_for)),
+        Ok((outcome, ran_for)) => (Outcome::returned(outcome, max_effects), Some(ran_for)),
         Err(ended) => (ended, None),
     }
 }
@@ -125,6 +127,7 @@ pub(crate) async fn hook(
     input: String,
     connection: ConnectionId,
     timeout: Duration,
+    max_effects: usize,
 ) -> Outcome {
     if let Some(worker) = plugin.worker() {
         let parts = frame::CallParts {
@@ -148,9 +151,10 @@ pub(crate) async fn hook(
             hooks::outcome(plugin.extension(hook.extension(), &input))
         })
     });
-    waited(timeout, work)
-        .await
-        .map_or_else(|ended| ended, Outcome::Returned)
+    waited(timeout, work).await.map_or_else(
+        |ended| ended,
+        |answer| Outcome::returned(answer, max_effects),
+    )
 }
 
 /// Waits up to `timeout` for a call on the blocking pool; how it ended when

@@ -238,10 +238,25 @@ mod tests {
         assert!(!joins_past(&[join("c")], &groups, 1, 3));
         assert!(joins_past(&[join("c"), join("d")], &groups, 1, 3));
         // Groups it is in, or joins twice, take no place.
-        assert!(!joins_past(&[join("a"), join("c"), join("c")], &groups, 1, 3));
+        assert!(!joins_past(
+            &[join("a"), join("c"), join("c")],
+            &groups,
+            1,
+            3
+        ));
         // A leave first makes room; after, it comes too late.
-        assert!(!joins_past(&[leave("a"), join("c"), join("d")], &groups, 1, 3));
-        assert!(joins_past(&[join("c"), join("d"), leave("a")], &groups, 1, 3));
+        assert!(!joins_past(
+            &[leave("a"), join("c"), join("d")],
+            &groups,
+            1,
+            3
+        ));
+        assert!(joins_past(
+            &[join("c"), join("d"), leave("a")],
+            &groups,
+            1,
+            3
+        ));
         // Another connection's groups are its own.
         assert!(!joins_past(&[join("c"), join("d")], &groups, 2, 3));
     }

@@ -208,6 +208,9 @@ impl Effects<'_> {
     }
 }
 
+/// How many actions are carried out between two yields to the runtime.
+const YIELD_EVERY: usize = 256;
+
 /// Carries out what `plugin` asked for in `phase`, in order, the one place
 /// for calls and both hooks: the call's group names checked first (one bad
 /// name fails them all: carrying out the rest would leave the caller
@@ -290,7 +293,12 @@ pub(crate) async fn apply(
             return connection.reply(failure.reply(request)).await;
         }
     }
-    for effect in RVec::into_iter(effects) {
+    for (n, effect) in RVec::into_iter(effects).enumerate() {
+        if n > 0 && n % YIELD_EVERY == 0 {
+            // Other connections' tasks run between the chunks of a long
+            // call: its effects never hold a runtime thread for long.
+            tokio::task::yield_now().await;
+        }
         let effect_kind = effect.kind;
         match (Action::decode(effect), &phase) {
             (Ok(action), _) => connection.act(action).await?,

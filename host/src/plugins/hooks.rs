@@ -126,6 +126,9 @@ pub(crate) fn log_failure(plugin: &str, version: &str, hook: Hook, outcome: &Out
         Outcome::Lost(why) => format!("did not complete: {why}"),
         Outcome::Crashed => "its worker crashed".into(),
         Outcome::OutOfService => "the plugin is out of service".into(),
+        Outcome::TooManyEffects { count, limit } => {
+            format!("it asked for {count} effects, more than max_effects_per_call ({limit})")
+        }
     };
     let refused = if hook == Hook::Connect {
         "; the connection is refused (1011)"

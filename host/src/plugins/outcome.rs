@@ -19,6 +19,22 @@ pub(crate) enum Outcome {
     Crashed,
     /// The plugin's worker fails at every start.
     OutOfService,
+    /// The plugin asked for more effects than a call may have
+    /// (`max_effects_per_call`); none of them is carried out.
+    TooManyEffects { count: usize, limit: usize },
+}
+
+impl Outcome {
+    /// What the plugin answered, held to `limit` effects.
+    pub(crate) fn returned(answer: CallOutcome, limit: usize) -> Outcome {
+        match answer {
+            CallOutcome::Done(effects) if effects.len() > limit => Outcome::TooManyEffects {
+                count: effects.len(),
+                limit,
+            },
+            answer => Outcome::Returned(answer),
+        }
+    }
 }
 
 /// How an outcome counts, in a plugin's stats and its type's metrics.
@@ -39,7 +55,8 @@ impl Outcome {
             Outcome::Returned(CallOutcome::Failed(_))
             | Outcome::Lost(_)
             | Outcome::Crashed
-            | Outcome::OutOfService => Tally::Error,
+            | Outcome::OutOfService
+            | Outcome::TooManyEffects { .. } => Tally::Error,
             Outcome::Returned(CallOutcome::Panicked(_)) => Tally::Panic,
             Outcome::TimedOut(_) => Tally::Timeout,
         }

@@ -72,6 +72,8 @@ pub(crate) struct WorkerLimits {
     pub memory: u64,
     /// Open files (`RLIMIT_NOFILE`); 0 for the server's own.
     pub open_files: u64,
+    /// Most effects one reply may carry (`max_effects_per_call`).
+    pub max_effects: usize,
 }
 
 /// A worker whose library is loaded, before or after its configuration.
@@ -479,7 +481,7 @@ impl Worker {
             self.kill.notify_one();
         }
         if let Some((_, _, waiter)) = waiter {
-            let _ = waiter.send((Outcome::Returned(reply.outcome), Some(reply.ran_for)));
+            let _ = waiter.send((reply.outcome, Some(reply.ran_for)));
         }
     }
 

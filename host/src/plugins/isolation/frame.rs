@@ -20,7 +20,7 @@ use abi_stable::std_types::{RString, RVec};
 use rohrpost_plugin_api::abi::{CallOutcome, Effect};
 use thiserror::Error;
 
-use crate::plugins::manifest::ManifestInfo;
+use crate::plugins::{manifest::ManifestInfo, outcome::Outcome};
 
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
@@ -281,7 +281,7 @@ pub(crate) fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> V
 pub(crate) struct Reply {
     pub call_id: u64,
     pub ran_for: Duration,
-    pub outcome: CallOutcome,
+    pub outcome: Outcome,
 }
 
 /// A plugin's question, as the host reads it.
@@ -327,13 +327,24 @@ pub(crate) fn read_answer(r: &mut Reader<'_>) -> Result<(u64, Result<String, Str
     Ok((call_id, if ok { Ok(text) } else { Err(text) }))
 }
 
-/// Reads a [`REPLY`] body (after the tag).
-pub(crate) fn read_reply(r: &mut Reader<'_>) -> Result<Reply, FrameError> {
+/// Reads a [`REPLY`] body (after the tag); a reply with more than
+/// `max_effects` effects is not decoded further.
+pub(crate) fn read_reply(r: &mut Reader<'_>, max_effects: usize) -> Result<Reply, FrameError> {
     let call_id = r.u64()?;
     let ran_for = Duration::from_nanos(r.u64()?);
     let outcome = match r.u8()? {
         DONE => {
             let n = r.count(12)?;
+            if n > max_effects {
+                return Ok(Reply {
+                    call_id,
+                    ran_for,
+                    outcome: Outcome::TooManyEffects {
+                        count: n,
+                        limit: max_effects,
+                    },
+                });
+            }
             let mut effects = RVec::with_capacity(n);
             for _ in 0..n {
                 let kind = r.u32()?;
@@ -350,7 +361,7 @@ pub(crate) fn read_reply(r: &mut Reader<'_>) -> Result<Reply, FrameError> {
     Ok(Reply {
         call_id,
         ran_for,
-        outcome,
+        outcome: Outcome::Returned(outcome),
     })
 }
 
@@ -471,11 +482,34 @@ mod tests {
             let frame = reply(9, Duration::from_micros(3), &outcome);
             let (tag, rest) = body(&frame);
             assert_eq!(tag, REPLY);
-            let back = read_reply(&mut Reader::new(rest)).unwrap();
+            let back = read_reply(&mut Reader::new(rest), 4096).unwrap();
             assert_eq!(back.call_id, 9);
             assert_eq!(back.ran_for, Duration::from_micros(3));
-            assert_eq!(format!("{:?}", back.outcome), format!("{outcome:?}"));
+            assert_eq!(
+                format!("{:?}", back.outcome),
+                format!("Returned({outcome:?})")
+            );
         }
+    }
+
+    #[test]
+    fn a_reply_past_the_effects_limit_is_not_decoded() {
+        let effect = || Effect {
+            kind: 1,
+            target: "".into(),
+            body: "{}".into(),
+        };
+        let effects: RVec<Effect> = (0..3).map(|_| effect()).collect();
+        let frame = reply(7, Duration::ZERO, &CallOutcome::Done(effects));
+        let (_, rest) = body(&frame);
+        let back = read_reply(&mut Reader::new(rest), 2).unwrap();
+        assert_eq!(back.call_id, 7);
+        assert!(matches!(
+            back.outcome,
+            Outcome::TooManyEffects { count: 3, limit: 2 }
+        ));
+        let back = read_reply(&mut Reader::new(rest), 3).unwrap();
+        assert!(matches!(back.outcome, Outcome::Returned(CallOutcome::Done(e)) if e.len() == 3));
     }
 
     #[test]
@@ -486,7 +520,7 @@ mod tests {
         let frame = w.finish();
         let (_, rest) = body(&frame);
         assert_eq!(
-            read_reply(&mut Reader::new(rest)).err(),
+            read_reply(&mut Reader::new(rest), usize::MAX).err(),
             Some(FrameError::Short)
         );
         assert_eq!(

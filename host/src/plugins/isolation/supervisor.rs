@@ -378,6 +378,7 @@ impl Supervisor {
             worker.clone(),
             Arc::from(self.name.as_str()),
             self.answers.clone(),
+            self.limits.max_effects,
             child,
             reader,
         ));
@@ -455,10 +456,11 @@ async fn watch(
     worker: Arc<Worker>,
     plugin: Arc<str>,
     answers: Arc<Answers>,
+    max_effects: usize,
     mut child: tokio::process::Child,
     mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> String {
-    let read = read_replies(&worker, &plugin, &answers, &mut reader);
+    let read = read_replies(&worker, &plugin, &answers, max_effects, &mut reader);
     let mut read = std::pin::pin!(read);
     let mut reading = true;
     let mut broke = None;
@@ -513,16 +515,19 @@ async fn read_replies(
     worker: &Arc<Worker>,
     plugin: &Arc<str>,
     answers: &Arc<Answers>,
+    max_effects: usize,
     reader: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> Option<String> {
     loop {
         match read_frame(reader).await {
             Ok(None) => return None,
             Err(e) => return Some(e.to_string()),
-            Ok(Some((frame::REPLY, body))) => match frame::read_reply(&mut Reader::new(&body)) {
-                Ok(reply) => worker.complete(reply),
-                Err(e) => return Some(e.to_string()),
-            },
+            Ok(Some((frame::REPLY, body))) => {
+                match frame::read_reply(&mut Reader::new(&body), max_effects) {
+                    Ok(reply) => worker.complete(reply),
+                    Err(e) => return Some(e.to_string()),
+                }
+            }
             Ok(Some((frame::ASK, body))) => match frame::read_ask(&mut Reader::new(&body)) {
                 Ok(ask) => answer_ask(worker, plugin, answers, ask),
                 Err(e) => return Some(e.to_string()),
