@@ -254,19 +254,8 @@ async fn opened(
             Some(state) => state.scope_for(&plugin.name, &conn.scope).to_string(),
             None => conn.scope.to_string(),
         };
-        let timeout = shared.dispatcher.handler_timeout;
-        let answers = &shared.dispatcher.answers;
-        let max_effects = shared.dispatcher.max_effects;
-        let outcome = dispatch::run::hook(
-            answers,
-            plugin,
-            Hook::Connect,
-            scope,
-            conn.id,
-            timeout,
-            max_effects,
-        )
-        .await;
+        let cx = shared.dispatcher.context(conn.id);
+        let outcome = dispatch::run::hook(&cx, plugin, Hook::Connect, scope).await;
         let effects = match outcome {
             Outcome::Returned(CallOutcome::Done(effects)) => effects,
             other => {
@@ -295,20 +284,8 @@ async fn disconnected(
     for plugin in plugins {
         let scope = state.map_or(scope, |s| s.scope_for(&plugin.name, scope));
         let input = hooks::disconnect_input(scope, code);
-        let timeout = shared.dispatcher.handler_timeout;
-        let answers = &shared.dispatcher.answers;
-        let max_effects = shared.dispatcher.max_effects;
-        match dispatch::run::hook(
-            answers,
-            plugin,
-            Hook::Disconnect,
-            input,
-            id,
-            timeout,
-            max_effects,
-        )
-        .await
-        {
+        let cx = shared.dispatcher.context(id);
+        match dispatch::run::hook(&cx, plugin, Hook::Disconnect, input).await {
             Outcome::Returned(CallOutcome::Done(effects)) => {
                 let target = effects::Target::Gone(shared.groups.as_ref());
                 let rule = shared.dispatcher.group_names;

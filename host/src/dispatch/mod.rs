@@ -134,44 +134,21 @@ impl Dispatcher {
                 scope,
             };
             let bytes = frame::call(&parts);
-            let (outcome, ran_for) = run::in_worker(
-                &route.plugin,
-                worker,
-                route.handler,
-                bytes,
-                !inline,
-                self.handler_timeout,
-                connection,
-            )
-            .await;
+            let cx = self.context(connection);
+            let (outcome, ran_for) =
+                run::in_worker(&cx, &route.plugin, worker, route.handler, bytes, !inline).await;
             (outcome, ran_for, arrived.elapsed())
         } else if inline {
             let watched = inline_watch::begin(&route, arrived);
-            let outcome = run::inline(
-                &self.answers,
-                &route.plugin,
-                route.handler,
-                self.max_effects,
-                &envelope,
-                text,
-                scope,
-                connection,
-            );
+            let cx = self.context(connection);
+            let outcome = run::inline(&cx, &route.plugin, route.handler, &envelope, text, scope);
             drop(watched);
             let took = arrived.elapsed();
             (outcome, Some(took), took)
         } else {
             let owned = OwnedCall::new(frame, &envelope, scope.clone());
-            let (outcome, ran_for) = run::pooled(
-                &self.answers,
-                &route.plugin,
-                route.handler,
-                owned,
-                self.max_effects,
-                self.handler_timeout,
-                connection,
-            )
-            .await;
+            let cx = self.context(connection);
+            let (outcome, ran_for) = run::pooled(&cx, &route.plugin, route.handler, owned).await;
             (outcome, ran_for, arrived.elapsed())
         };
         if handler.declared_inline() {
@@ -228,6 +205,16 @@ impl Dispatcher {
             }
         };
         Answer::Reply(reply)
+    }
+
+    /// What a call for `connection` runs with.
+    pub(crate) fn context(&self, connection: ConnectionId) -> run::Context<'_> {
+        run::Context {
+            answers: &self.answers,
+            connection,
+            timeout: self.handler_timeout,
+            max_effects: self.max_effects,
+        }
     }
 
     /// What an inline call with a frame of `len` bytes may take.

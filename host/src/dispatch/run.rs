@@ -33,16 +33,23 @@ fn deadline(timeout: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
+/// What every call for a connection runs with: the server's answers to
+/// plugins' questions, the connection, and the call's bounds.
+pub(crate) struct Context<'a> {
+    pub answers: &'a Arc<Answers>,
+    pub connection: ConnectionId,
+    pub timeout: Duration,
+    pub max_effects: usize,
+}
+
 /// Runs a handler inline, on this task.
 pub(crate) fn inline(
-    answers: &Answers,
+    cx: &Context<'_>,
     plugin: &LoadedPlugin,
     handler: u32,
-    max_effects: usize,
     envelope: &Envelope<'_>,
     frame: &str,
     scope: &str,
-    connection: ConnectionId,
 ) -> Outcome {
     let call = Call {
         frame: frame.into(),
@@ -51,8 +58,8 @@ pub(crate) fn inline(
         data: envelope.data.unwrap_or("").into(),
         scope: scope.into(),
     };
-    with_caller(answers, connection, &plugin.name, || {
-        Outcome::returned(plugin.call(handler, &call), max_effects)
+    with_caller(cx.answers, cx.connection, &plugin.name, || {
+        Outcome::returned(plugin.call(handler, &call), cx.max_effects)
     })
 }
 
@@ -60,14 +67,14 @@ pub(crate) fn inline(
 /// [`frame::call`]). Pooled calls hold one of the plugin's slots, as on the
 /// pool; a call past the timeout has its worker killed, which frees it.
 pub(crate) async fn in_worker(
+    cx: &Context<'_>,
     plugin: &LoadedPlugin,
     worker: &WorkerHandle,
     number: u32,
     bytes: Vec<u8>,
     pooled: bool,
-    timeout: Duration,
-    connection: ConnectionId,
 ) -> (Outcome, Option<Duration>) {
+    let timeout = cx.timeout;
     let deadline = deadline(timeout);
     let _permit = if pooled {
         match tokio::time::timeout_at(deadline, plugin.pool_slots.acquire()).await {
@@ -80,22 +87,19 @@ pub(crate) async fn in_worker(
     };
     plugin.count_call();
     worker
-        .call(number, bytes, deadline, timeout, connection)
+        .call(number, bytes, deadline, timeout, cx.connection)
         .await
 }
 
 /// Runs a handler on the pool; also how long the call itself ran, not
 /// counting the wait for a pool thread.
 pub(crate) async fn pooled(
-    answers: &Arc<Answers>,
+    cx: &Context<'_>,
     plugin: &Arc<LoadedPlugin>,
     handler: u32,
     owned: OwnedCall,
-    max_effects: usize,
-    timeout: Duration,
-    connection: ConnectionId,
 ) -> (Outcome, Option<Duration>) {
-    let (plugin, answers) = (plugin.clone(), answers.clone());
+    let (plugin, answers, connection) = (plugin.clone(), cx.answers.clone(), cx.connection);
     let slots = plugin.pool_slots.clone();
     let work = async move {
         // Held by the blocking call until it returns, even after the
@@ -111,8 +115,8 @@ pub(crate) async fn pooled(
         })
         .await
     };
-    match waited(timeout, work).await {
-        Ok((outcome, ran_for)) => (Outcome::returned(outcome, max_effects), Some(ran_for)),
+    match waited(cx.timeout, work).await {
+        Ok((outcome, ran_for)) => (Outcome::returned(outcome, cx.max_effects), Some(ran_for)),
         Err(ended) => (ended, None),
     }
 }
@@ -121,14 +125,12 @@ pub(crate) async fn pooled(
 /// worker like a pooled call (with the hook's number, which no manifest
 /// can reach), or in this process on the blocking pool.
 pub(crate) async fn hook(
-    answers: &Arc<Answers>,
+    cx: &Context<'_>,
     plugin: &Arc<LoadedPlugin>,
     hook: Hook,
     input: String,
-    connection: ConnectionId,
-    timeout: Duration,
-    max_effects: usize,
 ) -> Outcome {
+    let (timeout, connection) = (cx.timeout, cx.connection);
     if let Some(worker) = plugin.worker() {
         let parts = frame::CallParts {
             handler: hook.number(),
@@ -145,7 +147,7 @@ pub(crate) async fn hook(
             .await;
         return outcome;
     }
-    let (plugin, answers) = (plugin.clone(), answers.clone());
+    let (plugin, answers) = (plugin.clone(), cx.answers.clone());
     let work = tokio::task::spawn_blocking(move || {
         with_caller(&answers, connection, &plugin.name, || {
             hooks::outcome(plugin.extension(hook.extension(), &input))
@@ -153,7 +155,7 @@ pub(crate) async fn hook(
     });
     waited(timeout, work).await.map_or_else(
         |ended| ended,
-        |answer| Outcome::returned(answer, max_effects),
+        |answer| Outcome::returned(answer, cx.max_effects),
     )
 }
 
