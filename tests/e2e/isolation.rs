@@ -829,3 +829,33 @@ async fn an_inline_call_that_never_returns_in_the_servers_process_stops_no_one_e
         serves_around_an_inline_call_that_never_returns().await;
     }
 }
+
+#[tokio::test]
+async fn a_worker_that_floods_questions_without_reading_answers_is_ended() {
+    let host = Host::start(&["ping", "fixture-faults"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let first = worker_pid(&mut c).await;
+    let mut bystander = host.connect().await.unwrap();
+    let before = host.memory("VmRSS").unwrap();
+    c.send_text(r#"{"id":1,"type":"ask-flood","data":{"count":200000,"ms":20000}}"#)
+        .await
+        .unwrap();
+    // Ended long before its sleep is over: the call gets the crash reply.
+    let reply = c.recv_json(T).await.unwrap();
+    assert_eq!(reply["error"], CRASHED, "{reply}");
+    // Too many questions at once, or too many answers left unread: which
+    // comes first depends on how fast the answers are made.
+    let line = host
+        .wait_for_log(&["killed for breaking the channel", "more than"], T)
+        .await
+        .unwrap();
+    assert!(
+        line.contains("faults")
+            && (line.contains("questions at once") || line.contains("answers not read")),
+        "{line}"
+    );
+    bystander.ping_ok(2).await.unwrap();
+    assert_ne!(worker_pid(&mut c).await, first, "a new worker serves");
+    let grown = host.memory("VmRSS").unwrap().saturating_sub(before);
+    assert!(grown < 64 << 20, "the server grew by {grown} bytes");
+}

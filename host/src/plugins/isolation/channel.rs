@@ -23,8 +23,8 @@ use std::{
     fs::File,
     os::fd::AsRawFd,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -248,9 +248,12 @@ impl Starting {
     /// the child, the reader and the writer go to the supervisor's tasks.
     pub(crate) fn ready(self) -> (Worker, Child, BufReader<OwnedReadHalf>, WriterTask) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let unread = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             pid: self.child.id().unwrap_or(0),
             out: tx,
+            unread: unread.clone(),
+            asks: AtomicUsize::new(0),
             calls: Mutex::new(Calls {
                 open: true,
                 draining: false,
@@ -268,6 +271,7 @@ impl Starting {
             WriterTask {
                 rx,
                 writer: self.writer,
+                unread,
             },
         )
     }
@@ -325,6 +329,8 @@ pub(crate) fn describe(status: std::process::ExitStatus) -> String {
 pub(crate) struct WriterTask {
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     writer: OwnedWriteHalf,
+    /// Shared with the [`Worker`]: answers queued and not yet written.
+    unread: Arc<AtomicUsize>,
 }
 
 /// How much is gathered into one write at most.
@@ -336,19 +342,25 @@ impl WriterTask {
     /// of its channel and exits.
     pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(16 * 1024);
+        let is_answer = |frame: &[u8]| frame.get(4) == Some(&frame::ANSWER);
         while let Some(first) = self.rx.recv().await {
             let mut close = first.is_empty();
+            let mut answers = usize::from(is_answer(&first));
             batch.extend_from_slice(&first);
             while !close && batch.len() < BATCH {
                 match self.rx.try_recv() {
                     Ok(more) if more.is_empty() => close = true,
-                    Ok(more) => batch.extend_from_slice(&more),
+                    Ok(more) => {
+                        answers += usize::from(is_answer(&more));
+                        batch.extend_from_slice(&more);
+                    }
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() && self.writer.write_all(&batch).await.is_err() {
                 return;
             }
+            self.unread.fetch_sub(answers, Ordering::Relaxed);
             batch.clear();
             if close {
                 let _ = self.writer.shutdown().await;
@@ -374,10 +386,25 @@ struct Calls {
     waiting: HashMap<u64, (u32, ConnectionId, oneshot::Sender<CallEnd>)>,
 }
 
+/// Most questions of one worker being answered at once; a worker that asks
+/// more is ended. Its calls each wait for their answer, so a worker asks at
+/// most as many at once as it runs calls (`plugin_concurrency`, 64 by
+/// default, and one inline call).
+pub(crate) const MAX_ASKS: usize = 1024;
+
+/// Most answers waiting to be written to one worker when it asks another
+/// question: beyond, it is not reading what it is sent, and is ended. A
+/// worker that reads has at most as many as it asks at once.
+pub(crate) const MAX_UNREAD_ANSWERS: usize = 4096;
+
 /// A ready worker: where calls go.
 pub(crate) struct Worker {
     pub pid: u32,
     out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Answers queued for the worker and not yet written to its channel.
+    unread: Arc<AtomicUsize>,
+    /// Its questions being answered now.
+    asks: AtomicUsize,
     calls: Mutex<Calls>,
     next_id: AtomicU64,
     /// Tells the supervisor to kill the process.
@@ -450,7 +477,7 @@ impl Worker {
             calls.waiting.insert(id, (handler, connection, tx));
         }
         // A failed send is answered when the channel's end is noticed.
-        let _ = self.out.send(bytes);
+        self.queue(bytes);
         Ok(PendingCall {
             worker: self,
             id,
@@ -510,9 +537,32 @@ impl Worker {
             .map(|(_, connection, _)| *connection)
     }
 
-    /// Sends a frame that answers the worker (a [`frame::ANSWER`]).
-    pub(crate) fn answer(&self, bytes: Vec<u8>) {
+    /// Queues a frame for the worker.
+    fn queue(&self, bytes: Vec<u8>) {
         let _ = self.out.send(bytes);
+    }
+
+    /// Takes one more question of the worker to answer; `Err` says why the
+    /// worker is not to be answered any more (it is ended).
+    pub(crate) fn begin_ask(&self) -> Result<(), String> {
+        if self.unread.load(Ordering::Relaxed) > MAX_UNREAD_ANSWERS {
+            return Err(format!(
+                "it asked again with more than {MAX_UNREAD_ANSWERS} answers not read"
+            ));
+        }
+        if self.asks.fetch_add(1, Ordering::Relaxed) >= MAX_ASKS {
+            self.asks.fetch_sub(1, Ordering::Relaxed);
+            return Err(format!("more than {MAX_ASKS} questions at once"));
+        }
+        Ok(())
+    }
+
+    /// Sends the answer to a question taken with [`Worker::begin_ask`] (a
+    /// [`frame::ANSWER`]).
+    pub(crate) fn answer(&self, bytes: Vec<u8>) {
+        self.unread.fetch_add(1, Ordering::Relaxed);
+        self.queue(bytes);
+        self.asks.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether any call was ever sent to it.

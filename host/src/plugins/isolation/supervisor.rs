@@ -492,8 +492,16 @@ async fn watch(
 
 /// Answers a plugin's question from its worker, about the connection of
 /// the call it came with (none: an error answer), off the reading task.
-/// `plugin` is the supervisor's, never what the worker says.
-fn answer_ask(worker: &Arc<Worker>, plugin: &Arc<str>, answers: &Arc<Answers>, ask: frame::Ask) {
+/// `plugin` is the supervisor's, never what the worker says. A worker that
+/// asks more at once than [`channel::MAX_ASKS`], or does not read its
+/// answers, breaks the channel: `Err` says how.
+fn answer_ask(
+    worker: &Arc<Worker>,
+    plugin: &Arc<str>,
+    answers: &Arc<Answers>,
+    ask: frame::Ask,
+) -> Result<(), String> {
+    worker.begin_ask()?;
     let caller = worker.caller_of(ask.call_id);
     let worker = worker.clone();
     let plugin = plugin.clone();
@@ -508,6 +516,7 @@ fn answer_ask(worker: &Arc<Worker>, plugin: &Arc<str>, answers: &Arc<Answers>, a
         };
         worker.answer(frame::answer(ask.call_id, &answered));
     });
+    Ok(())
 }
 
 /// Delivers replies until the channel ends; why, if the worker broke it.
@@ -529,7 +538,11 @@ async fn read_replies(
                 }
             }
             Ok(Some((frame::ASK, body))) => match frame::read_ask(&mut Reader::new(&body)) {
-                Ok(ask) => answer_ask(worker, plugin, answers, ask),
+                Ok(ask) => {
+                    if let Err(why) = answer_ask(worker, plugin, answers, ask) {
+                        return Some(why);
+                    }
+                }
                 Err(e) => return Some(e.to_string()),
             },
             Ok(Some((tag, _))) => return Some(format!("an unexpected frame {tag:#04x}")),
