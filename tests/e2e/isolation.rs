@@ -859,3 +859,40 @@ async fn a_worker_that_floods_questions_without_reading_answers_is_ended() {
     let grown = host.memory("VmRSS").unwrap().saturating_sub(before);
     assert!(grown < 64 << 20, "the server grew by {grown} bytes");
 }
+
+#[tokio::test]
+async fn what_a_plugin_forked_ends_with_its_worker() {
+    let host = Host::start(&["fixture-faults"]).unwrap();
+    let mut c = host.connect().await.unwrap();
+    let first = worker_pid(&mut c).await;
+    let reply = c
+        .request(r#"{"id":1,"type":"fork","data":{"count":5}}"#)
+        .await
+        .unwrap();
+    let pids: Vec<u64> = reply["data"]["pids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(pids.len(), 5, "{reply}");
+    let alive = |pid: &u64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(pids.iter().all(alive), "{pids:?}");
+    let reply = c.request(r#"{"id":2,"type":"segfault"}"#).await.unwrap();
+    assert_eq!(reply["error"], CRASHED, "{reply}");
+    assert_ne!(worker_pid(&mut c).await, first);
+    let deadline = std::time::Instant::now() + T;
+    // Gone, or at most a zombie until its parent (init) reaps it.
+    let running = |pid: &u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while pids.iter().any(running) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the worker ended: {:?}",
+            pids.iter().filter(|p| running(p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

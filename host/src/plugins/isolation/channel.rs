@@ -235,10 +235,16 @@ impl Starting {
         }
     }
 
-    /// How the worker ended (it closed the channel); kills it if it did not.
+    /// How the worker ended (it closed the channel); kills it if it did not,
+    /// and what it left behind.
     async fn death(&mut self) -> String {
+        let pid = self.child.id();
         let _ = self.child.start_kill();
-        match self.child.wait().await {
+        let status = self.child.wait().await;
+        if let Some(pid) = pid {
+            kill_group(pid);
+        }
+        match status {
             Ok(status) => describe(status),
             Err(e) => format!("unknown: {e}"),
         }
@@ -322,6 +328,16 @@ pub(crate) fn describe(status: std::process::ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exit code {code}"),
         None => status.to_string(),
+    }
+}
+
+/// Kills what is left of an ended worker's process group: whatever its
+/// plugin started and left behind. The group's id is the worker's pid,
+/// which names no other process or group while any of this group lives.
+pub(crate) fn kill_group(pid: u32) {
+    if let Ok(pid @ 1..) = i32::try_from(pid) {
+        // SAFETY: kill(2) takes no pointers; a group that is gone is ESRCH.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
 

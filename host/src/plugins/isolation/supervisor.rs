@@ -476,6 +476,8 @@ async fn watch(
             () = worker.kill_requested() => { let _ = child.start_kill(); }
         }
     };
+    // Whatever the plugin forked goes with it.
+    channel::kill_group(worker.pid);
     if reading {
         // Replies it wrote before it died are still worth delivering.
         let _ = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
