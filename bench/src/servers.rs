@@ -99,15 +99,13 @@ const IN_PROCESS: &str = "\
 [plugins.ping]
 isolation = \"none\"
 
-[plugins.echo]
-isolation = \"none\"
-
 [plugins.subscriptions]
 isolation = \"none\"
 auth = \"off\"
 
 [plugins.testkit]
 isolation = \"none\"
+library = \"libfixture_testkit.so\"
 ";
 
 impl Server {

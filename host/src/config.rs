@@ -359,12 +359,16 @@ pub(crate) struct Config {
     /// Each plugin's `isolation`, by plugin name, where the file sets one
     /// (the others run in [`Isolation::Process`]).
     pub isolation: BTreeMap<String, Isolation>,
+    /// For each plugin configured `isolation = "none"`, the one file of the
+    /// plugins directory that may run in the server's process under its
+    /// name (`library`, by default `lib<name>.so`).
+    pub in_process_files: BTreeMap<String, String>,
 }
 
 impl Config {
     /// Merges flags, environment and the config file named by `cli`.
     pub(crate) fn load(cli: &Cli) -> anyhow::Result<Config> {
-        let (file, plugin_tables, isolation) = match &cli.config {
+        let (file, plugin_tables, isolation, in_process_files) = match &cli.config {
             Some(path) => {
                 let table = read_table(path)?;
                 match check_table(&table) {
@@ -376,12 +380,13 @@ impl Config {
                     ),
                 }
             }
-            None => (FileLayer::default(), BTreeMap::new(), BTreeMap::new()),
+            None => Default::default(),
         };
         Ok(Config {
             settings: merge(cli, file),
             plugin_tables,
             isolation,
+            in_process_files,
         })
     }
 }
@@ -399,18 +404,36 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
 }
 
 /// What a config file holds: the settings it sets, the plugins' tables
-/// (as JSON text) and their isolation.
+/// (as JSON text), their isolation, and the files granted `none`.
 type FileParts = (
     FileLayer,
     BTreeMap<String, String>,
     BTreeMap<String, Isolation>,
+    BTreeMap<String, String>,
 );
+
+/// The file a plugin named `name` is built into by cargo: `lib<name>.so`,
+/// dashes as underscores.
+pub(crate) fn library_file_name(name: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// A bare file name: no directory, not empty, not hidden.
+fn is_file_name(text: &str) -> bool {
+    !text.is_empty() && !text.starts_with('.') && !text.contains('/') && !text.contains('\0')
+}
 
 /// Reads a parsed file, collecting every problem rather than the first.
 fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
     let mut layer = FileLayer::default();
     let mut plugins = BTreeMap::new();
     let mut isolation = BTreeMap::new();
+    let mut in_process_files = BTreeMap::new();
     let mut problems = Vec::new();
     for (key, value) in table {
         if key == "plugins" {
@@ -421,6 +444,7 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
                             toml::Value::Table(t) => {
                                 let mut t = t.clone();
                                 let own = t.remove("isolation");
+                                let library = t.remove("library");
                                 if let Some(value) = &own {
                                     match parse_isolation(value) {
                                         Ok(mode) => {
@@ -431,9 +455,28 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
                                         }
                                     }
                                 }
+                                match (&library, isolation.get(name)) {
+                                    (Some(toml::Value::String(file)), Some(Isolation::None))
+                                        if is_file_name(file) =>
+                                    {
+                                        in_process_files.insert(name.clone(), file.clone());
+                                    }
+                                    (None, Some(Isolation::None)) => {
+                                        in_process_files
+                                            .insert(name.clone(), library_file_name(name));
+                                    }
+                                    (None, _) => {}
+                                    (Some(_), Some(Isolation::None)) => problems.push(format!(
+                                        "plugins.{name}.library: the name of a file of the plugins directory, such as \"{}\"",
+                                        library_file_name(name)
+                                    )),
+                                    (Some(_), _) => problems.push(format!(
+                                        "plugins.{name}.library: names the file that isolation = \"none\" is granted to, and this plugin has no isolation = \"none\""
+                                    )),
+                                }
                                 // A table with only the host's keys is
                                 // none of the plugin's business.
-                                if own.is_some() && t.is_empty() {
+                                if (own.is_some() || library.is_some()) && t.is_empty() {
                                     continue;
                                 }
                                 match serde_json::to_string(&t) {
@@ -460,7 +503,7 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok((layer, plugins, isolation))
+        Ok((layer, plugins, isolation, in_process_files))
     } else {
         Err(problems)
     }
@@ -716,7 +759,7 @@ mod tests {
             "max_message_size = 2000\nhandler_timeout = \"2s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:8080\"]\n",
         )
         .unwrap();
-        let (file, _, _) = check_table(&table).unwrap();
+        let (file, _, _, _) = check_table(&table).unwrap();
         let s = merge(&cli(&["--max-message-size", "3000"]), file);
         assert_eq!(s.max_message_size, 3000);
         assert_eq!(s.handler_timeout, Duration::from_secs(2));
@@ -758,7 +801,7 @@ mod tests {
         let table: toml::Table =
             toml::from_str("[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n")
                 .unwrap();
-        let (_, plugins, _) = check_table(&table).unwrap();
+        let (_, plugins, _, _) = check_table(&table).unwrap();
         assert_eq!(
             plugins["subscriptions"],
             r#"{"auth":"tokens","tokens":["a"]}"#
@@ -771,12 +814,33 @@ mod tests {
             "[plugins.ping]\nisolation = \"none\"\n[plugins.other]\nisolation = \"process\"\nx = 1\n[plugins.third]\ny = 2\n",
         )
         .unwrap();
-        let (_, plugins, isolation) = check_table(&table).unwrap();
+        let (_, plugins, isolation, files) = check_table(&table).unwrap();
         assert!(!plugins.contains_key("ping"));
         assert_eq!(plugins["other"], r#"{"x":1}"#);
         assert_eq!(isolation.get("ping"), Some(&Isolation::None));
         assert_eq!(isolation.get("other"), Some(&Isolation::Process));
         assert_eq!(isolation.get("third"), None);
+        // `none` is granted to the plugin's own file, or the one it names.
+        assert_eq!(files.get("ping").map(String::as_str), Some("libping.so"));
+        assert_eq!(files.get("other"), None);
+        let named: toml::Table = toml::from_str(
+            "[plugins.faults]\nisolation = \"none\"\nlibrary = \"libfixture_faults.so\"\n",
+        )
+        .unwrap();
+        let (_, plugins, _, files) = check_table(&named).unwrap();
+        assert_eq!(files["faults"], "libfixture_faults.so");
+        assert!(!plugins.contains_key("faults"), "{plugins:?}");
+        for bad in [
+            "[plugins.ping]\nisolation = \"none\"\nlibrary = \"../libping.so\"\n",
+            "[plugins.ping]\nlibrary = \"libping.so\"\n",
+        ] {
+            let table: toml::Table = toml::from_str(bad).unwrap();
+            let problems = check_table(&table).unwrap_err();
+            assert!(
+                problems[0].starts_with("plugins.ping.library:"),
+                "{problems:?}"
+            );
+        }
         assert_eq!(Isolation::default(), Isolation::Process);
         let bad: toml::Table = toml::from_str("[plugins.ping]\nisolation = \"thread\"\n").unwrap();
         let problems = check_table(&bad).unwrap_err();

@@ -85,6 +85,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             pool_size: settings.plugin_concurrency,
             plugin_settings: Arc::new(config.plugin_tables),
             isolation: Arc::new(config.isolation),
+            in_process_files: Arc::new(config.in_process_files),
             worker_limits: WorkerLimits {
                 memory: settings.worker_memory_limit,
                 open_files: settings.worker_open_files,

@@ -96,7 +96,7 @@ async fn plugins_run_in_a_worker_process_by_default() {
 async fn isolation_none_runs_the_plugin_in_the_server() {
     let host = Host::start_with_config(
         &["fixture-faults"],
-        "[plugins.faults]\nisolation = \"none\"\n",
+        "[plugins.faults]\nisolation = \"none\"\nlibrary = \"libfixture_faults.so\"\n",
         &[],
     )
     .unwrap();
@@ -739,7 +739,7 @@ async fn reloads_under_load_lose_no_reply_and_give_the_old_workers_memory_back()
 async fn a_stuck_inline_call_in_the_servers_process_is_noticed_while_it_runs() {
     let host = Host::start_with_config(
         &["ping", "fixture-testkit"],
-        "[plugins.testkit]\nisolation = \"none\"\n",
+        "[plugins.testkit]\nisolation = \"none\"\nlibrary = \"libfixture_testkit.so\"\n",
         &[],
     )
     .unwrap();
@@ -780,7 +780,7 @@ async fn a_stuck_inline_call_in_the_servers_process_is_noticed_while_it_runs() {
 async fn serves_around_an_inline_call_that_never_returns() {
     let mut host = Host::start_with_config(
         &["ping", "fixture-faults"],
-        "[plugins.faults]\nisolation = \"none\"\n\n[plugins.ping]\nisolation = \"none\"\n",
+        "[plugins.faults]\nisolation = \"none\"\nlibrary = \"libfixture_faults.so\"\n\n[plugins.ping]\nisolation = \"none\"\n",
         &["--workers", "2"],
     )
     .unwrap();
@@ -895,4 +895,30 @@ async fn what_a_plugin_forked_ends_with_its_worker() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn isolation_none_is_granted_to_one_file_not_to_the_name_a_library_reports() {
+    // Configured `none` for its name, but in a file the table does not
+    // grant it to (`libdup_ping.so` by default): a worker.
+    let host = Host::start_with_config(
+        &["fixture-dup-ping"],
+        "[plugins.dup-ping]\nisolation = \"none\"\n",
+        &[],
+    )
+    .unwrap();
+    host.wait_for_log(&["granted to another file", "plugin=dup-ping"], T)
+        .await
+        .unwrap();
+    let entry = wait_for_entry(&host, "dup-ping", |e| e["status"] == "loaded").await;
+    assert_eq!(entry["isolation"], "process", "{entry}");
+    // The file the table names runs in the server's process.
+    let host = Host::start_with_config(
+        &["fixture-dup-ping"],
+        "[plugins.dup-ping]\nisolation = \"none\"\nlibrary = \"libfixture_dup_ping.so\"\n",
+        &[],
+    )
+    .unwrap();
+    let entry = wait_for_entry(&host, "dup-ping", |e| e["status"] == "loaded").await;
+    assert_eq!(entry["isolation"], "none", "{entry}");
 }

@@ -218,7 +218,7 @@ async fn a_call_asking_for_too_many_effects_fails_whole_in_both_isolation_modes(
         Host::start_with(&["fixture-testkit"], &["--max-effects-per-call", "100"]).unwrap();
     let in_process = Host::start_with_config(
         &["fixture-testkit"],
-        "[plugins.testkit]\nisolation = \"none\"\n",
+        "[plugins.testkit]\nisolation = \"none\"\nlibrary = \"libfixture_testkit.so\"\n",
         &["--max-effects-per-call", "100"],
     )
     .unwrap();

@@ -209,7 +209,7 @@ async fn a_plugin_runs_at_most_its_concurrency_limit_of_calls_at_once() {
     // stopped (in a worker, the worker is killed and the slot freed).
     let host = Host::start_with_config(
         &["fixture-testkit"],
-        "[plugins.testkit]\nisolation = \"none\"\n",
+        "[plugins.testkit]\nisolation = \"none\"\nlibrary = \"libfixture_testkit.so\"\n",
         &["--plugin-concurrency", "1", "--handler-timeout", "1s"],
     )
     .unwrap();

@@ -378,7 +378,7 @@ async fn hooks_of_several_plugins_run_in_name_order() {
     let host = Host::start_with_config(
         &["fixture-reference", "fixture-early"],
         &format!(
-            "{}[plugins.early]\nisolation = \"none\"\n",
+            "{}[plugins.early]\nisolation = \"none\"\nlibrary = \"libfixture_early.so\"\n",
             config("process")
         ),
         &[],

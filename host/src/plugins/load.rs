@@ -28,6 +28,9 @@ pub(crate) struct LoadSettings {
     /// Each plugin's configuration (JSON text), by plugin name.
     pub tables: Arc<BTreeMap<String, String>>,
     pub isolation: Arc<BTreeMap<String, Isolation>>,
+    /// The one file each plugin configured `none` may run from in this
+    /// process; the same name from any other file runs in a worker.
+    pub in_process_files: Arc<BTreeMap<String, String>>,
     pub limits: WorkerLimits,
     /// What plugins' questions are answered from.
     pub answers: Arc<Answers>,
@@ -59,11 +62,7 @@ pub(crate) async fn load(
         .map_err(start_error)?;
     let manifest = starting.manifest.clone();
     manifest.check_identity()?;
-    let isolation = settings
-        .isolation
-        .get(&manifest.name)
-        .copied()
-        .unwrap_or_default();
+    let isolation = isolation_of(file, &manifest.name, settings);
     if isolation == Isolation::None {
         drop(starting);
         let (file, tables, pool_size) =
@@ -117,4 +116,27 @@ fn start_error(e: StartError) -> FailedLoad {
         )),
         other => LoadError::Init(other.to_string()),
     })
+}
+
+/// Where the library in `file` that calls itself `name` runs: the
+/// operator's choice for that name, and `none` only for the file the
+/// operator granted it to. Any other library may say it is that plugin;
+/// it does not get into the server's process by saying so.
+fn isolation_of(file: &Path, name: &str, settings: &LoadSettings) -> Isolation {
+    let configured = settings.isolation.get(name).copied().unwrap_or_default();
+    if configured != Isolation::None {
+        return configured;
+    }
+    let granted = settings.in_process_files.get(name);
+    let file_name = file.file_name().and_then(|f| f.to_str());
+    if granted.is_some_and(|g| file_name == Some(g.as_str())) {
+        return Isolation::None;
+    }
+    tracing::warn!(
+        plugin = %name,
+        file = %file.display(),
+        granted = %granted.map_or("-", String::as_str),
+        "isolation = \"none\" is granted to another file of this plugin's name; this library runs in a worker process"
+    );
+    Isolation::Process
 }

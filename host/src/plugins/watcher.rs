@@ -51,6 +51,9 @@ pub(crate) struct WatchSettings {
     pub plugin_settings: Arc<BTreeMap<String, String>>,
     /// Each plugin's isolation, by plugin name (default: process).
     pub isolation: Arc<BTreeMap<String, Isolation>>,
+    /// The one file each plugin configured `none` may run from in the
+    /// server's process.
+    pub in_process_files: Arc<BTreeMap<String, String>>,
     /// Limits of each plugin worker process.
     pub worker_limits: WorkerLimits,
     /// What plugins' questions are answered from.
@@ -191,6 +194,7 @@ pub(crate) async fn start(
             pool_size: settings.pool_size,
             tables: settings.plugin_settings.clone(),
             isolation: settings.isolation.clone(),
+            in_process_files: settings.in_process_files.clone(),
             limits: settings.worker_limits,
             answers: settings.answers.clone(),
         },
