@@ -188,6 +188,8 @@ settings! {
     reload_debounce: Duration = "100ms", flag "reload-debounce", env "ROHRPOST_RELOAD_DEBOUNCE", parse parse_duration;
     /// Bearer token of `POST /api/notify`; empty disables the endpoint.
     notify_token: String = "", flag "notify-token", env "ROHRPOST_NOTIFY_TOKEN", parse parse_string;
+    /// File whose first line is the notify token, instead of `notify_token`: the token is then on no command line and in no environment.
+    notify_token_file: String = "", flag "notify-token-file", env "ROHRPOST_NOTIFY_TOKEN_FILE", parse parse_string;
     /// Origins allowed to open WebSockets from a browser (comma-separated,
     /// e.g. `https://app.example.com`); empty allows any origin.
     allowed_origins: Origins = "", flag "allowed-origins", env "ROHRPOST_ALLOWED_ORIGINS", parse parse_origins;
@@ -247,6 +249,8 @@ settings! {
     max_groups_per_connection: usize = "1000", flag "max-groups-per-connection", env "ROHRPOST_MAX_GROUPS_PER_CONNECTION", parse parse_count;
     /// Operator token: when set, `/`, `/api/plugins`, `/api/events` and `/metrics` ask for it (bearer, or HTTP Basic password); empty leaves them open.
     admin_token: String = "", flag "admin-token", env "ROHRPOST_ADMIN_TOKEN", parse parse_string;
+    /// File whose first line is the operator token, instead of `admin_token`: the token is then on no command line and in no environment.
+    admin_token_file: String = "", flag "admin-token-file", env "ROHRPOST_ADMIN_TOKEN_FILE", parse parse_string;
     /// Address space of each plugin worker process in bytes (`512M`, `2G`); an allocation beyond it fails and ends the worker, not the server. 0: no limit.
     worker_memory_limit: u64 = "0", flag "worker-memory-limit", env "ROHRPOST_WORKER_MEMORY_LIMIT", parse parse_size;
     /// Open files of each plugin worker process.
@@ -382,13 +386,37 @@ impl Config {
             }
             None => Default::default(),
         };
+        let mut settings = merge(cli, file);
+        let notify_file = settings.notify_token_file.clone();
+        read_secret(&mut settings.notify_token, &notify_file, "notify_token")?;
+        let admin_file = settings.admin_token_file.clone();
+        read_secret(&mut settings.admin_token, &admin_file, "admin_token")?;
         Ok(Config {
-            settings: merge(cli, file),
+            settings,
             plugin_tables,
             isolation,
             in_process_files,
         })
     }
+}
+
+/// Sets `token` (the setting `name`) from the first line of `file`, when a
+/// file is given: one or the other, not both.
+fn read_secret(token: &mut String, file: &str, name: &str) -> anyhow::Result<()> {
+    if file.is_empty() {
+        return Ok(());
+    }
+    if !token.is_empty() {
+        bail!("set {name} or {name}_file, not both");
+    }
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {name}_file {file}"))?;
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        bail!("{name}_file {file} holds no token on its first line");
+    }
+    *token = line.to_owned();
+    Ok(())
 }
 
 /// `--check-config`: every problem of the file, each naming its key.

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use rohrpost_tests::{Host, Received};
+use rohrpost_tests::{Host, Received, TempDir};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -465,6 +465,46 @@ async fn with_an_admin_token_the_operator_endpoints_ask_for_it() {
     let (status, _) = notify_group(&host, "anyone").await;
     assert_eq!(status, 200);
     host.connect().await.unwrap().ping_ok(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_tokens_can_come_from_files_instead_and_not_from_both() {
+    let dir = TempDir::new("tokens");
+    let notify = dir.path().join("notify-token");
+    std::fs::write(&notify, format!("{TOKEN}\n")).unwrap();
+    let admin = dir.path().join("admin-token");
+    std::fs::write(&admin, "op-from-a-file\nthe first line only\n").unwrap();
+    let (notify, admin) = (notify.to_str().unwrap(), admin.to_str().unwrap());
+    let host = Host::start_with(
+        &["ping"],
+        &["--notify-token-file", notify, "--admin-token-file", admin],
+    )
+    .unwrap();
+    assert_eq!(notify_group(&host, "anyone").await.0, 200);
+    let body = json!({"model": "M", "pk": 1, "event": "update"}).to_string();
+    assert_eq!(host.notify(Some("wrong"), &body).await.unwrap().0, 401);
+    let bearer = [("Authorization", "Bearer op-from-a-file")];
+    assert_eq!(get_with(&host.addr, "/api/plugins", &bearer).await.0, 200);
+    assert_eq!(get_with(&host.addr, "/api/plugins", &[]).await.0, 401);
+    // A token and its file together: which one was meant? Neither starts.
+    let both = std::process::Command::new(rohrpost_tests::build().host())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--notify-token",
+            "x",
+            "--notify-token-file",
+            notify,
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    let said = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        said.contains("set notify_token or notify_token_file, not both"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
