@@ -242,16 +242,17 @@ pub(crate) async fn apply(
             _ => refuse(plugin, &phase, format!("invalid group name: {problem}")),
         };
     }
-    let Target::Connection(connection) = target else {
+    let connection = match target {
+        Target::Connection(connection) => connection,
         // Gone: its group sends are all that can still happen.
-        if let Target::Gone(groups) = target {
+        Target::Gone(groups) => {
             for action in RVec::into_iter(effects).filter_map(|e| Action::decode(e).ok()) {
                 if let Action::GroupSend { group, message } = action {
                     groups.send(&group, message.into()).await;
                 }
             }
+            return Ok(());
         }
-        return Ok(());
     };
     let limit = connection.max_groups;
     if limit > 0
