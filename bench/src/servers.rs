@@ -159,6 +159,7 @@ impl Server {
                     env: &[],
                     log,
                     label: "bench",
+                    user: None,
                 };
                 let host = rohrpost_harness::start_host(&spec, watch)?;
                 (host.process, Some((host.plugins, host.work)))

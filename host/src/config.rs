@@ -255,6 +255,52 @@ settings! {
     worker_memory_limit: u64 = "0", flag "worker-memory-limit", env "ROHRPOST_WORKER_MEMORY_LIMIT", parse parse_size;
     /// Open files of each plugin worker process.
     worker_open_files: u64 = "1024", flag "worker-open-files", env "ROHRPOST_WORKER_OPEN_FILES", parse parse_size;
+    /// The plugin workers' jail: best-effort (what the kernel has, a warning for the rest), required (all of it, or no start), or off.
+    sandbox: Sandbox = "best-effort", flag "sandbox", env "ROHRPOST_SANDBOX", parse parse_sandbox;
+}
+
+/// How much of the jail the operator requires (`sandbox`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Sandbox {
+    /// Every layer the kernel has; a missing one is warned about.
+    #[default]
+    BestEffort,
+    /// Every layer, or no worker starts (nor the server).
+    Required,
+    /// No jail: workers are a fault boundary only.
+    Off,
+}
+
+impl Sandbox {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::BestEffort => "best-effort",
+            Sandbox::Required => "required",
+            Sandbox::Off => "off",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Sandbox, String> {
+        match text {
+            "best-effort" => Ok(Sandbox::BestEffort),
+            "required" => Ok(Sandbox::Required),
+            "off" => Ok(Sandbox::Off),
+            other => Err(format!(
+                "\"{other}\" is not one of \"best-effort\", \"required\", \"off\""
+            )),
+        }
+    }
+}
+
+/// What one plugin's `[plugins.<name>.sandbox]` table grants its worker
+/// (see `plugins::isolation::jail`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Grants {
+    /// Files and directories it may read (a directory: all beneath it).
+    pub read: Vec<PathBuf>,
+    /// TCP ports it may connect to, on any address (Landlock filters TCP
+    /// by port).
+    pub connect_ports: Vec<u16>,
 }
 
 /// Browser origins allowed to connect; empty means any.
@@ -367,12 +413,15 @@ pub(crate) struct Config {
     /// plugins directory that may run in the server's process under its
     /// name (`library`, by default `lib<name>.so`).
     pub in_process_files: BTreeMap<String, String>,
+    /// For each file a `[plugins.<name>.sandbox]` table grants to (its
+    /// `library`, by default `lib<name>.so`): the plugin and its grants.
+    pub granted_files: BTreeMap<String, (String, Grants)>,
 }
 
 impl Config {
     /// Merges flags, environment and the config file named by `cli`.
     pub(crate) fn load(cli: &Cli) -> anyhow::Result<Config> {
-        let (file, plugin_tables, isolation, in_process_files) = match &cli.config {
+        let parts = match &cli.config {
             Some(path) => {
                 let table = read_table(path)?;
                 match check_table(&table) {
@@ -384,18 +433,19 @@ impl Config {
                     ),
                 }
             }
-            None => Default::default(),
+            None => FileParts::default(),
         };
-        let mut settings = merge(cli, file);
+        let mut settings = merge(cli, parts.layer);
         let notify_file = settings.notify_token_file.clone();
         read_secret(&mut settings.notify_token, &notify_file, "notify_token")?;
         let admin_file = settings.admin_token_file.clone();
         read_secret(&mut settings.admin_token, &admin_file, "admin_token")?;
         Ok(Config {
             settings,
-            plugin_tables,
-            isolation,
-            in_process_files,
+            plugin_tables: parts.tables,
+            isolation: parts.isolation,
+            in_process_files: parts.in_process_files,
+            granted_files: parts.granted_files,
         })
     }
 }
@@ -431,14 +481,53 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
 }
 
-/// What a config file holds: the settings it sets, the plugins' tables
-/// (as JSON text), their isolation, and the files granted `none`.
-type FileParts = (
-    FileLayer,
-    BTreeMap<String, String>,
-    BTreeMap<String, Isolation>,
-    BTreeMap<String, String>,
-);
+/// What a config file holds.
+#[derive(Debug, Default)]
+struct FileParts {
+    /// The settings it sets.
+    layer: FileLayer,
+    /// The plugins' tables, as JSON text.
+    tables: BTreeMap<String, String>,
+    isolation: BTreeMap<String, Isolation>,
+    /// The file granted `none`, by plugin.
+    in_process_files: BTreeMap<String, String>,
+    /// Each file a sandbox table grants to: the plugin and its grants.
+    granted_files: BTreeMap<String, (String, Grants)>,
+}
+
+/// Reads a `[plugins.<name>.sandbox]` table; an error starts with the key
+/// it is about (".read: ...").
+fn parse_grants(value: &toml::Value) -> Result<Grants, String> {
+    let toml::Value::Table(table) = value else {
+        return Err(": must be a table with read and connect_ports".into());
+    };
+    let mut grants = Grants::default();
+    for (key, value) in table {
+        let items = value
+            .as_array()
+            .ok_or_else(|| format!(".{key}: must be a list"))?;
+        match key.as_str() {
+            "read" => {
+                for item in items {
+                    match item.as_str() {
+                        Some(path) if path.starts_with('/') => grants.read.push(path.into()),
+                        _ => return Err(".read: each item an absolute path".into()),
+                    }
+                }
+            }
+            "connect_ports" => {
+                for item in items {
+                    match item.as_integer().and_then(|p| u16::try_from(p).ok()) {
+                        Some(port @ 1..) => grants.connect_ports.push(port),
+                        _ => return Err(".connect_ports: each item a TCP port, 1 to 65535".into()),
+                    }
+                }
+            }
+            other => return Err(format!(".{other}: unknown key (read, connect_ports)")),
+        }
+    }
+    Ok(grants)
+}
 
 /// The file a plugin named `name` is built into by cargo: `lib<name>.so`,
 /// dashes as underscores.
@@ -462,6 +551,7 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
     let mut plugins = BTreeMap::new();
     let mut isolation = BTreeMap::new();
     let mut in_process_files = BTreeMap::new();
+    let mut granted_files = BTreeMap::new();
     let mut problems = Vec::new();
     for (key, value) in table {
         if key == "plugins" {
@@ -473,6 +563,7 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
                                 let mut t = t.clone();
                                 let own = t.remove("isolation");
                                 let library = t.remove("library");
+                                let had_sandbox = t.contains_key("sandbox");
                                 if let Some(value) = &own {
                                     match parse_isolation(value) {
                                         Ok(mode) => {
@@ -483,28 +574,53 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
                                         }
                                     }
                                 }
-                                match (&library, isolation.get(name)) {
-                                    (Some(toml::Value::String(file)), Some(Isolation::None))
-                                        if is_file_name(file) =>
-                                    {
+                                let grants = match t.remove("sandbox") {
+                                    Some(value) => match parse_grants(&value) {
+                                        Ok(grants) => Some(grants),
+                                        Err(e) => {
+                                            problems.push(format!("plugins.{name}.sandbox{e}"));
+                                            None
+                                        }
+                                    },
+                                    None => None,
+                                };
+                                let in_process = isolation.get(name) == Some(&Isolation::None);
+                                let file = match &library {
+                                    Some(toml::Value::String(file)) if is_file_name(file) => {
+                                        Some(file.clone())
+                                    }
+                                    None => Some(library_file_name(name)),
+                                    Some(_) => {
+                                        problems.push(format!(
+                                            "plugins.{name}.library: the name of a file of the plugins directory, such as \"{}\"",
+                                            library_file_name(name)
+                                        ));
+                                        None
+                                    }
+                                };
+                                if library.is_some() && !in_process && grants.is_none() {
+                                    problems.push(format!(
+                                        "plugins.{name}.library: names the file that isolation = \"none\" or the sandbox grants go to, and this table has neither"
+                                    ));
+                                }
+                                if let Some(file) = file {
+                                    if in_process {
                                         in_process_files.insert(name.clone(), file.clone());
                                     }
-                                    (None, Some(Isolation::None)) => {
-                                        in_process_files
-                                            .insert(name.clone(), library_file_name(name));
+                                    if let Some(grants) = grants {
+                                        if let Some((other, _)) = granted_files.get(&file) {
+                                            problems.push(format!(
+                                                "plugins.{name}.library: {file} is already the file of plugins.{other}"
+                                            ));
+                                        }
+                                        granted_files.insert(file, (name.clone(), grants));
                                     }
-                                    (None, _) => {}
-                                    (Some(_), Some(Isolation::None)) => problems.push(format!(
-                                        "plugins.{name}.library: the name of a file of the plugins directory, such as \"{}\"",
-                                        library_file_name(name)
-                                    )),
-                                    (Some(_), _) => problems.push(format!(
-                                        "plugins.{name}.library: names the file that isolation = \"none\" is granted to, and this plugin has no isolation = \"none\""
-                                    )),
                                 }
                                 // A table with only the host's keys is
                                 // none of the plugin's business.
-                                if (own.is_some() || library.is_some()) && t.is_empty() {
+                                if (own.is_some() || library.is_some() || had_sandbox)
+                                    && t.is_empty()
+                                {
                                     continue;
                                 }
                                 match serde_json::to_string(&t) {
@@ -531,7 +647,13 @@ fn check_table(table: &toml::Table) -> Result<FileParts, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok((layer, plugins, isolation, in_process_files))
+        Ok(FileParts {
+            layer,
+            tables: plugins,
+            isolation,
+            in_process_files,
+            granted_files,
+        })
     } else {
         Err(problems)
     }
@@ -696,6 +818,10 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     }
 }
 
+fn parse_sandbox(text: &str) -> Result<Sandbox, String> {
+    Sandbox::parse(text.trim())
+}
+
 fn parse_group_names(text: &str) -> Result<GroupNameRule, String> {
     text.parse()
 }
@@ -787,8 +913,8 @@ mod tests {
             "max_message_size = 2000\nhandler_timeout = \"2s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:8080\"]\n",
         )
         .unwrap();
-        let (file, _, _, _) = check_table(&table).unwrap();
-        let s = merge(&cli(&["--max-message-size", "3000"]), file);
+        let file = check_table(&table).unwrap();
+        let s = merge(&cli(&["--max-message-size", "3000"]), file.layer);
         assert_eq!(s.max_message_size, 3000);
         assert_eq!(s.handler_timeout, Duration::from_secs(2));
         assert!(s.allowed_origins.allows("https://a.example", false));
@@ -829,11 +955,49 @@ mod tests {
         let table: toml::Table =
             toml::from_str("[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n")
                 .unwrap();
-        let (_, plugins, _, _) = check_table(&table).unwrap();
+        let plugins = check_table(&table).unwrap().tables;
         assert_eq!(
             plugins["subscriptions"],
             r#"{"auth":"tokens","tokens":["a"]}"#
         );
+    }
+
+    #[test]
+    fn a_sandbox_table_grants_to_the_plugins_file() {
+        let table: toml::Table = toml::from_str(
+            "[plugins.proxy]\nbackend = \"http://127.0.0.1:8001\"\n[plugins.proxy.sandbox]\nread = [\"/etc/app\"]\nconnect_ports = [8001]\n\
+             [plugins.sub]\nlibrary = \"libsub_v2.so\"\nsandbox = { connect_ports = [443] }\n",
+        )
+        .unwrap();
+        let parts = check_table(&table).unwrap();
+        let (plugin, grants) = &parts.granted_files["libproxy.so"];
+        assert_eq!(plugin, "proxy");
+        assert_eq!(grants.read, vec![PathBuf::from("/etc/app")]);
+        assert_eq!(grants.connect_ports, vec![8001]);
+        assert_eq!(parts.granted_files["libsub_v2.so"].0, "sub");
+        assert_eq!(
+            parts.tables["proxy"],
+            r#"{"backend":"http://127.0.0.1:8001"}"#
+        );
+        assert!(!parts.tables.contains_key("sub"), "{:?}", parts.tables);
+        for (bad, key) in [
+            (
+                "[plugins.p.sandbox]\nread = [\"etc\"]\n",
+                "plugins.p.sandbox.read:",
+            ),
+            (
+                "[plugins.p.sandbox]\nconnect_ports = [0]\n",
+                "plugins.p.sandbox.connect_ports:",
+            ),
+            (
+                "[plugins.p.sandbox]\nwrite = [\"/tmp\"]\n",
+                "plugins.p.sandbox.write:",
+            ),
+            ("[plugins.p]\nsandbox = 1\n", "plugins.p.sandbox:"),
+        ] {
+            let problems = check_table(&toml::from_str(bad).unwrap()).unwrap_err();
+            assert!(problems[0].starts_with(key), "{bad}: {problems:?}");
+        }
     }
 
     #[test]
@@ -842,7 +1006,12 @@ mod tests {
             "[plugins.ping]\nisolation = \"none\"\n[plugins.other]\nisolation = \"process\"\nx = 1\n[plugins.third]\ny = 2\n",
         )
         .unwrap();
-        let (_, plugins, isolation, files) = check_table(&table).unwrap();
+        let FileParts {
+            tables: plugins,
+            isolation,
+            in_process_files: files,
+            ..
+        } = check_table(&table).unwrap();
         assert!(!plugins.contains_key("ping"));
         assert_eq!(plugins["other"], r#"{"x":1}"#);
         assert_eq!(isolation.get("ping"), Some(&Isolation::None));
@@ -855,7 +1024,11 @@ mod tests {
             "[plugins.faults]\nisolation = \"none\"\nlibrary = \"libfixture_faults.so\"\n",
         )
         .unwrap();
-        let (_, plugins, _, files) = check_table(&named).unwrap();
+        let FileParts {
+            tables: plugins,
+            in_process_files: files,
+            ..
+        } = check_table(&named).unwrap();
         assert_eq!(files["faults"], "libfixture_faults.so");
         assert!(!plugins.contains_key("faults"), "{plugins:?}");
         for bad in [

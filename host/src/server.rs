@@ -21,7 +21,7 @@ use crate::{
     admin::status,
     admin::{self, Admin, AdminToken},
     base::shutdown::Shutdown,
-    config::{Config, Groups},
+    config::{Config, Groups, Sandbox},
     conn::Common,
     dispatch::inline_watch,
     dispatch::Dispatcher,
@@ -32,13 +32,37 @@ use crate::{
     net::client_limits::PerClient,
     net::handshake::{self, Endpoint},
     net::rlimit,
-    plugins::isolation::WorkerLimits,
+    plugins::isolation::{jail, WorkerLimits},
     plugins::registry::Registry,
     plugins::watcher::{self, WatchSettings},
     telemetry::Monitor,
 };
 
 /// Loads the plugins, then serves until SIGTERM or SIGINT.
+/// Says what the plugin workers' jail has on this system: a loud warning
+/// for each missing layer, or (`sandbox = "required"`) no start.
+async fn check_sandbox(sandbox: Sandbox) -> anyhow::Result<()> {
+    if sandbox == Sandbox::Off {
+        warn!("sandbox = \"off\": plugin workers are not jailed; a plugin can read and signal whatever the server's user can");
+        return Ok(());
+    }
+    match jail::probe(sandbox).await {
+        Ok(missing) if missing.is_empty() => {
+            info!("plugin workers are jailed: user, PID and network namespaces, Landlock, seccomp");
+            Ok(())
+        }
+        Ok(missing) => {
+            warn!(missing = %missing.join("; "), "THE PLUGIN SANDBOX IS INCOMPLETE on this system: plugin workers run without what is missing (sandbox = \"required\" refuses to start instead); see docs/security.md");
+            Ok(())
+        }
+        Err(why) if sandbox == Sandbox::Required => anyhow::bail!("{why}"),
+        Err(why) => {
+            warn!(%why, "THE PLUGIN SANDBOX COULD NOT BE CHECKED; see docs/security.md");
+            Ok(())
+        }
+    }
+}
+
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings;
     let open_files =
@@ -56,6 +80,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     {
         anyhow::bail!("channels_symmetric_encryption_keys is set, but encrypted channels_redis messages (Fernet) are not supported yet: remove symmetric_encryption_keys from the app's CHANNEL_LAYERS and the setting here");
     }
+    check_sandbox(settings.sandbox).await?;
     let groups: Arc<dyn GroupLayer> = match &settings.groups {
         Groups::Memory => Arc::new(MemoryGroups::counting(monitor.group_deliveries())),
         Groups::Redis(url) | Groups::ChannelsPubSub(url) => {
@@ -86,6 +111,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             plugin_settings: Arc::new(config.plugin_tables),
             isolation: Arc::new(config.isolation),
             in_process_files: Arc::new(config.in_process_files),
+            granted_files: Arc::new(config.granted_files),
+            sandbox: settings.sandbox,
             worker_limits: WorkerLimits {
                 memory: settings.worker_memory_limit,
                 open_files: settings.worker_open_files,

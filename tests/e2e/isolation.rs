@@ -3,6 +3,7 @@
 //! answered, calls in flight get exactly one reply, and the plugin serves
 //! again from a new worker; the counters say what happened.
 
+use std::os::unix::fs::PermissionsExt;
 use std::{collections::HashSet, time::Duration};
 
 use futures_util::future::join_all;
@@ -298,6 +299,9 @@ async fn a_call_past_the_timeout_gets_its_worker_replaced() {
 #[tokio::test]
 async fn a_plugin_whose_workers_crash_before_any_call_is_marked_failed() {
     let dir = TempDir::new("marker");
+    // Reachable by the worker, which a server started as root runs as
+    // `nobody`.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let marker = dir.path().join("crash-soon");
     let marker_text = marker.to_string_lossy().into_owned();
     let host = Host::start_with_env(
@@ -331,6 +335,9 @@ async fn a_plugin_whose_workers_crash_before_any_call_is_marked_failed() {
 #[tokio::test]
 async fn a_plugin_that_crashes_at_every_start_is_marked_failed() {
     let dir = TempDir::new("marker");
+    // Reachable by the worker, which a server started as root runs as
+    // `nobody`.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let marker = dir.path().join("crash-at-start");
     let marker_text = marker.to_string_lossy().into_owned();
     let host = Host::start_with_env(
@@ -862,7 +869,10 @@ async fn a_worker_that_floods_questions_without_reading_answers_is_ended() {
 
 #[tokio::test]
 async fn what_a_plugin_forked_ends_with_its_worker() {
-    let host = Host::start(&["fixture-faults"]).unwrap();
+    // Without the sandbox (which forbids `exec` and has a PID namespace
+    // of its own, see the `sandbox` tests), the worker's process group
+    // goes with it.
+    let host = Host::start_with(&["fixture-faults"], &["--sandbox", "off"]).unwrap();
     let mut c = host.connect().await.unwrap();
     let first = worker_pid(&mut c).await;
     let reply = c

@@ -36,6 +36,7 @@ mod operations;
 mod plugin_api;
 mod proxy;
 mod redis_stall;
+mod sandbox;
 mod shadow;
 mod stats;
 mod status_page;

@@ -42,6 +42,7 @@ const LIBRARIES: &[&str] = &[
     "fixture-no-root",
     "fixture-abi-v2",
     "fixture-faults",
+    "fixture-hostile",
     "fixture-bad-init",
     "fixture-reference",
     "fixture-early",
@@ -183,6 +184,7 @@ pub struct Host {
     pub addr: String,
     pub plugins: TempDir,
     _work: rohrpost_harness::TempDir,
+    _bin: Option<rohrpost_harness::TempDir>,
     _config: Option<TempDir>,
 }
 
@@ -199,14 +201,25 @@ impl Host {
 
     /// Like [`Host::start_with`], with extra environment variables.
     pub fn start_with_env(plugins: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<Host> {
-        Self::launch(plugins, args, env, None)
+        Self::launch(plugins, args, env, None, None)
     }
 
     /// Like [`Host::start`], the host started with this soft limit of open
     /// files (at most the hard limit), set in its process alone: the limit
     /// of this process is shared by every test running in it.
     pub fn start_with_soft_open_files(plugins: &[&str], limit: u64) -> Result<Host> {
-        Self::launch(plugins, &[], &[], Some(limit))
+        Self::launch(plugins, &[], &[], Some(limit), None)
+    }
+
+    /// Like [`Host::start_with`], the host running as the user and group
+    /// `user` (ids), for a test run by root.
+    pub fn start_as(
+        plugins: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+    ) -> Result<Host> {
+        Self::launch(plugins, args, env, None, user)
     }
 
     fn launch(
@@ -214,6 +227,7 @@ impl Host {
         args: &[&str],
         env: &[(&str, &str)],
         soft_open_files: Option<u64>,
+        user: Option<(u32, u32)>,
     ) -> Result<Host> {
         let built = build();
         let binary = built.host();
@@ -226,6 +240,7 @@ impl Host {
             env,
             log: "info,rohrpost_host=debug",
             label: "test",
+            user,
         };
         let echo = if std::env::var_os("ROHRPOST_TEST_ECHO").is_some() {
             Echo::Everything
@@ -244,6 +259,7 @@ impl Host {
             process: host.process,
             plugins: TempDir(host.plugins),
             _work: host.work,
+            _bin: host.bin,
             _config: None,
         })
     }

@@ -3,7 +3,7 @@
 //! already has returns the old code. In this process the copy is opened
 //! with `lib_header_from_path` + `init_root_module` (never
 //! `RootModule::load_from_*`, which caches one module per type forever);
-//! for a worker it is handed over as an open file.
+//! a worker gets a sealed copy in memory instead, as an open file.
 
 use std::{fs::File, path::Path};
 
@@ -31,22 +31,43 @@ pub(crate) fn open(
         .map_err(library_error)
 }
 
-/// Checks the bytes and writes them to a fresh shadow copy, opened for
-/// reading: what a worker process loads the plugin from. The copy's name
-/// is removed at once; the open file keeps its content for every worker
-/// the plugin's version will need, and nobody can replace it.
-pub(crate) fn shadow_file(
-    file: &Path,
-    bytes: &[u8],
-    shadow: &ShadowDir,
-) -> Result<File, LoadError> {
+/// Checks the bytes and copies them into a sealed memory file: what a
+/// worker process loads the plugin from, for every worker the plugin's
+/// version will need. No one can write it (its seals forbid it, to its
+/// owner too), and it names no directory of the server's.
+pub(crate) fn sealed_copy(file: &Path, bytes: &[u8]) -> Result<File, LoadError> {
     #[cfg(target_os = "linux")]
     elf_check::check(bytes)?;
-
-    let stem = file
-        .file_stem()
+    let name = file
+        .file_name()
         .map_or_else(|| "plugin".into(), |s| s.to_string_lossy());
-    shadow
-        .with_copy(&stem, bytes, |path| File::open(path))?
-        .map_err(LoadError::Read)
+    let name = std::ffi::CString::new(name.replace('\0', "")).unwrap_or_default();
+    memfd(&name, bytes).map_err(LoadError::Read)
+}
+
+fn memfd(name: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<File> {
+    use std::{io::Write, os::fd::FromRawFd};
+    // SAFETY: memfd_create reads the name; the descriptor it returns is
+    // this process's, and owned by the File from here on.
+    let mut memory = unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        File::from_raw_fd(fd)
+    };
+    memory.write_all(bytes)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor this process owns.
+    if unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&memory),
+            libc::F_ADD_SEALS,
+            seals,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(memory)
 }

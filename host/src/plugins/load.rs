@@ -8,9 +8,10 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
 use crate::plugins::asks::Answers;
 use crate::{
-    config::Isolation,
+    config::{Grants, Isolation, Sandbox},
     plugins::{
         files::shadow::ShadowDir,
+        isolation::jail::Spec,
         isolation::{
             channel::{StartError, Starting},
             supervisor::{Supervisor, START_TIMEOUT},
@@ -31,6 +32,9 @@ pub(crate) struct LoadSettings {
     /// The one file each plugin configured `none` may run from in this
     /// process; the same name from any other file runs in a worker.
     pub in_process_files: Arc<BTreeMap<String, String>>,
+    /// What each file's sandbox table grants, and to which plugin.
+    pub granted_files: Arc<BTreeMap<String, (String, Grants)>>,
+    pub sandbox: Sandbox,
     pub limits: WorkerLimits,
     /// What plugins' questions are answered from.
     pub answers: Arc<Answers>,
@@ -45,23 +49,31 @@ pub(crate) async fn load(
     settings: &LoadSettings,
     metrics: impl FnOnce(&str) -> crate::telemetry::metrics::WorkerMetrics,
 ) -> Result<LoadedPlugin, FailedLoad> {
-    let library = {
-        let (file, shadow) = (file.to_owned(), shadow.clone());
+    // Workers load a sealed copy in memory: none can write it, and none
+    // learns where the shadow directory is.
+    let (library, bytes) = {
+        let file = file.to_owned();
         let bytes = Arc::new(bytes);
         let copy = bytes.clone();
-        let library =
-            tokio::task::spawn_blocking(move || library::shadow_file(&file, &copy, &shadow))
-                .await
-                .map_err(|e| LoadError::Init(e.to_string()))??;
+        let library = tokio::task::spawn_blocking(move || library::sealed_copy(&file, &copy))
+            .await
+            .map_err(|e| LoadError::Init(e.to_string()))??;
         (library, bytes)
     };
-    let (library, bytes) = library;
     let started = Instant::now();
-    let mut starting = Starting::spawn(&library, settings.limits, START_TIMEOUT)
+    let (granted_to, jail) = jail_of(file, settings);
+    let mut starting = Starting::spawn(&library, settings.limits, &jail, START_TIMEOUT)
         .await
         .map_err(start_error)?;
     let manifest = starting.manifest.clone();
     manifest.check_identity()?;
+    if let Some(plugin) = granted_to.filter(|p| **p != manifest.name) {
+        return Err(LoadError::Init(format!(
+            "this is the file [plugins.{plugin}.sandbox] grants to, and its library calls itself {}",
+            manifest.name
+        ))
+        .into());
+    }
     let isolation = isolation_of(file, &manifest.name, settings);
     if isolation == Isolation::None {
         drop(starting);
@@ -89,11 +101,12 @@ pub(crate) async fn load(
     // As the worker read it after the configuration.
     let manifest = starting.manifest.clone();
     let handlers = manifest.check()?;
-    tracing::debug!(plugin = %manifest.name, pid = starting.child.id().unwrap_or(0),
+    tracing::debug!(plugin = %manifest.name, pid = starting.pid,
         took_ms = started.elapsed().as_millis() as u64, "plugin worker started");
     let supervisor = Supervisor::start(
         starting,
         library,
+        jail,
         config,
         settings.limits,
         metrics(&manifest.name),
@@ -116,6 +129,21 @@ fn start_error(e: StartError) -> FailedLoad {
         )),
         other => LoadError::Init(other.to_string()),
     })
+}
+
+/// The jail of a worker for `file`: what the sandbox table whose file it
+/// is grants (the operator's choice, like `none`: the same library under
+/// another file name gets nothing), and the plugin that table is for.
+fn jail_of<'s>(file: &Path, settings: &'s LoadSettings) -> (Option<&'s String>, Spec) {
+    let granted = file
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| settings.granted_files.get(f));
+    let spec = Spec {
+        sandbox: settings.sandbox,
+        grants: granted.map(|(_, g)| g.clone()).unwrap_or_default(),
+    };
+    (granted.map(|(plugin, _)| plugin), spec)
 }
 
 /// Where the library in `file` that calls itself `name` runs: the

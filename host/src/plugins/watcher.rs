@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::plugins::asks::Answers;
 use crate::{
-    config::Isolation,
+    config::{Grants, Isolation, Sandbox},
     plugins::files::permissions,
     plugins::files::shadow::ShadowDir,
     plugins::isolation::WorkerLimits,
@@ -54,6 +54,10 @@ pub(crate) struct WatchSettings {
     /// The one file each plugin configured `none` may run from in the
     /// server's process.
     pub in_process_files: Arc<BTreeMap<String, String>>,
+    /// What each file's sandbox table grants, and to which plugin.
+    pub granted_files: Arc<BTreeMap<String, (String, Grants)>>,
+    /// How much of the workers' jail is required.
+    pub sandbox: Sandbox,
     /// Limits of each plugin worker process.
     pub worker_limits: WorkerLimits,
     /// What plugins' questions are answered from.
@@ -195,6 +199,8 @@ pub(crate) async fn start(
             tables: settings.plugin_settings.clone(),
             isolation: settings.isolation.clone(),
             in_process_files: settings.in_process_files.clone(),
+            granted_files: settings.granted_files.clone(),
+            sandbox: settings.sandbox,
             limits: settings.worker_limits,
             answers: settings.answers.clone(),
         },

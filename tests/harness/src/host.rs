@@ -5,8 +5,8 @@
 use std::{path::Path, process::Command};
 
 use crate::{
-    error::Result,
-    files::{install, TempDir},
+    error::{Error, Result},
+    files::{install, set_mode, TempDir},
     process::{Process, Watch},
 };
 
@@ -27,6 +27,9 @@ pub struct HostSpec<'a> {
     pub log: &'a str,
     /// Names its temp dirs, `rohrpost-<label>-plugins-...`.
     pub label: &'a str,
+    /// Run by root, the host runs as this user and group (ids): its
+    /// directories and binary are made reachable to it.
+    pub user: Option<(u32, u32)>,
 }
 
 /// A running host. Dropping it kills the process, then removes its
@@ -39,6 +42,8 @@ pub struct Host {
     /// Its temp dir (`TMPDIR`), where it keeps the private copies of the
     /// libraries it loads.
     pub work: TempDir,
+    /// Where its binary was put for another user, if it runs as one.
+    pub bin: Option<TempDir>,
 }
 
 /// Starts a host on a free port of 127.0.0.1 and waits until it listens.
@@ -48,7 +53,25 @@ pub fn start_host(spec: &HostSpec<'_>, watch: Watch) -> Result<Host> {
         install(library, plugins.path())?;
     }
     let work = TempDir::new(&format!("{}-work", spec.label))?;
-    let mut command = Command::new(spec.binary);
+    let mut bin = None;
+    let mut binary = spec.binary.to_owned();
+    let mut watch = watch;
+    if let Some((uid, gid)) = spec.user {
+        // Root's private directories, opened to the host's user: the
+        // plugins directory to read, the temp dir its own.
+        set_mode(plugins.path(), 0o755)?;
+        std::os::unix::fs::chown(work.path(), Some(uid), Some(gid))
+            .map_err(Error::file("chown", work.path()))?;
+        let dir = TempDir::new(&format!("{}-bin", spec.label))?;
+        set_mode(dir.path(), 0o755)?;
+        binary = dir.path().join("rohrpost");
+        if std::fs::hard_link(spec.binary, &binary).is_err() {
+            std::fs::copy(spec.binary, &binary).map_err(Error::file("copy", &binary))?;
+        }
+        bin = Some(dir);
+        watch = watch.run_as(uid, gid);
+    }
+    let mut command = Command::new(&binary);
     command
         .args(["--listen", "127.0.0.1:0", "--plugins"])
         .arg(plugins.path())
@@ -64,5 +87,6 @@ pub fn start_host(spec: &HostSpec<'_>, watch: Watch) -> Result<Host> {
         process,
         plugins,
         work,
+        bin,
     })
 }

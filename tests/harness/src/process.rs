@@ -35,6 +35,7 @@ pub struct Watch {
     die_with_parent: bool,
     soft_open_files: Option<u64>,
     start_timeout: Duration,
+    user: Option<(u32, u32)>,
 }
 
 impl Watch {
@@ -49,6 +50,7 @@ impl Watch {
             die_with_parent: false,
             soft_open_files: None,
             start_timeout: Duration::from_secs(30),
+            user: None,
         }
     }
 
@@ -85,6 +87,15 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// The child runs as this user and group (ids), with no other groups;
+    /// for a test run by root.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Watch {
+        self.user = Some((uid, gid));
+        self
+    }
+}
+
 /// A running child process that has logged its listening address.
 #[derive(Debug)]
 pub struct Process {
@@ -112,6 +123,22 @@ impl Process {
     /// us) and waits until a log line containing `listening` gives its
     /// `address`.
     pub fn spawn(command: &mut Command, watch: Watch) -> Result<Process> {
+        if let Some((uid, gid)) = watch.user {
+            // SAFETY: setgroups, setgid and setuid are async-signal-safe;
+            // nothing else runs in the child before exec.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(move || {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if watch.die_with_parent {
             // SAFETY: prctl is async-signal-safe; nothing else runs in the
             // child before exec.

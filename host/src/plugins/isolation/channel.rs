@@ -43,6 +43,7 @@ use tokio::{
 
 use super::{
     frame::{self, FrameError, Reader},
+    jail::{self, Spec},
     worker,
 };
 use crate::{
@@ -79,6 +80,9 @@ pub(crate) struct WorkerLimits {
 /// A worker whose library is loaded, before or after its configuration.
 pub(crate) struct Starting {
     pub manifest: ManifestInfo,
+    /// The process that runs the plugin (in its jail, the child's
+    /// grandchild).
+    pub pid: u32,
     pub child: Child,
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
@@ -93,6 +97,7 @@ impl Starting {
     pub(crate) async fn spawn(
         library: &File,
         limits: WorkerLimits,
+        jail: &Spec,
         timeout: Duration,
     ) -> Result<Starting, StartError> {
         let (host_end, worker_end) =
@@ -110,6 +115,7 @@ impl Starting {
         }
         command
             .arg(worker::ARG)
+            .args(jail.to_args())
             .stdin(std::process::Stdio::null())
             // Its own process group: a terminal's Ctrl-C goes to the
             // server, which shuts down in order, not to its workers.
@@ -162,6 +168,7 @@ impl Starting {
         let stream = UnixStream::from_std(host_end).map_err(StartError::Spawn)?;
         let (read, writer) = stream.into_split();
         let mut starting = Starting {
+            pid: child.id().unwrap_or(0),
             manifest: ManifestInfo {
                 name: String::new(),
                 version: String::new(),
@@ -174,7 +181,16 @@ impl Starting {
             reader: BufReader::new(read),
             writer,
         };
-        let (tag, body) = starting.next_frame(timeout).await?;
+        let (mut tag, mut body) = starting.next_frame(timeout).await?;
+        if tag == frame::STARTED {
+            let mut r = Reader::new(&body);
+            starting.pid = r.u32().map_err(channel)?;
+            let missing = r.str().map_err(channel)?;
+            if !missing.is_empty() {
+                tracing::warn!(pid = starting.pid, %missing, "a plugin worker runs without part of its jail");
+            }
+            (tag, body) = starting.next_frame(timeout).await?;
+        }
         let mut r = Reader::new(&body);
         match tag {
             frame::HELLO => {
@@ -228,6 +244,13 @@ impl Starting {
     /// The next frame's tag and the rest of its body.
     async fn next_frame(&mut self, timeout: Duration) -> Result<(u8, Vec<u8>), StartError> {
         match tokio::time::timeout(timeout, read_frame(&mut self.reader)).await {
+            Ok(Ok(Some((frame::FORBIDDEN, body)))) => {
+                let call = forbidden_call(&body).map_err(channel)?;
+                let how = self.death().await;
+                Err(StartError::Died(format!(
+                    "{how}: the sandbox ended it for a forbidden system call, {call}"
+                )))
+            }
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) => Err(StartError::Died(self.death().await)),
             Ok(Err(e)) => Err(StartError::Channel(e.to_string())),
@@ -239,7 +262,9 @@ impl Starting {
     /// and what it left behind.
     async fn death(&mut self) -> String {
         let pid = self.child.id();
-        let _ = self.child.start_kill();
+        if !super::supervisor::exits_soon(&mut self.child).await {
+            let _ = self.child.start_kill();
+        }
         let status = self.child.wait().await;
         if let Some(pid) = pid {
             kill_group(pid);
@@ -256,7 +281,7 @@ impl Starting {
         let (tx, rx) = mpsc::unbounded_channel();
         let unread = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
-            pid: self.child.id().unwrap_or(0),
+            pid: self.pid,
             out: tx,
             unread: unread.clone(),
             asks: AtomicUsize::new(0),
@@ -305,6 +330,12 @@ pub(crate) async fn read_frame(
     Ok(Some((tag, body)))
 }
 
+/// The name of the call a [`frame::FORBIDDEN`] frame's body reports.
+pub(crate) fn forbidden_call(body: &[u8]) -> Result<String, FrameError> {
+    let nr = Reader::new(body).u32()?;
+    Ok(jail::syscalls::name(nr))
+}
+
 /// An exit status as the log says it: `signal 11 (SIGSEGV)`, `exit code 3`.
 pub(crate) fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -318,6 +349,7 @@ pub(crate) fn describe(status: std::process::ExitStatus) -> String {
             libc::SIGKILL => "SIGKILL",
             libc::SIGTERM => "SIGTERM",
             libc::SIGTRAP => "SIGTRAP",
+            libc::SIGSYS => "SIGSYS: a system call its sandbox forbids",
             _ => "",
         };
         if name.is_empty() {

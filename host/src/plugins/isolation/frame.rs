@@ -43,6 +43,13 @@ pub(crate) const REPLY: u8 = 0x84;
 pub(crate) const ASK: u8 = 0x85;
 /// Host → worker: the answer to an [`ASK`].
 pub(crate) const ANSWER: u8 = 0x03;
+/// Worker → host: the plugin made a system call its jail forbids (the
+/// call's number); the worker ends.
+pub(crate) const FORBIDDEN: u8 = 0x86;
+/// Worker → host, first: the process id of the process that runs the
+/// plugin, as the host sees it (in its jail, the worker is a grandchild),
+/// and what of its jail it could not have.
+pub(crate) const STARTED: u8 = 0x87;
 
 /// Why a frame from the other side is unusable.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -421,6 +428,24 @@ pub(crate) fn read_hello(r: &mut Reader<'_>) -> Result<ManifestInfo, FrameError>
 pub(crate) fn coded(tag: u8, code: u8, text: &str) -> Vec<u8> {
     let mut w = Writer::new(tag, 5 + text.len());
     w.u8(code).str(text);
+    w.finish()
+}
+
+/// A [`FORBIDDEN`] frame, built without allocating (it is written from a
+/// signal handler).
+pub(crate) fn forbidden(nr: u32) -> [u8; 9] {
+    let mut frame = [0; 9];
+    frame[..4].copy_from_slice(&5u32.to_le_bytes());
+    frame[4] = FORBIDDEN;
+    frame[5..].copy_from_slice(&nr.to_le_bytes());
+    frame
+}
+
+/// A [`STARTED`] frame: the pid, and what of its jail the worker could
+/// not have (empty when nothing).
+pub(crate) fn started(pid: u32, missing: &str) -> Vec<u8> {
+    let mut w = Writer::new(STARTED, 8 + missing.len());
+    w.u32(pid).str(missing);
     w.finish()
 }
 

@@ -31,6 +31,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod frame;
+pub(crate) mod jail;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
 

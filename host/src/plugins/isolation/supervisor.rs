@@ -48,6 +48,7 @@ use crate::{plugins::asks::Answers, telemetry::metrics::WorkerMetrics};
 use super::{
     channel::{self, read_frame, StartError, Starting, Worker, WorkerLimits},
     frame::{self, Reader},
+    jail::Spec,
 };
 
 /// Failed starts in a row after which a plugin is marked failed.
@@ -97,6 +98,8 @@ pub(crate) struct Supervisor {
     handler_types: Vec<Vec<String>>,
     /// The shadow copy every worker of this version loads.
     library: File,
+    /// The jail each of its workers enters.
+    jail: Spec,
     config: String,
     limits: WorkerLimits,
     current: ArcSwapOption<Worker>,
@@ -117,6 +120,7 @@ impl Supervisor {
     pub(crate) fn start(
         starting: Starting,
         library: File,
+        jail: Spec,
         config: String,
         limits: WorkerLimits,
         metrics: WorkerMetrics,
@@ -129,6 +133,7 @@ impl Supervisor {
             types: manifest.identity().types,
             handler_types: manifest.handlers.iter().map(|(t, _)| t.clone()).collect(),
             library,
+            jail,
             config,
             limits,
             current: ArcSwapOption::empty(),
@@ -338,7 +343,8 @@ impl Supervisor {
 
     /// One start: load, check it is the same plugin, configure.
     async fn start_one(&self) -> Result<Starting, StartError> {
-        let mut starting = Starting::spawn(&self.library, self.limits, START_TIMEOUT).await?;
+        let mut starting =
+            Starting::spawn(&self.library, self.limits, &self.jail, START_TIMEOUT).await?;
         if starting.manifest.name != self.name || starting.manifest.version != self.version {
             return Err(StartError::Channel(format!(
                 "the worker loaded {} {}",
@@ -460,6 +466,9 @@ async fn watch(
     mut child: tokio::process::Child,
     mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> String {
+    // The worker's process group: its child's id (the group it was
+    // started in).
+    let group = child.id().unwrap_or(0);
     let read = read_replies(&worker, &plugin, &answers, max_effects, &mut reader);
     let mut read = std::pin::pin!(read);
     let mut reading = true;
@@ -469,15 +478,18 @@ async fn watch(
             broken = &mut read, if reading => {
                 reading = false;
                 broke = broken;
-                // It closed the channel: gone, or about to be.
-                let _ = child.start_kill();
+                // It closed the channel: gone, or about to be (its waiter
+                // passes on how the worker ended first).
+                if broke.is_some() || !exits_soon(&mut child).await {
+                    let _ = child.start_kill();
+                }
             }
             status = child.wait() => break status,
             () = worker.kill_requested() => { let _ = child.start_kill(); }
         }
     };
     // Whatever the plugin forked goes with it.
-    channel::kill_group(worker.pid);
+    channel::kill_group(group);
     if reading {
         // Replies it wrote before it died are still worth delivering.
         let _ = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
@@ -487,9 +499,21 @@ async fn watch(
         Err(e) => format!("unknown: {e}"),
     };
     match broke {
-        Some(why) => format!("{cause}, killed for breaking the channel: {why}"),
+        Some(Broke::Channel(why)) => format!("{cause}, killed for breaking the channel: {why}"),
+        Some(Broke::Forbidden(call)) => {
+            format!("{cause}: the sandbox ended it for a forbidden system call, {call}")
+        }
         None => cause,
     }
+}
+
+/// How long a worker's process may take to exit after its channel ended.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether `child` exits within [`EXIT_GRACE`] (its status is kept for
+/// the next `wait`).
+pub(crate) async fn exits_soon(child: &mut tokio::process::Child) -> bool {
+    tokio::time::timeout(EXIT_GRACE, child.wait()).await.is_ok()
 }
 
 /// Answers a plugin's question from its worker, about the connection of
@@ -521,6 +545,14 @@ fn answer_ask(
     Ok(())
 }
 
+/// Why a worker's channel ended before the worker did.
+enum Broke {
+    /// It broke the protocol: how.
+    Channel(String),
+    /// Its jail ended it for this system call.
+    Forbidden(String),
+}
+
 /// Delivers replies until the channel ends; why, if the worker broke it.
 async fn read_replies(
     worker: &Arc<Worker>,
@@ -528,26 +560,33 @@ async fn read_replies(
     answers: &Arc<Answers>,
     max_effects: usize,
     reader: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
-) -> Option<String> {
+) -> Option<Broke> {
+    let broke = |e: &dyn std::fmt::Display| Some(Broke::Channel(e.to_string()));
     loop {
         match read_frame(reader).await {
             Ok(None) => return None,
-            Err(e) => return Some(e.to_string()),
+            Err(e) => return broke(&e),
             Ok(Some((frame::REPLY, body))) => {
                 match frame::read_reply(&mut Reader::new(&body), max_effects) {
                     Ok(reply) => worker.complete(reply),
-                    Err(e) => return Some(e.to_string()),
+                    Err(e) => return broke(&e),
                 }
             }
             Ok(Some((frame::ASK, body))) => match frame::read_ask(&mut Reader::new(&body)) {
                 Ok(ask) => {
                     if let Err(why) = answer_ask(worker, plugin, answers, ask) {
-                        return Some(why);
+                        return broke(&why);
                     }
                 }
-                Err(e) => return Some(e.to_string()),
+                Err(e) => return broke(&e),
             },
-            Ok(Some((tag, _))) => return Some(format!("an unexpected frame {tag:#04x}")),
+            Ok(Some((frame::FORBIDDEN, body))) => {
+                return match channel::forbidden_call(&body) {
+                    Ok(call) => Some(Broke::Forbidden(call)),
+                    Err(e) => broke(&e),
+                }
+            }
+            Ok(Some((tag, _))) => return broke(&format!("an unexpected frame {tag:#04x}")),
         }
     }
 }

@@ -37,7 +37,10 @@ use abi_stable::{
 };
 use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, EXT_CONFIGURE};
 
-use super::frame::{self, Reader};
+use super::{
+    frame::{self, Reader},
+    jail::{self, Spec},
+};
 use crate::{
     plugins::hooks::{self, Hook},
     plugins::manifest::{library_error, LoadError, ManifestInfo},
@@ -66,8 +69,25 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The argument of a probe: the worker enters its jail, prints what the
+/// kernel lacked (one line, empty when nothing) and exits.
+pub(crate) const PROBE_ARG: &str = "--probe";
+
 /// The worker's main; never returns.
 pub(crate) fn run() -> ! {
+    let spec = match Spec::from_args(std::env::args_os().skip(2)) {
+        Ok(spec) => spec,
+        Err(_) => exit(2),
+    };
+    if std::env::args_os().any(|a| a == PROBE_ARG) {
+        probe(&spec);
+    }
+    // Only the standard streams, the library and the channel: nothing
+    // else of the server's reaches the plugin, whatever it left open.
+    // SAFETY: close_range on descriptors this process owns.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, CHANNEL_FD as u32 + 1, u32::MAX, 0u32);
+    }
     // SAFETY: the host started this process with its channel on this
     // descriptor, and nothing else in this process owns it.
     let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
@@ -77,11 +97,31 @@ pub(crate) fn run() -> ! {
         libc::fcntl(CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::fcntl(LIBRARY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
-    watch_parent();
     let out = Arc::new(Mutex::new(match channel.try_clone() {
         Ok(out) => out,
         Err(_) => exit(2),
     }));
+    let entered = match jail::enter(&spec) {
+        Ok(entered) => entered,
+        Err(e) => {
+            send(
+                &out,
+                &frame::coded(frame::LOAD_FAILED, LOAD_INIT, &e.to_string()),
+            );
+            exit(0);
+        }
+    };
+    // Outside a PID namespace the worker watches its parent itself.
+    if !entered.pid_namespace {
+        watch_parent();
+    }
+    // The process id the host knows this process by: /proc is the
+    // host's, whatever PID namespace this process is in.
+    let pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or_else(std::process::id);
+    send(&out, &frame::started(pid, &entered.missing.join("; ")));
     let library = format!("/proc/self/fd/{LIBRARY_FD}");
     let module = match lib_header_from_path(Path::new(&library))
         .and_then(|header| header.init_root_module::<PluginModRef>())
@@ -114,6 +154,25 @@ pub(crate) fn run() -> ! {
     manifest.hooks = crate::plugins::manifest::introduce(module, &ask);
     send(&out, &frame::hello(&manifest));
     serve(module, &manifest, channel, out)
+}
+
+/// Enters the jail `spec` describes and prints what was missing.
+fn probe(spec: &Spec) -> ! {
+    match jail::enter(spec) {
+        Ok(entered) => {
+            println!("{}", entered.missing.join("; "));
+            exit_flushed(0)
+        }
+        Err(e) => {
+            println!("{e}");
+            exit_flushed(1)
+        }
+    }
+}
+
+fn exit_flushed(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    exit(code)
 }
 
 /// Where questions go (the channel's writing end).
