@@ -57,21 +57,33 @@ pub async fn run(artifacts: &Artifacts, args: &RestartArgs) -> Result<Table> {
         log: LOG,
         args: &["--config", config.as_str()],
     };
+    // The same without the jail: what entering it adds to a start.
+    let unjailed = Spec::Host {
+        libraries: &ping,
+        log: LOG,
+        args: &["--config", config.as_str(), "--sandbox", "off"],
+    };
 
     let mut first = Vec::new();
+    let mut first_unjailed = Vec::new();
     for crash in 1..=args.crashes {
-        let mut server = Server::start("host, ping (process)", artifacts, spec, None)?;
-        let mut socket = client::connect(&server.url()).await?;
-        let mut id = 0;
-        let took = crash_and_wait(&server, &mut socket, &mut id).await?;
-        eprintln!(
-            "restart: first crash {crash}: served again after {:.1} ms",
-            ms(took)
-        );
-        first.push(took);
-        client::close(socket).await;
-        server.check_running()?;
-        server.stop()?;
+        for (spec, times, label) in [
+            (spec, &mut first, "jailed"),
+            (unjailed, &mut first_unjailed, "sandbox off"),
+        ] {
+            let mut server = Server::start("host, ping (process)", artifacts, spec, None)?;
+            let mut socket = client::connect(&server.url()).await?;
+            let mut id = 0;
+            let took = crash_and_wait(&server, &mut socket, &mut id).await?;
+            eprintln!(
+                "restart: first crash {crash} ({label}): served again after {:.1} ms",
+                ms(took)
+            );
+            times.push(took);
+            client::close(socket).await;
+            server.check_running()?;
+            server.stop()?;
+        }
     }
 
     let mut in_a_row = Vec::new();
@@ -99,6 +111,10 @@ pub async fn run(artifacts: &Artifacts, args: &RestartArgs) -> Result<Table> {
     );
     for (name, times) in [
         ("first crash of a worker (a fresh host each)", first),
+        (
+            "first crash, sandbox = \"off\" (same run, alternating)",
+            first_unjailed,
+        ),
         ("crashes in a row (one host, with backoff)", in_a_row),
     ] {
         let order = times

@@ -130,6 +130,14 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         "--config",
         process_file.as_str(),
     ];
+    let unjailed_args = [
+        "--workers",
+        workers_text.as_str(),
+        "--config",
+        process_file.as_str(),
+        "--sandbox",
+        "off",
+    ];
     let cases = [
         Case {
             name: "minimal (axum + serde_json)",
@@ -157,6 +165,16 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
                 libraries: &ping,
                 log: HOST_LOG,
                 args: &process_args,
+            },
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "host, ping (process, sandbox off)",
+            spec: Spec::Host {
+                libraries: &ping,
+                log: HOST_LOG,
+                args: &unjailed_args,
             },
             request: Request::Ping,
             huge_first: false,

@@ -10,12 +10,24 @@ use crate::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// The server's `/proc` files (memory, descriptors, environment, command
+/// line's process) then belong to root, and no process of its own user can
+/// trace it or read its memory: not a plugin outside its jail, not any
+/// other program of that user.
+fn not_dumpable() {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        eprintln!("warning: cannot make the server not dumpable");
+    }
+}
+
 /// Runs the `rohrpost` command: the server, `--check-config`, or (as
 /// `rohrpost --plugin-worker`, started by the server) one plugin's worker.
 pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(PLUGIN_WORKER_ARG.as_ref()) {
         run_plugin_worker();
     }
+    not_dumpable();
     let cli = Cli::from_env();
     if let Some(path) = &cli.check_config {
         return match config::check_file(path) {

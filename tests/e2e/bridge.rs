@@ -44,7 +44,9 @@ fn config(backend: &str, secret: &str, hooks: bool) -> String {
     };
     format!(
         "[plugins.proxy]\nurl = \"{backend}/rohrpost/\"\ntypes = {TYPES}\ntimeout = \"10s\"\n\
-         headers = {{ X-Rohrpost-Secret = \"{secret}\" }}\nforward_headers = [\"cookie\"]\n{hooks}"
+         headers = {{ X-Rohrpost-Secret = \"{secret}\" }}\nforward_headers = [\"cookie\"]\n{hooks}\
+         sandbox = {{ connect_ports = [{}] }}\n",
+        rohrpost_tests::port_of(backend)
     )
 }
 
@@ -385,9 +387,11 @@ async fn subscribes_are_decided_by_the_bridge_from_the_session_cookie() {
     let d = Deployment::start().await;
     let config = format!(
         "{}\n[plugins.subscriptions]\nauth = \"backend\"\nurl = \"{}/rohrpost/subscribe/\"\n\
-         headers = {{ X-Rohrpost-Secret = \"{SECRET}\" }}\nforward_headers = [\"cookie\"]\n",
+         headers = {{ X-Rohrpost-Secret = \"{SECRET}\" }}\nforward_headers = [\"cookie\"]\n\
+         sandbox = {{ connect_ports = [{}] }}\n",
         config(&d.gunicorn, SECRET, false),
-        d.gunicorn
+        d.gunicorn,
+        rohrpost_tests::port_of(&d.gunicorn)
     );
     let groups = format!("channels_redis://{SHARED_REDIS}/0");
     let host = Host::start_with_config(

@@ -30,7 +30,9 @@ fn config(backend: &str, isolation: &str, hooks: bool) -> String {
     format!(
         "[plugins.proxy]\nisolation = \"{isolation}\"\nurl = \"{backend}/rohrpost/\"\ntypes = {TYPES}\n\
          timeout = \"1s\"\nmax_response_bytes = 4096\nheaders = {{ \"X-Secret\" = \"s3cret\" }}\n\
-         forward_headers = [\"cookie\", \"X-Trace\"]\n{hooks}"
+         forward_headers = [\"cookie\", \"X-Trace\"]\n{hooks}\
+         sandbox = {{ connect_ports = [{}] }}\n",
+        rohrpost_tests::port_of(backend)
     )
 }
 

@@ -11,7 +11,7 @@
 //! Every test runs twice when the tests run as root: with the server as
 //! root (its workers become `nobody`) and with the server as `nobody`.
 
-use std::time::Duration;
+use std::{os::unix::process::CommandExt, time::Duration};
 
 use rohrpost_tests::{get, Client, Host, TempDir};
 use serde_json::{json, Value};
@@ -139,6 +139,18 @@ async fn the_servers_secrets_memory_and_life_are_out_of_reach() {
         // The worker's own environment holds none of the server's.
         let reply = attack(&mut c, "read-file", json!({"path": "/proc/self/environ"})).await;
         assert!(!reply.to_string().contains(NOTIFY), "{reply}");
+        if let Some((uid, gid)) = user {
+            // Nor can any other process of the server's user: the server
+            // is not dumpable.
+            let read = std::process::Command::new("/bin/cat")
+                .arg(format!("/proc/{pid}/environ"))
+                .uid(uid)
+                .gid(gid)
+                .output()
+                .unwrap();
+            assert!(!read.status.success(), "{read:?}");
+            assert!(!String::from_utf8_lossy(&read.stdout).contains(NOTIFY));
+        }
         server_is_whole(&host, &mut bystander, 1).await;
         for (kind, data, call) in [
             ("ptrace", json!({"pid": pid}), "ptrace"),

@@ -1,5 +1,5 @@
-//! The directory the plugin copies are loaded from, attacked by a local
-//! user: directories pre-created under the names a server would once have
+//! The directory the plugin copies are loaded from (by plugins in the
+//! server's process), attacked by a local user: directories pre-created under the names a server would once have
 //! used (other owner, mode 0777, symlinks inside) are not used, every
 //! mapped copy lies in a directory of the server's user with mode 0700, the
 //! directory goes away on SIGTERM, a killed server's is removed by the next
@@ -131,10 +131,17 @@ fn copy_dirs(host: &Host, root: &Path) -> BTreeSet<PathBuf> {
     dirs
 }
 
+/// The plugins run in the server's process: only there are copies
+/// loaded from the directory (a worker loads a sealed copy in memory).
+const IN_PROCESS: &str = "[plugins.ping]\nisolation = \"none\"\n\
+    [plugins.testkit]\nisolation = \"none\"\nlibrary = \"libfixture_testkit.so\"\n";
+
 fn start(tmp: &Path, xdg: &str) -> Host {
+    let config = tmp.parent().unwrap().join("rohrpost.toml");
+    std::fs::write(&config, IN_PROCESS).unwrap();
     Host::start_with_env(
         PLUGINS,
-        &[],
+        &["--config", config.to_str().unwrap()],
         &[("TMPDIR", tmp.to_str().unwrap()), ("XDG_RUNTIME_DIR", xdg)],
     )
     .unwrap()

@@ -417,7 +417,9 @@ async fn an_unknown_key_rejects_the_plugin() {
 fn backend_table(backend: &str, isolation: &str) -> String {
     format!(
         "isolation = \"{isolation}\"\nauth = \"backend\"\nurl = \"{backend}/subscribe/\"\n\
-         timeout = \"1s\"\nheaders = {{ \"X-Secret\" = \"s3cret\" }}\nforward_headers = [\"Cookie\"]"
+         timeout = \"1s\"\nheaders = {{ \"X-Secret\" = \"s3cret\" }}\nforward_headers = [\"Cookie\"]\n\
+         sandbox = {{ connect_ports = [{}] }}",
+        rohrpost_tests::port_of(backend)
     )
 }
 

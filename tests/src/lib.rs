@@ -31,6 +31,18 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 
+/// The port of an address or URL such as `http://127.0.0.1:8001/path`,
+/// for a plugin table's `sandbox = { connect_ports = [...] }`.
+pub fn port_of(url: &str) -> u16 {
+    let rest = url.split("://").last().unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
 /// Every library the tests load, by crate name.
 const LIBRARIES: &[&str] = &[
     "ping",
