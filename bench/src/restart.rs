@@ -146,19 +146,37 @@ async fn crash_and_wait(server: &Server, socket: &mut Socket, id: &mut u64) -> R
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let workers: Vec<u32> = rohrpost_harness::children(server.pid())
-        .into_iter()
-        .collect();
-    let [worker] = workers[..] else {
-        bail!("the host should have one worker process, it has {workers:?}");
-    };
+    // The process that runs the plugin: the host's child, or in its jail
+    // the child's only descendant without children (waiter → init →
+    // worker).
+    let mut worker = server.pid();
+    loop {
+        let children: Vec<u32> = rohrpost_harness::children(worker).into_iter().collect();
+        match children[..] {
+            [] if worker != server.pid() => break,
+            [child] => worker = child,
+            _ => bail!("the host should have one worker process, {worker} has {children:?}"),
+        }
+    }
     let pid = libc::pid_t::try_from(worker).context("a process id out of range")?;
     let killed = Instant::now();
-    // SAFETY: kill(2) on a child of the host that has not been reaped: the
-    // host reaps its workers only once it has seen them end.
+    // SAFETY: kill(2) on a descendant of the host that has not been
+    // reaped: its parent reaps it only once it has ended.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot kill the worker {pid}"));
+    }
+    // Gone (or a zombie) before a pong counts: one from the dying worker
+    // would not be a restart.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while running() {
+        if killed.elapsed() > CRASH_TIMEOUT {
+            bail!("the worker {pid} still runs {CRASH_TIMEOUT:?} after SIGKILL");
+        }
+        tokio::task::yield_now().await;
     }
     while !ping(socket, id).await? {
         if killed.elapsed() > CRASH_TIMEOUT {

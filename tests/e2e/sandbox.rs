@@ -352,6 +352,25 @@ async fn only_the_ports_the_plugins_table_grants_can_be_reached() {
 }
 
 #[tokio::test]
+async fn a_reply_of_more_than_64_mib_ends_the_worker_before_the_server_holds_it() {
+    let host = start(None, &[], &[]);
+    let mut bystander = host.connect().await.unwrap();
+    let mut c = host.connect().await.unwrap();
+    let before = host.memory("VmRSS").unwrap();
+    let reply = attack(&mut c, "big-frame", json!({"mb": 200})).await;
+    assert_eq!(reply["error"], CRASHED, "{reply}");
+    host.wait_for_log(
+        &["plugin=hostile", "broke the channel", "more than the limit"],
+        T,
+    )
+    .await
+    .unwrap();
+    let grown = host.memory("VmHWM").unwrap().saturating_sub(before);
+    assert!(grown < 64 << 20, "the server grew by {grown} bytes");
+    server_is_whole(&host, &mut bystander, 1).await;
+}
+
+#[tokio::test]
 async fn the_jail_is_logged_and_required_starts_where_the_kernel_has_it_all() {
     let host = start(None, &[], &["--sandbox", "required"]);
     host.wait_for_log(&["plugin workers are jailed"], T)

@@ -1,6 +1,6 @@
 //! What `/proc` says about a process: the CPU time it has used (utime +
-//! stime of `/proc/<pid>/stat`, its live child processes included, such as
-//! a host's plugin workers) and its memory (`/proc/<pid>/status`).
+//! stime of `/proc/<pid>/stat`, its live descendants included, such as a
+//! host's plugin workers) and its memory (`/proc/<pid>/status`).
 
 use std::time::{Duration, Instant};
 
@@ -83,22 +83,27 @@ pub fn children(pid: u32) -> std::collections::BTreeSet<u32> {
     found
 }
 
-/// CPU time of process `pid` and of its live children (a host's plugin
-/// workers): what serving cost, wherever it ran.
+/// CPU time of process `pid` and of its live descendants (a host's plugin
+/// workers, which in their jail are great-grandchildren): what serving
+/// cost, wherever it ran.
 pub fn cpu_time_with_children(pid: u32) -> Result<Duration> {
     let mut total = cpu_time(pid)?;
     let entries = std::fs::read_dir("/proc").map_err(Error::file("read", "/proc"))?;
-    for entry in entries.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if parent(child) == Some(pid) {
-            // A child that has just ended counts as nothing.
-            total += cpu_time(child).unwrap_or_default();
+    let parents: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|process| Some((process, parent(process)?)))
+        .collect();
+    let mut ours = vec![pid];
+    let mut next = 0;
+    while let Some(&ancestor) = ours.get(next) {
+        next += 1;
+        for &(process, parent) in &parents {
+            if parent == ancestor {
+                ours.push(process);
+                // One that has just ended counts as nothing.
+                total += cpu_time(process).unwrap_or_default();
+            }
         }
     }
     Ok(total)

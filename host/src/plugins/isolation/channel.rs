@@ -312,7 +312,7 @@ fn channel(e: FrameError) -> StartError {
     StartError::Channel(e.to_string())
 }
 
-/// Reads one frame: `None` at the end of the channel.
+/// Reads one frame from a worker: `None` at the end of the channel.
 pub(crate) async fn read_frame(
     reader: &mut BufReader<OwnedReadHalf>,
 ) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
@@ -322,6 +322,9 @@ pub(crate) async fn read_frame(
         Err(_) => return Ok(None),
     }
     let len = frame::body_len(head)?;
+    if len > frame::MAX_FROM_WORKER {
+        return Err(FrameError::TooLarge(len));
+    }
     let mut body = vec![0; len];
     if reader.read_exact(&mut body).await.is_err() {
         return Ok(None);

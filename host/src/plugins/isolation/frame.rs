@@ -25,6 +25,11 @@ use crate::plugins::{manifest::ManifestInfo, outcome::Outcome};
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
 
+/// The largest frame the host reads from a worker (a reply and all its
+/// effects): past it, the worker broke the channel and is ended, before
+/// the host holds more of it.
+pub(crate) const MAX_FROM_WORKER: usize = 64 << 20;
+
 /// Host → worker: configure the plugin with this JSON text.
 pub(crate) const CONFIGURE: u8 = 0x01;
 /// Host → worker: run a handler.
