@@ -360,7 +360,7 @@ async fn a_reply_of_more_than_64_mib_ends_the_worker_before_the_server_holds_it(
     let reply = attack(&mut c, "big-frame", json!({"mb": 200})).await;
     assert_eq!(reply["error"], CRASHED, "{reply}");
     host.wait_for_log(
-        &["plugin=hostile", "broke the channel", "more than the limit"],
+        &["plugin=hostile", "breaking the channel", "more than the limit"],
         T,
     )
     .await
