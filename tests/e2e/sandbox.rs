@@ -156,6 +156,7 @@ async fn the_servers_secrets_memory_and_life_are_out_of_reach() {
             ("ptrace", json!({"pid": pid}), "ptrace"),
             ("vm-read", json!({"pid": pid}), "process_vm_readv"),
             ("kill", json!({"pid": pid, "signal": libc::SIGKILL}), "kill"),
+            ("set-owner", json!({"pid": pid}), "fcntl"),
         ] {
             let reply = attack(&mut c, kind, data).await;
             forbidden(&host, &reply, call).await;
@@ -360,7 +361,11 @@ async fn a_reply_of_more_than_64_mib_ends_the_worker_before_the_server_holds_it(
     let reply = attack(&mut c, "big-frame", json!({"mb": 200})).await;
     assert_eq!(reply["error"], CRASHED, "{reply}");
     host.wait_for_log(
-        &["plugin=hostile", "breaking the channel", "more than the limit"],
+        &[
+            "plugin=hostile",
+            "breaking the channel",
+            "more than the limit",
+        ],
         T,
     )
     .await

@@ -12,7 +12,8 @@
 //! - the allow-list (anything else traps), some calls only with certain
 //!   arguments: `clone` without namespace flags (and only for threads
 //!   outside a PID namespace), `kill`/`tgkill` only to itself, `ioctl`
-//!   only for a few harmless requests, `prctl` only for thread names;
+//!   only for a few harmless requests, `prctl` only for thread names,
+//!   `fcntl` without `F_SETOWN` (a signal to another process);
 //! - `clone3` answers `ENOSYS`: its flags are out of a filter's reach, and
 //!   glibc then uses `clone`;
 //! - `execve` and `execveat` answer `EACCES`: no program can be run (a
@@ -61,7 +62,6 @@ const ALWAYS: &[libc::c_long] = &[
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
     libc::SYS_getcwd,
-    libc::SYS_fcntl,
     libc::SYS_dup,
     libc::SYS_dup3,
     libc::SYS_pipe2,
@@ -217,6 +217,11 @@ const PRCTLS: &[u64] = &[
     0x5356_4d41, // PR_SET_VMA (glibc names its anonymous mappings)
 ];
 
+/// `fcntl` commands glibc's headers have and the libc crate lacks (the
+/// same on every Linux architecture).
+const F_SETOWN_EX: u64 = 15;
+const F_SETSIG: u64 = 10;
+
 /// Flags of a `clone` that would leave the jail's namespaces.
 const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
@@ -278,6 +283,16 @@ fn allow_list(
             .iter()
             .map(|&option| rule(vec![arg32(0, SeccompCmpOp::Eq, option)?]))
             .collect::<Result<_, _>>()?,
+    );
+    // Any command but those that make the kernel signal a process when a
+    // descriptor is ready (F_SETOWN: a way to signal what `kill` may not).
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![rule(vec![
+            arg32(1, SeccompCmpOp::Ne, libc::F_SETOWN as u64)?,
+            arg32(1, SeccompCmpOp::Ne, F_SETOWN_EX)?,
+            arg32(1, SeccompCmpOp::Ne, F_SETSIG)?,
+        ])?],
     );
     // Reading its own limits; setting none.
     rules.insert(
@@ -398,6 +413,7 @@ pub(crate) fn name(nr: u32) -> String {
         (libc::SYS_listen, "listen"),
         (libc::SYS_accept4, "accept4"),
         (libc::SYS_ioctl, "ioctl"),
+        (libc::SYS_fcntl, "fcntl"),
         (libc::SYS_prctl, "prctl"),
         (libc::SYS_prlimit64, "prlimit64"),
         (libc::SYS_rt_sigaction, "rt_sigaction"),
