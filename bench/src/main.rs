@@ -68,6 +68,11 @@ struct Paths {
     #[arg(long, global = true)]
     baseline_bin: Option<PathBuf>,
 
+    /// The yardstick server (`bench/yardstick`, built by `cargo xtask
+    /// bench` into `target/yardstick/release/yardstick`).
+    #[arg(long, global = true)]
+    yardstick_bin: Option<PathBuf>,
+
     /// The fan-out floor server (`baseline-fanout`).
     #[arg(long, global = true)]
     fanout_baseline_bin: Option<PathBuf>,
@@ -196,6 +201,12 @@ impl Paths {
             baseline: self
                 .baseline_bin
                 .unwrap_or_else(|| dir.join("baseline-ping")),
+            yardstick: self.yardstick_bin.unwrap_or_else(|| {
+                dir.join("..")
+                    .join("yardstick")
+                    .join("release")
+                    .join("yardstick")
+            }),
             fanout_baseline: self
                 .fanout_baseline_bin
                 .unwrap_or_else(|| dir.join("baseline-fanout")),

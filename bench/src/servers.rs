@@ -33,6 +33,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 pub struct Artifacts {
     pub host: PathBuf,
     pub baseline: PathBuf,
+    /// The yardstick (`bench/yardstick`, a workspace of its own).
+    pub yardstick: PathBuf,
     pub fanout_baseline: PathBuf,
     pub ping_lib: PathBuf,
     pub pool_lib: PathBuf,
@@ -46,6 +48,7 @@ impl Artifacts {
         for (flag, path) in [
             ("--host-bin", &self.host),
             ("--baseline-bin", &self.baseline),
+            ("--yardstick-bin", &self.yardstick),
             ("--fanout-baseline-bin", &self.fanout_baseline),
             ("--ping-lib", &self.ping_lib),
             ("--pool-lib", &self.pool_lib),
@@ -70,6 +73,8 @@ impl Artifacts {
 pub enum Spec<'a> {
     /// `baseline-ping` with these further flags.
     Baseline { args: &'a [&'a str] },
+    /// The yardstick with these further flags.
+    Yardstick { args: &'a [&'a str] },
     /// The floor of the fan-out benchmark (`baseline-fanout`).
     FanoutBaseline,
     /// The host with copies of these libraries in its plugins directory,
@@ -125,6 +130,13 @@ impl Server {
         let (process, dirs) = match spec {
             Spec::Baseline { args } => {
                 let mut command = Command::new(&artifacts.baseline);
+                command
+                    .args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH])
+                    .args(args);
+                (Process::spawn(&mut command, watch)?, None)
+            }
+            Spec::Yardstick { args } => {
+                let mut command = Command::new(&artifacts.yardstick);
                 command
                     .args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH])
                     .args(args);

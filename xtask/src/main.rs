@@ -166,6 +166,25 @@ fn cargo_build_release(packages: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Builds `bench/yardstick`, a workspace of its own (its `serde_json`
+/// keeps its default features), into `target/yardstick`, where the bench
+/// looks for it.
+fn build_yardstick() -> Result<()> {
+    let status = cargo()
+        .current_dir(root().join("bench").join("yardstick"))
+        .args(["build", "--release"])
+        .env(
+            "CARGO_TARGET_DIR",
+            rohrpost_harness::target_dir().join("yardstick"),
+        )
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build of bench/yardstick failed");
+    }
+    Ok(())
+}
+
 fn install_plugins(dir: &Path) -> Result<()> {
     let plugins = names(&shipped_plugins()?);
     cargo_build_release(&plugins)?;
@@ -245,6 +264,7 @@ fn bench(args: &[String]) -> Result<()> {
         "proxy",
     ];
     cargo_build_release(&packages.map(String::from))?;
+    build_yardstick()?;
     let runs: Vec<Vec<String>> = match args.split_first() {
         None => vec![vec!["all".into()]],
         // Ping with the plugin in a worker process next to in process,
