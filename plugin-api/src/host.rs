@@ -27,8 +27,8 @@
 //! lines per interval (the rest are dropped and counted in
 //! `rohrpost_plugin_log_lines_dropped_total`).
 //!
-//! With the crate's `tracing` feature, [`HostSubscriber`] sends a plugin's
-//! `tracing` events the same way:
+//! With the crate's `tracing` feature, `HostSubscriber` (in this module)
+//! sends a plugin's `tracing` events the same way:
 //! `rohrpost_plugin_api::host::HostSubscriber::default().install();` once,
 //! in the function given to [`export_plugin!`](crate::export_plugin).
 //!

@@ -226,6 +226,28 @@ async fn the_scaffold_makes_a_plugin_that_builds_and_answers_at_once() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("invalid plugin name"));
     }
     assert!(!work.path().join("bad").exists());
+    // `--help` on every command answers its usage, builds and writes nothing.
+    for (command, extra) in [
+        ("new-plugin", &["bad-help"][..]),
+        ("dev", &[][..]),
+        ("install-plugins", &[][..]),
+        ("bench", &[][..]),
+        ("run", &[][..]),
+    ] {
+        let out = xtask()
+            .arg(command)
+            .args(extra)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --help: {out:?}");
+        assert!(
+            stdout.contains(&format!("usage: cargo xtask {command}")),
+            "{command} --help: {stdout}"
+        );
+    }
+    assert!(!workspace().join("plugins").join("bad-help").exists());
     let out = xtask()
         .arg("new-plugin")
         .arg("scaffolded")

@@ -70,13 +70,7 @@ pub fn main(args: &[String]) -> Result<()> {
         )
     };
     let ty = message_type(name);
-    let fill = |template: &str| {
-        template
-            .replace("{{name}}", name)
-            .replace("{{type}}", &ty)
-            .replace("{{plugin_api}}", &plugin_api)
-            .replace("{{workspace}}", workspace_table)
-    };
+    let fill = |template: &str| render(template, name, &plugin_api, workspace_table);
 
     std::fs::create_dir_all(dir.join("src"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -96,6 +90,16 @@ pub fn main(args: &[String]) -> Result<()> {
 
     print_next_steps(name, &ty, &dir, member, &cwd);
     Ok(())
+}
+
+/// A template with the plugin's name, message type, plugin-api dependency
+/// and workspace table filled in.
+fn render(template: &str, name: &str, plugin_api: &str, workspace_table: &str) -> String {
+    template
+        .replace("{{name}}", name)
+        .replace("{{type}}", &message_type(name))
+        .replace("{{plugin_api}}", plugin_api)
+        .replace("{{workspace}}", workspace_table)
 }
 
 /// A crate name cargo and the host accept, and that reads well as a plugin
@@ -198,4 +202,37 @@ fn print_next_steps(name: &str, ty: &str, dir: &Path, member: bool, cwd: &Path) 
     println!(
         "Edit {at}/src/lib.rs and save: the running server serves the new version within seconds."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A workspace with a new plugin in it still passes `cargo fmt
+    /// --check`: the template is what rustfmt makes of it, for a short name
+    /// and a long one.
+    #[test]
+    fn the_scaffold_is_as_rustfmt_formats_it() {
+        let longest = format!("p{}", "-x".repeat(31));
+        assert!(check_name(&longest).is_ok() && longest.len() >= 63);
+        for name in ["hello", "a-rather-long-plugin-name_for_the_lines", &longest] {
+            let source = render(LIB_RS, name, "", "");
+            let dir = std::env::temp_dir()
+                .join(format!("rohrpost-scaffold-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temp dir");
+            let file = dir.join("lib.rs");
+            std::fs::write(&file, &source).expect("the rendered file");
+            let out = std::process::Command::new("rustfmt")
+                .args(["--edition", "2021", "--check"])
+                .arg(&file)
+                .output()
+                .expect("rustfmt runs");
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(
+                out.status.success(),
+                "{name}: rustfmt would change the scaffold:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
 }
