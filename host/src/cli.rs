@@ -21,6 +21,62 @@ fn not_dumpable() {
     }
 }
 
+/// The second half of `--check-config`: each plugin of the plugins
+/// directory the file (or the flags) name is asked about its table, in a
+/// jailed worker as loading does; its refusals come back with the line of
+/// the key in the file. Skipped when that directory does not exist here.
+fn check_plugins(cli: &Cli, path: &std::path::Path) -> Result<(), Vec<String>> {
+    use crate::plugins::check;
+    let mut with_file = cli.clone();
+    with_file.config = Some(path.to_owned());
+    with_file.check_config = None;
+    let config = Config::load(&with_file).map_err(|e| vec![format!("{e:#}")])?;
+    let dir = &config.settings.plugins_dir;
+    if !dir.is_dir() {
+        println!(
+            "{}: the plugins directory {} is not here; plugin tables not checked",
+            path.display(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| vec![format!("cannot start a runtime: {e}")])?;
+    let found = runtime
+        .block_on(check::tables(
+            dir,
+            &config.plugin_tables,
+            &config.granted_files,
+            config.settings.sandbox,
+        ))
+        .map_err(|e| vec![format!("cannot read {}: {e}", dir.display())])?;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let problems: Vec<String> = found
+        .into_iter()
+        .map(|problem| match &problem.plugin {
+            Some(plugin) => {
+                let line = check::line_of(&text, plugin, check::key_in(&problem.text))
+                    .map_or_else(String::new, |n| format!(" (line {n})"));
+                // The place serde gives is in the JSON made of the table,
+                // not in the file.
+                let text = match problem.text.rfind(" at line ") {
+                    Some(at) if problem.text[at..].contains(" column ") => &problem.text[..at],
+                    _ => problem.text.as_str(),
+                };
+                format!("plugins.{plugin}{line}: {text} (asked {})", problem.file)
+            }
+            None => format!("{}: {}", problem.file, problem.text),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 /// Runs the `rohrpost` command: the server, `--check-config`, or (as
 /// `rohrpost --plugin-worker`, started by the server) one plugin's worker.
 pub fn main() -> ExitCode {
@@ -30,7 +86,7 @@ pub fn main() -> ExitCode {
     not_dumpable();
     let cli = Cli::from_env();
     if let Some(path) = &cli.check_config {
-        return match config::check_file(path) {
+        return match config::check_file(path).and_then(|()| check_plugins(&cli, path)) {
             Ok(()) => {
                 println!("{}: valid", path.display());
                 ExitCode::SUCCESS

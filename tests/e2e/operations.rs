@@ -278,6 +278,47 @@ async fn flags_win_over_the_environment_which_wins_over_the_config_file() {
 }
 
 #[test]
+fn check_config_asks_each_plugin_about_its_table_and_names_the_line() {
+    let dir = TempDir::new("check-plugins");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    rohrpost_tests::install(
+        &build().plugin("subscriptions"),
+        &plugins,
+        "libsubscriptions.so",
+    );
+    rohrpost_tests::install(&build().plugin("ping"), &plugins, "libping.so");
+    let file = dir.path().join("rohrpost.toml");
+    let check = |toml: &str| {
+        std::fs::write(&file, toml).unwrap();
+        Command::new(build().host())
+            .arg("--check-config")
+            .arg(&file)
+            .arg("--plugins")
+            .arg(&plugins)
+            .output()
+            .unwrap()
+    };
+    let out = check("listen = \"127.0.0.1:9000\"\n\n[plugins.subscriptions]\nauth = \"tokens\"\ntokn = [\"a\"]\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "plugins.subscriptions (line 5): invalid configuration: unknown field `tokn`"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("column"), "{stderr}");
+    let out = check("[plugins.subscriptions]\nauth = \"tokens\"\ntokens = [\"a\"]\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn check_config_reports_every_problem_with_its_key() {
     let dir = TempDir::new("check");
     let bad = dir.path().join("bad.toml");

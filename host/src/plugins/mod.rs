@@ -5,6 +5,7 @@
 //! ([`hooks`]), how a call ended ([`outcome`]) and what a plugin may ask the host during a call ([`asks`]).
 
 pub(crate) mod asks;
+pub(crate) mod check;
 pub(crate) mod files;
 pub(crate) mod handler;
 pub(crate) mod hooks;
