@@ -49,6 +49,20 @@ async fn attack(c: &mut Client, kind: &str, data: Value) -> Value {
     c.request(&request).await.unwrap()
 }
 
+/// Waits until the hostile plugin serves (again): a worker ended by one
+/// attack must not take the next one with it.
+async fn serving(c: &mut Client) {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let reply = attack(c, "whoami", json!({})).await;
+        if reply["data"]["ok"] == true {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "not served: {reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The attack was refused by the system: an answer with its error.
 fn refused(reply: &Value) -> String {
     assert_eq!(reply["data"]["ok"], false, "the attack worked: {reply}");
@@ -72,6 +86,13 @@ async fn forbidden(host: &Host, reply: &Value, call: &str) {
     )
     .await
     .unwrap();
+}
+
+/// One attack that the jail ends the worker for, once the plugin serves.
+async fn forbidden_attack(host: &Host, c: &mut Client, kind: &str, data: Value, call: &str) {
+    serving(c).await;
+    let reply = attack(c, kind, data).await;
+    forbidden(host, &reply, call).await;
 }
 
 /// The server is whole: the bystander is answered, the real admin token
@@ -158,8 +179,7 @@ async fn the_servers_secrets_memory_and_life_are_out_of_reach() {
             ("kill", json!({"pid": pid, "signal": libc::SIGKILL}), "kill"),
             ("set-owner", json!({"pid": pid}), "fcntl"),
         ] {
-            let reply = attack(&mut c, kind, data).await;
-            forbidden(&host, &reply, call).await;
+            forbidden_attack(&host, &mut c, kind, data, call).await;
             server_is_whole(&host, &mut bystander, 2).await;
         }
     }
@@ -271,10 +291,10 @@ async fn programs_namespaces_listeners_and_sigsys_handlers_are_forbidden() {
             ("syscall", json!({"nr": libc::SYS_keyctl}), "keyctl"),
             ("listen", json!({"port": 0}), "bind"),
         ] {
-            let reply = attack(&mut c, kind, data).await;
-            forbidden(&host, &reply, call).await;
+            forbidden_attack(&host, &mut c, kind, data, call).await;
         }
         // Ignoring SIGSYS does not let a forbidden call through: it kills.
+        serving(&mut c).await;
         let reply = attack(&mut c, "catch-sigsys", json!({})).await;
         assert_eq!(reply["data"]["ok"], true, "{reply}");
         let reply = attack(&mut c, "syscall", json!({"nr": libc::SYS_unshare})).await;
@@ -284,6 +304,7 @@ async fn programs_namespaces_listeners_and_sigsys_handlers_are_forbidden() {
             .unwrap();
         server_is_whole(&host, &mut bystander, 1).await;
         // The worker runs with no privilege at all, as nobody.
+        serving(&mut c).await;
         let reply = attack(&mut c, "whoami", json!({})).await;
         let got = &reply["data"]["got"];
         assert_eq!(got["cap_eff"], "0000000000000000", "{reply}");
@@ -393,4 +414,96 @@ async fn the_jail_is_logged_and_required_starts_where_the_kernel_has_it_all() {
     assert_eq!(reply["data"]["got"]["seccomp"], "0", "{reply}");
     let (status, _) = get(&host.addr, "/healthz").await.unwrap();
     assert_eq!(status, 200);
+}
+
+/// A script that runs the host in a user namespace of its own (root
+/// mapped to the tests' user) that may not make another: the system of an
+/// operator whose kernel or container refuses the workers' user
+/// namespaces.
+fn without_user_namespaces(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("rohrpost-without-userns");
+    let host = rohrpost_tests::build().host();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec unshare --user --map-root-user sh -c \
+             'echo 0 > /proc/sys/user/max_user_namespaces && exec \"$0\" \"$@\"' {} \"$@\"\n",
+            host.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn a_missing_layer_is_warned_about_and_required_refuses_to_start() {
+    assert!(
+        std::path::Path::new("/usr/bin/unshare").exists(),
+        "this test needs util-linux's unshare"
+    );
+    let dir = TempDir::new("no-userns");
+    let script = without_user_namespaces(dir.path());
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let built = rohrpost_tests::build();
+    rohrpost_tests::install(&built.plugin("ping"), &plugins, "libping.so");
+    // Required: no start, and the reason names the layer.
+    let out = std::process::Command::new(&script)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--sandbox",
+            "required",
+            "--plugins",
+        ])
+        .arg(&plugins)
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("lacks") && stderr.contains("user namespaces"),
+        "{stderr}"
+    );
+    // Best effort: a loud warning naming it, and the plugin serves, still
+    // under Landlock and seccomp.
+    let mut child = std::process::Command::new(&script)
+        .args(["--listen", "127.0.0.1:0", "--plugins"])
+        .arg(&plugins)
+        .env("TMPDIR", dir.path())
+        .env("ROHRPOST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let done = line.contains("plugin loaded");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let deadline = std::time::Instant::now() + T;
+    while !lines.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = lines.join().unwrap().join("\n");
+    assert!(seen.contains("THE PLUGIN SANDBOX IS INCOMPLETE"), "{seen}");
+    assert!(seen.contains("user namespaces"), "{seen}");
+    assert!(
+        seen.contains("plugin loaded") && seen.contains("plugin=ping"),
+        "{seen}"
+    );
 }

@@ -480,7 +480,11 @@ async fn watch(
                 broke = broken;
                 // It closed the channel: gone, or about to be (its waiter
                 // passes on how the worker ended first).
-                if broke.is_some() || !exits_soon(&mut child).await {
+                // A worker that broke the protocol is killed at once; one
+                // that closed the channel or was ended by its jail exits
+                // by itself, and says how.
+                let protocol = matches!(broke, Some(Broke::Channel(_)));
+                if protocol || !exits_soon(&mut child).await {
                     let _ = child.start_kill();
                 }
             }

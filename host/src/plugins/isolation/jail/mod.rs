@@ -128,7 +128,13 @@ pub(crate) fn enter(spec: &Spec) -> Result<Entered, JailError> {
     // Nothing of the server's working directory is reachable by a
     // relative path.
     std::env::set_current_dir("/").map_err(JailError::step("chdir /"))?;
-    namespaces::drop_root().map_err(JailError::step("leaving root"))?;
+    // Where `nobody` has no id (a user namespace that maps root alone),
+    // the worker stays root of that namespace: a missing layer.
+    if let Err(e) = namespaces::drop_root() {
+        entered
+            .missing
+            .push(format!("an unprivileged user for the workers ({e})"));
+    }
     namespaces::set_limit(libc::RLIMIT_CORE, 0).map_err(JailError::step("RLIMIT_CORE"))?;
     let own_network = spec.grants.connect_ports.is_empty();
     match namespaces::unshare(own_network) {
