@@ -57,7 +57,12 @@ fn memfd(name: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<File> {
         File::from_raw_fd(fd)
     };
     memory.write_all(bytes)?;
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // F_SEAL_FUTURE_WRITE, not F_SEAL_WRITE: the same for a file that no
+    // one maps for writing (this one), without F_SEAL_WRITE's wait for
+    // page references, which fails with EBUSY while the pages just written
+    // sit in another CPU's LRU batch.
+    let seals =
+        libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_FUTURE_WRITE;
     // SAFETY: fcntl on a descriptor this process owns.
     if unsafe {
         libc::fcntl(
@@ -70,4 +75,23 @@ fn memfd(name: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<File> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(memory)
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use std::io::{Read, Seek, Write};
+
+    use super::memfd;
+
+    #[test]
+    fn a_sealed_copy_reads_back_and_cannot_be_written_grown_or_shrunk() {
+        let mut copy = memfd(c"test", b"library bytes").expect("a sealed copy");
+        let mut back = String::new();
+        copy.rewind().unwrap();
+        copy.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "library bytes");
+        assert!(copy.write_all(b"trojan").is_err());
+        assert!(copy.set_len(1).is_err());
+        assert!(copy.set_len(1 << 20).is_err());
+    }
 }
