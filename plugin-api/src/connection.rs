@@ -175,7 +175,7 @@ impl Connection {
     /// use rohrpost_plugin_api::prelude::*;
     ///
     /// /// `{"id":1,"type":"publish","data":{"group":"news","text":"hi"}}`
-    /// /// answers with how many received it, as rohrpost's reference app.
+    /// /// answers with how many received it.
     /// fn publish(req: &Request, conn: &mut Connection) -> HandlerResult {
     ///     let group = req.data().and_then(|d| d.get("group")).and_then(Value::as_str).ok_or("data.group is required")?;
     ///     let text = req.data().and_then(|d| d.get("text")).cloned().unwrap_or(Value::Null);

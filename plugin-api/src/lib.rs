@@ -137,8 +137,8 @@
 //! }
 //!
 //! /// `{"id":1,"type":"publish","data":{"group":"news","text":"hi"}}` →
-//! /// `{"id":1,"type":"publish","data":{"receivers":3}}`, as in rohrpost's
-//! /// reference app; only for connections that signed in.
+//! /// `{"id":1,"type":"publish","data":{"receivers":3}}`; only for
+//! /// connections that signed in.
 //! fn publish(state: &State, input: Publish, req: &Request, conn: &mut Connection) -> Result<Value, HandlerError> {
 //!     if req.get::<bool>("signed_in")? != Some(true) {
 //!         return Err(Refusal::new("Sign in first.").into());
@@ -202,8 +202,6 @@
 //! the caller's scope and the plugin's configuration.
 //!
 //! ```
-//! use std::sync::OnceLock;
-//!
 //! use rohrpost_plugin_api::prelude::*;
 //!
 //! /// The `[plugins.rooms]` table of the host's config file (its fields
@@ -220,12 +218,10 @@
 //!     "Welcome".to_owned()
 //! }
 //!
-//! /// Set once per load, before any handler runs.
-//! static SETTINGS: OnceLock<Settings> = OnceLock::new();
-//!
-//! fn configure(settings: Settings) -> HandlerResult {
-//!     SETTINGS.set(settings).map_err(|_| "configured twice")?;
-//!     Ok(())
+//! /// Built from the settings each time the plugin is loaded, before any
+//! /// handler runs, and handed to every handler: no statics.
+//! struct State {
+//!     welcome: String,
 //! }
 //!
 //! /// `room.join` and `room.leave`: one handler for two types.
@@ -235,7 +231,7 @@
 //! /// `{"id":1,"type":"room.join","data":{"room":"lobby","welcome":"Welcome"}}`
 //! /// and tells every member
 //! /// `{"id":<random>,"type":"room.joined","data":{"room":"lobby","connection":<id>}}`.
-//! fn membership(req: &Request, conn: &mut Connection) -> HandlerResult {
+//! fn membership(state: &State, req: &Request, conn: &mut Connection) -> HandlerResult {
 //!     let Some(room) = req.data().and_then(|d| d.get("room")).and_then(Value::as_str) else {
 //!         // An error reply: {"id":1,"type":"room.join","error":"data.room is required"}.
 //!         conn.send_error(req.id(), req.kind(), "data.room is required")?;
@@ -246,8 +242,7 @@
 //!     let caller = req.scope().get("connection_id").cloned().unwrap_or(Value::Null);
 //!     let (event, reply) = if req.kind() == "room.join" {
 //!         conn.add_to_group(&group);
-//!         let welcome = SETTINGS.get().map_or("Welcome", |s| s.welcome.as_str());
-//!         ("room.joined", json!({ "room": room, "welcome": welcome }))
+//!         ("room.joined", json!({ "room": room, "welcome": state.welcome }))
 //!     } else {
 //!         conn.remove_from_group(&group);
 //!         ("room.left", json!({ "room": room }))
@@ -268,7 +263,7 @@
 //! /// sends the text to the room, notifies the subscribers of the room, and
 //! /// answers `{"id":2,"type":"room.say","data":{"sent":true}}`. With
 //! /// `"last": true` it then says goodbye and closes the connection.
-//! fn say(req: &Request, conn: &mut Connection) -> HandlerResult {
+//! fn say(_: &State, req: &Request, conn: &mut Connection) -> HandlerResult {
 //!     #[derive(serde::Deserialize)]
 //!     struct Say {
 //!         room: String,
@@ -302,9 +297,11 @@
 //!     Ok(())
 //! }
 //!
-//! fn plugin() -> Plugin {
+//! fn plugin() -> Stateful<State> {
 //!     Plugin::new("rooms", env!("CARGO_PKG_VERSION"))
-//!         .with_config(configure)
+//!         .with_state(|settings: Settings| -> Result<State, String> {
+//!             Ok(State { welcome: settings.welcome })
+//!         })
 //!         // Only computes: runs on the connection's own task.
 //!         .inline_handler(["room.join", "room.leave"], membership)
 //!         // A handler that might block would run on the worker pool.
@@ -318,7 +315,7 @@
 //! # fn main() {
 //! #     use rohrpost_plugin_api::abi::{self, Call, CallOutcome};
 //! #     use serde_json::Value;
-//! #     let module = rohrpost_plugin_api::__private::root_module(plugin);
+//! #     let module = rohrpost_plugin_api::__private::root_module(|| Plugin::from(plugin()));
 //! #     let configured = module.extension()(abi::EXT_CONFIGURE.into(), r#"{"welcome":"Howdy"}"#.into());
 //! #     assert!(configured.is_ok());
 //! #     let manifest = module.manifest()();
@@ -410,13 +407,14 @@
 //! # Configuration
 //!
 //! The host's config file may hold a table per plugin, `[plugins.<name>]`,
-//! `<name>` being the name given to [`Plugin::new`]. [`Plugin::with_config`]
+//! `<name>` being the name given to [`Plugin::new`]. [`Plugin::with_state`]
 //! receives it, deserialized into your type (an empty table when the file
-//! has none), each time the plugin is loaded and before any handler runs.
-//! Returning an error, or a table that does not fit the type, rejects that
-//! load with the reason in the log; the version loaded before keeps serving.
-//! Each load runs in a fresh copy of the library, so statics start empty.
-//! A plugin without `with_config` ignores its table. A setting that is
+//! has none), each time the plugin is loaded and before any handler runs,
+//! and builds the state every handler is handed ([`Plugin::with_config`]
+//! only checks it). Returning an error, or a table that does not fit the
+//! type, rejects that load with the reason in the log; the version loaded
+//! before keeps serving. Each load runs in a fresh copy of the library.
+//! A plugin with neither ignores its table. A setting that is
 //! valid but risky can be reported with [`config_warning`]: the host logs it
 //! as a warning naming the plugin.
 //!

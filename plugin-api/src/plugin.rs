@@ -163,28 +163,28 @@ impl Plugin {
         }
     }
 
-    /// Takes the plugin's configuration: the host's `[plugins.<name>]`
+    /// Checks the plugin's configuration: the host's `[plugins.<name>]`
     /// table, deserialized into `T` (an empty table when the host has none),
-    /// once per load and before any handler runs. Store what you need, for
-    /// example in a `static OnceLock`; each load of a library starts with
-    /// fresh statics. An `Err`, or a table that does not fit `T`, rejects
-    /// the load with that reason and the previous version keeps serving.
+    /// once per load and before any handler runs. An `Err`, or a table that
+    /// does not fit `T`, rejects the load with that reason and the previous
+    /// version keeps serving. To keep what the table says, build the
+    /// plugin's state from it with [`Plugin::with_state`] instead: no
+    /// statics needed.
     ///
     /// ```
-    /// use std::sync::OnceLock;
     /// use rohrpost_plugin_api::Plugin;
     ///
     /// #[derive(serde::Deserialize)]
     /// #[serde(deny_unknown_fields)]
     /// struct Settings {
     ///     #[serde(default)]
-    ///     greeting: Option<String>,
+    ///     rooms: Vec<String>,
     /// }
     ///
-    /// static GREETING: OnceLock<String> = OnceLock::new();
-    ///
-    /// let plugin = Plugin::new("hello", "1.0.0").with_config(|s: Settings| {
-    ///     let _ = GREETING.set(s.greeting.unwrap_or_else(|| "Hello".into()));
+    /// let plugin = Plugin::new("rooms", "1.0.0").with_config(|s: Settings| {
+    ///     if s.rooms.iter().any(|room| room.is_empty()) {
+    ///         return Err("rooms: a room needs a name".into());
+    ///     }
     ///     Ok(())
     /// });
     /// # let _ = plugin;
