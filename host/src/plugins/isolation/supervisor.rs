@@ -495,8 +495,12 @@ async fn watch(
     // Whatever the plugin forked goes with it.
     channel::kill_group(group);
     if reading {
-        // Replies it wrote before it died are still worth delivering.
-        let _ = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
+        // Replies it wrote before it died are still worth delivering, and
+        // its last frame may say why it died (its jail ended it).
+        let late = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
+        if let Ok(Some(Broke::Forbidden(call))) = late {
+            broke = Some(Broke::Forbidden(call));
+        }
     }
     let cause = match status {
         Ok(status) => channel::describe(status),
