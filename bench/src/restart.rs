@@ -168,11 +168,7 @@ async fn crash_and_wait(server: &Server, socket: &mut Socket, id: &mut u64) -> R
     }
     // Gone (or a zombie) before a pong counts: one from the dying worker
     // would not be a restart.
-    let running = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-    };
-    while running() {
+    while rohrpost_harness::is_running(worker) {
         if killed.elapsed() > CRASH_TIMEOUT {
             bail!("the worker {pid} still runs {CRASH_TIMEOUT:?} after SIGKILL");
         }

@@ -879,32 +879,15 @@ async fn what_a_plugin_forked_ends_with_its_worker() {
         .request(r#"{"id":1,"type":"fork","data":{"count":5}}"#)
         .await
         .unwrap();
-    let pids: Vec<u64> = reply["data"]["pids"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{reply}"))
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
+    let pids = rohrpost_tests::forked_pids(&reply);
     assert_eq!(pids.len(), 5, "{reply}");
-    let alive = |pid: &u64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let alive = |pid: &u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     assert!(pids.iter().all(alive), "{pids:?}");
     let reply = c.request(r#"{"id":2,"type":"segfault"}"#).await.unwrap();
     assert_eq!(reply["error"], CRASHED, "{reply}");
     assert_ne!(worker_pid(&mut c).await, first);
-    let deadline = std::time::Instant::now() + T;
     // Gone, or at most a zombie until its parent (init) reaps it.
-    let running = |pid: &u64| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-    };
-    while pids.iter().any(running) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running after the worker ended: {:?}",
-            pids.iter().filter(|p| running(p)).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rohrpost_tests::wait_until_ended(&pids, T).await;
 }
 
 #[tokio::test]

@@ -245,32 +245,18 @@ async fn what_a_plugin_forks_ends_with_its_worker_even_in_a_session_of_its_own()
             .request(r#"{"id":1,"type":"fork","data":{"count":5,"setsid":true}}"#)
             .await
             .unwrap();
-        let pids: Vec<u64> = reply["data"]["pids"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{reply}"))
-            .iter()
-            .filter_map(Value::as_u64)
-            .collect();
+        let pids = rohrpost_tests::forked_pids(&reply);
         assert_eq!(pids.len(), 5, "{reply}");
-        let running = |pid: &u64| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| !stat.contains(") Z "))
-        };
-        assert!(pids.iter().all(running), "{pids:?}");
+        assert!(
+            pids.iter().all(|&pid| rohrpost_harness::is_running(pid)),
+            "{pids:?}"
+        );
         let reply = c.request(r#"{"id":2,"type":"segfault"}"#).await.unwrap();
         assert_eq!(
             reply["error"], "Internal error: the plugin 'faults' crashed.",
             "{reply}"
         );
-        let deadline = std::time::Instant::now() + T;
-        while pids.iter().any(running) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running after the worker ended: {:?}",
-                pids.iter().filter(|p| running(p)).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        rohrpost_tests::wait_until_ended(&pids, T).await;
         bystander.ping_ok(3).await.unwrap();
     }
 }

@@ -43,6 +43,37 @@ pub fn port_of(url: &str) -> u16 {
         .unwrap_or_else(|| panic!("no port in {url}"))
 }
 
+/// The pids of a `fork` reply of the faults plugin (`data.pids`).
+pub fn forked_pids(reply: &Value) -> Vec<u32> {
+    reply["data"]["pids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pids in {reply}"))
+        .iter()
+        .filter_map(|pid| u32::try_from(pid.as_u64()?).ok())
+        .collect()
+}
+
+/// Waits until none of `pids` runs (gone, or a zombie), failing the test
+/// after `timeout` with those still running.
+pub async fn wait_until_ended(pids: &[u32], timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let running: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| rohrpost_harness::is_running(pid))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the worker ended: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every library the tests load, by crate name.
 const LIBRARIES: &[&str] = &[
     "ping",

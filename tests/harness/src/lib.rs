@@ -27,4 +27,4 @@ pub use host::{start_host, Host, HostSpec};
 pub use limits::{ensure_open_files, raise_open_files_limit};
 pub use paths::{library_file_name, target_dir, workspace};
 pub use process::{Echo, Ended, Process, Watch};
-pub use procfs::{children, cpu_time, status_kib, CpuMeter, CpuUse, Pid};
+pub use procfs::{children, cpu_time, is_running, status_kib, CpuMeter, CpuUse, Pid};

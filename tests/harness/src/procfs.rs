@@ -53,6 +53,12 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_micros(total * 1_000_000 / per_second))
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie waiting for
+/// its parent to reap it.
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
 /// The parent of process `pid`, if it can be read.
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
