@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt},
     time::Instant,
 };
 
@@ -20,10 +20,10 @@ pub(crate) const QUIET: Duration = Duration::from_secs(5);
 /// ...or after this long in all.
 pub(crate) const TOTAL: Duration = Duration::from_secs(30);
 
-/// Shuts down writing, then reads and discards until the client closes its
-/// side, stays quiet for [`QUIET`], or [`TOTAL`] has passed.
-pub(crate) async fn drain<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
-    let _ = io.shutdown().await;
+/// Reads and discards (once the caller has shut down writing) until the
+/// client closes its side, stays quiet for [`QUIET`], or [`TOTAL`] has
+/// passed.
+pub(crate) async fn drain<S: AsyncRead + Unpin>(io: &mut S) {
     let end = Instant::now() + TOTAL;
     let mut scratch = vec![0u8; 16 * 1024];
     loop {

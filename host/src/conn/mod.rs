@@ -13,14 +13,7 @@ pub(crate) mod rate;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::{
-    self,
-    error::ProtocolError,
-    protocol::{frame::coding::CloseCode, CloseFrame},
-    Message,
-};
 use tracing::{debug, warn};
 
 use rohrpost_plugin_api::abi::CallOutcome;
@@ -39,7 +32,10 @@ use crate::{
     plugins::loaded::LoadedPlugin,
     plugins::manifest::Hooks,
     plugins::outcome::Outcome,
+    socket::frame::OpCode,
     socket::outbound::{Outbound, QueueLimits, Stop},
+    socket::reader::{Message, ReadError, Reader},
+    socket::writer::Writer,
     socket::Socket,
     telemetry::Monitor,
 };
@@ -87,9 +83,10 @@ impl From<Stop> for End {
     }
 }
 
-/// The connection's own state.
+/// The connection's own state, but for its reader: a message read borrows
+/// the reader while the rest of the connection answers it.
 struct Conn {
-    socket: Socket,
+    writer: Writer,
     id: ConnectionId,
     scope: Arc<str>,
     outbound: Outbound,
@@ -112,7 +109,7 @@ impl Conn {
             scopes: self.state.as_ref().map(|state| state.scopes()),
         };
         let effects = Effects {
-            socket: &mut self.socket,
+            writer: &mut self.writer,
             outbound: &mut self.outbound,
             connection: self.id,
             groups: shared.groups.as_ref(),
@@ -161,8 +158,9 @@ pub(crate) fn serve(
         monitor: shared.monitor.clone(),
         id,
     };
+    let Socket { mut reader, writer } = socket;
     let mut conn = Conn {
-        socket,
+        writer,
         id,
         scope,
         outbound: Outbound::default(),
@@ -181,7 +179,7 @@ pub(crate) fn serve(
             Box::pin(opened(&connect_hooks, &mut conn, &shared)).await
         };
         let end = match admitted {
-            Ok(()) => run(&mut conn, &shared, &mut stopping).await,
+            Ok(()) => run(&mut conn, &mut reader, &shared, &mut stopping).await,
             Err(end) => end,
         };
         // No group message may follow a close frame.
@@ -200,7 +198,7 @@ pub(crate) fn serve(
                         "closing a connection whose outbound queue is full"
                     );
                 }
-                self::close(conn.socket, close).await;
+                self::close(&mut conn.writer, &mut reader, close).await;
             }
             End::Broken(close) => {
                 debug!(
@@ -209,7 +207,7 @@ pub(crate) fn serve(
                     reason = %close.reason,
                     "closing a connection that broke the protocol"
                 );
-                close_broken(conn.socket, close).await;
+                close_broken(&mut conn.writer, &mut reader, close).await;
             }
         }
         if !disconnect_hooks.is_empty() {
@@ -298,7 +296,12 @@ async fn disconnected(
     }
 }
 
-async fn run(conn: &mut Conn, shared: &Common, stopping: &mut Stopping) -> End {
+async fn run(
+    conn: &mut Conn,
+    reader: &mut Reader,
+    shared: &Common,
+    stopping: &mut Stopping,
+) -> End {
     // The shutdown signal and the idle timer are polled only when they
     // fire, not on every frame.
     let wakes = Wakes::new();
@@ -316,7 +319,8 @@ async fn run(conn: &mut Conn, shared: &Common, stopping: &mut Stopping) -> End {
                     debug!(connection = conn.id, "idle timeout");
                     return End::Close(Close::IDLE);
                 }
-                if conn.socket.send(Message::Ping(Default::default())).await.is_err() {
+                conn.writer.frame(OpCode::Ping, &[]);
+                if conn.writer.flush().await.is_err() {
                     return End::Gone;
                 }
                 continue;
@@ -327,18 +331,17 @@ async fn run(conn: &mut Conn, shared: &Common, stopping: &mut Stopping) -> End {
                 }
                 continue;
             }
-            received = conn.socket.next() => received,
+            received = reader.next() => received,
         };
         let message = match received {
-            None => return End::Gone,
-            Some(Ok(message)) => message,
-            Some(Err(error)) => return read_failure(&error),
+            Ok(message) => message,
+            Err(error) => return read_failure(&error),
         };
         // One clock read per frame: the idle timer's and the request's.
         let arrived = std::time::Instant::now();
         idle.heard(arrived.into());
         let verdict = match (&message, conn.rate.as_mut()) {
-            (Message::Text(_) | Message::Binary(_), Some(rate)) => rate.take(arrived),
+            (Message::Text(_) | Message::Binary, Some(rate)) => rate.take(arrived),
             _ => Admit::Accept,
         };
         let per_second = conn.rate.as_ref().map_or(0, |rate| rate.per_second());
@@ -355,18 +358,17 @@ async fn run(conn: &mut Conn, shared: &Common, stopping: &mut Stopping) -> End {
         conn.outbound.hold();
         let (mut effects, caller) = conn.effects(shared);
         let done = match message {
+            Message::Text(text) if verdict == Admit::Refuse => {
+                let reply = shared.dispatcher.rate_limited(text, per_second);
+                effects.reply(reply).await
+            }
             // Boxed: a request's handling is the deepest state of the loop,
             // and inline it would set the size of every connection's task,
             // idle ones included.
-            Message::Text(text) if verdict == Admit::Refuse => {
-                let reply = shared.dispatcher.rate_limited(&text, per_second);
-                effects.reply(reply).await
-            }
             Message::Text(text) => {
                 Box::pin(async {
                     let handled = {
-                        let work =
-                            std::pin::pin!(shared.dispatcher.handle(&text, &caller, arrived));
+                        let work = std::pin::pin!(shared.dispatcher.handle(text, &caller, arrived));
                         effects.while_running(work).await
                     };
                     match handled {
@@ -376,15 +378,24 @@ async fn run(conn: &mut Conn, shared: &Common, stopping: &mut Stopping) -> End {
                 })
                 .await
             }
-            Message::Binary(_) => effects.reply(Rejection::Binary.reply()).await,
-            // Pings are answered by the WebSocket layer itself; a client's
-            // close is echoed by it on the next flush.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Binary => effects.reply(Rejection::Binary.reply()).await,
+            Message::Ping(payload) => {
+                effects.writer.frame(OpCode::Pong, payload);
+                effects.flush().await
+            }
+            Message::Pong => Ok(()),
             Message::Close(frame) => {
-                conn.client_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                // The closing handshake: the client's code echoed, then the
+                // end.
                 conn.outbound.close();
-                let _ = conn.socket.flush().await;
-                continue;
+                let code = frame.map_or(1005, |(code, _)| code);
+                conn.client_close = Some(code);
+                match frame {
+                    Some((code, _)) => conn.writer.close(code, ""),
+                    None => conn.writer.frame(OpCode::Close, &[]),
+                }
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn.writer.flush()).await;
+                return End::Gone;
             }
         };
         if let Err(stop) = done {
@@ -458,11 +469,15 @@ impl Idle {
 
 /// Starts the closing handshake and waits briefly for the client's answer,
 /// so that the close frame is read rather than lost to a reset.
-async fn close(mut socket: Socket, close: Close) {
-    let frame = close_frame(close);
+async fn close(writer: &mut Writer, reader: &mut Reader, close: Close) {
+    writer.close(close.code, &close.reason);
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok() {
-            while let Some(Ok(_)) = socket.next().await {}
+        if writer.flush().await.is_ok() {
+            while let Ok(message) = reader.next().await {
+                if let Message::Close(_) = message {
+                    break;
+                }
+            }
         }
     })
     .await;
@@ -471,34 +486,25 @@ async fn close(mut socket: Socket, close: Close) {
 /// Sends the close frame to a client whose next bytes cannot be read as
 /// frames, then lingers so that the frame is read rather than destroyed by
 /// the reset that unread bytes would cause.
-async fn close_broken(mut socket: Socket, close: Close) {
-    let frame = close_frame(close);
-    let sent = tokio::time::timeout(linger::QUIET, socket.send(Message::Close(Some(frame)))).await;
+async fn close_broken(writer: &mut Writer, reader: &mut Reader, close: Close) {
+    writer.close(close.code, &close.reason);
+    let sent = tokio::time::timeout(linger::QUIET, async {
+        writer.flush().await?;
+        writer.shutdown().await
+    })
+    .await;
     if matches!(sent, Ok(Ok(()))) {
-        linger::drain(socket.get_mut()).await;
-    }
-}
-
-fn close_frame(close: Close) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(close.code),
-        reason: close.reason.into_owned().into(),
+        linger::drain(reader.half()).await;
     }
 }
 
 /// How a failed read ends the connection: a violation of RFC 6455 gets the
 /// close code it calls for (section 7.4.1), anything else is a socket gone.
-fn read_failure(error: &tungstenite::Error) -> End {
-    use tungstenite::Error;
+fn read_failure(error: &ReadError) -> End {
     match error {
-        Error::Capacity(_) => End::Broken(Close::TOO_BIG),
-        Error::Utf8(_) => End::Broken(Close::INVALID_UTF8),
-        Error::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        ) => End::Gone,
-        Error::Protocol(_) => End::Broken(Close::PROTOCOL_ERROR),
-        _ => End::Gone,
+        ReadError::TooBig => End::Broken(Close::TOO_BIG),
+        ReadError::NotUtf8 => End::Broken(Close::INVALID_UTF8),
+        ReadError::Protocol(_) => End::Broken(Close::PROTOCOL_ERROR),
+        ReadError::Gone => End::Gone,
     }
 }

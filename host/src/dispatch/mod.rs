@@ -31,7 +31,6 @@ use std::{
 };
 
 use rohrpost_plugin_api::{abi::CallOutcome, GroupNameRule};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{info, warn};
 
 use self::run::{range_of, OwnedCall};
@@ -91,11 +90,10 @@ impl Dispatcher {
     /// runs its handler.
     pub(crate) async fn handle<'a>(
         &self,
-        frame: &'a Utf8Bytes,
+        text: &'a str,
         caller: &Caller<'_>,
         arrived: Instant,
     ) -> Answer<'a> {
-        let text = frame.as_str();
         let envelope = match protocol::parse_bounded(text, self.max_json_containers) {
             Ok(envelope) => envelope,
             Err(rejection) => {
@@ -146,7 +144,7 @@ impl Dispatcher {
             let took = arrived.elapsed();
             (outcome, Some(took), took)
         } else {
-            let owned = OwnedCall::new(frame, &envelope, scope.clone());
+            let owned = OwnedCall::new(text, &envelope, scope.clone());
             let cx = self.context(connection);
             let (outcome, ran_for) = run::pooled(&cx, &route.plugin, route.handler, owned).await;
             (outcome, ran_for, arrived.elapsed())

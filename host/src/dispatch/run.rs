@@ -12,7 +12,6 @@ use std::{
 };
 
 use rohrpost_plugin_api::abi::Call;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::{
     groups::ConnectionId,
@@ -184,7 +183,7 @@ pub(crate) fn range_of(text: &str, part: &str) -> (usize, usize) {
 /// A request owned for a call on another thread: the frame is shared, and
 /// the parts are ranges into it.
 pub(crate) struct OwnedCall {
-    frame: Utf8Bytes,
+    frame: Box<str>,
     id: Range<usize>,
     kind: String,
     data: Option<Range<usize>>,
@@ -192,14 +191,14 @@ pub(crate) struct OwnedCall {
 }
 
 impl OwnedCall {
-    pub(crate) fn new(frame: &Utf8Bytes, envelope: &Envelope<'_>, scope: Arc<str>) -> Self {
-        let base = frame.as_str().as_ptr() as usize;
+    pub(crate) fn new(frame: &str, envelope: &Envelope<'_>, scope: Arc<str>) -> Self {
+        let base = frame.as_ptr() as usize;
         let range = |part: &str| {
             let start = part.as_ptr() as usize - base;
             start..start + part.len()
         };
         OwnedCall {
-            frame: frame.clone(),
+            frame: frame.into(),
             id: range(envelope.id),
             kind: envelope.kind.to_string(),
             data: envelope.data.map(range),
@@ -208,7 +207,7 @@ impl OwnedCall {
     }
 
     fn as_call(&self) -> Call<'_> {
-        let text = self.frame.as_str();
+        let text = &*self.frame;
         Call {
             frame: text.into(),
             id: text[self.id.clone()].into(),

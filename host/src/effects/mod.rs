@@ -14,13 +14,12 @@ pub(crate) mod state;
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use abi_stable::std_types::RVec;
-use futures_util::SinkExt;
 use prometheus_client::metrics::counter::Counter;
 use rohrpost_plugin_api::{
     abi::{CallOutcome, Effect},
     GroupNameRule,
 };
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, warn};
 
 use self::action::{first_bad_group, joins_past, state_changes, Action, Unusable};
@@ -33,7 +32,7 @@ use crate::{
     groups::{ConnectionId, GroupLayer},
     plugins::loaded::LoadedPlugin,
     socket::outbound::{Outbound, QueueLimits, Stop},
-    socket::Socket,
+    socket::writer::Writer,
 };
 use rohrpost_protocol::{Close, Envelope, Failure};
 
@@ -70,7 +69,7 @@ pub(crate) enum Answer<'a> {
 /// Where one connection's effects go: its socket, its outbound queue, its
 /// groups.
 pub(crate) struct Effects<'c> {
-    pub socket: &'c mut Socket,
+    pub writer: &'c mut Writer,
     pub outbound: &'c mut Outbound,
     pub connection: ConnectionId,
     pub groups: &'c dyn GroupLayer,
@@ -118,17 +117,13 @@ impl Effects<'_> {
     pub(crate) async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
         let batch = self.outbound.batch(first);
         let bytes = batch.iter().map(|m| m.len()).sum();
-        let socket = &mut *self.socket;
-        self.outbound
-            .guard(async {
-                // `FINISH` carries nothing: the flush writes what the
-                // fan-out left of its frame.
-                for message in batch.into_iter().filter(|m| !m.is_empty()) {
-                    socket.feed(Message::Text(message)).await?;
-                }
-                socket.flush().await
-            })
-            .await?;
+        // `FINISH` carries nothing: the flush writes what the fan-out left
+        // of its frame.
+        for message in batch.iter().filter(|m| !m.is_empty()) {
+            self.writer.text(message);
+        }
+        let writer = &mut *self.writer;
+        self.outbound.guard(writer.flush()).await?;
         self.outbound.written(bytes);
         Ok(())
     }
@@ -166,20 +161,20 @@ impl Effects<'_> {
         match action {
             Action::Send(text) => self.send(text).await,
             Action::Close => {
-                let _ = self.socket.flush().await;
+                let _ = self.writer.flush().await;
                 Err(Stop::Close(Close::NORMAL))
             }
             Action::CloseWith { code, reason } => {
-                let _ = self.socket.flush().await;
+                let _ = self.writer.flush().await;
                 Err(Stop::Close(Close::with(code, reason)))
             }
             // Carried out before the call's other effects.
             Action::Set => Ok(()),
             Action::Join(group) => {
-                let socket = &mut *self.socket;
+                let writer = &*self.writer;
                 let outbox = self
                     .outbound
-                    .outbox(self.limits, self.drops, || socket.get_mut().share());
+                    .outbox(self.limits, self.drops, || Some(writer.share()));
                 self.groups.join(&group, self.connection, outbox).await;
                 Ok(())
             }
@@ -194,19 +189,26 @@ impl Effects<'_> {
         }
     }
 
-    /// Queues a message to the caller in the socket (no flush).
+    /// Adds a message to the caller to what the next flush writes; flushes
+    /// first when much is waiting already, so that a call's replies are
+    /// not all held in memory twice.
     async fn send(&mut self, text: String) -> Result<(), Stop> {
-        let socket = &mut *self.socket;
-        self.outbound
-            .guard(socket.feed(Message::Text(text.into())))
-            .await
+        if self.writer.waiting() >= FLUSH_PAST {
+            self.flush().await?;
+        }
+        self.writer.text(&text);
+        Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), Stop> {
-        let socket = &mut *self.socket;
-        self.outbound.guard(socket.flush()).await
+    pub(crate) async fn flush(&mut self) -> Result<(), Stop> {
+        let writer = &mut *self.writer;
+        self.outbound.guard(writer.flush()).await
     }
 }
+
+/// Bytes of replies waiting for a flush past which the next reply flushes
+/// them first.
+const FLUSH_PAST: usize = 64 * 1024;
 
 /// How many actions are carried out between two yields to the runtime.
 const YIELD_EVERY: usize = 256;

@@ -18,7 +18,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::{socket::outbound::Outbox, socket::stream};
+use crate::socket::{
+    frame::{self, OpCode},
+    outbound::Outbox,
+};
 
 /// Members one task writes to; a group larger than this has a lane.
 pub(crate) const CHUNK: usize = 512;
@@ -39,29 +42,23 @@ pub(crate) trait Members: Send + Sync + 'static {
 /// Delivers `messages` to each of `members`; how many it reached.
 pub(crate) fn reach(members: &[Outbox], messages: &[Utf8Bytes]) -> usize {
     let frames = frames(messages);
-    reach_encoded(members, messages, frames.as_deref())
+    reach_encoded(members, messages, &frames)
 }
 
-fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: Option<&[u8]>) -> usize {
+fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: &[u8]) -> usize {
     members
         .iter()
         .filter(|member| member.deliver(messages, frames))
         .count()
 }
 
-/// The frames of `messages`, one after another; `None` if one cannot be
-/// encoded (they then go through each member's queue).
-fn frames(messages: &[Utf8Bytes]) -> Option<Vec<u8>> {
-    match messages {
-        [message] => stream::text_frame(message),
-        _ => {
-            let mut all = Vec::new();
-            for message in messages {
-                all.extend_from_slice(&stream::text_frame(message)?);
-            }
-            Some(all)
-        }
+/// The frames of `messages`, one after another.
+fn frames(messages: &[Utf8Bytes]) -> Vec<u8> {
+    let mut all = Vec::with_capacity(messages.iter().map(|m| m.len() + frame::MAX_HEADER).sum());
+    for message in messages {
+        frame::write_frame(&mut all, OpCode::Text, message.as_bytes());
     }
+    all
 }
 
 /// Starts the lane of `group`; it ends when every sending end is gone.
@@ -97,17 +94,17 @@ async fn run_lane(
 
 /// Writes `batch` to every one of `members`, several tasks sharing them.
 async fn write_batch(mut members: Vec<Outbox>, batch: Vec<Utf8Bytes>) {
-    let frames: Option<Arc<[u8]>> = frames(&batch).map(Into::into);
+    let frames: Arc<[u8]> = frames(&batch).into();
     let batch: Arc<[Utf8Bytes]> = batch.into();
     let mut helpers = Vec::with_capacity(members.len() / CHUNK);
     while members.len() > CHUNK {
         let chunk = members.split_off(members.len() - CHUNK);
         let (batch, frames) = (batch.clone(), frames.clone());
         helpers.push(tokio::spawn(async move {
-            reach_encoded(&chunk, &batch, frames.as_deref());
+            reach_encoded(&chunk, &batch, &frames);
         }));
     }
-    reach_encoded(&members, &batch, frames.as_deref());
+    reach_encoded(&members, &batch, &frames);
     for helper in helpers {
         let _ = helper.await;
     }
@@ -120,7 +117,7 @@ mod tests {
     #[test]
     fn frames_follow_one_another() {
         let messages = ["{}".into(), "{\"a\":1}".into()];
-        let all = frames(&messages).expect("frames");
+        let all = frames(&messages);
         assert_eq!(&all[..4], &[0x81, 2, b'{', b'}']);
         assert_eq!(&all[4..6], &[0x81, 7]);
         assert_eq!(&all[6..], b"{\"a\":1}");

@@ -2,9 +2,10 @@
 //! (allowed origins, the connection limit), the upgrade itself, and the
 //! scope a connection's handlers see.
 //!
-//! The upgrade is done here on tungstenite rather than with axum's
-//! `WebSocketUpgrade`, because closing well needs the raw socket (see
-//! [`crate::conn::linger`]), which axum's `WebSocket` does not give out.
+//! The upgrade is done here rather than with axum's `WebSocketUpgrade`:
+//! the connection then reads and writes its frames itself
+//! ([`crate::socket`]), on the raw socket that closing well needs (see
+//! [`crate::conn::linger`]).
 
 use std::{
     net::SocketAddr,
@@ -23,13 +24,7 @@ use axum::{
 use hyper::upgrade::OnUpgrade;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::{
-    tungstenite::{
-        handshake::derive_accept_key,
-        protocol::{Role, WebSocketConfig},
-    },
-    WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
 use crate::{
@@ -39,7 +34,7 @@ use crate::{
     net::accept,
     net::client_limits::PerClient,
     net::forwarded::{self, Client},
-    socket::stream::SharedStream,
+    socket::Socket,
 };
 
 /// What the WebSocket endpoint shares.
@@ -111,10 +106,7 @@ pub(crate) async fn upgrade(
     let scope: Arc<str> = scope_json(id, &client, request.uri(), request.headers()).into();
     let shared = endpoint.shared.clone();
     let stopping = endpoint.shutdown.handle();
-    let config = WebSocketConfig::default()
-        .read_buffer_size(settings.read_buffer_size)
-        .max_message_size(Some(settings.max_message_size))
-        .max_frame_size(Some(settings.max_message_size));
+    let (max_message, read_size) = (settings.max_message_size, settings.read_buffer_size);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -132,13 +124,7 @@ pub(crate) async fn upgrade(
         };
         // Frames a client sent before it read the answer are the first
         // bytes the WebSocket reads.
-        let socket = WebSocketStream::from_partially_read(
-            SharedStream::Own(stream),
-            read_past,
-            Role::Server,
-            Some(config),
-        )
-        .await;
+        let socket = Socket::new(stream, read_past, max_message, read_size);
         conn::serve(socket, shared, scope, id, stopping).await;
         drop(slot);
         drop(client_slot);

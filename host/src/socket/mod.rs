@@ -1,10 +1,42 @@
-//! Writing to a client: the stream a connection shares with the group
-//! fan-out ([`stream`]) and the outbound queue of group messages waiting for
-//! a busy connection, with its limits ([`outbound`]).
+//! A client's WebSocket, after the handshake: frames read in place
+//! ([`reader`], over [`frame`]), the connection's own writes ([`writer`]),
+//! the socket's writing side shared with the group fan-out ([`line`]),
+//! the group messages waiting for a busy connection ([`outbound`]), and
+//! the buffers lent to all of them while they have bytes ([`buffers`]).
 
+pub(crate) mod buffers;
+pub(crate) mod frame;
+pub(crate) mod line;
 pub(crate) mod outbound;
-pub(crate) mod stream;
+pub(crate) mod reader;
+pub(crate) mod writer;
 
-/// An upgraded connection, on its TCP stream (shared with the fan-out once
-/// it joined a group, see [`stream`]).
-pub(crate) type Socket = tokio_tungstenite::WebSocketStream<stream::SharedStream>;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use self::{line::Line, reader::Reader, writer::Writer};
+
+/// An upgraded connection's two halves.
+pub(crate) struct Socket {
+    pub reader: Reader,
+    pub writer: Writer,
+}
+
+impl Socket {
+    /// The WebSocket on `stream`, whose first bytes (`already`) came with
+    /// the handshake; messages up to `max_message` bytes, read `read_size`
+    /// bytes at a time.
+    pub(crate) fn new(
+        stream: TcpStream,
+        already: Vec<u8>,
+        max_message: usize,
+        read_size: usize,
+    ) -> Self {
+        let (read, write) = stream.into_split();
+        Socket {
+            reader: Reader::new(read, already, max_message, read_size),
+            writer: Writer::new(Arc::new(Line::new(write))),
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! How group messages reach a connection: written straight to its socket
-//! when its line is free ([`crate::socket::stream`]), else through its outbound
+//! when its line is free ([`crate::socket::line`]), else through its outbound
 //! queue, within limits: at most so many messages and so many bytes
 //! waiting (a message counts until it is on the socket). A message that
 //! finds the queue full is dropped (and counted), and the connection is
@@ -20,9 +20,9 @@ use std::{
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::{self, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::socket::stream::{Line, Wrote};
+use crate::socket::line::{Line, Wrote};
 use rohrpost_protocol::Close;
 
 /// Group messages written per flush.
@@ -124,12 +124,12 @@ pub(crate) fn outbound_queue(
 
 impl Outbox {
     /// Delivers messages without waiting: `frames` (the messages encoded
-    /// as text frames, one after another, if they could be) straight to
+    /// as text frames, one after another) straight to
     /// the socket when the line is free and nothing waits in the queue,
     /// else each message into the queue. False when the connection is gone
     /// or closing, or its queue is full (then it is told to close).
-    pub(crate) fn deliver(&self, messages: &[Utf8Bytes], frames: Option<&[u8]>) -> bool {
-        let (Some(line), Some(frames)) = (&self.0.line, frames) else {
+    pub(crate) fn deliver(&self, messages: &[Utf8Bytes], frames: &[u8]) -> bool {
+        let Some(line) = &self.0.line else {
             return self.offer_all(messages);
         };
         // Under the line's lock: the connection cannot start a write, and
@@ -259,7 +259,7 @@ impl Outbound {
     /// first; then the connection closes with [`Close::QUEUE_FULL`].
     pub(crate) async fn guard<T>(
         &mut self,
-        work: impl Future<Output = Result<T, tungstenite::Error>>,
+        work: impl Future<Output = std::io::Result<T>>,
     ) -> Result<T, Stop> {
         let (overflow, _) = self.waits();
         tokio::select! {
@@ -302,7 +302,7 @@ impl Outbound {
     }
 
     /// The sending end, made with the queue on first use (the first join),
-    /// on the line `share` gives (see [`crate::socket::stream::SharedStream::share`]).
+    /// on the line `share` gives (see [`crate::socket::writer::Writer::share`]).
     pub(crate) fn outbox(
         &mut self,
         limits: QueueLimits,
