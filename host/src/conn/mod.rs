@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     base::shutdown::Stopping,
-    dispatch::{self, Caller, Dispatcher},
+    dispatch::{self, Begun, Caller, Dispatcher},
     effects::state::ConnState,
     effects::{self, Effects},
     groups::{ConnectionId, GroupLayer},
@@ -362,22 +362,30 @@ async fn run(
                 let reply = shared.dispatcher.rate_limited(text, per_second);
                 effects.reply(reply).await
             }
-            // Boxed: a request's handling is the deepest state of the loop,
+            // A call answered without waiting (inline in this process, or
+            // refused) is written and flushed here; anything that waits is
+            // boxed: a request's handling is the deepest state of the loop,
             // and inline it would set the size of every connection's task,
             // idle ones included.
-            Message::Text(text) => {
-                Box::pin(async {
-                    let handled = {
-                        let work = std::pin::pin!(shared.dispatcher.handle(text, &caller, arrived));
-                        effects.while_running(work).await
-                    };
-                    match handled {
-                        Ok(handled) => effects.carry_out(handled).await,
-                        Err(stop) => Err(stop),
-                    }
-                })
-                .await
-            }
+            Message::Text(text) => match shared.dispatcher.begin(text, &caller, arrived) {
+                Begun::Answered(answer) => match effects.carry_out_now(answer) {
+                    Ok(()) => effects.flush().await,
+                    Err(answer) => Box::pin(effects.carry_out(answer)).await,
+                },
+                Begun::Waiting(call) => {
+                    Box::pin(async {
+                        let handled = {
+                            let work = std::pin::pin!(shared.dispatcher.finish(call));
+                            effects.while_running(work).await
+                        };
+                        match handled {
+                            Ok(handled) => effects.carry_out(handled).await,
+                            Err(stop) => Err(stop),
+                        }
+                    })
+                    .await
+                }
+            },
             Message::Binary => effects.reply(Rejection::Binary.reply()).await,
             Message::Ping(payload) => {
                 effects.writer.frame(OpCode::Pong, payload);

@@ -37,6 +37,7 @@ use self::run::{range_of, OwnedCall};
 use crate::{
     effects::{state::Scopes, Answer},
     groups::ConnectionId,
+    plugins::registry::Route,
     plugins::{
         asks::Answers, handler::ModeChange, isolation::frame, outcome::Outcome, registry::Registry,
     },
@@ -72,6 +73,25 @@ pub(crate) struct Dispatcher {
     pub answers: Arc<Answers>,
 }
 
+/// What [`Dispatcher::begin`] came to.
+pub(crate) enum Begun<'a> {
+    /// The answer, without waiting.
+    Answered(Answer<'a>),
+    /// A call to wait for, with [`Dispatcher::finish`].
+    Waiting(Waiting<'a>),
+}
+
+/// A routed call that runs in a worker or on the pool.
+pub(crate) struct Waiting<'a> {
+    text: &'a str,
+    envelope: protocol::Envelope<'a>,
+    route: Route,
+    inline: bool,
+    scope: Arc<str>,
+    connection: ConnectionId,
+    arrived: Instant,
+}
+
 /// Inline calls on frames larger than this are not judged slow or fast.
 const JUDGED_UP_TO: usize = 64 * 1024;
 
@@ -86,19 +106,22 @@ impl Dispatcher {
         }
     }
 
-    /// Routes one text frame of `caller`, which arrived at `arrived`, and
-    /// runs its handler.
-    pub(crate) async fn handle<'a>(
+    /// Parses and routes one text frame and, when its handler runs inline
+    /// in the server's process, calls it: all without waiting, so that the
+    /// connection's task needs no future of its own for the common call.
+    /// A call in a worker or on the pool is handed back to be
+    /// [`finish`](Self::finish)ed.
+    pub(crate) fn begin<'a>(
         &self,
         text: &'a str,
         caller: &Caller<'_>,
         arrived: Instant,
-    ) -> Answer<'a> {
+    ) -> Begun<'a> {
         let envelope = match protocol::parse_bounded(text, self.max_json_containers) {
             Ok(envelope) => envelope,
             Err(rejection) => {
                 self.monitor.invalid_request();
-                return Answer::Reply(rejection.reply());
+                return Begun::Answered(Answer::Reply(rejection.reply()));
             }
         };
         let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
@@ -106,7 +129,9 @@ impl Dispatcher {
             None => {
                 self.monitor.unknown_type();
                 let kind = envelope.kind.as_ref();
-                return Answer::Reply(Failure::UnknownType { kind }.reply(&envelope));
+                return Begun::Answered(Answer::Reply(
+                    Failure::UnknownType { kind }.reply(&envelope),
+                ));
             }
         };
         let handler = &route.plugin.handlers[route.handler as usize];
@@ -115,40 +140,72 @@ impl Dispatcher {
             Some(scopes) => scopes.get(&route.plugin.name).unwrap_or(caller.scope),
             None => caller.scope,
         };
-        let connection = caller.id;
+        if !inline || route.plugin.worker().is_some() {
+            return Begun::Waiting(Waiting {
+                text,
+                envelope,
+                route,
+                inline,
+                scope: scope.clone(),
+                connection: caller.id,
+                arrived,
+            });
+        }
         // One clock read after an inline call: on the hot path it is both
         // the call's time and the request's. Both count from the frame's
         // arrival, parsing included: for the frames that are judged (at most
         // `JUDGED_UP_TO`) that is tens of microseconds at most, far below
         // the inline budget.
-        let (outcome, ran_for, took) = if let Some(worker) = route.plugin.worker() {
+        let watched = inline_watch::begin(&route, arrived);
+        let cx = self.context(caller.id);
+        let outcome = run::inline(&cx, &route.plugin, route.handler, &envelope, text, scope);
+        drop(watched);
+        let took = arrived.elapsed();
+        let ended = (outcome, Some(took), took);
+        Begun::Answered(self.ended(text, envelope, &route, inline, ended))
+    }
+
+    /// Runs a call that must be waited for: in the plugin's worker, or on
+    /// the pool.
+    pub(crate) async fn finish<'a>(&self, call: Waiting<'a>) -> Answer<'a> {
+        let cx = self.context(call.connection);
+        let (outcome, ran_for) = if let Some(worker) = call.route.plugin.worker() {
+            let text = call.text;
+            let envelope = &call.envelope;
             let parts = frame::CallParts {
-                handler: route.handler,
-                inline,
+                handler: call.route.handler,
+                inline: call.inline,
                 frame: text,
                 id: range_of(text, envelope.id),
                 data: envelope.data.map_or((0, 0), |d| range_of(text, d)),
                 kind: envelope.kind.as_ref(),
-                scope,
+                scope: &call.scope,
             };
             let bytes = frame::call(&parts);
-            let cx = self.context(connection);
-            let (outcome, ran_for) =
-                run::in_worker(&cx, &route.plugin, worker, route.handler, bytes, !inline).await;
-            (outcome, ran_for, arrived.elapsed())
-        } else if inline {
-            let watched = inline_watch::begin(&route, arrived);
-            let cx = self.context(connection);
-            let outcome = run::inline(&cx, &route.plugin, route.handler, &envelope, text, scope);
-            drop(watched);
-            let took = arrived.elapsed();
-            (outcome, Some(took), took)
+            let plugin = &call.route.plugin;
+            run::in_worker(&cx, plugin, worker, call.route.handler, bytes, !call.inline).await
         } else {
-            let owned = OwnedCall::new(text, &envelope, scope.clone());
-            let cx = self.context(connection);
-            let (outcome, ran_for) = run::pooled(&cx, &route.plugin, route.handler, owned).await;
-            (outcome, ran_for, arrived.elapsed())
+            let owned = OwnedCall::new(call.text, &call.envelope, call.scope.clone());
+            run::pooled(&cx, &call.route.plugin, call.route.handler, owned).await
         };
+        let took = call.arrived.elapsed();
+        let ended = (outcome, ran_for, took);
+        self.ended(call.text, call.envelope, &call.route, call.inline, ended)
+    }
+
+    /// What a call on `text` that ended answers: `ended` is its outcome,
+    /// how long the plugin ran (when known) and how long since the frame
+    /// arrived. Judges an inline handler, counts and logs the call.
+    fn ended<'a>(
+        &self,
+        text: &'a str,
+        envelope: protocol::Envelope<'a>,
+        route: &Route,
+        inline: bool,
+        ended: (Outcome, Option<Duration>, Duration),
+    ) -> Answer<'a> {
+        let (outcome, ran_for, took) = ended;
+        let handler = &route.plugin.handlers[route.handler as usize];
         if handler.declared_inline() {
             // A timed-out call counts as slow; a lost one says nothing, and
             // neither does a call on a large frame: any client can send
@@ -176,8 +233,8 @@ impl Dispatcher {
                 ),
             }
         }
-        report::count(&route, &outcome, took);
-        report::log(&route, &envelope.kind, &outcome);
+        report::count(route, &outcome, took);
+        report::log(route, &envelope.kind, &outcome);
         let kind = envelope.kind.as_ref();
         let plugin = &route.plugin.name;
         let reply = match outcome {

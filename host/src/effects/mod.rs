@@ -16,13 +16,13 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use abi_stable::std_types::RVec;
 use prometheus_client::metrics::counter::Counter;
 use rohrpost_plugin_api::{
-    abi::{CallOutcome, Effect},
+    abi::{CallOutcome, Effect, EFFECT_SEND},
     GroupNameRule,
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, warn};
 
-use self::action::{first_bad_group, joins_past, state_changes, Action, Unusable};
+use self::action::{first_bad_group, is_json_object, joins_past, state_changes, Action, Unusable};
 use crate::plugins::{
     hooks::{self, Hook},
     outcome::Outcome,
@@ -150,6 +150,41 @@ impl Effects<'_> {
         }
     }
 
+    /// Carries out, without waiting, an answer that only sends messages to
+    /// the caller (a pong, an error reply): their frames wait in the writer
+    /// for the caller's [`flush`](Self::flush). Any other answer is handed
+    /// back, for [`carry_out`](Self::carry_out).
+    pub(crate) fn carry_out_now<'a>(&mut self, answer: Answer<'a>) -> Result<(), Answer<'a>> {
+        match answer {
+            Answer::Reply(text) => {
+                self.writer.text(&text);
+                Ok(())
+            }
+            Answer::Effects {
+                plugin,
+                request,
+                effects,
+            } if only_sends(&effects) => {
+                // What `apply` does with sends alone: no group, no state,
+                // each message checked and written in order.
+                for effect in RVec::into_iter(effects) {
+                    if effect.kind == EFFECT_SEND && is_json_object(effect.body.as_str()) {
+                        self.writer.text(effect.body.as_str());
+                    } else {
+                        let kind = effect.kind;
+                        let unusable = Action::decode(effect)
+                            .err()
+                            .unwrap_or(Unusable::NotAnObject);
+                        self.writer
+                            .text(&unusable_reply(&plugin, &request, kind, unusable));
+                    }
+                }
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
     /// Sends one message of the server's own (an error reply) and flushes.
     pub(crate) async fn reply(&mut self, text: String) -> Result<(), Stop> {
         self.send(text).await?;
@@ -209,6 +244,15 @@ impl Effects<'_> {
 /// Bytes of replies waiting for a flush past which the next reply flushes
 /// them first.
 const FLUSH_PAST: usize = 64 * 1024;
+
+/// Whether `effects` only send to the caller, few and small enough to be
+/// written without waiting.
+fn only_sends(effects: &[Effect]) -> bool {
+    effects.len() <= 16
+        && effects
+            .iter()
+            .all(|e| e.kind == EFFECT_SEND && e.body.len() <= FLUSH_PAST / 16)
+}
 
 /// How many actions are carried out between two yields to the runtime.
 const YIELD_EVERY: usize = 256;
