@@ -14,6 +14,7 @@ use crate::{
     host,
     message::{Id, Message, MessageError},
     notification::{Notification, NotificationError},
+    request::Request,
 };
 
 /// The calling connection, as a handler sees it (rohrpost's `consumer`).
@@ -117,6 +118,44 @@ impl Connection {
         Ok(())
     }
 
+    /// Answers `req`: `{"id":<req's id>,"type":<req's type>,"data":<data>}`,
+    /// without `data` when it is `null` (`()` or `None` give that). Any
+    /// JSON value goes: `json!({...})`, a string, a number; a type of your
+    /// own through [`serde_json::to_value`] (or return it from the handler
+    /// as [`Json`](crate::Json)).
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// /// `{"id":1,"type":"watch","data":{"topic":"news"}}` →
+    /// /// `{"id":1,"type":"watch","data":{"group":"topic-news"}}`.
+    /// fn watch(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     let topic = req.data().and_then(|d| d.get("topic")).and_then(Value::as_str);
+    ///     let Some(topic) = topic else {
+    ///         conn.reply_error(req, "Name a topic.");
+    ///         return Ok(());
+    ///     };
+    ///     let group = format!("topic-{topic}");
+    ///     conn.add_to_group(&group);
+    ///     conn.reply(req, json!({ "group": group }));
+    ///     Ok(())
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("watch", watch);
+    /// ```
+    pub fn reply(&mut self, req: &Request<'_>, data: impl Into<serde_json::Value>) {
+        let data = data.into();
+        let data = (!data.is_null()).then_some(data);
+        self.send_reply(Message::success(req.id(), req.kind()).maybe_data(data));
+    }
+
+    /// Answers `req` with an error reply,
+    /// `{"id":<req's id>,"type":<req's type>,"error":"<error>"}`. The
+    /// handler still succeeds, and nothing is logged, as for
+    /// [`Connection::send_error`].
+    pub fn reply_error(&mut self, req: &Request<'_>, error: impl ToString) {
+        self.send_reply(Message::error(req.id(), req.kind(), error));
+    }
+
     /// Sends a reply that always has an id and a type, so always encodes.
     fn send_reply(&mut self, message: Message) {
         match message.into_json() {
@@ -162,6 +201,38 @@ impl Connection {
         let reached = self.size(group, false).local;
         self.push(EFFECT_GROUP_SEND, group, text);
         Ok(reached)
+    }
+
+    /// [`Connection::send_to_group`] that also says how many connections
+    /// are in the group across every host (as [`Connection::group_size`]),
+    /// asking the host once for both.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Say {
+    ///     group: String,
+    ///     text: String,
+    /// }
+    ///
+    /// /// `{"id":1,"type":"say","data":{"group":"news","text":"hi"}}` →
+    /// /// `{"id":1,"type":"say","data":{"receivers":3}}`.
+    /// fn say(Data(say): Data<Say>, conn: &mut Connection) -> Result<Value, HandlerError> {
+    ///     let message = Message::new().kind("said").generate_id().with("text", say.text);
+    ///     let published = conn.publish(&say.group, message)?;
+    ///     Ok(json!({ "receivers": published.members }))
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("say", say);
+    /// ```
+    pub fn publish(&mut self, group: &str, message: Message) -> Result<Published, MessageError> {
+        let text = message.into_json()?;
+        let size = self.size(group, true);
+        self.push(EFFECT_GROUP_SEND, group, text);
+        Ok(Published {
+            members: size.members,
+            local: size.local,
+        })
     }
 
     /// How many connections are in `group` now, across every host sharing
@@ -301,6 +372,18 @@ impl Connection {
         self.push(EFFECT_GROUP_SEND, &group, text);
         Ok(())
     }
+}
+
+/// Whom a message [published](Connection::publish) to a group reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The group's members across every host sharing the groups, as
+    /// [`Connection::group_size`] counts them.
+    pub members: usize,
+    /// Its members on this host, which the message goes to from here, as
+    /// [`Connection::send_to_group`] counts them.
+    pub local: usize,
 }
 
 /// The longest close reason a WebSocket close frame carries.

@@ -481,7 +481,11 @@
 #![warn(missing_docs)]
 pub mod abi;
 mod connection;
+mod data;
 mod group_name;
+mod handle;
+#[cfg(test)]
+mod handle_tests;
 pub mod host;
 #[cfg(feature = "tracing")]
 mod host_tracing;
@@ -490,35 +494,39 @@ mod load_warning;
 mod message;
 mod notification;
 mod plugin;
+mod refusal;
 mod request;
 mod secret;
 mod state;
 mod typed;
 pub mod wire;
 
-pub use connection::{CloseCodeError, Connection, NotifyError};
+pub use connection::{CloseCodeError, Connection, NotifyError, Published};
+pub use data::{Data, DataError, Json};
 pub use group_name::{
     check_group_name, GroupNameError, GroupNameRule, NamePreview, CHANNELS_NAME_LIMIT,
     RELAXED_NAME_MAX_BYTES,
 };
+pub use handle::{Answer, FromCall, Handler, Reply, State};
 pub use lifecycle::ConnectionEvent;
 pub use load_warning::config_warning;
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};
 pub use plugin::{HandlerError, HandlerResult, Plugin, Types};
+pub use refusal::{refuse, Refusal};
 pub use request::Request;
 pub use secret::same_secret;
-pub use state::Stateful;
-pub use typed::Refusal;
+pub use state::{StateTypes, Stateful};
 
-/// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`:
-/// `use rohrpost_plugin_api::prelude::*;`.
+/// Everything a plugin usually needs, plus `serde_json`'s `json!`, `Value`
+/// and `Number`: `use rohrpost_plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, Connection, ConnectionEvent, Event, HandlerError, HandlerResult, Id,
-        Message, MessageError, Notification, NotifyError, Plugin, Refusal, Request, Stateful,
+        export_plugin, refuse, Connection, ConnectionEvent, Data, DataError, Event, HandlerError,
+        HandlerResult, Id, Json, Message, MessageError, Notification, NotifyError, Plugin, Refusal,
+        Request, State, Stateful, Types,
     };
-    pub use serde_json::{json, Value};
+    pub use serde_json::{json, Number, Value};
 }
 
 #[doc(hidden)]
