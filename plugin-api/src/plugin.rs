@@ -115,7 +115,7 @@ impl From<Vec<String>> for Types {
 struct Registered {
     types: Vec<String>,
     /// Types read from the plugin's state once it is configured
-    /// ([`Stateful::configured_handler`](crate::Stateful::configured_handler)),
+    /// ([`Types::configured`](crate::Types::configured)),
     /// added to `types` in the manifest.
     configured: Option<TypesFn>,
     mode: u8,
