@@ -17,7 +17,8 @@
 //! [`EXT_ON_DISCONNECT`]), [`EXT_RETIRE`], and the effects
 //! [`EFFECT_SET`] (per-connection state) and [`EFFECT_CLOSE_WITH`]; 1.3
 //! the questions [`ASK_COUNT`] (the plugin's own counters in the host's
-//! metrics) and [`ASK_LOG`] (log lines through the host's log).
+//! metrics) and [`ASK_LOG`] (log lines through the host's log); 1.4
+//! nothing here (a new way to register handlers, in the safe layer).
 //!
 //! Plugin authors never touch this module: [`crate::export_plugin!`] fills it
 //! in from a [`crate::Plugin`].

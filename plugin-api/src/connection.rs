@@ -14,6 +14,7 @@ use crate::{
     host,
     message::{Id, Message, MessageError},
     notification::{Notification, NotificationError},
+    request::Request,
 };
 
 /// The calling connection, as a handler sees it (rohrpost's `consumer`).
@@ -32,11 +33,11 @@ use crate::{
 ///     let topic = req.data().and_then(|d| d.get("topic")).and_then(Value::as_str).unwrap_or("all");
 ///     let group = format!("topic-{topic}");
 ///     conn.add_to_group(&group);
-///     conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
+///     conn.reply(req, json!({ "group": group }));
 ///     conn.send_to_group(&group, Message::new().kind("watcher").generate_id().with("topic", topic))?;
 ///     Ok(())
 /// }
-/// # let _ = Plugin::new("doc", "1.0.0").handler("watch", watch);
+/// # let _ = Plugin::new("doc", "1.0.0").handle("watch", watch);
 /// ```
 pub struct Connection {
     effects: Vec<Effect>,
@@ -72,10 +73,10 @@ impl Connection {
     ///     for n in 1..=3 {
     ///         conn.send_message(Message::new().kind("tick").generate_id().with("n", n))?;
     ///     }
-    ///     conn.send_success(req.id(), req.kind(), None)?;
+    ///     conn.reply(req, ());
     ///     Ok(())
     /// }
-    /// # let _ = Plugin::new("doc", "1.0.0").inline_handler("tick", tick);
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("tick", tick).inline();
     /// ```
     pub fn send_message(&mut self, message: Message) -> Result<(), MessageError> {
         let text = message.into_json()?;
@@ -84,8 +85,8 @@ impl Connection {
     }
 
     /// rohrpost's `send_success`: `{"id","type","data"}` (`data` left out
-    /// when `None`). Pass [`Request::id`](crate::Request::id) to answer a
-    /// request.
+    /// when `None`), for any id and type. To answer the request with its
+    /// own id and type, [`Connection::reply`] is shorter.
     ///
     /// It cannot fail: the `Result<(), Infallible>` only keeps
     /// `conn.send_success(...)?;` of earlier versions compiling, and may be
@@ -100,7 +101,8 @@ impl Connection {
         Ok(())
     }
 
-    /// rohrpost's `send_error`: `{"id","type","error"}`. The handler still
+    /// rohrpost's `send_error`: `{"id","type","error"}`, for any id and
+    /// type ([`Connection::reply_error`] answers the request). The handler still
     /// succeeds, and nothing is logged: the way to answer an expected
     /// refusal (a denied subscription, a missing field). To fail the call,
     /// return an error instead: the client gets the same reply, and the
@@ -115,6 +117,44 @@ impl Connection {
     ) -> Result<(), Infallible> {
         self.send_reply(Message::error(id, kind, error));
         Ok(())
+    }
+
+    /// Answers `req`: `{"id":<req's id>,"type":<req's type>,"data":<data>}`,
+    /// without `data` when it is `null` (`()` or `None` give that). Any
+    /// JSON value goes: `json!({...})`, a string, a number; a type of your
+    /// own through [`serde_json::to_value`] (or return it from the handler
+    /// as [`Json`](crate::Json)).
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// /// `{"id":1,"type":"watch","data":{"topic":"news"}}` →
+    /// /// `{"id":1,"type":"watch","data":{"group":"topic-news"}}`.
+    /// fn watch(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     let topic = req.data().and_then(|d| d.get("topic")).and_then(Value::as_str);
+    ///     let Some(topic) = topic else {
+    ///         conn.reply_error(req, "Name a topic.");
+    ///         return Ok(());
+    ///     };
+    ///     let group = format!("topic-{topic}");
+    ///     conn.add_to_group(&group);
+    ///     conn.reply(req, json!({ "group": group }));
+    ///     Ok(())
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("watch", watch);
+    /// ```
+    pub fn reply(&mut self, req: &Request<'_>, data: impl Into<serde_json::Value>) {
+        let data = data.into();
+        let data = (!data.is_null()).then_some(data);
+        self.send_reply(Message::success(req.id(), req.kind()).maybe_data(data));
+    }
+
+    /// Answers `req` with an error reply,
+    /// `{"id":<req's id>,"type":<req's type>,"error":"<error>"}`. The
+    /// handler still succeeds, and nothing is logged, as for
+    /// [`Connection::send_error`].
+    pub fn reply_error(&mut self, req: &Request<'_>, error: impl ToString) {
+        self.send_reply(Message::error(req.id(), req.kind(), error));
     }
 
     /// Sends a reply that always has an id and a type, so always encodes.
@@ -164,6 +204,38 @@ impl Connection {
         Ok(reached)
     }
 
+    /// [`Connection::send_to_group`] that also says how many connections
+    /// are in the group across every host (as [`Connection::group_size`]),
+    /// asking the host once for both.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Say {
+    ///     group: String,
+    ///     text: String,
+    /// }
+    ///
+    /// /// `{"id":1,"type":"say","data":{"group":"news","text":"hi"}}` →
+    /// /// `{"id":1,"type":"say","data":{"receivers":3}}`.
+    /// fn say(Data(say): Data<Say>, conn: &mut Connection) -> Result<Value, HandlerError> {
+    ///     let message = Message::new().kind("said").generate_id().with("text", say.text);
+    ///     let published = conn.publish(&say.group, message)?;
+    ///     Ok(json!({ "receivers": published.members }))
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("say", say);
+    /// ```
+    pub fn publish(&mut self, group: &str, message: Message) -> Result<Published, MessageError> {
+        let text = message.into_json()?;
+        let size = self.size(group, true);
+        self.push(EFFECT_GROUP_SEND, group, text);
+        Ok(Published {
+            members: size.members,
+            local: size.local,
+        })
+    }
+
     /// How many connections are in `group` now, across every host sharing
     /// the groups (exact on one host; with groups over Redis, other hosts'
     /// members as they last reported them, within the staleness bound the
@@ -174,17 +246,19 @@ impl Connection {
     /// ```
     /// use rohrpost_plugin_api::prelude::*;
     ///
-    /// /// `{"id":1,"type":"publish","data":{"group":"news","text":"hi"}}`
-    /// /// answers with how many received it.
-    /// fn publish(req: &Request, conn: &mut Connection) -> HandlerResult {
+    /// /// `{"id":1,"type":"enter","data":{"group":"news","text":"hi"}}`
+    /// /// joins the group, says hi to it, and answers how many are in it.
+    /// fn enter(req: &Request, conn: &mut Connection) -> HandlerResult {
     ///     let group = req.data().and_then(|d| d.get("group")).and_then(Value::as_str).ok_or("data.group is required")?;
     ///     let text = req.data().and_then(|d| d.get("text")).cloned().unwrap_or(Value::Null);
-    ///     let receivers = conn.group_size(group);
+    ///     conn.add_to_group(group);
+    ///     // Counts the join above; `publish` would count and send at once.
+    ///     let members = conn.group_size(group);
     ///     conn.send_to_group(group, Message::new().kind("message").generate_id().with("text", text))?;
-    ///     conn.send_success(req.id(), req.kind(), Some(json!({ "receivers": receivers })))?;
+    ///     conn.reply(req, json!({ "members": members }));
     ///     Ok(())
     /// }
-    /// # let _ = Plugin::new("doc", "1.0.0").handler("publish", publish);
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("enter", enter);
     /// ```
     pub fn group_size(&self, group: &str) -> usize {
         self.size(group, true).members
@@ -227,16 +301,15 @@ impl Connection {
     /// fn login(req: &Request, conn: &mut Connection) -> HandlerResult {
     ///     let user = req.data().and_then(|d| d.get("user")).and_then(Value::as_str).ok_or("data.user is required")?;
     ///     conn.set("user", user)?;
-    ///     conn.send_success(req.id(), req.kind(), None)?;
+    ///     conn.reply(req, ());
     ///     Ok(())
     /// }
     ///
-    /// fn whoami(req: &Request, conn: &mut Connection) -> HandlerResult {
+    /// fn whoami(req: &Request) -> Result<Value, HandlerError> {
     ///     let user: Option<String> = req.get("user")?;
-    ///     conn.send_success(req.id(), req.kind(), Some(json!({ "user": user })))?;
-    ///     Ok(())
+    ///     Ok(json!({ "user": user }))
     /// }
-    /// # let _ = Plugin::new("doc", "1.0.0").handler("login", login).handler("whoami", whoami);
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("login", login).handle("whoami", whoami);
     /// ```
     pub fn set(
         &mut self,
@@ -289,10 +362,10 @@ impl Connection {
     ///     let pk = req.data().and_then(|d| d.get("pk")).and_then(Value::as_u64).ok_or("data.pk is required")?;
     ///     // ... store the new name ...
     ///     conn.notify(&Notification::new("Collection", pk, Event::Update).updated_fields(["name"]))?;
-    ///     conn.send_success(req.id(), req.kind(), None)?;
+    ///     conn.reply(req, ());
     ///     Ok(())
     /// }
-    /// # let _ = Plugin::new("doc", "1.0.0").handler("rename", rename);
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("rename", rename);
     /// ```
     pub fn notify(&mut self, notification: &Notification) -> Result<(), NotifyError> {
         let (group, message) = notification.addressed(Id::generate())?;
@@ -301,6 +374,18 @@ impl Connection {
         self.push(EFFECT_GROUP_SEND, &group, text);
         Ok(())
     }
+}
+
+/// Whom a message [published](Connection::publish) to a group reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The group's members across every host sharing the groups, as
+    /// [`Connection::group_size`] counts them.
+    pub members: usize,
+    /// Its members on this host, which the message goes to from here, as
+    /// [`Connection::send_to_group`] counts them.
+    pub local: usize,
 }
 
 /// The longest close reason a WebSocket close frame carries.

@@ -5,13 +5,12 @@
 //! ```
 //! use rohrpost_plugin_api::{host, prelude::*};
 //!
-//! fn lookup(req: &Request, conn: &mut Connection) -> HandlerResult {
+//! fn lookup(req: &Request) -> Result<Value, Refusal> {
 //!     // rohrpost_plugin_counts_total{plugin="<name>",event="lookups",kind="cache_miss"}
 //!     let _ = host::count("lookups", "cache_miss");
 //!     // A warning in the host's log, in its format, naming the plugin.
 //!     host::log(host::Level::Warn, "the cache missed", &[("key", "user-7")]);
-//!     conn.send_success(req.id(), req.kind(), None)?;
-//!     Ok(())
+//!     Ok(json!({ "asked": req.kind() }))
 //! }
 //! # fn main() {}
 //! ```

@@ -10,18 +10,24 @@
 //! ```
 //! use rohrpost_plugin_api::prelude::*;
 //!
-//! /// Answers `{"id":1,"type":"greet","data":{"name":"Ada"}}` with a greeting.
-//! fn greet(req: &Request, conn: &mut Connection) -> HandlerResult {
-//!     let name = req.data().and_then(|d| d.get("name")).and_then(|n| n.as_str());
-//!     match name {
-//!         Some(name) => conn.send_success(req.id(), "greet", Some(json!({"text": format!("Hello, {name}!")})))?,
-//!         None => conn.send_error(req.id(), "greet", "data.name is required")?,
+//! #[derive(serde::Deserialize)]
+//! struct Greet {
+//!     name: String,
+//! }
+//!
+//! /// `{"id":1,"type":"greet","data":{"name":"Ada"}}` →
+//! /// `{"id":1,"type":"greet","data":{"text":"Hello, Ada!"}}`.
+//! fn greet(Data(greet): Data<Greet>) -> Result<Value, Refusal> {
+//!     if greet.name.is_empty() {
+//!         return refuse("Say who you are.");
 //!     }
-//!     Ok(())
+//!     Ok(json!({ "text": format!("Hello, {}!", greet.name) }))
 //! }
 //!
 //! fn plugin() -> Plugin {
-//!     Plugin::new("greeter", env!("CARGO_PKG_VERSION")).handler("greet", greet)
+//!     Plugin::new("greeter", env!("CARGO_PKG_VERSION"))
+//!         .handle("greet", greet)
+//!         .inline()
 //! }
 //!
 //! export_plugin!(plugin);
@@ -35,63 +41,76 @@
 //!
 //! # Handlers
 //!
-//! A handler is a function (or closure) `Fn(&Request, &mut Connection) ->
-//! HandlerResult`, registered for one message type or several
-//! ([`Types`]):
+//! [`Plugin::handle`] registers a handler for one message type or several
+//! ([`Types`]): a function or a closure whose arguments are what it needs,
+//! in any order, and whose return value is its answer (since 1.4; the
+//! methods of earlier versions still work, deprecated).
 //!
-//! - [`Request`] is the message as the client sent it: [`Request::id`] (echo
-//!   it in replies), [`Request::kind`] (the type), [`Request::data`],
-//!   [`Request::data_as`] into your own type, [`Request::field`] for any other
-//!   top-level field such as `auth_jwt`, [`Request::get`] for what the plugin
-//!   attached to the connection, and [`Request::scope`]: the connection id,
-//!   remote address, path, query string and headers of the WebSocket
-//!   handshake.
-//! - [`Connection`] is the caller: [`Connection::send_success`],
-//!   [`Connection::send_error`], [`Connection::send_message`] for any other
-//!   [`Message`] (with a [generated id](Message::generate_id) for instance),
-//!   [`Connection::close`] and [`Connection::close_with`], the groups
+//! Its arguments may be:
+//!
+//! - [`&Request`](Request): the message as the client sent it:
+//!   [`Request::id`], [`Request::kind`] (the type), [`Request::data`],
+//!   [`Request::field`] for any other top-level field such as `auth_jwt`,
+//!   [`Request::get`] for what the plugin attached to the connection, and
+//!   [`Request::scope`]: the connection id, remote address, path, query
+//!   string and headers of the WebSocket handshake.
+//! - [`&mut Connection`](Connection): the caller: [`Connection::reply`]
+//!   and [`Connection::reply_error`] answer the request,
+//!   [`Connection::send_message`] sends any other [`Message`] (with a
+//!   [generated id](Message::generate_id) for instance),
+//!   [`Connection::close`] and [`Connection::close_with`] end it; the groups
 //!   ([`Connection::add_to_group`], [`Connection::remove_from_group`],
-//!   [`Connection::send_to_group`], [`Connection::group_size`]), state kept
-//!   on the connection ([`Connection::set`]) and change notifications
-//!   ([`Connection::notify`]). A handler may send zero, one or several
-//!   messages. What it asks for is carried out in order once it returns
-//!   `Ok`.
-//! - [`HandlerResult`]: `Ok(())`, or any error (`?` converts it), which
-//!   becomes the error reply `{"id","type","error":"<its text>"}`. An error
-//!   discards everything the handler had queued: the client gets the error
-//!   reply alone.
+//!   [`Connection::send_to_group`], [`Connection::publish`],
+//!   [`Connection::group_size`]), state kept on the connection
+//!   ([`Connection::set`]) and change notifications
+//!   ([`Connection::notify`]). What it asks for is carried out in order
+//!   once the handler returns successfully.
+//! - [`Data<T>`]: `data` deserialized into your type. A `data` that does
+//!   not fit gets an error reply naming the field (`Invalid data:
+//!   items[1].amount: invalid type: string "2", expected u64`) and the
+//!   handler does not run. `Result<Data<T>, DataError>` leaves that to the
+//!   handler: it can check a token first, and answer with a text of its
+//!   own.
+//! - The plugin's state ([`Plugin::with_state`]): `&S` as the first
+//!   argument, or [`State<S>`](State) anywhere.
 //!
-//! **`send_error` or `Err`?** An `Err` is a failed call: the host logs it
+//! It returns:
+//!
+//! - `()` or a [`HandlerResult`] when it answered itself (or has nothing
+//!   to answer);
+//! - `Result<T, E>`: `Ok` is the reply's `data` (a [`Value`](serde_json::Value),
+//!   or any serializable type as [`Json`]; `null` answers without `data`),
+//!   `Err` any error, `&str` or `String`, which becomes the error reply
+//!   `{"id","type","error":"<its text>"}`. An error discards everything the
+//!   handler had queued: the client gets the error reply alone.
+//!
+//! **A refusal or an error?** An error is a failed call: the host logs it
 //! (a warning naming the plugin, the type and the text) and counts it as an
 //! error in `/metrics` and `/api/plugins`. An expected refusal, such as a
-//! denied subscription or a missing field, is not a failure: answer it with
-//! [`Connection::send_error`], or return a [`Refusal`], which gives the same
-//! reply without the log line and the count.
+//! denied subscription or a missing field, is not a failure: return a
+//! [`Refusal`] ([`refuse`]`("...")`), or answer with
+//! [`Connection::reply_error`]: the same reply without the log line and the
+//! count. [`HandlerError`] is the error type that takes both: `?` converts
+//! a refusal, a [`MessageError`] and any other error into it.
 //!
-//! [`Plugin::handler`] declares a handler that may block (a database query,
-//! a call to another service): the host runs it on a worker pool, a bounded
-//! number of calls per plugin at once, and answers its caller with an error
-//! after `--handler-timeout`. [`Plugin::inline_handler`] declares one that
-//! only computes and returns within microseconds: the host runs it on the
+//! A handler may block (a database query, a call to another service): the
+//! host runs it on a worker pool, a bounded number of calls per plugin at
+//! once, and answers its caller with an error after `--handler-timeout`.
+//! [`Plugin::inline`] declares the handler just added one that only
+//! computes and returns within microseconds: the host runs it on the
 //! connection's own task, several times cheaper than the hand-off to the
 //! pool, and moves it to the pool while it is repeatedly slower than
 //! `--inline-budget`. Either way the requests of one connection are answered
 //! one after another, in order.
 //!
-//! # The short way: typed handlers, state, hooks (since 1.2)
+//! # State, hooks, connection state, groups, reports (since 1.2)
 //!
-//! - **Typed handlers.** [`Plugin::typed`] takes `fn(In) -> Result<Out, E>`
-//!   (`In: Deserialize`, `Out: Serialize`): the host answers
-//!   `{"id","type","data":<Out>}` or `{"id","type","error":"<E>"}`, and a
-//!   `data` that does not fit `In` gets an error reply naming the field
-//!   (`Invalid data: items[1].amount: invalid type: string "2", expected
-//!   u64`). [`Plugin::typed_handler`] also hands over the request and the
-//!   connection.
 //! - **State without statics.** [`Plugin::with_state`] builds a value from
 //!   the plugin's `[plugins.<name>]` table once per load; the handlers and
-//!   hooks of the [`Stateful`] plugin it returns receive `&State` first. A
-//!   new version of the plugin starts with a fresh state; the old one is
-//!   dropped when its last call ends.
+//!   hooks of the [`Stateful`] plugin it returns may take it. A new version
+//!   of the plugin starts with a fresh state; the old one is dropped when
+//!   its last call ends. The message types may come from it too
+//!   ([`Types::configured`]).
 //! - **Connection hooks.** [`Plugin::on_connect`] runs before a
 //!   connection's first message is read and may refuse it
 //!   ([`Connection::close_with`]), join groups, send messages and attach
@@ -105,7 +124,8 @@
 //!   connections are in a group, across all hosts sharing the groups
 //!   through Redis, counting the call's own earlier joins and leaves;
 //!   [`Connection::send_to_group`] returns how many connections of this
-//!   host the message goes to.
+//!   host the message goes to, and [`Connection::publish`] tells both,
+//!   asking once.
 //! - **Counters and log lines through the host** (since 1.3).
 //!   [`host::count`] counts an event of the plugin in the host's
 //!   `/metrics` (`rohrpost_plugin_counts_total{plugin,event,kind}`), and
@@ -125,7 +145,7 @@
 //!     token: String,
 //! }
 //!
-//! struct State {
+//! struct News {
 //!     token: String,
 //!     published: AtomicU64,
 //! }
@@ -138,33 +158,39 @@
 //!
 //! /// `{"id":1,"type":"publish","data":{"group":"news","text":"hi"}}` →
 //! /// `{"id":1,"type":"publish","data":{"receivers":3}}`; only for
-//! /// connections that signed in.
-//! fn publish(state: &State, input: Publish, req: &Request, conn: &mut Connection) -> Result<Value, HandlerError> {
+//! /// connections that signed in, who alone learn what their `data` lacks.
+//! fn publish(
+//!     news: &News,
+//!     req: &Request,
+//!     input: Result<Data<Publish>, DataError>,
+//!     conn: &mut Connection,
+//! ) -> Result<Value, HandlerError> {
 //!     if req.get::<bool>("signed_in")? != Some(true) {
-//!         return Err(Refusal::new("Sign in first.").into());
+//!         return refuse("Sign in first.");
 //!     }
-//!     let receivers = conn.group_size(&input.group);
-//!     conn.send_to_group(&input.group, Message::new().kind("message").generate_id().with("text", input.text))?;
-//!     state.published.fetch_add(1, Ordering::Relaxed);
-//!     Ok(json!({ "receivers": receivers }))
+//!     let Data(input) = input.map_err(Refusal::from)?;
+//!     let message = Message::new().kind("message").generate_id().with("text", input.text);
+//!     let published = conn.publish(&input.group, message)?;
+//!     news.published.fetch_add(1, Ordering::Relaxed);
+//!     Ok(json!({ "receivers": published.members }))
 //! }
 //!
 //! /// Signs the connection in with `?token=...`, or refuses it.
-//! fn connected(state: &State, event: &ConnectionEvent, conn: &mut Connection) -> HandlerResult {
+//! fn connected(news: &News, event: &ConnectionEvent, conn: &mut Connection) -> HandlerResult {
 //!     let query = event.scope().get("query_string").and_then(Value::as_str).unwrap_or("");
 //!     match query.strip_prefix("token=") {
-//!         Some(token) if rohrpost_plugin_api::same_secret(token, &state.token) => conn.set("signed_in", true)?,
+//!         Some(token) if rohrpost_plugin_api::same_secret(token, &news.token) => conn.set("signed_in", true)?,
 //!         _ => conn.close_with(4001, "Unknown token.")?,
 //!     }
 //!     Ok(())
 //! }
 //!
-//! fn plugin() -> Stateful<State> {
+//! fn plugin() -> Stateful<News> {
 //!     Plugin::new("news", env!("CARGO_PKG_VERSION"))
-//!         .with_state(|settings: Settings| -> Result<State, String> {
-//!             Ok(State { token: settings.token, published: AtomicU64::new(0) })
+//!         .with_state(|settings: Settings| -> Result<News, String> {
+//!             Ok(News { token: settings.token, published: AtomicU64::new(0) })
 //!         })
-//!         .typed_handler("publish", publish)
+//!         .handle("publish", publish)
 //!         .on_connect(connected)
 //! }
 //!
@@ -197,9 +223,9 @@
 //! # A complete example
 //!
 //! Chat rooms: two handlers, one of them for two types; data replies, an
-//! error reply and a returned error; several messages from one request,
-//! generated ids, closing the connection; groups and a change notification;
-//! the caller's scope and the plugin's configuration.
+//! error reply, typed `data` and a returned error; several messages from
+//! one request, generated ids, closing the connection; groups and a change
+//! notification; the caller's scope and the plugin's configuration.
 //!
 //! ```
 //! use rohrpost_plugin_api::prelude::*;
@@ -219,8 +245,8 @@
 //! }
 //!
 //! /// Built from the settings each time the plugin is loaded, before any
-//! /// handler runs, and handed to every handler: no statics.
-//! struct State {
+//! /// handler runs, and handed to every handler that takes it: no statics.
+//! struct Rooms {
 //!     welcome: String,
 //! }
 //!
@@ -231,10 +257,10 @@
 //! /// `{"id":1,"type":"room.join","data":{"room":"lobby","welcome":"Welcome"}}`
 //! /// and tells every member
 //! /// `{"id":<random>,"type":"room.joined","data":{"room":"lobby","connection":<id>}}`.
-//! fn membership(state: &State, req: &Request, conn: &mut Connection) -> HandlerResult {
+//! fn membership(rooms: &Rooms, req: &Request, conn: &mut Connection) -> HandlerResult {
 //!     let Some(room) = req.data().and_then(|d| d.get("room")).and_then(Value::as_str) else {
 //!         // An error reply: {"id":1,"type":"room.join","error":"data.room is required"}.
-//!         conn.send_error(req.id(), req.kind(), "data.room is required")?;
+//!         conn.reply_error(req, "data.room is required");
 //!         return Ok(());
 //!     };
 //!     let group = format!("room-{room}");
@@ -242,12 +268,12 @@
 //!     let caller = req.scope().get("connection_id").cloned().unwrap_or(Value::Null);
 //!     let (event, reply) = if req.kind() == "room.join" {
 //!         conn.add_to_group(&group);
-//!         ("room.joined", json!({ "room": room, "welcome": state.welcome }))
+//!         ("room.joined", json!({ "room": room, "welcome": rooms.welcome }))
 //!     } else {
 //!         conn.remove_from_group(&group);
 //!         ("room.left", json!({ "room": room }))
 //!     };
-//!     conn.send_success(req.id(), req.kind(), Some(reply))?;
+//!     conn.reply(req, reply);
 //!     // A second message, to the whole group, with a generated id and
 //!     // fields merged into its data.
 //!     let news = Message::new()
@@ -262,18 +288,11 @@
 //! /// `room.say`: `{"id":2,"type":"room.say","data":{"room":"lobby","text":"hi"}}`
 //! /// sends the text to the room, notifies the subscribers of the room, and
 //! /// answers `{"id":2,"type":"room.say","data":{"sent":true}}`. With
-//! /// `"last": true` it then says goodbye and closes the connection.
-//! fn say(_: &State, req: &Request, conn: &mut Connection) -> HandlerResult {
-//!     #[derive(serde::Deserialize)]
-//!     struct Say {
-//!         room: String,
-//!         text: String,
-//!         #[serde(default)]
-//!         last: bool,
-//!     }
-//!     // A returned error is the error reply, e.g.
-//!     // {"id":2,"type":"room.say","error":"invalid data: missing field `text` ..."}.
-//!     let say: Say = req.data_as().map_err(|e| format!("invalid data: {e}"))?;
+//! /// `"last": true` it then says goodbye and closes the connection. A
+//! /// `data` without `text` is answered
+//! /// `{"id":2,"type":"room.say","error":"Invalid data: missing field `text`"}`.
+//! fn say(Data(say): Data<Say>, req: &Request, conn: &mut Connection) -> HandlerResult {
+//!     // A returned error is the error reply, and a failed call in the log.
 //!     if say.text.trim().is_empty() {
 //!         return Err("nothing to say".into());
 //!     }
@@ -288,7 +307,8 @@
 //!     let change = Notification::new("Room", say.room.as_str(), Event::Update)
 //!         .updated_fields(["last_message"]);
 //!     conn.notify(&change)?;
-//!     conn.send_success(req.id(), req.kind(), Some(json!({ "sent": true })))?;
+//!     // Answered here, before the goodbye: a returned answer would come last.
+//!     conn.reply(req, json!({ "sent": true }));
 //!     if say.last {
 //!         conn.send_message(Message::new().kind("bye").generate_id())?;
 //!         // After the messages above: close code 1000.
@@ -297,15 +317,24 @@
 //!     Ok(())
 //! }
 //!
-//! fn plugin() -> Stateful<State> {
+//! #[derive(serde::Deserialize)]
+//! struct Say {
+//!     room: String,
+//!     text: String,
+//!     #[serde(default)]
+//!     last: bool,
+//! }
+//!
+//! fn plugin() -> Stateful<Rooms> {
 //!     Plugin::new("rooms", env!("CARGO_PKG_VERSION"))
-//!         .with_state(|settings: Settings| -> Result<State, String> {
-//!             Ok(State { welcome: settings.welcome })
+//!         .with_state(|settings: Settings| -> Result<Rooms, String> {
+//!             Ok(Rooms { welcome: settings.welcome })
 //!         })
 //!         // Only computes: runs on the connection's own task.
-//!         .inline_handler(["room.join", "room.leave"], membership)
-//!         // A handler that might block would run on the worker pool.
-//!         .handler("room.say", say)
+//!         .handle(["room.join", "room.leave"], membership)
+//!         .inline()
+//!         // A handler that might block runs on the worker pool.
+//!         .handle("room.say", say)
 //! }
 //!
 //! export_plugin!(plugin);
@@ -374,8 +403,9 @@
 //! #     assert_eq!(said[3].2["type"], "bye");
 //! #     assert!(generated(&said[3].2));
 //! #
-//! #     let failed = call(r#"{"id":4,"type":"room.say","data":{"room":"lobby"}}"#).unwrap_err();
-//! #     assert!(failed.starts_with("invalid data: missing field `text`"), "{failed}");
+//! #     let refused = call(r#"{"id":4,"type":"room.say","data":{"room":"lobby"}}"#).unwrap();
+//! #     assert_eq!(refused, vec![(abi::EFFECT_SEND, String::new(),
+//! #         serde_json::json!({"id":4,"type":"room.say","error":"Invalid data: missing field `text`"}))]);
 //! #     let failed = call(r#"{"id":5,"type":"room.say","data":{"room":"lobby","text":" "}}"#).unwrap_err();
 //! #     assert_eq!(failed, "nothing to say");
 //! # }
@@ -437,7 +467,9 @@
 //!   [`abi::EFFECT_CLOSE_WITH`]), new questions to the host (1.2:
 //!   [`abi::ASK_GROUP_SIZE`]; 1.3: [`abi::ASK_COUNT`] and
 //!   [`abi::ASK_LOG`]), and new helpers in this crate's safe layer
-//!   built on them. It never changes the layout of the root module
+//!   built on them (1.4 added to the safe layer only: [`Plugin::handle`]
+//!   and the handler arguments, [`Connection::reply`]). It never changes
+//!   the layout of the root module
 //!   ([`abi::PluginMod`]), [`abi::Manifest`], [`abi::HandlerDecl`],
 //!   [`abi::Call`], [`abi::Effect`] or [`abi::CallOutcome`], nor what an
 //!   existing effect kind or extension name means.
@@ -481,7 +513,11 @@
 #![warn(missing_docs)]
 pub mod abi;
 mod connection;
+mod data;
 mod group_name;
+mod handle;
+#[cfg(test)]
+mod handle_tests;
 pub mod host;
 #[cfg(feature = "tracing")]
 mod host_tracing;
@@ -490,35 +526,39 @@ mod load_warning;
 mod message;
 mod notification;
 mod plugin;
+mod refusal;
 mod request;
 mod secret;
 mod state;
 mod typed;
 pub mod wire;
 
-pub use connection::{CloseCodeError, Connection, NotifyError};
+pub use connection::{CloseCodeError, Connection, NotifyError, Published};
+pub use data::{Data, DataError, Json};
 pub use group_name::{
     check_group_name, GroupNameError, GroupNameRule, NamePreview, CHANNELS_NAME_LIMIT,
     RELAXED_NAME_MAX_BYTES,
 };
+pub use handle::{Answer, FromCall, Handler, Reply, State};
 pub use lifecycle::ConnectionEvent;
 pub use load_warning::config_warning;
 pub use message::{Id, Message, MessageError, GENERATED_ID_MAX};
 pub use notification::{Event, Notification, NotificationError};
 pub use plugin::{HandlerError, HandlerResult, Plugin, Types};
+pub use refusal::{refuse, Refusal};
 pub use request::Request;
 pub use secret::same_secret;
-pub use state::Stateful;
-pub use typed::Refusal;
+pub use state::{StateTypes, Stateful};
 
-/// Everything a plugin usually needs, plus `serde_json`'s `json!` and `Value`:
-/// `use rohrpost_plugin_api::prelude::*;`.
+/// Everything a plugin usually needs, plus `serde_json`'s `json!`, `Value`
+/// and `Number`: `use rohrpost_plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, Connection, ConnectionEvent, Event, HandlerError, HandlerResult, Id,
-        Message, MessageError, Notification, NotifyError, Plugin, Refusal, Request, Stateful,
+        export_plugin, refuse, Connection, ConnectionEvent, Data, DataError, Event, HandlerError,
+        HandlerResult, Id, Json, Message, MessageError, Notification, NotifyError, Plugin, Refusal,
+        Request, State, Stateful, Types,
     };
-    pub use serde_json::{json, Value};
+    pub use serde_json::{json, Number, Value};
 }
 
 #[doc(hidden)]
@@ -541,10 +581,9 @@ pub mod __private {
 /// use rohrpost_plugin_api::prelude::*;
 ///
 /// fn plugin() -> Plugin {
-///     Plugin::new("hello", env!("CARGO_PKG_VERSION")).inline_handler("hello", |req: &Request, conn: &mut Connection| {
-///         conn.send_success(req.id(), "hello", Some(json!({ "text": "Hello!" })))?;
-///         Ok(())
-///     })
+///     Plugin::new("hello", env!("CARGO_PKG_VERSION"))
+///         .handle("hello", |req: &Request, conn: &mut Connection| conn.reply(req, json!({ "text": "Hello!" })))
+///         .inline()
 /// }
 ///
 /// export_plugin!(plugin);

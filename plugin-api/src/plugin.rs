@@ -18,17 +18,20 @@ use crate::{
         EXT_UNSUPPORTED, MODE_INLINE, MODE_POOLED,
     },
     connection::Connection,
+    handle::{check_connections, Handler},
     host,
     lifecycle::{self, ConnectionEvent},
     load_warning::collecting,
+    refusal::Refusal,
     request::Request,
-    typed::{self, Refusal},
+    typed,
 };
 
-/// What a handler returns: `Ok(())` after sending its replies, or an error
-/// whose text goes back to the client as `{"id","type","error"}` (and into
-/// the host's log, with the plugin, its version and the message type). Any
-/// error type converts with `?`, and so do `&str` and `String`:
+/// What a handler that answers itself returns: `Ok(())` after sending its
+/// replies, or an error whose text goes back to the client as
+/// `{"id","type","error"}` (and into the host's log, with the plugin, its
+/// version and the message type). Any error type converts with `?`, and
+/// so do `&str` and `String`:
 ///
 /// ```
 /// use rohrpost_plugin_api::prelude::*;
@@ -36,15 +39,18 @@ use crate::{
 /// fn parse(req: &Request, conn: &mut Connection) -> HandlerResult {
 ///     let text = req.data().and_then(Value::as_str).ok_or("data must be a string")?;
 ///     let n: i64 = text.parse()?;
-///     conn.send_success(req.id(), req.kind(), Some(json!(n)))?;
+///     conn.reply(req, n);
 ///     Ok(())
 /// }
-/// # let _ = Plugin::new("doc", "1.0.0").inline_handler("parse", parse);
+/// # let _ = Plugin::new("doc", "1.0.0").handle("parse", parse).inline();
 /// ```
 pub type HandlerResult = Result<(), HandlerError>;
 
-/// Any error, as a handler returns it: `?` converts every error type, and
-/// `&str` and `String`, into it.
+/// Any error, as a handler returns it: `?` converts every error type (a
+/// [`Refusal`], a [`MessageError`](crate::MessageError), a
+/// [`DataError`](crate::DataError), `serde_json`'s), and `&str` and
+/// `String`, into it; [`refuse`](crate::refuse) returns a refusal as one.
+/// A [`Refusal`] in it still answers without being logged.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) type HandlerFn =
@@ -66,12 +72,15 @@ pub(crate) type HookFn =
 ///
 /// let types: Vec<String> = vec!["c".into(), "d".into()];
 /// let plugin = Plugin::new("doc", "1.0.0")
-///     .handler("a", handler)
-///     .handler(["b", "b2"], handler)
-///     .handler(Types::from(types), handler);
+///     .handle("a", handler)
+///     .handle(["b", "b2"], handler)
+///     .handle(Types::from(types), handler);
 /// # let _ = plugin;
 /// ```
-pub struct Types(Vec<String>);
+///
+/// A plugin with state may also read them from its state once it is
+/// built: [`Types::configured`].
+pub struct Types(pub(crate) Vec<String>);
 
 impl From<&str> for Types {
     fn from(t: &str) -> Self {
@@ -103,10 +112,10 @@ impl From<Vec<String>> for Types {
     }
 }
 
-struct Handler {
+struct Registered {
     types: Vec<String>,
     /// Types read from the plugin's state once it is configured
-    /// ([`Stateful::configured_handler`](crate::Stateful::configured_handler)),
+    /// ([`Types::configured`](crate::Types::configured)),
     /// added to `types` in the manifest.
     configured: Option<TypesFn>,
     mode: u8,
@@ -120,24 +129,21 @@ pub(crate) type TypesFn = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 /// export it with [`crate::export_plugin!`].
 ///
 /// ```
-/// use rohrpost_plugin_api::{Connection, HandlerResult, Plugin, Request};
+/// use rohrpost_plugin_api::prelude::*;
 ///
-/// fn hello(req: &Request, conn: &mut Connection) -> HandlerResult {
-///     conn.send_success(req.id(), "hello", Some(serde_json::json!({"hi": true})))?;
-///     Ok(())
+/// fn hello(req: &Request) -> Result<Value, Refusal> {
+///     Ok(json!({ "hi": req.kind() }))
 /// }
 ///
 /// fn plugin() -> Plugin {
-///     Plugin::new("hello", "1.0.0")
-///         .handler("hello", hello)
-///         .handler(["hi", "hey"], hello)
+///     Plugin::new("hello", "1.0.0").handle(["hello", "hi", "hey"], hello).inline()
 /// }
 /// # let _ = plugin();
 /// ```
 pub struct Plugin {
     name: String,
     version: String,
-    handlers: Vec<Handler>,
+    handlers: Vec<Registered>,
     pub(crate) config: Option<ConfigFn>,
     on_connect: Option<HookFn>,
     on_disconnect: Option<HookFn>,
@@ -202,70 +208,37 @@ impl Plugin {
         self
     }
 
-    /// Adds a handler for one or several message types. It may block (a
-    /// database call, a sleep): the host runs it on a worker pool with a
-    /// timeout, so it never holds up other connections.
+    /// Adds a handler for one or several message types: a function or a
+    /// closure whose arguments are what it needs, in any order, and whose
+    /// return value is the answer. Its arguments may be:
     ///
-    /// ```
-    /// use rohrpost_plugin_api::prelude::*;
+    /// - [`&Request`](Request): the request as sent (id, type, `data`,
+    ///   other fields, the caller's scope, what the plugin attached to the
+    ///   connection);
+    /// - [`&mut Connection`](Connection): replies, other messages, groups,
+    ///   connection state, close (at most one such argument);
+    /// - [`Data<T>`](crate::Data): `data` deserialized into your type; a
+    ///   `data` that does not fit is answered with an error reply naming
+    ///   the field (`Invalid data: amount: invalid type: string "x",
+    ///   expected u64`), and the handler does not run;
+    /// - `Result<Data<T>, DataError>`: the same, left to the handler, which
+    ///   can check something first and choose its own error text;
+    /// - for a plugin with state ([`Plugin::with_state`]), the state:
+    ///   `&S` as the first argument, or [`State<S>`](crate::State) anywhere.
     ///
-    /// fn slow(req: &Request, conn: &mut Connection) -> HandlerResult {
-    ///     std::thread::sleep(std::time::Duration::from_millis(5));
-    ///     conn.send_success(req.id(), req.kind(), None)?;
-    ///     Ok(())
-    /// }
+    /// It returns `()` or [`HandlerResult`] when it answered itself
+    /// ([`Connection::reply`]), or `Result<T, E>` whose `Ok` is the reply's
+    /// `data` (a [`Value`](serde_json::Value) or a [`Json`](crate::Json);
+    /// `null` gives a reply without `data`). An `Err` is the error reply
+    /// `{"id","type","error":"<text>"}`, logged and counted as a failed
+    /// call unless it is a [`Refusal`]. `E` is any error, `&str` or
+    /// `String` (a closure names it: `-> HandlerResult`, `-> Result<Value,
+    /// Refusal>`).
     ///
-    /// let plugin = Plugin::new("doc", "1.0.0")
-    ///     .handler("slow", slow)
-    ///     // A closure works as well.
-    ///     .handler(["now", "today"], |req: &Request, conn: &mut Connection| {
-    ///         conn.send_success(req.id(), req.kind(), Some(json!({ "asked": req.kind() })))?;
-    ///         Ok(())
-    ///     });
-    /// # let _ = plugin;
-    /// ```
-    pub fn handler<F>(self, types: impl Into<Types>, f: F) -> Self
-    where
-        F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
-    {
-        self.add(types.into(), MODE_POOLED, Box::new(f))
-    }
-
-    /// Adds a handler that only computes (no I/O, no locks held long, done
-    /// in microseconds). The host runs it on the connection's own task,
-    /// which is several times cheaper than a pool hand-off; one that is
-    /// repeatedly slower than the host's `--inline-budget` is moved to the
-    /// pool until it is fast again, with a warning in the log.
-    ///
-    /// ```
-    /// use rohrpost_plugin_api::prelude::*;
-    ///
-    /// fn ping(req: &Request, conn: &mut Connection) -> HandlerResult {
-    ///     conn.send_success(req.id(), "pong", req.data().cloned())?;
-    ///     Ok(())
-    /// }
-    ///
-    /// let plugin = Plugin::new("ping", "1.0.0").inline_handler("ping", ping);
-    /// # let _ = plugin;
-    /// ```
-    pub fn inline_handler<F>(self, types: impl Into<Types>, f: F) -> Self
-    where
-        F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
-    {
-        self.add(types.into(), MODE_INLINE, Box::new(f))
-    }
-
-    /// Adds a typed handler: `f` takes the request's `data` deserialized
-    /// into `In` and returns `Out` or an error. The host answers
-    /// `{"id","type","data":<Out as JSON>}` (without `data` when `Out` is
-    /// `()` or `None`), or, for an `Err(e)`, `{"id","type","error":"<e>"}`,
-    /// which is logged and counted as an error like any handler's `Err`
-    /// (unless it is a [`Refusal`](crate::Refusal), which is expected).
-    /// A `data` that does not fit `In` is answered with an error reply
-    /// naming the field, for example
-    /// `Invalid data: amount: invalid type: string "x", expected u64`, and
-    /// is not logged: it is the client's mistake. Runs on the worker pool,
-    /// like [`Plugin::handler`].
+    /// The handler may block (a database call, a sleep): the host runs it
+    /// on a worker pool with a timeout, so it never holds up other
+    /// connections. One that only computes is declared
+    /// [`inline`](Plugin::inline).
     ///
     /// ```
     /// use rohrpost_plugin_api::prelude::*;
@@ -278,14 +251,113 @@ impl Plugin {
     ///
     /// /// `{"id":1,"type":"add","data":{"a":1,"b":2}}` →
     /// /// `{"id":1,"type":"add","data":{"sum":3}}`.
-    /// fn add(input: Add) -> Result<Value, String> {
-    ///     let sum = input.a.checked_add(input.b).ok_or("too large")?;
+    /// fn add(Data(input): Data<Add>) -> Result<Value, Refusal> {
+    ///     let sum = input.a.checked_add(input.b).ok_or(Refusal::new("Too large."))?;
     ///     Ok(json!({ "sum": sum }))
     /// }
     ///
-    /// let plugin = Plugin::new("doc", "1.0.0").typed("add", add);
+    /// /// Joins the group `data` names and tells its members.
+    /// fn join(req: &Request, Data(group): Data<String>, conn: &mut Connection) -> HandlerResult {
+    ///     conn.add_to_group(&group);
+    ///     conn.reply(req, json!({ "group": group }));
+    ///     conn.send_to_group(&group, Message::new().kind("joined").generate_id())?;
+    ///     Ok(())
+    /// }
+    ///
+    /// fn slow(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    ///     conn.reply(req, ());
+    ///     Ok(())
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0")
+    ///     .handle("add", add)
+    ///     .inline()
+    ///     .handle(["join", "enter"], join)
+    ///     .handle("slow", slow)
+    ///     // A closure works as well.
+    ///     .handle("now", |req: &Request| -> Result<Value, Refusal> { Ok(json!({ "asked": req.kind() })) })
+    ///     .inline();
     /// # let _ = plugin;
     /// ```
+    pub fn handle<M, H>(self, types: impl Into<Types>, handler: H) -> Self
+    where
+        H: Handler<(), M>,
+    {
+        check_connections(H::CONNECTIONS);
+        self.add(
+            types.into(),
+            MODE_POOLED,
+            Box::new(move |req: &Request<'_>, conn: &mut Connection| handler.call(req, conn, &())),
+        )
+    }
+
+    /// Declares the handler just added with [`Plugin::handle`] one that
+    /// only computes (no I/O, no locks held long, done in microseconds).
+    /// The host runs it on the connection's own task, which is several
+    /// times cheaper than a pool hand-off; one that is repeatedly slower
+    /// than the host's `--inline-budget` is moved to the pool until it is
+    /// fast again, with a warning in the log.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// fn ping(req: &Request, conn: &mut Connection) {
+    ///     let _ = conn.send_success(req.id(), "pong", req.data().cloned());
+    /// }
+    ///
+    /// let plugin = Plugin::new("ping", "1.0.0").handle("ping", ping).inline();
+    /// # let _ = plugin;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Without a handler added before it: the host then rejects the load
+    /// with this message.
+    pub fn inline(mut self) -> Self {
+        match self.handlers.last_mut() {
+            Some(handler) => handler.mode = MODE_INLINE,
+            None => {
+                panic!("inline() applies to the handler added just before it, and there is none")
+            }
+        }
+        self
+    }
+
+    /// Adds a handler that may block, as [`Plugin::handle`] does for one
+    /// taking the request and the connection.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, f)`, which takes the same functions"
+    )]
+    pub fn handler<F>(self, types: impl Into<Types>, f: F) -> Self
+    where
+        F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.add(types.into(), MODE_POOLED, Box::new(f))
+    }
+
+    /// Adds a handler that only computes, as `handle(types, f).inline()`.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, f).inline()`, which takes the same functions"
+    )]
+    pub fn inline_handler<F>(self, types: impl Into<Types>, f: F) -> Self
+    where
+        F: Fn(&Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.add(types.into(), MODE_INLINE, Box::new(f))
+    }
+
+    /// Adds a typed handler (plugin-api 1.2): `f` takes the request's
+    /// `data` deserialized into `In` and returns `Out` or an error, which
+    /// the host answers as `{"id","type","data":<Out>}` (without `data`
+    /// for `()` or `None`) or `{"id","type","error":"<e>"}`. Runs on the
+    /// worker pool.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, |Data(input): Data<In>| ...)`: its `Ok` is the reply's data (a `Value` or `Json(out)`)"
+    )]
     pub fn typed<In, Out, E, F>(self, types: impl Into<Types>, f: F) -> Self
     where
         In: serde::de::DeserializeOwned,
@@ -293,34 +365,21 @@ impl Plugin {
         E: std::fmt::Display + 'static,
         F: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
     {
-        self.handler(types, move |req: &Request<'_>, conn: &mut Connection| {
-            typed::answer(req, conn, |input, _, _| f(input))
-        })
+        self.add(
+            types.into(),
+            MODE_POOLED,
+            Box::new(move |req: &Request<'_>, conn: &mut Connection| {
+                typed::answer(req, conn, |input, _, _| f(input))
+            }),
+        )
     }
 
-    /// [`Plugin::typed`] for a handler that also needs the request (its
-    /// scope, its state) or the connection (groups, more messages): `f`
-    /// gets both besides the decoded `data`.
-    ///
-    /// ```
-    /// use rohrpost_plugin_api::prelude::*;
-    ///
-    /// #[derive(serde::Deserialize)]
-    /// struct Publish {
-    ///     group: String,
-    ///     text: String,
-    /// }
-    ///
-    /// /// Sends the text to the group and answers how many received it.
-    /// fn publish(input: Publish, _: &Request, conn: &mut Connection) -> Result<Value, HandlerError> {
-    ///     let receivers = conn.group_size(&input.group);
-    ///     conn.send_to_group(&input.group, Message::new().kind("message").generate_id().with("text", input.text))?;
-    ///     Ok(json!({ "receivers": receivers }))
-    /// }
-    ///
-    /// let plugin = Plugin::new("doc", "1.0.0").typed_handler("publish", publish);
-    /// # let _ = plugin;
-    /// ```
+    /// The typed handler of plugin-api 1.2 that also takes the request and
+    /// the connection: `f(data, req, conn)`.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, |Data(input): Data<In>, req: &Request, conn: &mut Connection| ...)`"
+    )]
     pub fn typed_handler<In, Out, E, F>(self, types: impl Into<Types>, f: F) -> Self
     where
         In: serde::de::DeserializeOwned,
@@ -328,9 +387,11 @@ impl Plugin {
         E: std::fmt::Display + 'static,
         F: Fn(In, &Request<'_>, &mut Connection) -> Result<Out, E> + Send + Sync + 'static,
     {
-        self.handler(types, move |req: &Request<'_>, conn: &mut Connection| {
-            typed::answer(req, conn, &f)
-        })
+        self.add(
+            types.into(),
+            MODE_POOLED,
+            Box::new(move |req: &Request<'_>, conn: &mut Connection| typed::answer(req, conn, &f)),
+        )
     }
 
     /// Runs `f` when a connection opens, before its first message is read
@@ -364,7 +425,7 @@ impl Plugin {
     }
 
     pub(crate) fn add(mut self, types: Types, mode: u8, run: HandlerFn) -> Self {
-        self.handlers.push(Handler {
+        self.handlers.push(Registered {
             types: types.0,
             configured: None,
             mode,
@@ -375,11 +436,11 @@ impl Plugin {
 
     /// Adds a handler whose types `configured` reads once the plugin is
     /// configured (empty before).
-    pub(crate) fn add_configured(mut self, configured: TypesFn, run: HandlerFn) -> Self {
-        self.handlers.push(Handler {
+    pub(crate) fn add_configured(mut self, configured: TypesFn, mode: u8, run: HandlerFn) -> Self {
+        self.handlers.push(Registered {
             types: Vec::new(),
             configured: Some(configured),
-            mode: MODE_POOLED,
+            mode,
             run,
         });
         self
@@ -525,25 +586,51 @@ extern "C" fn manifest_shim() -> Manifest {
 
 extern "C" fn call_shim(handler: u32, call: &Call<'_>) -> CallOutcome {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let Some(h) = PLUGIN.get().and_then(|p| p.handlers.get(handler as usize)) else {
-            return CallOutcome::Failed(RString::from(format!("no handler number {handler}")));
-        };
-        let request = Request::new(call);
-        let mut conn = Connection::new();
-        match (h.run)(&request, &mut conn) {
-            Ok(()) => CallOutcome::Done(RVec::from(conn.into_effects())),
-            Err(e) => match e.downcast_ref::<Refusal>() {
-                // Expected: the error reply alone, not a failed call.
-                Some(refusal) => {
-                    let mut reply = Connection::new();
-                    let _ = reply.send_error(request.id(), request.kind(), refusal);
-                    CallOutcome::Done(RVec::from(reply.into_effects()))
-                }
-                None => CallOutcome::Failed(RString::from(e.to_string())),
-            },
+        match PLUGIN.get().and_then(|p| p.handlers.get(handler as usize)) {
+            Some(h) => run_handler(h, call),
+            None => CallOutcome::Failed(RString::from(format!("no handler number {handler}"))),
         }
     }));
     outcome.unwrap_or_else(|payload| CallOutcome::Panicked(RString::from(take_panic_text(payload))))
+}
+
+/// Runs one handler for one call: its effects, or why it failed.
+fn run_handler(h: &Registered, call: &Call<'_>) -> CallOutcome {
+    let request = Request::new(call);
+    let mut conn = Connection::new();
+    match (h.run)(&request, &mut conn) {
+        Ok(()) => CallOutcome::Done(RVec::from(conn.into_effects())),
+        Err(e) => match e.downcast_ref::<Refusal>() {
+            // Expected: the error reply alone, not a failed call.
+            Some(refusal) => {
+                let mut reply = Connection::new();
+                reply.reply_error(&request, refusal);
+                CallOutcome::Done(RVec::from(reply.into_effects()))
+            }
+            None => CallOutcome::Failed(RString::from(e.to_string())),
+        },
+    }
+}
+
+#[cfg(test)]
+impl Plugin {
+    /// Runs handler number `handler` as the host would, without a host.
+    pub(crate) fn run(&self, handler: usize, call: &Call<'_>) -> CallOutcome {
+        match self.handlers.get(handler) {
+            Some(h) => run_handler(h, call),
+            None => CallOutcome::Failed(RString::from("no such handler")),
+        }
+    }
+
+    /// Configures the plugin as the host would.
+    pub(crate) fn configure(&self, table: &str) -> Result<(), String> {
+        self.config.as_ref().map_or(Ok(()), |apply| apply(table))
+    }
+
+    /// Its manifest.
+    pub(crate) fn declared(&self) -> Manifest {
+        self.manifest()
+    }
 }
 
 /// The panic's message; the payload is dropped in a way that cannot unwind

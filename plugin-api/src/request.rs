@@ -23,20 +23,15 @@ use crate::{
 /// }
 ///
 /// /// `{"id":1,"type":"move","auth_jwt":"...","data":{"x":1,"y":2}}`
-/// fn moved(req: &Request, conn: &mut Connection) -> HandlerResult {
-///     // Into your own type; a bad `data` is an error reply.
+/// fn moved(req: &Request) -> Result<Value, HandlerError> {
+///     // Into your own type (a handler may take `Data<Move>` instead).
 ///     let to: Move = req.data_as()?;
 ///     // Other top-level fields, and who is calling.
 ///     let signed_in = req.field("auth_jwt").is_some();
 ///     let from = req.scope().get("remote_addr").cloned().unwrap_or(Value::Null);
-///     conn.send_success(
-///         req.id(),
-///         req.kind(),
-///         Some(json!({ "x": to.x, "y": to.y, "signed_in": signed_in, "from": from })),
-///     )?;
-///     Ok(())
+///     Ok(json!({ "x": to.x, "y": to.y, "signed_in": signed_in, "from": from }))
 /// }
-/// # let _ = Plugin::new("doc", "1.0.0").inline_handler("move", moved);
+/// # let _ = Plugin::new("doc", "1.0.0").handle("move", moved).inline();
 /// ```
 pub struct Request<'a> {
     call: &'a Call<'a>,

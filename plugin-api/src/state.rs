@@ -12,9 +12,11 @@ use std::sync::{Arc, RwLock};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
+    abi::{MODE_INLINE, MODE_POOLED},
     connection::Connection,
+    handle::{check_connections, Handler},
     lifecycle::ConnectionEvent,
-    plugin::{HandlerResult, Plugin, Types},
+    plugin::{HandlerFn, HandlerResult, Plugin, Types},
     request::Request,
     typed,
 };
@@ -72,7 +74,7 @@ const NOT_CONFIGURED: &str = "The plugin was not configured by this server.";
 ///
 /// /// `{"id":1,"type":"increment","data":{"by":2}}` →
 /// /// `{"id":1,"type":"increment","data":{"value":2}}`.
-/// fn increment(counter: &Counter, input: Increment) -> Result<Value, String> {
+/// fn increment(counter: &Counter, Data(input): Data<Increment>) -> Result<Value, Refusal> {
 ///     let value = counter.value.fetch_add(input.by, Ordering::Relaxed) + input.by;
 ///     Ok(json!({ "value": value }))
 /// }
@@ -82,7 +84,8 @@ const NOT_CONFIGURED: &str = "The plugin was not configured by this server.";
 ///         .with_state(|settings: Settings| -> Result<Counter, String> {
 ///             Ok(Counter { value: AtomicI64::new(settings.start) })
 ///         })
-///         .typed("increment", increment)
+///         .handle("increment", increment)
+///         .inline()
 /// }
 ///
 /// export_plugin!(plugin);
@@ -126,7 +129,62 @@ impl Plugin {
 }
 
 impl<S: Send + Sync + 'static> Stateful<S> {
+    /// [`Plugin::handle`], on the plugin with state: the handler may take
+    /// the state, as `&S` first or as [`State<S>`](crate::State) anywhere.
+    /// Its types may also come from the state
+    /// ([`Types::configured`]).
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// struct Greeter {
+    ///     greeting: String,
+    /// }
+    ///
+    /// fn greet(greeter: &Greeter, Data(name): Data<String>) -> Result<Value, Refusal> {
+    ///     Ok(json!({ "text": format!("{}, {name}!", greeter.greeting) }))
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0")
+    ///     .with_state(|_: Value| -> Result<Greeter, String> { Ok(Greeter { greeting: "Hello".into() }) })
+    ///     .handle("greet", greet)
+    ///     .inline();
+    /// # let _ = plugin;
+    /// ```
+    pub fn handle<M, H>(self, types: impl Into<StateTypes<S>>, handler: H) -> Self
+    where
+        H: Handler<S, M>,
+    {
+        check_connections(H::CONNECTIONS);
+        let slot = self.slot.clone();
+        let run: HandlerFn = Box::new(move |req: &Request<'_>, conn: &mut Connection| {
+            handler.call(req, conn, &*slot.get()?)
+        });
+        match types.into().0 {
+            TypesOf::Fixed(types) => self.map(|plugin| plugin.add(types, MODE_POOLED, run)),
+            TypesOf::Configured(types) => {
+                let read = self.slot.clone();
+                self.map(|plugin| {
+                    plugin.add_configured(
+                        Box::new(move || read.get().map(|s| types(&s)).unwrap_or_default()),
+                        MODE_POOLED,
+                        run,
+                    )
+                })
+            }
+        }
+    }
+
+    /// [`Plugin::inline`]: the handler just added only computes.
+    pub fn inline(self) -> Self {
+        self.map(Plugin::inline)
+    }
+
     /// [`Plugin::handler`], with the state.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, f)`, which takes the same functions"
+    )]
     pub fn handler<F>(self, types: impl Into<Types>, f: F) -> Self
     where
         F: Fn(&S, &Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
@@ -135,6 +193,10 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     }
 
     /// [`Plugin::inline_handler`], with the state.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, f).inline()`, which takes the same functions"
+    )]
     pub fn inline_handler<F>(self, types: impl Into<Types>, f: F) -> Self
     where
         F: Fn(&S, &Request<'_>, &mut Connection) -> HandlerResult + Send + Sync + 'static,
@@ -143,6 +205,10 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     }
 
     /// [`Plugin::typed`], with the state.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, |state: &S, Data(input): Data<In>| ...)`: its `Ok` is the reply's data (a `Value` or `Json(out)`)"
+    )]
     pub fn typed<In, Out, E, F>(self, types: impl Into<Types>, f: F) -> Self
     where
         In: DeserializeOwned,
@@ -160,6 +226,10 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     }
 
     /// [`Plugin::typed_handler`], with the state.
+    #[deprecated(
+        since = "1.4.0",
+        note = "use `handle(types, |state: &S, Data(input): Data<In>, req: &Request, conn: &mut Connection| ...)`"
+    )]
     pub fn typed_handler<In, Out, E, F>(self, types: impl Into<Types>, f: F) -> Self
     where
         In: DeserializeOwned,
@@ -176,33 +246,9 @@ impl<S: Send + Sync + 'static> Stateful<S> {
         )
     }
 
-    /// A handler for the message types the configuration names, which are
-    /// not known when the plugin is built: `types` reads them from the
-    /// state once it is built, and the host routes them to `f` (it reads
-    /// the plugin's handlers again after the configuration). Runs on the
-    /// worker pool, like [`Plugin::handler`]. A load whose `types` gives no
-    /// type is rejected (`a handler declares no message type`), as is one
-    /// in a host that reads the handlers only before the configuration.
-    ///
-    /// ```
-    /// use rohrpost_plugin_api::prelude::*;
-    ///
-    /// #[derive(serde::Deserialize)]
-    /// struct Settings {
-    ///     types: Vec<String>,
-    /// }
-    ///
-    /// let plugin = Plugin::new("doc", "1.0.0")
-    ///     .with_state(|settings: Settings| -> Result<Settings, String> { Ok(settings) })
-    ///     .configured_handler(
-    ///         |settings: &Settings| settings.types.clone(),
-    ///         |_: &Settings, req: &Request, conn: &mut Connection| {
-    ///             conn.send_success(req.id(), req.kind(), None)?;
-    ///             Ok(())
-    ///         },
-    ///     );
-    /// # let _ = plugin;
-    /// ```
+    /// A handler for the message types the configuration names
+    /// (plugin-api 1.2).
+    #[deprecated(since = "1.4.0", note = "use `handle(Types::configured(types), f)`")]
     pub fn configured_handler<T, F>(self, types: T, f: F) -> Self
     where
         T: Fn(&S) -> Vec<String> + Send + Sync + 'static,
@@ -211,6 +257,7 @@ impl<S: Send + Sync + 'static> Stateful<S> {
         let (read, run) = (self.slot.clone(), self.slot.clone());
         let plugin = self.plugin.add_configured(
             Box::new(move || read.get().map(|s| types(&s)).unwrap_or_default()),
+            MODE_POOLED,
             Box::new(move |req: &Request<'_>, conn: &mut Connection| f(&*run.get()?, req, conn)),
         );
         Stateful {
@@ -265,15 +312,61 @@ impl<S: Send + Sync + 'static> Stateful<S> {
     {
         let slot = self.slot.clone();
         let run = move |req: &Request<'_>, conn: &mut Connection| f(&*slot.get()?, req, conn);
-        let plugin = if inline {
-            self.plugin.inline_handler(types, run)
-        } else {
-            self.plugin.handler(types, run)
-        };
-        Stateful {
-            plugin,
-            slot: self.slot,
-        }
+        let mode = if inline { MODE_INLINE } else { MODE_POOLED };
+        self.map(|plugin| plugin.add(types.into(), mode, Box::new(run)))
+    }
+}
+
+/// The message types of a handler of a plugin with state: fixed, as
+/// [`Types`] are (`"x"`, `["x", "y"]`), or read from the state once it is
+/// built ([`Types::configured`]).
+pub struct StateTypes<S>(TypesOf<S>);
+
+enum TypesOf<S> {
+    /// Known when the plugin is built.
+    Fixed(Types),
+    /// Read from the state once the configuration built it.
+    Configured(ReadTypes<S>),
+}
+
+type ReadTypes<S> = Box<dyn Fn(&S) -> Vec<String> + Send + Sync>;
+
+impl<S, T: Into<Types>> From<T> for StateTypes<S> {
+    fn from(types: T) -> Self {
+        StateTypes(TypesOf::Fixed(types.into()))
+    }
+}
+
+impl Types {
+    /// Message types that the configuration names, which are not known
+    /// when the plugin is built: `types` reads them from the state once it
+    /// is built, and the host routes them to the handler (it reads the
+    /// plugin's handlers again after the configuration). A load whose
+    /// `types` gives no type is rejected (`a handler declares no message
+    /// type`), as is one in a host that reads the handlers only before the
+    /// configuration.
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Settings {
+    ///     types: Vec<String>,
+    /// }
+    ///
+    /// let plugin = Plugin::new("doc", "1.0.0")
+    ///     .with_state(|settings: Settings| -> Result<Settings, String> { Ok(settings) })
+    ///     .handle(
+    ///         Types::configured(|settings: &Settings| settings.types.clone()),
+    ///         |req: &Request| -> Result<Value, Refusal> { Ok(json!({ "served": req.kind() })) },
+    ///     );
+    /// # let _ = plugin;
+    /// ```
+    pub fn configured<S, F>(types: F) -> StateTypes<S>
+    where
+        F: Fn(&S) -> Vec<String> + Send + Sync + 'static,
+    {
+        StateTypes(TypesOf::Configured(Box::new(types)))
     }
 }
 

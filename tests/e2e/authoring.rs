@@ -105,7 +105,7 @@ fn configure(settings: Value) -> HandlerResult {
 /// Two types, one handler: a data reply, an error reply, a returned error.
 fn greet(req: &Request, conn: &mut Connection) -> HandlerResult {
     let Some(name) = req.data().and_then(|d| d.get("name")).and_then(Value::as_str) else {
-        conn.send_error(req.id(), req.kind(), "data.name is required")?;
+        conn.reply_error(req, "data.name is required");
         return Ok(());
     };
     if name.is_empty() {
@@ -113,23 +113,22 @@ fn greet(req: &Request, conn: &mut Connection) -> HandlerResult {
     }
     let greeting = GREETING.get().map_or("Hello", String::as_str);
     let text = format!("{greeting}, {name}!");
-    conn.send_success(req.id(), req.kind(), Some(json!({ "text": text })))?;
+    conn.reply(req, json!({ "text": text }));
     Ok(())
 }
 
-/// The caller, from the connection's scope.
-fn whoami(req: &Request, conn: &mut Connection) -> HandlerResult {
+/// The caller, from the connection's scope; the answer is the return value.
+fn whoami(req: &Request) -> Result<Value, Refusal> {
     let scope = req.scope();
-    let data = json!({ "path": scope.get("path"), "query": scope.get("query_string") });
-    conn.send_success(req.id(), req.kind(), Some(data))?;
-    Ok(())
+    Ok(json!({ "path": scope.get("path"), "query": scope.get("query_string") }))
 }
 
 fn plugin() -> Plugin {
     Plugin::new("external", env!("CARGO_PKG_VERSION"))
         .with_config(configure)
-        .handler(["external.greet", "external.welcome"], greet)
-        .inline_handler("external.whoami", whoami)
+        .handle(["external.greet", "external.welcome"], greet)
+        .handle("external.whoami", whoami)
+        .inline()
 }
 
 export_plugin!(plugin);

@@ -1,7 +1,8 @@
-//! plugin-api 1.2 and 1.3 against the real host, in both isolation modes: a plugin
-//! in the new style (`tests/fixtures/reference`: state from its
-//! configuration, typed handlers, group sizes, per-connection state and
-//! connection hooks) serving the rohrpost reference app's handlers; and
+//! plugin-api 1.2 to 1.4 against the real host, in both isolation modes: a
+//! plugin in the 1.4 style (`tests/fixtures/reference`: state from its
+//! configuration, handlers that take what they need, some inline, its own
+//! error texts, group sizes, per-connection state and connection hooks)
+//! serving the rohrpost reference app's handlers; and
 //! the bounds on what a plugin counts and logs through the host
 //! (`tests/fixtures/testkit`).
 
@@ -107,6 +108,30 @@ async fn receivers(isolation: &str) {
         refused,
         json!({"id": "subscribe", "type": "subscribe", "error": "Invalid token."})
     );
+    // The token is checked before the rest of `data`: a wrong one says
+    // nothing about the data; with the right one, the app's own text.
+    assert_eq!(
+        request(
+            &mut publisher,
+            "subscribe",
+            json!({"token": "nope", "group": 7})
+        )
+        .await["error"],
+        "Invalid token."
+    );
+    assert_eq!(
+        request(&mut publisher, "subscribe", json!({"token": "t0ken"})).await["error"],
+        r#"Name a group: {"group": "<name>", "token": "<token>"}."#
+    );
+    assert_eq!(
+        request(
+            &mut publisher,
+            "unsubscribe",
+            json!({"token": "t0ken", "group": 7})
+        )
+        .await["error"],
+        r#"Name a group: {"group": "<name>", "token": "<token>"}."#
+    );
     publisher
         .expect_silence(Duration::from_millis(100))
         .await
@@ -156,6 +181,31 @@ async fn typed_and_state(isolation: &str) {
     );
     let no_data = a.request(r#"{"id":1,"type":"increment"}"#).await.unwrap();
     assert_eq!(no_data["error"], "Invalid data: data is required");
+    // `.inline()` applies to the handler before it, typed ones included.
+    let (status, body) = rohrpost_tests::get(&host.addr, "/api/plugins")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let mut modes: Vec<(String, String)> = list["plugins"][0]["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["types"][0].to_string(), h["mode"].to_string()))
+        .collect();
+    modes.sort();
+    assert_eq!(
+        modes,
+        [
+            (r#""increment""#, r#""inline""#),
+            (r#""login""#, r#""inline""#),
+            (r#""publish""#, r#""pooled""#),
+            (r#""subscribe""#, r#""pooled""#),
+            (r#""whoami""#, r#""inline""#),
+        ]
+        .map(|(t, m)| (t.to_owned(), m.to_owned())),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -191,6 +241,10 @@ async fn connection_state(isolation: &str) {
     assert_eq!(
         request(&mut b, "whoami", Value::Null).await["data"],
         json!({"user": null})
+    );
+    assert_eq!(
+        request(&mut b, "login", json!({"name": "bo"})).await["error"],
+        r#"Who are you? {"user": "<name>"}."#
     );
     let long = "x".repeat(100);
     assert_eq!(

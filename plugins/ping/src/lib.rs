@@ -5,18 +5,19 @@
 
 use rohrpost_plugin_api::prelude::*;
 
-fn ping(req: &Request, conn: &mut Connection) -> HandlerResult {
+fn ping(req: &Request, conn: &mut Connection) {
     let data = match req.data() {
         None => None,
         Some(Value::Object(object)) => Some(Value::Object(object.clone())),
         Some(other) => Some(json!({ "data": other })),
     };
-    conn.send_success(req.id(), "pong", data)?;
-    Ok(())
+    conn.send_success(req.id(), "pong", data);
 }
 
 fn plugin() -> Plugin {
-    Plugin::new("ping", env!("CARGO_PKG_VERSION")).inline_handler("ping", ping)
+    Plugin::new("ping", env!("CARGO_PKG_VERSION"))
+        .handle("ping", ping)
+        .inline()
 }
 
 export_plugin!(plugin);

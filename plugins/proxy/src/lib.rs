@@ -9,10 +9,9 @@
 //!
 //! Two things a plugin usually fixes when it is built come from the
 //! `[plugins.proxy]` table here:
-//! - The message types: declared with
-//!   [`Stateful::configured_handler`], which reads them from the state
-//!   built from the table; the host reads the plugin's manifest again after
-//!   the configuration and routes what it says then.
+//! - The message types: declared with [`Types::configured`], which reads
+//!   them from the state built from the table; the host reads the plugin's
+//!   manifest again after the configuration and routes what it says then.
 //! - Which plugin wins a type: the proxy is [`Stateful::yielding`], so a
 //!   type that another plugin serves stays that plugin's, and a plugin
 //!   dropped in later that claims one of the proxy's types takes it over,
@@ -152,7 +151,7 @@ fn plugin() -> Stateful<Backend> {
     Plugin::new("proxy", env!("CARGO_PKG_VERSION"))
         .with_state(configure)
         .yielding()
-        .configured_handler(types, forward)
+        .handle(Types::configured(types), forward)
         .on_connect(connected)
         .on_disconnect(disconnected)
 }

@@ -29,7 +29,7 @@ mod auth;
 mod backend;
 mod subject;
 
-use rohrpost_plugin_api::{config_warning, prelude::*, MessageError};
+use rohrpost_plugin_api::{config_warning, prelude::*};
 
 use crate::{
     auth::{AuthConfig, Authorization},
@@ -51,79 +51,60 @@ fn configure(config: AuthConfig) -> Result<Authorization, HandlerError> {
     Ok(authorization)
 }
 
-/// Parses `data` into a subject, or answers with an error and returns `None`.
-fn subject_or_reply(req: &Request, conn: &mut Connection) -> Result<Option<Subject>, MessageError> {
-    match Subject::from_data(req.data()) {
-        Ok(subject) => Ok(Some(subject)),
-        Err(error) => {
-            conn.send_error(req.id(), req.kind(), error)?;
-            Ok(None)
-        }
+/// The subject `data` names, or a refusal naming the expected shape.
+fn subject(req: &Request) -> Result<Subject, Refusal> {
+    Subject::from_data(req.data()).map_err(|error| Refusal::new(error.to_string()))
+}
+
+/// Refuses with `ACCESS_DENIED` unless the request's `auth_jwt` passes.
+fn authorized(authorization: &Authorization, req: &Request) -> Result<(), Refusal> {
+    match authorization.allows(req.field("auth_jwt")) {
+        true => Ok(()),
+        false => refuse(ACCESS_DENIED),
     }
 }
 
-/// Whether the request may go on; answers `ACCESS_DENIED` when not.
-fn authorized(
+fn subscribe(
     authorization: &Authorization,
     req: &Request,
     conn: &mut Connection,
-) -> Result<bool, HandlerError> {
-    if authorization.allows(req.field("auth_jwt")) {
-        return Ok(true);
-    }
-    conn.send_error(req.id(), req.kind(), ACCESS_DENIED)?;
-    Ok(false)
-}
-
-fn subscribe(authorization: &Authorization, req: &Request, conn: &mut Connection) -> HandlerResult {
-    if let Authorization::Backend(decider) = authorization {
-        let Some(subject) = subject_or_reply(req, conn)? else {
-            return Ok(());
-        };
-        let group = subject.group();
-        if !decider.allows(&group, req) {
-            conn.send_error(req.id(), req.kind(), ACCESS_DENIED)?;
-            return Ok(());
+) -> Result<Value, Refusal> {
+    let group = match authorization {
+        Authorization::Backend(decider) => {
+            let group = subject(req)?.group();
+            if !decider.allows(&group, req) {
+                return refuse(ACCESS_DENIED);
+            }
+            group
         }
-        conn.add_to_group(&group);
-        conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
-        return Ok(());
-    }
-    if !authorized(authorization, req, conn)? {
-        return Ok(());
-    }
-    let Some(subject) = subject_or_reply(req, conn)? else {
-        return Ok(());
+        _ => {
+            authorized(authorization, req)?;
+            subject(req)?.group()
+        }
     };
-    let group = subject.group();
     conn.add_to_group(&group);
-    conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
-    Ok(())
+    Ok(json!({ "group": group }))
 }
 
 fn unsubscribe(
     authorization: &Authorization,
     req: &Request,
     conn: &mut Connection,
-) -> HandlerResult {
-    let asks_no_one = matches!(authorization, Authorization::Backend(_));
-    if !asks_no_one && !authorized(authorization, req, conn)? {
-        return Ok(());
+) -> Result<Value, Refusal> {
+    // The backend is not asked: leaving a group gives nothing away.
+    if !matches!(authorization, Authorization::Backend(_)) {
+        authorized(authorization, req)?;
     }
-    let Some(subject) = subject_or_reply(req, conn)? else {
-        return Ok(());
-    };
-    let group = subject.group();
+    let group = subject(req)?.group();
     conn.remove_from_group(&group);
-    conn.send_success(req.id(), req.kind(), Some(json!({ "group": group })))?;
-    Ok(())
+    Ok(json!({ "group": group }))
 }
 
 fn plugin() -> Stateful<Authorization> {
     Plugin::new("subscriptions", env!("CARGO_PKG_VERSION"))
         .with_state(configure)
-        .handler("subscribe", subscribe)
-        .handler("unsubscribe", unsubscribe)
+        .handle("subscribe", subscribe)
+        .handle("unsubscribe", unsubscribe)
 }
 
 export_plugin!(plugin);
