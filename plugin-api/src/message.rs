@@ -126,6 +126,9 @@ pub struct Message {
     kind: Option<String>,
     error: Option<String>,
     data: Option<Value>,
+    /// `data` as raw JSON text, set by [`Message::data_json`] instead of
+    /// `data`.
+    data_json: Option<String>,
     extra: Map<String, Value>,
 }
 
@@ -172,12 +175,33 @@ impl Message {
     /// Sets `data`.
     pub fn data(mut self, data: impl Into<Value>) -> Self {
         self.data = Some(data.into());
+        self.data_json = None;
         self
     }
 
     /// Sets `data` when `data` is `Some`.
     pub fn maybe_data(mut self, data: Option<Value>) -> Self {
         self.data = data;
+        self.data_json = None;
+        self
+    }
+
+    /// Sets `data` from raw JSON text, such as [`Request::data_json`]'s:
+    /// written compact, never parsed into a [`Value`], which is the
+    /// cheapest way to pass a client's data on. The caller promises the
+    /// text is valid JSON, as for [`Id::from_raw_json`].
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::{Id, Message};
+    ///
+    /// let m = Message::success(Id::from(1), "pong").data_json(r#"{ "a": [1, 2] }"#);
+    /// assert_eq!(m.to_json().unwrap(), r#"{"id":1,"type":"pong","data":{"a":[1,2]}}"#);
+    /// ```
+    ///
+    /// [`Request::data_json`]: crate::Request::data_json
+    pub fn data_json(mut self, json: impl Into<String>) -> Self {
+        self.data = None;
+        self.data_json = Some(json.into());
         self
     }
 
@@ -194,7 +218,22 @@ impl Message {
     }
 
     /// Like [`Message::to_json`], consuming the message (no copies).
-    pub fn into_json(self) -> Result<String, MessageError> {
+    pub fn into_json(mut self) -> Result<String, MessageError> {
+        if let Some(json) = self.data_json.take() {
+            if self.extra.is_empty() {
+                let id = self.id.or_else(|| self.generate_id.then(Id::generate));
+                return Ok(wire::write_message(
+                    id.as_ref().map(Id::as_json),
+                    self.kind.as_deref(),
+                    self.error.as_deref(),
+                    Some(&json),
+                ));
+            }
+            // Fields to merge: the slow way, through a value.
+            let value = serde_json::from_str(&json)
+                .map_err(|_| MessageError::DataNotObject("invalid JSON text"))?;
+            self.data = Some(value);
+        }
         let data = match (self.data, self.extra.is_empty()) {
             (data, true) => data,
             (None, false) => Some(Value::Object(self.extra)),
