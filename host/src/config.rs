@@ -174,7 +174,7 @@ settings! {
     /// A connection with no frame from the client for this long is closed
     /// (1001); the server pings a quiet client well before. 0 disables it.
     idle_timeout: Duration = "60s", flag "idle-timeout", env "ROHRPOST_IDLE_TIMEOUT", parse parse_duration;
-    /// Per-connection WebSocket read buffer in bytes.
+    /// Bytes one read from a client asks for; its buffer is lent only while it holds bytes.
     read_buffer_size: usize = "4096", flag "read-buffer-size", env "ROHRPOST_READ_BUFFER", parse parse_positive;
     /// Group messages a connection may have waiting; when full, the connection is closed (1013).
     outbound_queue: usize = "1024", flag "outbound-queue", env "ROHRPOST_OUTBOUND_QUEUE", parse parse_positive;
