@@ -383,6 +383,28 @@ async fn a_reply_of_more_than_64_mib_ends_the_worker_before_the_server_holds_it(
 }
 
 #[tokio::test]
+async fn garbage_in_the_replies_ring_ends_the_worker_and_nothing_else() {
+    let host = start(None, &[], &[]);
+    let mut bystander = host.connect().await.unwrap();
+    let mut c = host.connect().await.unwrap();
+    serving(&mut c).await;
+    let reply = attack(&mut c, "ring-garbage", json!({})).await;
+    assert_eq!(reply["error"], CRASHED, "{reply}");
+    host.wait_for_log(
+        &[
+            "plugin=hostile",
+            "breaking the channel",
+            "the replies' ring says more was written than it holds",
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    serving(&mut c).await;
+    server_is_whole(&host, &mut bystander, 1).await;
+}
+
+#[tokio::test]
 async fn the_jail_is_logged_and_required_starts_where_the_kernel_has_it_all() {
     let host = start(None, &[], &["--sandbox", "required"]);
     host.wait_for_log(&["plugin workers are jailed"], T)

@@ -10,11 +10,12 @@
 //! group of its own (terminal signals are the server's), is killed when
 //! the server drops it, and exits by itself when the server is gone.
 //!
-//! Calls are framed by [`super::frame`]. Callers on any connection task
-//! hand their frame to one writer task per worker, which writes whatever
-//! has queued up in one go, so that the calls of many connections cost one
-//! write (and one wake-up of the worker). One reader task per worker
-//! matches replies to calls by their id. Every call in flight is answered
+//! Calls are framed by [`super::frame`]. They go through the worker's
+//! ring of calls in shared memory ([`super::ring`]); a call that does not
+//! fit goes to one writer task per worker, which writes whatever has
+//! queued up on the socket in one go, as do answers to the plugin's
+//! questions. The supervisor's reading task matches replies, from the
+//! ring of replies or the socket, to calls by their id. Every call in flight is answered
 //! exactly once: by its reply, or, when the channel ends, by
 //! [`Worker::fail_all`], both under the same lock.
 
@@ -44,6 +45,7 @@ use tokio::{
 use super::{
     frame::{self, FrameError, Reader},
     jail::{self, Spec},
+    ring::{self, HostSide, Pushed},
     worker,
 };
 use crate::{
@@ -86,6 +88,7 @@ pub(crate) struct Starting {
     pub child: Child,
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    rings: HostSide,
 }
 
 /// What the plugin's `configure` answered in the worker.
@@ -105,6 +108,12 @@ impl Starting {
         host_end.set_nonblocking(true).map_err(StartError::Spawn)?;
         let library_fd = library.as_raw_fd();
         let channel_fd = worker_end.as_raw_fd();
+        let rings = HostSide::create().map_err(StartError::Spawn)?;
+        let ring_fds = [
+            (rings.memory.as_raw_fd(), ring::SHARED_FD),
+            (rings.to_worker.as_raw_fd(), ring::TO_WORKER_FD),
+            (rings.to_host.as_raw_fd(), ring::TO_HOST_FD),
+        ];
         let mut command = Command::new("/proc/self/exe");
         // The server's own settings (tokens, the broker's URL) are none of
         // the plugin's business.
@@ -160,6 +169,12 @@ impl Starting {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                for (from, to) in ring_fds {
+                    let moved = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 10);
+                    if moved < 0 || libc::dup2(moved, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
@@ -180,6 +195,7 @@ impl Starting {
             child,
             reader: BufReader::new(read),
             writer,
+            rings,
         };
         let (mut tag, mut body) = starting.next_frame(timeout).await?;
         if tag == frame::STARTED {
@@ -276,9 +292,16 @@ impl Starting {
     }
 
     /// The worker is ready: its calls go through the returned [`Worker`];
-    /// the child, the reader and the writer go to the supervisor's tasks.
-    pub(crate) fn ready(self) -> (Worker, Child, BufReader<OwnedReadHalf>, WriterTask) {
+    /// the child, the readers and the writer go to the supervisor's tasks.
+    pub(crate) fn ready(self) -> (Worker, Child, Replies, WriterTask) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let HostSide {
+            to_worker,
+            to_host,
+            calls,
+            replies,
+            ..
+        } = self.rings;
         let unread = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             pid: self.pid,
@@ -294,11 +317,17 @@ impl Starting {
             kill: Notify::new(),
             drain: Notify::new(),
             killed: AtomicBool::new(false),
+            calls_ring: Mutex::new(calls),
+            to_worker,
         };
         (
             worker,
             self.child,
-            self.reader,
+            Replies {
+                socket: self.reader,
+                ring: replies,
+                to_host,
+            },
             WriterTask {
                 rx,
                 writer: self.writer,
@@ -374,6 +403,14 @@ pub(crate) fn kill_group(pid: u32) {
         // SAFETY: kill(2) takes no pointers; a group that is gone is ESRCH.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
+}
+
+/// Where a worker's replies come from: its ring (woken through `to_host`)
+/// and its socket.
+pub(crate) struct Replies {
+    pub socket: BufReader<OwnedReadHalf>,
+    pub ring: ring::Reader,
+    pub to_host: std::os::fd::OwnedFd,
 }
 
 /// Writes the frames callers queue, as many per write as have queued up.
@@ -465,6 +502,10 @@ pub(crate) struct Worker {
     drain: Notify,
     /// Killed by the host (a call ran past its timeout), not crashed.
     killed: AtomicBool,
+    /// The ring calls go through first, and the eventfd that wakes the
+    /// worker when it sleeps.
+    calls_ring: Mutex<ring::Writer>,
+    to_worker: std::os::fd::OwnedFd,
 }
 
 /// A call sent to a worker, waiting for its end. Dropping it forgets the
@@ -527,8 +568,18 @@ impl Worker {
             }
             calls.waiting.insert(id, (handler, connection, tx));
         }
-        // A failed send is answered when the channel's end is noticed.
-        self.queue(bytes);
+        // Through the ring when it has room, else the socket; a failed
+        // send is answered when the channel's end is noticed.
+        let pushed = self
+            .calls_ring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&bytes);
+        match pushed {
+            Pushed::Done => {}
+            Pushed::Wake => ring::ring_bell(self.to_worker.as_raw_fd()),
+            Pushed::Full => self.queue(bytes),
+        }
         Ok(PendingCall {
             worker: self,
             id,

@@ -32,6 +32,7 @@
 pub(crate) mod channel;
 pub(crate) mod frame;
 pub(crate) mod jail;
+pub(crate) mod ring;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
 

@@ -49,6 +49,7 @@ use super::{
     channel::{self, read_frame, StartError, Starting, Worker, WorkerLimits},
     frame::{self, Reader},
     jail::Spec,
+    ring,
 };
 
 /// Failed starts in a row after which a plugin is marked failed.
@@ -464,12 +465,29 @@ async fn watch(
     answers: Arc<Answers>,
     max_effects: usize,
     mut child: tokio::process::Child,
-    mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    replies: channel::Replies,
 ) -> String {
     // The worker's process group: its child's id (the group it was
     // started in).
     let group = child.id().unwrap_or(0);
-    let read = read_replies(&worker, &plugin, &answers, max_effects, &mut reader);
+    let channel::Replies {
+        socket: mut reader,
+        ring: mut ring_reader,
+        to_host,
+    } = replies;
+    let read = async {
+        let from_ring = ring_replies(&worker, max_effects, &mut ring_reader, &to_host);
+        tokio::select! {
+            broke = from_ring => broke,
+            ended = read_replies(&worker, &plugin, &answers, max_effects, &mut reader) => {
+                // Replies it put in the ring before it closed the socket.
+                match drain_ring(&worker, max_effects, &mut ring_reader) {
+                    Ok(()) => ended,
+                    Err(broke) => Some(broke),
+                }
+            }
+        }
+    };
     let mut read = std::pin::pin!(read);
     let mut reading = true;
     let mut broke = None;
@@ -560,6 +578,97 @@ enum Broke {
     /// Its jail ended it for this system call.
     Forbidden(String),
 }
+
+/// Delivers the replies in the worker's ring, sleeping on `to_host` when
+/// there are none; returns only when the worker broke the ring.
+async fn ring_replies(
+    worker: &Arc<Worker>,
+    max_effects: usize,
+    ring: &mut ring::Reader,
+    to_host: &std::os::fd::OwnedFd,
+) -> Option<Broke> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `to_host` owns the descriptor and outlives `bell`, which
+    // never closes or replaces it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            to_host.as_raw_fd(),
+            tokio::io::Interest::READABLE,
+        )
+    };
+    let bell = match registered {
+        Ok(bell) => bell,
+        Err(e) => return Some(Broke::Channel(format!("cannot wait for its replies: {e}"))),
+    };
+    let mut idle_rounds = 0;
+    loop {
+        if let Err(broke) = drain_ring(worker, max_effects, ring) {
+            return Some(broke);
+        }
+        if ring.has_more() {
+            idle_rounds = 0;
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Busy workers answer within the time other tasks take to run:
+        // a few turns of the runtime before sleeping save a wake-up per
+        // reply.
+        if idle_rounds < IDLE_ROUNDS {
+            idle_rounds += 1;
+            tokio::task::yield_now().await;
+            continue;
+        }
+        idle_rounds = 0;
+        if !ring.sleep() {
+            // Others' tasks run between two rounds of a busy ring.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        match bell.readable().await {
+            Ok(mut ready) => {
+                ring::take_bell(to_host.as_raw_fd());
+                ready.clear_ready();
+            }
+            Err(e) => return Some(Broke::Channel(format!("cannot wait for its replies: {e}"))),
+        }
+        ring.wake();
+    }
+}
+
+/// Delivers the replies in the worker's ring now, up to a round's worth.
+fn drain_ring(
+    worker: &Arc<Worker>,
+    max_effects: usize,
+    ring: &mut ring::Reader,
+) -> Result<(), Broke> {
+    for _ in 0..ROUND {
+        let body = match ring.pop() {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(()),
+            Err(garbage) => return Err(Broke::Channel(garbage.to_string())),
+        };
+        match body.split_first() {
+            Some((&frame::REPLY, rest)) => {
+                match frame::read_reply(&mut Reader::new(rest), max_effects) {
+                    Ok(reply) => worker.complete(reply),
+                    Err(e) => return Err(Broke::Channel(e.to_string())),
+                }
+            }
+            _ => {
+                return Err(Broke::Channel(
+                    "a frame in its ring that is no reply".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns of the runtime the reader of replies waits before sleeping.
+const IDLE_ROUNDS: usize = 4;
+
+/// Replies taken from a ring before other tasks get a turn.
+const ROUND: usize = 256;
 
 /// Delivers replies until the channel ends; why, if the worker broke it.
 async fn read_replies(

@@ -6,10 +6,11 @@
 //! the same entry point with the same `Call` and the same effects list as
 //! in the host's own process, so a plugin cannot tell which mode runs it.
 //!
-//! Threads: the main thread reads frames and runs inline handlers right
-//! away (the hand-off to another thread would cost more than ping itself);
-//! replies of a batch of inline calls go out in one write once nothing more
-//! is waiting to be read. Pooled handlers run on a pool that grows on
+//! Threads: the main thread takes calls from the ring of calls (and frames
+//! from the socket) and runs inline handlers right away (the hand-off to
+//! another thread would cost more than ping itself); each reply goes into
+//! the ring of replies at once, without a system call unless the server
+//! sleeps (see [`super::ring`]). Pooled handlers run on a pool that grows on
 //! demand (the host bounds the calls per plugin). A small thread watches
 //! the parent: when the host is gone the worker exits, even while a handler
 //! loops on the main thread.
@@ -40,6 +41,7 @@ use rohrpost_plugin_api::abi::{Call, CallOutcome, PluginModRef, EXT_CONFIGURE};
 use super::{
     frame::{self, Reader},
     jail::{self, Spec},
+    ring::{self, Pushed, Shared},
 };
 use crate::{
     plugins::hooks::{self, Hook},
@@ -86,7 +88,12 @@ pub(crate) fn run() -> ! {
     // else of the server's reaches the plugin, whatever it left open.
     // SAFETY: close_range on descriptors this process owns.
     unsafe {
-        libc::syscall(libc::SYS_close_range, CHANNEL_FD as u32 + 1, u32::MAX, 0u32);
+        libc::syscall(
+            libc::SYS_close_range,
+            ring::TO_HOST_FD as u32 + 1,
+            u32::MAX,
+            0u32,
+        );
     }
     // SAFETY: the host started this process with its channel on this
     // descriptor, and nothing else in this process owns it.
@@ -94,9 +101,27 @@ pub(crate) fn run() -> ! {
     // Neither descriptor goes to processes the plugin may start.
     // SAFETY: fcntl on descriptors this process owns.
     unsafe {
-        libc::fcntl(CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(LIBRARY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        for fd in [
+            CHANNEL_FD,
+            LIBRARY_FD,
+            ring::SHARED_FD,
+            ring::TO_WORKER_FD,
+            ring::TO_HOST_FD,
+        ] {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
+    // The rings, mapped before the jail: calls come in through one,
+    // replies go out through the other (see `ring`).
+    let shared = match Shared::map(ring::SHARED_FD) {
+        Ok(shared) => Arc::new(shared),
+        Err(_) => exit(2),
+    };
+    // SAFETY: closing a descriptor this process owns; the mapping stays.
+    unsafe {
+        libc::close(ring::SHARED_FD);
+    }
+    let _ = REPLIES.set(Mutex::new(ring::Writer::new(shared.replies())));
     let out = Arc::new(Mutex::new(match channel.try_clone() {
         Ok(out) => out,
         Err(_) => exit(2),
@@ -153,7 +178,13 @@ pub(crate) fn run() -> ! {
     let ask = (worker_ask as rohrpost_plugin_api::abi::HostAsk as usize).to_string();
     manifest.hooks = crate::plugins::manifest::introduce(module, &ask);
     send(&out, &frame::hello(&manifest));
-    serve(module, &manifest, channel, out)
+    serve(
+        module,
+        &manifest,
+        channel,
+        out,
+        ring::Reader::new(shared.calls()),
+    )
 }
 
 /// Enters the jail `spec` describes and prints what was missing.
@@ -177,6 +208,9 @@ fn exit_flushed(code: i32) -> ! {
 
 /// Where questions go (the channel's writing end).
 static OUT: OnceLock<Arc<Mutex<UnixStream>>> = OnceLock::new();
+
+/// Where replies go first: the ring of replies.
+static REPLIES: OnceLock<Mutex<ring::Writer>> = OnceLock::new();
 
 /// The threads waiting for an answer from the host, by call.
 static WAITERS: Mutex<Option<Waiters>> = Mutex::new(None);
@@ -296,6 +330,63 @@ fn watch_parent() {
         });
 }
 
+/// Sends one reply: through the ring of replies, waking the server if it
+/// sleeps, or through the socket when the ring has no room.
+fn send_reply(out: &Mutex<UnixStream>, bytes: &[u8]) {
+    if let Some(replies) = REPLIES.get() {
+        let pushed = replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(bytes);
+        match pushed {
+            Pushed::Done => return,
+            Pushed::Wake => return ring::ring_bell(ring::TO_HOST_FD),
+            Pushed::Full => {}
+        }
+    }
+    send(out, bytes);
+}
+
+/// Whether the channel has bytes to read now (buffered or in the socket).
+fn channel_readable() -> bool {
+    let buffered = INPUT.with(|input| {
+        input
+            .borrow()
+            .as_ref()
+            .is_some_and(|reader| !reader.buffer().is_empty())
+    });
+    buffered || wait_readable(&[CHANNEL_FD], 0)
+}
+
+/// Waits up to `timeout_ms` (-1: for ever) for one of `fds` to be
+/// readable (or closed).
+fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: poll reads and writes the array it is given, of its length.
+        let n = unsafe {
+            libc::poll(
+                polled.as_mut_ptr(),
+                polled.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        if n >= 0 {
+            return n > 0;
+        }
+        if std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            exit(2);
+        }
+    }
+}
+
 /// Writes one frame; a channel that is gone ends the worker.
 fn send(out: &Mutex<UnixStream>, bytes: &[u8]) {
     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,46 +395,90 @@ fn send(out: &Mutex<UnixStream>, bytes: &[u8]) {
     }
 }
 
-/// Reads frames until the channel ends.
+/// Looks at the ring of calls for a short while; whether a call came.
+fn spin_for(calls: &ring::Reader) -> bool {
+    let until = Instant::now() + SPIN;
+    loop {
+        for _ in 0..64 {
+            if calls.has_more() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() > until {
+            return false;
+        }
+    }
+}
+
+/// How long the worker looks for a next call before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Frames taken from the ring of calls before the socket is looked at.
+const RING_ROUND: usize = 64;
+
+/// Reads frames, from the ring of calls and the socket, until the channel
+/// ends.
 fn serve(
     module: PluginModRef,
     manifest: &ManifestInfo,
     channel: UnixStream,
     out: Arc<Mutex<UnixStream>>,
+    mut calls: ring::Reader,
 ) -> ! {
     INPUT.with(|input| *input.borrow_mut() = Some(BufReader::with_capacity(64 * 1024, channel)));
     let pool = Pool::new(module, out.clone());
-    // Replies of inline calls, written when nothing more is buffered.
-    let mut replies = Vec::new();
+    let mut from_ring = 0;
     loop {
         let deferred = DEFERRED.with(|d| d.borrow_mut().pop_front());
-        if deferred.is_none() && !replies.is_empty() {
-            let buffered = INPUT.with(|input| {
-                input
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|reader| !reader.buffer().is_empty())
-            });
-            if !buffered {
-                send(&out, &replies);
-                replies.clear();
-            }
-        }
         let body = match deferred {
             Some(body) => body,
-            None => INPUT.with(|input| match input.borrow_mut().as_mut() {
-                Some(reader) => read_body(reader),
-                None => exit(2),
-            }),
+            None => {
+                let ringed = if from_ring < RING_ROUND {
+                    calls.pop().unwrap_or_else(|_| exit(2))
+                } else {
+                    None
+                };
+                match ringed {
+                    Some(body) => {
+                        from_ring += 1;
+                        body
+                    }
+                    None => {
+                        from_ring = 0;
+                        if !channel_readable() {
+                            // The server sends the next call within
+                            // microseconds under load: look a while before
+                            // sleeping, which costs a wake-up.
+                            if spin_for(&calls) {
+                                continue;
+                            }
+                            if calls.sleep() {
+                                wait_readable(&[CHANNEL_FD, ring::TO_WORKER_FD], -1);
+                                ring::take_bell(ring::TO_WORKER_FD);
+                                calls.wake();
+                            }
+                            continue;
+                        }
+                        INPUT.with(|input| match input.borrow_mut().as_mut() {
+                            Some(reader) => read_body(reader),
+                            None => exit(2),
+                        })
+                    }
+                }
+            }
         };
-        let mut r = Reader::new(&body[1..]);
-        match body[0] {
+        let Some((&tag, rest)) = body.split_first() else {
+            exit(2)
+        };
+        let mut r = Reader::new(rest);
+        match tag {
             frame::CALL => {
                 let Ok(call) = frame::read_call(&mut r) else {
                     exit(2)
                 };
                 if call.inline {
-                    replies.extend_from_slice(&run_call(module, &call));
+                    send_reply(&out, &run_call(module, &call));
                 } else {
                     pool.submit(body.clone());
                 }
@@ -459,7 +594,7 @@ impl PoolShared {
                 exit(2)
             };
             let reply = run_call(self.module, &call);
-            send(&self.out, &reply);
+            send_reply(&self.out, &reply);
             self.idle.fetch_add(1, Ordering::AcqRel);
         }
     }
