@@ -257,6 +257,46 @@ settings! {
     worker_open_files: u64 = "1024", flag "worker-open-files", env "ROHRPOST_WORKER_OPEN_FILES", parse parse_size;
     /// The plugin workers' jail: best-effort (what the kernel has, a warning for the rest), required (all of it, or no start), or off.
     sandbox: Sandbox = "best-effort", flag "sandbox", env "ROHRPOST_SANDBOX", parse parse_sandbox;
+    /// permessage-deflate (RFC 7692): `auto` accepts it when a client offers it (every browser does), `off` never does.
+    compression: Compression = "auto", flag "compression", env "ROHRPOST_COMPRESSION", parse parse_compression;
+    /// On a connection that negotiated compression, messages shorter than this many bytes go uncompressed.
+    compression_threshold: u32 = "512", flag "compression-threshold", env "ROHRPOST_COMPRESSION_THRESHOLD", parse parse_count_u32;
+    /// The window of what the server compresses, 9 to 15 bits (a client may ask for less): smaller compresses a little less and costs the client less memory.
+    compression_window_bits: u8 = "15", flag "compression-window-bits", env "ROHRPOST_COMPRESSION_WINDOW_BITS", parse parse_window_bits;
+    /// zlib's compression level, 1 (fastest) to 9 (smallest).
+    compression_level: u8 = "6", flag "compression-level", env "ROHRPOST_COMPRESSION_LEVEL", parse parse_compression_level;
+}
+
+/// Whether connections may negotiate permessage-deflate (`compression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// Accepted when the client offers it.
+    #[default]
+    Auto,
+    /// Never: the offer is declined.
+    Off,
+}
+
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    match text.trim() {
+        "auto" => Ok(Compression::Auto),
+        "off" => Ok(Compression::Off),
+        other => Err(format!("'{other}' is not a compression: auto or off")),
+    }
+}
+
+fn parse_window_bits(text: &str) -> Result<u8, String> {
+    match text.trim().parse::<u8>() {
+        Ok(bits @ 9..=15) => Ok(bits),
+        _ => Err(format!("'{text}' is not a window size: 9 to 15")),
+    }
+}
+
+fn parse_compression_level(text: &str) -> Result<u8, String> {
+    match text.trim().parse::<u8>() {
+        Ok(level @ 1..=9) => Ok(level),
+        _ => Err(format!("'{text}' is not a compression level: 1 to 9")),
+    }
 }
 
 /// How much of the jail the operator requires (`sandbox`).

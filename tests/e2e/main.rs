@@ -21,6 +21,7 @@ mod bridge;
 mod close_frames;
 mod cluster;
 mod compat;
+mod compression;
 mod conformance;
 mod costly;
 mod deploy_files;

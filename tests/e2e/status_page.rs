@@ -797,3 +797,105 @@ async fn the_page_charts_a_short_load_lists_groups_and_reads_on_a_phone() {
         phone.display()
     );
 }
+
+/// The browser offers permessage-deflate on every socket: the page's
+/// console works through a compressed one, and a page socket that speaks
+/// rohrpost-js's subscription protocol gets a compressed notification.
+#[tokio::test]
+async fn the_browser_negotiates_compression_and_the_page_works_through_it() {
+    let browser = browser();
+    let config = "notify_token = \"deflate\"\n\n[plugins.subscriptions]\nauth = \"off\"\n";
+    let host = Host::start_with_config(&["ping"], config, &[]).unwrap();
+    install(
+        &build().plugin("subscriptions"),
+        host.plugins.path(),
+        "libsubscriptions.so",
+    );
+    host.wait_for_log(&["event=\"loaded\"", "plugin=subscriptions"], T)
+        .await
+        .unwrap();
+    let mut cdp = Cdp::connect(&browser.devtools_url).await.unwrap();
+    let page = cdp
+        .open_page(&format!("http://{}/", host.addr))
+        .await
+        .unwrap();
+    cdp.wait_for(
+        &page,
+        "document.querySelector('#console-state').textContent",
+        |v| text(v) == "open",
+    )
+    .await;
+
+    // The console: a ping large enough to be compressed both ways.
+    let filler = "compressed ".repeat(300);
+    let message = json!({"id": 8, "type": "ping", "data": {"filler": filler}}).to_string();
+    cdp.eval(
+        &page,
+        &format!(
+            "document.querySelector('#console-input').value = {}; \
+             document.querySelector('#console-send').click(); true",
+            json!(message)
+        ),
+    )
+    .await
+    .unwrap();
+    cdp.wait_for(&page, RECEIVED, |v| {
+        v.as_array()
+            .is_some_and(|frames| frames.iter().any(|f| text(f).contains(&filler)))
+    })
+    .await;
+
+    // A socket of the page's own, as rohrpost-js opens it: the extension
+    // is named, and a subscription's notification arrives whole.
+    let url = format!("ws://{}/ws/rohrpost/", host.addr);
+    cdp.eval(
+        &page,
+        &format!(
+            "window.sub = {{log: []}}; \
+             const ws = new WebSocket({url}); \
+             ws.onopen = () => {{ window.sub.extensions = ws.extensions; \
+               ws.send(JSON.stringify({{id: 1, type: 'subscribe', data: {{type: 'collection', id: 52}}}})); }}; \
+             ws.onmessage = (event) => window.sub.log.push(event.data); true",
+            url = json!(url)
+        ),
+    )
+    .await
+    .unwrap();
+    cdp.wait_for(&page, "window.sub.log.length", |v| {
+        v.as_u64().is_some_and(|n| n >= 1)
+    })
+    .await;
+    let extensions = cdp.eval(&page, "window.sub.extensions").await.unwrap();
+    assert_eq!(
+        text(&extensions),
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    let items: Vec<Value> = (0..40)
+        .map(|n| json!({"id": n, "title": format!("item {n}"), "done": n % 2 == 0}))
+        .collect();
+    let object = json!({"id": 52, "name": "list", "items": items});
+    let body =
+        json!({"model": "Collection", "pk": 52, "event": "update", "object": object}).to_string();
+    let (status, answer) = host.notify(Some("deflate"), &body).await.unwrap();
+    assert_eq!(
+        (status, answer["delivered"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let log = cdp
+        .wait_for(&page, "window.sub.log", |v| {
+            v.as_array().is_some_and(|log| log.len() >= 2)
+        })
+        .await;
+    let update: Value = serde_json::from_str(text(&log[1])).unwrap();
+    assert_eq!(update["type"], "subscription-update", "{update}");
+    assert_eq!(update["data"]["object"]["items"], object["items"]);
+    // Both ways went compressed.
+    for name in ["sent_compressed_bytes", "received_compressed_bytes"] {
+        let series = format!("rohrpost_compression_{name}_total");
+        let value = rohrpost_tests::metric_value(&host.addr, &series)
+            .await
+            .unwrap();
+        assert!(value > 0.0, "{series} is {value}");
+    }
+}

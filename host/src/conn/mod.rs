@@ -44,6 +44,13 @@ use rohrpost_protocol::{Close, Rejection};
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// A compressed message that is not valid DEFLATE data: 1007, data that
+/// does not fit its message's type (RFC 7692, section 8; RFC 6455, 7.4.1).
+const BAD_DEFLATE: Close = Close {
+    code: 1007,
+    reason: std::borrow::Cow::Borrowed("Compressed data that cannot be inflated."),
+};
+
 /// What every connection shares.
 pub(crate) struct Common {
     pub dispatcher: Dispatcher,
@@ -512,6 +519,7 @@ fn read_failure(error: &ReadError) -> End {
     match error {
         ReadError::TooBig => End::Broken(Close::TOO_BIG),
         ReadError::NotUtf8 => End::Broken(Close::INVALID_UTF8),
+        ReadError::BadDeflate => End::Broken(BAD_DEFLATE),
         ReadError::Protocol(_) => End::Broken(Close::PROTOCOL_ERROR),
         ReadError::Gone => End::Gone,
     }

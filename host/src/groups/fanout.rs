@@ -11,17 +11,16 @@
 //! wait for 10,000 writes (an HTTP notification is answered at once), a
 //! burst of messages costs each member one write instead of one each, and
 //! every member still gets a group's messages in order, because one lane
-//! writes them one batch after another.
+//! writes them one batch after another. A batch is compressed at most once
+//! for all the members that negotiated permessage-deflate (see
+//! [`crate::socket::group_frames`]).
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::socket::{
-    frame::{self, OpCode},
-    outbound::Outbox,
-};
+use crate::socket::{group_frames::GroupFrames, outbound::Outbox};
 
 /// Members one task writes to; a group larger than this has a lane.
 pub(crate) const CHUNK: usize = 512;
@@ -41,24 +40,15 @@ pub(crate) trait Members: Send + Sync + 'static {
 
 /// Delivers `messages` to each of `members`; how many it reached.
 pub(crate) fn reach(members: &[Outbox], messages: &[Utf8Bytes]) -> usize {
-    let frames = frames(messages);
+    let frames = GroupFrames::new(messages);
     reach_encoded(members, messages, &frames)
 }
 
-fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: &[u8]) -> usize {
+fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: &GroupFrames) -> usize {
     members
         .iter()
         .filter(|member| member.deliver(messages, frames))
         .count()
-}
-
-/// The frames of `messages`, one after another.
-fn frames(messages: &[Utf8Bytes]) -> Vec<u8> {
-    let mut all = Vec::with_capacity(messages.iter().map(|m| m.len() + frame::MAX_HEADER).sum());
-    for message in messages {
-        frame::write_frame(&mut all, OpCode::Text, message.as_bytes());
-    }
-    all
 }
 
 /// Starts the lane of `group`; it ends when every sending end is gone.
@@ -94,7 +84,7 @@ async fn run_lane(
 
 /// Writes `batch` to every one of `members`, several tasks sharing them.
 async fn write_batch(mut members: Vec<Outbox>, batch: Vec<Utf8Bytes>) {
-    let frames: Arc<[u8]> = frames(&batch).into();
+    let frames = Arc::new(GroupFrames::new(&batch));
     let batch: Arc<[Utf8Bytes]> = batch.into();
     let mut helpers = Vec::with_capacity(members.len() / CHUNK);
     while members.len() > CHUNK {
@@ -107,19 +97,5 @@ async fn write_batch(mut members: Vec<Outbox>, batch: Vec<Utf8Bytes>) {
     reach_encoded(&members, &batch, &frames);
     for helper in helpers {
         let _ = helper.await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_follow_one_another() {
-        let messages = ["{}".into(), "{\"a\":1}".into()];
-        let all = frames(&messages);
-        assert_eq!(&all[..4], &[0x81, 2, b'{', b'}']);
-        assert_eq!(&all[4..6], &[0x81, 7]);
-        assert_eq!(&all[6..], b"{\"a\":1}");
     }
 }

@@ -2,6 +2,8 @@
 //! (allowed origins, the connection limit), the upgrade itself, and the
 //! scope a connection's handlers see.
 //!
+//! permessage-deflate is negotiated here ([`crate::net::deflate_offer`]).
+//!
 //! The upgrade is done here rather than with axum's `WebSocketUpgrade`:
 //! the connection then reads and writes its frames itself
 //! ([`crate::socket`]), on the raw socket that closing well needs (see
@@ -29,12 +31,13 @@ use tracing::{debug, warn};
 
 use crate::{
     base::shutdown::Shutdown,
-    config::Settings,
+    config::{Compression, Settings},
     conn::{self, Common},
     net::accept,
     net::client_limits::PerClient,
+    net::deflate_offer,
     net::forwarded::{self, Client},
-    socket::Socket,
+    socket::{deflate::Deflate, Socket},
 };
 
 /// What the WebSocket endpoint shares.
@@ -107,6 +110,26 @@ pub(crate) async fn upgrade(
     let shared = endpoint.shared.clone();
     let stopping = endpoint.shutdown.handle();
     let (max_message, read_size) = (settings.max_message_size, settings.read_buffer_size);
+    let negotiated = match settings.compression {
+        Compression::Off => None,
+        Compression::Auto => deflate_offer::negotiate(
+            request
+                .headers()
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter(),
+            Deflate {
+                threshold: settings.compression_threshold,
+                window_bits: settings.compression_window_bits,
+                level: settings.compression_level,
+            },
+        ),
+    };
+    let (deflate, extensions) = match negotiated
+        .and_then(|(deflate, answer)| Some((deflate, HeaderValue::from_str(&answer).ok()?)))
+    {
+        Some((deflate, answer)) => (Some(deflate), Some(answer)),
+        None => (None, None),
+    };
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -124,19 +147,23 @@ pub(crate) async fn upgrade(
         };
         // Frames a client sent before it read the answer are the first
         // bytes the WebSocket reads.
-        let socket = Socket::new(stream, read_past, max_message, read_size);
+        let socket = Socket::new(stream, read_past, max_message, read_size, deflate);
         conn::serve(socket, shared, scope, id, stopping).await;
         drop(slot);
         drop(client_slot);
     });
-    Response::builder()
+    let mut answer = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
         .header(
             header::SEC_WEBSOCKET_ACCEPT,
             derive_accept_key(key.as_bytes()),
-        )
+        );
+    if let Some(extensions) = extensions {
+        answer = answer.header(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
+    answer
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -8,6 +8,7 @@
 pub(crate) mod accept;
 pub(crate) mod admission;
 pub(crate) mod client_limits;
+pub(crate) mod deflate_offer;
 pub(crate) mod forwarded;
 pub(crate) mod handshake;
 pub(crate) mod rlimit;

@@ -52,6 +52,8 @@ impl OpCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
     pub fin: bool,
+    /// RSV1: the message this frame begins is compressed (RFC 7692).
+    pub compressed: bool,
     pub opcode: OpCode,
     pub mask: [u8; 4],
     /// Bytes of the header itself.
@@ -76,19 +78,26 @@ pub(crate) enum HeaderError {
 
 /// The header at the start of `bytes`: `Ok(None)` while it is incomplete.
 /// A payload longer than `max_payload` is refused from its header alone,
-/// before any of it is read.
+/// before any of it is read. RSV1 is accepted only when `inflate` (the
+/// connection negotiated permessage-deflate), and then only on the first
+/// frame of a text or binary message (RFC 7692, section 6).
 pub(crate) fn parse_header(
     bytes: &[u8],
     max_payload: usize,
+    inflate: bool,
 ) -> Result<Option<Header>, HeaderError> {
     let [first, second, ..] = *bytes else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    let compressed = first & 0x40 != 0;
+    if first & 0x30 != 0 || (compressed && !inflate) {
         return Err(HeaderError::Reserved);
     }
     let fin = first & 0x80 != 0;
     let opcode = OpCode::from_bits(first & 0x0F).ok_or(HeaderError::UnknownOpcode)?;
+    if compressed && (opcode.is_control() || opcode == OpCode::Continuation) {
+        return Err(HeaderError::Reserved);
+    }
     if second & 0x80 == 0 {
         return Err(HeaderError::Unmasked);
     }
@@ -119,6 +128,7 @@ pub(crate) fn parse_header(
     };
     Ok(Some(Header {
         fin,
+        compressed,
         opcode,
         mask: [mask[0], mask[1], mask[2], mask[3]],
         header_len: at + 4,
@@ -154,6 +164,20 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     out.extend_from_slice(&header[..len]);
     out.extend_from_slice(payload);
 }
+
+/// Appends a final, unmasked frame of `opcode` whose `payload` is
+/// compressed (RSV1 set, RFC 7692).
+pub(crate) fn write_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let mut header = [0u8; MAX_HEADER];
+    let len = write_header(&mut header, opcode, payload.len());
+    header[0] |= RSV1;
+    out.reserve(len + payload.len());
+    out.extend_from_slice(&header[..len]);
+    out.extend_from_slice(payload);
+}
+
+/// The bit of a frame's first byte that marks a compressed message.
+pub(crate) const RSV1: u8 = 0x40;
 
 /// Writes the header of a final, unmasked frame of `opcode` with `len`
 /// payload bytes into `header`; returns its length.
@@ -216,7 +240,7 @@ mod tests {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mask = [0x12, 0x34, 0x56, 0x78];
             let mut frame = client_frame(0x81, &payload, mask);
-            let header = parse_header(&frame, 1 << 20)
+            let header = parse_header(&frame, 1 << 20, false)
                 .expect("acceptable")
                 .expect("complete");
             assert!(header.fin);
@@ -234,18 +258,21 @@ mod tests {
         let frame = client_frame(0x81, &[b'x'; 300], [1, 2, 3, 4]);
         for cut in 0..8 {
             assert_eq!(
-                parse_header(&frame[..cut], 1 << 20),
+                parse_header(&frame[..cut], 1 << 20, false),
                 Ok(None),
                 "cut at {cut}"
             );
         }
-        assert!(matches!(parse_header(&frame[..8], 1 << 20), Ok(Some(_))));
+        assert!(matches!(
+            parse_header(&frame[..8], 1 << 20, false),
+            Ok(Some(_))
+        ));
     }
 
     #[test]
     fn what_the_rfc_forbids_is_refused() {
         let mask = [9, 9, 9, 9];
-        let refused = |frame: Vec<u8>| parse_header(&frame, 1000).err();
+        let refused = |frame: Vec<u8>| parse_header(&frame, 1000, false).err();
         assert_eq!(
             refused(client_frame(0xC1, b"x", mask)),
             Some(HeaderError::Reserved)
@@ -271,6 +298,28 @@ mod tests {
         let mut huge = vec![0x82, 0xFF];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(refused(huge), Some(HeaderError::TooBig));
+    }
+
+    #[test]
+    fn rsv1_only_on_the_first_frame_of_a_data_message_and_only_when_negotiated() {
+        let mask = [3, 1, 4, 1];
+        let parse = |first: u8, inflate: bool| {
+            parse_header(&client_frame(first, b"x", mask), 1000, inflate)
+                .map(|h| h.map(|h| h.compressed))
+        };
+        assert_eq!(parse(0xC1, true), Ok(Some(true)));
+        assert_eq!(parse(0x42, true), Ok(Some(true)), "a first fragment");
+        assert_eq!(parse(0x81, true), Ok(Some(false)));
+        assert_eq!(parse(0xC1, false), Err(HeaderError::Reserved));
+        assert_eq!(
+            parse(0xC0, true),
+            Err(HeaderError::Reserved),
+            "a continuation"
+        );
+        assert_eq!(parse(0xC9, true), Err(HeaderError::Reserved), "a ping");
+        assert_eq!(parse(0xC8, true), Err(HeaderError::Reserved), "a close");
+        assert_eq!(parse(0xA1, true), Err(HeaderError::Reserved), "RSV2");
+        assert_eq!(parse(0x91, true), Err(HeaderError::Reserved), "RSV3");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! to the connection's queue, and the connection's task writes it.
 //!
 //! Every byte, the connection's ([`crate::socket::writer`]) and the
-//! fan-out's, is written under the line's lock.
+//! fan-out's, is written under the line's lock. The line also says whether
+//! the connection negotiated permessage-deflate, so that the fan-out and
+//! the connection's writer both send it compressed frames.
 
 use std::{
     io,
@@ -20,10 +22,14 @@ use std::{
 
 use tokio::net::tcp::OwnedWriteHalf;
 
+use super::deflate::Deflate;
+
 /// A connection's socket for writing, by its task and by the fan-out.
 pub(crate) struct Line {
     stream: OwnedWriteHalf,
     state: Mutex<LineState>,
+    /// What the connection negotiated for the messages it is sent.
+    deflate: Option<Deflate>,
 }
 
 #[derive(Default)]
@@ -86,11 +92,17 @@ impl Locked<'_> {
 }
 
 impl Line {
-    pub(crate) fn new(stream: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(stream: OwnedWriteHalf, deflate: Option<Deflate>) -> Self {
         Line {
             stream,
             state: Mutex::new(LineState::default()),
+            deflate,
         }
+    }
+
+    /// Whether, and how, messages to this connection are compressed.
+    pub(crate) fn deflate(&self) -> Option<Deflate> {
+        self.deflate
     }
 
     fn state(&self) -> MutexGuard<'_, LineState> {

@@ -22,7 +22,10 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::socket::line::{Line, Wrote};
+use crate::socket::{
+    group_frames::GroupFrames,
+    line::{Line, Wrote},
+};
 use rohrpost_protocol::Close;
 
 /// Group messages written per flush.
@@ -124,11 +127,12 @@ pub(crate) fn outbound_queue(
 
 impl Outbox {
     /// Delivers messages without waiting: `frames` (the messages encoded
-    /// as text frames, one after another) straight to
+    /// as text frames, one after another, compressed when the connection
+    /// negotiated it) straight to
     /// the socket when the line is free and nothing waits in the queue,
     /// else each message into the queue. False when the connection is gone
     /// or closing, or its queue is full (then it is told to close).
-    pub(crate) fn deliver(&self, messages: &[Utf8Bytes], frames: &[u8]) -> bool {
+    pub(crate) fn deliver(&self, messages: &[Utf8Bytes], frames: &GroupFrames) -> bool {
         let Some(line) = &self.0.line else {
             return self.offer_all(messages);
         };
@@ -141,7 +145,7 @@ impl Outbox {
         if !locked.free() || self.0.bytes.load(Ordering::Acquire) > 0 {
             return self.offer_all(messages);
         }
-        match locked.write(frames) {
+        match locked.write(frames.for_member(line.deflate())) {
             Wrote::All => true,
             Wrote::Part => {
                 self.offer(&FINISH);

@@ -2,7 +2,10 @@
 //! buffer lent by [`crate::socket::buffers`], a text message handed to the
 //! handlers as a `&str` into that buffer, fragments put together within
 //! the message size limit, and every rule of RFC 6455 a server must
-//! enforce turned into the close code the RFC calls for.
+//! enforce turned into the close code the RFC calls for. A compressed
+//! message (RSV1, when the handshake negotiated permessage-deflate) is
+//! inflated into a buffer of its own, never past the size limit
+//! ([`crate::socket::deflate`]).
 //!
 //! Why the host reads frames itself rather than through tungstenite: a
 //! ping through tokio-tungstenite cost a zeroed 4 KiB read buffer per
@@ -34,6 +37,7 @@ use tokio::{
 
 use super::{
     buffers,
+    deflate::{self, InflateError},
     frame::{self, HeaderError, OpCode},
 };
 
@@ -63,6 +67,19 @@ pub(crate) enum ReadError {
     /// A text message or close reason that is not UTF-8: close with 1007.
     #[error("text that is not UTF-8")]
     NotUtf8,
+    /// A compressed message that is not valid DEFLATE data: close with
+    /// 1007, data inconsistent with the message's type.
+    #[error("compressed data that cannot be inflated")]
+    BadDeflate,
+}
+
+impl From<InflateError> for ReadError {
+    fn from(error: InflateError) -> Self {
+        match error {
+            InflateError::TooBig => ReadError::TooBig,
+            InflateError::Invalid => ReadError::BadDeflate,
+        }
+    }
 }
 
 impl From<HeaderError> for ReadError {
@@ -81,8 +98,17 @@ impl From<HeaderError> for ReadError {
 enum Found {
     /// A whole frame, its payload at this range of the buffer.
     Frame(OpCode, Range<usize>),
-    /// A message put together from fragments, in `assembled`.
+    /// A message put together from fragments, or inflated, in `assembled`.
     Assembled(OpCode),
+}
+
+/// A fragmented message being put together.
+struct Fragments {
+    /// The first frame's opcode.
+    opcode: OpCode,
+    /// The first frame had RSV1: the bytes are compressed.
+    compressed: bool,
+    bytes: Vec<u8>,
 }
 
 /// The reading half of a connection.
@@ -95,14 +121,17 @@ pub(crate) struct Reader {
     start: usize,
     /// The end of the frame handed out last: consumed on the next read.
     handed_out: usize,
-    /// A fragmented message being put together (its first frame's opcode),
-    /// and the last one put together, handed out until the next read.
-    fragments: Option<Box<(OpCode, Vec<u8>)>>,
+    /// A fragmented message being put together, and the last one put
+    /// together or inflated, handed out until the next read.
+    fragments: Option<Box<Fragments>>,
     assembled: Option<Vec<u8>>,
-    /// The most bytes a message may have.
+    /// The most bytes a message may have (inflated, when compressed).
     max_message: usize,
     /// How many bytes one read asks for.
-    read_size: usize,
+    read_size: u32,
+    /// The handshake negotiated permessage-deflate: RSV1 marks a
+    /// compressed message.
+    inflate: bool,
 }
 
 impl Reader {
@@ -113,6 +142,7 @@ impl Reader {
         already: Vec<u8>,
         max_message: usize,
         read_size: usize,
+        inflate: bool,
     ) -> Self {
         Reader {
             half,
@@ -122,7 +152,8 @@ impl Reader {
             fragments: None,
             assembled: None,
             max_message,
-            read_size: read_size.max(256),
+            read_size: u32::try_from(read_size.max(256)).unwrap_or(u32::MAX),
+            inflate,
         }
     }
 
@@ -164,9 +195,13 @@ impl Reader {
     /// Finds the next whole message, reading as needed.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Found, ReadError>> {
         self.start = self.start.max(self.handed_out);
-        self.assembled = None;
+        if let Some(assembled) = self.assembled.take() {
+            buffers::give(assembled);
+        }
         loop {
-            let needed = match frame::parse_header(&self.buf[self.start..], self.max_message)? {
+            let parsed =
+                frame::parse_header(&self.buf[self.start..], self.max_message, self.inflate)?;
+            let needed = match parsed {
                 Some(header)
                     if self.buf.len() - self.start >= header.header_len + header.payload_len =>
                 {
@@ -174,7 +209,9 @@ impl Reader {
                     let end = begin + header.payload_len;
                     frame::unmask(&mut self.buf[begin..end], header.mask);
                     self.start = end;
-                    if let Some(found) = self.took(header.fin, header.opcode, begin..end)? {
+                    let found =
+                        self.took(header.fin, header.compressed, header.opcode, begin..end)?;
+                    if let Some(found) = found {
                         self.handed_out = end;
                         return Poll::Ready(Ok(found));
                     }
@@ -192,6 +229,7 @@ impl Reader {
     fn took(
         &mut self,
         fin: bool,
+        compressed: bool,
         opcode: OpCode,
         payload: Range<usize>,
     ) -> Result<Option<Found>, ReadError> {
@@ -200,25 +238,45 @@ impl Reader {
             OpCode::Text | OpCode::Binary if self.fragments.is_some() => {
                 Err(ReadError::Protocol("a new message inside a fragmented one"))
             }
+            OpCode::Text | OpCode::Binary if fin && compressed => {
+                let mut inflated = buffers::take(0);
+                let done = deflate::inflate(&self.buf[payload], self.max_message, &mut inflated);
+                self.assembled = Some(inflated);
+                done?;
+                Ok(Some(Found::Assembled(opcode)))
+            }
             OpCode::Text | OpCode::Binary if fin => Ok(Some(Found::Frame(opcode, payload))),
             OpCode::Text | OpCode::Binary => {
-                self.fragments = Some(Box::new((opcode, self.buf[payload].to_vec())));
+                self.fragments = Some(Box::new(Fragments {
+                    opcode,
+                    compressed,
+                    bytes: self.buf[payload].to_vec(),
+                }));
                 Ok(None)
             }
             OpCode::Continuation => {
                 let Some(fragments) = self.fragments.as_mut() else {
                     return Err(ReadError::Protocol("a continuation of nothing"));
                 };
-                if fragments.1.len() + payload.len() > self.max_message {
+                if fragments.bytes.len() + payload.len() > self.max_message {
                     return Err(ReadError::TooBig);
                 }
-                fragments.1.extend_from_slice(&self.buf[payload]);
+                fragments.bytes.extend_from_slice(&self.buf[payload]);
                 if !fin {
                     return Ok(None);
                 }
-                let opcode = fragments.0;
-                self.assembled = self.fragments.take().map(|whole| whole.1);
-                Ok(Some(Found::Assembled(opcode)))
+                let Some(whole) = self.fragments.take() else {
+                    return Err(ReadError::Protocol("a continuation of nothing"));
+                };
+                if whole.compressed {
+                    let mut inflated = buffers::take(0);
+                    let done = deflate::inflate(&whole.bytes, self.max_message, &mut inflated);
+                    self.assembled = Some(inflated);
+                    done?;
+                } else {
+                    self.assembled = Some(whole.bytes);
+                }
+                Ok(Some(Found::Assembled(whole.opcode)))
             }
         }
     }
@@ -237,10 +295,10 @@ impl Reader {
         self.start = 0;
         self.handed_out = 0;
         if self.buf.capacity() == 0 {
-            self.buf = buffers::take(self.read_size);
+            self.buf = buffers::take(self.read_size as usize);
         }
         let held = self.buf.len() - self.start;
-        let want = needed.saturating_sub(held).max(self.read_size);
+        let want = needed.saturating_sub(held).max(self.read_size as usize);
         self.buf.reserve(want);
         let len = self.buf.len();
         let mut read = ReadBuf::uninit(self.buf.spare_capacity_mut());
@@ -316,7 +374,10 @@ mod tests {
         let client = TcpStream::connect(addr).await.expect("connected");
         let (server, _) = listener.accept().await.expect("accepted");
         let (read, _write) = server.into_split();
-        (Reader::new(read, Vec::new(), max_message, 4096), client)
+        (
+            Reader::new(read, Vec::new(), max_message, 4096, true),
+            client,
+        )
     }
 
     #[tokio::test]

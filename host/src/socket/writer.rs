@@ -2,7 +2,9 @@
 //! group messages its task delivers from its queue. Frames are appended to
 //! a buffer lent by [`crate::socket::buffers`] and written, on a flush, in
 //! one system call where the socket takes them, under the [`Line`]'s lock
-//! (the fan-out writes to the same socket).
+//! (the fan-out writes to the same socket). Text messages go compressed
+//! when the connection negotiated permessage-deflate and they are large
+//! enough ([`crate::socket::deflate`]).
 
 use std::{
     future::poll_fn,
@@ -12,7 +14,7 @@ use std::{
 };
 
 use super::{
-    buffers,
+    buffers, deflate,
     frame::{self, OpCode},
     line::Line,
 };
@@ -38,17 +40,28 @@ impl Writer {
         }
     }
 
-    /// Adds a text frame, written on the next [`flush`](Self::flush).
+    /// Adds a text frame, written on the next [`flush`](Self::flush);
+    /// compressed when the connection negotiated it and it is large enough.
     pub(crate) fn text(&mut self, text: &str) {
-        self.frame(OpCode::Text, text.as_bytes());
+        match self.line.deflate() {
+            Some(settings) => {
+                self.make_room(text.len());
+                deflate::write_frame(&mut self.out, OpCode::Text, text.as_bytes(), settings);
+            }
+            None => self.frame(OpCode::Text, text.as_bytes()),
+        }
     }
 
-    /// Adds a frame of `opcode`.
+    /// Adds a frame of `opcode`, as it is.
     pub(crate) fn frame(&mut self, opcode: OpCode, payload: &[u8]) {
-        if self.out.capacity() == 0 {
-            self.out = buffers::take(REPLY_BUFFER.max(payload.len() + frame::MAX_HEADER));
-        }
+        self.make_room(payload.len());
         frame::write_frame(&mut self.out, opcode, payload);
+    }
+
+    fn make_room(&mut self, payload: usize) {
+        if self.out.capacity() == 0 {
+            self.out = buffers::take(REPLY_BUFFER.max(payload + frame::MAX_HEADER));
+        }
     }
 
     /// Adds a close frame with `code` and `reason` (at most 123 bytes).
@@ -117,7 +130,7 @@ mod tests {
         let (server, _) = listener.accept().await.expect("accepted");
         // Dropping the read half leaves the socket open.
         let (_, write) = server.into_split();
-        (Writer::new(Arc::new(Line::new(write))), client)
+        (Writer::new(Arc::new(Line::new(write, None))), client)
     }
 
     /// Reads `n` bytes off `client` in the background.

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
 };
 
 use prometheus_client::{
@@ -21,6 +21,27 @@ use super::{
     plugin_reports::PluginReports,
 };
 use crate::base::lock::lock;
+
+/// Bytes through permessage-deflate (RFC 7692), before and after, each
+/// way. Static: the socket code that compresses and inflates (the
+/// connection's and the fan-out's) holds no handle to the metrics, and a
+/// handle per connection would cost every connection memory.
+pub(crate) struct CompressionCounts {
+    /// Bytes of messages compressed for sending (a group message counts
+    /// once, however many members it reaches), and what they became.
+    pub sent_plain: Counter,
+    pub sent_compressed: Counter,
+    /// Bytes of compressed client messages as they came, and inflated.
+    pub received_compressed: Counter,
+    pub received_plain: Counter,
+}
+
+pub(crate) static COMPRESSION: LazyLock<CompressionCounts> = LazyLock::new(|| CompressionCounts {
+    sent_plain: Counter::default(),
+    sent_compressed: Counter::default(),
+    received_compressed: Counter::default(),
+    received_plain: Counter::default(),
+});
 
 /// Labels of the messages counter.
 /// Counters of one plugin's workers, in the Prometheus metrics (by plugin
@@ -228,6 +249,31 @@ impl Default for Metrics {
             "Group messages handed to member connections of this host (one per member)",
             group_deliveries.clone(),
         );
+        let compression = &*COMPRESSION;
+        for (name, help, counter) in [
+            (
+                "compression_sent_plain_bytes",
+                "Bytes of messages compressed for sending, before compression (a group message once)",
+                &compression.sent_plain,
+            ),
+            (
+                "compression_sent_compressed_bytes",
+                "Bytes of messages compressed for sending, after compression (a group message once)",
+                &compression.sent_compressed,
+            ),
+            (
+                "compression_received_compressed_bytes",
+                "Bytes of compressed client messages as received",
+                &compression.received_compressed,
+            ),
+            (
+                "compression_received_plain_bytes",
+                "Bytes of compressed client messages once inflated",
+                &compression.received_plain,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         let reports = Arc::new(PluginReports::register(&mut registry));
         Metrics {
             group_deliveries,

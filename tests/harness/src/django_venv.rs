@@ -80,7 +80,7 @@ pub fn python() -> Result<PathBuf> {
     Ok(python)
 }
 
-fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     let name = format!("{command:?}");
     let status = command.status().map_err(|error| Error::Spawn {
         name: name.clone(),

@@ -7,7 +7,8 @@
 //! stopping it), [`host`] (the host with a plugins directory of its own),
 //! [`procfs`] (CPU time and memory of a process) and [`limits`] (the
 //! open-files limit), and the Django test app ([`django_venv`], its
-//! environment, and [`django_app`], its processes).
+//! environment, and [`django_app`], its processes), and the Python
+//! `websockets` client's environment ([`websockets_venv`]).
 
 pub mod django_app;
 pub mod django_venv;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod paths;
 pub mod process;
 pub mod procfs;
+pub mod websockets_venv;
 
 pub use error::{Error, Result};
 pub use files::{
