@@ -388,8 +388,12 @@ async fn garbage_in_the_replies_ring_ends_the_worker_and_nothing_else() {
     let mut bystander = host.connect().await.unwrap();
     let mut c = host.connect().await.unwrap();
     serving(&mut c).await;
+    // Its own reply may get through before the server looks again.
     let reply = attack(&mut c, "ring-garbage", json!({})).await;
-    assert_eq!(reply["error"], CRASHED, "{reply}");
+    assert!(
+        reply["error"] == CRASHED || reply["data"]["ok"] == true,
+        "{reply}"
+    );
     host.wait_for_log(
         &[
             "plugin=hostile",
