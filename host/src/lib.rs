@@ -30,6 +30,9 @@
 //! `rohrpost-protocol` crate.
 
 #![warn(unreachable_pub)]
+// The map above links the private folders, for readers of
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod admin;
 mod base;

@@ -5,7 +5,7 @@
 //!   `plugins/` (release), installs the plugins into the host's plugins
 //!   directory (`plugins.d/` unless the arguments, the environment or the
 //!   config file choose another; write, then rename, so a running host
-//!   reloads them cleanly) and starts the host (see [`server_args`]).
+//!   reloads them cleanly) and starts the host (see [`server_args()`]).
 //! - `cargo xtask install-plugins [DIR]`: the build-and-install step alone,
 //!   for a host that is already running.
 //! - `cargo xtask bench [ARGS...]`: builds everything in release and runs the

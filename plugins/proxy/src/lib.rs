@@ -26,6 +26,10 @@
 //! (`rohrpost_plugin_counts_total{plugin="proxy",event="backend_failures",
 //! kind="timeout"}`; [`backend_http::report`]).
 
+// The crate's map links its private modules, for readers of
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod backend;
 mod contract;
 mod settings;
