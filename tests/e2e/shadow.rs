@@ -374,7 +374,8 @@ async fn a_killed_servers_directory_is_removed_by_the_next_start_and_nothing_els
 
     // SIGTERM: the server removes its own directory on the way out.
     c.signal(libc::SIGTERM);
-    assert_eq!(c.exit_code(T).await.unwrap(), Some(0));
+    let code = c.exit_code(T).await.unwrap();
+    assert_eq!(code, Some(0), "its log:\n{}", c.log().join("\n"));
     assert!(!dir_c.exists(), "{} is left after SIGTERM", dir_c.display());
     assert!(dir_b.is_dir());
     ping(&b).await;
