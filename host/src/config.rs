@@ -200,9 +200,18 @@ settings! {
     /// shared with a Django app in the format of its Channels layer,
     /// `channels_redis://127.0.0.1:6379/0` (`RedisChannelLayer`) or
     /// `channels_redis_pubsub://127.0.0.1:6379/0` (`RedisPubSubChannelLayer`).
+    /// Over TLS: `rediss://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`.
     groups: Groups = "memory", flag "groups", env "ROHRPOST_GROUPS", parse parse_groups;
     /// Prefix of the Redis channel names, so that deployments can share one Redis; empty: `rohrpost:` for `redis://`, Channels' `asgi` for the `channels_redis` layers (set it to the layer's `prefix` in Django's `CHANNEL_LAYERS`).
     groups_prefix: String = "", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
+    /// With Redis groups over TLS (`rediss://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`): a PEM file of CA certificates trusted besides the system's.
+    redis_tls_ca: String = "", flag "redis-tls-ca", env "ROHRPOST_REDIS_TLS_CA", parse parse_string;
+    /// With Redis groups over TLS: a PEM client certificate (chain), for a Redis that asks for one (`tls-auth-clients yes`); with `redis_tls_key`.
+    redis_tls_cert: String = "", flag "redis-tls-cert", env "ROHRPOST_REDIS_TLS_CERT", parse parse_string;
+    /// With Redis groups over TLS: the PEM private key of `redis_tls_cert`.
+    redis_tls_key: String = "", flag "redis-tls-key", env "ROHRPOST_REDIS_TLS_KEY", parse parse_string;
+    /// A file whose first line is Redis's password, instead of a password in the groups URL: it is then on no command line and in no environment.
+    redis_password_file: String = "", flag "redis-password-file", env "ROHRPOST_REDIS_PASSWORD_FILE", parse parse_string;
     /// With `channels_redis://` groups: how long a group membership lasts in Redis (channels_redis's `group_expiry`); the host refreshes its own well before.
     channels_group_expiry: Duration = "86400s", flag "channels-group-expiry", env "ROHRPOST_CHANNELS_GROUP_EXPIRY", parse parse_whole_seconds;
     /// With `channels_redis://` groups: most messages waiting for one process (channels_redis's `capacity`); a message for a full one is dropped.
@@ -384,6 +393,31 @@ pub(crate) enum Groups {
     /// In Redis at this URL, as Django Channels' `RedisChannelLayer`
     /// keeps them: several hosts and Django.
     ChannelsCore(String),
+}
+
+impl Settings {
+    /// How to reach Redis besides the groups URL.
+    pub(crate) fn redis_access(&self) -> crate::groups::redis::Access {
+        let path = |text: &str| (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
+        crate::groups::redis::Access {
+            tls_ca: path(&self.redis_tls_ca),
+            tls_cert: path(&self.redis_tls_cert),
+            tls_key: path(&self.redis_tls_key),
+            password_file: path(&self.redis_password_file),
+        }
+    }
+
+    /// `--check-config`'s part about Redis: a client can be made for the
+    /// groups URL with the TLS and password files, as at start.
+    pub(crate) fn check_redis(&self) -> Result<(), String> {
+        let access = self.redis_access();
+        match &self.groups {
+            Groups::Memory => Ok(()),
+            Groups::Redis(url) | Groups::ChannelsPubSub(url) | Groups::ChannelsCore(url) => {
+                crate::groups::redis::check(url, &access).map_err(|e| format!("groups: {e}"))
+            }
+        }
+    }
 }
 
 impl Groups {
@@ -818,6 +852,12 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
     {
         return Ok(Groups::Redis(text.to_owned()));
     }
+    if let Some(rest) = text.strip_prefix("channels_redis_pubsub+tls://") {
+        return Ok(Groups::ChannelsPubSub(format!("rediss://{rest}")));
+    }
+    if let Some(rest) = text.strip_prefix("channels_redis+tls://") {
+        return Ok(Groups::ChannelsCore(format!("rediss://{rest}")));
+    }
     if let Some(rest) = text.strip_prefix("channels_redis_pubsub://") {
         return Ok(Groups::ChannelsPubSub(format!("redis://{rest}")));
     }
@@ -825,7 +865,7 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
         return Ok(Groups::ChannelsCore(format!("redis://{rest}")));
     }
     Err(format!(
-        "'{text}' is neither memory nor a redis://, channels_redis:// or channels_redis_pubsub:// URL"
+        "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL"
     ))
 }
 

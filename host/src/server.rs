@@ -88,7 +88,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 Groups::ChannelsPubSub(_) => Format::ChannelsPubSub,
                 _ => Format::Rohrpost,
             };
-            RedisGroups::connect(url, wire, groups_prefix(&settings), monitor.clone()).await?
+            RedisGroups::connect(
+                url,
+                &settings.redis_access(),
+                wire,
+                groups_prefix(&settings),
+                monitor.clone(),
+            )
+            .await?
         }
         Groups::ChannelsCore(url) => {
             let core = CoreSettings {
@@ -96,7 +103,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 capacity: settings.channels_capacity,
                 expiry: settings.channels_expiry,
             };
-            CoreGroups::connect(url, groups_prefix(&settings), core, monitor.clone()).await?
+            CoreGroups::connect(
+                url,
+                &settings.redis_access(),
+                groups_prefix(&settings),
+                core,
+                monitor.clone(),
+            )
+            .await?
         }
     };
     let answers = Arc::new(Answers {

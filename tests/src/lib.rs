@@ -7,6 +7,7 @@
 pub mod django;
 pub mod proxy_backend;
 pub mod redis;
+pub mod tls;
 
 use std::{
     ffi::OsStr,

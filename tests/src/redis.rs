@@ -91,6 +91,57 @@ impl OwnRedis {
         redis
     }
 
+    /// Starts `redis-server` with `args` (after the bind and persistence
+    /// ones) for a server on `port`, and waits until `ready` says it
+    /// answers.
+    pub async fn start_with(port: u16, args: &[&str], ready: impl Fn() -> bool) -> OwnRedis {
+        assert_ne!(port, 6379, "never the shared Redis");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        let redis = OwnRedis {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        redis
+    }
+
+    /// Starts a server that speaks TLS only, on `port`, with the server
+    /// certificate of `tls`, and waits until it answers.
+    pub async fn start_tls(port: u16, tls: &crate::tls::TestTls) -> OwnRedis {
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let (cert, key, ca) = (
+            path(&tls.server_cert),
+            path(&tls.server_key),
+            path(&tls.ca_cert),
+        );
+        let tls_port = port.to_string();
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ];
+        Self::start_with(port, &args, || tls_cli(port, &ca, &["PING"]) == "PONG").await
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -132,4 +183,24 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `redis-cli` over TLS to the server on `port`, trusting `ca`: its output,
+/// trimmed (empty when it fails).
+pub fn tls_cli(port: u16, ca: &str, command: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args([
+            "--tls",
+            "--cacert",
+            ca,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(command)
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

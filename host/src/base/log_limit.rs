@@ -58,6 +58,10 @@ pub(crate) static QUEUE_FULL: LogLimit = LogLimit::new("queue_full");
 /// closed for their message rate.
 pub(crate) static CLIENT_LIMITED: LogLimit = LogLimit::new("client_limited");
 
+/// A payload read from Redis was too large or malformed (whoever can
+/// write to Redis controls it).
+pub(crate) static REDIS_REJECTED: LogLimit = LogLimit::new("redis_rejected");
+
 /// The limit of one kind of log line.
 pub(crate) struct LogLimit {
     kind: &'static str,

@@ -137,6 +137,8 @@ pub(crate) struct Metrics {
     /// Events from a Django Channels layer that are not rohrpost messages
     /// (their `type` is not `rohrpost.message`), or that cannot be read.
     pub broker_foreign: Counter,
+    /// Payloads from the broker too large or malformed to read (dropped).
+    pub broker_rejected: Counter,
     /// 1 while the group broker (Redis) is reachable.
     pub(super) broker_up: Gauge,
     /// Group messages handed to member connections of this host.
@@ -237,6 +239,12 @@ impl Default for Metrics {
             "Events from a Django Channels layer that are not rohrpost.message events or cannot be read, skipped",
             broker_foreign.clone(),
         );
+        let broker_rejected = Counter::default();
+        registry.register(
+            "broker_rejected",
+            "Payloads read from Redis that were too large or malformed (bad msgpack, nested too deep, not UTF-8, not JSON from another host), dropped",
+            broker_rejected.clone(),
+        );
         let broker_up = Gauge::default();
         registry.register(
             "broker_up",
@@ -283,6 +291,7 @@ impl Default for Metrics {
             broker_drops,
             broker_invalid,
             broker_foreign,
+            broker_rejected,
             broker_up,
             invalid,
             unknown_type,

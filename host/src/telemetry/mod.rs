@@ -173,6 +173,11 @@ impl Monitor {
         self.metrics.broker_foreign.inc();
     }
 
+    /// A payload from the broker too large or malformed to read.
+    pub(crate) fn broker_rejected(&self) {
+        self.metrics.broker_rejected.inc();
+    }
+
     /// `GET /metrics` in the Prometheus text format.
     pub(crate) fn metrics_text(&self) -> String {
         self.metrics.text()

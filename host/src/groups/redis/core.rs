@@ -200,6 +200,10 @@ impl Core {
         let message = match message {
             Received::Message(message) => message,
             Received::Own => return,
+            Received::Rejected(why) => {
+                self.health.rejected(&self.inbox(), &why);
+                return;
+            }
             Received::Foreign(kind) => {
                 self.health.foreign();
                 debug!(

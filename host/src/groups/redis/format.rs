@@ -15,6 +15,13 @@
 //!   `{"type": "rohrpost.message", "message": <text>, "rohrpost_host":
 //!   <origin>}`.
 //!
+//! Whoever can write to Redis controls what the host reads there, so every
+//! payload is checked before anything is built from it: at most
+//! [`MAX_PAYLOAD`] bytes, msgpack nested at most [`MAX_DEPTH`] deep, a
+//! message within the same bound, and from another host JSON text. Anything else is
+//! [`Received::Rejected`]: dropped, counted and logged (rate-limited) by
+//! the caller, never delivered.
+//!
 //! Why the extra `rohrpost_host` key: Redis hands a publisher its own
 //! messages back on every channel it subscribes to, and the host has
 //! already delivered them to its own members. The key marks the host's
@@ -27,6 +34,33 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The event type rohrpost's Python side sends and handles.
 pub(super) const ROHRPOST_MESSAGE: &str = "rohrpost.message";
+
+/// Most bytes of one payload read from Redis, and of the message made of
+/// it: bigger ones are dropped.
+pub(super) const MAX_PAYLOAD: usize = 8 << 20;
+/// Deepest nesting of msgpack read from Redis (an event is a flat map; its
+/// message may hold some structure).
+const MAX_DEPTH: usize = 32;
+
+/// Why a payload was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rejected {
+    /// Larger than [`MAX_PAYLOAD`] (its size).
+    Oversized(usize),
+    /// What is wrong with it.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Oversized(bytes) => {
+                write!(f, "{bytes} bytes, more than the {MAX_PAYLOAD} accepted")
+            }
+            Rejected::Malformed(why) => f.write_str(why),
+        }
+    }
+}
 
 /// A format of group messages on Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +79,34 @@ pub(super) enum Received {
     /// This host published it: its members have it.
     Own,
     /// Not a rohrpost message: an event of another type (named, when it
-    /// has a type), or a payload that cannot be read.
+    /// has a type).
     Foreign(Option<String>),
+    /// Too large or malformed: dropped.
+    Rejected(Rejected),
+}
+
+/// Reads msgpack under [`MAX_DEPTH`].
+fn from_msgpack<'a, T: Deserialize<'a>>(packed: &'a [u8]) -> Option<T> {
+    let mut reader = rmp_serde::Deserializer::from_read_ref(packed);
+    reader.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut reader).ok()
+}
+
+/// `text` as a message for members, within [`MAX_PAYLOAD`]. From Django
+/// a text goes to members as it is (rohrpost's consumer sends it so).
+fn text_message(text: String) -> Received {
+    if text.len() > MAX_PAYLOAD {
+        return Received::Rejected(Rejected::Oversized(text.len()));
+    }
+    Received::Message(Utf8Bytes::from(text))
+}
+
+/// `text` from another host: the JSON text of a frame that host made.
+fn json_message(text: &str) -> Received {
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        return Received::Rejected(Rejected::Malformed("the message is not JSON text"));
+    }
+    Received::Message(Utf8Bytes::from(text))
 }
 
 /// An event as Channels' layers carry it; other keys are ignored.
@@ -99,11 +159,23 @@ pub(super) fn core_message(message: &str, channels: &[&str]) -> Vec<u8> {
 
 /// Reads a core layer message: the message, and the channels it is for.
 pub(super) fn read_core_message(payload: &[u8]) -> (Received, Vec<String>) {
+    if payload.len() > MAX_PAYLOAD {
+        return (
+            Received::Rejected(Rejected::Oversized(payload.len())),
+            Vec::new(),
+        );
+    }
     let Some(packed) = payload.get(CORE_RANDOM_PREFIX..) else {
-        return (Received::Foreign(None), Vec::new());
+        return (
+            Received::Rejected(Rejected::Malformed("shorter than the random prefix")),
+            Vec::new(),
+        );
     };
-    let Ok(mut event) = rmp_serde::from_slice::<Event>(packed) else {
-        return (Received::Foreign(None), Vec::new());
+    let Some(mut event) = from_msgpack::<Event>(packed) else {
+        return (
+            Received::Rejected(Rejected::Malformed("not a msgpack map of an event")),
+            Vec::new(),
+        );
     };
     let channels = match event.channels.take() {
         Some(OneOrMore::One(channel)) => vec![channel],
@@ -141,18 +213,21 @@ impl Format {
 
     /// Reads a payload for a host whose id is `origin`.
     pub(super) fn decode(self, origin: &str, payload: &[u8]) -> Received {
+        if payload.len() > MAX_PAYLOAD {
+            return Received::Rejected(Rejected::Oversized(payload.len()));
+        }
         match self {
             Format::Rohrpost => {
-                let Some((from, message)) = std::str::from_utf8(payload)
-                    .ok()
-                    .and_then(|text| text.split_once('\n'))
-                else {
-                    return Received::Foreign(None);
+                let Ok(text) = std::str::from_utf8(payload) else {
+                    return Received::Rejected(Rejected::Malformed("not UTF-8 text"));
+                };
+                let Some((from, message)) = text.split_once('\n') else {
+                    return Received::Rejected(Rejected::Malformed("no origin line"));
                 };
                 if from == origin {
                     Received::Own
                 } else {
-                    Received::Message(Utf8Bytes::from(message))
+                    json_message(message)
                 }
             }
             Format::ChannelsPubSub => read_event(origin, payload),
@@ -174,8 +249,11 @@ pub(super) fn channels_event(origin: &str, message: &str) -> Vec<u8> {
 
 /// Reads a Channels event (msgpack, as `channels_redis` writes it).
 pub(super) fn read_event(origin: &str, payload: &[u8]) -> Received {
-    let Ok(event) = rmp_serde::from_slice::<Event>(payload) else {
-        return Received::Foreign(None);
+    if payload.len() > MAX_PAYLOAD {
+        return Received::Rejected(Rejected::Oversized(payload.len()));
+    }
+    let Some(event) = from_msgpack::<Event>(payload) else {
+        return Received::Rejected(Rejected::Malformed("not a msgpack map of an event"));
     };
     rohrpost_message(event, origin)
 }
@@ -189,9 +267,9 @@ fn rohrpost_message(event: Event, origin: &str) -> Received {
         return Received::Own;
     }
     match event.message {
-        Some(serde_json::Value::String(text)) => Received::Message(Utf8Bytes::from(text)),
+        Some(serde_json::Value::String(text)) => text_message(text),
         Some(serde_json::Value::Null) | None => Received::Foreign(event.kind),
-        Some(other) => Received::Message(Utf8Bytes::from(other.to_string())),
+        Some(other) => text_message(other.to_string()),
     }
 }
 
@@ -229,7 +307,7 @@ mod tests {
             read_event("me", payload),
             Received::Foreign(Some("chat.message".into()))
         );
-        assert_eq!(read_event("me", b"\xc1"), Received::Foreign(None));
+        assert!(matches!(read_event("me", b"\xc1"), Received::Rejected(_)));
     }
 
     #[test]
@@ -255,22 +333,62 @@ mod tests {
         // From Django's `send`: one channel name; too short: unreadable.
         let mut one = vec![0u8; CORE_RANDOM_PREFIX];
         one.extend_from_slice(
-            b"\x83\xa4type\xb0rohrpost.message\xa7message\xa1m\xb0__asgi_channel__\xa3x!y",
+            b"\x83\xa4type\xb0rohrpost.message\xa7message\xa3\"m\"\xb0__asgi_channel__\xa3x!y",
         );
         assert_eq!(
             read_core_message(&one),
-            (Received::Message("m".into()), vec!["x!y".to_owned()])
+            (Received::Message("\"m\"".into()), vec!["x!y".to_owned()])
         );
-        assert_eq!(read_core_message(b"short").0, Received::Foreign(None));
+        assert!(matches!(
+            read_core_message(b"short").0,
+            Received::Rejected(Rejected::Malformed(_))
+        ));
     }
 
     #[test]
     fn the_host_format_round_trips() {
-        let payload = Format::Rohrpost.encode("me", "m\nx");
+        let payload = Format::Rohrpost.encode("me", "[\"m\",\n1]");
         assert_eq!(Format::Rohrpost.decode("me", &payload), Received::Own);
         assert_eq!(
             Format::Rohrpost.decode("you", &payload),
-            Received::Message("m\nx".into())
+            Received::Message("[\"m\",\n1]".into())
+        );
+    }
+
+    #[test]
+    fn hostile_payloads_are_rejected_without_building_them() {
+        let rejected = |r: Received| matches!(r, Received::Rejected(_));
+        // Not JSON, not UTF-8, no origin line.
+        assert!(rejected(Format::Rohrpost.decode("me", b"other\nnot json")));
+        assert!(rejected(Format::Rohrpost.decode("me", b"other\n\xff")));
+        assert!(rejected(Format::Rohrpost.decode("me", b"{}")));
+        // Too large, whatever it holds.
+        let huge = vec![b' '; MAX_PAYLOAD + 1];
+        assert_eq!(
+            Format::Rohrpost.decode("me", &huge),
+            Received::Rejected(Rejected::Oversized(MAX_PAYLOAD + 1))
+        );
+        assert!(rejected(read_event("me", &huge)));
+        // Nested deeper than allowed: 100 000 one-element arrays.
+        let mut deep = b"\x82\xa4type\xb0rohrpost.message\xa7message".to_vec();
+        deep.extend(std::iter::repeat_n(0x91u8, 100_000));
+        deep.push(0x01);
+        assert!(rejected(read_event("me", &deep)));
+        // A map claiming four billion entries, and a string claiming 4 GiB.
+        assert!(rejected(read_event("me", b"\xdf\xff\xff\xff\xff")));
+        assert!(rejected(read_event(
+            "me",
+            b"\x82\xa4type\xb0rohrpost.message\xa7message\xdb\xff\xff\xff\xff"
+        )));
+        // A message of bytes; a text that is not JSON goes as it is, as
+        // rohrpost's consumer sends it.
+        assert!(rejected(read_event(
+            "me",
+            b"\x82\xa4type\xb0rohrpost.message\xa7message\xc4\x03abc"
+        )));
+        assert_eq!(
+            read_event("me", b"\x82\xa4type\xb0rohrpost.message\xa7message\xa3abc"),
+            Received::Message("abc".into())
         );
     }
 }

@@ -180,6 +180,17 @@ impl Health {
         self.monitor.broker_invalid();
     }
 
+    /// A payload read from `source` (a channel or key) was too large or
+    /// malformed: counted, and logged at most a few times per interval
+    /// (whoever writes to Redis decides how often).
+    pub(super) fn rejected(&self, source: &str, why: &super::format::Rejected) {
+        self.monitor.broker_rejected();
+        if crate::base::log_limit::REDIS_REJECTED.allow() {
+            let source: String = source.chars().take(200).collect();
+            warn!(%source, %why, "dropped a payload from Redis (counted in rohrpost_broker_rejected_total)");
+        }
+    }
+
     /// Counts an event from Redis that is not a rohrpost message.
     pub(super) fn foreign(&self) {
         self.monitor.broker_foreign();

@@ -226,6 +226,7 @@ impl LayerState {
                 self.local.deliver(group, &message).await;
             }
             Received::Own => {}
+            Received::Rejected(why) => self.health.rejected(channel, &why),
             Received::Foreign(kind) => {
                 self.health.foreign();
                 debug!(

@@ -24,6 +24,7 @@
 //!   again to every group it needs, and reports the outage in `/readyz` and
 //!   the metrics.
 
+mod access;
 mod core;
 mod core_link;
 mod format;
@@ -39,6 +40,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::info;
 
 use self::presence::Presence;
+pub(crate) use self::{
+    access::{Access, AccessError},
+    core::CoreSettings,
+    format::Format,
+};
 use self::{
     core::Core,
     core_link::Change,
@@ -46,7 +52,6 @@ use self::{
     link::{Control, LayerState},
     publisher::{Publisher, Sink},
 };
-pub(crate) use self::{core::CoreSettings, format::Format};
 use crate::{
     groups::{ConnectionId, GroupFuture, GroupLayer, HostEntry, MemoryGroups, Outbox},
     telemetry::Monitor,
@@ -71,11 +76,12 @@ impl RedisGroups {
     /// the tasks that keep the subscriptions and publish.
     pub(crate) async fn connect(
         url: &str,
+        access: &Access,
         wire: Format,
         prefix: &str,
         monitor: Arc<Monitor>,
     ) -> anyhow::Result<Arc<RedisGroups>> {
-        let (client, where_) = client(url)?;
+        let (client, where_) = client(url, access)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
         info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
         let local = MemoryGroups::counting(monitor.group_deliveries());
@@ -113,20 +119,15 @@ impl RedisGroups {
     }
 }
 
-/// The client for `url`, and the URL for logs.
-/// Its TCP connections send at once (`TCP_NODELAY`, which the Redis client
-/// leaves off): a command written while the previous one's answer is on
-/// its way must not wait for that answer's acknowledgement (up to 40 ms
-/// on Linux), as Nagle's algorithm would have it.
-fn client(url: &str) -> anyhow::Result<(redis::Client, String)> {
-    use redis::IntoConnectionInfo;
-    let info = url
-        .into_connection_info()
-        .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
-    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-    let client = redis::Client::open(info.set_tcp_settings(tcp))
-        .map_err(|e| anyhow::anyhow!("invalid Redis URL for groups: {e}"))?;
-    Ok((client, redacted(url)))
+/// The client for `url` (see [`access`]), and the URL for logs.
+fn client(url: &str, access: &Access) -> anyhow::Result<(redis::Client, String)> {
+    Ok(access::client(url, access)?)
+}
+
+/// Checks that clients can be made for `url` with `access`, as at start
+/// (`--check-config`): nothing connects.
+pub(crate) fn check(url: &str, access: &Access) -> Result<(), AccessError> {
+    access::client(url, access).map(|_| ())
 }
 
 /// Opens the connections at start, within [`START_TIMEOUT`].
@@ -138,16 +139,6 @@ async fn first_contact<T>(
         .await
         .map_err(|_| anyhow::anyhow!("cannot reach Redis at {where_}: timed out"))?
         .map_err(|e| anyhow::anyhow!("cannot reach Redis at {where_}: {e}"))
-}
-
-/// The URL without a password, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 impl GroupLayer for RedisGroups {
@@ -246,11 +237,12 @@ impl CoreGroups {
     /// the tasks that keep the memberships, receive and send.
     pub(crate) async fn connect(
         url: &str,
+        access: &Access,
         prefix: &str,
         settings: CoreSettings,
         monitor: Arc<Monitor>,
     ) -> anyhow::Result<Arc<CoreGroups>> {
-        let (client, where_) = client(url)?;
+        let (client, where_) = client(url, access)?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
         info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
         let local = MemoryGroups::counting(monitor.group_deliveries());

@@ -1,0 +1,168 @@
+//! Hostile or broken data in Redis (another service with write access, a
+//! bug, another version of channels_redis): payloads that are malformed,
+//! nested too deep or too large, injected with `redis-cli` on every
+//! channel and key a host reads, are dropped and counted, and the host
+//! goes on serving and delivering good messages.
+//!
+//! Each test starts a `redis-server` of its own on a free port.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use rohrpost_tests::{
+    metric_value,
+    redis::{free_port, OwnRedis},
+    Client, Host,
+};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(10);
+
+/// `redis-cli` on `port` with `args`, the last one read from `stdin`
+/// (`-x`) when given: its output.
+fn cli(port: u16, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut command = Command::new("redis-cli");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if stdin.is_some() {
+        command.arg("-x");
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    if let Some(mut input) = child.stdin.take() {
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The hostile payloads of one format: (what, bytes).
+fn hostile(good_prefix: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut deep = b"\x82\xa4type\xb0rohrpost.message\xa7message".to_vec();
+    deep.extend(std::iter::repeat_n(0x91u8, 200_000));
+    deep.push(0x01);
+    let mut not_json = good_prefix.to_vec();
+    not_json.extend_from_slice(b"not json at all");
+    vec![
+        ("garbage", b"\xc1\xff\x00garbage".to_vec()),
+        ("deep msgpack", deep),
+        ("huge map claim", b"\xdf\xff\xff\xff\xff".to_vec()),
+        ("huge", vec![b'['; 9 << 20]),
+        ("not json or bytes", not_json),
+    ]
+}
+
+async fn expect_payload(client: &mut Client, payload: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m: Value = client.recv_json(left).await.unwrap();
+        assert_eq!(m["type"], "group-message", "only good messages arrive: {m}");
+        if m["data"]["payload"] == payload {
+            return;
+        }
+    }
+}
+
+async fn rejected(host: &Host) -> f64 {
+    metric_value(&host.addr, "rohrpost_broker_rejected_total")
+        .await
+        .unwrap_or(0.0)
+}
+
+/// A host with a member in `room`, hostile payloads on the room's
+/// channel, then a good message from another host.
+async fn pubsub_case(scheme: &str, channel: &str, good_prefix: &[u8]) {
+    let port = free_port();
+    let _redis = OwnRedis::start(port).await;
+    let url = format!("{scheme}://127.0.0.1:{port}/0");
+    let args = ["--groups", &url, "--groups-prefix", "h:"];
+    let a = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let b = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let mut member = a.connect().await.unwrap();
+    member.join("room").await.unwrap();
+    let cases = hostile(good_prefix);
+    for (what, bytes) in &cases {
+        let receivers = cli(port, &["PUBLISH", channel], Some(bytes));
+        assert_eq!(receivers, "1", "{what}: one host subscribed");
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    while rejected(&a).await < cases.len() as f64 {
+        assert!(tokio::time::Instant::now() < deadline, "not all rejected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    member.ping_ok(7).await.unwrap();
+    let mut sender = b.connect().await.unwrap();
+    let request = r#"{"id":1,"type":"group-send","data":{"group":"room","message":"still here"}}"#;
+    sender.request(request).await.unwrap();
+    expect_payload(&mut member, "still here").await;
+    a.wait_for_log(&["dropped a payload from Redis"], T)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hostile_payloads_on_a_group_channel_are_dropped_and_counted() {
+    pubsub_case("redis", "h:group:room", b"someone\n").await;
+}
+
+#[tokio::test]
+async fn hostile_events_on_a_channels_pubsub_group_are_dropped_and_counted() {
+    pubsub_case(
+        "channels_redis_pubsub",
+        "h:__group__room",
+        // A message of bytes (a text goes to members as it is).
+        b"\x82\xa4type\xb0rohrpost.message\xa7message\xc4\x0f",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port).await;
+    let url = format!("channels_redis://127.0.0.1:{port}/0");
+    let args = ["--groups", &url];
+    let a = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let b = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let mut member = a.connect().await.unwrap();
+    member.join("room").await.unwrap();
+    let mut other = b.connect().await.unwrap();
+    other.join("room").await.unwrap();
+    // The channels in the group's set; each host's inbox is its channel's
+    // process part, under the prefix.
+    let members = cli(port, &["ZRANGE", "asgi:group:room", "0", "-1"], None);
+    let inboxes: Vec<String> = members
+        .lines()
+        .filter_map(|channel| {
+            channel
+                .find('!')
+                .map(|bang| format!("asgi{}", &channel[..=bang]))
+        })
+        .collect();
+    assert_eq!(inboxes.len(), 2, "{members}");
+    let cases = hostile(b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+    for inbox in &inboxes {
+        for (n, (_, bytes)) in cases.iter().enumerate() {
+            cli(port, &["ZADD", inbox, &n.to_string()], Some(bytes));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    while rejected(&a).await < cases.len() as f64 || rejected(&b).await < cases.len() as f64 {
+        assert!(tokio::time::Instant::now() < deadline, "not all rejected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request = r#"{"id":1,"type":"group-send","data":{"group":"room","message":"still here"}}"#;
+    let mut sender = b.connect().await.unwrap();
+    sender.request(request).await.unwrap();
+    expect_payload(&mut member, "still here").await;
+    expect_payload(&mut other, "still here").await;
+}
