@@ -31,7 +31,7 @@ fn check_plugins(cli: &Cli, path: &std::path::Path) -> Result<(), Vec<String>> {
     with_file.config = Some(path.to_owned());
     with_file.check_config = None;
     let config = Config::load(&with_file).map_err(|e| vec![format!("{e:#}")])?;
-    config.settings.check_redis().map_err(|e| vec![e])?;
+    crate::groups::redis::check_settings(&config.settings).map_err(|e| vec![e])?;
     let dir = &config.settings.plugins_dir;
     if !dir.is_dir() {
         println!(

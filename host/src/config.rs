@@ -395,31 +395,6 @@ pub(crate) enum Groups {
     ChannelsCore(String),
 }
 
-impl Settings {
-    /// How to reach Redis besides the groups URL.
-    pub(crate) fn redis_access(&self) -> crate::groups::redis::Access {
-        let path = |text: &str| (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
-        crate::groups::redis::Access {
-            tls_ca: path(&self.redis_tls_ca),
-            tls_cert: path(&self.redis_tls_cert),
-            tls_key: path(&self.redis_tls_key),
-            password_file: path(&self.redis_password_file),
-        }
-    }
-
-    /// `--check-config`'s part about Redis: a client can be made for the
-    /// groups URL with the TLS and password files, as at start.
-    pub(crate) fn check_redis(&self) -> Result<(), String> {
-        let access = self.redis_access();
-        match &self.groups {
-            Groups::Memory => Ok(()),
-            Groups::Redis(url) | Groups::ChannelsPubSub(url) | Groups::ChannelsCore(url) => {
-                crate::groups::redis::check(url, &access).map_err(|e| format!("groups: {e}"))
-            }
-        }
-    }
-}
-
 impl Groups {
     /// The channel prefix when `groups_prefix` is empty.
     pub(crate) fn default_prefix(&self) -> &'static str {

@@ -90,7 +90,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             };
             RedisGroups::connect(
                 url,
-                &settings.redis_access(),
+                &crate::groups::redis::access_from_settings(&settings),
                 wire,
                 groups_prefix(&settings),
                 monitor.clone(),
@@ -105,7 +105,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             };
             CoreGroups::connect(
                 url,
-                &settings.redis_access(),
+                &crate::groups::redis::access_from_settings(&settings),
                 groups_prefix(&settings),
                 core,
                 monitor.clone(),

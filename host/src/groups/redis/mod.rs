@@ -365,3 +365,28 @@ impl GroupLayer for CoreGroups {
         &self.core.local
     }
 }
+
+/// How to reach Redis besides the groups URL, from the settings.
+pub(crate) fn access_from_settings(settings: &crate::config::Settings) -> Access {
+    let path =
+        |text: &str| (!text.trim().is_empty()).then(|| std::path::PathBuf::from(text.trim()));
+    Access {
+        tls_ca: path(&settings.redis_tls_ca),
+        tls_cert: path(&settings.redis_tls_cert),
+        tls_key: path(&settings.redis_tls_key),
+        password_file: path(&settings.redis_password_file),
+    }
+}
+
+/// `--check-config`'s part about Redis: a client can be made for the
+/// groups URL with the TLS and password files, as at start.
+pub(crate) fn check_settings(settings: &crate::config::Settings) -> Result<(), String> {
+    use crate::config::Groups;
+    let access = access_from_settings(settings);
+    match &settings.groups {
+        Groups::Memory => Ok(()),
+        Groups::Redis(url) | Groups::ChannelsPubSub(url) | Groups::ChannelsCore(url) => {
+            check(url, &access).map_err(|e| format!("groups: {e}"))
+        }
+    }
+}
