@@ -10,7 +10,9 @@ use serde::Deserialize;
 use tokio::{net::TcpStream, task::JoinSet};
 use tokio_tungstenite::{
     connect_async_with_config,
-    tungstenite::{protocol::WebSocketConfig, Message},
+    tungstenite::{
+        client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
+    },
     MaybeTlsStream, WebSocketStream,
 };
 
@@ -114,6 +116,36 @@ pub async fn connect_with(url: &str, config: Option<WebSocketConfig>) -> Result<
     Ok(socket)
 }
 
+/// [`connect_with`], offering permessage-deflate when `deflate` is set
+/// ([`crate::deflate::OFFER`]); fails when the server does not accept it.
+pub async fn connect_offering(
+    url: &str,
+    config: Option<WebSocketConfig>,
+    deflate: bool,
+) -> Result<Socket> {
+    if !deflate {
+        return connect_with(url, config).await;
+    }
+    let mut request = url
+        .into_client_request()
+        .with_context(|| format!("not a WebSocket URL: {url}"))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Extensions",
+        HeaderValue::from_static(crate::deflate::OFFER),
+    );
+    let (socket, response) = connect_async_with_config(request, config, true)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let answer = response
+        .headers()
+        .get("Sec-WebSocket-Extensions")
+        .and_then(|value| value.to_str().ok());
+    if !crate::deflate::accepted(answer) {
+        bail!("{url} did not accept permessage-deflate (answered {answer:?})");
+    }
+    Ok(socket)
+}
+
 /// Opens `count` connections, [`CONNECT_BATCH`] at a time.
 pub async fn connect_many(url: &str, count: usize) -> Result<Vec<Socket>> {
     connect_many_with(url, count, None).await
@@ -132,6 +164,24 @@ pub async fn connect_many_with(
         for _ in 0..batch {
             let url = url.to_owned();
             pending.spawn(async move { connect_with(&url, config).await });
+        }
+        while let Some(done) = pending.join_next().await {
+            sockets.push(done.context("a connection attempt panicked")??);
+        }
+    }
+    Ok(sockets)
+}
+
+/// [`connect_many`], each connection offering permessage-deflate when
+/// `deflate` is set.
+pub async fn connect_many_offering(url: &str, count: usize, deflate: bool) -> Result<Vec<Socket>> {
+    let mut sockets = Vec::with_capacity(count);
+    while sockets.len() < count {
+        let batch = CONNECT_BATCH.min(count - sockets.len());
+        let mut pending = JoinSet::new();
+        for _ in 0..batch {
+            let url = url.to_owned();
+            pending.spawn(async move { connect_offering(&url, None, deflate).await });
         }
         while let Some(done) = pending.join_next().await {
             sockets.push(done.context("a connection attempt panicked")??);

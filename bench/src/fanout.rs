@@ -51,6 +51,18 @@ pub struct FanoutArgs {
     /// both.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+
+    /// Measures permessage-deflate instead of the floor: in every round
+    /// the host twice, its subscribers offering no compression and then
+    /// offering permessage-deflate, as browsers do.
+    #[arg(long)]
+    pub compression: bool,
+
+    /// The notification's object padded to about this many bytes of JSON
+    /// (a list of items, as a change notification carries); 0: a bare
+    /// `{"id":1,"seq":N}`.
+    #[arg(long, default_value_t = 0)]
+    pub object_bytes: usize,
 }
 
 /// The arrivals of every notification, shared by all subscribers, so that
@@ -111,6 +123,9 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             args.hosts
         );
     }
+    if args.compression {
+        return compression(artifacts, args).await;
+    }
     let mut floor: Option<Measured> = None;
     let mut hosts: Option<Measured> = None;
     for round in 1..=args.rounds.max(1) {
@@ -120,7 +135,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
         if args.hosts == 1 && args.redis.is_none() {
             let server = Server::start("baseline-fanout", artifacts, Spec::FanoutBaseline, None)?;
             let sockets =
-                subscribers::connect_subscribed("fanout", &server, args.subscribers).await?;
+                subscribers::connect_subscribed("fanout", &server, args.subscribers, false).await?;
             let result = measure(args, vec![server], sockets).await?;
             floor = Some(Measured::merged(floor, result));
         }
@@ -130,6 +145,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             args.subscribers,
             args.hosts,
             args.redis.as_deref(),
+            false,
         )
         .await?;
         let result = measure(args, servers, sockets).await?;
@@ -143,10 +159,44 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
     Ok(table(args, &measured))
 }
 
+/// The host with compression off and on, alternating in every round.
+async fn compression(artifacts: &Artifacts, args: &FanoutArgs) -> Result<Table> {
+    let mut off: Option<Measured> = None;
+    let mut on: Option<Measured> = None;
+    for round in 1..=args.rounds.max(1) {
+        for deflate in [false, true] {
+            eprintln!(
+                "fanout: round {round} of {}, compression {}",
+                args.rounds.max(1),
+                if deflate { "on" } else { "off" }
+            );
+            let (servers, sockets) = subscribers::start_hosts(
+                artifacts,
+                "fanout",
+                args.subscribers,
+                args.hosts,
+                args.redis.as_deref(),
+                deflate,
+            )
+            .await?;
+            let result = measure(args, servers, sockets).await?;
+            let mode = if deflate { &mut on } else { &mut off };
+            *mode = Some(Measured::merged(mode.take(), result));
+        }
+    }
+    let off = off.context("no round measured")?;
+    let on = on.context("no round measured")?;
+    Ok(compression_table(args, &off, &on))
+}
+
 /// One server's (or cluster's) rounds and CPU use.
 struct Measured {
     rounds: Vec<Round>,
     cpu: CpuUse,
+    /// Bytes the subscribers read off their sockets.
+    bytes: u64,
+    /// Messages that came compressed.
+    compressed: u64,
 }
 
 impl Measured {
@@ -159,6 +209,8 @@ impl Measured {
         all.cpu.server += later.cpu.server;
         all.cpu.own += later.cpu.own;
         all.cpu.wall += later.cpu.wall;
+        all.bytes += later.bytes;
+        all.compressed += later.compressed;
         all
     }
 }
@@ -188,6 +240,7 @@ async fn measure(
         complete: Notify::new(),
     });
     let readers = Readers::start(sockets, || tally.clone())?;
+    let padding = padding(args.object_bytes);
     let mut notifier = Notifier::connect(servers.first().context("no server started")?).await?;
     eprintln!(
         "fanout: {} notifications to {} subscribers of {label}",
@@ -200,7 +253,7 @@ async fn measure(
         .collect::<Result<Vec<_>, _>>()?;
     let mut rounds = Vec::new();
     for seq in 1..=args.notifications {
-        let round = notify(&mut notifier, &tally, seq, local).await?;
+        let round = notify(&mut notifier, &tally, seq, local, &padding).await?;
         if seq == 1 {
             eprintln!(
                 "fanout: first notification: answer after {}, last delivery after {}",
@@ -226,6 +279,8 @@ async fn measure(
     let cpu = cpu.context("no server measured")?;
     let endings = readers.finish().await?;
     readers::report_endings("fanout", &endings);
+    let bytes = endings.iter().map(|e| e.bytes).sum();
+    let compressed = endings.iter().map(|e| e.compressed).sum();
     let arrived: usize = rounds.iter().map(|r| r.arrived).sum();
     let late = tally
         .rounds
@@ -240,17 +295,52 @@ async fn measure(
         server.check_running()?;
         server.stop()?;
     }
-    Ok(Measured { rounds, cpu })
+    Ok(Measured {
+        rounds,
+        cpu,
+        bytes,
+        compressed,
+    })
+}
+
+/// What follows `"seq":N` in a notification's object for it to be about
+/// `bytes` long: items of a list, as a change notification of a list
+/// carries (repetitive JSON, as real ones are); empty for 0.
+fn padding(bytes: usize) -> String {
+    if bytes == 0 {
+        return String::new();
+    }
+    let mut padding = r#","name":"shopping list","items":["#.to_owned();
+    let mut n = 0;
+    // `{"id":1,"seq":100` and the closing `]}` are about 20 bytes.
+    while padding.len() + 20 < bytes {
+        if n > 0 {
+            padding.push(',');
+        }
+        padding.push_str(&format!(
+            r#"{{"id":{n},"title":"item {n}","done":{},"tags":["a","b"]}}"#,
+            n % 3 == 0
+        ));
+        n += 1;
+    }
+    padding.push(']');
+    padding
 }
 
 /// Posts notification `seq` and waits for it to reach every subscriber
 /// (or for [`ROUND_TIMEOUT`]).
-async fn notify(notifier: &mut Notifier, tally: &Tally, seq: u64, local: usize) -> Result<Round> {
+async fn notify(
+    notifier: &mut Notifier,
+    tally: &Tally,
+    seq: u64,
+    local: usize,
+    padding: &str,
+) -> Result<Round> {
     let arrivals = usize::try_from(seq)
         .ok()
         .and_then(|index| tally.rounds.get(index))
         .context("sequence number out of range")?;
-    let object = format!(r#"{{"id":1,"seq":{seq}}}"#);
+    let object = format!(r#"{{"id":1,"seq":{seq}{padding}}}"#);
     let t0 = Instant::now();
     let post = async {
         let delivered = notifier.update(&object).await;
@@ -326,7 +416,7 @@ fn table(args: &FanoutArgs, measured: &[(&str, Measured)]) -> Table {
         }
     };
     let mut floor = None;
-    for (name, Measured { rounds, cpu }) in measured {
+    for (name, Measured { rounds, cpu, .. }) in measured {
         let arrived: u64 = rounds.iter().map(|r| r.arrived as u64).sum();
         let last = sorted(rounds.iter().filter_map(|r| r.last));
         let first = sorted(rounds.iter().filter_map(|r| r.first));
@@ -356,4 +446,113 @@ fn table(args: &FanoutArgs, measured: &[(&str, Measured)]) -> Table {
         ]);
     }
     table
+}
+
+/// The compression table: the host with compression off and on, and the
+/// ratios the compression work is judged by.
+fn compression_table(args: &FanoutArgs, off: &Measured, on: &Measured) -> Table {
+    let rounds = args.rounds.max(1) as u64;
+    let expected = args.subscribers as u64 * args.notifications * rounds;
+    let mut table = Table::new(
+        &format!(
+            "fanout, compression: {} subscribers of one collection, {} notifications of a \
+             {}-byte object one after another, {rounds} round(s) of off then on",
+            args.subscribers,
+            args.notifications,
+            r#"{"id":1,"seq":100"#.len() + padding(args.object_bytes).len() + 1,
+        ),
+        &[
+            "compression",
+            "received / expected",
+            "compressed",
+            "bytes read per delivery",
+            "last delivery p50",
+            "last delivery max",
+            "server CPU per delivery",
+            "bench CPU per delivery",
+        ],
+    );
+    let last_p50 = |m: &Measured| {
+        let last = sorted(m.rounds.iter().filter_map(|r| r.last));
+        (!last.is_empty()).then(|| (report::percentile(&last, 0.5), last))
+    };
+    let arrived = |m: &Measured| m.rounds.iter().map(|r| r.arrived as u64).sum::<u64>();
+    let per = |value: u64, m: &Measured| value as f64 / arrived(m).max(1) as f64;
+    let cpu = |m: &Measured| report::micros_per(m.cpu.server, arrived(m));
+    let ratio = |on: f64, off: f64| {
+        if off > 0.0 {
+            format!(" ({:.2}x)", on / off)
+        } else {
+            String::new()
+        }
+    };
+    let off_p50 = last_p50(off).map(|(p50, _)| f64::from(p50));
+    for (name, m) in [("off", off), ("on", on)] {
+        let is_on = name == "on";
+        let (p50, max) = match last_p50(m) {
+            Some((p50, last)) => {
+                let against = match (is_on, off_p50) {
+                    (true, Some(off)) => ratio(f64::from(p50), off),
+                    _ => String::new(),
+                };
+                (
+                    format!("{}{against}", report::micros(p50)),
+                    report::micros(report::percentile(&last, 1.0)),
+                )
+            }
+            None => ("–".to_owned(), "–".to_owned()),
+        };
+        let bytes = per(m.bytes, m);
+        let cpu_on = cpu(m);
+        table.row(vec![
+            name.to_owned(),
+            format!(
+                "{} / {}",
+                report::count(arrived(m)),
+                report::count(expected)
+            ),
+            report::count(m.compressed),
+            format!(
+                "{bytes:.0}{}",
+                if is_on {
+                    ratio(bytes, per(off.bytes, off))
+                } else {
+                    String::new()
+                }
+            ),
+            p50,
+            max,
+            format!(
+                "{cpu_on:.1} µs{}",
+                if is_on {
+                    ratio(cpu_on, cpu(off))
+                } else {
+                    String::new()
+                }
+            ),
+            format!("{:.1} µs", report::micros_per(m.cpu.own, arrived(m))),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_objects_are_about_the_size_asked_and_parse() {
+        for bytes in [0, 2000, 3000, 4000] {
+            let object = format!(r#"{{"id":1,"seq":100{}}}"#, padding(bytes));
+            let value: serde_json::Value = serde_json::from_str(&object).expect("JSON");
+            assert_eq!(value["seq"], 100);
+            if bytes > 0 {
+                assert!(
+                    object.len().abs_diff(bytes) < 100,
+                    "{} for {bytes}",
+                    object.len()
+                );
+            }
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! back: the pong.
 //!
 //! Only what the subscribers need: servers never mask, and the host sends
-//! every message as a single frame, so a fragment is just "other".
+//! every message as a single frame, so a fragment is just "other". A text
+//! frame with RSV1 is a message compressed with permessage-deflate, which
+//! only a connection that negotiated it gets (see [`crate::deflate`]).
 
 use thiserror::Error;
 
@@ -12,6 +14,8 @@ use thiserror::Error;
 pub enum Frame<'a> {
     /// A whole text message.
     Text(&'a [u8]),
+    /// A whole text message, compressed (RSV1).
+    Compressed(&'a [u8]),
     Ping(&'a [u8]),
     Close,
     /// Binary, pong, or a fragment.
@@ -25,7 +29,13 @@ pub enum BadFrame {
     Masked,
     #[error("a frame is longer than this machine can address")]
     TooLong,
+    #[error("a frame has RSV2 or RSV3 set, or RSV1 on anything but a whole text message")]
+    Reserved,
 }
+
+const RSV1: u8 = 0x40;
+const RSV2: u8 = 0x20;
+const RSV3: u8 = 0x10;
 
 /// Decodes the frame at the start of `bytes`: the frame and its length in
 /// bytes, or `None` when it is not complete yet.
@@ -57,7 +67,12 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, BadFrame> {
         return Ok(None);
     };
     let fin = first & 0x80 != 0;
+    let rsv1 = first & RSV1 != 0;
+    if first & (RSV2 | RSV3) != 0 || (rsv1 && !(fin && first & 0x0f == 0x1)) {
+        return Err(BadFrame::Reserved);
+    }
     let frame = match (fin, first & 0x0f) {
+        (true, 0x1) if rsv1 => Frame::Compressed(payload),
         (true, 0x1) => Frame::Text(payload),
         (_, 0x8) => Frame::Close,
         (_, 0x9) => Frame::Ping(payload),
@@ -140,6 +155,16 @@ mod tests {
             parse(&bytes[first..]),
             Ok(Some((Frame::Ping(b"b"), bytes.len() - first)))
         );
+    }
+
+    #[test]
+    fn compressed_text_frames_decode_and_misplaced_reserved_bits_are_refused() {
+        let frame = [0x80 | RSV1 | 0x1, 3, 1, 2, 3];
+        assert_eq!(parse(&frame), Ok(Some((Frame::Compressed(&[1, 2, 3]), 5))));
+        let ping = [0x80 | RSV1 | 0x9, 0];
+        assert_eq!(parse(&ping), Err(BadFrame::Reserved));
+        let text = [0x80 | RSV2 | 0x1, 0];
+        assert_eq!(parse(&text), Err(BadFrame::Reserved));
     }
 
     #[test]

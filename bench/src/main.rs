@@ -14,6 +14,7 @@
 
 mod channels;
 mod client;
+mod deflate;
 mod django;
 mod fanout;
 mod frames;

@@ -23,6 +23,7 @@ use tokio_tungstenite::MaybeTlsStream;
 
 use crate::{
     client::Socket,
+    deflate::Inflater,
     frames::{self, Frame},
     subscribers::{parse_update, Update},
 };
@@ -40,6 +41,10 @@ pub struct Ending<R> {
     pub dropped: bool,
     /// Frames that were not a `subscription-update`.
     pub other: u64,
+    /// Bytes read off the socket.
+    pub bytes: u64,
+    /// Messages that came compressed (permessage-deflate).
+    pub compressed: u64,
 }
 
 /// The token of the stop signal; connections are numbered from 0.
@@ -138,25 +143,28 @@ impl<R: Recorder> Subscriber<R> {
                 recorder,
                 dropped: false,
                 other: 0,
+                bytes: 0,
+                compressed: 0,
             },
             gone: false,
         }
     }
 
     /// Reads what the socket has and handles every complete frame.
-    fn read(&mut self, buffer: &mut [u8]) {
+    fn read(&mut self, buffer: &mut [u8], inflater: &mut Inflater) {
         loop {
             match self.stream.read(buffer) {
                 Ok(0) => return self.end(),
                 Ok(n) => {
                     let at = Instant::now();
+                    self.ending.bytes += n as u64;
                     if self.pending.is_empty() {
-                        let used = self.handle(&buffer[..n], at);
+                        let used = self.handle(&buffer[..n], at, inflater);
                         self.pending.extend_from_slice(&buffer[used..n]);
                     } else {
                         self.pending.extend_from_slice(&buffer[..n]);
                         let pending = std::mem::take(&mut self.pending);
-                        let used = self.handle(&pending, at);
+                        let used = self.handle(&pending, at, inflater);
                         self.pending = pending[used..].to_vec();
                     }
                     // A short read emptied the socket; mio reports the
@@ -174,13 +182,13 @@ impl<R: Recorder> Subscriber<R> {
 
     /// Handles the complete frames at the start of `bytes`; returns how
     /// many bytes they took.
-    fn handle(&mut self, bytes: &[u8], at: Instant) -> usize {
+    fn handle(&mut self, bytes: &[u8], at: Instant, inflater: &mut Inflater) -> usize {
         let mut used = 0;
         while !self.gone {
             match frames::parse(&bytes[used..]) {
                 Ok(Some((frame, length))) => {
                     used += length;
-                    self.frame(frame, at);
+                    self.frame(frame, at, inflater);
                 }
                 Ok(None) => break,
                 Err(_) => self.end(),
@@ -189,11 +197,17 @@ impl<R: Recorder> Subscriber<R> {
         used
     }
 
-    fn frame(&mut self, frame: Frame<'_>, at: Instant) {
+    fn frame(&mut self, frame: Frame<'_>, at: Instant, inflater: &mut Inflater) {
         match frame {
-            Frame::Text(text) => match std::str::from_utf8(text).ok().and_then(parse_update) {
-                Some(update) => self.ending.recorder.record(update, at),
-                None => self.ending.other += 1,
+            Frame::Text(text) => self.text(text, at),
+            Frame::Compressed(payload) => match inflater.inflate(payload) {
+                Ok(text) => {
+                    self.ending.compressed += 1;
+                    self.text(text, at);
+                }
+                // Not what the server may send: the connection counts as
+                // dropped.
+                Err(_) => self.end(),
             },
             Frame::Ping(payload) => {
                 // Small enough to fit any socket buffer; a failure shows
@@ -202,6 +216,13 @@ impl<R: Recorder> Subscriber<R> {
             }
             Frame::Close => self.end(),
             Frame::Other => self.ending.other += 1,
+        }
+    }
+
+    fn text(&mut self, text: &[u8], at: Instant) {
+        match std::str::from_utf8(text).ok().and_then(parse_update) {
+            Some(update) => self.ending.recorder.record(update, at),
+            None => self.ending.other += 1,
         }
     }
 
@@ -224,6 +245,7 @@ fn read_all<R: Recorder>(
     }
     let mut events = Events::with_capacity(1024);
     let mut buffer = vec![0; READ_SIZE];
+    let mut inflater = Inflater::default();
     while !stop.load(Ordering::Acquire) {
         match poll.poll(&mut events, Some(Duration::from_secs(1))) {
             Ok(()) => {}
@@ -237,7 +259,7 @@ fn read_all<R: Recorder>(
             if subscriber.gone {
                 continue;
             }
-            subscriber.read(&mut buffer);
+            subscriber.read(&mut buffer, &mut inflater);
             if subscriber.gone {
                 let _ = poll.registry().deregister(&mut subscriber.stream);
             }

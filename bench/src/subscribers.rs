@@ -25,20 +25,22 @@ pub async fn start(
     label: &str,
     count: usize,
 ) -> Result<(Server, Vec<Socket>)> {
-    let (mut servers, sockets) = start_hosts(artifacts, label, count, 1, None).await?;
+    let (mut servers, sockets) = start_hosts(artifacts, label, count, 1, None, false).await?;
     let server = servers.pop().context("no host started")?;
     Ok((server, sockets))
 }
 
 /// Starts `hosts` hosts (sharing their groups through Redis at `redis`
 /// when given) and subscribes `count` new connections to collection 1,
-/// spread evenly over the hosts.
+/// spread evenly over the hosts, each offering permessage-deflate when
+/// `deflate` is set (the host's default, `compression = "auto"`, accepts).
 pub async fn start_hosts(
     artifacts: &Artifacts,
     label: &str,
     count: usize,
     hosts: usize,
     redis: Option<&str>,
+    deflate: bool,
 ) -> Result<(Vec<Server>, Vec<Socket>)> {
     eprintln!("{label}: starting {hosts} host(s) with the ping and subscriptions plugins");
     let libraries = [
@@ -76,15 +78,21 @@ pub async fn start_hosts(
     let mut sockets = Vec::with_capacity(count);
     for (n, server) in servers.iter().enumerate() {
         let share = count / hosts + usize::from(n < count % hosts);
-        sockets.extend(connect_subscribed(label, server, share).await?);
+        sockets.extend(connect_subscribed(label, server, share, deflate).await?);
     }
     Ok((servers, sockets))
 }
 
 /// Opens `count` connections to `server` and subscribes each to
-/// collection 1; any failure fails the benchmark.
-pub async fn connect_subscribed(label: &str, server: &Server, count: usize) -> Result<Vec<Socket>> {
-    subscribe(label, &server.url(), &server.name, count)
+/// collection 1, offering permessage-deflate when `deflate` is set; any
+/// failure fails the benchmark.
+pub async fn connect_subscribed(
+    label: &str,
+    server: &Server,
+    count: usize,
+    deflate: bool,
+) -> Result<Vec<Socket>> {
+    subscribe_offering(label, &server.url(), &server.name, count, deflate)
         .await?
         .all(label, &server.name)
 }
@@ -94,12 +102,30 @@ pub async fn connect_subscribed(label: &str, server: &Server, count: usize) -> R
 /// too), paced and kept read as [`subscribing`] describes, and returns
 /// those that subscribed with the failures of the others.
 pub async fn subscribe(label: &str, url: &str, name: &str, count: usize) -> Result<Subscribed> {
+    subscribe_offering(label, url, name, count, false).await
+}
+
+/// [`subscribe`], each connection offering permessage-deflate when
+/// `deflate` is set.
+async fn subscribe_offering(
+    label: &str,
+    url: &str,
+    name: &str,
+    count: usize,
+    deflate: bool,
+) -> Result<Subscribed> {
+    let offering = if deflate {
+        ", offering permessage-deflate"
+    } else {
+        ""
+    };
     eprintln!(
         "{label}: opening {count} connections to {name} and subscribing each to {GROUP}, \
-         {} at a time",
+         {} at a time{offering}",
         subscribing::WINDOW
     );
-    let subscribed = subscribing::subscribe_many(url, count, SUBSCRIBE, check_subscribed).await?;
+    let subscribed =
+        subscribing::subscribe_many(url, count, SUBSCRIBE, check_subscribed, deflate).await?;
     eprintln!(
         "{label}: {} of {count} subscribed to {name} in {:.1} s",
         subscribed.sockets.len(),

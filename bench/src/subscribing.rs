@@ -122,12 +122,14 @@ impl Subscribed {
 
 /// Opens `count` connections to `url` and sends each `frame`, at most
 /// [`WINDOW`] at a time; `check` judges the reply. The subscribed ones are
-/// kept read (pings answered) until all are done.
+/// kept read (pings answered) until all are done. With `deflate`, each
+/// offers permessage-deflate, and one the server does not accept fails.
 pub async fn subscribe_many(
     url: &str,
     count: usize,
     frame: &'static str,
     check: fn(&str) -> Result<()>,
+    deflate: bool,
 ) -> Result<Subscribed> {
     let start = Instant::now();
     let window = Arc::new(Semaphore::new(WINDOW));
@@ -144,7 +146,7 @@ pub async fn subscribe_many(
         let subscribed = subscribed.clone();
         let released = released.clone();
         tasks.spawn(async move {
-            let outcome = open_and_subscribe(&url, frame, check).await;
+            let outcome = open_and_subscribe(&url, frame, check, deflate).await;
             drop(permit);
             let at = subscribed.load(Ordering::Relaxed);
             let socket = outcome.map_err(|(failure, error)| (failure, at, error))?;
@@ -196,10 +198,11 @@ async fn open_and_subscribe(
     url: &str,
     frame: &str,
     check: fn(&str) -> Result<()>,
+    deflate: bool,
 ) -> Result<Socket, (Failure, String)> {
     let connected = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        client::connect_with(url, Some(client::small_reads())),
+        client::connect_offering(url, Some(client::small_reads()), deflate),
     )
     .await;
     let mut socket = match connected {

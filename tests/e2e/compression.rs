@@ -431,3 +431,60 @@ async fn the_python_websockets_client_talks_compressed() {
     );
     assert!(metric(&host, "sent_compressed_bytes").await > 0.0);
 }
+
+#[tokio::test]
+async fn a_group_message_is_compressed_once_when_members_are_busy() {
+    let host = host();
+    let mut free = Raw::connect(&host, Some("permessage-deflate")).await;
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        busy.push(Raw::connect(&host, Some("permessage-deflate")).await);
+    }
+    for (n, member) in std::iter::once(&mut free)
+        .chain(busy.iter_mut())
+        .enumerate()
+    {
+        let join = json!({"id": n, "type": "join", "data": {"group": "lists"}}).to_string();
+        member.send(0x81, join.as_bytes()).await;
+        assert_eq!(member.next_text().await.1["type"], "join");
+    }
+    // The busy members are answering a request when the message comes:
+    // their lines are held, and the message waits in their queues.
+    for member in &mut busy {
+        member
+            .send(0x81, br#"{"id":9,"type":"sleep","data":{"ms":1500}}"#)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = metric(&host, "sent_plain_bytes").await;
+    let body =
+        json!({"model": "List", "pk": 7, "event": "update", "group": "lists", "object": object()})
+            .to_string();
+    let (status, answer) = host.notify(Some(TOKEN), &body).await.unwrap();
+    assert_eq!(
+        (status, answer["delivered"].as_u64()),
+        (200, Some(3)),
+        "{answer}"
+    );
+    let to_free = free.next_frame().await.unwrap();
+    assert_eq!(to_free.first, 0x80 | RSV1 | 0x1);
+    let plain = inflate(&to_free.payload, 15);
+    for member in &mut busy {
+        // The group message and the sleep's reply, in either order.
+        let mut update = None;
+        for _ in 0..2 {
+            let frame = member.next_frame().await.unwrap();
+            if frame.first & RSV1 != 0 {
+                update = Some(frame.payload);
+            }
+        }
+        assert_eq!(
+            update.as_deref(),
+            Some(&to_free.payload[..]),
+            "the same compressed bytes"
+        );
+    }
+    // Compressed once for the free member and both busy ones.
+    let compressed = metric(&host, "sent_plain_bytes").await - before;
+    assert_eq!(compressed as usize, plain.len());
+}

@@ -19,7 +19,6 @@ use rohrpost_plugin_api::{
     abi::{CallOutcome, Effect, EFFECT_SEND},
     GroupNameRule,
 };
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{error, warn};
 
 use self::action::{first_bad_group, is_json_object, joins_past, state_changes, Action, Unusable};
@@ -31,7 +30,7 @@ use crate::{
     effects::state::{ConnState, Refused},
     groups::{ConnectionId, GroupLayer},
     plugins::loaded::LoadedPlugin,
-    socket::outbound::{Outbound, QueueLimits, Stop},
+    socket::outbound::{Outbound, QueueLimits, Queued, Stop},
     socket::writer::Writer,
 };
 use rohrpost_protocol::{Close, Envelope, Failure};
@@ -114,13 +113,16 @@ impl Effects<'_> {
 
     /// Writes `first` and whatever else is queued (up to a batch), then
     /// flushes; gives up when the queue overflows meanwhile.
-    pub(crate) async fn deliver(&mut self, first: Utf8Bytes) -> Result<(), Stop> {
+    /// Each message goes as the fan-out encoded it for this connection:
+    /// a group message is compressed once for all members, busy or not.
+    pub(crate) async fn deliver(&mut self, first: Queued) -> Result<(), Stop> {
         let batch = self.outbound.batch(first);
-        let bytes = batch.iter().map(|m| m.len()).sum();
-        // `FINISH` carries nothing: the flush writes what the fan-out left
-        // of its frame.
-        for message in batch.iter().filter(|m| !m.is_empty()) {
-            self.writer.text(message);
+        let bytes = batch.iter().map(Queued::len).sum();
+        let deflate = self.writer.deflate();
+        // `Queued::Finish` carries nothing: the flush writes what the
+        // fan-out left of its frame.
+        for message in &batch {
+            self.writer.encoded(message.frame(deflate));
         }
         let writer = &mut *self.writer;
         self.outbound.guard(writer.flush()).await?;

@@ -12,7 +12,8 @@
 //! burst of messages costs each member one write instead of one each, and
 //! every member still gets a group's messages in order, because one lane
 //! writes them one batch after another. A batch is compressed at most once
-//! for all the members that negotiated permessage-deflate (see
+//! for all the members that negotiated permessage-deflate, those whose
+//! socket is busy included: their queues hold the same frames (see
 //! [`crate::socket::group_frames`]).
 
 use std::sync::Arc;
@@ -40,14 +41,14 @@ pub(crate) trait Members: Send + Sync + 'static {
 
 /// Delivers `messages` to each of `members`; how many it reached.
 pub(crate) fn reach(members: &[Outbox], messages: &[Utf8Bytes]) -> usize {
-    let frames = GroupFrames::new(messages);
-    reach_encoded(members, messages, &frames)
+    let frames = Arc::new(GroupFrames::new(messages));
+    reach_encoded(members, &frames)
 }
 
-fn reach_encoded(members: &[Outbox], messages: &[Utf8Bytes], frames: &GroupFrames) -> usize {
+fn reach_encoded(members: &[Outbox], frames: &Arc<GroupFrames>) -> usize {
     members
         .iter()
-        .filter(|member| member.deliver(messages, frames))
+        .filter(|member| member.deliver(frames))
         .count()
 }
 
@@ -85,16 +86,16 @@ async fn run_lane(
 /// Writes `batch` to every one of `members`, several tasks sharing them.
 async fn write_batch(mut members: Vec<Outbox>, batch: Vec<Utf8Bytes>) {
     let frames = Arc::new(GroupFrames::new(&batch));
-    let batch: Arc<[Utf8Bytes]> = batch.into();
+    drop(batch);
     let mut helpers = Vec::with_capacity(members.len() / CHUNK);
     while members.len() > CHUNK {
         let chunk = members.split_off(members.len() - CHUNK);
-        let (batch, frames) = (batch.clone(), frames.clone());
+        let frames = frames.clone();
         helpers.push(tokio::spawn(async move {
-            reach_encoded(&chunk, &batch, &frames);
+            reach_encoded(&chunk, &frames);
         }));
     }
-    reach_encoded(&members, &batch, &frames);
+    reach_encoded(&members, &frames);
     for helper in helpers {
         let _ = helper.await;
     }

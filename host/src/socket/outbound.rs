@@ -7,7 +7,9 @@
 //! messages and should reconnect and resubscribe. The groups hold the
 //! sending end ([`Outbox`]); the connection's end ([`Outbound`]) is made on
 //! its first join, so an idle connection that never joins costs only its
-//! socket and its task.
+//! socket and its task. What waits in the queue is the fan-out's own
+//! frames ([`Queued`]): a message compressed for the group is written as
+//! it was compressed, never compressed again by the member.
 
 use std::{
     future::Future,
@@ -20,9 +22,9 @@ use std::{
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::socket::{
+    deflate::Deflate,
     group_frames::GroupFrames,
     line::{Line, Wrote},
 };
@@ -31,10 +33,42 @@ use rohrpost_protocol::Close;
 /// Group messages written per flush.
 pub(crate) const BATCH: usize = 64;
 
-/// Queued when the fan-out wrote part of a frame: it carries no message,
-/// it wakes the connection's task to write the rest (on its next flush).
-/// Group messages are JSON objects, never empty.
-pub(crate) const FINISH: Utf8Bytes = Utf8Bytes::from_static("");
+/// A group message waiting for a connection: its batch's frames, shared
+/// with every other member, and its place in the batch.
+pub(crate) enum Queued {
+    /// Queued when the fan-out wrote part of a frame: it carries no
+    /// message, it wakes the connection's task to write the rest (on its
+    /// next flush).
+    Finish,
+    Message {
+        frames: Arc<GroupFrames>,
+        index: usize,
+    },
+}
+
+impl Queued {
+    /// The bytes it counts against the queue's limit: the message's.
+    pub(crate) fn len(&self) -> usize {
+        self.text().len()
+    }
+
+    /// The message, as text (empty for [`Queued::Finish`]).
+    pub(crate) fn text(&self) -> &str {
+        match self {
+            Queued::Finish => "",
+            Queued::Message { frames, index } => frames.message(*index),
+        }
+    }
+
+    /// Its frame for a connection that negotiated `deflate`, as the
+    /// fan-out made it (empty for [`Queued::Finish`]).
+    pub(crate) fn frame(&self, deflate: Option<Deflate>) -> &[u8] {
+        match self {
+            Queued::Finish => &[],
+            Queued::Message { frames, index } => frames.frame_for_member(*index, deflate),
+        }
+    }
+}
 
 /// How much a connection's outbound queue may hold: messages and bytes.
 /// Either bound, when reached, closes the connection.
@@ -52,7 +86,7 @@ pub(crate) struct QueueLimits {
 pub(crate) struct Outbox(Arc<Sending>);
 
 struct Sending {
-    queue: mpsc::Sender<Utf8Bytes>,
+    queue: mpsc::Sender<Queued>,
     /// The connection's socket, for direct writes; none in unit tests.
     line: Option<Arc<Line>>,
     /// Bytes queued and not yet on the socket, shared with the receiving
@@ -76,18 +110,18 @@ pub(crate) struct Inbox {
 /// until [`written`](Self::written) says it is on the socket: while they
 /// are, the fan-out queues behind it instead of overtaking it.
 pub(crate) struct QueueReceiver {
-    queue: mpsc::Receiver<Utf8Bytes>,
+    queue: mpsc::Receiver<Queued>,
     bytes: Arc<AtomicUsize>,
 }
 
 impl QueueReceiver {
     /// The next message; `None` once every sender is gone.
-    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
+    pub(crate) async fn recv(&mut self) -> Option<Queued> {
         self.queue.recv().await
     }
 
     /// The next message if one is waiting.
-    pub(crate) fn try_recv(&mut self) -> Result<Utf8Bytes, mpsc::error::TryRecvError> {
+    pub(crate) fn try_recv(&mut self) -> Result<Queued, mpsc::error::TryRecvError> {
         self.queue.try_recv()
     }
 
@@ -126,15 +160,15 @@ pub(crate) fn outbound_queue(
 }
 
 impl Outbox {
-    /// Delivers messages without waiting: `frames` (the messages encoded
-    /// as text frames, one after another, compressed when the connection
-    /// negotiated it) straight to
-    /// the socket when the line is free and nothing waits in the queue,
-    /// else each message into the queue. False when the connection is gone
-    /// or closing, or its queue is full (then it is told to close).
-    pub(crate) fn deliver(&self, messages: &[Utf8Bytes], frames: &GroupFrames) -> bool {
+    /// Delivers a batch of messages without waiting: their frames
+    /// (compressed when the connection negotiated it) straight to the
+    /// socket when the line is free and nothing waits in the queue, else
+    /// each message into the queue, as the same shared frames. False when
+    /// the connection is gone or closing, or its queue is full (then it is
+    /// told to close).
+    pub(crate) fn deliver(&self, frames: &Arc<GroupFrames>) -> bool {
         let Some(line) = &self.0.line else {
-            return self.offer_all(messages);
+            return self.offer_all(frames);
         };
         // Under the line's lock: the connection cannot start a write, and
         // a message queued now is queued before the next one looks.
@@ -143,27 +177,32 @@ impl Outbox {
             return false;
         }
         if !locked.free() || self.0.bytes.load(Ordering::Acquire) > 0 {
-            return self.offer_all(messages);
+            return self.offer_all(frames);
         }
         match locked.write(frames.for_member(line.deflate())) {
             Wrote::All => true,
             Wrote::Part => {
-                self.offer(&FINISH);
+                self.offer(Queued::Finish);
                 true
             }
-            Wrote::Nothing => self.offer_all(messages),
+            Wrote::Nothing => self.offer_all(frames),
             Wrote::Gone => false,
         }
     }
 
-    fn offer_all(&self, messages: &[Utf8Bytes]) -> bool {
-        messages.iter().all(|message| self.offer(message))
+    fn offer_all(&self, frames: &Arc<GroupFrames>) -> bool {
+        (0..frames.len()).all(|index| {
+            self.offer(Queued::Message {
+                frames: frames.clone(),
+                index,
+            })
+        })
     }
 
     /// Queues a message without waiting. False when the connection is gone
     /// or its queue is full, by count or by bytes (then it is told to
     /// close).
-    pub(crate) fn offer(&self, message: &Utf8Bytes) -> bool {
+    pub(crate) fn offer(&self, message: Queued) -> bool {
         let this = &self.0;
         let len = message.len();
         let before = this.bytes.fetch_add(len, Ordering::Relaxed);
@@ -171,7 +210,7 @@ impl Outbox {
             this.bytes.fetch_sub(len, Ordering::Relaxed);
             return self.full();
         }
-        match this.queue.try_send(message.clone()) {
+        match this.queue.try_send(message) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 this.bytes.fetch_sub(len, Ordering::Relaxed);
@@ -230,7 +269,7 @@ impl Outbound {
         &mut self,
     ) -> (
         impl Future<Output = ()> + Send + '_,
-        impl Future<Output = Option<Utf8Bytes>> + Send + '_,
+        impl Future<Output = Option<Queued>> + Send + '_,
     ) {
         let (overflow, receiver) = match self.queue.as_deref_mut() {
             Some(queue) => (Some(&mut queue.overflow), Some(&mut queue.receiver)),
@@ -246,7 +285,7 @@ impl Outbound {
 
     /// `first` and whatever else is queued, up to [`BATCH`] messages: what
     /// one flush writes.
-    pub(crate) fn batch(&mut self, first: Utf8Bytes) -> Vec<Utf8Bytes> {
+    pub(crate) fn batch(&mut self, first: Queued) -> Vec<Queued> {
         let mut batch = vec![first];
         if let Some(queue) = self.queue.as_deref_mut() {
             while batch.len() < BATCH {
@@ -335,7 +374,7 @@ async fn overflowed(overflow: Option<&mut OverflowWait>) {
     }
 }
 
-async fn next_queued(receiver: Option<&mut QueueReceiver>) -> Option<Utf8Bytes> {
+async fn next_queued(receiver: Option<&mut QueueReceiver>) -> Option<Queued> {
     match receiver {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
@@ -345,6 +384,15 @@ async fn next_queued(receiver: Option<&mut QueueReceiver>) -> Option<Utf8Bytes> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+    /// One message, queued on its own.
+    fn queued(text: &str) -> Queued {
+        Queued::Message {
+            frames: Arc::new(GroupFrames::new(&[text.to_owned().into()])),
+            index: 0,
+        }
+    }
 
     #[test]
     fn a_full_queue_signals_overflow() {
@@ -357,8 +405,8 @@ mod tests {
             drops.clone(),
             None,
         );
-        assert!(outbox.offer(&"1".into()));
-        assert!(!outbox.offer(&"2".into()));
+        assert!(outbox.offer(queued("1")));
+        assert!(!outbox.offer(queued("2")));
         assert_eq!(drops.get(), 1);
         let notified = inbox.overflow.notified();
         futures_util::pin_mut!(notified);
@@ -375,19 +423,70 @@ mod tests {
         };
         let (outbox, mut inbox) = outbound_queue(limits, drops.clone(), None);
         // Larger than the bound, but alone: it gets through.
-        assert!(outbox.offer(&"x".repeat(12).into()));
-        assert!(!outbox.offer(&"y".into()));
+        assert!(outbox.offer(queued(&"x".repeat(12))));
+        assert!(!outbox.offer(queued("y")));
         assert_eq!(drops.get(), 1);
         assert_eq!(inbox.queue.try_recv().ok().map(|m| m.len()), Some(12));
         // Taken off the queue, but not on the socket yet: still counted.
-        assert!(!outbox.offer(&"y".into()));
+        assert!(!outbox.offer(queued("y")));
         inbox.queue.written(12);
-        assert!(outbox.offer(&"abcde".into()));
-        assert!(outbox.offer(&"fghij".into()));
-        assert!(!outbox.offer(&"k".into()));
-        assert_eq!(inbox.queue.try_recv().ok().as_deref(), Some("abcde"));
+        assert!(outbox.offer(queued("abcde")));
+        assert!(outbox.offer(queued("fghij")));
+        assert!(!outbox.offer(queued("k")));
+        assert_eq!(
+            inbox
+                .queue
+                .try_recv()
+                .ok()
+                .map(|m| m.text().to_owned())
+                .as_deref(),
+            Some("abcde")
+        );
         inbox.queue.written(5);
-        assert!(outbox.offer(&"k".into()));
+        assert!(outbox.offer(queued("k")));
         assert_eq!(outbox.0.bytes.load(Ordering::Relaxed), 6);
+    }
+
+    /// Members whose line is busy queue the batch's frames themselves: a
+    /// message compressed for one is the same bytes for all, compressed
+    /// once, and the queue's item is no larger than a message's text.
+    #[test]
+    fn busy_members_queue_the_shared_compressed_frames() {
+        let deflate = Some(Deflate {
+            threshold: 100,
+            window_bits: 15,
+            level: 6,
+        });
+        let limits = QueueLimits {
+            messages: 8,
+            bytes: 1 << 20,
+        };
+        let big = format!("{{\"x\":\"{}\"}}", "ab".repeat(500));
+        let frames = Arc::new(GroupFrames::new(&["{}".into(), big.clone().into()]));
+        let (one, mut first) = outbound_queue(limits, Counter::default(), None);
+        let (two, mut second) = outbound_queue(limits, Counter::default(), None);
+        assert!(one.deliver(&frames) && two.deliver(&frames));
+        assert_eq!(one.0.bytes.load(Ordering::Relaxed), 2 + big.len());
+        let mut written = Vec::new();
+        for inbox in [&mut first, &mut second] {
+            let small = inbox.queue.try_recv().expect("the first message");
+            let large = inbox.queue.try_recv().expect("the second message");
+            assert!(inbox.queue.try_recv().is_err());
+            assert_eq!((small.text(), large.text()), ("{}", big.as_str()));
+            assert_eq!(small.frame(deflate), b"\x81\x02{}");
+            written.push(large.frame(deflate).as_ptr());
+            assert_eq!(
+                large.frame(deflate)[0],
+                0x80 | crate::socket::frame::RSV1 | 0x1
+            );
+        }
+        assert_eq!(written[0], written[1], "one compressed frame for both");
+        assert_eq!(
+            written[0],
+            frames.frame_for_member(1, deflate).as_ptr(),
+            "the fan-out's own"
+        );
+        assert!(std::mem::size_of::<Queued>() <= std::mem::size_of::<Utf8Bytes>());
+        assert!(Queued::Finish.frame(deflate).is_empty() && Queued::Finish.len() == 0);
     }
 }

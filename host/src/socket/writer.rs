@@ -52,6 +52,18 @@ impl Writer {
         }
     }
 
+    /// Adds frames encoded already (a group message as the fan-out made
+    /// it for this connection).
+    pub(crate) fn encoded(&mut self, frames: &[u8]) {
+        if frames.is_empty() {
+            return;
+        }
+        if self.out.capacity() == 0 {
+            self.out = buffers::take(REPLY_BUFFER.max(frames.len()));
+        }
+        self.out.extend_from_slice(frames);
+    }
+
     /// Adds a frame of `opcode`, as it is.
     pub(crate) fn frame(&mut self, opcode: OpCode, payload: &[u8]) {
         self.make_room(payload.len());
@@ -95,6 +107,11 @@ impl Writer {
         self.sent = 0;
         buffers::give(std::mem::take(&mut self.out));
         Poll::Ready(Ok(()))
+    }
+
+    /// What the connection negotiated for the messages it is sent.
+    pub(crate) fn deflate(&self) -> Option<deflate::Deflate> {
+        self.line.deflate()
     }
 
     /// The line, for the fan-out: made held, since the request that joins
