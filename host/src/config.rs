@@ -201,6 +201,7 @@ settings! {
     /// `channels_redis://127.0.0.1:6379/0` (`RedisChannelLayer`) or
     /// `channels_redis_pubsub://127.0.0.1:6379/0` (`RedisPubSubChannelLayer`).
     /// Over TLS: `rediss://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`.
+    /// Several Redis servers (shards, as channels_redis's `hosts`, in their order): comma-separated, or a list in the file, all of one kind.
     groups: Groups = "memory", flag "groups", env "ROHRPOST_GROUPS", parse parse_groups;
     /// Prefix of the Redis channel names, so that deployments can share one Redis; empty: `rohrpost:` for `redis://`, Channels' `asgi` for the `channels_redis` layers (set it to the layer's `prefix` in Django's `CHANNEL_LAYERS`).
     groups_prefix: String = "", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
@@ -380,19 +381,22 @@ fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
     TrustedProxies::parse(text)
 }
 
+/// The most Redis servers one groups setting may list.
+pub(crate) const MAX_REDIS_SERVERS: usize = 64;
+
 /// Where groups live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Groups {
     /// In this process: one host.
     Memory,
-    /// In Redis pub/sub at this URL: several hosts.
-    Redis(String),
-    /// In Redis pub/sub at this URL, as Django Channels'
+    /// In Redis pub/sub at these URLs (one, or shards): several hosts.
+    Redis(Vec<String>),
+    /// In Redis pub/sub at these URLs, as Django Channels'
     /// `RedisPubSubChannelLayer` keeps them: several hosts and Django.
-    ChannelsPubSub(String),
-    /// In Redis at this URL, as Django Channels' `RedisChannelLayer`
+    ChannelsPubSub(Vec<String>),
+    /// In Redis at these URLs, as Django Channels' `RedisChannelLayer`
     /// keeps them: several hosts and Django.
-    ChannelsCore(String),
+    ChannelsCore(Vec<String>),
 }
 
 impl Groups {
@@ -823,21 +827,82 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
     if text == "memory" {
         return Ok(Groups::Memory);
     }
+    // Several Redis servers (shards, as channels_redis's `hosts`): one URL
+    // each, comma-separated, in the order of the app's `hosts`.
+    let mut kind = None;
+    let mut urls: Vec<String> = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(format!("'{text}' holds an empty Redis URL"));
+        }
+        let (this, url) = parse_group_url(item)?;
+        match kind {
+            None => kind = Some(this),
+            Some(first) if first != this => {
+                return Err(format!(
+                    "'{text}': every groups URL must be of the same kind (redis://, channels_redis://, channels_redis_pubsub://, with or without TLS)"
+                ))
+            }
+            Some(_) => {}
+        }
+        if urls.contains(&url) {
+            return Err(format!("'{text}' lists {item} twice"));
+        }
+        urls.push(url);
+    }
+    if urls.len() > MAX_REDIS_SERVERS {
+        return Err(format!(
+            "'{text}' lists more than {} Redis servers",
+            MAX_REDIS_SERVERS
+        ));
+    }
+    Ok(match kind {
+        Some(GroupsKind::Redis) => Groups::Redis(urls),
+        Some(GroupsKind::ChannelsPubSub) => Groups::ChannelsPubSub(urls),
+        Some(GroupsKind::ChannelsCore) => Groups::ChannelsCore(urls),
+        None => return Err("no groups URL".to_owned()),
+    })
+}
+
+/// The kind of one groups URL; TLS or not may differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupsKind {
+    Redis,
+    ChannelsPubSub,
+    ChannelsCore,
+}
+
+/// One groups URL: its kind, and the URL the Redis client takes.
+fn parse_group_url(text: &str) -> Result<(GroupsKind, String), String> {
+    if text == "memory" {
+        return Err("memory goes alone, not in a list of Redis URLs".to_owned());
+    }
     if text.starts_with("redis://") || text.starts_with("rediss://") || text.starts_with("unix://")
     {
-        return Ok(Groups::Redis(text.to_owned()));
+        return Ok((GroupsKind::Redis, text.to_owned()));
     }
-    if let Some(rest) = text.strip_prefix("channels_redis_pubsub+tls://") {
-        return Ok(Groups::ChannelsPubSub(format!("rediss://{rest}")));
-    }
-    if let Some(rest) = text.strip_prefix("channels_redis+tls://") {
-        return Ok(Groups::ChannelsCore(format!("rediss://{rest}")));
-    }
-    if let Some(rest) = text.strip_prefix("channels_redis_pubsub://") {
-        return Ok(Groups::ChannelsPubSub(format!("redis://{rest}")));
-    }
-    if let Some(rest) = text.strip_prefix("channels_redis://") {
-        return Ok(Groups::ChannelsCore(format!("redis://{rest}")));
+    let channels = [
+        (
+            "channels_redis_pubsub+tls://",
+            GroupsKind::ChannelsPubSub,
+            "rediss://",
+        ),
+        (
+            "channels_redis+tls://",
+            GroupsKind::ChannelsCore,
+            "rediss://",
+        ),
+        (
+            "channels_redis_pubsub://",
+            GroupsKind::ChannelsPubSub,
+            "redis://",
+        ),
+        ("channels_redis://", GroupsKind::ChannelsCore, "redis://"),
+    ];
+    for (scheme, kind, client) in channels {
+        if let Some(rest) = text.strip_prefix(scheme) {
+            return Ok((kind, format!("{client}{rest}")));
+        }
     }
     Err(format!(
         "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL"
@@ -928,6 +993,38 @@ fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_redis_servers_are_one_kind_each_once() {
+        assert_eq!(
+            parse_groups("channels_redis://h1:6379/0, channels_redis+tls://h2:6379/0"),
+            Ok(Groups::ChannelsCore(vec![
+                "redis://h1:6379/0".to_owned(),
+                "rediss://h2:6379/0".to_owned()
+            ]))
+        );
+        let file = toml::Value::Array(vec![
+            toml::Value::String("channels_redis_pubsub://h1/0".to_owned()),
+            toml::Value::String("channels_redis_pubsub://h2/0".to_owned()),
+        ]);
+        assert_eq!(
+            parse_groups(&toml_text(&file).unwrap()),
+            Ok(Groups::ChannelsPubSub(vec![
+                "redis://h1/0".to_owned(),
+                "redis://h2/0".to_owned()
+            ]))
+        );
+        for refused in [
+            "channels_redis://h1/0,channels_redis_pubsub://h2/0",
+            "redis://h1/0,channels_redis://h2/0",
+            "channels_redis://h1/0,,channels_redis://h2/0",
+            "channels_redis://h1/0,channels_redis://h1/0",
+            "memory,redis://h1/0",
+            "",
+        ] {
+            assert!(parse_groups(refused).is_err(), "{refused}");
+        }
+    }
 
     fn cli(args: &[&str]) -> Cli {
         let mut all = vec!["rohrpost"];

@@ -25,7 +25,7 @@ use crate::{
     conn::Common,
     dispatch::inline_watch,
     dispatch::Dispatcher,
-    groups::redis::{CoreGroups, CoreSettings, Format, RedisGroups},
+    groups::redis::{self as redis_groups, CoreSettings, Format},
     groups::{GroupLayer, MemoryGroups, QueueLimits},
     net::accept::{self, Limits},
     net::admission::Pending,
@@ -83,13 +83,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     check_sandbox(settings.sandbox).await?;
     let groups: Arc<dyn GroupLayer> = match &settings.groups {
         Groups::Memory => Arc::new(MemoryGroups::counting(monitor.group_deliveries())),
-        Groups::Redis(url) | Groups::ChannelsPubSub(url) => {
+        Groups::Redis(urls) | Groups::ChannelsPubSub(urls) => {
             let wire = match settings.groups {
                 Groups::ChannelsPubSub(_) => Format::ChannelsPubSub,
                 _ => Format::Rohrpost,
             };
-            RedisGroups::connect(
-                url,
+            redis_groups::connect_pubsub(
+                urls,
                 &crate::groups::redis::access_from_settings(&settings),
                 wire,
                 groups_prefix(&settings),
@@ -97,14 +97,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             )
             .await?
         }
-        Groups::ChannelsCore(url) => {
+        Groups::ChannelsCore(urls) => {
             let core = CoreSettings {
                 group_expiry: settings.channels_group_expiry,
                 capacity: settings.channels_capacity,
                 expiry: settings.channels_expiry,
             };
-            CoreGroups::connect(
-                url,
+            redis_groups::connect_core(
+                urls,
                 &crate::groups::redis::access_from_settings(&settings),
                 groups_prefix(&settings),
                 core,

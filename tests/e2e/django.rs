@@ -550,3 +550,117 @@ async fn a_burst_between_hosts_over_the_core_layer_arrives_whole_and_in_order() 
     }
     on_b.expect_silence(QUIET).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_redis_shards_over_the_core_layer() {
+    two_redis_shards(Layer::Core).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_redis_shards_over_the_pubsub_layer() {
+    two_redis_shards(Layer::PubSub).await;
+}
+
+/// The shard channels_redis's own `_consistent_hash` gives `name` among
+/// `count` hosts, computed by the app's Python.
+fn channels_redis_shard(name: &str, count: usize) -> usize {
+    let output = std::process::Command::new(rohrpost_tests::django::python())
+        .args([
+            "-c",
+            "import sys; from channels_redis.utils import _consistent_hash as h; print(h(sys.argv[1], int(sys.argv[2])))",
+            name,
+            &count.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A Django app whose `CHANNEL_LAYERS` lists two Redis servers and a host
+/// given the same two, in the same order: for a group on each shard,
+/// Django's messages reach the host's subscribers and the host's reach
+/// Django's consumers. With one shard down, `/readyz` says so and the
+/// groups of the other go on.
+async fn two_redis_shards(layer: Layer) {
+    let ports = [free_port(), free_port()];
+    let first = OwnRedis::start(ports[0]).await;
+    let mut second = OwnRedis::start(ports[1]).await;
+    let prefix = prefix();
+    let (name, scheme) = match layer {
+        Layer::Core => ("core", "channels_redis"),
+        Layer::PubSub => ("pubsub", "channels_redis_pubsub"),
+    };
+    let django_hosts = format!("redis://{}/0,redis://{}/0", first.addr(), second.addr());
+    let django = Django::new(name, &django_hosts, &prefix).unwrap();
+    let groups = format!(
+        "{scheme}://{}/0,{scheme}://{}/0",
+        first.addr(),
+        second.addr()
+    );
+    let host = host(&groups, &prefix).await;
+
+    // What channels_redis hashes: the group's name for the core layer,
+    // its channel for the pub/sub one.
+    let hashed = |group: &str| match layer {
+        Layer::Core => group.to_owned(),
+        Layer::PubSub => format!("{prefix}__group__{group}"),
+    };
+    let mut on_shard = [None, None];
+    for pk in 1..64u64 {
+        let shard = channels_redis_shard(&hashed(&format!("note-{pk}")), 2);
+        on_shard[shard].get_or_insert(pk);
+        if on_shard.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let pks = on_shard.map(|pk| pk.expect("a group on each shard"));
+
+    for pk in pks {
+        let group = format!("note-{pk}");
+        let mut client = subscriber(&host, pk).await;
+        django
+            .manage(&["note", "send", &group, &format!("to {group}")])
+            .unwrap();
+        assert_eq!(text(&mut client).await, format!("to {group}"));
+
+        let (mut consumer, mut events) = listener(&django, &group, 1).await;
+        let body =
+            json!({"model": "Note", "pk": pk, "event": "update", "group": group}).to_string();
+        let (status, reply) = host.notify(Some(TOKEN), &body).await.unwrap();
+        assert_eq!(status, 200, "{reply}");
+        let on_host = text(&mut client).await;
+        let event = tokio::task::block_in_place(|| next_event(&mut events));
+        assert_eq!(event["type"], "rohrpost.message", "{event}");
+        assert_eq!(event["message"], on_host.as_str(), "{event}");
+        client.expect_silence(QUIET).await.unwrap();
+        let _ = consumer.kill();
+        let _ = consumer.wait();
+    }
+
+    // The second shard goes away: not ready, and the first shard's group
+    // still gets Django's messages.
+    let mut client = subscriber(&host, pks[0]).await;
+    second.stop();
+    host.wait_for_log(&["lost the connection to Redis"], T)
+        .await
+        .unwrap();
+    let (status, body) = get(&host.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let group = format!("note-{}", pks[0]);
+    django
+        .manage(&["note", "send", &group, "still here"])
+        .unwrap();
+    assert_eq!(text(&mut client).await, "still here");
+
+    second = OwnRedis::start(ports[1]).await;
+    host.wait_for_log(&["connected to Redis again"], T)
+        .await
+        .unwrap();
+    let (status, body) = get(&host.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    drop((first, second));
+}

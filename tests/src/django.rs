@@ -40,7 +40,11 @@ impl Django {
     pub fn new(layer: &str, redis: &str, prefix: &str) -> Result<Django> {
         python();
         let dir = crate::TempDir::new("django");
-        let redis = with_socket_timeout(redis, REDIS_SOCKET_TIMEOUT_S);
+        let redis = redis
+            .split(',')
+            .map(|url| with_socket_timeout(url, REDIS_SOCKET_TIMEOUT_S))
+            .collect::<Vec<_>>()
+            .join(",");
         let app = DjangoApp::new(layer, &redis, prefix, &dir.path().join("notes.sqlite3"))?;
         Ok(Django { app, _dir: dir })
     }

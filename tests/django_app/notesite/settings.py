@@ -36,7 +36,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": _LAYERS[os.environ.get("NOTES_LAYER", "pubsub")],
         "CONFIG": {
-            "hosts": [os.environ.get("NOTES_REDIS", "redis://127.0.0.1:6379/0")],
+            # One URL, or several (comma-separated): channels_redis shards
+            # groups and channels over them.
+            "hosts": os.environ.get("NOTES_REDIS", "redis://127.0.0.1:6379/0").split(","),
             "prefix": os.environ.get("NOTES_PREFIX", "asgi"),
         },
     }

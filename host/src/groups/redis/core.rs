@@ -31,7 +31,8 @@ use tracing::debug;
 
 use super::{
     format::{self, Received},
-    health::Health,
+    health::{deadline, Health},
+    shards::{shard_of, Place},
 };
 use crate::groups::MemoryGroups;
 
@@ -56,6 +57,10 @@ pub(super) struct Core {
     own: String,
     names: Mutex<Names>,
     pub health: Arc<Health>,
+    /// Every shard's health (this one's at `index`), for the connections
+    /// to the shards where other processes' sets live.
+    shards: Arc<Vec<Arc<Health>>>,
+    index: usize,
 }
 
 #[derive(Default)]
@@ -64,6 +69,9 @@ struct Names {
     by_channel: HashMap<String, String>,
     next: u64,
 }
+
+/// A process's set and its channels that a group send is for.
+type ProcessSet<'a> = (String, Vec<&'a str>);
 
 /// One membership in Redis: the group's key and the host's channel in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,19 +108,51 @@ fn now() -> f64 {
 }
 
 impl Core {
+    /// The core layer's side on the only Redis server.
+    #[cfg(test)]
     pub(super) fn new(
         prefix: &str,
         settings: CoreSettings,
         health: Arc<Health>,
         local: MemoryGroups,
     ) -> Core {
-        Core {
+        let place = Place {
+            index: 0,
+            count: 1,
             local,
+        };
+        Core::sharded(prefix, settings, place, Arc::new(vec![health]))
+    }
+
+    /// The core layer's side on shard `place.index`. Its channels start
+    /// with a name that channels_redis hashes to this shard, as Django
+    /// sends to a process's set on the shard of `specific.<process>!`:
+    /// a random one is drawn until it does (`count` draws on average).
+    pub(super) fn sharded(
+        prefix: &str,
+        settings: CoreSettings,
+        place: Place,
+        shards: Arc<Vec<Arc<Health>>>,
+    ) -> Core {
+        let own = loop {
+            let own = format!("specific.{:032x}!", rand::random::<u128>());
+            if shard_of(&own, place.count) == place.index {
+                break own;
+            }
+        };
+        let health = shards
+            .get(place.index)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Health::new(Arc::default())));
+        Core {
+            local: place.local,
             settings,
             prefix: prefix.to_owned(),
-            own: format!("specific.{:032x}!", rand::random::<u128>()),
+            own,
             names: Mutex::new(Names::default()),
             health,
+            shards,
+            index: place.index,
         }
     }
 
@@ -271,9 +311,75 @@ impl Core {
         if sets.is_empty() {
             return Ok(0);
         }
+        // Each process's set is on the shard of its name (less the prefix).
+        let mut here = Vec::new();
+        let mut missed = 0;
+        let mut elsewhere: Vec<(usize, Vec<ProcessSet<'_>>)> = Vec::new();
+        for (set, names) in sets {
+            let name = set.strip_prefix(&self.prefix).unwrap_or(&set);
+            let shard = shard_of(name, self.shards.len());
+            if shard == self.index {
+                here.push((set, names));
+            } else {
+                match elsewhere.iter_mut().find(|(index, _)| *index == shard) {
+                    Some((_, sets)) => sets.push((set, names)),
+                    None => elsewhere.push((shard, vec![(set, names)])),
+                }
+            }
+        }
+        for (shard, sets) in elsewhere {
+            missed += self.send_on_shard(shard, message, started, &sets).await;
+        }
+        if here.is_empty() {
+            return Ok(missed);
+        }
+        Ok(missed
+            + self
+                .send_to_sets(connection, message, started, &here)
+                .await?)
+    }
+
+    /// A group send's part for sets on another shard, through that shard's
+    /// connection: how many sets were full. While that shard is down the
+    /// sets miss the message, counted as dropped there; a failure ends that
+    /// shard's link, not this one.
+    async fn send_on_shard(
+        &self,
+        shard: usize,
+        message: &str,
+        started: f64,
+        sets: &[(String, Vec<&str>)],
+    ) -> usize {
+        let Some(health) = self.shards.get(shard) else {
+            return sets.len();
+        };
+        let Some(mut publishing) = health.publishing() else {
+            health.dropped(sets.len(), "the Redis shard of their processes is down");
+            return 0;
+        };
+        match deadline(self.send_to_sets(&mut publishing.connection, message, started, sets)).await
+        {
+            Ok(full) => full,
+            Err(failure) => {
+                health.dropped(sets.len(), "publishing failed");
+                health.publish_failed(publishing.link, failure);
+                0
+            }
+        }
+    }
+
+    /// Adds `message` to each process's set of `sets` (all on the server of
+    /// `connection`), within its capacity: how many were full.
+    async fn send_to_sets(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+        message: &str,
+        started: f64,
+        sets: &[(String, Vec<&str>)],
+    ) -> redis::RedisResult<usize> {
         let mut pipe = redis::pipe();
         let oldest = started as i64 - self.settings.expiry.as_secs() as i64;
-        for (set, _) in &sets {
+        for (set, _) in sets {
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(set)
                 .arg(0)
@@ -282,13 +388,13 @@ impl Core {
         }
         let mut send = redis::cmd("EVAL");
         send.arg(GROUP_SEND).arg(sets.len());
-        for (set, _) in &sets {
+        for (set, _) in sets {
             send.arg(set);
         }
-        for (_, names) in &sets {
+        for (_, names) in sets {
             send.arg(format::core_message(message, names));
         }
-        for _ in &sets {
+        for _ in sets {
             send.arg(self.settings.capacity);
         }
         send.arg(now()).arg(self.settings.expiry.as_secs().max(1));

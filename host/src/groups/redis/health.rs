@@ -74,6 +74,36 @@ pub(super) async fn deadline<T>(
     }
 }
 
+/// The state of every shard (one Redis server each): the broker is up for
+/// `/readyz` only while every shard is, as a group on a shard that is
+/// down reaches this host's connections only.
+pub(super) struct ShardStates {
+    states: Mutex<Vec<Result<(), &'static str>>>,
+}
+
+impl ShardStates {
+    /// `count` shards, none connected yet.
+    pub(super) fn new(count: usize) -> Arc<ShardStates> {
+        Arc::new(ShardStates {
+            states: Mutex::new(vec![Err(LOST); count.max(1)]),
+        })
+    }
+
+    /// Shard `index` is now in `state`; returns the state of all: the
+    /// first shard's failure, if any.
+    fn set(&self, index: usize, state: Result<(), &'static str>) -> Result<(), &'static str> {
+        let mut states = lock(&self.states);
+        if let Some(slot) = states.get_mut(index) {
+            *slot = state;
+        }
+        states
+            .iter()
+            .copied()
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
+    }
+}
+
 /// The publishing connection of one link, and which link it belongs to.
 #[derive(Clone)]
 pub(super) struct Publishing {
@@ -84,6 +114,9 @@ pub(super) struct Publishing {
 /// The broker's state, shared by the link, the publisher and the layer.
 pub(super) struct Health {
     monitor: Arc<Monitor>,
+    /// Every shard's state, for `/readyz`, and this one's place in it.
+    shards: Arc<ShardStates>,
+    index: usize,
     /// Subscribed to every group with local members, and answering.
     up: AtomicBool,
     /// Numbers the links, so that a failure seen on an old one is ignored.
@@ -96,9 +129,17 @@ pub(super) struct Health {
 }
 
 impl Health {
+    /// The health of the only Redis server.
     pub(super) fn new(monitor: Arc<Monitor>) -> Health {
+        Health::shard(monitor, ShardStates::new(1), 0)
+    }
+
+    /// The health of shard `index` of `shards`.
+    pub(super) fn shard(monitor: Arc<Monitor>, shards: Arc<ShardStates>, index: usize) -> Health {
         Health {
             monitor,
+            shards,
+            index,
             up: AtomicBool::new(false),
             link: AtomicU64::new(0),
             publishing: Mutex::new(None),
@@ -118,14 +159,15 @@ impl Health {
     /// The link is subscribed to every group it needs: the broker is up.
     pub(super) fn up(&self) {
         self.up.store(true, Ordering::Relaxed);
-        self.monitor.set_broker(Ok(()));
+        self.monitor.set_broker(self.shards.set(self.index, Ok(())));
     }
 
     /// The link ended: nothing is published until the next one.
     pub(super) fn down(&self, failure: &Failure) {
         self.up.store(false, Ordering::Relaxed);
         *lock(&self.publishing) = None;
-        self.monitor.set_broker(Err(failure.reason()));
+        self.monitor
+            .set_broker(self.shards.set(self.index, Err(failure.reason())));
     }
 
     pub(super) fn is_up(&self) -> bool {

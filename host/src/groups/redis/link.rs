@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::{
     format::{Format, Received},
     health::{deadline, Failure, Health},
+    shards::shard_of,
 };
 use crate::groups::MemoryGroups;
 use rohrpost_plugin_api::GroupNameRule;
@@ -187,7 +188,11 @@ async fn serve(
 
 /// What the link needs of the layer.
 pub(super) struct LayerState {
+    /// This host's members of every group, on every shard.
     pub local: MemoryGroups,
+    /// This layer's shard and how many there are: it subscribes to the
+    /// groups of its shard only.
+    pub shard: (usize, usize),
     /// What every group's channel name starts with (see [`Format`]).
     pub prefix: String,
     pub wire: Format,
@@ -201,12 +206,14 @@ impl LayerState {
         format!("{}{group}", self.prefix)
     }
 
-    /// The channels of every group with local members.
+    /// The channels of every group of this shard with local members.
     pub(super) fn channels(&self) -> Vec<String> {
+        let (index, count) = self.shard;
         self.local
             .group_names()
             .iter()
             .map(|g| self.channel(g))
+            .filter(|channel| shard_of(channel, count) == index)
             .collect()
     }
 

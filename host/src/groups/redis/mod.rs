@@ -18,6 +18,9 @@
 //!   [`CoreGroups`] speaks channels_redis's default layer instead, which
 //!   keeps groups in sorted sets rather than pub/sub ([`core`]); it shares
 //!   the deadlines, the reconnecting and the publishing queue.
+//! - Several Redis servers share the groups as channels_redis shards them
+//!   ([`shards`]): one layer per server, each group on the server its
+//!   name hashes to.
 //! - Delivery is at most once, as in Channels: while Redis is unreachable
 //!   or not answering, local delivery goes on, messages for other hosts are
 //!   dropped (and counted), the host reconnects with backoff, subscribes
@@ -32,6 +35,7 @@ mod health;
 mod link;
 mod presence;
 mod publisher;
+mod shards;
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,9 +52,10 @@ pub(crate) use self::{
 use self::{
     core::Core,
     core_link::Change,
-    health::{Health, BROKER_TIMEOUT},
+    health::{Health, ShardStates, BROKER_TIMEOUT},
     link::{Control, LayerState},
     publisher::{Publisher, Sink},
+    shards::{Place, ShardedGroups},
 };
 use crate::{
     groups::{ConnectionId, GroupFuture, GroupLayer, HostEntry, MemoryGroups, Outbox},
@@ -71,25 +76,101 @@ pub(crate) struct RedisGroups {
     presence: Arc<Presence>,
 }
 
+/// The pub/sub layer (this host's format or channels_redis's) over one
+/// Redis server or several shards of it (see [`shards`]): an error if any
+/// cannot be reached now.
+pub(crate) async fn connect_pubsub(
+    urls: &[String],
+    access: &Access,
+    wire: Format,
+    prefix: &str,
+    monitor: Arc<Monitor>,
+) -> anyhow::Result<Arc<dyn GroupLayer>> {
+    let local = MemoryGroups::counting(monitor.group_deliveries());
+    let states = ShardStates::new(urls.len());
+    let mut layers: Vec<Arc<dyn GroupLayer>> = Vec::with_capacity(urls.len());
+    for (index, url) in urls.iter().enumerate() {
+        let place = Place {
+            index,
+            count: urls.len(),
+            local: local.clone(),
+        };
+        let health = Arc::new(Health::shard(monitor.clone(), states.clone(), index));
+        let layer =
+            RedisGroups::connect(url, access, wire, prefix, monitor.clone(), place, health).await?;
+        layers.push(layer);
+    }
+    match layers.len() {
+        1 => Ok(layers.remove(0)),
+        _ => Ok(Arc::new(ShardedGroups::new(
+            layers,
+            local,
+            wire.channel_prefix(prefix),
+        ))),
+    }
+}
+
+/// channels_redis's core layer over one Redis server or several shards of
+/// it (see [`shards`]): an error if any cannot be reached now.
+pub(crate) async fn connect_core(
+    urls: &[String],
+    access: &Access,
+    prefix: &str,
+    settings: CoreSettings,
+    monitor: Arc<Monitor>,
+) -> anyhow::Result<Arc<dyn GroupLayer>> {
+    let local = MemoryGroups::counting(monitor.group_deliveries());
+    let states = ShardStates::new(urls.len());
+    let healths: Arc<Vec<Arc<Health>>> = Arc::new(
+        (0..urls.len())
+            .map(|index| Arc::new(Health::shard(monitor.clone(), states.clone(), index)))
+            .collect(),
+    );
+    let mut layers: Vec<Arc<dyn GroupLayer>> = Vec::with_capacity(urls.len());
+    for (index, url) in urls.iter().enumerate() {
+        let place = Place {
+            index,
+            count: urls.len(),
+            local: local.clone(),
+        };
+        let layer = CoreGroups::connect(
+            url,
+            access,
+            prefix,
+            settings,
+            monitor.clone(),
+            place,
+            healths.clone(),
+        )
+        .await?;
+        layers.push(layer);
+    }
+    match layers.len() {
+        1 => Ok(layers.remove(0)),
+        _ => Ok(Arc::new(ShardedGroups::new(layers, local, String::new()))),
+    }
+}
+
 impl RedisGroups {
     /// Connects to Redis (an error if it cannot be reached now) and starts
     /// the tasks that keep the subscriptions and publish.
-    pub(crate) async fn connect(
+    async fn connect(
         url: &str,
         access: &Access,
         wire: Format,
         prefix: &str,
         monitor: Arc<Monitor>,
+        place: Place,
+        health: Arc<Health>,
     ) -> anyhow::Result<Arc<RedisGroups>> {
         let (client, where_) = client(url, access)?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
-        info!(redis = %where_, format = ?wire, prefix, "groups go through Redis");
-        let local = MemoryGroups::counting(monitor.group_deliveries());
-        let health = Arc::new(Health::new(monitor.clone()));
+        info!(redis = %where_, format = ?wire, prefix, shard = place.index, shards = place.count, "groups go through Redis");
         health.connected(publishing);
         health.up();
         let shared = Arc::new(LayerState {
-            local,
+            local: place.local,
+            shard: (place.index, place.count),
             prefix: wire.channel_prefix(prefix),
             wire,
             origin: format!("{:016x}", rand::random::<u64>()),
@@ -234,21 +315,26 @@ pub(crate) struct CoreGroups {
 
 impl CoreGroups {
     /// Connects to Redis (an error if it cannot be reached now) and starts
-    /// the tasks that keep the memberships, receive and send.
-    pub(crate) async fn connect(
+    /// the tasks that keep the memberships, receive and send; `healths`
+    /// holds every shard's, this one's at `place.index`.
+    async fn connect(
         url: &str,
         access: &Access,
         prefix: &str,
         settings: CoreSettings,
         monitor: Arc<Monitor>,
+        place: Place,
+        healths: Arc<Vec<Arc<Health>>>,
     ) -> anyhow::Result<Arc<CoreGroups>> {
         let (client, where_) = client(url, access)?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
-        info!(redis = %where_, prefix, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
-        let local = MemoryGroups::counting(monitor.group_deliveries());
-        let health = Arc::new(Health::new(monitor.clone()));
+        info!(redis = %where_, prefix, shard = place.index, shards = place.count, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
+        let health = healths
+            .get(place.index)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no shard {}", place.index))?;
         health.connected(commands.clone());
-        let core = Arc::new(Core::new(prefix, settings, health.clone(), local));
+        let core = Arc::new(Core::sharded(prefix, settings, place, healths));
         let presence = Presence::new(
             format!("{prefix}:rohrpost-presence:"),
             core.host_id().to_owned(),
@@ -385,8 +471,8 @@ pub(crate) fn check_settings(settings: &crate::config::Settings) -> Result<(), S
     let access = access_from_settings(settings);
     match &settings.groups {
         Groups::Memory => Ok(()),
-        Groups::Redis(url) | Groups::ChannelsPubSub(url) | Groups::ChannelsCore(url) => {
-            check(url, &access).map_err(|e| format!("groups: {e}"))
-        }
+        Groups::Redis(urls) | Groups::ChannelsPubSub(urls) | Groups::ChannelsCore(urls) => urls
+            .iter()
+            .try_for_each(|url| check(url, &access).map_err(|e| format!("groups: {e}"))),
     }
 }
