@@ -139,16 +139,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             let result = measure(args, vec![server], sockets).await?;
             floor = Some(Measured::merged(floor, result));
         }
-        let (servers, sockets) = subscribers::start_hosts(
-            artifacts,
-            "fanout",
-            args.subscribers,
-            args.hosts,
-            args.redis.as_deref(),
-            false,
-        )
-        .await?;
-        let result = measure(args, servers, sockets).await?;
+        let result = measure_hosts(artifacts, args, false).await?;
         hosts = Some(Measured::merged(hosts, result));
     }
     let mut measured = Vec::new();
@@ -157,6 +148,25 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
     }
     measured.extend(hosts.map(|hosts| ("host", hosts)));
     Ok(table(args, &measured))
+}
+
+/// One round on fresh hosts, their subscribers offering compression when
+/// `deflate`.
+async fn measure_hosts(
+    artifacts: &Artifacts,
+    args: &FanoutArgs,
+    deflate: bool,
+) -> Result<Measured> {
+    let (servers, sockets) = subscribers::start_hosts(
+        artifacts,
+        "fanout",
+        args.subscribers,
+        args.hosts,
+        args.redis.as_deref(),
+        deflate,
+    )
+    .await?;
+    measure(args, servers, sockets).await
 }
 
 /// The host with compression off and on, alternating in every round.
@@ -170,16 +180,7 @@ async fn compression(artifacts: &Artifacts, args: &FanoutArgs) -> Result<Table> 
                 args.rounds.max(1),
                 if deflate { "on" } else { "off" }
             );
-            let (servers, sockets) = subscribers::start_hosts(
-                artifacts,
-                "fanout",
-                args.subscribers,
-                args.hosts,
-                args.redis.as_deref(),
-                deflate,
-            )
-            .await?;
-            let result = measure(args, servers, sockets).await?;
+            let result = measure_hosts(artifacts, args, deflate).await?;
             let mode = if deflate { &mut on } else { &mut off };
             *mode = Some(Measured::merged(mode.take(), result));
         }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rohrpost_tests::Host;
+use rohrpost_tests::{client_frame, Host};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -103,9 +103,9 @@ impl Raw {
         }
     }
 
-    /// Sends a frame (see [`encode`]).
+    /// Sends a frame (see [`client_frame`]).
     async fn frame(&mut self, first: u8, payload: &[u8], masked: bool) {
-        let bytes = encode(first, payload, masked);
+        let bytes = client_frame(first, payload, masked);
         // The server may already have closed.
         let _ = self.stream.write_all(&bytes).await;
     }
@@ -169,28 +169,6 @@ impl Raw {
             Ok(Ok(0))
         )
     }
-}
-
-/// A frame's bytes: first byte (FIN, RSV, opcode) as given, the payload
-/// masked unless `masked` is false.
-fn encode(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut bytes = vec![first];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => bytes.push(mask_bit | n as u8),
-        n => {
-            bytes.push(mask_bit | 126);
-            bytes.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x12, 0x34, 0x56, 0x78];
-        bytes.extend_from_slice(&key);
-        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        bytes.extend_from_slice(payload);
-    }
-    bytes
 }
 
 /// A frame to send raw: first byte (FIN, RSV, opcode), payload, masked.
@@ -261,8 +239,8 @@ async fn protocol_violations_get_1002_or_1007_before_the_socket_closes() {
 #[tokio::test]
 async fn frames_sent_with_the_handshake_are_read_after_it() {
     let host = Host::start(&["ping"]).unwrap();
-    let mut early = encode(0x81, br#"{"id":7,"type":"ping"}"#, true);
-    early.extend(encode(0x88, b"\x03\xe8", true));
+    let mut early = client_frame(0x81, br#"{"id":7,"type":"ping"}"#, true);
+    early.extend(client_frame(0x88, b"\x03\xe8", true));
     let mut raw = Raw::connect_sending(&host, &early).await;
     let (opcode, reply) = raw.next_frame().await.expect("a reply to the early ping");
     assert_eq!(opcode, 0x1);

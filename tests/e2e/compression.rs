@@ -8,7 +8,7 @@
 use std::{process::Command, time::Duration};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use rohrpost_tests::{metric_value, Host};
+use rohrpost_tests::{client_frame, metric_value, Host};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -88,21 +88,7 @@ impl Raw {
 
     /// Sends a masked frame with this first byte.
     async fn send(&mut self, first: u8, payload: &[u8]) {
-        let mask = [0x5A, 0x17, 0xC3, 0x08];
-        let mut out = vec![first];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let out = client_frame(first, payload, true);
         // The server may already have closed.
         let _ = self.stream.write_all(&out).await;
     }
@@ -221,6 +207,20 @@ async fn metric(host: &Host, name: &str) -> f64 {
         .unwrap()
 }
 
+/// Posts an update of the list to the group `lists`, which must reach
+/// `members` connections.
+async fn notify_lists(host: &Host, members: u64) {
+    let body =
+        json!({"model": "List", "pk": 7, "event": "update", "group": "lists", "object": object()})
+            .to_string();
+    let (status, answer) = host.notify(Some(TOKEN), &body).await.unwrap();
+    assert_eq!(
+        (status, answer["delivered"].as_u64()),
+        (200, Some(members)),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn replies_and_group_messages_go_compressed_once_for_every_compressed_member() {
     let host = host();
@@ -260,15 +260,7 @@ async fn replies_and_group_messages_go_compressed_once_for_every_compressed_memb
         assert_eq!(member.next_text().await.1["type"], "join");
     }
     let compressed_before = metric(&host, "sent_plain_bytes").await;
-    let body =
-        json!({"model": "List", "pk": 7, "event": "update", "group": "lists", "object": object()})
-            .to_string();
-    let (status, answer) = host.notify(Some(TOKEN), &body).await.unwrap();
-    assert_eq!(
-        (status, answer["delivered"].as_u64()),
-        (200, Some(3)),
-        "{answer}"
-    );
+    notify_lists(&host, 3).await;
     let to_a = a.next_frame().await.unwrap();
     let to_b = b.next_frame().await.unwrap();
     let to_plain = plain_member.next_frame().await.unwrap();
@@ -457,15 +449,7 @@ async fn a_group_message_is_compressed_once_when_members_are_busy() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = metric(&host, "sent_plain_bytes").await;
-    let body =
-        json!({"model": "List", "pk": 7, "event": "update", "group": "lists", "object": object()})
-            .to_string();
-    let (status, answer) = host.notify(Some(TOKEN), &body).await.unwrap();
-    assert_eq!(
-        (status, answer["delivered"].as_u64()),
-        (200, Some(3)),
-        "{answer}"
-    );
+    notify_lists(&host, 3).await;
     let to_free = free.next_frame().await.unwrap();
     assert_eq!(to_free.first, 0x80 | RSV1 | 0x1);
     let plain = inflate(&to_free.payload, 15);

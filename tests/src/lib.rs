@@ -426,6 +426,33 @@ impl rohrpost_harness::Pid for Host {
     }
 }
 
+/// A frame as a client writes it, for tests that speak WebSocket byte by
+/// byte: `first` is the first byte (FIN, RSV bits, opcode); masked with a
+/// fixed key when `masked` (a client must mask; a test may not).
+pub fn client_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut bytes = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => bytes.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            bytes.push(mask_bit | 126);
+            bytes.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            bytes.push(mask_bit | 127);
+            bytes.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        bytes.extend_from_slice(&key);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        bytes.extend_from_slice(payload);
+    }
+    bytes
+}
+
 /// A minimal HTTP/1.1 GET: the status and the body.
 pub async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

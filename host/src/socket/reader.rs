@@ -351,21 +351,7 @@ mod tests {
     const MASK: [u8; 4] = [0xA1, 0xB2, 0xC3, 0xD4];
 
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![first];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&MASK);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        out
+        frame::client_frame(first, payload, MASK)
     }
 
     async fn pair(max_message: usize) -> (Reader, TcpStream) {

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod paths;
 pub mod process;
 pub mod procfs;
+pub mod venv;
 pub mod websockets_venv;
 
 pub use error::{Error, Result};
