@@ -219,9 +219,9 @@ pub(crate) struct Writer {
 /// What became of a frame offered to a ring.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// In the ring; the reader is awake.
+    /// In the ring; the reader is awake, or another push woke it already.
     Done,
-    /// In the ring; the reader sleeps: wake it.
+    /// In the ring; the reader sleeps and this push is the first since: wake it.
     Wake,
     /// No room (or too large): send it through the socket.
     Full,
@@ -252,7 +252,11 @@ impl Writer {
         // Paired with the reader's fence between setting `sleeping` and
         // looking at `tail` once more: one of the two sees the other.
         fence(Ordering::SeqCst);
-        if self.ring.sleeping().load(Ordering::Relaxed) != 0 {
+        // Taking the flag makes this push the only one that wakes the
+        // reader: the frames pushed before it runs again ring no bell.
+        if self.ring.sleeping().load(Ordering::Relaxed) != 0
+            && self.ring.sleeping().swap(0, Ordering::SeqCst) != 0
+        {
             Pushed::Wake
         } else {
             Pushed::Done
@@ -431,6 +435,8 @@ mod tests {
         assert!(reader.pop().expect("fine").is_some());
         assert!(reader.sleep());
         assert_eq!(writer.push(&frame(b"b")), Pushed::Wake);
+        // One bell per sleep: the reader has not run yet.
+        assert_eq!(writer.push(&frame(b"b2")), Pushed::Done);
         reader.wake();
         assert_eq!(writer.push(&frame(b"c")), Pushed::Done);
     }
