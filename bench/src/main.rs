@@ -74,6 +74,12 @@ struct Paths {
     #[arg(long, global = true)]
     yardstick_bin: Option<PathBuf>,
 
+    /// A reference server measured next to the yardstick by `throughput`
+    /// (it takes `--port P --threads N` and serves `/ws/rohrpost/`, as
+    /// the yardstick the project's targets are judged by does).
+    #[arg(long, global = true)]
+    reference_bin: Option<PathBuf>,
+
     /// The fan-out floor server (`baseline-fanout`).
     #[arg(long, global = true)]
     fanout_baseline_bin: Option<PathBuf>,
@@ -208,6 +214,7 @@ impl Paths {
                     .join("release")
                     .join("yardstick")
             }),
+            reference: self.reference_bin,
             fanout_baseline: self
                 .fanout_baseline_bin
                 .unwrap_or_else(|| dir.join("baseline-fanout")),

@@ -35,6 +35,10 @@ pub struct Artifacts {
     pub baseline: PathBuf,
     /// The yardstick (`bench/yardstick`, a workspace of its own).
     pub yardstick: PathBuf,
+    /// A reference server to measure next to the yardstick (`--port P
+    /// --threads N`, serving `/ws/rohrpost/`), when given: the one the
+    /// yardstick is checked against.
+    pub reference: Option<PathBuf>,
     pub fanout_baseline: PathBuf,
     pub ping_lib: PathBuf,
     pub pool_lib: PathBuf,
@@ -54,7 +58,10 @@ impl Artifacts {
             ("--pool-lib", &self.pool_lib),
             ("--subscriptions-lib", &self.subscriptions_lib),
             ("--proxy-lib", &self.proxy_lib),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.reference.iter().map(|path| ("--reference-bin", path)))
+        {
             if !path.is_file() {
                 bail!(
                     "{} does not exist (set it with {flag}; build with `cargo build --release \
@@ -75,6 +82,9 @@ pub enum Spec<'a> {
     Baseline { args: &'a [&'a str] },
     /// The yardstick with these further flags.
     Yardstick { args: &'a [&'a str] },
+    /// The reference server (see [`Artifacts::reference`]) with this many
+    /// runtime threads.
+    Reference { threads: &'a str },
     /// The floor of the fan-out benchmark (`baseline-fanout`).
     FanoutBaseline,
     /// The host with copies of these libraries in its plugins directory,
@@ -140,6 +150,15 @@ impl Server {
                 command
                     .args(["--listen", "127.0.0.1:0", "--ws-path", WS_PATH])
                     .args(args);
+                (Process::spawn(&mut command, watch)?, None)
+            }
+            Spec::Reference { threads } => {
+                let Some(reference) = &artifacts.reference else {
+                    bail!("no reference server was given (--reference-bin)");
+                };
+                let port = free_port()?.to_string();
+                let mut command = Command::new(reference);
+                command.args(["--port", port.as_str(), "--threads", threads]);
                 (Process::spawn(&mut command, watch)?, None)
             }
             Spec::FanoutBaseline => {

@@ -140,6 +140,14 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         "--sandbox",
         "off",
     ];
+    let reference = Case {
+        name: "reference yardstick (--reference-bin)",
+        spec: Spec::Reference {
+            threads: workers_text.as_str(),
+        },
+        request: Request::Ping,
+        huge_first: false,
+    };
     let cases = [
         Case {
             name: "yardstick (axum + serde_json, LTO)",
@@ -204,7 +212,7 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             huge_first: false,
         },
     ];
-    let cases: Vec<Case<'_>> = cases
+    let mut cases: Vec<Case<'_>> = cases
         .into_iter()
         .enumerate()
         .filter(|(index, case)| {
@@ -216,6 +224,11 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         })
         .map(|(_, case)| case)
         .collect();
+    // The reference, when given, runs second: next to the yardstick,
+    // whatever `--only` says.
+    if artifacts.reference.is_some() {
+        cases.insert(1.min(cases.len()), reference);
+    }
     let mut outcomes: Vec<Outcome> = cases.iter().map(|_| Outcome::default()).collect();
     for round in 1..=args.rounds.max(1) {
         for (case, outcome) in cases.iter().zip(&mut outcomes) {

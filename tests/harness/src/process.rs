@@ -355,6 +355,13 @@ impl Drop for Process {
 /// The value of `key=value` in a log line, or of `"key": value` in a JSON
 /// log line.
 fn field(line: &str, key: &str) -> Option<String> {
+    // Servers that are not ours say where they listen as a URL:
+    // `listening on ws://127.0.0.1:8102/ws/rohrpost/`.
+    if key == "address" && !line.contains("address") {
+        let url = &line[line.find("listening on ws://")? + "listening on ws://".len()..];
+        let end = url.find(['/', ' ']).unwrap_or(url.len());
+        return Some(url[..end].to_owned());
+    }
     if line.starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;
         return value.get(key)?.as_str().map(str::to_owned);
@@ -379,6 +386,9 @@ mod tests {
         );
         let json = r#"{"level":"INFO","message":"listening","address":"127.0.0.1:7"}"#;
         assert_eq!(field(json, "address").as_deref(), Some("127.0.0.1:7"));
+        let url = "limit: listening on ws://127.0.0.1:8102/ws/rohrpost/ (threads=2)";
+        assert_eq!(field(url, "address").as_deref(), Some("127.0.0.1:8102"));
+        assert_eq!(field("listening on port 80", "address"), None);
     }
 
     #[test]
