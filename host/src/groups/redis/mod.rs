@@ -190,6 +190,7 @@ impl RedisGroups {
         );
         tokio::spawn(presence.clone().run(shared.local.clone()));
         let (control, control_rx) = mpsc::unbounded_channel();
+        target.watch(&health);
         tokio::spawn(link::run(
             target,
             where_,
@@ -360,6 +361,7 @@ impl CoreGroups {
         );
         tokio::spawn(presence.clone().run(core.local.clone()));
         let (changes, changes_rx) = mpsc::unbounded_channel();
+        target.watch(&health);
         tokio::spawn(core_link::run(
             target,
             where_,

@@ -19,6 +19,14 @@
 //! sentinel names before the others have agreed, is refused: the link
 //! tries again after its backoff).
 //!
+//! While a link is up, the sentinels are asked again every second (one
+//! kept connection to one of them): when they name another master than the
+//! link's, the link ends as if a call had failed, and reconnects to the new
+//! one. Sentinel closes the connections of a master it demotes, but not of
+//! one it cannot reach when it promotes a replica (a partition, a manual
+//! failover before the old master is reconfigured); the watch bounds how
+//! long a host stays on such a master to about a second.
+//!
 //! Written by hand over the plain connections [`super::access`] makes,
 //! rather than with the `redis` crate's `sentinel` feature: every call
 //! then runs under the same deadline as any other Redis call, the master
@@ -26,16 +34,21 @@
 //! settings as a single server, and the `ROLE` check and the order of the
 //! sentinels are ours to state.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::Duration,
 };
 
-use tracing::info;
+use redis::aio::MultiplexedConnection;
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
 
 use super::{
     access::{self, Access, AccessError},
-    health::{deadline, Failure},
+    health::{deadline, Failure, Health},
 };
 use crate::base::lock::lock;
 
@@ -48,6 +61,8 @@ const SENTINEL_PORT: u16 = 26379;
 pub(crate) const MAX_SENTINELS: usize = 16;
 /// Longest master name.
 const MAX_NAME: usize = 256;
+/// How often a link's master is checked against what the sentinels say.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a Sentinel URL cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -268,19 +283,20 @@ impl Sentinel {
 
     /// What one sentinel says the master's address is.
     async fn ask(&self, client: &redis::Client) -> Result<Option<String>, Failure> {
-        let mut connection = deadline(
-            client.get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(None)
-                    .set_response_timeout(None),
-            ),
-        )
-        .await?;
+        let mut connection = connect(client).await?;
+        self.ask_on(&mut connection).await
+    }
+
+    /// What the sentinel on `connection` says the master's address is.
+    async fn ask_on(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<Option<String>, Failure> {
         let named: Option<(String, String)> = deadline(
             redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(&self.url.master_name)
-                .query_async(&mut connection),
+                .query_async(connection),
         )
         .await?;
         let Some((host, port)) = named else {
@@ -301,15 +317,9 @@ impl Sentinel {
     async fn check(&self, address: &str, sentinel: &str) -> Result<redis::Client, Failure> {
         let (client, _) = access::client(&self.url.master_url(address), &self.access)
             .map_err(|e| Failure::Lost(e.to_string()))?;
-        let mut connection = deadline(
-            client.get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(None)
-                    .set_response_timeout(None),
-            ),
-        )
-        .await
-        .map_err(|failure| in_context(failure, address))?;
+        let mut connection = connect(&client)
+            .await
+            .map_err(|failure| in_context(failure, address))?;
         let role: Vec<redis::Value> = deadline(redis::cmd("ROLE").query_async(&mut connection))
             .await
             .map_err(|failure| in_context(failure, address))?;
@@ -334,6 +344,76 @@ impl Sentinel {
     }
 }
 
+impl Sentinel {
+    /// Ends the link of `health` whenever the sentinels name another master
+    /// than the one it reached, until the layer is gone. One sentinel is
+    /// asked at a time, on a kept connection; when it fails, the next.
+    pub(super) async fn watch(self: Arc<Self>, health: Weak<Health>) {
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let count = self.sentinels.len().max(1);
+        let mut index = 0;
+        let mut asking: Option<MultiplexedConnection> = None;
+        loop {
+            tick.tick().await;
+            let Some(health) = health.upgrade() else {
+                return;
+            };
+            // Without a link, reconnecting asks the sentinels anyway.
+            let Some(publishing) = health.publishing() else {
+                continue;
+            };
+            let Some(current) = lock(&self.master).clone() else {
+                continue;
+            };
+            let connection = match asking.as_mut() {
+                Some(connection) => connection,
+                None => {
+                    let Some((_, client)) = self.sentinels.get(index % count) else {
+                        return;
+                    };
+                    match connect(client).await {
+                        Ok(connection) => asking.insert(connection),
+                        Err(_) => {
+                            index += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match self.ask_on(connection).await {
+                Ok(Some(named)) if named != current => {
+                    warn!(old = %current, new = %named, name = %self.url.master_name, "the sentinels name another Redis master: reconnecting");
+                    health.publish_failed(
+                        publishing.link,
+                        Failure::Lost(format!(
+                            "the sentinels name {named} master instead of {current}"
+                        )),
+                    );
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    asking = None;
+                    index += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A connection with no timeouts of its own (the caller's deadline
+/// covers every call), opened within the deadline.
+async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, Failure> {
+    deadline(
+        client.get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(None)
+                .set_response_timeout(None),
+        ),
+    )
+    .await
+}
+
 fn in_context(failure: Failure, address: &str) -> Failure {
     match failure {
         Failure::Lost(error) => Failure::Lost(format!("master {address}: {error}")),
@@ -344,25 +424,33 @@ fn in_context(failure: Failure, address: &str) -> Failure {
 /// Where a layer's connections go.
 pub(super) enum Target {
     /// One server, always the same.
-    Server(redis::Client),
+    Server(Box<redis::Client>),
     /// The master the sentinels name now.
-    Sentinel(Sentinel),
+    Sentinel(Arc<Sentinel>),
 }
 
 impl Target {
     /// The target of `url`: sentinels or one server (see [`access`]).
     pub(super) fn new(url: &str, access: &Access) -> Result<Target, AccessError> {
         if is_sentinel(url) {
-            Ok(Target::Sentinel(Sentinel::new(url, access)?))
+            Ok(Target::Sentinel(Arc::new(Sentinel::new(url, access)?)))
         } else {
-            access::client(url, access).map(|(client, _)| Target::Server(client))
+            access::client(url, access).map(|(client, _)| Target::Server(Box::new(client)))
+        }
+    }
+
+    /// With Sentinel, watches the sentinels for a new master while the
+    /// layer of `health` lives (see [`Sentinel::watch`]).
+    pub(super) fn watch(&self, health: &Arc<Health>) {
+        if let Target::Sentinel(sentinel) = self {
+            tokio::spawn(sentinel.clone().watch(Arc::downgrade(health)));
         }
     }
 
     /// The client to connect with now.
     pub(super) async fn client(&self) -> Result<redis::Client, Failure> {
         match self {
-            Target::Server(client) => Ok(client.clone()),
+            Target::Server(client) => Ok(client.as_ref().clone()),
             Target::Sentinel(sentinel) => sentinel.master().await,
         }
     }
