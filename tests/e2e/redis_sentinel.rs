@@ -3,7 +3,9 @@
 //! dies and the sentinels promote its replica, they find the new master,
 //! subscribe again (or add their memberships again) and the same group
 //! works in both directions, without its members joining again. The same
-//! over channels_redis's core layer, and `--check-config` on Sentinel URLs.
+//! over channels_redis's core layer with a failover the sentinels are asked
+//! for while the old master keeps running, and `--check-config` on
+//! Sentinel URLs.
 //!
 //! Each test starts its own master, replica and three sentinels on free
 //! ports, each in a directory of its own; the shared Redis is never
@@ -17,7 +19,8 @@ use std::{
 
 use rohrpost_tests::{
     build, get,
-    redis::{free_port, unique_prefix, OwnRedis},
+    redis::{free_port, tls_cli, unique_prefix, OwnRedis},
+    tls::TestTls,
     Client, Host, TempDir,
 };
 use serde_json::{json, Value};
@@ -106,6 +109,7 @@ impl Sentinels {
                 &config,
                 format!(
                     "bind 127.0.0.1\n\
+                     port {port}\n\
                      dir {dir}\n\
                      sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {name} 1000\n\
@@ -115,7 +119,8 @@ impl Sentinels {
                 ),
             )
             .unwrap();
-            sentinels.push(OwnRedis::start_sentinel(port, &config).await);
+            let ready = || cli(port, &["PING"]) == ["PONG"];
+            sentinels.push(OwnRedis::start_sentinel(port, &config, ready).await);
             dirs.push(dir);
         }
         let set = Sentinels {
@@ -166,10 +171,20 @@ impl Sentinels {
         format!("{scheme}://{sentinels}/{}/0", self.name)
     }
 
-    /// Kills the master (SIGKILL), and waits until the sentinels name the
-    /// replica master and it says so.
-    async fn fail_over(&mut self) {
-        self.master.stop();
+    /// Kills the master (SIGKILL), or asks the sentinels for a failover
+    /// while it runs, and waits until the sentinels name the replica master
+    /// and it says so.
+    async fn fail_over(&mut self, how: Failover) {
+        match how {
+            Failover::Kill => self.master.stop(),
+            Failover::Asked => {
+                let sentinel = self.sentinels[0].port();
+                until("a sentinel starts a failover", T, async || {
+                    cli(sentinel, &["SENTINEL", "FAILOVER", &self.name]) == ["OK"]
+                })
+                .await;
+            }
+        }
         let replica = self.replica.port();
         until("the sentinels promote the replica", FAILOVER, async || {
             let named = cli(
@@ -181,6 +196,15 @@ impl Sentinels {
         })
         .await;
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failover {
+    /// The master dies.
+    Kill,
+    /// `SENTINEL FAILOVER`: the old master runs on until the sentinels
+    /// make it a replica.
+    Asked,
 }
 
 fn host_on(groups: &str, prefix: &str) -> Host {
@@ -213,11 +237,17 @@ async fn expect_payload(client: &mut Client, payload: &str) {
     }
 }
 
-/// Two hosts on `groups` share "room" both ways, then the master dies:
-/// both report not ready until they reach the promoted replica, then the
-/// room works again both ways with the same members. `restored` is what
-/// the host logs once it has subscribed (or added its memberships) again.
-async fn share_a_group_through_a_failover(set: &mut Sentinels, groups: &str, restored: &str) {
+/// Two hosts on `groups` share "room" both ways, then the master fails
+/// over `how`: both reach the promoted replica (when the master died,
+/// reporting not ready until then), and the room works again both ways
+/// with the same members. `restored` is what the host logs once it has
+/// subscribed (or added its memberships) again.
+async fn share_a_group_through_a_failover(
+    set: &mut Sentinels,
+    how: Failover,
+    groups: &str,
+    restored: &str,
+) {
     let prefix = format!("{}:", unique_prefix("sentinel"));
     let (a, b) = (host_on(groups, &prefix), host_on(groups, &prefix));
     let mut on_a = a.connect().await.unwrap();
@@ -235,16 +265,19 @@ async fn share_a_group_through_a_failover(set: &mut Sentinels, groups: &str, res
         .await
         .unwrap();
 
-    set.fail_over().await;
-    // The hosts notice at once (the dead master's connections close) and
-    // stay not ready until they reach the new master.
-    let (mut a_down, mut b_down) = (false, false);
-    until("both hosts report the lost master", FAILOVER, async || {
-        a_down |= readyz(&a).await == 503;
-        b_down |= readyz(&b).await == 503;
-        a_down && b_down
-    })
-    .await;
+    set.fail_over(how).await;
+    if how == Failover::Kill {
+        // The hosts notice at once (the dead master's connections close)
+        // and stay not ready until they reach the new master, at least
+        // until the sentinels agree that the old one is down.
+        let (mut a_down, mut b_down) = (false, false);
+        until("both hosts report the lost master", FAILOVER, async || {
+            a_down |= readyz(&a).await == 503;
+            b_down |= readyz(&b).await == 503;
+            a_down && b_down
+        })
+        .await;
+    }
     until("both hosts are ready again", FAILOVER, async || {
         readyz(&a).await == 200 && readyz(&b).await == 200
     })
@@ -268,14 +301,92 @@ async fn share_a_group_through_a_failover(set: &mut Sentinels, groups: &str, res
 async fn hosts_follow_a_failover_over_their_own_format() {
     let mut set = Sentinels::start("native").await;
     let groups = set.url("redis+sentinel");
-    share_a_group_through_a_failover(&mut set, &groups, "subscriptions restored").await;
+    share_a_group_through_a_failover(&mut set, Failover::Kill, &groups, "subscriptions restored")
+        .await;
 }
 
 #[tokio::test]
-async fn hosts_follow_a_failover_over_the_channels_redis_core_layer() {
+async fn hosts_follow_an_asked_failover_over_the_channels_redis_core_layer() {
     let mut set = Sentinels::start("core").await;
     let groups = set.url("channels_redis+sentinel");
-    share_a_group_through_a_failover(&mut set, &groups, "group memberships restored").await;
+    share_a_group_through_a_failover(
+        &mut set,
+        Failover::Asked,
+        &groups,
+        "group memberships restored",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hosts_find_the_master_over_tls() {
+    let tls = TestTls::new("sentinel");
+    let ca = tls.ca_cert.to_string_lossy().into_owned();
+    let master_port = free_port();
+    let _master = OwnRedis::start_tls(master_port, &tls).await;
+    let dir = TempDir::new("sentinel-tls");
+    let port = free_port();
+    let name = unique_prefix("tls");
+    let config = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "bind 127.0.0.1\n\
+             port 0\n\
+             tls-port {port}\n\
+             dir {dir}\n\
+             tls-cert-file {cert}\n\
+             tls-key-file {key}\n\
+             tls-ca-cert-file {ca}\n\
+             tls-auth-clients no\n\
+             tls-replication yes\n\
+             sentinel monitor {name} 127.0.0.1 {master_port} 1\n",
+            dir = dir.path().display(),
+            cert = tls.server_cert.display(),
+            key = tls.server_key.display(),
+        ),
+    )
+    .unwrap();
+    let _sentinel =
+        OwnRedis::start_sentinel(port, &config, || tls_cli(port, &ca, &["PING"]) == "PONG").await;
+    let groups = format!("rediss+sentinel://127.0.0.1:{port}/{name}/0");
+    let prefix = format!("{}:", unique_prefix("sentinel-tls"));
+    let host = || {
+        Host::start_with(
+            &["ping", "fixture-testkit"],
+            &[
+                "--groups",
+                &groups,
+                "--groups-prefix",
+                &prefix,
+                "--redis-tls-ca",
+                &ca,
+            ],
+        )
+        .unwrap()
+    };
+    let (a, b) = (host(), host());
+    a.wait_for_log(
+        &[
+            "the sentinels name the Redis master",
+            &format!("127.0.0.1:{master_port}"),
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    let mut on_b = b.connect().await.unwrap();
+    on_b.join("room").await.unwrap();
+    let mut from_a = a.connect().await.unwrap();
+    send(&mut from_a, 1, "room", "over tls").await;
+    expect_payload(&mut on_b, "over tls").await;
+    // Subscribed on the master itself, over TLS.
+    let numsub = tls_cli(
+        master_port,
+        &ca,
+        &["PUBSUB", "NUMSUB", &format!("{prefix}group:room")],
+    );
+    assert!(numsub.ends_with('1'), "{numsub}");
 }
 
 #[test]

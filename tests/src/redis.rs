@@ -143,13 +143,17 @@ impl OwnRedis {
     }
 
     /// Starts a Redis Sentinel on `port` from `config` (a file Sentinel may
-    /// rewrite, in a directory of the test's own), and waits until it
-    /// answers.
-    pub async fn start_sentinel(port: u16, config: &std::path::Path) -> OwnRedis {
+    /// rewrite, in a directory of the test's own, that sets the port), and
+    /// waits until `ready` says it answers.
+    pub async fn start_sentinel(
+        port: u16,
+        config: &std::path::Path,
+        ready: impl Fn() -> bool,
+    ) -> OwnRedis {
         assert_ne!(port, 6379, "never the shared Redis");
         let child = Command::new("redis-server")
             .arg(config)
-            .args(["--sentinel", "--port", &port.to_string()])
+            .arg("--sentinel")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -159,7 +163,7 @@ impl OwnRedis {
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis_answers(&redis.addr()).await {
+        while !ready() {
             assert!(Instant::now() < deadline, "redis-sentinel did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
