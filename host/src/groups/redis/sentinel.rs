@@ -14,7 +14,7 @@
 //!
 //! Finding the master: the sentinels are asked in order, starting with the
 //! one that answered last, `SENTINEL get-master-addr-by-name`, each call
-//! under [`BROKER_TIMEOUT`]; the first that names an address wins, and the
+//! under the broker deadline ([`super::health`]); the first that names an address wins, and the
 //! server there must say `ROLE` master (a demoted master, or one a
 //! sentinel names before the others have agreed, is refused: the link
 //! tries again after its backoff).
@@ -218,7 +218,8 @@ pub(super) struct Sentinel {
     sentinels: Vec<(String, redis::Client)>,
     /// The sentinel that answered last: asked first next time.
     first: AtomicUsize,
-    /// The master found last, to log a change once.
+    /// The master found last: what the link reached (see [`Sentinel::watch`]),
+    /// logged when it changes.
     master: Mutex<Option<String>>,
 }
 
