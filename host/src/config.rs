@@ -831,7 +831,8 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
     // each, comma-separated, in the order of the app's `hosts`.
     let mut kind = None;
     let mut urls: Vec<String> = Vec::new();
-    for item in text.split(',').map(str::trim) {
+    for item in group_url_items(text) {
+        let item = item.as_str();
         if item.is_empty() {
             return Err(format!("'{text}' holds an empty Redis URL"));
         }
@@ -864,6 +865,32 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
     })
 }
 
+/// The comma-separated groups URLs of `text`. A Sentinel URL lists its
+/// sentinels comma-separated as well: what follows a comma and has no
+/// scheme, while the Sentinel URL before it has not reached its path,
+/// is one more of its sentinels.
+fn group_url_items(text: &str) -> Vec<String> {
+    let mut items: Vec<String> = Vec::new();
+    for piece in text.split(',').map(str::trim) {
+        match items.last_mut() {
+            Some(last) if !piece.contains("://") && lists_sentinels(last) => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => items.push(piece.to_owned()),
+        }
+    }
+    items
+}
+
+/// Whether `item` is a Sentinel URL still in its list of sentinels.
+fn lists_sentinels(item: &str) -> bool {
+    match item.split_once("://") {
+        Some((scheme, rest)) => scheme.contains("+sentinel") && !rest.contains('/'),
+        None => false,
+    }
+}
+
 /// The kind of one groups URL; TLS or not may differ between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GroupsKind {
@@ -881,7 +908,30 @@ fn parse_group_url(text: &str) -> Result<(GroupsKind, String), String> {
     {
         return Ok((GroupsKind::Redis, text.to_owned()));
     }
+    if text.starts_with("redis+sentinel://") || text.starts_with("rediss+sentinel://") {
+        return Ok((GroupsKind::Redis, text.to_owned()));
+    }
     let channels = [
+        (
+            "channels_redis_pubsub+sentinel+tls://",
+            GroupsKind::ChannelsPubSub,
+            "rediss+sentinel://",
+        ),
+        (
+            "channels_redis+sentinel+tls://",
+            GroupsKind::ChannelsCore,
+            "rediss+sentinel://",
+        ),
+        (
+            "channels_redis_pubsub+sentinel://",
+            GroupsKind::ChannelsPubSub,
+            "redis+sentinel://",
+        ),
+        (
+            "channels_redis+sentinel://",
+            GroupsKind::ChannelsCore,
+            "redis+sentinel://",
+        ),
         (
             "channels_redis_pubsub+tls://",
             GroupsKind::ChannelsPubSub,
@@ -905,7 +955,7 @@ fn parse_group_url(text: &str) -> Result<(GroupsKind, String), String> {
         }
     }
     Err(format!(
-        "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL"
+        "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL, nor one of those through Redis Sentinel (redis+sentinel://, rediss+sentinel://, channels_redis+sentinel://, channels_redis+sentinel+tls://, channels_redis_pubsub+sentinel://, channels_redis_pubsub+sentinel+tls://)"
     ))
 }
 
@@ -1021,6 +1071,48 @@ mod tests {
             "channels_redis://h1/0,channels_redis://h1/0",
             "memory,redis://h1/0",
             "",
+        ] {
+            assert!(parse_groups(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_keep_their_list_of_sentinels() {
+        assert_eq!(
+            parse_groups("redis+sentinel://s1:26379, s2:26379,s3/mymaster/0"),
+            Ok(Groups::Redis(vec![
+                "redis+sentinel://s1:26379,s2:26379,s3/mymaster/0".to_owned()
+            ]))
+        );
+        assert_eq!(
+            parse_groups(
+                "channels_redis+sentinel://s1,s2/m1/0,channels_redis+sentinel+tls://s1,s2/m2/1"
+            ),
+            Ok(Groups::ChannelsCore(vec![
+                "redis+sentinel://s1,s2/m1/0".to_owned(),
+                "rediss+sentinel://s1,s2/m2/1".to_owned()
+            ]))
+        );
+        assert_eq!(
+            parse_groups("channels_redis_pubsub+sentinel://:pw@s1,s2/m"),
+            Ok(Groups::ChannelsPubSub(vec![
+                "redis+sentinel://:pw@s1,s2/m".to_owned()
+            ]))
+        );
+        // A shard listed after a Sentinel URL's path is a URL of its own;
+        // a sentinel without a scheme after the path is no URL.
+        assert_eq!(
+            parse_groups("rediss+sentinel://s1/m/0,redis://h2/0"),
+            Ok(Groups::Redis(vec![
+                "rediss+sentinel://s1/m/0".to_owned(),
+                "redis://h2/0".to_owned()
+            ]))
+        );
+        for refused in [
+            "redis+sentinel://s1/m/0,s2/m/0",
+            "redis+sentinel://s1/m/0,channels_redis+sentinel://s1/m2/0",
+            "redis+sentinel://s1,s2/m/0,redis+sentinel://s1,s2/m/0",
+            "sentinel://s1/m/0",
         ] {
             assert!(parse_groups(refused).is_err(), "{refused}");
         }

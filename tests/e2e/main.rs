@@ -37,6 +37,7 @@ mod operations;
 mod plugin_api;
 mod proxy;
 mod redis_hostile;
+mod redis_sentinel;
 mod redis_stall;
 mod redis_tls;
 mod sandbox;

@@ -142,6 +142,38 @@ impl OwnRedis {
         Self::start_with(port, &args, || tls_cli(port, &ca, &["PING"]) == "PONG").await
     }
 
+    /// Starts a Redis Sentinel on `port` from `config` (a file Sentinel may
+    /// rewrite, in a directory of the test's own, that sets the port), and
+    /// waits until `ready` says it answers.
+    pub async fn start_sentinel(
+        port: u16,
+        config: &std::path::Path,
+        ready: impl Fn() -> bool,
+    ) -> OwnRedis {
+        assert_ne!(port, 6379, "never the shared Redis");
+        let child = Command::new("redis-server")
+            .arg(config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        let redis = OwnRedis {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready() {
+            assert!(Instant::now() < deadline, "redis-sentinel did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        redis
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

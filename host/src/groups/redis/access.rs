@@ -59,6 +59,8 @@ pub(crate) enum AccessError {
     TwoPasswords,
     #[error("cannot make a TLS client for Redis: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Sentinel(#[from] super::sentinel::SentinelUrlError),
 }
 
 impl Access {

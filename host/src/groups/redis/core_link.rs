@@ -8,7 +8,8 @@
 //! has members) and after every reconnect, and all are removed when the
 //! host stops. As for the pub/sub link, any call that errs or misses its
 //! deadline ends the link: the broker is reported down and the link
-//! reconnects with backoff.
+//! reconnects with backoff (to the master the sentinels name then, with
+//! Sentinel).
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 use super::{
     core::{Core, CoreEntry},
     health::{deadline, Failure, BROKER_TIMEOUT},
+    sentinel::Target,
 };
 
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
@@ -93,7 +95,7 @@ async fn add_all(core: &Core, connection: &mut MultiplexedConnection) -> Result<
 
 /// Keeps the link until the layer is dropped or closed.
 pub(super) async fn run(
-    client: redis::Client,
+    target: Target,
     where_: String,
     core: Arc<Core>,
     first: (MultiplexedConnection, MultiplexedConnection),
@@ -132,7 +134,11 @@ pub(super) async fn run(
                 },
             }
         }
-        match deadline(open(&client)).await {
+        let opened = match target.client().await {
+            Ok(client) => deadline(open(&client)).await,
+            Err(failure) => Err(failure),
+        };
+        match opened {
             Ok((commands, popping)) => {
                 core.health.connected(commands.clone());
                 connections = Some((commands, popping));

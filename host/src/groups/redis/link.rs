@@ -5,8 +5,9 @@
 //! passes what arrives to the layer, and pings Redis every second. Any call
 //! that errs or misses the deadline (see [`super::health`]), a publish that
 //! fails, or the connection closing ends the link: the broker is reported
-//! down, and the link reconnects with backoff and subscribes again to every
-//! group it needs before it reports the broker up.
+//! down, and the link reconnects with backoff (to the master the sentinels
+//! name then, with Sentinel) and subscribes again to every group it needs
+//! before it reports the broker up.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::{
     format::{Format, Received},
     health::{deadline, Failure, Health},
+    sentinel::Target,
     shards::shard_of,
 };
 use crate::groups::MemoryGroups;
@@ -67,7 +69,7 @@ pub(super) async fn open(
 /// Keeps the link until the layer is dropped; `first` is the subscribing
 /// connection opened at start (its publishing one is already in place).
 pub(super) async fn run(
-    client: redis::Client,
+    target: Target,
     where_: String,
     layer: Arc<LayerState>,
     first: PubSub,
@@ -91,7 +93,11 @@ pub(super) async fn run(
         if !pause(backoff, &mut control).await {
             return;
         }
-        match deadline(open(&client)).await {
+        let opened = match target.client().await {
+            Ok(client) => deadline(open(&client)).await,
+            Err(failure) => Err(failure),
+        };
+        match opened {
             Ok((subscribing, publishing)) => {
                 layer.health.connected(publishing);
                 pubsub = Some(subscribing);

@@ -21,6 +21,9 @@
 //! - Several Redis servers share the groups as channels_redis shards them
 //!   ([`shards`]): one layer per server, each group on the server its
 //!   name hashes to.
+//! - A server can be the master that Redis Sentinel names ([`sentinel`]):
+//!   every (re)connect asks the sentinels again, so a failover is an
+//!   outage the links recover from like any other.
 //! - Delivery is at most once, as in Channels: while Redis is unreachable
 //!   or not answering, local delivery goes on, messages for other hosts are
 //!   dropped (and counted), the host reconnects with backoff, subscribes
@@ -35,6 +38,7 @@ mod health;
 mod link;
 mod presence;
 mod publisher;
+mod sentinel;
 mod shards;
 
 use std::{sync::Arc, time::Duration};
@@ -55,6 +59,7 @@ use self::{
     health::{Health, ShardStates, BROKER_TIMEOUT},
     link::{Control, LayerState},
     publisher::{Publisher, Sink},
+    sentinel::Target,
     shards::{Place, ShardedGroups},
 };
 use crate::{
@@ -163,7 +168,8 @@ impl RedisGroups {
         place: Place,
         health: Arc<Health>,
     ) -> anyhow::Result<Arc<RedisGroups>> {
-        let (client, where_) = client(url, access)?;
+        let (target, where_) = target(url, access)?;
+        let client = first_master(&where_, &target).await?;
         let (pubsub, publishing) = first_contact(&where_, link::open(&client)).await?;
         info!(redis = %where_, format = ?wire, prefix, shard = place.index, shards = place.count, "groups go through Redis");
         health.connected(publishing);
@@ -184,8 +190,9 @@ impl RedisGroups {
         );
         tokio::spawn(presence.clone().run(shared.local.clone()));
         let (control, control_rx) = mpsc::unbounded_channel();
+        target.watch(&health);
         tokio::spawn(link::run(
-            client,
+            target,
             where_,
             shared.clone(),
             pubsub,
@@ -200,15 +207,25 @@ impl RedisGroups {
     }
 }
 
-/// The client for `url` (see [`access`]), and the URL for logs.
-fn client(url: &str, access: &Access) -> anyhow::Result<(redis::Client, String)> {
-    Ok(access::client(url, access)?)
+/// Where the connections for `url` go (see [`access`], [`sentinel`]),
+/// and the URL for logs.
+fn target(url: &str, access: &Access) -> anyhow::Result<(Target, String)> {
+    Ok((Target::new(url, access)?, access::redacted(url)))
 }
 
 /// Checks that clients can be made for `url` with `access`, as at start
 /// (`--check-config`): nothing connects.
 pub(crate) fn check(url: &str, access: &Access) -> Result<(), AccessError> {
-    access::client(url, access).map(|_| ())
+    Target::new(url, access).map(|_| ())
+}
+
+/// The client to open the first connections with, within
+/// [`START_TIMEOUT`]: with Sentinel, the master's.
+async fn first_master(where_: &str, target: &Target) -> anyhow::Result<redis::Client> {
+    tokio::time::timeout(START_TIMEOUT.max(BROKER_TIMEOUT), target.client())
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach Redis at {where_}: timed out"))?
+        .map_err(|e| anyhow::anyhow!("cannot reach Redis at {where_}: {e}"))
 }
 
 /// Opens the connections at start, within [`START_TIMEOUT`].
@@ -326,7 +343,8 @@ impl CoreGroups {
         place: Place,
         healths: Arc<Vec<Arc<Health>>>,
     ) -> anyhow::Result<Arc<CoreGroups>> {
-        let (client, where_) = client(url, access)?;
+        let (target, where_) = target(url, access)?;
+        let client = first_master(&where_, &target).await?;
         let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
         info!(redis = %where_, prefix, shard = place.index, shards = place.count, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
         let health = healths
@@ -343,8 +361,9 @@ impl CoreGroups {
         );
         tokio::spawn(presence.clone().run(core.local.clone()));
         let (changes, changes_rx) = mpsc::unbounded_channel();
+        target.watch(&health);
         tokio::spawn(core_link::run(
-            client,
+            target,
             where_,
             core.clone(),
             (commands, popping),
