@@ -48,6 +48,8 @@ const HEADER: usize = 192;
 const HEAD_AT: usize = 0;
 const TAIL_AT: usize = 64;
 const SLEEPING_AT: usize = 128;
+/// Bytes of the reading side's buffer kept between frames.
+const KEPT_BODY: usize = 64 * 1024;
 /// A frame larger than this goes through the socket.
 pub(crate) const MAX_RING_FRAME: usize = RING_BYTES / 4;
 
@@ -269,16 +271,23 @@ pub(crate) struct Reader {
     ring: Ring,
     /// How far this side has read: its own count.
     head: u64,
+    /// The last frame popped: one buffer for all of them.
+    body: Vec<u8>,
 }
 
 impl Reader {
     pub(crate) fn new(ring: Ring) -> Self {
         let head = ring.head().load(Ordering::Relaxed);
-        Reader { ring, head }
+        Reader {
+            ring,
+            head,
+            body: Vec::new(),
+        }
     }
 
-    /// The next frame's body (tag first), if one is there.
-    pub(crate) fn pop(&mut self) -> Result<Option<Vec<u8>>, Garbage> {
+    /// The next frame's body (tag first), if one is there; lent until the
+    /// next pop.
+    pub(crate) fn pop(&mut self) -> Result<Option<&[u8]>, Garbage> {
         let tail = self.ring.tail().load(Ordering::Acquire);
         let available = tail.wrapping_sub(self.head);
         if available == 0 {
@@ -296,11 +305,16 @@ impl Reader {
         if len == 0 || len > available - 4 || len > MAX_RING_FRAME as u64 {
             return Err(Garbage::BadLength);
         }
-        let mut body = vec![0u8; len as usize];
-        self.ring.read_at(self.head.wrapping_add(4), &mut body);
+        self.body.clear();
+        self.body.resize(len as usize, 0);
+        self.ring.read_at(self.head.wrapping_add(4), &mut self.body);
         self.head = self.head.wrapping_add(4 + len);
         self.ring.head().store(self.head, Ordering::Release);
-        Ok(Some(body))
+        // A rare large frame does not keep its buffer.
+        if self.body.capacity() > KEPT_BODY && len as usize <= KEPT_BODY {
+            self.body.shrink_to(KEPT_BODY);
+        }
+        Ok(Some(&self.body))
     }
 
     /// Whether a frame is waiting.
@@ -403,7 +417,7 @@ mod tests {
             let body: Vec<u8> = (0..(round % 700 + 1)).map(|i| (i + round) as u8).collect();
             assert_ne!(writer.push(&frame(&body)), Pushed::Full, "round {round}");
             sent += 4 + body.len() as u64;
-            assert_eq!(reader.pop(), Ok(Some(body)));
+            assert_eq!(reader.pop(), Ok(Some(&body[..])));
         }
         assert!(sent > 2 * RING_BYTES as u64 / 2, "wrapped around");
         assert_eq!(reader.pop(), Ok(None));

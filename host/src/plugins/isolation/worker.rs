@@ -430,77 +430,80 @@ fn serve(
     let pool = Pool::new(module, out.clone());
     let mut from_ring = 0;
     loop {
-        let deferred = DEFERRED.with(|d| d.borrow_mut().pop_front());
-        let body = match deferred {
-            Some(body) => body,
-            None => {
-                let ringed = if from_ring < RING_ROUND {
-                    calls.pop().unwrap_or_else(|_| exit(2))
-                } else {
-                    None
-                };
-                match ringed {
-                    Some(body) => {
-                        from_ring += 1;
-                        body
-                    }
-                    None => {
-                        from_ring = 0;
-                        if !channel_readable() {
-                            // The server sends the next call within
-                            // microseconds under load: look a while before
-                            // sleeping, which costs a wake-up.
-                            if spin_for(&calls) {
-                                continue;
-                            }
-                            if calls.sleep() {
-                                wait_readable(&[CHANNEL_FD, ring::TO_WORKER_FD], -1);
-                                ring::take_bell(ring::TO_WORKER_FD);
-                                calls.wake();
-                            }
-                            continue;
-                        }
-                        INPUT.with(|input| match input.borrow_mut().as_mut() {
-                            Some(reader) => read_body(reader),
-                            None => exit(2),
-                        })
-                    }
-                }
-            }
-        };
-        let Some((&tag, rest)) = body.split_first() else {
-            exit(2)
-        };
-        let mut r = Reader::new(rest);
-        match tag {
-            frame::CALL => {
-                let Ok(call) = frame::read_call(&mut r) else {
-                    exit(2)
-                };
-                if call.inline {
-                    send_reply(&out, &run_call(module, &call));
-                } else {
-                    pool.submit(body.clone());
-                }
-            }
-            frame::ANSWER => route_answer(&body),
-            frame::CONFIGURE => {
-                let Ok(config) = r.str() else { exit(2) };
-                let answer = (module.extension())(EXT_CONFIGURE.into(), config.into());
-                let (code, text) = match answer.into_result() {
-                    Ok(warnings) => (CONFIG_OK, warnings.into_string()),
-                    Err(e) => (CONFIG_REFUSED, e.into_string()),
-                };
-                send(&out, &frame::coded(frame::CONFIGURED, code, &text));
-                if code == CONFIG_OK {
-                    send(
-                        &out,
-                        &frame::hello(&manifest.reread(&(module.manifest())())),
-                    );
-                }
-            }
-            _ => exit(2),
+        if let Some(body) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
+            take(&body, module, manifest, &out, &pool);
+            continue;
         }
+        if from_ring < RING_ROUND {
+            match calls.pop() {
+                Ok(Some(body)) => {
+                    from_ring += 1;
+                    take(body, module, manifest, &out, &pool);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => exit(2),
+            }
+        }
+        from_ring = 0;
+        if !channel_readable() {
+            // The server sends the next call within microseconds under
+            // load: look a while before sleeping, which costs a wake-up.
+            if spin_for(&calls) {
+                continue;
+            }
+            if calls.sleep() {
+                wait_readable(&[CHANNEL_FD, ring::TO_WORKER_FD], -1);
+                ring::take_bell(ring::TO_WORKER_FD);
+                calls.wake();
+            }
+            continue;
+        }
+        let body = INPUT.with(|input| match input.borrow_mut().as_mut() {
+            Some(reader) => read_body(reader),
+            None => exit(2),
+        });
+        take(&body, module, manifest, &out, &pool);
+    }
+}
+
+/// Does what one frame from the server says.
+fn take(
+    body: &[u8],
+    module: PluginModRef,
+    manifest: &ManifestInfo,
+    out: &Mutex<UnixStream>,
+    pool: &Pool,
+) {
+    let Some((&tag, rest)) = body.split_first() else {
+        exit(2)
+    };
+    let mut r = Reader::new(rest);
+    match tag {
+        frame::CALL => {
+            let Ok(call) = frame::read_call(&mut r) else {
+                exit(2)
+            };
+            if call.inline {
+                send_reply(out, &run_call(module, &call));
+            } else {
+                pool.submit(body.to_vec());
+            }
+        }
+        frame::ANSWER => route_answer(body),
+        frame::CONFIGURE => {
+            let Ok(config) = r.str() else { exit(2) };
+            let answer = (module.extension())(EXT_CONFIGURE.into(), config.into());
+            let (code, text) = match answer.into_result() {
+                Ok(warnings) => (CONFIG_OK, warnings.into_string()),
+                Err(e) => (CONFIG_REFUSED, e.into_string()),
+            };
+            send(out, &frame::coded(frame::CONFIGURED, code, &text));
+            if code == CONFIG_OK {
+                send(out, &frame::hello(&manifest.reread(&(module.manifest())())));
+            }
+        }
+        _ => exit(2),
     }
 }
 
