@@ -445,13 +445,15 @@ fn serve(
                 Err(_) => exit(2),
             }
         }
+        // The ring is empty (or gave a round's worth). The server sends the
+        // next call within microseconds under load: look a while before
+        // looking at the socket (a system call) or sleeping (a wake-up).
+        // The socket waits for a round or the end of the spin at most.
+        if from_ring < RING_ROUND && spin_for(&calls) {
+            continue;
+        }
         from_ring = 0;
         if !channel_readable() {
-            // The server sends the next call within microseconds under
-            // load: look a while before sleeping, which costs a wake-up.
-            if spin_for(&calls) {
-                continue;
-            }
             if calls.sleep() {
                 wait_readable(&[CHANNEL_FD, ring::TO_WORKER_FD], -1);
                 ring::take_bell(ring::TO_WORKER_FD);
