@@ -373,24 +373,24 @@ async fn run(
             // refused) is written and flushed here; anything that waits is
             // boxed: a request's handling is the deepest state of the loop,
             // and inline it would set the size of every connection's task,
-            // idle ones included.
+            // idle ones included. An answer that only sends (a pong from a
+            // worker) is written here too, whichever way it came.
             Message::Text(text) => match shared.dispatcher.begin(text, &caller, arrived) {
                 Begun::Answered(answer) => match effects.carry_out_now(answer) {
                     Ok(()) => effects.flush().await,
                     Err(answer) => Box::pin(effects.carry_out(answer)).await,
                 },
                 Begun::Waiting(call) => {
-                    Box::pin(async {
-                        let handled = {
-                            let work = std::pin::pin!(shared.dispatcher.finish(call));
-                            effects.while_running(work).await
-                        };
-                        match handled {
-                            Ok(handled) => effects.carry_out(handled).await,
-                            Err(stop) => Err(stop),
-                        }
+                    let handled = Box::pin(async {
+                        let work = std::pin::pin!(shared.dispatcher.finish(call));
+                        effects.while_running(work).await
                     })
-                    .await
+                    .await;
+                    match handled.map(|answer| effects.carry_out_now(answer)) {
+                        Ok(Ok(())) => effects.flush().await,
+                        Ok(Err(answer)) => Box::pin(effects.carry_out(answer)).await,
+                        Err(stop) => Err(stop),
+                    }
                 }
             },
             Message::Binary => effects.reply(Rejection::Binary.reply()).await,

@@ -162,6 +162,10 @@ impl Supervisor {
 
     /// The ready worker, waiting for one while it restarts.
     pub(crate) async fn worker(&self) -> Result<Arc<Worker>, Unavailable> {
+        // Almost always there: no waiting in line for a change.
+        if let Some(worker) = self.current.load_full() {
+            return Ok(worker);
+        }
         loop {
             let changed = self.changed.notified();
             let mut changed = std::pin::pin!(changed);
