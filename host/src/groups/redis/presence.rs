@@ -25,10 +25,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
-use super::health::{deadline, Health};
+use super::health::{deadline, Connection, Health};
 use crate::groups::{HostEntry, MemoryGroups};
 
 /// How soon a changed count is written.
@@ -131,7 +130,7 @@ impl Presence {
         }
     }
 
-    fn connection(&self) -> Option<MultiplexedConnection> {
+    fn connection(&self) -> Option<Connection> {
         self.health.publishing().map(|p| p.connection)
     }
 
