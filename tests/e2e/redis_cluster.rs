@@ -1,6 +1,8 @@
 //! Groups over a Redis Cluster (`redis+cluster://`): two hosts share
 //! groups whose channels live on every master, each channel subscribed on
-//! the master of its slot only (sharded pub/sub), and a master that is
+//! the master of its slot only (sharded pub/sub); hostile payloads are
+//! dropped and counted as on one Redis; a slot that moves to
+//! another master takes its subscriptions along; and a master that is
 //! killed and started again serves its groups again without members
 //! joining again.
 //!
@@ -10,12 +12,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    process::Command,
+    io::Write,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use rohrpost_harness::redis_servers::{redis_cli, RedisCluster};
-use rohrpost_tests::{build, get, Client, Host, TempDir};
+use rohrpost_tests::{build, get, metric_value, Client, Host, TempDir};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -54,6 +57,35 @@ fn shard_subscribers(port: u16, channel: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `SPUBLISH channel payload` on the node at `port`, the payload read
+/// from stdin (it may be larger than an argument can be).
+fn spublish(port: u16, channel: &str, payload: &[u8]) {
+    let mut child = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-x",
+            "SPUBLISH",
+            channel,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(payload).unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+}
+
+async fn rejected(host: &Host) -> f64 {
+    metric_value(&host.addr, "rohrpost_broker_rejected_total")
+        .await
+        .unwrap_or(0.0)
+}
+
 /// Sends `text` to `group` from `sender`.
 async fn group_send(sender: &mut Client, group: &str, text: &str) {
     let request = json!({"id": 1, "type": "group-send", "data": {"group": group, "message": text}});
@@ -73,7 +105,7 @@ async fn payloads(member: &mut Client, count: usize) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_share_groups_over_a_cluster_and_outlive_a_master_restart() {
+async fn two_hosts_share_groups_over_a_cluster_through_a_slot_move_and_a_master_restart() {
     let mut cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
         .await
         .unwrap()
@@ -139,6 +171,32 @@ async fn two_hosts_share_groups_over_a_cluster_and_outlive_a_master_restart() {
         .await
         .unwrap();
 
+    // Hostile payloads on a group's channel, SPUBLISHed on its master: too
+    // large (rejected before it is queued), not UTF-8, not JSON. Each is
+    // dropped and counted; a good message still arrives.
+    let (owner, target) = by_master
+        .iter()
+        .next()
+        .map(|(p, g)| (*p, g[0].clone()))
+        .unwrap();
+    let before = rejected(&a).await;
+    for payload in [
+        vec![b'['; 9 << 20],
+        b"\xc1\xff\x00".to_vec(),
+        b"host\nnot json".to_vec(),
+    ] {
+        spublish(owner, &channel(&target), &payload);
+    }
+    until("A counts the hostile payloads", T, async || {
+        rejected(&a).await >= before + 3.0
+    })
+    .await;
+    group_send(&mut from_b, &target, "good after the hostile").await;
+    for member in [&mut on_a, &mut on_b] {
+        let got = member.recv_json(T).await.unwrap();
+        assert_eq!(got["data"]["payload"], "good after the hostile", "{got}");
+    }
+
     // Presence works on the cluster: each host sees both.
     until("both hosts in each other's presence", T, async || {
         let (_, body) = get(&a.addr, "/api/stats").await.unwrap();
@@ -146,6 +204,26 @@ async fn two_hosts_share_groups_over_a_cluster_and_outlive_a_master_restart() {
         stats["hosts"].as_array().is_some_and(|h| h.len() == 2)
     })
     .await;
+
+    // A slot moves to another master: its old one drops the subscriptions
+    // (a sunsubscribe push), the hosts subscribe again on the new one.
+    let moved = &by_master[&ports[1]][0];
+    let slot = cluster.slot_of(&channel(moved)).expect("a slot");
+    cluster.move_slot(slot, ports[2]).unwrap();
+    until("both hosts subscribed where the slot went", T, async || {
+        shard_subscribers(ports[2], &channel(moved)) == 2
+    })
+    .await;
+    assert_eq!(shard_subscribers(ports[1], &channel(moved)), 0);
+    for (sender, label) in [(&mut from_a, "A"), (&mut from_b, "B")] {
+        let text = format!("{label} to {moved} after the move");
+        group_send(sender, moved, &text).await;
+        for member in [&mut on_a, &mut on_b] {
+            let got = member.recv_json(T).await.unwrap();
+            assert_eq!(got["data"]["payload"], text.as_str(), "{got}");
+        }
+    }
+    a.wait_for_log(&["a slot moved"], T).await.unwrap();
 
     // One master dies: both hosts report it; it comes back on its port and
     // directory, rejoins from nodes.conf, and the hosts subscribe again.

@@ -270,6 +270,42 @@ impl RedisCluster {
         None
     }
 
+    /// Moves `slot` (holding no keys) to the master on `to`, as a
+    /// resharding does: importing on `to`, migrating on its owner, then
+    /// every master told its new node.
+    pub fn move_slot(&self, slot: u16, to: u16) -> Result<()> {
+        let from = self.owner_of_slot(slot).ok_or_else(|| Error::NotReady {
+            what: format!("an owner of slot {slot}"),
+            timeout: Duration::ZERO,
+        })?;
+        let slot = slot.to_string();
+        let (from_id, to_id) = (
+            redis_cli(from, &["CLUSTER", "MYID"]),
+            redis_cli(to, &["CLUSTER", "MYID"]),
+        );
+        let mut steps = vec![
+            (to, vec!["IMPORTING", from_id.as_str()]),
+            (from, vec!["MIGRATING", to_id.as_str()]),
+            (to, vec!["NODE", to_id.as_str()]),
+            (from, vec!["NODE", to_id.as_str()]),
+        ];
+        for node in self.nodes.iter().filter(|n| n.port != to && n.port != from) {
+            steps.push((node.port, vec!["NODE", to_id.as_str()]));
+        }
+        for (port, step) in steps {
+            let mut command = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+            command.extend(step);
+            let out = redis_cli(port, &command);
+            if out != "OK" {
+                return Err(Error::NotReady {
+                    what: format!("{} on port {port} answered {out:?}", command.join(" ")),
+                    timeout: Duration::ZERO,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Kills node `index` (SIGKILL).
     pub fn kill(&mut self, index: usize) {
         if let Some(node) = self.nodes.get_mut(index) {

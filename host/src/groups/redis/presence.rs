@@ -7,6 +7,10 @@
 //!   (removed at 0);
 //! - `<ns>hosts`: field = host id, value = `{"connections":n,"seen_ms":t}`.
 //!
+//! On a Redis Cluster the namespace is one hash tag (`{<prefix>rohrpost-
+//! presence}:`), so that every key is in one slot and a pipeline of them
+//! goes to one node ([`super::cluster`]).
+//!
 //! Counts that changed are written within [`FLUSH`]; every count and the
 //! host's own entry are written again every [`REFRESH`], and the keys
 //! expire after [`KEY_EXPIRY`] without a write. A reader counts a host
