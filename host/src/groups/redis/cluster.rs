@@ -201,7 +201,7 @@ impl PushQueue {
 const MAX_CHANNEL: usize = 64 << 10;
 
 /// Connects to the cluster (an error if any master cannot be reached now)
-/// and starts the tasks that keep the subscriptions and publish.
+/// and starts what keeps the subscriptions and publishes.
 pub(super) async fn connect(
     seeds: &[String],
     access: &Access,
