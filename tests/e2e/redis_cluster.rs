@@ -4,7 +4,8 @@
 //! dropped and counted as on one Redis; a slot that moves to
 //! another master takes its subscriptions along; and a master that is
 //! killed and started again serves its groups again without members
-//! joining again.
+//! joining again, as does a replica that takes over from a master that
+//! stays dead.
 //!
 //! The cluster is the test's own: three `redis-server` masters on free
 //! ports (and free bus ports), made a cluster with `redis-cli --cluster
@@ -275,6 +276,83 @@ async fn two_hosts_share_groups_over_a_cluster_through_a_slot_move_and_a_master_
                 let got = member.recv_json(T).await.unwrap();
                 assert_eq!(got["data"]["payload"], text.as_str(), "{got}");
             }
+        }
+    }
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_taking_over_from_a_dead_master_carries_its_groups() {
+    let mut cluster = tokio::task::spawn_blocking(|| RedisCluster::start_with_replicas(3, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let group = "failover-room";
+    let slot = cluster.slot_of(&channel(group)).expect("a slot");
+    let master = cluster.owner_of_slot(slot).expect("an owner");
+    let url = cluster.url();
+    let (a, b) = (host_on(&url), host_on(&url));
+    let (mut on_a, mut on_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
+    on_a.join(group).await.unwrap();
+    on_b.join(group).await.unwrap();
+    until("both hosts subscribed on the master", T, async || {
+        shard_subscribers(master, &channel(group)) == 2
+    })
+    .await;
+    let mut from_a = a.connect().await.unwrap();
+    group_send(&mut from_a, group, "before").await;
+    assert_eq!(
+        payloads(&mut on_b, 1).await,
+        BTreeSet::from(["before".to_owned()])
+    );
+    assert_eq!(
+        payloads(&mut on_a, 1).await,
+        BTreeSet::from(["before".to_owned()])
+    );
+
+    // The master dies and stays dead: its replica takes over its slots
+    // after the node timeout, and the hosts follow it.
+    cluster.kill(cluster.index_of(master).expect("the master's node"));
+    until("A reports the master down", T, async || {
+        readyz(&a).await == 503
+    })
+    .await;
+    // Not ready while the dead master still owns the slot.
+    for _ in 0..10 {
+        if cluster.owner_of_slot(slot) != Some(master) {
+            break;
+        }
+        assert_eq!(readyz(&a).await, 503, "ready while a master is down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replica = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match cluster.owner_of_slot(slot) {
+                Some(owner) if owner != master => break owner,
+                _ => {
+                    assert!(Instant::now() < deadline, "no replica took over");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    let long = Duration::from_secs(30);
+    until("A is ready again", long, async || readyz(&a).await == 200).await;
+    until("B is ready again", long, async || readyz(&b).await == 200).await;
+    until("both hosts subscribed on the new master", T, async || {
+        shard_subscribers(replica, &channel(group)) == 2
+    })
+    .await;
+    let mut from_b = b.connect().await.unwrap();
+    for (sender, text) in [
+        (&mut from_a, "A after the failover"),
+        (&mut from_b, "B after the failover"),
+    ] {
+        group_send(sender, group, text).await;
+        for member in [&mut on_a, &mut on_b] {
+            let got = member.recv_json(T).await.unwrap();
+            assert_eq!(got["data"]["payload"], text, "{got}");
         }
     }
     drop(cluster);

@@ -154,9 +154,16 @@ impl RedisCluster {
     /// `redis-cli --cluster create` and waits until every node reports
     /// `cluster_state:ok`.
     pub fn start(masters: usize) -> Result<RedisCluster> {
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// The same with `replicas` replicas of each master (which takes over
+    /// when its master fails, after the node timeout of 3 s).
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> Result<RedisCluster> {
         let dir = TempDir::new("redis-cluster")?;
-        let mut nodes: Vec<RedisServer> = Vec::with_capacity(masters);
-        for index in 0..masters {
+        let count = masters * (1 + replicas);
+        let mut nodes: Vec<RedisServer> = Vec::with_capacity(count);
+        for index in 0..count {
             let node_dir = dir.subdir(&format!("node-{index}"))?;
             let mut port = free_cluster_port();
             while nodes.iter().any(|n| {
@@ -170,7 +177,7 @@ impl RedisCluster {
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
-                "5000",
+                "3000",
                 "--dir",
             ]
             .iter()
@@ -183,7 +190,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .arg("--cluster-yes")
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .map_err(|error| Error::Spawn {
                 name: "redis-cli".to_owned(),
@@ -198,6 +205,18 @@ impl RedisCluster {
         }
         let cluster = RedisCluster { nodes, _dir: dir };
         cluster.wait_ok()?;
+        // A replica that never synced with its master does not take over
+        // from it.
+        for node in &cluster.nodes {
+            let port = node.port;
+            wait_for(
+                &format!("a synced replica or a master on port {port}"),
+                || {
+                    let info = redis_cli(port, &["INFO", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                },
+            )?;
+        }
         Ok(cluster)
     }
 
@@ -304,6 +323,11 @@ impl RedisCluster {
             }
         }
         Ok(())
+    }
+
+    /// The index of the node on `port`.
+    pub fn index_of(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|n| n.port == port)
     }
 
     /// Kills node `index` (SIGKILL).

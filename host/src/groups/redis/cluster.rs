@@ -21,9 +21,13 @@
 //! Cluster's corner cases are, with no test cluster of the crate's behind
 //! it. What the crate does not do, this link does:
 //!
-//! - a deadline on every call ([`deadline`]) and a `PING` to every master
-//!   each second, so that `/readyz` is not ready while any slot's node is
-//!   unreachable or not answering;
+//! - a deadline on every call ([`deadline`]), and each second the slot map
+//!   read from a node (`CLUSTER SLOTS`) and a `PING` to every master in
+//!   it, so that `/readyz` is not ready while any slot has no master or its
+//!   master is unreachable or not answering;
+//! - a new cluster connection from the seeds when that lasts (a master that
+//!   is gone answers no `MOVED`, so the crate's map would keep its slots
+//!   after a replica took over);
 //! - after an outage, `SSUBSCRIBE` again to every channel with local
 //!   members before reporting ready (the crate does so as well; doing it
 //!   here makes ready mean subscribed);
@@ -50,7 +54,7 @@ use futures_util::StreamExt;
 use redis::{
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
-    cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
     IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
 use tokio::{
@@ -80,6 +84,12 @@ const RECEIVED_BYTES: usize = 16 << 20;
 const SUBSCRIBE_AT_ONCE: usize = 64;
 /// Most channels remembered for unsubscribing once the cluster is back.
 const MAX_STALE: usize = 65_536;
+/// How long a master may stay unreachable before the link makes a new
+/// cluster connection from the seed nodes, and how long making it may
+/// take: a fresh connection reads the slot map again, which finds a
+/// replica that took over from a master that is gone.
+const RENEW_AFTER: Duration = Duration::from_secs(5);
+const RENEW_WAIT: Duration = Duration::from_secs(3);
 
 /// Why no cluster client could be made.
 #[derive(Debug, thiserror::Error)]
@@ -217,12 +227,10 @@ pub(super) async fn connect(
         health: health.clone(),
     };
     let (client, where_) = client(seeds, access, Some(push_queue))?;
-    let connection = first_contact(&where_, async {
-        let mut connection = client.get_async_connection().await?;
-        ping_masters(&mut connection).await?;
-        Ok(connection)
-    })
-    .await?;
+    let mut connection = first_contact(&where_, client.get_async_connection()).await?;
+    check_masters(&mut connection)
+        .await
+        .map_err(|failure| anyhow::anyhow!("cannot reach Redis at {where_}: {failure}"))?;
     info!(redis = %where_, prefix, "groups go through Redis Cluster, with sharded pub/sub");
     health.connected(connection.clone());
     health.up();
@@ -245,7 +253,9 @@ pub(super) async fn connect(
     tokio::spawn(presence.clone().run(shared.local.clone()));
     let (control, control_rx) = mpsc::unbounded_channel();
     let link = Link {
+        client,
         connection,
+        failing_since: None,
         where_,
         layer: shared.clone(),
         bytes,
@@ -261,23 +271,100 @@ pub(super) async fn connect(
     }))
 }
 
-/// `PING` to every master: an error when any fails.
-async fn ping_masters(connection: &mut ClusterConnection) -> redis::RedisResult<()> {
-    connection
-        .route_command(
-            redis::cmd("PING"),
-            RoutingInfo::MultiNode((
-                MultipleNodeRoutingInfo::AllMasters,
-                Some(ResponsePolicy::AllSucceeded),
-            )),
-        )
-        .await
-        .map(|_| ())
+/// Slots of a Redis Cluster.
+const SLOTS: u32 = 16_384;
+/// Most masters read from a slot map.
+const MAX_MASTERS: usize = 1024;
+
+/// The masters of the slot map as a node has it now (`CLUSTER SLOTS`):
+/// an error when a slot has none or the reply is not a slot map.
+fn masters_of(value: &Value) -> Result<Vec<(String, u16)>, String> {
+    let int = |value: Option<&Value>| match value {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    let Value::Array(ranges) = value else {
+        return Err("CLUSTER SLOTS did not answer a list".to_owned());
+    };
+    if ranges.len() > SLOTS as usize {
+        return Err("CLUSTER SLOTS answered more ranges than slots".to_owned());
+    }
+    let mut covered = 0u32;
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(parts) = range else {
+            return Err("a CLUSTER SLOTS range is not a list".to_owned());
+        };
+        let (Some(start), Some(end)) = (int(parts.first()), int(parts.get(1))) else {
+            return Err("a CLUSTER SLOTS range has no bounds".to_owned());
+        };
+        if !(0..i64::from(SLOTS)).contains(&start) || !(start..i64::from(SLOTS)).contains(&end) {
+            return Err("a CLUSTER SLOTS range is out of bounds".to_owned());
+        }
+        covered += (end - start + 1) as u32;
+        let Some(Value::Array(master)) = parts.get(2) else {
+            return Err("a CLUSTER SLOTS range has no master".to_owned());
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(bytes)) if bytes.len() <= 255 => {
+                String::from_utf8_lossy(bytes).into_owned()
+            }
+            Some(Value::SimpleString(text)) if text.len() <= 255 => text.clone(),
+            _ => return Err("a CLUSTER SLOTS master has no address".to_owned()),
+        };
+        let Some(port) = int(master.get(1)).and_then(|p| u16::try_from(p).ok()) else {
+            return Err("a CLUSTER SLOTS master has no port".to_owned());
+        };
+        if !masters.iter().any(|(h, p)| *h == host && *p == port) {
+            if masters.len() == MAX_MASTERS {
+                return Err(format!("more than {MAX_MASTERS} masters"));
+            }
+            masters.push((host, port));
+        }
+    }
+    if covered != SLOTS {
+        return Err(format!(
+            "{covered} of {SLOTS} slots have a master: the cluster is not complete"
+        ));
+    }
+    Ok(masters)
+}
+
+/// Every slot has a master and every master answers a `PING`, each under
+/// the deadline: the slot map is read from a node now, so a master that
+/// is gone counts until a replica has taken over its slots.
+async fn check_masters(connection: &mut ClusterConnection) -> Result<(), Failure> {
+    let map = deadline(connection.route_command(
+        redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+    ))
+    .await?;
+    let masters = masters_of(&map).map_err(Failure::Lost)?;
+    let pings = masters.into_iter().map(|(host, port)| {
+        let mut connection = connection.clone();
+        async move {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            deadline(connection.route_command(redis::cmd("PING"), routing))
+                .await
+                .map_err(|failure| Failure::Lost(format!("master {host}:{port}: {failure}")))
+        }
+    });
+    for result in futures_util::future::join_all(pings).await {
+        result?;
+    }
+    Ok(())
 }
 
 /// The link's state.
 struct Link {
+    client: redis::cluster::ClusterClient,
     connection: ClusterConnection,
+    /// Since when a check fails, or since the last new connection while
+    /// it goes on failing.
+    failing_since: Option<Instant>,
     where_: String,
     layer: Arc<LayerState>,
     /// Bytes of the pushes queued for the link (see [`PushQueue`]).
@@ -387,7 +474,11 @@ impl Link {
     /// Every master answers; after an outage, subscribes again to every
     /// group with local members before the layer counts as up.
     async fn check(&mut self) -> Result<(), Failure> {
-        deadline(ping_masters(&mut self.connection)).await?;
+        if let Err(failure) = check_masters(&mut self.connection).await {
+            self.renew_when_failing_long().await;
+            return Err(failure);
+        }
+        self.failing_since = None;
         if self.up {
             return Ok(());
         }
@@ -417,6 +508,33 @@ impl Link {
         Ok(())
     }
 
+    /// After [`RENEW_AFTER`] of failing checks, a new cluster connection
+    /// from the seed nodes, with the slot map as it is now: the client
+    /// follows `MOVED`, but a master that is gone answers nothing, so its
+    /// slots would stay routed to it after a replica took over. The
+    /// subscriptions are made again on the new connection once every
+    /// master answers.
+    async fn renew_when_failing_long(&mut self) {
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < RENEW_AFTER {
+            return;
+        }
+        self.failing_since = Some(Instant::now());
+        match tokio::time::timeout(RENEW_WAIT, self.client.get_async_connection()).await {
+            Ok(Ok(connection)) => {
+                info!(redis = %self.where_, "made a new Redis Cluster connection, with the slot map as it is now");
+                self.connection = connection;
+                self.layer.health.connected(self.connection.clone());
+            }
+            Ok(Err(error)) => {
+                warn!(redis = %self.where_, %error, "cannot make a new Redis Cluster connection");
+            }
+            Err(_) => {
+                warn!(redis = %self.where_, "cannot make a new Redis Cluster connection: timed out");
+            }
+        }
+    }
+
     /// Something failed: not ready until every master answers and every
     /// group is subscribed again. Publishing goes on through the cluster
     /// connection, to the nodes that answer.
@@ -428,5 +546,86 @@ impl Link {
         self.up = false;
         health.down(failure);
         health.connected(self.connection.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(start: i64, end: i64, host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::Int(start),
+            Value::Int(end),
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn the_masters_of_a_complete_slot_map() {
+        let map = Value::Array(vec![
+            range(0, 5460, "10.0.0.1", 7000),
+            range(5461, 10922, "10.0.0.2", 7000),
+            range(10923, 16000, "10.0.0.3", 7000),
+            range(16001, 16383, "10.0.0.1", 7000),
+        ]);
+        assert_eq!(
+            masters_of(&map),
+            Ok(vec![
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.2".to_owned(), 7000),
+                ("10.0.0.3".to_owned(), 7000)
+            ])
+        );
+    }
+
+    #[test]
+    fn incomplete_or_malformed_slot_maps_are_errors() {
+        let incomplete = Value::Array(vec![range(0, 10000, "h", 1)]);
+        assert!(masters_of(&incomplete).is_err());
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![Value::Int(1)]),
+            Value::Array(vec![range(0, 16384, "h", 1)]),
+            Value::Array(vec![range(10, 5, "h", 1)]),
+            Value::Array(vec![range(0, 16383, "h", 70000)]),
+            Value::Array(vec![range(0, 16383, &"h".repeat(300), 1)]),
+            Value::Array(vec![Value::Array(vec![Value::Int(0), Value::Int(16383)])]),
+        ] {
+            assert!(masters_of(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_is_rejected_before_it_is_queued() {
+        let (queue, mut queued) = mpsc::channel(4);
+        let health = Arc::new(Health::new(Arc::new(Monitor::default())));
+        let pushes = PushQueue {
+            queue,
+            bytes: Arc::new(AtomicUsize::new(0)),
+            health,
+        };
+        let message = |payload: Vec<u8>| PushInfo {
+            kind: PushKind::SMessage,
+            data: vec![
+                Value::BulkString(b"rohrpost:group:g".to_vec()),
+                Value::BulkString(payload),
+            ],
+        };
+        assert_eq!(
+            pushes.offer(message(vec![b'x'; MAX_PAYLOAD + MAX_CHANNEL + 1])),
+            Ok(())
+        );
+        assert!(queued.try_recv().is_err(), "not queued");
+        assert_eq!(pushes.offer(message(b"small".to_vec())), Ok(()));
+        assert!(queued.try_recv().is_ok());
+        assert_eq!(
+            pushes.bytes.load(Ordering::Relaxed),
+            push_size(&message(b"small".to_vec()))
+        );
     }
 }
