@@ -9,25 +9,28 @@
 //! and presence keys under one hash tag, so that every presence key is in
 //! one slot and its pipelines never span slots.
 //!
-//! Routing is the `redis` crate's `cluster-async` connection rather than a
-//! router of our own. It keeps the slot map (`CLUSTER SLOTS`), sends each
-//! command to its slot's node, follows `MOVED` and `ASK` and re-reads the
-//! map on them, reconnects to nodes, and, over RESP3, keeps the sharded
-//! subscriptions: after a node reconnects or the map changes it subscribes
-//! every channel again on the node that now owns its slot. Our own router
-//! would need a RESP3 subscriber of its own (the crate's single-server
-//! pub/sub connection has no `SSUBSCRIBE`), its own redirect handling and
-//! its own topology refresh: more code in the one place where Redis
-//! Cluster's corner cases are, with no test cluster of the crate's behind
-//! it. What the crate does not do, this link does:
+//! Routing is the `redis` crate's `cluster-async` connection (1.8) rather
+//! than a router of our own. It keeps the slot map (`CLUSTER SLOTS`), sends
+//! each command to its slot's node, follows `MOVED` and `ASK` and re-reads
+//! the map on them, reconnects to nodes, and, over RESP3, keeps the
+//! sharded subscriptions: after a node reconnects or the map changes it
+//! subscribes every channel again on the node that now owns its slot. Our
+//! own router would need a RESP3 subscriber of its own (the crate's
+//! single-server pub/sub connection has no `SSUBSCRIBE`, and its
+//! multiplexed one cannot wait for an `ssubscribe` confirmation), its own
+//! redirects and its own topology refresh: more code of ours exactly where
+//! Redis Cluster's corner cases are. The feature costs a few small crates
+//! (`crc16`, `futures-channel`, and `rand` 0.10 for the crate's random
+//! routing). What the crate does not do, this link does:
 //!
 //! - a deadline on every call ([`deadline`]), and each second the slot map
 //!   read from a node (`CLUSTER SLOTS`) and a `PING` to every master in
 //!   it, so that `/readyz` is not ready while any slot has no master or its
 //!   master is unreachable or not answering;
-//! - a new cluster connection from the seeds when that lasts (a master that
-//!   is gone answers no `MOVED`, so the crate's map would keep its slots
-//!   after a replica took over);
+//! - a new cluster connection from the seeds when that lasts, as a last
+//!   resort (a master that is gone answers no `MOVED`; should the crate's
+//!   map keep its slots after a replica took over, a fresh connection
+//!   reads the map again);
 //! - after an outage, `SSUBSCRIBE` again to every channel with local
 //!   members before reporting ready (the crate does so as well; doing it
 //!   here makes ready mean subscribed);
