@@ -63,6 +63,13 @@ pub struct FanoutArgs {
     /// `{"id":1,"seq":N}`.
     #[arg(long, default_value_t = 0)]
     pub object_bytes: usize,
+
+    /// Compares Redis setups instead of the floor: `--hosts` hosts (at
+    /// least two) share the subscribers over one `redis-server` and over a
+    /// Redis Cluster of three masters (sharded pub/sub), both started by
+    /// the bench on free ports, alternating in every round.
+    #[arg(long, conflicts_with_all = ["redis", "compression"])]
+    pub versus_cluster: bool,
 }
 
 /// The arrivals of every notification, shared by all subscribers, so that
@@ -117,7 +124,7 @@ pub fn check_open_files(args: &FanoutArgs, open_files: u64) -> Result<()> {
 
 pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> Result<Table> {
     check_open_files(args, open_files)?;
-    if args.hosts == 0 || (args.hosts > 1 && args.redis.is_none()) {
+    if args.hosts == 0 || (args.hosts > 1 && args.redis.is_none() && !args.versus_cluster) {
         anyhow::bail!(
             "--hosts {} needs --redis URL (and at least one host)",
             args.hosts
@@ -125,6 +132,9 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
     }
     if args.compression {
         return compression(artifacts, args).await;
+    }
+    if args.versus_cluster {
+        return versus_cluster(artifacts, args).await;
     }
     let mut floor: Option<Measured> = None;
     let mut hosts: Option<Measured> = None;
@@ -136,7 +146,7 @@ pub async fn run(artifacts: &Artifacts, args: &FanoutArgs, open_files: u64) -> R
             let server = Server::start("baseline-fanout", artifacts, Spec::FanoutBaseline, None)?;
             let sockets =
                 subscribers::connect_subscribed("fanout", &server, args.subscribers, false).await?;
-            let result = measure(args, vec![server], sockets).await?;
+            let result = measure(args, vec![server], sockets, &[]).await?;
             floor = Some(Measured::merged(floor, result));
         }
         let result = measure_hosts(artifacts, args, false).await?;
@@ -157,6 +167,16 @@ async fn measure_hosts(
     args: &FanoutArgs,
     deflate: bool,
 ) -> Result<Measured> {
+    measure_hosts_with(artifacts, args, deflate, &[]).await
+}
+
+/// [`measure_hosts`], metering the processes `brokers` (Redis) as well.
+async fn measure_hosts_with(
+    artifacts: &Artifacts,
+    args: &FanoutArgs,
+    deflate: bool,
+    brokers: &[u32],
+) -> Result<Measured> {
     let (servers, sockets) = subscribers::start_hosts(
         artifacts,
         "fanout",
@@ -166,7 +186,104 @@ async fn measure_hosts(
         deflate,
     )
     .await?;
-    measure(args, servers, sockets).await
+    measure(args, servers, sockets, brokers).await
+}
+
+/// Two or more hosts over one Redis and over a 3-master Redis Cluster, the
+/// bench's own, alternating in every round.
+async fn versus_cluster(artifacts: &Artifacts, args: &FanoutArgs) -> Result<Table> {
+    use rohrpost_harness::redis_servers::{RedisCluster, RedisServer};
+    let hosts = args.hosts.max(2);
+    eprintln!("fanout: starting one redis-server and a Redis Cluster of 3 masters");
+    let server = RedisServer::start()?;
+    let cluster = RedisCluster::start(3)?;
+    let setups = [
+        (
+            "one Redis",
+            format!("redis://{}/0", server.addr()),
+            server.pid().into_iter().collect::<Vec<_>>(),
+        ),
+        ("3-master Redis Cluster", cluster.url(), cluster.pids()),
+    ];
+    let mut measured: Vec<Option<Measured>> = vec![None, None];
+    for round in 1..=args.rounds.max(1) {
+        for ((name, url, pids), slot) in setups.iter().zip(measured.iter_mut()) {
+            eprintln!(
+                "fanout: round {round} of {}, {hosts} hosts over {name}",
+                args.rounds.max(1)
+            );
+            let run = FanoutArgs {
+                hosts,
+                redis: Some(url.clone()),
+                versus_cluster: false,
+                ..args.clone()
+            };
+            let result = measure_hosts_with(artifacts, &run, false, pids).await?;
+            *slot = Some(Measured::merged(slot.take(), result));
+        }
+    }
+    let mut rows = Vec::new();
+    for ((name, _, _), m) in setups.iter().zip(measured) {
+        rows.push((*name, m.context("no round measured")?));
+    }
+    Ok(versus_table(args, hosts, &rows))
+}
+
+/// The table of Redis setups: latency, deliveries per second of the
+/// notifications' time, and CPU per delivery of the hosts and of Redis.
+fn versus_table(args: &FanoutArgs, hosts: usize, measured: &[(&str, Measured)]) -> Table {
+    let rounds = args.rounds.max(1) as u64;
+    let expected = args.subscribers as u64 * args.notifications * rounds;
+    let mut table = Table::new(
+        &format!(
+            "fanout over Redis: {} subscribers of one collection split over {hosts} hosts, \
+             {} notifications one after another to the first, {rounds} alternating round(s) \
+             (times from the start of the HTTP call)",
+            args.subscribers, args.notifications
+        ),
+        &[
+            "groups through",
+            "received / expected",
+            "last delivery p50",
+            "last delivery p99",
+            "first delivery p50",
+            "deliveries / s",
+            "CPU per delivery: hosts / Redis / bench",
+        ],
+    );
+    for (name, m) in measured {
+        let arrived: u64 = m.rounds.iter().map(|r| r.arrived as u64).sum();
+        let last = sorted(m.rounds.iter().filter_map(|r| r.last));
+        let first = sorted(m.rounds.iter().filter_map(|r| r.first));
+        let time = |sorted: &[u32], q: f64| {
+            if sorted.is_empty() {
+                "–".to_owned()
+            } else {
+                report::micros(report::percentile(sorted, q))
+            }
+        };
+        let busy: Duration = m.rounds.iter().filter_map(|r| r.last).sum();
+        let per_second = if busy.is_zero() {
+            "–".to_owned()
+        } else {
+            report::count((arrived as f64 / busy.as_secs_f64()) as u64)
+        };
+        table.row(vec![
+            (*name).to_owned(),
+            format!("{} / {}", report::count(arrived), report::count(expected)),
+            time(&last, 0.5),
+            time(&last, 0.99),
+            time(&first, 0.5),
+            per_second,
+            format!(
+                "{:.2} µs / {:.2} µs / {:.2} µs",
+                report::micros_per(m.cpu.server, arrived),
+                report::micros_per(m.broker, arrived),
+                report::micros_per(m.cpu.own, arrived)
+            ),
+        ]);
+    }
+    table
 }
 
 /// The host with compression off and on, alternating in every round.
@@ -194,6 +311,8 @@ async fn compression(artifacts: &Artifacts, args: &FanoutArgs) -> Result<Table> 
 struct Measured {
     rounds: Vec<Round>,
     cpu: CpuUse,
+    /// CPU time of the Redis processes metered with the hosts.
+    broker: Duration,
     /// Bytes the subscribers read off their sockets.
     bytes: u64,
     /// Messages that came compressed.
@@ -210,6 +329,7 @@ impl Measured {
         all.cpu.server += later.cpu.server;
         all.cpu.own += later.cpu.own;
         all.cpu.wall += later.cpu.wall;
+        all.broker += later.broker;
         all.bytes += later.bytes;
         all.compressed += later.compressed;
         all
@@ -218,11 +338,12 @@ impl Measured {
 
 /// Posts the notifications to the first server, one after another, while
 /// `sockets` (subscribed, spread over `servers`) read; then stops the
-/// servers.
+/// servers. The CPU time of `brokers` is metered over the same time.
 async fn measure(
     args: &FanoutArgs,
     servers: Vec<Server>,
     sockets: Vec<Socket>,
+    brokers: &[u32],
 ) -> Result<Measured> {
     let label = &servers.first().context("no server started")?.name;
     // Notifications go to the first server; it counts its own subscribers.
@@ -252,6 +373,10 @@ async fn measure(
         .iter()
         .map(CpuMeter::start)
         .collect::<Result<Vec<_>, _>>()?;
+    let broker_meters = brokers
+        .iter()
+        .map(|&pid| CpuMeter::of_pid(pid))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut rounds = Vec::new();
     for seq in 1..=args.notifications {
         let round = notify(&mut notifier, &tally, seq, local, &padding).await?;
@@ -278,6 +403,10 @@ async fn measure(
         });
     }
     let cpu = cpu.context("no server measured")?;
+    let mut broker = Duration::ZERO;
+    for meter in broker_meters {
+        broker += meter.stop()?.server;
+    }
     let endings = readers.finish().await?;
     readers::report_endings("fanout", &endings);
     let bytes = endings.iter().map(|e| e.bytes).sum();
@@ -299,6 +428,7 @@ async fn measure(
     Ok(Measured {
         rounds,
         cpu,
+        broker,
         bytes,
         compressed,
     })

@@ -202,6 +202,7 @@ settings! {
     /// `channels_redis_pubsub://127.0.0.1:6379/0` (`RedisPubSubChannelLayer`).
     /// Over TLS: `rediss://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`.
     /// Several Redis servers (shards, as channels_redis's `hosts`, in their order): comma-separated, or a list in the file, all of one kind.
+    /// A Redis Cluster (7 or later, sharded pub/sub): `redis+cluster://host:port,host:port/` with some of its nodes.
     groups: Groups = "memory", flag "groups", env "ROHRPOST_GROUPS", parse parse_groups;
     /// Prefix of the Redis channel names, so that deployments can share one Redis; empty: `rohrpost:` for `redis://`, Channels' `asgi` for the `channels_redis` layers (set it to the layer's `prefix` in Django's `CHANNEL_LAYERS`).
     groups_prefix: String = "", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
@@ -391,6 +392,9 @@ pub(crate) enum Groups {
     Memory,
     /// In Redis pub/sub at these URLs (one, or shards): several hosts.
     Redis(Vec<String>),
+    /// In a Redis Cluster's sharded pub/sub, reached through these seed
+    /// nodes (`redis://` URLs, one node each): several hosts.
+    RedisCluster(Vec<String>),
     /// In Redis pub/sub at these URLs, as Django Channels'
     /// `RedisPubSubChannelLayer` keeps them: several hosts and Django.
     ChannelsPubSub(Vec<String>),
@@ -403,7 +407,7 @@ impl Groups {
     /// The channel prefix when `groups_prefix` is empty.
     pub(crate) fn default_prefix(&self) -> &'static str {
         match self {
-            Groups::Memory | Groups::Redis(_) => "rohrpost:",
+            Groups::Memory | Groups::Redis(_) | Groups::RedisCluster(_) => "rohrpost:",
             Groups::ChannelsPubSub(_) | Groups::ChannelsCore(_) => "asgi",
         }
     }
@@ -827,6 +831,9 @@ fn parse_groups(text: &str) -> Result<Groups, String> {
     if text == "memory" {
         return Ok(Groups::Memory);
     }
+    if let Some(seeds) = parse_cluster_url(text) {
+        return seeds.map(Groups::RedisCluster);
+    }
     // Several Redis servers (shards, as channels_redis's `hosts`): one URL
     // each, comma-separated, in the order of the app's `hosts`.
     let mut kind = None;
@@ -957,6 +964,64 @@ fn parse_group_url(text: &str) -> Result<(GroupsKind, String), String> {
     Err(format!(
         "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL, nor one of those through Redis Sentinel (redis+sentinel://, rediss+sentinel://, channels_redis+sentinel://, channels_redis+sentinel+tls://, channels_redis_pubsub+sentinel://, channels_redis_pubsub+sentinel+tls://)"
     ))
+}
+
+/// `redis+cluster://[user:password@]host:port,host:port/`: the seed nodes
+/// of a Redis Cluster, as one client URL each; `None` for another scheme.
+fn parse_cluster_url(text: &str) -> Option<Result<Vec<String>, String>> {
+    if text.starts_with("rediss+cluster://") {
+        return Some(Err(format!(
+            "'{}': TLS to a Redis Cluster (rediss+cluster://) is not supported yet; use redis+cluster:// on a private network, or one Redis server over rediss://",
+            redacted_url(text)
+        )));
+    }
+    let rest = text.strip_prefix("redis+cluster://")?;
+    let shown = redacted_url(text);
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(database, "" | "0") {
+        return Some(Err(format!(
+            "'{shown}': a Redis Cluster has database 0 only"
+        )));
+    }
+    let (credentials, nodes) = match authority.rsplit_once('@') {
+        Some((credentials, nodes)) => (format!("{credentials}@"), nodes),
+        None => (String::new(), authority),
+    };
+    let mut seeds = Vec::new();
+    for node in nodes.split(',').map(str::trim) {
+        let port = node.rsplit_once(':').map(|(_, port)| port);
+        let host = node.strip_suffix(port.map_or("", |p| p)).unwrap_or(node);
+        let host = host.strip_suffix(':').unwrap_or(host);
+        if host.is_empty()
+            || host.contains(['/', '@', '?', '#'])
+            || port.is_none_or(|port| port.parse::<u16>().map_or(true, |p| p == 0))
+        {
+            return Some(Err(format!(
+                "'{shown}': every seed node of redis+cluster:// is host:port, comma-separated ('{node}' is not)"
+            )));
+        }
+        let seed = format!("redis://{credentials}{node}/");
+        if seeds.contains(&seed) {
+            return Some(Err(format!("'{shown}' lists {node} twice")));
+        }
+        seeds.push(seed);
+    }
+    if seeds.len() > MAX_REDIS_SERVERS {
+        return Some(Err(format!(
+            "'{shown}' lists more than {MAX_REDIS_SERVERS} seed nodes"
+        )));
+    }
+    Some(Ok(seeds))
+}
+
+/// `text` without the password of a URL in it, for messages.
+fn redacted_url(text: &str) -> String {
+    match (text.find("://"), text.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &text[..scheme + 3], &text[at..])
+        }
+        _ => text.to_owned(),
+    }
 }
 
 /// A duration in whole seconds, at least one (Redis expires keys by the
@@ -1116,6 +1181,49 @@ mod tests {
         ] {
             assert!(parse_groups(refused).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_redis_cluster_is_its_seed_nodes() {
+        assert_eq!(
+            parse_groups("redis+cluster://n1:7000,n2:7001, n3:7002/"),
+            Ok(Groups::RedisCluster(vec![
+                "redis://n1:7000/".to_owned(),
+                "redis://n2:7001/".to_owned(),
+                "redis://n3:7002/".to_owned()
+            ]))
+        );
+        assert_eq!(
+            parse_groups("redis+cluster://:pw@127.0.0.1:7000,[::1]:7001/0"),
+            Ok(Groups::RedisCluster(vec![
+                "redis://:pw@127.0.0.1:7000/".to_owned(),
+                "redis://:pw@[::1]:7001/".to_owned()
+            ]))
+        );
+        assert_eq!(
+            parse_groups("redis+cluster://n1:7000"),
+            Ok(Groups::RedisCluster(vec!["redis://n1:7000/".to_owned()]))
+        );
+        assert_eq!(
+            Groups::RedisCluster(Vec::new()).default_prefix(),
+            "rohrpost:"
+        );
+        for refused in [
+            "redis+cluster://n1:7000,,n2:7001/",
+            "redis+cluster://n1:7000,n1:7000/",
+            "redis+cluster://n1/",
+            "redis+cluster://n1:0/",
+            "redis+cluster://n1:seven/",
+            "redis+cluster://n1:7000/1",
+            "redis+cluster://n1:7000,redis://n2:7001/",
+            "redis+cluster:///",
+            "redis://n1:7000/0,redis+cluster://n2:7001/",
+        ] {
+            assert!(parse_groups(refused).is_err(), "{refused}");
+        }
+        let tls = parse_groups("rediss+cluster://:secret@n1:7000/").unwrap_err();
+        assert!(tls.contains("not supported"), "{tls}");
+        assert!(!tls.contains("secret"), "{tls}");
     }
 
     fn cli(args: &[&str]) -> Cli {

@@ -97,6 +97,15 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             )
             .await?
         }
+        Groups::RedisCluster(seeds) => {
+            redis_groups::connect_cluster(
+                seeds,
+                &crate::groups::redis::access_from_settings(&settings),
+                groups_prefix(&settings),
+                monitor.clone(),
+            )
+            .await?
+        }
         Groups::ChannelsCore(urls) => {
             let core = CoreSettings {
                 group_expiry: settings.channels_group_expiry,

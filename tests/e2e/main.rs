@@ -36,6 +36,7 @@ mod limits;
 mod operations;
 mod plugin_api;
 mod proxy;
+mod redis_cluster;
 mod redis_hostile;
 mod redis_sentinel;
 mod redis_stall;

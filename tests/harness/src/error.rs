@@ -28,6 +28,8 @@ pub enum Error {
         status: ExitStatus,
         output: String,
     },
+    #[error("{what}: not within {timeout:?}")]
+    NotReady { what: String, timeout: Duration },
     #[error("{name} exited: {status}")]
     Exited { name: String, status: ExitStatus },
     #[error("cannot query the process of {name}: {error}")]

@@ -6,7 +6,8 @@
 //! server as a child process: its address from its log, its log lines,
 //! stopping it), [`host`] (the host with a plugins directory of its own),
 //! [`procfs`] (CPU time and memory of a process) and [`limits`] (the
-//! open-files limit), and the Django test app ([`django_venv`], its
+//! open-files limit), [`redis_servers`] (Redis servers and clusters of
+//! their own), and the Django test app ([`django_venv`], its
 //! environment, and [`django_app`], its processes), and the Python
 //! `websockets` client's environment ([`websockets_venv`]).
 
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod paths;
 pub mod process;
 pub mod procfs;
+pub mod redis_servers;
 pub mod venv;
 pub mod websockets_venv;
 

@@ -272,7 +272,7 @@ impl Core {
     /// full (their process misses the message).
     pub(super) async fn group_send(
         &self,
-        connection: &mut redis::aio::MultiplexedConnection,
+        connection: &mut super::health::Connection,
         group: &str,
         message: &str,
     ) -> redis::RedisResult<usize> {
@@ -372,7 +372,7 @@ impl Core {
     /// `connection`), within its capacity: how many were full.
     async fn send_to_sets(
         &self,
-        connection: &mut redis::aio::MultiplexedConnection,
+        connection: &mut super::health::Connection,
         message: &str,
         started: f64,
         sets: &[(String, Vec<&str>)],

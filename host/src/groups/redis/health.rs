@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::MultiplexedConnection;
+use redis::{aio::MultiplexedConnection, cluster_async::ClusterConnection};
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -108,7 +108,59 @@ impl ShardStates {
 #[derive(Clone)]
 pub(super) struct Publishing {
     pub link: u64,
-    pub connection: MultiplexedConnection,
+    pub connection: Connection,
+}
+
+/// A connection for commands: to one Redis server, or to a Redis Cluster,
+/// which routes each command to the node of its key's slot (see
+/// [`super::cluster`]).
+#[derive(Clone)]
+pub(super) enum Connection {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl From<MultiplexedConnection> for Connection {
+    fn from(connection: MultiplexedConnection) -> Connection {
+        Connection::Server(connection)
+    }
+}
+
+impl From<ClusterConnection> for Connection {
+    fn from(connection: ClusterConnection) -> Connection {
+        Connection::Cluster(connection)
+    }
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Server(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// The broker's state, shared by the link, the publisher and the layer.
@@ -150,10 +202,13 @@ impl Health {
     }
 
     /// A new link is connected: messages can be published through it.
-    pub(super) fn connected(&self, connection: MultiplexedConnection) {
+    pub(super) fn connected(&self, connection: impl Into<Connection>) {
         let link = self.link.fetch_add(1, Ordering::Relaxed) + 1;
         *lock(&self.failure) = None;
-        *lock(&self.publishing) = Some(Publishing { link, connection });
+        *lock(&self.publishing) = Some(Publishing {
+            link,
+            connection: connection.into(),
+        });
     }
 
     /// The link is subscribed to every group it needs: the broker is up.

@@ -225,7 +225,7 @@ impl LayerState {
 
     /// A message from Redis: for local members, unless this host sent it.
     /// Waits only when the group's lane is full.
-    async fn received(&self, channel: &str, payload: &[u8]) {
+    pub(super) async fn received(&self, channel: &str, payload: &[u8]) {
         let Some(group) = channel.strip_prefix(&self.prefix) else {
             return;
         };

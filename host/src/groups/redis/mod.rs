@@ -24,6 +24,8 @@
 //! - A server can be the master that Redis Sentinel names ([`sentinel`]):
 //!   every (re)connect asks the sentinels again, so a failover is an
 //!   outage the links recover from like any other.
+//! - A Redis Cluster carries the groups with sharded pub/sub
+//!   ([`cluster`]): each group's channel on the node of its slot.
 //! - Delivery is at most once, as in Channels: while Redis is unreachable
 //!   or not answering, local delivery goes on, messages for other hosts are
 //!   dropped (and counted), the host reconnects with backoff, subscribes
@@ -31,6 +33,7 @@
 //!   the metrics.
 
 mod access;
+mod cluster;
 mod core;
 mod core_link;
 mod format;
@@ -113,6 +116,18 @@ pub(crate) async fn connect_pubsub(
             wire.channel_prefix(prefix),
         ))),
     }
+}
+
+/// The pub/sub layer in this host's format over a Redis Cluster, from its
+/// seed nodes (see [`cluster`]): an error if any master cannot be reached
+/// now.
+pub(crate) async fn connect_cluster(
+    seeds: &[String],
+    access: &Access,
+    prefix: &str,
+    monitor: Arc<Monitor>,
+) -> anyhow::Result<Arc<dyn GroupLayer>> {
+    Ok(cluster::connect(seeds, access, prefix, monitor).await?)
 }
 
 /// channels_redis's core layer over one Redis server or several shards of
@@ -493,5 +508,8 @@ pub(crate) fn check_settings(settings: &crate::config::Settings) -> Result<(), S
         Groups::Redis(urls) | Groups::ChannelsPubSub(urls) | Groups::ChannelsCore(urls) => urls
             .iter()
             .try_for_each(|url| check(url, &access).map_err(|e| format!("groups: {e}"))),
+        Groups::RedisCluster(seeds) => {
+            cluster::check(seeds, &access).map_err(|e| format!("groups: {e}"))
+        }
     }
 }

@@ -7,6 +7,10 @@
 //!   (removed at 0);
 //! - `<ns>hosts`: field = host id, value = `{"connections":n,"seen_ms":t}`.
 //!
+//! On a Redis Cluster the namespace is one hash tag (`{<prefix>rohrpost-
+//! presence}:`), so that every key is in one slot and a pipeline of them
+//! goes to one node ([`super::cluster`]).
+//!
 //! Counts that changed are written within [`FLUSH`]; every count and the
 //! host's own entry are written again every [`REFRESH`], and the keys
 //! expire after [`KEY_EXPIRY`] without a write. A reader counts a host
@@ -25,10 +29,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
-use super::health::{deadline, Health};
+use super::health::{deadline, Connection, Health};
 use crate::groups::{HostEntry, MemoryGroups};
 
 /// How soon a changed count is written.
@@ -131,7 +134,7 @@ impl Presence {
         }
     }
 
-    fn connection(&self) -> Option<MultiplexedConnection> {
+    fn connection(&self) -> Option<Connection> {
         self.health.publishing().map(|p| p.connection)
     }
 

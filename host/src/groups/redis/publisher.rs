@@ -10,8 +10,10 @@
 //! most once, as in Channels). A failed batch also ends the link, which
 //! reconnects.
 //!
-//! Over pub/sub a message is one `PUBLISH`; over the core layer it is a
-//! `group_send` to the group's channels ([`super::core`]).
+//! Over pub/sub a message is one `PUBLISH`; over a Redis Cluster one
+//! `SPUBLISH` to the node of its channel's slot, all of a batch at once;
+//! over the core layer it is a `group_send` to the group's channels
+//! ([`super::core`]).
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
@@ -22,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{
     core::Core,
-    health::{deadline, Health},
+    health::{deadline, Health, Publishing},
 };
 
 /// Most messages waiting to be published.
@@ -39,6 +41,9 @@ const BATCH_BYTES: usize = 1 << 20;
 pub(super) enum Sink {
     /// `channel` is a pub/sub channel, `payload` what is published.
     PubSub,
+    /// `channel` is a sharded pub/sub channel of a Redis Cluster
+    /// ([`super::cluster`]), `payload` what is published.
+    Sharded,
     /// `channel` is a group's name, `payload` the message's text.
     Core(Arc<Core>),
 }
@@ -134,6 +139,9 @@ async fn publish(
                     health.publish_failed(publishing.link, failure);
                 }
             }
+            (Some(publishing), Sink::Sharded) => {
+                publish_sharded(&health, &publishing, &batch).await;
+            }
             (Some(mut publishing), Sink::Core(core)) => {
                 send_to_channels(core, &health, &mut publishing, &batch).await;
             }
@@ -161,5 +169,37 @@ async fn send_to_channels(
                 return;
             }
         }
+    }
+}
+
+/// `SPUBLISH`es a batch over a Redis Cluster: each message to the node of
+/// its channel's slot (a pipeline cannot span slots), all at once on the
+/// multiplexed connections. Messages whose node fails or does not answer
+/// in time are lost and counted; the others go out. A failure tells the
+/// link, which checks every node at once.
+async fn publish_sharded(health: &Health, publishing: &Publishing, batch: &[Outgoing]) {
+    let sends = batch.iter().map(|message| {
+        let mut connection = publishing.connection.clone();
+        async move {
+            deadline(
+                redis::cmd("SPUBLISH")
+                    .arg(&message.channel)
+                    .arg(&message.payload)
+                    .query_async::<()>(&mut connection),
+            )
+            .await
+        }
+    });
+    let mut lost = 0;
+    let mut first_failure = None;
+    for result in futures_util::future::join_all(sends).await {
+        if let Err(failure) = result {
+            lost += 1;
+            first_failure.get_or_insert(failure);
+        }
+    }
+    if let Some(failure) = first_failure {
+        health.dropped(lost, "publishing failed");
+        health.publish_failed(publishing.link, failure);
     }
 }
