@@ -31,6 +31,7 @@
 //!   the metrics.
 
 mod access;
+mod bounded_pop;
 mod core;
 mod core_link;
 mod format;
@@ -229,9 +230,9 @@ async fn first_master(where_: &str, target: &Target) -> anyhow::Result<redis::Cl
 }
 
 /// Opens the connections at start, within [`START_TIMEOUT`].
-async fn first_contact<T>(
+async fn first_contact<T, E: std::fmt::Display>(
     where_: &str,
-    open: impl std::future::Future<Output = redis::RedisResult<T>>,
+    open: impl std::future::Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     tokio::time::timeout(START_TIMEOUT.max(BROKER_TIMEOUT), open)
         .await
@@ -345,7 +346,8 @@ impl CoreGroups {
     ) -> anyhow::Result<Arc<CoreGroups>> {
         let (target, where_) = target(url, access)?;
         let client = first_master(&where_, &target).await?;
-        let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
+        let dialer = bounded_pop::Dialer::new(&client, access)?;
+        let (commands, popping) = first_contact(&where_, core_link::open(&client, &dialer)).await?;
         info!(redis = %where_, prefix, shard = place.index, shards = place.count, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
         let health = healths
             .get(place.index)
@@ -364,6 +366,7 @@ impl CoreGroups {
         target.watch(&health);
         tokio::spawn(core_link::run(
             target,
+            dialer,
             where_,
             core.clone(),
             (commands, popping),
