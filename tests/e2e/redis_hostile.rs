@@ -166,3 +166,136 @@ async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
     expect_payload(&mut member, "still here").await;
     expect_payload(&mut other, "still here").await;
 }
+
+/// The inbox of the only host in `group`'s set, from its channel there.
+fn only_inbox(port: u16, group: &str) -> String {
+    let members = cli(
+        port,
+        &["ZRANGE", &format!("asgi:group:{group}"), "0", "-1"],
+        None,
+    );
+    let inboxes: Vec<String> = members
+        .lines()
+        .filter_map(|channel| {
+            channel
+                .find('!')
+                .map(|bang| format!("asgi{}", &channel[..=bang]))
+        })
+        .collect();
+    assert_eq!(inboxes.len(), 1, "{members}");
+    inboxes.into_iter().next().unwrap_or_default()
+}
+
+/// `ZADD key 1 <size bytes of x>`, the member written a chunk at a time:
+/// Redis's reply.
+async fn zadd_generated(port: u16, key: &str, size: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "*4\r\n$4\r\nZADD\r\n${}\r\n{key}\r\n$1\r\n1\r\n${size}\r\n",
+        key.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n]).await.unwrap();
+        left -= n;
+    }
+    stream.write_all(b"\r\n").await.unwrap();
+    let mut reply = [0u8; 4];
+    tokio::time::timeout(T, stream.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// A member of 300 MB in a host's inbox (within Redis's 512 MB for one
+/// string) is popped and thrown away as it is read, never held: the
+/// host's peak memory hardly moves, the member is counted and logged, and
+/// the host goes on serving and receiving group messages.
+#[tokio::test]
+async fn a_huge_member_in_the_core_inbox_is_thrown_away_unread() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port).await;
+    let url = format!("channels_redis://127.0.0.1:{port}/0");
+    let args = ["--groups", &url];
+    let a = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let b = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let mut member = a.connect().await.unwrap();
+    member.join("room").await.unwrap();
+    let mut bystander = a.connect().await.unwrap();
+    bystander.ping_ok(1).await.unwrap();
+    let inbox = only_inbox(port, "room");
+    let peak_before = a.memory("VmHWM").unwrap();
+    // Redis itself is busy for about half a second with a member this
+    // large (it copies it in, and out into the reply). When that passes
+    // the host's deadline, the host drops its connections and Redis may
+    // hand the member to the popping one it gave up, uncounted: then
+    // another is sent.
+    let mut counted = false;
+    for _ in 0..3 {
+        let rejected_before = rejected(&a).await;
+        let lost_before = lost(&a);
+        // Sent in chunks: a script that made it (`string.rep`) would keep
+        // Redis busy for seconds.
+        let added = zadd_generated(port, &inbox, 300 << 20).await;
+        assert_eq!(added, ":1\r\n", "the member was added");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if rejected(&a).await > rejected_before {
+                counted = true;
+                break;
+            }
+            if lost(&a) > lost_before && cli(port, &["ZCARD", &inbox], None) == "0" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the huge member was neither counted nor lost; log:\n{}",
+                a.log().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if counted {
+            break;
+        }
+    }
+    assert!(
+        counted,
+        "Redis stalled past the deadline three times; log:\n{}",
+        a.log().join("\n")
+    );
+    assert_eq!(cli(port, &["ZCARD", &inbox], None), "0", "popped and gone");
+    let grown = a.memory("VmHWM").unwrap().saturating_sub(peak_before);
+    assert!(
+        grown < 64 << 20,
+        "the host's peak memory grew by {} MB",
+        grown >> 20
+    );
+    bystander.ping_ok(7).await.unwrap();
+    // A group send from the other host: channels_redis's format, into
+    // the same inbox.
+    let mut sender = b.connect().await.unwrap();
+    let request =
+        r#"{"id":1,"type":"group-send","data":{"group":"room","message":"after the flood"}}"#;
+    sender.request(request).await.unwrap();
+    expect_payload(&mut member, "after the flood").await;
+    let line = a
+        .wait_for_log(&["dropped a payload from Redis", "314572800 bytes"], T)
+        .await
+        .unwrap();
+    assert!(line.contains(&inbox), "{line}");
+}
+
+/// How often the host lost its connection to Redis so far.
+fn lost(host: &Host) -> usize {
+    host.log()
+        .iter()
+        .filter(|line| line.contains("lost the connection to Redis"))
+        .count()
+}

@@ -1,5 +1,8 @@
 //! Groups over a Redis that speaks TLS only: two hosts share their groups
-//! through it when they trust its CA (from `--redis-tls-ca`), a host that
+//! through it when they trust its CA (from `--redis-tls-ca`), in their own
+//! format and in channels_redis's core layer (whose inbox the host pops
+//! over a connection of its own, with the same CA, password and DB), a
+//! host that
 //! trusts another CA does not start and says why, and `--check-config`
 //! refuses the TLS settings the server could not start with.
 //!
@@ -75,6 +78,55 @@ async fn two_hosts_share_groups_over_tls_with_a_ca_file() {
         "data": {"group": "room", "message": "back"}});
     on_b_sender.request(&request.to_string()).await.unwrap();
     expect_payload(&mut on_a, "back").await;
+}
+
+#[tokio::test]
+async fn two_hosts_share_core_layer_groups_over_tls_with_a_password_and_a_db() {
+    let tls = TestTls::new("core");
+    let port = free_port();
+    let _redis = OwnRedis::start_tls_with(port, &tls, &["--requirepass", "s3cret"]).await;
+    let dir = TempDir::new("redis-password");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let url = format!("channels_redis+tls://127.0.0.1:{port}/3");
+    let host = || {
+        Host::start_with(
+            &["ping", "fixture-testkit"],
+            &[
+                "--groups",
+                &url,
+                "--redis-tls-ca",
+                &tls.ca_cert.to_string_lossy(),
+                "--redis-password-file",
+                &password.to_string_lossy(),
+            ],
+        )
+        .unwrap()
+    };
+    let (a, b) = (host(), host());
+    let mut on_a = a.connect().await.unwrap();
+    let mut on_b = b.connect().await.unwrap();
+    on_a.join("room").await.unwrap();
+    on_b.join("room").await.unwrap();
+    let mut sender = a.connect().await.unwrap();
+    let request = json!({"id": 1, "type": "group-send",
+        "data": {"group": "room", "message": "core over tls"}});
+    sender.request(&request.to_string()).await.unwrap();
+    expect_payload(&mut on_a, "core over tls").await;
+    expect_payload(&mut on_b, "core over tls").await;
+    let mut from_b = b.connect().await.unwrap();
+    let request = json!({"id": 2, "type": "group-send",
+        "data": {"group": "room", "message": "and back"}});
+    from_b.request(&request.to_string()).await.unwrap();
+    expect_payload(&mut on_a, "and back").await;
+    // The group's set is in DB 3, behind the password.
+    let ca = tls.ca_cert.to_string_lossy();
+    let members = tls_cli(
+        port,
+        &ca,
+        &["-a", "s3cret", "-n", "3", "ZCARD", "asgi:group:room"],
+    );
+    assert!(members.ends_with('2'), "{members}");
 }
 
 #[tokio::test]

@@ -118,6 +118,13 @@ impl OwnRedis {
     /// Starts a server that speaks TLS only, on `port`, with the server
     /// certificate of `tls`, and waits until it answers.
     pub async fn start_tls(port: u16, tls: &crate::tls::TestTls) -> OwnRedis {
+        Self::start_tls_with(port, tls, &[]).await
+    }
+
+    /// Starts a server that speaks TLS only, as [`OwnRedis::start_tls`],
+    /// with `more` arguments (e.g. `--requirepass`), and waits until it
+    /// answers (an error such as `NOAUTH` is an answer).
+    pub async fn start_tls_with(port: u16, tls: &crate::tls::TestTls, more: &[&str]) -> OwnRedis {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
         let (cert, key, ca) = (
             path(&tls.server_cert),
@@ -139,7 +146,8 @@ impl OwnRedis {
             "--tls-auth-clients",
             "no",
         ];
-        Self::start_with(port, &args, || tls_cli(port, &ca, &["PING"]) == "PONG").await
+        let args: Vec<&str> = args.iter().chain(more).copied().collect();
+        Self::start_with(port, &args, || !tls_cli(port, &ca, &["PING"]).is_empty()).await
     }
 
     /// Starts a Redis Sentinel on `port` from `config` (a file Sentinel may

@@ -215,14 +215,32 @@ pub(crate) fn client(url: &str, access: &Access) -> Result<(redis::Client, Strin
 
 /// A client certificate and its key, checked to go together.
 fn client_pair(cert: &Path, key: &Path) -> Result<redis::ClientTlsConfig, AccessError> {
+    let identity = client_identity(cert, key)?;
+    Ok(redis::ClientTlsConfig {
+        client_cert: identity.cert_pem,
+        client_key: identity.key_pem,
+    })
+}
+
+/// A client certificate (chain) and its key, as read and parsed.
+struct Identity {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+/// Reads a client certificate and its key, and checks that they go
+/// together.
+fn client_identity(cert: &Path, key: &Path) -> Result<Identity, AccessError> {
     use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
-    let (client_cert, chain) = certificates("redis_tls_cert", cert)?;
-    let client_key = read_bounded("redis_tls_key", key)?;
-    let parsed = PrivateKeyDer::from_pem_slice(&client_key)
+    let (cert_pem, chain) = certificates("redis_tls_cert", cert)?;
+    let key_pem = read_bounded("redis_tls_key", key)?;
+    let parsed = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| content("redis_tls_key", key, format!("no PEM private key: {e}")))?;
     rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
-        .with_client_auth_cert(chain, parsed)
+        .with_client_auth_cert(chain.clone(), parsed.clone_key())
         .map_err(|e| {
             content(
                 "redis_tls_key",
@@ -230,10 +248,44 @@ fn client_pair(cert: &Path, key: &Path) -> Result<redis::ClientTlsConfig, Access
                 format!("does not fit the certificate: {e}"),
             )
         })?;
-    Ok(redis::ClientTlsConfig {
-        client_cert,
-        client_key,
+    Ok(Identity {
+        cert_pem,
+        key_pem,
+        chain,
+        key: parsed,
     })
+}
+
+/// The TLS settings of [`client`] as a rustls configuration, for the
+/// connections the host speaks itself ([`super::bounded_pop`]): the same
+/// trust (the system's store, plus `redis_tls_ca` when set) and the same
+/// client certificate.
+pub(super) fn tls_config(access: &Access) -> Result<rustls::ClientConfig, AccessError> {
+    crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = &access.tls_ca {
+        let (_, certs) = certificates("redis_tls_ca", path)?;
+        let (_, refused) = roots.add_parsable_certificates(certs);
+        if refused > 0 {
+            return Err(content(
+                "redis_tls_ca",
+                path,
+                format!("{refused} certificate(s) cannot be trust anchors"),
+            ));
+        }
+    }
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    match (&access.tls_cert, &access.tls_key) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert), Some(key)) => {
+            let identity = client_identity(cert, key)?;
+            builder
+                .with_client_auth_cert(identity.chain, identity.key)
+                .map_err(|e| AccessError::Tls(e.to_string()))
+        }
+        _ => Err(AccessError::HalfPair),
+    }
 }
 
 /// The URL without a password, for logs.

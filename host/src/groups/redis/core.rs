@@ -265,6 +265,13 @@ impl Core {
         }
     }
 
+    /// A member of this host's set was larger than any message: thrown
+    /// away unread ([`super::bounded_pop`]), counted and logged.
+    pub(super) fn too_large(&self, size: usize) {
+        self.health
+            .rejected(&self.inbox(), &format::Rejected::Oversized(size));
+    }
+
     /// channels_redis's `group_send` of a rohrpost message to the group's
     /// channels other than this host's: drops memberships older than
     /// `group_expiry` and messages older than `expiry`, then adds one

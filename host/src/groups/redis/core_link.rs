@@ -1,6 +1,8 @@
 //! The core layer's link to Redis: one connection for memberships and
 //! sends, and one that waits on this host's set (`BZPOPMIN` blocks the
-//! connection it runs on), kept through outages.
+//! connection it runs on), kept through outages. The waiting one reads
+//! what others wrote, so the host speaks it itself, bounded
+//! ([`super::bounded_pop`]).
 //!
 //! Memberships are added (`ZADD` scored now, `EXPIRE group_expiry`) and
 //! removed (`ZREM`) as local groups come and go, all of them are added
@@ -22,8 +24,9 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
+    bounded_pop::{Dialer, Popped, Popper},
     core::{Core, CoreEntry},
-    health::{deadline, Failure, BROKER_TIMEOUT},
+    health::{deadline, failure_of, Failure, BROKER_TIMEOUT},
     sentinel::Target,
 };
 
@@ -45,19 +48,19 @@ pub(super) enum Change {
     Close(oneshot::Sender<()>),
 }
 
-/// Opens the two connections.
+/// Opens the two connections; the caller bounds the time it takes.
 pub(super) async fn open(
     client: &redis::Client,
-) -> redis::RedisResult<(MultiplexedConnection, MultiplexedConnection)> {
+    dialer: &Dialer,
+) -> Result<(MultiplexedConnection, Popper), Failure> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(None)
         .set_response_timeout(None);
     let commands = client
         .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let popping = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+        .await
+        .map_err(failure_of)?;
+    let popping = dialer.open(client).await?;
     Ok((commands, popping))
 }
 
@@ -96,9 +99,10 @@ async fn add_all(core: &Core, connection: &mut MultiplexedConnection) -> Result<
 /// Keeps the link until the layer is dropped or closed.
 pub(super) async fn run(
     target: Target,
+    dialer: Dialer,
     where_: String,
     core: Arc<Core>,
-    first: (MultiplexedConnection, MultiplexedConnection),
+    first: (MultiplexedConnection, Popper),
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
     let mut connections = Some(first);
@@ -135,7 +139,9 @@ pub(super) async fn run(
             }
         }
         let opened = match target.client().await {
-            Ok(client) => deadline(open(&client)).await,
+            Ok(client) => tokio::time::timeout(BROKER_TIMEOUT, open(&client, &dialer))
+                .await
+                .unwrap_or(Err(Failure::Stalled)),
             Err(failure) => Err(failure),
         };
         match opened {
@@ -153,34 +159,36 @@ pub(super) async fn run(
 }
 
 /// Pops this host's set until a call fails.
-async fn pop(core: Arc<Core>, mut connection: MultiplexedConnection) -> Failure {
+async fn pop(core: Arc<Core>, mut popping: Popper) -> Failure {
     let inbox = core.inbox();
-    let wait = Duration::from_secs(POP_WAIT_SECS) + BROKER_TIMEOUT;
     loop {
-        let mut command = redis::cmd("BZPOPMIN");
-        command.arg(&inbox).arg(POP_WAIT_SECS);
-        let call =
-            command.query_async::<Option<(redis::Value, Vec<u8>, redis::Value)>>(&mut connection);
-        match tokio::time::timeout(wait, call).await {
-            Ok(Ok(Some((_, payload, _)))) => {
-                core.received(&payload).await;
-                // What else waits, in one call rather than one each.
-                let mut more = redis::cmd("ZPOPMIN");
-                more.arg(&inbox).arg(POP_AT_ONCE);
-                match deadline(more.query_async::<Vec<Vec<u8>>>(&mut connection)).await {
-                    // Members and scores, alternating.
-                    Ok(popped) => {
-                        for payload in popped.iter().step_by(2) {
-                            core.received(payload).await;
-                        }
-                    }
+        match popping.wait(&inbox, POP_WAIT_SECS).await {
+            Ok(Some(popped)) => {
+                take(&core, popped).await;
+                // What else waits, in one call rather than one each; each
+                // member is handed over as it is read.
+                let count = match popping.more(&inbox, POP_AT_ONCE).await {
+                    Ok(count) => count,
                     Err(failure) => return failure,
+                };
+                for _ in 0..count {
+                    match popping.next().await {
+                        Ok(popped) => take(&core, popped).await,
+                        Err(failure) => return failure,
+                    }
                 }
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(error)) => return Failure::Lost(error.to_string()),
-            Err(_) => return Failure::Stalled,
+            Ok(None) => {}
+            Err(failure) => return failure,
         }
+    }
+}
+
+/// A member popped: received, or counted when it was too large to read.
+async fn take(core: &Core, popped: Popped) {
+    match popped {
+        Popped::Member(payload) => core.received(&payload).await,
+        Popped::TooLarge(size) => core.too_large(size),
     }
 }
 
@@ -197,7 +205,7 @@ impl Drop for Popping {
 async fn serve(
     core: &Arc<Core>,
     mut commands: MultiplexedConnection,
-    popping: MultiplexedConnection,
+    popping: Popper,
     changes: &mut mpsc::UnboundedReceiver<Change>,
     after_outage: bool,
 ) -> Option<Failure> {

@@ -67,10 +67,17 @@ pub(super) async fn deadline<T>(
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, Failure> {
     match tokio::time::timeout(BROKER_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) if error.is_timeout() => Err(Failure::Stalled),
-        Ok(Err(error)) => Err(Failure::Lost(error.to_string())),
+        Ok(result) => result.map_err(failure_of),
         Err(_) => Err(Failure::Stalled),
+    }
+}
+
+/// What an error of the Redis client means for the link.
+pub(super) fn failure_of(error: redis::RedisError) -> Failure {
+    if error.is_timeout() {
+        Failure::Stalled
+    } else {
+        Failure::Lost(error.to_string())
     }
 }
 

@@ -33,6 +33,7 @@
 //!   the metrics.
 
 mod access;
+mod bounded_pop;
 mod cluster;
 mod core;
 mod core_link;
@@ -244,9 +245,9 @@ async fn first_master(where_: &str, target: &Target) -> anyhow::Result<redis::Cl
 }
 
 /// Opens the connections at start, within [`START_TIMEOUT`].
-async fn first_contact<T>(
+async fn first_contact<T, E: std::fmt::Display>(
     where_: &str,
-    open: impl std::future::Future<Output = redis::RedisResult<T>>,
+    open: impl std::future::Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     tokio::time::timeout(START_TIMEOUT.max(BROKER_TIMEOUT), open)
         .await
@@ -360,7 +361,8 @@ impl CoreGroups {
     ) -> anyhow::Result<Arc<CoreGroups>> {
         let (target, where_) = target(url, access)?;
         let client = first_master(&where_, &target).await?;
-        let (commands, popping) = first_contact(&where_, core_link::open(&client)).await?;
+        let dialer = bounded_pop::Dialer::new(&client, access)?;
+        let (commands, popping) = first_contact(&where_, core_link::open(&client, &dialer)).await?;
         info!(redis = %where_, prefix, shard = place.index, shards = place.count, "groups go through Redis, as Django Channels' RedisChannelLayer keeps them");
         let health = healths
             .get(place.index)
@@ -379,6 +381,7 @@ impl CoreGroups {
         target.watch(&health);
         tokio::spawn(core_link::run(
             target,
+            dialer,
             where_,
             core.clone(),
             (commands, popping),
