@@ -202,11 +202,11 @@ settings! {
     /// `channels_redis_pubsub://127.0.0.1:6379/0` (`RedisPubSubChannelLayer`).
     /// Over TLS: `rediss://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`.
     /// Several Redis servers (shards, as channels_redis's `hosts`, in their order): comma-separated, or a list in the file, all of one kind.
-    /// A Redis Cluster (7 or later, sharded pub/sub): `redis+cluster://host:port,host:port/` with some of its nodes.
+    /// A Redis Cluster (7 or later, sharded pub/sub): `redis+cluster://host:port,host:port/` with some of its nodes; over TLS to every node, `rediss+cluster://`.
     groups: Groups = "memory", flag "groups", env "ROHRPOST_GROUPS", parse parse_groups;
     /// Prefix of the Redis channel names, so that deployments can share one Redis; empty: `rohrpost:` for `redis://`, Channels' `asgi` for the `channels_redis` layers (set it to the layer's `prefix` in Django's `CHANNEL_LAYERS`).
     groups_prefix: String = "", flag "groups-prefix", env "ROHRPOST_GROUPS_PREFIX", parse parse_string;
-    /// With Redis groups over TLS (`rediss://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`): a PEM file of CA certificates trusted besides the system's.
+    /// With Redis groups over TLS (`rediss://`, `rediss+cluster://`, `channels_redis+tls://`, `channels_redis_pubsub+tls://`): a PEM file of CA certificates trusted besides the system's.
     redis_tls_ca: String = "", flag "redis-tls-ca", env "ROHRPOST_REDIS_TLS_CA", parse parse_string;
     /// With Redis groups over TLS: a PEM client certificate (chain), for a Redis that asks for one (`tls-auth-clients yes`); with `redis_tls_key`.
     redis_tls_cert: String = "", flag "redis-tls-cert", env "ROHRPOST_REDIS_TLS_CERT", parse parse_string;
@@ -962,20 +962,20 @@ fn parse_group_url(text: &str) -> Result<(GroupsKind, String), String> {
         }
     }
     Err(format!(
-        "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL, nor one of those through Redis Sentinel (redis+sentinel://, rediss+sentinel://, channels_redis+sentinel://, channels_redis+sentinel+tls://, channels_redis_pubsub+sentinel://, channels_redis_pubsub+sentinel+tls://)"
+        "'{text}' is neither memory nor a redis://, rediss://, channels_redis://, channels_redis+tls://, channels_redis_pubsub:// or channels_redis_pubsub+tls:// URL, nor one of those through Redis Sentinel (redis+sentinel://, rediss+sentinel://, channels_redis+sentinel://, channels_redis+sentinel+tls://, channels_redis_pubsub+sentinel://, channels_redis_pubsub+sentinel+tls://), nor a Redis Cluster's (redis+cluster://, rediss+cluster://)"
     ))
 }
 
-/// `redis+cluster://[user:password@]host:port,host:port/`: the seed nodes
-/// of a Redis Cluster, as one client URL each; `None` for another scheme.
+/// `redis+cluster://[user:password@]host:port,host:port/`, or
+/// `rediss+cluster://` over TLS: the seed nodes of a Redis Cluster, as one
+/// client URL each (`redis://` or `rediss://`); `None` for another scheme.
 fn parse_cluster_url(text: &str) -> Option<Result<Vec<String>, String>> {
-    if text.starts_with("rediss+cluster://") {
-        return Some(Err(format!(
-            "'{}': TLS to a Redis Cluster (rediss+cluster://) is not supported yet; use redis+cluster:// on a private network, or one Redis server over rediss://",
-            redacted_url(text)
-        )));
-    }
-    let rest = text.strip_prefix("redis+cluster://")?;
+    let (scheme, client, rest) = [
+        ("redis+cluster://", "redis://"),
+        ("rediss+cluster://", "rediss://"),
+    ]
+    .into_iter()
+    .find_map(|(scheme, client)| text.strip_prefix(scheme).map(|rest| (scheme, client, rest)))?;
     let shown = redacted_url(text);
     let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
     if !matches!(database, "" | "0") {
@@ -997,10 +997,10 @@ fn parse_cluster_url(text: &str) -> Option<Result<Vec<String>, String>> {
             || port.is_none_or(|port| port.parse::<u16>().map_or(true, |p| p == 0))
         {
             return Some(Err(format!(
-                "'{shown}': every seed node of redis+cluster:// is host:port, comma-separated ('{node}' is not)"
+                "'{shown}': every seed node of {scheme} is host:port, comma-separated ('{node}' is not)"
             )));
         }
-        let seed = format!("redis://{credentials}{node}/");
+        let seed = format!("{client}{credentials}{node}/");
         if seeds.contains(&seed) {
             return Some(Err(format!("'{shown}' lists {node} twice")));
         }
@@ -1221,9 +1221,24 @@ mod tests {
         ] {
             assert!(parse_groups(refused).is_err(), "{refused}");
         }
-        let tls = parse_groups("rediss+cluster://:secret@n1:7000/").unwrap_err();
-        assert!(tls.contains("not supported"), "{tls}");
-        assert!(!tls.contains("secret"), "{tls}");
+        // Over TLS: every seed is a rediss:// URL.
+        assert_eq!(
+            parse_groups("rediss+cluster://:pw@127.0.0.1:7000,n2:7001/"),
+            Ok(Groups::RedisCluster(vec![
+                "rediss://:pw@127.0.0.1:7000/".to_owned(),
+                "rediss://:pw@n2:7001/".to_owned()
+            ]))
+        );
+        for refused in [
+            "rediss+cluster://:secret@n1/",
+            "rediss+cluster://:secret@n1:7000/2",
+            "rediss+cluster://:secret@n1:7000,n1:7000/",
+        ] {
+            let error = parse_groups(refused).unwrap_err();
+            assert!(!error.contains("secret"), "{error}");
+        }
+        let error = parse_groups("rediss+cluster://n1/").unwrap_err();
+        assert!(error.contains("seed node of rediss+cluster://"), "{error}");
     }
 
     fn cli(args: &[&str]) -> Cli {

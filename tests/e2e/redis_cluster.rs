@@ -5,11 +5,15 @@
 //! another master takes its subscriptions along; and a master that is
 //! killed and started again serves its groups again without members
 //! joining again, as does a replica that takes over from a master that
-//! stays dead.
+//! stays dead. Over TLS (`rediss+cluster://`), two hosts that trust the
+//! cluster's CA share groups on every master, a host that trusts another
+//! CA does not start and says why, and once the nodes ask for client
+//! certificates a host with one shares the groups too.
 //!
 //! The cluster is the test's own: three `redis-server` masters on free
 //! ports (and free bus ports), made a cluster with `redis-cli --cluster
-//! create`.
+//! create`; over TLS, with a CA and a certificate for 127.0.0.1 made with
+//! the `openssl` command.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,7 +23,7 @@ use std::{
 };
 
 use rohrpost_harness::redis_servers::{redis_cli, RedisCluster};
-use rohrpost_tests::{build, get, metric_value, Client, Host, TempDir};
+use rohrpost_tests::{build, get, metric_value, tls::TestTls, Client, Host, TempDir};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -51,7 +55,11 @@ async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool
 
 /// Subscribers of `channel` on the node at `port` (`PUBSUB SHARDNUMSUB`).
 fn shard_subscribers(port: u16, channel: &str) -> u64 {
-    let out = redis_cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+    shard_subscribers_in(redis_cli(port, &["PUBSUB", "SHARDNUMSUB", channel]))
+}
+
+/// The count of `PUBSUB SHARDNUMSUB`'s answer.
+fn shard_subscribers_in(out: String) -> u64 {
     out.lines()
         .nth(1)
         .and_then(|n| n.trim().parse().ok())
@@ -112,20 +120,7 @@ async fn two_hosts_share_groups_over_a_cluster_through_a_slot_move_and_a_master_
         .unwrap()
         .unwrap();
     let ports = cluster.ports();
-    // Groups whose channels hash to slots on every master.
-    let mut by_master: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    for n in 0.. {
-        if by_master.len() == ports.len() && by_master.values().all(|g| g.len() >= PER_MASTER) {
-            break;
-        }
-        assert!(n < 1000, "no groups on every master: {by_master:?}");
-        let group = format!("room-{n}");
-        let owner = cluster.owner_of(&channel(&group)).expect("an owner");
-        let groups = by_master.entry(owner).or_default();
-        if groups.len() < PER_MASTER {
-            groups.push(group);
-        }
-    }
+    let by_master = groups_on_every_master(&cluster, PER_MASTER);
     let groups: Vec<String> = by_master.values().flatten().cloned().collect();
 
     let url = cluster.url();
@@ -358,31 +353,203 @@ async fn a_replica_taking_over_from_a_dead_master_carries_its_groups() {
     drop(cluster);
 }
 
+/// Groups on every master: `per_master` group names whose channels hash
+/// to slots of each master of `cluster`.
+fn groups_on_every_master(cluster: &RedisCluster, per_master: usize) -> BTreeMap<u16, Vec<String>> {
+    let masters = cluster.ports().len();
+    let mut by_master: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for n in 0.. {
+        if by_master.len() == masters && by_master.values().all(|g| g.len() >= per_master) {
+            break;
+        }
+        assert!(n < 1000, "no groups on every master: {by_master:?}");
+        let group = format!("room-{n}");
+        let owner = cluster.owner_of(&channel(&group)).expect("an owner");
+        let groups = by_master.entry(owner).or_default();
+        if groups.len() < per_master {
+            groups.push(group);
+        }
+    }
+    by_master
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_groups_over_a_tls_cluster_and_a_host_with_another_ca_does_not_start() {
+    let tls = TestTls::new("cluster");
+    let files = tls.redis_files();
+    let cluster = tokio::task::spawn_blocking(move || RedisCluster::start_tls(3, files))
+        .await
+        .unwrap()
+        .unwrap();
+    let by_master = groups_on_every_master(&cluster, 1);
+    let groups: Vec<String> = by_master.values().flatten().cloned().collect();
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let ca = tls.ca_cert.to_string_lossy().into_owned();
+    let host = || {
+        Host::start_with(
+            &["ping", "fixture-testkit"],
+            &["--groups", &url, "--redis-tls-ca", &ca],
+        )
+        .unwrap()
+    };
+    let (a, b) = (host(), host());
+    let (mut on_a, mut on_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
+    for group in &groups {
+        on_a.join(group).await.unwrap();
+        on_b.join(group).await.unwrap();
+    }
+    // Both hosts subscribed on each group's master, over TLS.
+    for (owner, of_owner) in &by_master {
+        for group in of_owner {
+            let channel = channel(group);
+            until("both hosts subscribed on the owner", T, async || {
+                shard_subscribers_in(cluster.cli(*owner, &["PUBSUB", "SHARDNUMSUB", &channel])) == 2
+            })
+            .await;
+        }
+    }
+    let (mut from_a, mut from_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
+    for (sender, label) in [(&mut from_a, "A"), (&mut from_b, "B")] {
+        for group in &groups {
+            group_send(sender, group, &format!("{label} to {group} over tls")).await;
+        }
+        let expected: BTreeSet<String> = groups
+            .iter()
+            .map(|g| format!("{label} to {g} over tls"))
+            .collect();
+        assert_eq!(payloads(&mut on_a, groups.len()).await, expected);
+        assert_eq!(payloads(&mut on_b, groups.len()).await, expected);
+    }
+    assert_eq!(readyz(&a).await, 200);
+    assert_eq!(readyz(&b).await, 200);
+
+    // A host that trusts another CA does not start, and says why.
+    let other = TestTls::new("other");
+    let plugins = TempDir::new("cluster-wrong-ca");
+    let out = Command::new(build().host())
+        .args(["--listen", "127.0.0.1:0", "--groups", &url])
+        .arg("--redis-tls-ca")
+        .arg(&other.ca_cert)
+        .arg("--plugins")
+        .arg(plugins.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach Redis at rediss+cluster(rediss://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    // Nodes that ask for a client certificate: a host with one
+    // (`--redis-tls-cert`, `--redis-tls-key`) shares the groups; the
+    // hosts already connected go on.
+    for port in cluster.ports() {
+        let out = cluster.cli(port, &["CONFIG", "SET", "tls-auth-clients", "yes"]);
+        assert_eq!(out, "OK", "on {port}");
+    }
+    let (cert, key) = (
+        tls.server_cert.to_string_lossy().into_owned(),
+        tls.server_key.to_string_lossy().into_owned(),
+    );
+    let c = Host::start_with(
+        &["ping", "fixture-testkit"],
+        &[
+            "--groups",
+            &url,
+            "--redis-tls-ca",
+            &ca,
+            "--redis-tls-cert",
+            &cert,
+            "--redis-tls-key",
+            &key,
+        ],
+    )
+    .unwrap();
+    let mut on_c = c.connect().await.unwrap();
+    let group = &groups[0];
+    on_c.join(group).await.unwrap();
+    let owner = cluster.owner_of(&channel(group)).expect("an owner");
+    until(
+        "the host with a client certificate subscribed",
+        T,
+        async || {
+            shard_subscribers_in(cluster.cli(owner, &["PUBSUB", "SHARDNUMSUB", &channel(group)]))
+                == 3
+        },
+    )
+    .await;
+    group_send(&mut from_a, group, "to a client certificate").await;
+    for member in [&mut on_c, &mut on_a, &mut on_b] {
+        let got = member.recv_json(T).await.unwrap();
+        assert_eq!(got["data"]["payload"], "to a client certificate", "{got}");
+    }
+    drop(cluster);
+}
+
 #[test]
-fn check_config_takes_a_cluster_and_refuses_cluster_tls() {
+fn check_config_takes_a_cluster_with_or_without_tls() {
     let dir = TempDir::new("check-cluster");
     let file = dir.path().join("rohrpost.toml");
-    let check = |groups: &str| {
-        std::fs::write(&file, format!("groups = \"{groups}\"\n")).unwrap();
+    let tls = TestTls::new("check-cluster");
+    let ca = tls.ca_cert.display();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let check = |settings: &str| {
+        std::fs::write(&file, format!("groups = {settings}\n")).unwrap();
         Command::new(build().host())
             .arg("--check-config")
             .arg(&file)
             .output()
             .unwrap()
     };
-    let out = check("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (refused, why) in [
-        ("rediss+cluster://:pw@127.0.0.1:7000/", "not supported"),
-        ("redis+cluster://127.0.0.1:7000/3", "database 0 only"),
-        ("redis+cluster://127.0.0.1/", "host:port"),
+    for taken in [
+        "\"redis+cluster://127.0.0.1:7000,127.0.0.1:7001/\"".to_owned(),
+        "\"rediss+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/\"".to_owned(),
+        format!("\"rediss+cluster://127.0.0.1:7000/\"\nredis_tls_ca = \"{ca}\""),
     ] {
-        let out = check(refused);
+        let out = check(&taken);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{taken}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (refused, why) in [
+        (
+            "\"redis+cluster://127.0.0.1:7000/3\"".to_owned(),
+            "database 0 only",
+        ),
+        ("\"redis+cluster://127.0.0.1/\"".to_owned(), "host:port"),
+        (
+            "\"rediss+cluster://:pw@127.0.0.1/\"".to_owned(),
+            "host:port",
+        ),
+        (
+            format!("\"redis+cluster://:pw@127.0.0.1:7000/\"\nredis_tls_ca = \"{ca}\""),
+            "not a TLS one",
+        ),
+        (
+            format!(
+                "\"rediss+cluster://:pw@127.0.0.1:7000/\"\nredis_tls_ca = \"{}\"",
+                junk.display()
+            ),
+            "redis_tls_ca",
+        ),
+        (
+            format!("\"rediss+cluster://:pw@127.0.0.1:7000/\"\nredis_tls_cert = \"{ca}\""),
+            "go together",
+        ),
+        (
+            "\"rediss+cluster://:pw@127.0.0.1:7000/\"\nredis_password_file = \"/nonexistent/pw\""
+                .to_owned(),
+            "one or the other",
+        ),
+    ] {
+        let out = check(&refused);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{refused}: {stderr}");
         assert!(stderr.contains(why), "{refused}: {stderr}");

@@ -32,8 +32,20 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl TestTls {
+    /// The server certificate, its key and the CA, for a cluster of
+    /// TLS-only Redis servers.
+    pub fn redis_files(&self) -> rohrpost_harness::redis_servers::TlsFiles {
+        rohrpost_harness::redis_servers::TlsFiles {
+            cert: self.server_cert.clone(),
+            key: self.server_key.clone(),
+            ca: self.ca_cert.clone(),
+        }
+    }
+
     /// A new CA named `label` and a server certificate for 127.0.0.1 and
-    /// localhost, valid for two days (P-256 keys: quick to make).
+    /// localhost, valid for two days (P-256 keys: quick to make). The
+    /// certificate is for clients too: Redis Cluster nodes present it to
+    /// each other on the cluster bus, which asks for one.
     pub fn new(label: &str) -> TestTls {
         let dir = TempDir::new(&format!("tls-{label}"));
         let at = dir.path();
@@ -56,7 +68,7 @@ impl TestTls {
         openssl(at, &args);
         std::fs::write(
             at.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write server.ext");
         openssl(

@@ -3,8 +3,12 @@
 //! free ports (never the shared Redis on 6379), in a private temp dir,
 //! killed on drop. A cluster node can be killed and started again on the
 //! same port and directory, where it rejoins from its `nodes.conf`.
+//!
+//! A cluster may speak TLS only ([`TlsFiles`]): clients, replication and
+//! the cluster bus alike, on the same ports as without TLS.
 
 use std::{
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -41,10 +45,44 @@ pub fn free_cluster_port() -> u16 {
     }
 }
 
+/// The certificate and key of TLS-only servers, and the CA that signed
+/// them, which clients trust. The certificate names 127.0.0.1 (an IP
+/// address SAN) and is for clients too (`clientAuth`): cluster nodes
+/// present it to each other on the cluster bus.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// `redis-cli`'s arguments to speak TLS to these servers, with the
+    /// certificate as the client's too, for servers that ask for one.
+    fn cli_args(&self) -> Vec<String> {
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            "--tls".to_owned(),
+            "--cacert".to_owned(),
+            path(&self.ca),
+            "--cert".to_owned(),
+            path(&self.cert),
+            "--key".to_owned(),
+            path(&self.key),
+        ]
+    }
+}
+
 /// `redis-cli -p port command...`: its output, trimmed (empty when it
 /// cannot run).
 pub fn redis_cli(port: u16, command: &[&str]) -> String {
+    redis_cli_with(None, port, command)
+}
+
+/// The same, over TLS with `tls`, when given.
+pub fn redis_cli_with(tls: Option<&TlsFiles>, port: u16, command: &[&str]) -> String {
     Command::new("redis-cli")
+        .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(command)
         .stderr(Stdio::null())
@@ -72,19 +110,21 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
 pub struct RedisServer {
     port: u16,
     args: Vec<String>,
+    tls: Option<TlsFiles>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a plain server on a free port and waits until it answers.
     pub fn start() -> Result<RedisServer> {
-        Self::start_with(free_cluster_port(), Vec::new())
+        Self::start_with(free_cluster_port(), Vec::new(), None)
     }
 
-    fn start_with(port: u16, args: Vec<String>) -> Result<RedisServer> {
+    fn start_with(port: u16, args: Vec<String>, tls: Option<TlsFiles>) -> Result<RedisServer> {
         let mut server = RedisServer {
             port,
             args,
+            tls,
             child: None,
         };
         server.spawn()?;
@@ -92,8 +132,32 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        let port = self.port.to_string();
+        let ports = match &self.tls {
+            None => vec!["--port".to_owned(), port],
+            Some(tls) => {
+                let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-cert-file",
+                    &path(&tls.cert),
+                    "--tls-key-file",
+                    &path(&tls.key),
+                    "--tls-ca-cert-file",
+                    &path(&tls.ca),
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            }
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(&self.args)
             .stdout(Stdio::null())
@@ -106,12 +170,17 @@ impl RedisServer {
         self.child = Some(child);
         let port = self.port;
         wait_for(&format!("redis-server on port {port}"), || {
-            redis_cli(port, &["PING"]) == "PONG"
+            self.cli(&["PING"]) == "PONG"
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `redis-cli command...` to this server, over TLS if it speaks it.
+    pub fn cli(&self, command: &[&str]) -> String {
+        redis_cli_with(self.tls.as_ref(), self.port, command)
     }
 
     /// `127.0.0.1:port`.
@@ -142,6 +211,7 @@ impl Drop for RedisServer {
 /// A Redis Cluster of masters without replicas, each slot on one of them.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    tls: Option<TlsFiles>,
     _dir: TempDir,
 }
 
@@ -156,6 +226,17 @@ impl RedisCluster {
     /// The same with `replicas` replicas of each master (which takes over
     /// when its master fails, after the node timeout of 3 s).
     pub fn start_with_replicas(masters: usize, replicas: usize) -> Result<RedisCluster> {
+        Self::start_all(masters, replicas, None)
+    }
+
+    /// `masters` masters that speak TLS only, with `tls`: to clients, to
+    /// their replicas and to each other on the cluster bus
+    /// (`tls-cluster yes`, so that they announce their TLS ports).
+    pub fn start_tls(masters: usize, tls: TlsFiles) -> Result<RedisCluster> {
+        Self::start_all(masters, 0, Some(tls))
+    }
+
+    fn start_all(masters: usize, replicas: usize, tls: Option<TlsFiles>) -> Result<RedisCluster> {
         let dir = TempDir::new("redis-cluster")?;
         let count = masters * (1 + replicas);
         let mut nodes: Vec<RedisServer> = Vec::with_capacity(count);
@@ -167,6 +248,11 @@ impl RedisCluster {
             }) {
                 port = free_cluster_port();
             }
+            let tls_args: &[&str] = if tls.is_some() {
+                &["--tls-cluster", "yes", "--tls-replication", "yes"]
+            } else {
+                &[]
+            };
             let args = [
                 "--cluster-enabled",
                 "yes",
@@ -174,16 +260,18 @@ impl RedisCluster {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "3000",
-                "--dir",
             ]
             .iter()
+            .chain(tls_args)
+            .chain(&["--dir"])
             .map(|s| (*s).to_owned())
             .chain([node_dir.to_string_lossy().into_owned()])
             .collect();
-            nodes.push(RedisServer::start_with(port, args)?);
+            nodes.push(RedisServer::start_with(port, args, tls.clone())?);
         }
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         let out = Command::new("redis-cli")
+            .args(tls.as_ref().map(TlsFiles::cli_args).unwrap_or_default())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -199,7 +287,11 @@ impl RedisCluster {
                 output: String::from_utf8_lossy(&out.stdout).into_owned(),
             });
         }
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster {
+            nodes,
+            tls,
+            _dir: dir,
+        };
         cluster.wait_ok()?;
         // A replica that never synced with its master does not take over
         // from it.
@@ -208,7 +300,7 @@ impl RedisCluster {
             wait_for(
                 &format!("a synced replica or a master on port {port}"),
                 || {
-                    let info = redis_cli(port, &["INFO", "replication"]);
+                    let info = node.cli(&["INFO", "replication"]);
                     info.contains("role:master") || info.contains("master_link_status:up")
                 },
             )?;
@@ -221,7 +313,7 @@ impl RedisCluster {
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
             let port = node.port;
             wait_for(&format!("cluster_state:ok on port {port}"), || {
-                redis_cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
             })?;
         }
         Ok(())
@@ -232,10 +324,21 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::port).collect()
     }
 
-    /// The groups URL of the host: `redis+cluster://` with every node.
+    /// The groups URL of the host: `redis+cluster://` with every node
+    /// (`rediss+cluster://` over TLS).
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self.nodes.iter().map(RedisServer::addr).collect();
-        format!("redis+cluster://{}/", addrs.join(","))
+        let scheme = match self.tls {
+            Some(_) => "rediss+cluster",
+            None => "redis+cluster",
+        };
+        format!("{scheme}://{}/", addrs.join(","))
+    }
+
+    /// `redis-cli command...` to the node on `port`, over TLS if the
+    /// cluster speaks it.
+    pub fn cli(&self, port: u16, command: &[&str]) -> String {
+        redis_cli_with(self.tls.as_ref(), port, command)
     }
 
     /// The process ids of the running nodes.
@@ -246,9 +349,7 @@ impl RedisCluster {
     /// The slot of `key` (`CLUSTER KEYSLOT`).
     pub fn slot_of(&self, key: &str) -> Option<u16> {
         let node = self.nodes.iter().find(|n| n.child.is_some())?;
-        redis_cli(node.port, &["CLUSTER", "KEYSLOT", key])
-            .parse()
-            .ok()
+        node.cli(&["CLUSTER", "KEYSLOT", key]).parse().ok()
     }
 
     /// The port of the master that owns `key`'s slot.
@@ -261,7 +362,7 @@ impl RedisCluster {
     /// pong, epoch, link state, then the slots, as `a-b` or `a`).
     pub fn owner_of_slot(&self, slot: u16) -> Option<u16> {
         let node = self.nodes.iter().find(|n| n.child.is_some())?;
-        let nodes = redis_cli(node.port, &["CLUSTER", "NODES"]);
+        let nodes = node.cli(&["CLUSTER", "NODES"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
@@ -295,8 +396,8 @@ impl RedisCluster {
         })?;
         let slot = slot.to_string();
         let (from_id, to_id) = (
-            redis_cli(from, &["CLUSTER", "MYID"]),
-            redis_cli(to, &["CLUSTER", "MYID"]),
+            self.cli(from, &["CLUSTER", "MYID"]),
+            self.cli(to, &["CLUSTER", "MYID"]),
         );
         let mut steps = vec![
             (to, vec!["IMPORTING", from_id.as_str()]),
@@ -310,7 +411,7 @@ impl RedisCluster {
         for (port, step) in steps {
             let mut command = vec!["CLUSTER", "SETSLOT", slot.as_str()];
             command.extend(step);
-            let out = redis_cli(port, &command);
+            let out = self.cli(port, &command);
             if out != "OK" {
                 return Err(Error::NotReady {
                     what: format!("{} on port {port} answered {out:?}", command.join(" ")),

@@ -1,9 +1,10 @@
 //! How the host reaches Redis: a URL plus what a production Redis asks
 //! for besides, turned into a client before anything connects.
 //!
-//! - TLS (`rediss://`) through rustls: the system's trust store, plus the
-//!   CA of `redis_tls_ca` when set (a private CA need not be installed
-//!   system-wide), and a client certificate for servers that ask for one.
+//! - TLS (`rediss://`, and to every node of `rediss+cluster://`) through
+//!   rustls: the system's trust store, plus the CA of `redis_tls_ca` when
+//!   set (a private CA need not be installed system-wide), and a client
+//!   certificate for servers that ask for one.
 //! - The password from the URL, or from `redis_password_file` so that it
 //!   is on no command line.
 //!
@@ -149,16 +150,19 @@ fn crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The client for `url` with `access`, and the URL for logs (without a
-/// password). Its TCP connections send at once (`TCP_NODELAY`, which the
-/// Redis client leaves off): a command written while the previous one's
-/// answer is on its way must not wait for that answer's acknowledgement
-/// (up to 40 ms on Linux), as Nagle's algorithm would have it.
-pub(crate) fn client(url: &str, access: &Access) -> Result<(redis::Client, String), AccessError> {
+/// The connection settings of `url` with the password of
+/// `redis_password_file`, and the URL for logs (without a password). Its
+/// TCP connections send at once (`TCP_NODELAY`, which the Redis client
+/// leaves off): a command written while the previous one's answer is on
+/// its way must not wait for that answer's acknowledgement (up to 40 ms on
+/// Linux), as Nagle's algorithm would have it.
+pub(crate) fn connection_info(
+    url: &str,
+    access: &Access,
+) -> Result<(redis::ConnectionInfo, String), AccessError> {
     let mut info = url
         .into_connection_info()
         .map_err(|e| AccessError::Url(e.to_string()))?;
-    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
     if let Some(path) = &access.password_file {
         if info.redis_settings().password().is_some() {
             return Err(AccessError::TwoPasswords);
@@ -178,15 +182,26 @@ pub(crate) fn client(url: &str, access: &Access) -> Result<(redis::Client, Strin
         info = info.set_redis_settings(settings);
     }
     let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-    let info = info.set_tcp_settings(tcp);
-    let where_ = redacted(url);
-    if !tls {
-        if let Some(setting) = access.any_tls() {
-            return Err(AccessError::NotTls(setting));
-        }
-        let client = redis::Client::open(info).map_err(|e| AccessError::Url(e.to_string()))?;
-        return Ok((client, where_));
+    Ok((info.set_tcp_settings(tcp), redacted(url)))
+}
+
+/// Whether `info` is for a TLS connection.
+pub(crate) fn is_tls(info: &redis::ConnectionInfo) -> bool {
+    matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. })
+}
+
+/// Without TLS, no TLS file may be set: an error naming the first one.
+pub(crate) fn no_tls_files(access: &Access) -> Result<(), AccessError> {
+    match access.any_tls() {
+        Some(setting) => Err(AccessError::NotTls(setting)),
+        None => Ok(()),
     }
+}
+
+/// The certificates of a TLS connection: the CA of `redis_tls_ca` besides
+/// the system's roots (or the system's alone), and the client certificate
+/// and key when set, each file read and checked.
+pub(crate) fn tls_certificates(access: &Access) -> Result<redis::TlsCertificates, AccessError> {
     crypto_provider();
     let client_tls = match (&access.tls_cert, &access.tls_key) {
         (None, None) => None,
@@ -202,14 +217,23 @@ pub(crate) fn client(url: &str, access: &Access) -> Result<(redis::Client, Strin
             Some(pem)
         }
     };
-    let client = redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| AccessError::Tls(e.to_string()))?;
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// The client for `url` with `access`, and the URL for logs (without a
+/// password); see [`connection_info`].
+pub(crate) fn client(url: &str, access: &Access) -> Result<(redis::Client, String), AccessError> {
+    let (info, where_) = connection_info(url, access)?;
+    if !is_tls(&info) {
+        no_tls_files(access)?;
+        let client = redis::Client::open(info).map_err(|e| AccessError::Url(e.to_string()))?;
+        return Ok((client, where_));
+    }
+    let client = redis::Client::build_with_tls(info, tls_certificates(access)?)
+        .map_err(|e| AccessError::Tls(e.to_string()))?;
     Ok((client, where_))
 }
 

@@ -41,6 +41,11 @@
 //!   and a message larger than [`MAX_PAYLOAD`] is rejected before it is
 //!   queued (the format checks every payload again).
 //!
+//! Over TLS (`rediss+cluster://`), every node is reached over TLS with the
+//! settings of one TLS server (`redis_tls_ca`, `redis_tls_cert`,
+//! `redis_tls_key`); the nodes announce their TLS ports in the slot map
+//! when they run with `tls-cluster yes`.
+//!
 //! While a node is down, the groups whose slots it serves reach this host's
 //! connections only; the others go on between hosts.
 
@@ -58,7 +63,7 @@ use redis::{
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-    IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+    ProtocolVersion, PushInfo, PushKind, Value,
 };
 use tokio::{
     sync::mpsc,
@@ -103,8 +108,17 @@ pub(crate) enum ClusterError {
     Seeds(String),
 }
 
-/// The client for the seed nodes `seeds` (`redis://` URLs, one node each,
-/// as the settings give them) with `access`, and the seeds for logs.
+/// The client for the seed nodes `seeds` (`redis://` or `rediss://` URLs,
+/// one node each, all of one scheme, as the settings give them) with
+/// `access`, and the seeds for logs.
+///
+/// Over TLS, every node's connection, the seeds' and those to the nodes of
+/// the slot map alike, uses the same certificates (the crate takes them
+/// once for the cluster, not per node): the CA file besides the system's
+/// roots, the client certificate when set. A node is checked against the
+/// address the slot map gives for it (`CLUSTER SLOTS`, the TLS ports with
+/// `tls-cluster yes`), so its certificate names that address: an IP
+/// address SAN when nodes announce their IPs, as they do by default.
 fn client(
     seeds: &[String],
     access: &Access,
@@ -113,20 +127,22 @@ fn client(
     let mut infos = Vec::with_capacity(seeds.len());
     let mut shown = Vec::with_capacity(seeds.len());
     for seed in seeds {
-        let (client, where_) = access::client(seed, access)?;
-        let info = client
-            .get_connection_info()
-            .clone()
-            .into_connection_info()
-            .map_err(|e| ClusterError::Seeds(e.to_string()))?;
-        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
-            return Err(ClusterError::Seeds(
-                "TLS to a Redis Cluster is not supported".to_owned(),
-            ));
-        }
+        let (info, where_) = access::connection_info(seed, access)?;
         infos.push(info);
         shown.push(where_);
     }
+    let tls = infos.first().is_some_and(access::is_tls);
+    if infos.iter().any(|info| access::is_tls(info) != tls) {
+        return Err(ClusterError::Seeds(
+            "the seed nodes mix TLS and plain connections".to_owned(),
+        ));
+    }
+    let certificates = if tls {
+        Some(access::tls_certificates(access)?)
+    } else {
+        access::no_tls_files(access)?;
+        None
+    };
     let mut builder = ClusterClientBuilder::new(infos)
         .use_protocol(ProtocolVersion::RESP3)
         .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
@@ -137,13 +153,21 @@ fn client(
         .retries(1)
         .min_retry_wait(10)
         .max_retry_wait(100);
+    if let Some(certificates) = certificates {
+        builder = builder.certs(certificates);
+    }
     if let Some(pushes) = pushes {
         builder = builder.push_sender(move |push: PushInfo| pushes.offer(push));
     }
     let client = builder
         .build()
         .map_err(|e| ClusterError::Seeds(e.to_string()))?;
-    Ok((client, format!("redis+cluster({})", shown.join(","))))
+    let scheme = if tls {
+        "rediss+cluster"
+    } else {
+        "redis+cluster"
+    };
+    Ok((client, format!("{scheme}({})", shown.join(","))))
 }
 
 /// Checks that a cluster client can be made for `seeds` with `access`, as
@@ -601,6 +625,49 @@ mod tests {
         ] {
             assert!(masters_of(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tls_seeds_take_the_tls_files_and_plain_ones_refuse_them() {
+        let tls = [
+            "rediss://127.0.0.1:7000/".to_owned(),
+            "rediss://127.0.0.1:7001/".to_owned(),
+        ];
+        let plain = ["redis://127.0.0.1:7000/".to_owned()];
+        assert!(check(&tls, &Access::default()).is_ok());
+        assert!(check(&plain, &Access::default()).is_ok());
+        let ca = Access {
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            ..Access::default()
+        };
+        let error = check(&tls, &ca);
+        assert!(
+            matches!(
+                &error,
+                Err(ClusterError::Access(AccessError::Read {
+                    setting: "redis_tls_ca",
+                    ..
+                }))
+            ),
+            "{error:?}"
+        );
+        assert!(matches!(
+            check(&plain, &ca),
+            Err(ClusterError::Access(AccessError::NotTls("redis_tls_ca")))
+        ));
+        let half = Access {
+            tls_key: Some("/nonexistent/key.pem".into()),
+            ..Access::default()
+        };
+        assert!(matches!(
+            check(&tls, &half),
+            Err(ClusterError::Access(AccessError::HalfPair))
+        ));
+        let mixed = [tls[0].clone(), plain[0].clone()];
+        assert!(matches!(
+            check(&mixed, &Access::default()),
+            Err(ClusterError::Seeds(_))
+        ));
     }
 
     #[test]
