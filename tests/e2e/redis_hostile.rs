@@ -189,14 +189,22 @@ fn only_inbox(port: u16, group: &str) -> String {
 /// `ZADD key 1 <size bytes of x>`, the member written a chunk at a time:
 /// Redis's reply.
 async fn zadd_generated(port: u16, key: &str, size: usize) -> String {
+    command_generated(port, &["ZADD", key, "1"], size).await
+}
+
+/// The command `args` with a last argument of `size` bytes of `x`, that
+/// argument written a chunk at a time: the first 4 bytes of Redis's reply
+/// (`:1\r\n` when one was added).
+async fn command_generated(port: u16, args: &[&str], size: usize) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let head = format!(
-        "*4\r\n$4\r\nZADD\r\n${}\r\n{key}\r\n$1\r\n1\r\n${size}\r\n",
-        key.len()
-    );
+    let mut head = format!("*{}\r\n", args.len() + 1);
+    for arg in args {
+        head.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    head.push_str(&format!("${size}\r\n"));
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'x'; 1 << 20];
     let mut left = size;
@@ -298,4 +306,172 @@ fn lost(host: &Host) -> usize {
         .iter()
         .filter(|line| line.contains("lost the connection to Redis"))
         .count()
+}
+
+/// `count` members or fields added to `key` by `command` (`ZADD` with
+/// `score`, or `HSET` with `value`), named `<name><n>`, by scripts of
+/// 10 000 at a time (Redis stays responsive between them).
+fn stuff(port: u16, command: &str, key: &str, name: &str, count: usize, other: &str) {
+    let script = if command == "ZADD" {
+        "for i = ARGV[1], ARGV[2] do redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4] .. i) end return 1"
+    } else {
+        "for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], ARGV[4] .. i, ARGV[3]) end return 1"
+    };
+    let mut first = 0;
+    while first < count {
+        let last = (first + 10_000).min(count) - 1;
+        let reply = cli(
+            port,
+            &[
+                "EVAL",
+                script,
+                "1",
+                key,
+                &first.to_string(),
+                &last.to_string(),
+                other,
+                name,
+            ],
+            None,
+        );
+        assert_eq!(reply, "1", "stuffing {key}");
+        first = last + 1;
+    }
+}
+
+/// A channels_redis group's set stuffed with 300 000 members and one of
+/// 50 MB: a group send reads the first 50 000 of them inside Redis,
+/// skipping the huge one, so the sending host's peak memory hardly moves;
+/// what it left out is counted, and the other host's member still gets
+/// the message.
+#[tokio::test]
+async fn a_stuffed_group_set_is_read_within_bounds() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port).await;
+    let url = format!("channels_redis://127.0.0.1:{port}/0");
+    let args = ["--groups", &url];
+    let a = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let b = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
+    let mut member = a.connect().await.unwrap();
+    member.join("room").await.unwrap();
+    let mut other = b.connect().await.unwrap();
+    other.join("room").await.unwrap();
+    let key = "asgi:group:room";
+    let members = cli(port, &["ZRANGE", key, "0", "-1"], None);
+    assert_eq!(members.lines().count(), 2, "{members}");
+    // Both hosts joined now; the flood joined later (scored in the
+    // future), the huge member in between.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let huge = command_generated(port, &["ZADD", key, &(now + 500).to_string()], 50 << 20).await;
+    assert_eq!(huge, ":1\r\n");
+    stuff(
+        port,
+        "ZADD",
+        key,
+        "specific.flood!",
+        300_000,
+        &(now + 1000).to_string(),
+    );
+    assert_eq!(cli(port, &["ZCARD", key], None), "300003");
+    let peak_before = b.memory("VmHWM").unwrap();
+    let rejected_before = rejected(&b).await;
+    let request =
+        r#"{"id":1,"type":"group-send","data":{"group":"room","message":"past the flood"}}"#;
+    let mut sender = b.connect().await.unwrap();
+    sender.request(request).await.unwrap();
+    expect_payload(&mut member, "past the flood").await;
+    expect_payload(&mut other, "past the flood").await;
+    // Read: the two hosts' channels and 49 997 of the flood; left out:
+    // the huge member and the 250 003 past the first 50 000.
+    let deadline = tokio::time::Instant::now() + T;
+    while rejected(&b).await < rejected_before + 250_004.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left out entries not counted: {}; log:\n{}",
+            rejected(&b).await,
+            b.log().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = b
+        .wait_for_log(&["dropped a payload from Redis", "250004 entries"], T)
+        .await
+        .unwrap();
+    assert!(line.contains(key), "{line}");
+    let grown = b.memory("VmHWM").unwrap().saturating_sub(peak_before);
+    assert!(
+        grown < 64 << 20,
+        "the host's peak memory grew by {} MB",
+        grown >> 20
+    );
+    // The flood's process got the message once, naming its channels read.
+    assert_eq!(cli(port, &["ZCARD", "asgispecific.flood!"], None), "1");
+}
+
+/// `/api/hosts` reads the presence hash of hosts within bounds: a value
+/// of 50 MB is left in Redis, and of a hash of 200 000 fields only the
+/// first 1 024 are read; both are counted, the answer still comes, and
+/// the host's peak memory hardly moves.
+#[tokio::test]
+async fn a_stuffed_presence_hash_is_read_within_bounds() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port).await;
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let a = Host::start_with(&["ping"], &["--groups", &url, "--groups-prefix", "h:"]).unwrap();
+    let key = "h:group:rohrpost-presence:hosts";
+    let deadline = tokio::time::Instant::now() + T;
+    while cli(port, &["HLEN", key], None) != "1" {
+        assert!(tokio::time::Instant::now() < deadline, "no presence entry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The hosts listed, once the host answered with some (a read that
+    // does not answer within its wait lists none).
+    let hosts = async || {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let (status, body) = rohrpost_tests::get(&a.addr, "/api/hosts").await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            let hosts: Value = serde_json::from_str(&body).unwrap();
+            let hosts = hosts["hosts"].as_array().cloned().unwrap_or_default();
+            if !hosts.is_empty() || tokio::time::Instant::now() > deadline {
+                return hosts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(hosts().await.len(), 1);
+    let peak_before = a.memory("VmHWM").unwrap();
+    let rejected_before = rejected(&a).await;
+    let huge = command_generated(port, &["HSET", key, "huge"], 50 << 20).await;
+    assert_eq!(huge, ":1\r\n");
+    assert_eq!(hosts().await.len(), 1, "the host itself is still listed");
+    let after_huge = rejected(&a).await;
+    assert!(after_huge > rejected_before, "the huge value is counted");
+    // Many fields: the first 1 024 the scan finds are read (the host's
+    // own among them or not), the others counted.
+    stuff(port, "HSET", key, "flood-", 200_000, "x");
+    let (status, body) = rohrpost_tests::get(&a.addr, "/api/hosts").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + T;
+    while rejected(&a).await < after_huge + 190_000.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fields left out are not counted: {}",
+            rejected(&a).await - after_huge
+        );
+        let _ = rohrpost_tests::get(&a.addr, "/api/hosts").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.wait_for_log(&["dropped a payload from Redis", key], T)
+        .await
+        .unwrap();
+    let grown = a.memory("VmHWM").unwrap().saturating_sub(peak_before);
+    assert!(
+        grown < 64 << 20,
+        "the host's peak memory grew by {} MB",
+        grown >> 20
+    );
 }

@@ -242,7 +242,7 @@ impl Default for Metrics {
         let broker_rejected = Counter::default();
         registry.register(
             "broker_rejected",
-            "Payloads read from Redis that were too large or malformed (bad msgpack, nested too deep, not UTF-8, not JSON from another host), dropped",
+            "Payloads read from Redis that were too large or malformed (bad msgpack, nested too deep, not UTF-8, not JSON from another host), dropped, and entries a bounded read of a set or hash left in Redis",
             broker_rejected.clone(),
         );
         let broker_up = Gauge::default();

@@ -173,9 +173,10 @@ impl Monitor {
         self.metrics.broker_foreign.inc();
     }
 
-    /// A payload from the broker too large or malformed to read.
-    pub(crate) fn broker_rejected(&self) {
-        self.metrics.broker_rejected.inc();
+    /// `count` payloads or entries from the broker too large or
+    /// malformed to read.
+    pub(crate) fn broker_rejected(&self, count: u64) {
+        self.metrics.broker_rejected.inc_by(count);
     }
 
     /// `GET /metrics` in the Prometheus text format.

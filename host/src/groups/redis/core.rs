@@ -30,6 +30,7 @@ use std::{
 use tracing::debug;
 
 use super::{
+    bounded_read,
     format::{self, Received},
     health::{deadline, Health},
     shards::{shard_of, Place},
@@ -285,34 +286,32 @@ impl Core {
     ) -> redis::RedisResult<usize> {
         let key = self.group_key(group);
         let started = now();
-        let (channels,): (Vec<Vec<u8>>,) = redis::pipe()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg(0)
-            .arg(started as i64 - self.settings.group_expiry.as_secs() as i64)
-            .ignore()
-            .cmd("ZRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(-1)
-            .query_async(connection)
-            .await?;
-        // Each process's set, and its channels in this group, in order.
+        let expired = started as i64 - self.settings.group_expiry.as_secs() as i64;
+        let read = bounded_read::group_channels(connection, &key, expired).await?;
+        if read.left_out > 0 {
+            self.health
+                .rejected(&key, &format::Rejected::LeftOut(read.left_out));
+        }
+        // Each process's set, and its channels in this group, in order
+        // (and where each set is in `sets`).
         let mut sets: Vec<(String, Vec<&str>)> = Vec::new();
-        // Names are ASCII by Channels' rule: any other is no channel.
-        let channels: Vec<&str> = channels
+        let mut places: HashMap<String, usize> = HashMap::new();
+        let channels = read
+            .entries
             .iter()
-            .filter_map(|name| std::str::from_utf8(name).ok())
-            .filter(|name| !name.starts_with(&self.own))
-            .collect();
+            .map(String::as_str)
+            .filter(|name| !name.starts_with(&self.own));
         for channel in channels {
             let set = match channel.find('!') {
                 Some(bang) => format!("{}{}", self.prefix, &channel[..=bang]),
                 None => format!("{}{channel}", self.prefix),
             };
-            match sets.iter_mut().find(|(key, _)| *key == set) {
+            match places.get(&set).and_then(|&place| sets.get_mut(place)) {
                 Some((_, names)) => names.push(channel),
-                None => sets.push((set, vec![channel])),
+                None => {
+                    places.insert(set.clone(), sets.len());
+                    sets.push((set, vec![channel]));
+                }
             }
         }
         if sets.is_empty() {

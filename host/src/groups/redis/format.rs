@@ -49,6 +49,9 @@ pub(super) enum Rejected {
     Oversized(usize),
     /// What is wrong with it.
     Malformed(&'static str),
+    /// Entries of a set or hash that a bounded read left unread: too
+    /// many, or too long (how many).
+    LeftOut(u64),
 }
 
 impl std::fmt::Display for Rejected {
@@ -58,6 +61,10 @@ impl std::fmt::Display for Rejected {
                 write!(f, "{bytes} bytes, more than the {MAX_PAYLOAD} accepted")
             }
             Rejected::Malformed(why) => f.write_str(why),
+            Rejected::LeftOut(count) => write!(
+                f,
+                "{count} entries left unread: more than a read takes, longer than allowed, or not UTF-8"
+            ),
         }
     }
 }

@@ -285,10 +285,15 @@ impl Health {
     }
 
     /// A payload read from `source` (a channel or key) was too large or
-    /// malformed: counted, and logged at most a few times per interval
+    /// malformed, or a read left entries out: counted (each entry), and
+    /// logged at most a few times per interval
     /// (whoever writes to Redis decides how often).
     pub(super) fn rejected(&self, source: &str, why: &super::format::Rejected) {
-        self.monitor.broker_rejected();
+        let count = match why {
+            super::format::Rejected::LeftOut(count) => *count,
+            _ => 1,
+        };
+        self.monitor.broker_rejected(count);
         if crate::base::log_limit::REDIS_REJECTED.allow() {
             let source: String = source.chars().take(200).collect();
             warn!(%source, %why, "dropped a payload from Redis (counted in rohrpost_broker_rejected_total)");

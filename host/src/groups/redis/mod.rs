@@ -34,6 +34,7 @@
 
 mod access;
 mod bounded_pop;
+mod bounded_read;
 mod cluster;
 mod core;
 mod core_link;

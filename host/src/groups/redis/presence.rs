@@ -31,7 +31,11 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::health::{deadline, Connection, Health};
+use super::{
+    bounded_read::{self, HashRead},
+    format::Rejected,
+    health::{deadline, Connection, Health},
+};
 use crate::groups::{HostEntry, MemoryGroups};
 
 /// How soon a changed count is written.
@@ -208,66 +212,66 @@ impl Presence {
         }
     }
 
+    /// Reads `reads` within their bounds ([`bounded_read::hashes`]) in
+    /// [`ASK_WAIT`], counting and logging what was left out; `None` when
+    /// Redis is down or did not answer in time.
+    async fn read(&self, reads: &[HashRead<'_>]) -> Option<Vec<HashMap<String, String>>> {
+        let mut connection = self.connection()?;
+        let hashes = tokio::time::timeout(ASK_WAIT, bounded_read::hashes(&mut connection, reads))
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            hashes
+                .into_iter()
+                .zip(reads)
+                .map(|(hash, read)| {
+                    if hash.left_out > 0 {
+                        self.health
+                            .rejected(read.key, &Rejected::LeftOut(hash.left_out));
+                    }
+                    hash.entries
+                })
+                .collect(),
+        )
+    }
+
+    fn hosts_read(key: &str) -> HashRead<'_> {
+        HashRead {
+            key,
+            longest_value: bounded_read::MAX_HOST_ENTRY,
+        }
+    }
+
     /// The hosts whose entries are fresh, this one included.
     pub(super) async fn hosts(&self) -> Vec<HostEntry> {
-        let Some(mut connection) = self.connection() else {
+        let key = self.hosts_key();
+        let Some(entries) = self
+            .read(&[Self::hosts_read(&key)])
+            .await
+            .and_then(|hashes| hashes.into_iter().next())
+        else {
             return Vec::new();
         };
-        let entries: HashMap<String, String> = match tokio::time::timeout(ASK_WAIT, async {
-            redis::cmd("HGETALL")
-                .arg(self.hosts_key())
-                .query_async(&mut connection)
-                .await
-        })
-        .await
-        {
-            Ok(Ok(entries)) => entries,
-            _ => return Vec::new(),
-        };
-        let fresh_since = now_ms().saturating_sub(STALE_AFTER.as_millis() as u64);
-        let mut hosts: Vec<HostEntry> = entries
-            .into_iter()
-            .filter_map(|(id, text)| {
-                let mut entry: HostEntry = serde_json::from_str(&text).ok()?;
-                entry.id = id;
-                (entry.seen_ms >= fresh_since).then_some(entry)
-            })
-            .collect();
-        hosts.sort_by(|a, b| a.id.cmp(&b.id));
-        hosts
+        fresh_hosts(entries, now_ms())
     }
 
     /// The members of `group` on the other hosts whose entries are fresh,
     /// and how many such hosts have members; `None` when Redis did not
     /// answer within [`ASK_WAIT`].
     pub(super) async fn others(&self, group: &str) -> Option<(usize, usize)> {
-        let mut connection = self.connection()?;
-        let (counts, hosts): (HashMap<String, u64>, HashMap<String, String>) =
-            tokio::time::timeout(ASK_WAIT, async {
-                redis::pipe()
-                    .cmd("HGETALL")
-                    .arg(self.group_key(group))
-                    .cmd("HGETALL")
-                    .arg(self.hosts_key())
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await
-            .ok()?
-            .ok()?;
-        let fresh_since = now_ms().saturating_sub(STALE_AFTER.as_millis() as u64);
-        let live = |host: &str| {
-            hosts
-                .get(host)
-                .and_then(|text| serde_json::from_str::<HostEntry>(text).ok())
-                .is_some_and(|entry| entry.seen_ms >= fresh_since)
-        };
-        let others: Vec<usize> = counts
-            .iter()
-            .filter(|(host, count)| host.as_str() != self.host && **count > 0 && live(host))
-            .map(|(_, count)| *count as usize)
-            .collect();
-        Some((others.iter().sum(), others.len()))
+        let counts_key = self.group_key(group);
+        let hosts_key = self.hosts_key();
+        let reads = [
+            HashRead {
+                key: &counts_key,
+                longest_value: bounded_read::MAX_COUNT,
+            },
+            Self::hosts_read(&hosts_key),
+        ];
+        let mut hashes = self.read(&reads).await?.into_iter();
+        let (counts, hosts) = (hashes.next()?, hashes.next()?);
+        Some(other_members(&self.host, &counts, &hosts, now_ms()))
     }
 
     /// Takes this host's fields out (the host stops).
@@ -287,5 +291,97 @@ impl Presence {
             .arg(&self.host)
             .ignore();
         let _ = deadline(pipe.query_async::<()>(&mut connection)).await;
+    }
+}
+
+/// The hosts of `entries` (host id → entry) seen since [`STALE_AFTER`]
+/// before `now`, by id; entries that are not a host's are skipped.
+fn fresh_hosts(entries: HashMap<String, String>, now: u64) -> Vec<HostEntry> {
+    let fresh_since = now.saturating_sub(STALE_AFTER.as_millis() as u64);
+    let mut hosts: Vec<HostEntry> = entries
+        .into_iter()
+        .filter_map(|(id, text)| {
+            let mut entry: HostEntry = serde_json::from_str(&text).ok()?;
+            entry.id = id;
+            (entry.seen_ms >= fresh_since).then_some(entry)
+        })
+        .collect();
+    hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    hosts
+}
+
+/// The members counted in `counts` (host id → count) on hosts other than
+/// `own` whose entries in `hosts` are fresh at `now`, and how many such
+/// hosts have members; counts that are not numbers are skipped.
+fn other_members(
+    own: &str,
+    counts: &HashMap<String, String>,
+    hosts: &HashMap<String, String>,
+    now: u64,
+) -> (usize, usize) {
+    let fresh_since = now.saturating_sub(STALE_AFTER.as_millis() as u64);
+    let live = |host: &str| {
+        hosts
+            .get(host)
+            .and_then(|text| serde_json::from_str::<HostEntry>(text).ok())
+            .is_some_and(|entry| entry.seen_ms >= fresh_since)
+    };
+    let others: Vec<usize> = counts
+        .iter()
+        .filter(|(host, _)| host.as_str() != own && live(host))
+        .filter_map(|(_, count)| count.parse::<u64>().ok())
+        .filter(|count| *count > 0)
+        .map(|count| count as usize)
+        .collect();
+    (others.iter().sum(), others.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(entries: &[(&str, &str)]) -> HashMap<String, String> {
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn fresh_hosts_are_read_by_id_and_stale_or_broken_ones_skipped() {
+        let now = 100_000;
+        let entries = map(&[
+            ("b", r#"{"connections":2,"seen_ms":99000}"#),
+            ("a", r#"{"connections":1,"seen_ms":90000}"#),
+            ("old", r#"{"connections":5,"seen_ms":1000}"#),
+            ("junk", "not json"),
+        ]);
+        let hosts = fresh_hosts(entries, now);
+        let ids: Vec<(&str, i64)> = hosts
+            .iter()
+            .map(|h| (h.id.as_str(), h.connections))
+            .collect();
+        assert_eq!(ids, [("a", 1), ("b", 2)]);
+    }
+
+    #[test]
+    fn other_members_count_fresh_hosts_but_this_one() {
+        let now = 100_000;
+        let hosts = map(&[
+            ("me", r#"{"connections":1,"seen_ms":99000}"#),
+            ("b", r#"{"connections":1,"seen_ms":99000}"#),
+            ("c", r#"{"connections":1,"seen_ms":99000}"#),
+            ("old", r#"{"connections":1,"seen_ms":1}"#),
+        ]);
+        let counts = map(&[
+            ("me", "7"),
+            ("b", "3"),
+            ("c", "4"),
+            ("old", "9"),
+            ("gone", "2"),
+        ]);
+        assert_eq!(other_members("me", &counts, &hosts, now), (7, 2));
+        let broken = map(&[("b", "x"), ("c", "0")]);
+        assert_eq!(other_members("me", &broken, &hosts, now), (0, 0));
     }
 }
