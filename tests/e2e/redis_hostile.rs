@@ -222,8 +222,9 @@ async fn command_generated(port: u16, args: &[&str], size: usize) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-/// A member of 300 MB in a host's inbox (within Redis's 512 MB for one
-/// string) is popped and thrown away as it is read, never held: the
+/// A member of 128 MB in a host's inbox (twice the peak memory the test
+/// allows, 16 times what a message may be) is popped and thrown away as
+/// it is read, never held: the
 /// host's peak memory hardly moves, the member is counted and logged, and
 /// the host goes on serving and receiving group messages.
 #[tokio::test]
@@ -240,18 +241,19 @@ async fn a_huge_member_in_the_core_inbox_is_thrown_away_unread() {
     bystander.ping_ok(1).await.unwrap();
     let inbox = only_inbox(port, "room");
     let peak_before = a.memory("VmHWM").unwrap();
-    // Redis itself is busy for about half a second with a member this
-    // large (it copies it in, and out into the reply). When that passes
+    // Redis itself is busy for a fraction of a second with a member this
+    // large (it copies it in, and out into the reply; on a loaded machine
+    // longer, which is why the member is no larger). When that passes
     // the host's deadline, the host drops its connections and Redis may
     // hand the member to the popping one it gave up, uncounted: then
     // another is sent.
     let mut counted = false;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let rejected_before = rejected(&a).await;
         let lost_before = lost(&a);
         // Sent in chunks: a script that made it (`string.rep`) would keep
         // Redis busy for seconds.
-        let added = zadd_generated(port, &inbox, 300 << 20).await;
+        let added = zadd_generated(port, &inbox, 128 << 20).await;
         assert_eq!(added, ":1\r\n", "the member was added");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -275,7 +277,7 @@ async fn a_huge_member_in_the_core_inbox_is_thrown_away_unread() {
     }
     assert!(
         counted,
-        "Redis stalled past the deadline three times; log:\n{}",
+        "Redis stalled past the deadline five times; log:\n{}",
         a.log().join("\n")
     );
     assert_eq!(cli(port, &["ZCARD", &inbox], None), "0", "popped and gone");
@@ -294,7 +296,7 @@ async fn a_huge_member_in_the_core_inbox_is_thrown_away_unread() {
     sender.request(request).await.unwrap();
     expect_payload(&mut member, "after the flood").await;
     let line = a
-        .wait_for_log(&["dropped a payload from Redis", "314572800 bytes"], T)
+        .wait_for_log(&["dropped a payload from Redis", "134217728 bytes"], T)
         .await
         .unwrap();
     assert!(line.contains(&inbox), "{line}");
