@@ -125,10 +125,9 @@ async fn hostile_events_on_a_channels_pubsub_group_are_dropped_and_counted() {
     .await;
 }
 
-#[tokio::test]
-async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
-    let port = free_port();
-    let _redis = OwnRedis::start(port).await;
+/// Two hosts whose groups are in channels_redis's core layer on the Redis
+/// at `port`, each with a member of `room`.
+async fn two_core_hosts(port: u16) -> (Host, Host, Client, Client) {
     let url = format!("channels_redis://127.0.0.1:{port}/0");
     let args = ["--groups", &url];
     let a = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
@@ -137,6 +136,14 @@ async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
     member.join("room").await.unwrap();
     let mut other = b.connect().await.unwrap();
     other.join("room").await.unwrap();
+    (a, b, member, other)
+}
+
+#[tokio::test]
+async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port).await;
+    let (a, b, mut member, mut other) = two_core_hosts(port).await;
     // The channels in the group's set; each host's inbox is its channel's
     // process part, under the prefix.
     let members = cli(port, &["ZRANGE", "asgi:group:room", "0", "-1"], None);
@@ -350,14 +357,7 @@ fn stuff(port: u16, command: &str, key: &str, name: &str, count: usize, other: &
 async fn a_stuffed_group_set_is_read_within_bounds() {
     let port = free_port();
     let _redis = OwnRedis::start(port).await;
-    let url = format!("channels_redis://127.0.0.1:{port}/0");
-    let args = ["--groups", &url];
-    let a = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
-    let b = Host::start_with(&["ping", "fixture-testkit"], &args).unwrap();
-    let mut member = a.connect().await.unwrap();
-    member.join("room").await.unwrap();
-    let mut other = b.connect().await.unwrap();
-    other.join("room").await.unwrap();
+    let (_a, b, mut member, mut other) = two_core_hosts(port).await;
     let key = "asgi:group:room";
     let members = cli(port, &["ZRANGE", key, "0", "-1"], None);
     assert_eq!(members.lines().count(), 2, "{members}");

@@ -95,24 +95,11 @@ impl OwnRedis {
     /// ones) for a server on `port`, and waits until `ready` says it
     /// answers.
     pub async fn start_with(port: u16, args: &[&str], ready: impl Fn() -> bool) -> OwnRedis {
-        assert_ne!(port, 6379, "never the shared Redis");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package) must be installed");
-        let redis = OwnRedis {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        redis
+            .args(args);
+        Self::spawn(port, &mut command, "redis-server", ready).await
     }
 
     /// Starts a server that speaks TLS only, on `port`, with the server
@@ -158,10 +145,21 @@ impl OwnRedis {
         config: &std::path::Path,
         ready: impl Fn() -> bool,
     ) -> OwnRedis {
+        let mut command = Command::new("redis-server");
+        command.arg(config).arg("--sentinel");
+        Self::spawn(port, &mut command, "redis-sentinel", ready).await
+    }
+
+    /// Runs `command` (a `redis-server` for `port`, its output dropped),
+    /// and waits until `ready` says it answers.
+    async fn spawn(
+        port: u16,
+        command: &mut Command,
+        what: &str,
+        ready: impl Fn() -> bool,
+    ) -> OwnRedis {
         assert_ne!(port, 6379, "never the shared Redis");
-        let child = Command::new("redis-server")
-            .arg(config)
-            .arg("--sentinel")
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -172,7 +170,7 @@ impl OwnRedis {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready() {
-            assert!(Instant::now() < deadline, "redis-sentinel did not start");
+            assert!(Instant::now() < deadline, "{what} did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         redis
