@@ -23,7 +23,11 @@ use std::{
 };
 
 use rohrpost_harness::redis_servers::{redis_cli, RedisCluster};
-use rohrpost_tests::{build, get, metric_value, tls::TestTls, Client, Host, TempDir};
+use rohrpost_tests::{
+    get, metric_value, run_host,
+    tls::{refused_with_ca, TestTls},
+    Client, Host, TempDir,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -427,16 +431,8 @@ async fn two_hosts_share_groups_over_a_tls_cluster_and_a_host_with_another_ca_do
     // A host that trusts another CA does not start, and says why.
     let other = TestTls::new("other");
     let plugins = TempDir::new("cluster-wrong-ca");
-    let out = Command::new(build().host())
-        .args(["--listen", "127.0.0.1:0", "--groups", &url])
-        .arg("--redis-tls-ca")
-        .arg(&other.ca_cert)
-        .arg("--plugins")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = refused_with_ca(&url, &other.ca_cert, plugins.path());
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot reach Redis at rediss+cluster(rediss://127.0.0.1:"),
         "{stderr}"
@@ -499,24 +495,15 @@ fn check_config_takes_a_cluster_with_or_without_tls() {
     std::fs::write(&junk, "not a certificate\n").unwrap();
     let check = |settings: &str| {
         std::fs::write(&file, format!("groups = {settings}\n")).unwrap();
-        Command::new(build().host())
-            .arg("--check-config")
-            .arg(&file)
-            .output()
-            .unwrap()
+        run_host(&["--check-config".as_ref(), file.as_os_str()])
     };
     for taken in [
         "\"redis+cluster://127.0.0.1:7000,127.0.0.1:7001/\"".to_owned(),
         "\"rediss+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/\"".to_owned(),
         format!("\"rediss+cluster://127.0.0.1:7000/\"\nredis_tls_ca = \"{ca}\""),
     ] {
-        let out = check(&taken);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{taken}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, stderr) = check(&taken);
+        assert_eq!(code, Some(0), "{taken}: {stderr}");
     }
     for (refused, why) in [
         (
@@ -549,9 +536,8 @@ fn check_config_takes_a_cluster_with_or_without_tls() {
             "one or the other",
         ),
     ] {
-        let out = check(&refused);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{refused}: {stderr}");
+        let (code, stderr) = check(&refused);
+        assert_eq!(code, Some(1), "{refused}: {stderr}");
         assert!(stderr.contains(why), "{refused}: {stderr}");
         assert!(!stderr.contains(":pw@"), "{stderr}");
     }

@@ -144,18 +144,8 @@ async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
     let port = free_port();
     let _redis = OwnRedis::start(port).await;
     let (a, b, mut member, mut other) = two_core_hosts(port).await;
-    // The channels in the group's set; each host's inbox is its channel's
-    // process part, under the prefix.
-    let members = cli(port, &["ZRANGE", "asgi:group:room", "0", "-1"], None);
-    let inboxes: Vec<String> = members
-        .lines()
-        .filter_map(|channel| {
-            channel
-                .find('!')
-                .map(|bang| format!("asgi{}", &channel[..=bang]))
-        })
-        .collect();
-    assert_eq!(inboxes.len(), 2, "{members}");
+    let inboxes = inboxes(port, "room");
+    assert_eq!(inboxes.len(), 2, "{inboxes:?}");
     let cases = hostile(b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00");
     for inbox in &inboxes {
         for (n, (_, bytes)) in cases.iter().enumerate() {
@@ -174,22 +164,28 @@ async fn hostile_messages_in_the_core_inbox_are_dropped_and_counted() {
     expect_payload(&mut other, "still here").await;
 }
 
-/// The inbox of the only host in `group`'s set, from its channel there.
-fn only_inbox(port: u16, group: &str) -> String {
+/// The inboxes of the hosts in `group`'s set: each is its channel's
+/// process part, under the prefix.
+fn inboxes(port: u16, group: &str) -> Vec<String> {
     let members = cli(
         port,
         &["ZRANGE", &format!("asgi:group:{group}"), "0", "-1"],
         None,
     );
-    let inboxes: Vec<String> = members
+    members
         .lines()
         .filter_map(|channel| {
             channel
                 .find('!')
                 .map(|bang| format!("asgi{}", &channel[..=bang]))
         })
-        .collect();
-    assert_eq!(inboxes.len(), 1, "{members}");
+        .collect()
+}
+
+/// The inbox of the only host in `group`'s set.
+fn only_inbox(port: u16, group: &str) -> String {
+    let inboxes = inboxes(port, group);
+    assert_eq!(inboxes.len(), 1, "{inboxes:?}");
     inboxes.into_iter().next().unwrap_or_default()
 }
 

@@ -18,8 +18,9 @@ use std::{
 };
 
 use rohrpost_tests::{
-    build, get,
+    get,
     redis::{free_port, tls_cli, unique_prefix, OwnRedis},
+    run_host,
     tls::TestTls,
     Client, Host, TempDir,
 };
@@ -395,17 +396,13 @@ fn check_config_takes_the_sentinel_urls_the_server_can_start_with() {
     let file = dir.path().join("rohrpost.toml");
     let check = |toml: &str| {
         std::fs::write(&file, toml).unwrap();
-        let out = Command::new(build().host())
-            .arg("--check-config")
-            .arg(&file)
-            .arg("--plugins")
-            .arg(dir.path().join("absent"))
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let absent = dir.path().join("absent");
+        run_host(&[
+            "--check-config".as_ref(),
+            file.as_os_str(),
+            "--plugins".as_ref(),
+            absent.as_os_str(),
+        ])
     };
     for accepted in [
         "redis+sentinel://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3/mymaster/0",
@@ -448,14 +445,15 @@ fn no_sentinel_answering_at_start_is_a_clear_error() {
     let (one, two) = (free_port(), free_port());
     let plugins = TempDir::new("no-sentinel");
     let url = format!("redis+sentinel://127.0.0.1:{one},127.0.0.1:{two}/mymaster/0");
-    let out = Command::new(build().host())
-        .args(["--listen", "127.0.0.1:0", "--groups", &url])
-        .arg("--plugins")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = run_host(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--groups".as_ref(),
+        url.as_ref(),
+        "--plugins".as_ref(),
+        plugins.path().as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot reach Redis at {url}"))
             && stderr.contains("no sentinel named the master 'mymaster'"),

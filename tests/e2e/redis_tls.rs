@@ -9,12 +9,12 @@
 //! The test makes its CA with the `openssl` command and starts a
 //! `redis-server` of its own on a free port.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use rohrpost_tests::{
-    build,
     redis::{free_port, tls_cli, OwnRedis},
-    tls::TestTls,
+    run_host,
+    tls::{refused_with_ca, TestTls},
     Client, Host, TempDir,
 };
 use serde_json::{json, Value};
@@ -137,16 +137,8 @@ async fn a_host_that_trusts_another_ca_does_not_start_and_says_why() {
     let _redis = OwnRedis::start_tls(port, &tls).await;
     let plugins = TempDir::new("wrong-ca");
     let url = format!("rediss://127.0.0.1:{port}/0");
-    let out = Command::new(build().host())
-        .args(["--listen", "127.0.0.1:0", "--groups", &url])
-        .arg("--redis-tls-ca")
-        .arg(&other.ca_cert)
-        .arg("--plugins")
-        .arg(plugins.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = refused_with_ca(&url, &other.ca_cert, plugins.path());
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot reach Redis at {url}")),
         "{stderr}"
@@ -163,17 +155,13 @@ fn check_config_refuses_tls_settings_the_server_cannot_start_with() {
     std::fs::write(&junk, "not a certificate\n").unwrap();
     let check = |toml: &str| {
         std::fs::write(&file, toml).unwrap();
-        let out = Command::new(build().host())
-            .arg("--check-config")
-            .arg(&file)
-            .arg("--plugins")
-            .arg(dir.path().join("absent"))
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let absent = dir.path().join("absent");
+        run_host(&[
+            "--check-config".as_ref(),
+            file.as_os_str(),
+            "--plugins".as_ref(),
+            absent.as_os_str(),
+        ])
     };
     let ca = tls.ca_cert.to_string_lossy();
     let (code, stderr) = check(&format!(

@@ -205,6 +205,19 @@ impl TempDir {
     }
 }
 
+/// The host run with `args` until it exits (`--check-config`, or a host
+/// that must refuse to start): its exit code and what it wrote to stderr.
+pub fn run_host<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(build().host())
+        .args(args)
+        .output()
+        .expect("the host binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Copies `from` into `dir` as `name` the way users are told to deploy:
 /// write under a hidden temporary name with mode 0644, then rename into
 /// place.

@@ -99,3 +99,19 @@ impl TestTls {
         }
     }
 }
+
+/// A host with groups at `url` that trusts `ca` besides the system's,
+/// run until it exits (it must refuse to start when `ca` did not sign the
+/// server's certificate): its exit code and stderr.
+pub fn refused_with_ca(url: &str, ca: &Path, plugins: &Path) -> (Option<i32>, String) {
+    crate::run_host(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--groups".as_ref(),
+        url.as_ref(),
+        "--redis-tls-ca".as_ref(),
+        ca.as_os_str(),
+        "--plugins".as_ref(),
+        plugins.as_os_str(),
+    ])
+}
