@@ -381,11 +381,19 @@ async fn run(
                     Err(answer) => Box::pin(effects.carry_out(answer)).await,
                 },
                 Begun::Waiting(call) => {
-                    let handled = Box::pin(async {
-                        let work = std::pin::pin!(shared.dispatcher.finish(call));
-                        effects.while_running(work).await
-                    })
-                    .await;
+                    // Boxed alone when nothing can arrive meanwhile (no
+                    // group joined): the common call's future then stays
+                    // under 1 KiB, which glibc's per-thread cache serves
+                    // without consolidating its free lists.
+                    let handled = if effects.outbound.exists() {
+                        Box::pin(async {
+                            let work = std::pin::pin!(shared.dispatcher.finish(call));
+                            effects.while_running(work).await
+                        })
+                        .await
+                    } else {
+                        Ok(Box::pin(shared.dispatcher.finish(call)).await)
+                    };
                     match handled.map(|answer| effects.carry_out_now(answer)) {
                         Ok(Ok(())) => effects.flush().await,
                         Ok(Err(answer)) => Box::pin(effects.carry_out(answer)).await,

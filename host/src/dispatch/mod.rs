@@ -186,7 +186,15 @@ impl Dispatcher {
             run::in_worker(&cx, plugin, worker, call.route.handler, bytes, !call.inline).await
         } else {
             let owned = OwnedCall::new(call.text, &call.envelope, call.scope.clone());
-            run::pooled(&cx, &call.route.plugin, call.route.handler, owned).await
+            // Boxed: the pool's future is the larger, and inline it would
+            // set the size of every call's future, worker calls included.
+            Box::pin(run::pooled(
+                &cx,
+                &call.route.plugin,
+                call.route.handler,
+                owned,
+            ))
+            .await
         };
         let took = call.arrived.elapsed();
         let ended = (outcome, ran_for, took);

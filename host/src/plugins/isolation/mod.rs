@@ -68,13 +68,19 @@ impl WorkerHandle {
         connection: crate::groups::ConnectionId,
     ) -> (Outcome, Option<Duration>) {
         loop {
-            let worker = match timeout_at(deadline, self.0.worker()).await {
-                Ok(Ok(worker)) => worker,
-                Ok(Err(Unavailable::Failed)) => return (Outcome::OutOfService, None),
-                Ok(Err(Unavailable::Retired)) => return (Outcome::Crashed, None),
-                Err(_) => return (Outcome::TimedOut(timeout), None),
+            let worker = match self.0.ready() {
+                Some(worker) => worker,
+                None => match timeout_at(deadline, self.0.worker()).await {
+                    Ok(Ok(worker)) => worker,
+                    Ok(Err(Unavailable::Failed)) => return (Outcome::OutOfService, None),
+                    Ok(Err(Unavailable::Retired)) => return (Outcome::Crashed, None),
+                    Err(_) => return (Outcome::TimedOut(timeout), None),
+                },
             };
-            let mut pending = match worker.send(handler, connection, bytes) {
+            // The call's deadline is kept by the worker's sweeper (one timer
+            // per worker, not one per call): past it, the call ends with
+            // `TimedOut` and the worker is drained.
+            let pending = match worker.send(handler, connection, bytes, deadline, timeout) {
                 Ok(pending) => pending,
                 Err(unsent) => {
                     // It died just now and was never sent this call: the
@@ -84,16 +90,11 @@ impl WorkerHandle {
                     continue;
                 }
             };
-            return match timeout_at(deadline, &mut pending.end).await {
-                Ok(Ok(end)) => end,
+            return match pending.await {
+                Ok(end) => end,
                 // The channel let go of the call without an end: its worker
                 // is gone.
-                Ok(Err(_)) => (Outcome::Crashed, None),
-                Err(_) => {
-                    pending.time_out();
-                    self.0.drain(&worker);
-                    (Outcome::TimedOut(timeout), None)
-                }
+                Err(_) => (Outcome::Crashed, None),
             };
         }
     }

@@ -160,6 +160,11 @@ impl Supervisor {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The ready worker, if there is one now.
+    pub(crate) fn ready(&self) -> Option<Arc<Worker>> {
+        self.current.load_full()
+    }
+
     /// The ready worker, waiting for one while it restarts.
     pub(crate) async fn worker(&self) -> Result<Arc<Worker>, Unavailable> {
         // Almost always there: no waiting in line for a change.
@@ -369,7 +374,7 @@ impl Supervisor {
 
     /// Serves with one worker until it ends, or until a call on it ran
     /// past its timeout (it is then drained, see
-    /// [`channel::PendingCall::time_out`]).
+    /// [`Worker::sweep_deadlines`]).
     async fn run(self: &Arc<Self>, starting: Starting) -> RunEnd {
         let (worker, child, reader, writer) = starting.ready();
         let worker = Arc::new(worker);
@@ -441,12 +446,6 @@ impl Supervisor {
             self.set_state(WorkerState::Restarting);
         }
     }
-
-    /// A call on `worker` ran past its timeout: new calls wait for the
-    /// next worker at once (the supervisor starts it).
-    pub(crate) fn drain(&self, worker: &Arc<Worker>) {
-        self.take_out(worker);
-    }
 }
 
 /// How a worker's service ended.
@@ -483,6 +482,8 @@ async fn watch(
         let from_ring = ring_replies(&worker, max_effects, &mut ring_reader, &to_host);
         tokio::select! {
             broke = from_ring => broke,
+            // Never ends by itself: it runs as long as replies are read.
+            () = worker.sweep_deadlines() => None,
             ended = read_replies(&worker, &plugin, &answers, max_effects, &mut reader) => {
                 // Replies it put in the ring before it closed the socket.
                 match drain_ring(&worker, max_effects, &mut ring_reader) {
