@@ -506,6 +506,9 @@ pub(crate) const MAX_ASKS: usize = 1024;
 /// worker that reads has at most as many as it asks at once.
 pub(crate) const MAX_UNREAD_ANSWERS: usize = 4096;
 
+/// The least time between two sweeps of a worker's deadlines.
+const SWEEP_GAP: Duration = Duration::from_millis(10);
+
 /// A ready worker: where calls go.
 pub(crate) struct Worker {
     pub pid: u32,
@@ -561,8 +564,9 @@ impl Worker {
 
     /// Sends a call (a frame made by [`frame::call`]); the frame back when
     /// the worker takes no calls any more (it was never sent: try the next).
-    /// The call ends by `deadline` at the latest: [`Worker::sweep`] ends it
-    /// with [`Outcome::TimedOut`] then.
+    /// The call ends by `deadline` at the latest (give or take
+    /// [`SWEEP_GAP`]): [`Worker::sweep_deadlines`] ends it with
+    /// [`Outcome::TimedOut`] then.
     pub(crate) fn send(
         &self,
         handler: u32,
@@ -693,17 +697,22 @@ impl Worker {
     }
 
     /// Ends every call in flight past its deadline, for as long as the
-    /// worker runs: one timer per worker, set to the earliest deadline,
-    /// rather than one per call. Under load the earliest deadline belongs
-    /// to a call that is long answered when it comes, so this wakes about
-    /// once per handler timeout.
-    pub(crate) async fn sweep_deadlines(&self) {
+    /// worker's process runs: one timer per worker, set to the earliest
+    /// deadline, rather than one per call. Under load the earliest
+    /// deadline belongs to a call that is long answered when it comes, so
+    /// this wakes about once per handler timeout. Sweeps are at least
+    /// [`SWEEP_GAP`] apart, so a worker that answers each call just before
+    /// its deadline cannot make the server look through its table for
+    /// every call; a deadline is kept that much late at most.
+    pub(crate) async fn sweep_deadlines(&self) -> std::convert::Infallible {
         loop {
             let sooner = self.sooner.notified();
             let mut sooner = std::pin::pin!(sooner);
             sooner.as_mut().enable();
-            match self.sweep(tokio::time::Instant::now()) {
+            let now = tokio::time::Instant::now();
+            match self.sweep(now) {
                 Some(next) => {
+                    let next = next.max(now + SWEEP_GAP);
                     tokio::select! {
                         () = tokio::time::sleep_until(next) => {}
                         () = sooner => {}

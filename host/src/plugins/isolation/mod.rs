@@ -83,10 +83,10 @@ impl WorkerHandle {
             let pending = match worker.send(handler, connection, bytes, deadline, timeout) {
                 Ok(pending) => pending,
                 Err(unsent) => {
-                    // It died just now and was never sent this call: the
-                    // next worker takes it.
+                    // It died or is draining, and was never sent this call:
+                    // the next worker takes it.
+                    self.0.closed(&worker);
                     bytes = unsent;
-                    tokio::task::yield_now().await;
                     continue;
                 }
             };

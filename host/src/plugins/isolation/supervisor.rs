@@ -437,6 +437,21 @@ impl Supervisor {
         }
     }
 
+    /// A caller found `worker` closed to calls (draining, or its channel
+    /// ended): new calls wait for the next worker from now on, rather than
+    /// finding it again until the supervisor has taken it out.
+    pub(crate) fn closed(&self, worker: &Arc<Worker>) {
+        let previous = self
+            .current
+            .compare_and_swap(&Some(worker.clone()), None::<Arc<Worker>>);
+        let was_current = previous
+            .as_ref()
+            .is_some_and(|previous| Arc::ptr_eq(previous, worker));
+        if was_current && !self.retired.load(Ordering::Relaxed) {
+            self.set_state(WorkerState::Restarting);
+        }
+    }
+
     /// `worker` takes no new calls: they wait for the next one.
     fn take_out(&self, worker: &Arc<Worker>) {
         let _ = self
@@ -461,8 +476,25 @@ enum RunEnd {
 }
 
 /// Watches a worker until it has exited; how it ended. A broken channel or
-/// a kill request (a drained worker without calls) kills it.
+/// a kill request (a drained worker without calls) kills it. The calls'
+/// deadlines are kept until then, also while its channel is closed and it
+/// is given time to exit.
 async fn watch(
+    worker: Arc<Worker>,
+    plugin: Arc<str>,
+    answers: Arc<Answers>,
+    max_effects: usize,
+    child: tokio::process::Child,
+    replies: channel::Replies,
+) -> String {
+    let watching = watch_until_exit(worker.clone(), plugin, answers, max_effects, child, replies);
+    tokio::select! {
+        how = watching => how,
+        never = worker.sweep_deadlines() => match never {},
+    }
+}
+
+async fn watch_until_exit(
     worker: Arc<Worker>,
     plugin: Arc<str>,
     answers: Arc<Answers>,
@@ -482,8 +514,6 @@ async fn watch(
         let from_ring = ring_replies(&worker, max_effects, &mut ring_reader, &to_host);
         tokio::select! {
             broke = from_ring => broke,
-            // Never ends by itself: it runs as long as replies are read.
-            () = worker.sweep_deadlines() => None,
             ended = read_replies(&worker, &plugin, &answers, max_effects, &mut reader) => {
                 // Replies it put in the ring before it closed the socket.
                 match drain_ring(&worker, max_effects, &mut ring_reader) {
