@@ -636,7 +636,9 @@ async fn ring_replies(
         Err(e) => return Some(Broke::Channel(format!("cannot wait for its replies: {e}"))),
     };
     let mut idle_rounds = 0;
+    let _awake = ReaderAwake::new(worker);
     loop {
+        worker.ring_owed_bell();
         if let Err(broke) = drain_ring(worker, max_effects, ring) {
             return Some(broke);
         }
@@ -654,7 +656,9 @@ async fn ring_replies(
             continue;
         }
         idle_rounds = 0;
+        worker.set_reader_awake(false);
         if !ring.sleep() {
+            worker.set_reader_awake(true);
             // Others' tasks run between two rounds of a busy ring.
             tokio::task::yield_now().await;
             continue;
@@ -667,6 +671,24 @@ async fn ring_replies(
             Err(e) => return Some(Broke::Channel(format!("cannot wait for its replies: {e}"))),
         }
         ring.wake();
+        worker.set_reader_awake(true);
+    }
+}
+
+/// Says the reader of replies is awake while it lives (it rings the
+/// worker's owed bells each round), asleep once it is gone.
+struct ReaderAwake<'w>(&'w Worker);
+
+impl<'w> ReaderAwake<'w> {
+    fn new(worker: &'w Worker) -> Self {
+        worker.set_reader_awake(true);
+        ReaderAwake(worker)
+    }
+}
+
+impl Drop for ReaderAwake<'_> {
+    fn drop(&mut self) {
+        self.0.set_reader_awake(false);
     }
 }
 
