@@ -62,6 +62,32 @@ fn shard_subscribers(port: u16, channel: &str) -> u64 {
     shard_subscribers_in(redis_cli(port, &["PUBSUB", "SHARDNUMSUB", channel]))
 }
 
+/// A member of every group of `by_master` on each host, once both hosts
+/// are subscribed to each group's channel on its master (`subscribers`
+/// counts a channel's subscribers on the node at a port).
+async fn join_on_both(
+    a: &Host,
+    b: &Host,
+    by_master: &BTreeMap<u16, Vec<String>>,
+    subscribers: impl Fn(u16, &str) -> u64,
+) -> (Client, Client) {
+    let (mut on_a, mut on_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
+    for group in by_master.values().flatten() {
+        on_a.join(group).await.unwrap();
+        on_b.join(group).await.unwrap();
+    }
+    for (owner, of_owner) in by_master {
+        for group in of_owner {
+            let channel = channel(group);
+            until("both hosts subscribed on the owner", T, async || {
+                subscribers(*owner, &channel) == 2
+            })
+            .await;
+        }
+    }
+    (on_a, on_b)
+}
+
 /// The count of `PUBSUB SHARDNUMSUB`'s answer.
 fn shard_subscribers_in(out: String) -> u64 {
     out.lines()
@@ -129,20 +155,15 @@ async fn two_hosts_share_groups_over_a_cluster_through_a_slot_move_and_a_master_
 
     let url = cluster.url();
     let (a, b) = (host_on(&url), host_on(&url));
-    let (mut on_a, mut on_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
-    for group in &groups {
-        on_a.join(group).await.unwrap();
-        on_b.join(group).await.unwrap();
-    }
+    let (mut on_a, mut on_b) = join_on_both(&a, &b, &by_master, |port, channel| {
+        shard_subscribers(port, channel)
+    })
+    .await;
     // Sharded: each channel has both hosts' subscriptions on its master and
     // none elsewhere.
     for (owner, of_owner) in &by_master {
         for group in of_owner {
             let channel = channel(group);
-            until("both hosts subscribed on the owner", T, async || {
-                shard_subscribers(*owner, &channel) == 2
-            })
-            .await;
             for port in ports.iter().filter(|p| *p != owner) {
                 assert_eq!(shard_subscribers(*port, &channel), 0, "{channel} on {port}");
             }
@@ -398,21 +419,11 @@ async fn two_hosts_share_groups_over_a_tls_cluster_and_a_host_with_another_ca_do
         .unwrap()
     };
     let (a, b) = (host(), host());
-    let (mut on_a, mut on_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
-    for group in &groups {
-        on_a.join(group).await.unwrap();
-        on_b.join(group).await.unwrap();
-    }
     // Both hosts subscribed on each group's master, over TLS.
-    for (owner, of_owner) in &by_master {
-        for group in of_owner {
-            let channel = channel(group);
-            until("both hosts subscribed on the owner", T, async || {
-                shard_subscribers_in(cluster.cli(*owner, &["PUBSUB", "SHARDNUMSUB", &channel])) == 2
-            })
-            .await;
-        }
-    }
+    let (mut on_a, mut on_b) = join_on_both(&a, &b, &by_master, |port, channel| {
+        shard_subscribers_in(cluster.cli(port, &["PUBSUB", "SHARDNUMSUB", channel]))
+    })
+    .await;
     let (mut from_a, mut from_b) = (a.connect().await.unwrap(), b.connect().await.unwrap());
     for (sender, label) in [(&mut from_a, "A"), (&mut from_b, "B")] {
         for group in &groups {

@@ -393,17 +393,7 @@ async fn hosts_find_the_master_over_tls() {
 #[test]
 fn check_config_takes_the_sentinel_urls_the_server_can_start_with() {
     let dir = TempDir::new("check-sentinel");
-    let file = dir.path().join("rohrpost.toml");
-    let check = |toml: &str| {
-        std::fs::write(&file, toml).unwrap();
-        let absent = dir.path().join("absent");
-        run_host(&[
-            "--check-config".as_ref(),
-            file.as_os_str(),
-            "--plugins".as_ref(),
-            absent.as_os_str(),
-        ])
-    };
+    let check = |toml: &str| rohrpost_tests::check_config(dir.path(), toml);
     for accepted in [
         "redis+sentinel://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3/mymaster/0",
         "channels_redis+sentinel://:pw@127.0.0.1:1/mymaster/2",

@@ -13,7 +13,6 @@ use std::{path::Path, time::Duration};
 
 use rohrpost_tests::{
     redis::{free_port, tls_cli, OwnRedis},
-    run_host,
     tls::{refused_with_ca, TestTls},
     Client, Host, TempDir,
 };
@@ -150,19 +149,9 @@ async fn a_host_that_trusts_another_ca_does_not_start_and_says_why() {
 fn check_config_refuses_tls_settings_the_server_cannot_start_with() {
     let tls = TestTls::new("check");
     let dir = TempDir::new("check-tls");
-    let file = dir.path().join("rohrpost.toml");
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
-    let check = |toml: &str| {
-        std::fs::write(&file, toml).unwrap();
-        let absent = dir.path().join("absent");
-        run_host(&[
-            "--check-config".as_ref(),
-            file.as_os_str(),
-            "--plugins".as_ref(),
-            absent.as_os_str(),
-        ])
-    };
+    let check = |toml: &str| rohrpost_tests::check_config(dir.path(), toml);
     let ca = tls.ca_cert.to_string_lossy();
     let (code, stderr) = check(&format!(
         "groups = \"rediss://127.0.0.1:1/0\"\nredis_tls_ca = \"{ca}\"\n"

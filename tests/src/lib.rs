@@ -218,6 +218,20 @@ pub fn run_host<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) 
     )
 }
 
+/// Runs `rohrpost --check-config` on `toml`, written to `rohrpost.toml` in
+/// `dir`, with no plugins directory: its exit code and standard error.
+pub fn check_config(dir: &Path, toml: &str) -> (Option<i32>, String) {
+    let file = dir.join("rohrpost.toml");
+    std::fs::write(&file, toml).expect("the config file is written");
+    let absent = dir.join("absent");
+    run_host(&[
+        "--check-config".as_ref(),
+        file.as_os_str(),
+        "--plugins".as_ref(),
+        absent.as_os_str(),
+    ])
+}
+
 /// Copies `from` into `dir` as `name` the way users are told to deploy:
 /// write under a hidden temporary name with mode 0644, then rename into
 /// place.

@@ -647,16 +647,7 @@ mod tests {
             b"*2\r\n$18446744073709551615\r\n",
         ];
         for reply in refused {
-            let mut replies = reading(Source::new(reply, usize::MAX));
-            let outcome = match replies.popped_many(256).await {
-                Ok(_) => replies.scored(MAX_PAYLOAD).await.map(|_| 0),
-                Err(error) => Err(error),
-            };
-            assert!(
-                matches!(outcome, Err(PopError::Protocol(_))),
-                "{:?}: {outcome:?}",
-                String::from_utf8_lossy(reply)
-            );
+            popping_is_refused(reply, usize::MAX).await;
         }
         // A key or score longer than a name or a number is refused too.
         let mut replies = reading(Source::new(b"*3\r\n$2000000000\r\n", usize::MAX));
@@ -672,6 +663,21 @@ mod tests {
         ));
     }
 
+    /// Popping from `reply`, read `chunk` bytes at a time, ends in a
+    /// protocol error.
+    async fn popping_is_refused(reply: &[u8], chunk: usize) {
+        let mut replies = reading(Source::new(reply, chunk));
+        let outcome = match replies.popped_many(256).await {
+            Ok(_) => replies.scored(MAX_PAYLOAD).await.map(|_| 0),
+            Err(error) => Err(error),
+        };
+        assert!(
+            matches!(outcome, Err(PopError::Protocol(_))),
+            "{:?}: {outcome:?}",
+            String::from_utf8_lossy(reply)
+        );
+    }
+
     #[tokio::test]
     async fn what_is_not_resp_ends_the_connection() {
         let broken: [&[u8]; 7] = [
@@ -684,16 +690,7 @@ mod tests {
             b"*2\n",
         ];
         for reply in broken {
-            let mut replies = reading(Source::new(reply, 2));
-            let outcome = match replies.popped_many(256).await {
-                Ok(_) => replies.scored(MAX_PAYLOAD).await.map(|_| 0),
-                Err(error) => Err(error),
-            };
-            assert!(
-                matches!(outcome, Err(PopError::Protocol(_))),
-                "{:?}: {outcome:?}",
-                String::from_utf8_lossy(reply)
-            );
+            popping_is_refused(reply, 2).await;
         }
         let mut endless = vec![b'+'; 1 << 20];
         endless.extend_from_slice(b"\r\n");

@@ -441,25 +441,27 @@ impl Supervisor {
     /// ended): new calls wait for the next worker from now on, rather than
     /// finding it again until the supervisor has taken it out.
     pub(crate) fn closed(&self, worker: &Arc<Worker>) {
-        let previous = self
-            .current
-            .compare_and_swap(&Some(worker.clone()), None::<Arc<Worker>>);
-        let was_current = previous
-            .as_ref()
-            .is_some_and(|previous| Arc::ptr_eq(previous, worker));
-        if was_current && !self.retired.load(Ordering::Relaxed) {
+        if self.swap_out(worker) && !self.retired.load(Ordering::Relaxed) {
             self.set_state(WorkerState::Restarting);
         }
     }
 
     /// `worker` takes no new calls: they wait for the next one.
     fn take_out(&self, worker: &Arc<Worker>) {
-        let _ = self
-            .current
-            .compare_and_swap(&Some(worker.clone()), None::<Arc<Worker>>);
+        self.swap_out(worker);
         if !self.retired.load(Ordering::Relaxed) {
             self.set_state(WorkerState::Restarting);
         }
+    }
+
+    /// Takes `worker` out of `current` if it is there; whether it was.
+    fn swap_out(&self, worker: &Arc<Worker>) -> bool {
+        let previous = self
+            .current
+            .compare_and_swap(&Some(worker.clone()), None::<Arc<Worker>>);
+        previous
+            .as_ref()
+            .is_some_and(|previous| Arc::ptr_eq(previous, worker))
     }
 }
 
