@@ -29,10 +29,12 @@ use crate::{
     effects::{self, Effects},
     groups::{ConnectionId, GroupLayer},
     plugins::hooks::{self, Hook},
+    plugins::isolation::{slot::Attention, Quiet},
     plugins::loaded::LoadedPlugin,
     plugins::manifest::Hooks,
     plugins::outcome::Outcome,
     socket::frame::OpCode,
+    socket::line::Line,
     socket::outbound::{Outbound, QueueLimits, Stop},
     socket::reader::{Message, ReadError, Reader},
     socket::writer::Writer,
@@ -316,6 +318,9 @@ async fn run(
     let stopped = WokenOnly::new(stopping.stopped(), &wakes);
     tokio::pin!(stopped);
     loop {
+        // What the stop signal and idle timer had said when last polled:
+        // a call waiting quietly wakes if they say more.
+        let seen = wakes.generation();
         let (overflowed, queued) = conn.outbound.waits();
         let received = tokio::select! {
             biased;
@@ -338,10 +343,10 @@ async fn run(
                 }
                 continue;
             }
-            received = reader.next() => received,
+            received = reader.next_and_more() => received,
         };
-        let message = match received {
-            Ok(message) => message,
+        let (message, more) = match received {
+            Ok(read) => read,
             Err(error) => return read_failure(&error),
         };
         // One clock read per frame: the idle timer's and the request's.
@@ -387,12 +392,28 @@ async fn run(
                     // without consolidating its free lists.
                     let handled = if effects.outbound.exists() {
                         Box::pin(async {
-                            let work = std::pin::pin!(shared.dispatcher.finish(call));
+                            let work = std::pin::pin!(shared.dispatcher.finish(call, None));
                             effects.while_running(work).await
                         })
                         .await
                     } else {
-                        Ok(Box::pin(shared.dispatcher.finish(call)).await)
+                        // Quietly, unless the client has sent more: a
+                        // reply that only sends is then written by the
+                        // worker's reader of replies, and this task wakes
+                        // for the client's next frame (or its stop or idle
+                        // timer) and finds the call answered.
+                        let line = effects.writer.line();
+                        let elsewhere = Elsewhere {
+                            line,
+                            wakes: &wakes,
+                            seen,
+                        };
+                        let quiet = Quiet {
+                            line: line.clone(),
+                            attention: &elsewhere,
+                        };
+                        let quiet = (!more).then_some(&quiet);
+                        Ok(Box::pin(shared.dispatcher.finish(call, quiet)).await)
                     };
                     match handled.map(|answer| effects.carry_out_now(answer)) {
                         Ok(Ok(())) => effects.flush().await,
@@ -425,6 +446,23 @@ async fn run(
             return stop.into();
         }
         conn.outbound.release();
+    }
+}
+
+/// What a connection waiting quietly for a worker's reply also waits for:
+/// its client's next bytes, its stop signal and its idle timer.
+struct Elsewhere<'a> {
+    line: &'a Line,
+    wakes: &'a Wakes,
+    seen: u64,
+}
+
+impl Attention for Elsewhere<'_> {
+    fn poll_wanted(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.wakes.poll_woken_since(cx, self.seen).is_ready() {
+            return std::task::Poll::Ready(());
+        }
+        self.line.poll_read_ready(cx)
     }
 }
 

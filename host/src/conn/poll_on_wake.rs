@@ -55,8 +55,23 @@ impl Wakes {
         }
     }
 
-    fn generation(&self) -> u64 {
+    /// How often the wrapped futures were woken so far.
+    pub(crate) fn generation(&self) -> u64 {
         self.flag.generation.load(Ordering::Acquire)
+    }
+
+    /// Ready once a wrapped future was woken after `seen` (a
+    /// [`generation`](Self::generation)), without polling any of them:
+    /// they are polled where they are waited for.
+    pub(crate) fn poll_woken_since(&self, cx: &mut Context<'_>, seen: u64) -> Poll<()> {
+        if self.generation() != seen {
+            return Poll::Ready(());
+        }
+        self.flag.task.register(cx.waker());
+        if self.generation() != seen {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 

@@ -39,7 +39,11 @@ use crate::{
     groups::ConnectionId,
     plugins::registry::Route,
     plugins::{
-        asks::Answers, handler::ModeChange, isolation::frame, outcome::Outcome, registry::Registry,
+        asks::Answers,
+        handler::ModeChange,
+        isolation::{frame, Quiet},
+        outcome::Outcome,
+        registry::Registry,
     },
     telemetry::Monitor,
 };
@@ -166,37 +170,52 @@ impl Dispatcher {
     }
 
     /// Runs a call that must be waited for: in the plugin's worker, or on
-    /// the pool.
-    pub(crate) async fn finish<'a>(&self, call: Waiting<'a>) -> Answer<'a> {
+    /// the pool. A call to a worker may wait `quiet`ly: a reply that only
+    /// sends the caller messages is then written by the reader of replies,
+    /// and answers here with nothing left to carry out.
+    pub(crate) async fn finish<'a>(
+        &self,
+        call: Waiting<'a>,
+        quiet: Option<&Quiet<'_>>,
+    ) -> Answer<'a> {
         let cx = self.context(call.connection);
-        let (outcome, ran_for) = if let Some(worker) = call.route.plugin.worker() {
-            let text = call.text;
-            let envelope = &call.envelope;
-            let parts = frame::CallParts {
-                handler: call.route.handler,
-                inline: call.inline,
-                frame: text,
-                id: range_of(text, envelope.id),
-                data: envelope.data.map_or((0, 0), |d| range_of(text, d)),
-                kind: envelope.kind.as_ref(),
-                scope: &call.scope,
+        let (outcome, ran_for, written) = if let Some(worker) = call.route.plugin.worker() {
+            // In a block of its own: what only makes the frame is not kept
+            // in the call's future while it waits.
+            let bytes = {
+                let (text, envelope) = (call.text, &call.envelope);
+                frame::call(&frame::CallParts {
+                    handler: call.route.handler,
+                    inline: call.inline,
+                    frame: text,
+                    id: range_of(text, envelope.id),
+                    data: envelope.data.map_or((0, 0), |d| range_of(text, d)),
+                    kind: envelope.kind.as_ref(),
+                    scope: &call.scope,
+                })
             };
-            let bytes = frame::call(&parts);
-            let plugin = &call.route.plugin;
-            run::in_worker(&cx, plugin, worker, call.route.handler, bytes, !call.inline).await
+            let (plugin, handler, pooled) = (&call.route.plugin, call.route.handler, !call.inline);
+            let end = run::in_worker(&cx, plugin, worker, handler, bytes, pooled, quiet).await;
+            (end.outcome, end.ran_for, end.written)
         } else {
             let owned = OwnedCall::new(call.text, &call.envelope, call.scope.clone());
             // Boxed: the pool's future is the larger, and inline it would
             // set the size of every call's future, worker calls included.
-            Box::pin(run::pooled(
+            let (outcome, ran_for) = Box::pin(run::pooled(
                 &cx,
                 &call.route.plugin,
                 call.route.handler,
                 owned,
             ))
-            .await
+            .await;
+            (outcome, ran_for, None)
         };
-        let took = call.arrived.elapsed();
+        // A reply written by the reader of replies was answered then, not
+        // when this task came to it.
+        let took = written.map_or_else(
+            || call.arrived.elapsed(),
+            |at| at.saturating_duration_since(call.arrived),
+        );
         let ended = (outcome, ran_for, took);
         self.ended(call.text, call.envelope, &call.route, call.inline, ended)
     }

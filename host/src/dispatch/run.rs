@@ -18,7 +18,7 @@ use crate::{
     plugins::{
         asks::{with_caller, Answers},
         hooks::{self, Hook},
-        isolation::{frame, WorkerHandle},
+        isolation::{frame, slot::Ended, Quiet, WorkerHandle},
         loaded::LoadedPlugin,
         outcome::Outcome,
     },
@@ -65,6 +65,7 @@ pub(crate) fn inline(
 /// Runs a call in the plugin's worker: `bytes` is its frame (from
 /// [`frame::call`]). Pooled calls hold one of the plugin's slots, as on the
 /// pool; a call past the timeout has its worker killed, which frees it.
+/// An inline call may wait `quiet`ly (see [`crate::plugins::isolation::slot`]).
 pub(crate) async fn in_worker(
     cx: &Context<'_>,
     plugin: &LoadedPlugin,
@@ -72,21 +73,30 @@ pub(crate) async fn in_worker(
     number: u32,
     bytes: Vec<u8>,
     pooled: bool,
-) -> (Outcome, Option<Duration>) {
+    quiet: Option<&Quiet<'_>>,
+) -> Ended {
     let timeout = cx.timeout;
     let deadline = deadline(timeout);
+    let ended = |outcome| Ended {
+        outcome,
+        ran_for: None,
+        written: None,
+    };
     let _permit = if pooled {
         match tokio::time::timeout_at(deadline, plugin.pool_slots.acquire()).await {
             Ok(Ok(permit)) => Some(permit),
-            Ok(Err(closed)) => return (Outcome::Lost(closed.to_string()), None),
-            Err(_) => return (Outcome::TimedOut(timeout), None),
+            Ok(Err(closed)) => return ended(Outcome::Lost(closed.to_string())),
+            Err(_) => return ended(Outcome::TimedOut(timeout)),
         }
     } else {
         None
     };
     plugin.count_call();
+    // A pooled call holds its slot until its end is taken, so it never
+    // waits quietly.
+    let quiet = quiet.filter(|_| !pooled);
     worker
-        .call(number, bytes, deadline, timeout, cx.connection)
+        .call(number, bytes, (deadline, timeout), cx.connection, quiet)
         .await
 }
 
@@ -141,10 +151,16 @@ pub(crate) async fn hook(
             scope: &input,
         };
         let bytes = frame::call(&parts);
-        let (outcome, _) = worker
-            .call(hook.number(), bytes, deadline(timeout), timeout, connection)
+        let end = worker
+            .call(
+                hook.number(),
+                bytes,
+                (deadline(timeout), timeout),
+                connection,
+                None,
+            )
             .await;
-        return outcome;
+        return end.outcome;
     }
     let (plugin, answers) = (plugin.clone(), cx.answers.clone());
     let work = tokio::task::spawn_blocking(move || {

@@ -9,6 +9,7 @@
 //! new [`Action`] here; nothing else in the host changes.
 
 pub(crate) mod action;
+mod direct;
 pub(crate) mod state;
 
 use std::{future::Future, pin::Pin, sync::Arc};

@@ -133,6 +133,29 @@ impl Line {
         self.state().closed = true;
     }
 
+    /// Writes the connection's own reply without waiting (the reader of a
+    /// worker's replies does, see [`crate::plugins::isolation::slot`]):
+    /// only when nothing of the connection's is half-written or left over
+    /// and it is not closing. A request being answered holds the line
+    /// against group messages, not against its own reply.
+    pub(crate) fn write_reply(&self, frames: &[u8]) -> Wrote {
+        let mut locked = self.lock();
+        let state = &locked.state;
+        if state.closed {
+            return Wrote::Gone;
+        }
+        if state.mid_frame || !state.rest.is_empty() {
+            return Wrote::Nothing;
+        }
+        locked.write(frames)
+    }
+
+    /// Ready when the client's socket has bytes to read (or failed); the
+    /// connection's reader is not reading meanwhile.
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.stream.as_ref().poll_read_ready(cx).map(|_| ())
+    }
+
     /// Writes what the fan-out left over, then `then` (if any), under the
     /// lock. `Ok(n)` is how much of `then` was written.
     pub(crate) fn poll_write_after_rest(

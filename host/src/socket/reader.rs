@@ -163,6 +163,14 @@ impl Reader {
         self.message(found)
     }
 
+    /// The next message, and whether bytes after it are read already (a
+    /// client that sent more without waiting for the answer). Cancel-safe.
+    pub(crate) async fn next_and_more(&mut self) -> Result<(Message<'_>, bool), ReadError> {
+        let found = poll_fn(|cx| self.poll_frame(cx)).await?;
+        let more = self.buf.len() > self.handed_out;
+        Ok((self.message(found)?, more))
+    }
+
     /// The read half, for lingering after a close (see [`crate::conn::linger`]).
     pub(crate) fn half(&mut self) -> &mut OwnedReadHalf {
         &mut self.half

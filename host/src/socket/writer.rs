@@ -121,6 +121,12 @@ impl Writer {
         self.line.clone()
     }
 
+    /// The connection's line, for a worker's reply written without its
+    /// task.
+    pub(crate) fn line(&self) -> &Arc<Line> {
+        &self.line
+    }
+
     /// Shuts the socket down for writing.
     pub(crate) async fn shutdown(&self) -> io::Result<()> {
         self.line.shutdown().await

@@ -42,13 +42,14 @@ use tokio::{
         UnixStream,
     },
     process::{Child, Command},
-    sync::{mpsc, oneshot, Notify},
+    sync::{mpsc, Notify},
 };
 
 use super::{
     frame::{self, FrameError, Reader},
     jail::{self, Spec},
     ring::{self, HostSide, Pushed},
+    slot::{Attention, Ended, ReplyLine, Slot},
     worker,
 };
 use crate::{
@@ -488,13 +489,41 @@ struct Calls {
 }
 
 /// A call in flight: its handler, the connection it is for, its deadline
-/// and timeout, and where its end goes.
+/// and timeout, and where its end goes: the caller's slot, and its
+/// messages to the caller's socket when it may have them directly.
 struct InFlight {
     handler: u32,
     connection: ConnectionId,
     deadline: tokio::time::Instant,
     timeout: Duration,
-    end: oneshot::Sender<CallEnd>,
+    slot: Option<Arc<Slot>>,
+    line: Option<Arc<dyn ReplyLine>>,
+}
+
+impl InFlight {
+    /// Ends the call; its slot when the caller's wake-up is put off (see
+    /// [`super::slot::Owed`]).
+    fn end(mut self, (outcome, ran_for): CallEnd) -> Option<Arc<Slot>> {
+        let slot = self.slot.take()?;
+        slot.end(outcome, ran_for, self.line.as_ref())
+            .then_some(slot)
+    }
+
+    /// Ends the call with an outcome that wakes its caller.
+    fn fail(self, outcome: Outcome) {
+        if let Some(slot) = self.end((outcome, None)) {
+            slot.wake_if_unclaimed();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    /// A call let go of without an end (its worker is gone) crashed.
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = slot.end(Outcome::Crashed, None, None);
+        }
+    }
 }
 
 /// Most questions of one worker being answered at once; a worker that asks
@@ -540,26 +569,44 @@ pub(crate) struct Worker {
 }
 
 /// A call sent to a worker, waiting for its end. Dropping it forgets the
-/// call (a late reply is then dropped).
+/// call (a late reply is then dropped, and nothing is written for it).
 pub(crate) struct PendingCall<'w> {
     worker: &'w Worker,
     id: u64,
-    end: oneshot::Receiver<CallEnd>,
+    slot: Arc<Slot>,
+    /// Woken for a reply written for the caller too.
+    eager: bool,
 }
 
-impl std::future::Future for PendingCall<'_> {
-    type Output = Result<CallEnd, oneshot::error::RecvError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+impl PendingCall<'_> {
+    /// The call's end. Waiting quietly (`attention` given, and a line to
+    /// write to given to [`Worker::send`]), a reply written for the caller
+    /// does not wake it: `attention` does, and the call is found ended.
+    pub(crate) fn poll_end(
+        &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.end).poll(cx)
+        attention: Option<&dyn Attention>,
+    ) -> std::task::Poll<Ended> {
+        use std::task::Poll;
+        if let Poll::Ready(end) = self.slot.poll_end(cx, self.eager) {
+            return Poll::Ready(end);
+        }
+        match attention {
+            Some(attention) if !self.eager => {
+                if attention.poll_wanted(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.eager = true;
+                self.slot.poll_end(cx, true)
+            }
+            _ => Poll::Pending,
+        }
     }
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
+        self.slot.leave();
         self.worker.forget(self.id);
     }
 }
@@ -573,16 +620,17 @@ impl Worker {
     /// the worker takes no calls any more (it was never sent: try the next).
     /// The call ends by `deadline` at the latest (give or take
     /// [`SWEEP_GAP`]): [`Worker::sweep_deadlines`] ends it with
-    /// [`Outcome::TimedOut`] then.
+    /// [`Outcome::TimedOut`] then. A reply that only sends the caller
+    /// messages is written to `line`, if given, by the reader of replies.
     pub(crate) fn send(
         &self,
         handler: u32,
         connection: ConnectionId,
         mut bytes: Vec<u8>,
-        deadline: tokio::time::Instant,
-        timeout: Duration,
+        (deadline, timeout): (tokio::time::Instant, Duration),
+        line: Option<Arc<dyn ReplyLine>>,
     ) -> Result<PendingCall<'_>, Vec<u8>> {
-        let (tx, rx) = oneshot::channel();
+        let slot = Arc::new(Slot::default());
         // One lock for the table and the ring: each call is entered and
         // pushed in one go (ids in the ring's order), and two runtime
         // threads sending at once pass one cache line between them, not
@@ -600,7 +648,8 @@ impl Worker {
                 connection,
                 deadline,
                 timeout,
-                end: tx,
+                slot: Some(slot.clone()),
+                line,
             };
             calls.waiting.insert(id, call);
             let wake_sweeper = match calls.sweeper_wakes {
@@ -625,7 +674,8 @@ impl Worker {
         Ok(PendingCall {
             worker: self,
             id,
-            end: rx,
+            slot,
+            eager: false,
         })
     }
 
@@ -664,18 +714,22 @@ impl Worker {
 
     /// Forgets a call; kills a draining worker once it was the last one.
     fn forget(&self, id: u64) {
-        let idle = {
+        let (forgotten, idle) = {
             let mut calls = self.lock();
-            calls.waiting.remove(&id);
-            calls.draining && calls.waiting.is_empty()
+            let forgotten = calls.waiting.remove(&id);
+            (forgotten, calls.draining && calls.waiting.is_empty())
         };
+        // Dropped outside the lock: its caller is gone, nothing is woken.
+        drop(forgotten);
         if idle {
             self.kill.notify_one();
         }
     }
 
-    /// A reply arrived.
-    pub(crate) fn complete(&self, reply: frame::Reply) {
+    /// A reply arrived; the caller's slot when its wake-up is put off (see
+    /// [`super::slot::Owed`]).
+    #[must_use]
+    pub(crate) fn complete(&self, reply: frame::Reply) -> Option<Arc<Slot>> {
         let (waiter, idle) = {
             let mut calls = self.lock();
             let waiter = calls.waiting.remove(&reply.call_id);
@@ -684,9 +738,7 @@ impl Worker {
         if idle {
             self.kill.notify_one();
         }
-        if let Some(call) = waiter {
-            let _ = call.end.send((reply.outcome, Some(reply.ran_for)));
-        }
+        waiter.and_then(|call| call.end((reply.outcome, Some(reply.ran_for))))
     }
 
     /// Ends the calls past their deadline with [`Outcome::TimedOut`], and
@@ -728,7 +780,8 @@ impl Worker {
             self.drain.notify_one();
         }
         for call in overdue {
-            let _ = call.end.send((Outcome::TimedOut(call.timeout), None));
+            let timeout = call.timeout;
+            call.fail(Outcome::TimedOut(timeout));
         }
         if idle {
             self.kill.notify_one();
@@ -774,7 +827,7 @@ impl Worker {
         let mut handlers = Vec::with_capacity(waiting.len());
         for (_, call) in waiting {
             handlers.push(call.handler);
-            let _ = call.end.send((Outcome::Crashed, None));
+            call.fail(Outcome::Crashed);
         }
         handlers
     }

@@ -12,6 +12,9 @@
 //!   with an id so that many are in flight at once).
 //! - [`channel`]: starting a worker and its start-up conversation, then
 //!   the calls in flight, answered exactly once (reply or crash).
+//! - [`slot`]: where a call's end goes; a reply that only sends its caller
+//!   messages is written to the caller's socket by the reader of replies,
+//!   without waking the caller's task.
 //! - [`supervisor`]: watching a worker, restarting it with backoff,
 //!   marking a plugin failed that cannot start, retiring a replaced
 //!   version's worker.
@@ -33,6 +36,7 @@ pub(crate) mod channel;
 pub(crate) mod frame;
 pub(crate) mod jail;
 pub(crate) mod ring;
+pub(crate) mod slot;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
 
@@ -41,8 +45,16 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::timeout_at;
 
 pub(crate) use self::channel::WorkerLimits;
+use self::slot::{Attention, Ended, ReplyLine};
 use self::supervisor::{Supervisor, Unavailable, WorkerStatus};
 use crate::plugins::outcome::Outcome;
+
+/// What a caller that waits for its call quietly gives: its line, for the
+/// reader of replies to write to, and what else it waits for.
+pub(crate) struct Quiet<'a> {
+    pub line: Arc<dyn ReplyLine>,
+    pub attention: &'a dyn Attention,
+}
 
 /// A plugin version's worker, as its [`LoadedPlugin`](crate::plugins::loaded::LoadedPlugin) holds it. Dropped
 /// with the last reference to that version (the registry's and those of
@@ -58,29 +70,38 @@ impl Drop for WorkerHandle {
 impl WorkerHandle {
     /// Runs one call of `handler` (a frame from [`frame::call`]) by
     /// `deadline`, the end of `timeout`; also how long the handler ran in
-    /// the worker.
+    /// the worker. With `quiet`, a reply that only sends the caller
+    /// messages is written to its line by the reader of replies, and the
+    /// caller's task is not woken for it (see [`slot`]).
     pub(crate) async fn call(
         &self,
         handler: u32,
         mut bytes: Vec<u8>,
-        deadline: tokio::time::Instant,
-        timeout: Duration,
+        (deadline, timeout): (tokio::time::Instant, Duration),
         connection: crate::groups::ConnectionId,
-    ) -> (Outcome, Option<Duration>) {
+        quiet: Option<&Quiet<'_>>,
+    ) -> Ended {
+        let ended = |outcome| Ended {
+            outcome,
+            ran_for: None,
+            written: None,
+        };
         loop {
             let worker = match self.0.ready() {
                 Some(worker) => worker,
                 None => match timeout_at(deadline, self.0.worker()).await {
                     Ok(Ok(worker)) => worker,
-                    Ok(Err(Unavailable::Failed)) => return (Outcome::OutOfService, None),
-                    Ok(Err(Unavailable::Retired)) => return (Outcome::Crashed, None),
-                    Err(_) => return (Outcome::TimedOut(timeout), None),
+                    Ok(Err(Unavailable::Failed)) => return ended(Outcome::OutOfService),
+                    Ok(Err(Unavailable::Retired)) => return ended(Outcome::Crashed),
+                    Err(_) => return ended(Outcome::TimedOut(timeout)),
                 },
             };
             // The call's deadline is kept by the worker's sweeper (one timer
             // per worker, not one per call): past it, the call ends with
             // `TimedOut` and the worker is drained.
-            let pending = match worker.send(handler, connection, bytes, deadline, timeout) {
+            let line = quiet.map(|quiet| quiet.line.clone());
+            let sent = worker.send(handler, connection, bytes, (deadline, timeout), line);
+            let mut pending = match sent {
                 Ok(pending) => pending,
                 Err(unsent) => {
                     // It died or is draining, and was never sent this call:
@@ -90,12 +111,8 @@ impl WorkerHandle {
                     continue;
                 }
             };
-            return match pending.await {
-                Ok(end) => end,
-                // The channel let go of the call without an end: its worker
-                // is gone.
-                Err(_) => (Outcome::Crashed, None),
-            };
+            return std::future::poll_fn(|cx| pending.poll_end(cx, quiet.map(|q| q.attention)))
+                .await;
         }
     }
 

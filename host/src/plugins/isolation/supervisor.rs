@@ -50,6 +50,7 @@ use super::{
     frame::{self, Reader},
     jail::Spec,
     ring,
+    slot::Owed,
 };
 
 /// Failed starts in a row after which a plugin is marked failed.
@@ -517,8 +518,11 @@ async fn watch_until_exit(
         tokio::select! {
             broke = from_ring => broke,
             ended = read_replies(&worker, &plugin, &answers, max_effects, &mut reader) => {
-                // Replies it put in the ring before it closed the socket.
-                match drain_ring(&worker, max_effects, &mut ring_reader) {
+                // Replies it put in the ring before it closed the socket;
+                // their callers are woken as `owed` drops.
+                let mut owed = Owed::default();
+                let now = std::time::Instant::now();
+                match drain_ring(&worker, max_effects, &mut ring_reader, &mut owed, now) {
                     Ok(()) => ended,
                     Err(broke) => Some(broke),
                 }
@@ -639,11 +643,16 @@ async fn ring_replies(
     };
     let mut idle_rounds = 0;
     let _awake = ReaderAwake::new(worker);
+    // Dropped before `_awake`: a caller's put-off wake-up is made however
+    // this ends.
+    let mut owed = Owed::default();
     loop {
         worker.ring_owed_bell();
-        if let Err(broke) = drain_ring(worker, max_effects, ring) {
+        let now = std::time::Instant::now();
+        if let Err(broke) = drain_ring(worker, max_effects, ring, &mut owed, now) {
             return Some(broke);
         }
+        let wake_owed = owed.settle(now);
         if ring.has_more() {
             idle_rounds = 0;
             tokio::task::yield_now().await;
@@ -665,7 +674,20 @@ async fn ring_replies(
             tokio::task::yield_now().await;
             continue;
         }
-        match bell.readable().await {
+        // Asleep, but not past a put-off wake-up: one timer per sleep
+        // with callers owed one, none per call.
+        let rung = match wake_owed {
+            None => bell.readable().await,
+            Some(due) => tokio::select! {
+                rung = bell.readable() => rung,
+                () = tokio::time::sleep_until(due.into()) => {
+                    ring.wake();
+                    worker.set_reader_awake(true);
+                    continue;
+                }
+            },
+        };
+        match rung {
             Ok(mut ready) => {
                 ring::take_bell(to_host.as_raw_fd());
                 ready.clear_ready();
@@ -694,11 +716,14 @@ impl Drop for ReaderAwake<'_> {
     }
 }
 
-/// Delivers the replies in the worker's ring now, up to a round's worth.
+/// Delivers the replies in the worker's ring now, up to a round's worth;
+/// the callers' wake-ups it puts off go to `owed`, as of `now`.
 fn drain_ring(
     worker: &Arc<Worker>,
     max_effects: usize,
     ring: &mut ring::Reader,
+    owed: &mut Owed,
+    now: std::time::Instant,
 ) -> Result<(), Broke> {
     for _ in 0..ROUND {
         let body = match ring.pop() {
@@ -709,7 +734,11 @@ fn drain_ring(
         match body.split_first() {
             Some((&frame::REPLY, rest)) => {
                 match frame::read_reply(&mut Reader::new(rest), max_effects) {
-                    Ok(reply) => worker.complete(reply),
+                    Ok(reply) => {
+                        if let Some(slot) = worker.complete(reply) {
+                            owed.push(slot, now);
+                        }
+                    }
                     Err(e) => return Err(Broke::Channel(e.to_string())),
                 }
             }
@@ -744,7 +773,13 @@ async fn read_replies(
             Err(e) => return broke(&e),
             Ok(Some((frame::REPLY, body))) => {
                 match frame::read_reply(&mut Reader::new(&body), max_effects) {
-                    Ok(reply) => worker.complete(reply),
+                    // A reply too large for the ring is rare: its caller
+                    // is woken at once.
+                    Ok(reply) => {
+                        if let Some(slot) = worker.complete(reply) {
+                            slot.wake_if_unclaimed();
+                        }
+                    }
                     Err(e) => return broke(&e),
                 }
             }
