@@ -132,6 +132,16 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         "--config",
         process_file.as_str(),
     ];
+    // The kernel's default scheduling, against the host's default `batch`.
+    let normal_args = ["--workers", workers_text.as_str(), "--scheduling", "normal"];
+    let process_normal_args = [
+        "--workers",
+        workers_text.as_str(),
+        "--config",
+        process_file.as_str(),
+        "--scheduling",
+        "normal",
+    ];
     let unjailed_args = [
         "--workers",
         workers_text.as_str(),
@@ -191,6 +201,26 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
                 libraries: &ping,
                 log: HOST_LOG,
                 args: &unjailed_args,
+            },
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "host, ping (inline, normal scheduling)",
+            spec: Spec::Host {
+                libraries: &ping,
+                log: HOST_LOG,
+                args: &normal_args,
+            },
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "host, ping (process, normal scheduling)",
+            spec: Spec::Host {
+                libraries: &ping,
+                log: HOST_LOG,
+                args: &process_normal_args,
             },
             request: Request::Ping,
             huge_first: false,

@@ -130,6 +130,10 @@ fn init_logs(format: LogFormat) {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Before any other thread or worker starts: they inherit it.
+    if let Err(e) = config.settings.scheduling.apply() {
+        tracing::warn!(policy = ?config.settings.scheduling, error = %e, "cannot set the scheduling policy; running with the kernel's default");
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Workers::Count(workers) = config.settings.workers {
         runtime.worker_threads(workers);

@@ -17,6 +17,7 @@ use clap::Parser;
 use rohrpost_plugin_api::GroupNameRule;
 
 pub(crate) use crate::base::networks::TrustedProxies;
+pub(crate) use crate::base::scheduling::Scheduling;
 
 /// One value of a setting, parsed from its text form (flag, environment
 /// variable, or the file's value as text).
@@ -229,6 +230,8 @@ settings! {
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
     /// Worker threads of the server's async runtime: a number, or `auto` for one per CPU core.
     workers: Workers = "auto", flag "workers", env "ROHRPOST_WORKERS", parse parse_workers;
+    /// How the kernel schedules the server's threads and its plugin workers: `batch` (a thread that wakes does not preempt a running one: under full CPU, fewer switches per call to a worker) or `normal` (the kernel's default).
+    scheduling: Scheduling = "batch", flag "scheduling", env "ROHRPOST_SCHEDULING", parse parse_scheduling;
     /// Most arrays and objects in one message; a message with more gets an error reply (each costs a handler that reads `data` memory).
     max_json_containers: usize = "10000", flag "max-json-containers", env "ROHRPOST_MAX_JSON_CONTAINERS", parse parse_positive;
     /// How long a client may take to send its HTTP request (headers, and the
@@ -1043,6 +1046,10 @@ fn parse_bool(text: &str) -> Result<bool, String> {
         "false" | "no" | "off" | "0" => Ok(false),
         other => Err(format!("'{other}' is not true or false")),
     }
+}
+
+fn parse_scheduling(text: &str) -> Result<Scheduling, String> {
+    Scheduling::parse(text.trim())
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
