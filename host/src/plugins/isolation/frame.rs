@@ -267,7 +267,15 @@ const PANICKED: u8 = 2;
 /// A [`REPLY`] frame: the call's id, how long the handler ran, and its
 /// outcome.
 pub(crate) fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> Vec<u8> {
-    let mut w = Writer::new(REPLY, 64);
+    // Room for all of it: growing the frame cost a reallocation per reply.
+    let room = match outcome {
+        CallOutcome::Done(effects) => effects
+            .iter()
+            .map(|e| 12 + e.target.len() + e.body.len())
+            .sum(),
+        CallOutcome::Failed(text) | CallOutcome::Panicked(text) => 4 + text.len(),
+    };
+    let mut w = Writer::new(REPLY, 32 + room);
     w.u64(call_id)
         .u64(u64::try_from(ran_for.as_nanos()).unwrap_or(u64::MAX));
     match outcome {
