@@ -230,7 +230,7 @@ settings! {
     log_format: LogFormat = "text", flag "log-format", env "ROHRPOST_LOG_FORMAT", parse parse_log_format;
     /// Worker threads of the server's async runtime: a number, or `auto` for one per CPU core.
     workers: Workers = "auto", flag "workers", env "ROHRPOST_WORKERS", parse parse_workers;
-    /// How the kernel schedules the server's threads and its plugin workers: `batch` (a thread that wakes does not preempt a running one: under full CPU, fewer switches per call to a worker) or `normal` (the kernel's default).
+    /// How the kernel schedules the server's threads and its plugin workers: `batch` (a thread that wakes does not preempt a running one: under full CPU, fewer switches per call to a worker; a policy set with `chrt` or systemd is kept) or `normal` (as started).
     scheduling: Scheduling = "batch", flag "scheduling", env "ROHRPOST_SCHEDULING", parse parse_scheduling;
     /// Most arrays and objects in one message; a message with more gets an error reply (each costs a handler that reads `data` memory).
     max_json_containers: usize = "10000", flag "max-json-containers", env "ROHRPOST_MAX_JSON_CONTAINERS", parse parse_positive;

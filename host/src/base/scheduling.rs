@@ -15,6 +15,8 @@
 //! plugin in the server's process, the same CPU and a lower p99. Nothing
 //! changes while a CPU is idle: a woken thread then runs at once. The
 //! policy needs no privilege, and takes no share of the CPU from anyone.
+//! A policy the operator chose (`chrt`, systemd's `CPUSchedulingPolicy=`)
+//! is kept: only the kernel's default is changed.
 
 use std::io;
 
@@ -24,7 +26,8 @@ pub(crate) enum Scheduling {
     /// `SCHED_BATCH`: a thread that wakes does not preempt a running one.
     #[default]
     Batch,
-    /// The kernel's default (`SCHED_OTHER`).
+    /// As the server was started: the kernel's default, or what the
+    /// operator set.
     Normal,
 }
 
@@ -39,20 +42,28 @@ impl Scheduling {
         }
     }
 
-    /// Gives the calling thread this policy; the threads and processes it
-    /// starts afterwards inherit it.
+    /// Gives the calling thread this policy if it runs under the kernel's
+    /// default; the threads and processes it starts afterwards inherit it.
     pub(crate) fn apply(self) -> io::Result<()> {
-        let policy = match self {
-            Scheduling::Batch => libc::SCHED_BATCH,
-            Scheduling::Normal => libc::SCHED_OTHER,
-        };
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is a valid `sched_param`; pid 0 is this thread.
-        if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
+        if self == Scheduling::Normal {
+            return Ok(());
         }
+        // SAFETY: pid 0 is this thread.
+        if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+            return Ok(());
+        }
+        set(libc::SCHED_BATCH)
+    }
+}
+
+/// Sets the calling thread's policy.
+fn set(policy: libc::c_int) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid `sched_param`; pid 0 is this thread.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -63,15 +74,30 @@ mod tests {
     #[test]
     fn a_thread_takes_the_policy_and_passes_it_on() {
         std::thread::spawn(|| {
+            // SAFETY: pid 0 is this thread.
+            let policy = || unsafe { libc::sched_getscheduler(0) };
+            super::set(libc::SCHED_OTHER).expect("the kernel's default");
+            Scheduling::Normal.apply().expect("nothing to do");
+            assert_eq!(policy(), libc::SCHED_OTHER);
             Scheduling::Batch
                 .apply()
                 .expect("SCHED_BATCH needs no privilege");
-            // SAFETY: pid 0 is this thread.
-            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_BATCH);
-            let child = std::thread::spawn(|| unsafe { libc::sched_getscheduler(0) });
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            let child = std::thread::spawn(policy);
             assert_eq!(child.join().expect("joined"), libc::SCHED_BATCH);
-            Scheduling::Normal.apply().expect("back");
-            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        })
+        .join()
+        .expect("joined");
+    }
+
+    #[test]
+    fn a_policy_the_operator_chose_is_kept() {
+        std::thread::spawn(|| {
+            super::set(libc::SCHED_OTHER).expect("the kernel's default");
+            super::set(libc::SCHED_IDLE).expect("SCHED_IDLE needs no privilege");
+            Scheduling::Batch.apply().expect("nothing to do");
+            // SAFETY: pid 0 is this thread.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);
         })
         .join()
         .expect("joined");

@@ -3,7 +3,8 @@
 //! [`crate::plugins::isolation::slot`]): only a reply that does what
 //! [`Effects::carry_out_now`](super::Effects::carry_out_now) writes at
 //! once, sends of JSON objects to the caller and nothing else, framed as
-//! the connection's [`Writer`](crate::socket::writer::Writer) frames them.
+//! the connection's [`Writer`](crate::socket::writer::Writer) frames them;
+//! and only a small one, that no connection would compress.
 
 use rohrpost_plugin_api::abi::Effect;
 
@@ -11,18 +12,33 @@ use super::{action::is_json_object, only_sends};
 use crate::{
     plugins::isolation::slot::{Direct, ReplyLine},
     socket::{
-        buffers, deflate,
+        buffers,
         frame::{self, OpCode},
         line::{Line, Wrote},
     },
 };
+
+/// The most bytes of messages a reply written by the reader of replies
+/// may have.
+const MAX_DIRECT: usize = 2048;
 
 impl ReplyLine for Line {
     fn write_sends(&self, effects: &[Effect]) -> Direct {
         if effects.is_empty() {
             return Direct::Written;
         }
-        if !only_sends(effects) || !effects.iter().all(|e| is_json_object(e.body.as_str())) {
+        // Small and never compressed: one reader of replies writes for
+        // every caller of its worker, so what it does per reply must stay
+        // as little as a pong's. Larger replies go to their callers' tasks.
+        let bytes: usize = effects.iter().map(|e| e.body.len()).sum();
+        let plain = self
+            .deflate()
+            .is_none_or(|d| effects.iter().all(|e| e.body.len() < d.threshold as usize));
+        if bytes > MAX_DIRECT
+            || !plain
+            || !only_sends(effects)
+            || !effects.iter().all(|e| is_json_object(e.body.as_str()))
+        {
             return Direct::Declined;
         }
         let room = effects
@@ -31,13 +47,7 @@ impl ReplyLine for Line {
             .sum();
         let mut out = buffers::take(room);
         for effect in effects {
-            let body = effect.body.as_bytes();
-            match self.deflate() {
-                Some(settings) => {
-                    deflate::write_frame(&mut out, OpCode::Text, body, settings);
-                }
-                None => frame::write_frame(&mut out, OpCode::Text, body),
-            }
+            frame::write_frame(&mut out, OpCode::Text, effect.body.as_bytes());
         }
         let wrote = self.write_reply(&out);
         buffers::give(out);
