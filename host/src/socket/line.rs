@@ -16,6 +16,7 @@
 
 use std::{
     io,
+    os::fd::{AsRawFd, RawFd},
     sync::{Mutex, MutexGuard},
     task::{ready, Context, Poll},
 };
@@ -27,6 +28,9 @@ use super::deflate::Deflate;
 /// A connection's socket for writing, by its task and by the fan-out.
 pub(crate) struct Line {
     stream: OwnedWriteHalf,
+    /// The socket's descriptor, next to the lock: a write without waiting
+    /// goes straight to it (see [`Locked::write`]).
+    fd: RawFd,
     state: Mutex<LineState>,
     /// What the connection negotiated for the messages it is sent.
     deflate: Option<Deflate>,
@@ -78,15 +82,35 @@ impl Locked<'_> {
     }
 
     /// Writes `frame` without waiting; only on a [`free`](Self::free) line.
+    ///
+    /// A `send` on the descriptor itself, not through tokio's `try_write`:
+    /// tokio first reads the socket's readiness, kept apart from the
+    /// socket, which for a group of 10,000 is one more cache miss per
+    /// member (`perf record` of a fan-out: `try_write` was 6% of the
+    /// server's CPU). Nothing is lost by it: a socket found full here is
+    /// left to the connection's task, whose write learns that anew.
     pub(crate) fn write(&mut self, frame: &[u8]) -> Wrote {
-        match self.line.stream.try_write(frame) {
+        // SAFETY: the descriptor belongs to `self.line.stream`, open while
+        // the line lives; `frame` is valid for its length.
+        let sent = unsafe {
+            libc::send(
+                self.line.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(sent) {
             Ok(n) if n == frame.len() => Wrote::All,
             Ok(n) => {
                 self.state.rest.extend_from_slice(&frame[n..]);
                 Wrote::Part
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Wrote::Nothing,
-            Err(_) => Wrote::Gone,
+            Err(_) => match io::Error::last_os_error().kind() {
+                io::ErrorKind::WouldBlock => Wrote::Nothing,
+                io::ErrorKind::Interrupted => Wrote::Nothing,
+                _ => Wrote::Gone,
+            },
         }
     }
 }
@@ -94,6 +118,7 @@ impl Locked<'_> {
 impl Line {
     pub(crate) fn new(stream: OwnedWriteHalf, deflate: Option<Deflate>) -> Self {
         Line {
+            fd: stream.as_ref().as_raw_fd(),
             stream,
             state: Mutex::new(LineState::default()),
             deflate,
