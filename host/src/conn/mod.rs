@@ -408,12 +408,11 @@ async fn run(
                             wakes: &wakes,
                             seen,
                         };
-                        let quiet = Quiet {
+                        let quiet = (!more).then(|| Quiet {
                             line: line.clone(),
                             attention: &elsewhere,
-                        };
-                        let quiet = (!more).then_some(&quiet);
-                        Ok(Box::pin(shared.dispatcher.finish(call, quiet)).await)
+                        });
+                        Ok(Box::pin(shared.dispatcher.finish(call, quiet.as_ref())).await)
                     };
                     match handled.map(|answer| effects.carry_out_now(answer)) {
                         Ok(Ok(())) => effects.flush().await,

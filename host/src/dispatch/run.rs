@@ -77,16 +77,11 @@ pub(crate) async fn in_worker(
 ) -> Ended {
     let timeout = cx.timeout;
     let deadline = deadline(timeout);
-    let ended = |outcome| Ended {
-        outcome,
-        ran_for: None,
-        written: None,
-    };
     let _permit = if pooled {
         match tokio::time::timeout_at(deadline, plugin.pool_slots.acquire()).await {
             Ok(Ok(permit)) => Some(permit),
-            Ok(Err(closed)) => return ended(Outcome::Lost(closed.to_string())),
-            Err(_) => return ended(Outcome::TimedOut(timeout)),
+            Ok(Err(closed)) => return Outcome::Lost(closed.to_string()).into(),
+            Err(_) => return Outcome::TimedOut(timeout).into(),
         }
     } else {
         None

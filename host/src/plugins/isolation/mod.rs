@@ -81,19 +81,14 @@ impl WorkerHandle {
         connection: crate::groups::ConnectionId,
         quiet: Option<&Quiet<'_>>,
     ) -> Ended {
-        let ended = |outcome| Ended {
-            outcome,
-            ran_for: None,
-            written: None,
-        };
         loop {
             let worker = match self.0.ready() {
                 Some(worker) => worker,
                 None => match timeout_at(deadline, self.0.worker()).await {
                     Ok(Ok(worker)) => worker,
-                    Ok(Err(Unavailable::Failed)) => return ended(Outcome::OutOfService),
-                    Ok(Err(Unavailable::Retired)) => return ended(Outcome::Crashed),
-                    Err(_) => return ended(Outcome::TimedOut(timeout)),
+                    Ok(Err(Unavailable::Failed)) => return Outcome::OutOfService.into(),
+                    Ok(Err(Unavailable::Retired)) => return Outcome::Crashed.into(),
+                    Err(_) => return Outcome::TimedOut(timeout).into(),
                 },
             };
             // The call's deadline is kept by the worker's sweeper (one timer

@@ -70,6 +70,17 @@ pub(crate) struct Ended {
     pub written: Option<Instant>,
 }
 
+impl From<Outcome> for Ended {
+    /// A call that ended without a reply from the worker.
+    fn from(outcome: Outcome) -> Self {
+        Ended {
+            outcome,
+            ran_for: None,
+            written: None,
+        }
+    }
+}
+
 /// One call's end, between the reader of replies and the caller.
 #[derive(Default)]
 pub(crate) struct Slot(Mutex<State>);
