@@ -101,6 +101,27 @@ impl Connection {
         Ok(())
     }
 
+    /// [`Connection::send_success`] with `data` as raw JSON text, such as
+    /// [`Request::data_json`]'s: written compact, never parsed into a
+    /// `Value`, and the message built in one piece. The cheapest reply
+    /// there is; the caller promises the text is valid JSON, as for
+    /// [`Message::data_json`].
+    ///
+    /// ```
+    /// use rohrpost_plugin_api::prelude::*;
+    ///
+    /// /// `{"id":1,"type":"echo","data":{"a":1}}` → `{"id":1,"type":"echoed","data":{"a":1}}`.
+    /// fn echo(req: &Request, conn: &mut Connection) -> HandlerResult {
+    ///     conn.send_success_json(req.id(), "echoed", req.data_json());
+    ///     Ok(())
+    /// }
+    /// # let _ = Plugin::new("doc", "1.0.0").handle("echo", echo).inline();
+    /// ```
+    pub fn send_success_json(&mut self, id: &Id, kind: &str, data_json: Option<&str>) {
+        let text = crate::wire::write_message(Some(id.as_json()), Some(kind), None, data_json);
+        self.push(EFFECT_SEND, "", text);
+    }
+
     /// rohrpost's `send_error`: `{"id","type","error"}`, for any id and
     /// type ([`Connection::reply_error`] answers the request). The handler still
     /// succeeds, and nothing is logged: the way to answer an expected

@@ -16,8 +16,10 @@ pub fn write_message(
     error: Option<&str>,
     data: Option<&str>,
 ) -> String {
+    // Room for the keys and punctuation of all four parts, so that an
+    // answer without escapes is written without growing.
     let mut out = String::with_capacity(
-        16 + id.map_or(0, str::len)
+        40 + id.map_or(0, str::len)
             + kind.map_or(0, str::len)
             + error.map_or(0, str::len)
             + data.map_or(0, str::len),

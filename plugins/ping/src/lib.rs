@@ -6,13 +6,13 @@
 use rohrpost_plugin_api::prelude::*;
 
 fn ping(req: &Request, conn: &mut Connection) -> HandlerResult {
-    let pong = Message::success(req.id(), "pong");
-    let pong = match req.data_json() {
-        None => pong,
-        Some(object) if object.starts_with('{') => pong.data_json(object),
-        Some(other) => pong.data_json(format!(r#"{{"data":{other}}}"#)),
-    };
-    conn.send_message(pong)?;
+    match req.data_json() {
+        Some(other) if !other.starts_with('{') => {
+            let wrapped = format!(r#"{{"data":{other}}}"#);
+            conn.send_success_json(req.id(), "pong", Some(&wrapped));
+        }
+        data => conn.send_success_json(req.id(), "pong", data),
+    }
     Ok(())
 }
 
