@@ -6,25 +6,32 @@
 //! share, the idle timer goes through the timer wheel. A [`WokenOnly`]
 //! future gets a waker of its own ([`Wakes`], one per task, shared by its
 //! wrapped futures) and is polled again only after that waker fired, so a
-//! frame costs such a branch an atomic load.
+//! frame costs such a branch two plain atomic loads.
+//!
+//! The task's waker stays registered once it is ([`TaskSlot`]): a wake does
+//! not take it away, as `AtomicWaker`'s does, so a poll need not register
+//! it again (two atomic read-modify-writes on a line that the connection's
+//! two runtime threads then pass between them, on every frame); it only
+//! compares the waker with the one registered, which does not change while
+//! the same task polls.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicPtr, AtomicU64, Ordering},
         Arc,
     },
     task::{Context, Poll, Wake, Waker},
 };
 
-use futures_util::task::AtomicWaker;
+use crate::base::lock::lock;
 
 /// How often the wrapped futures were woken, and the task to wake then.
 #[derive(Default)]
 struct Flag {
     generation: AtomicU64,
-    task: AtomicWaker,
+    task: TaskSlot,
 }
 
 impl Wake for Flag {
@@ -35,6 +42,38 @@ impl Wake for Flag {
     fn wake_by_ref(self: &Arc<Self>) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.task.wake();
+    }
+}
+
+/// The task to wake, kept across wakes.
+#[derive(Default)]
+struct TaskSlot {
+    waker: std::sync::Mutex<Option<Waker>>,
+    /// The registered waker's data and vtable, read without the lock to
+    /// tell whether a poll's waker is the one registered.
+    data: AtomicPtr<()>,
+    vtable: AtomicPtr<std::task::RawWakerVTable>,
+}
+
+impl TaskSlot {
+    /// Makes `waker` the one woken, unless it already is.
+    fn register(&self, waker: &Waker) {
+        let vtable = std::ptr::from_ref(waker.vtable()).cast_mut();
+        if self.data.load(Ordering::Acquire) == waker.data().cast_mut()
+            && self.vtable.load(Ordering::Acquire) == vtable
+        {
+            return;
+        }
+        let mut slot = lock(&self.waker);
+        *slot = Some(waker.clone());
+        self.data.store(waker.data().cast_mut(), Ordering::Release);
+        self.vtable.store(vtable, Ordering::Release);
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = lock(&self.waker).as_ref() {
+            waker.wake_by_ref();
+        }
     }
 }
 
