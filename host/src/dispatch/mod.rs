@@ -128,8 +128,13 @@ impl Dispatcher {
                 return Begun::Answered(Answer::Reply(rejection.reply()));
             }
         };
-        let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
-            Some(route) => route.clone(),
+        // The route is borrowed from the snapshot for an inline call and
+        // cloned only for a call that waits: a clone is two reference
+        // counts that every request of the plugin, on every runtime
+        // thread, would add to and take from.
+        let snapshot = self.registry.snapshot();
+        let route = match snapshot.routes.get(envelope.kind.as_ref()) {
+            Some(route) => route,
             None => {
                 self.monitor.unknown_type();
                 let kind = envelope.kind.as_ref();
@@ -148,7 +153,7 @@ impl Dispatcher {
             return Begun::Waiting(Waiting {
                 text,
                 envelope,
-                route,
+                route: route.clone(),
                 inline,
                 scope: scope.clone(),
                 connection: caller.id,
@@ -160,13 +165,13 @@ impl Dispatcher {
         // arrival, parsing included: for the frames that are judged (at most
         // `JUDGED_UP_TO`) that is tens of microseconds at most, far below
         // the inline budget.
-        let watched = inline_watch::begin(&route, arrived);
+        let watched = inline_watch::begin(route, arrived);
         let cx = self.context(caller.id);
         let outcome = run::inline(&cx, &route.plugin, route.handler, &envelope, text, scope);
         drop(watched);
         let took = arrived.elapsed();
         let ended = (outcome, Some(took), took);
-        Begun::Answered(self.ended(text, envelope, &route, inline, ended))
+        Begun::Answered(self.ended(text, envelope, route, inline, ended))
     }
 
     /// Runs a call that must be waited for: in the plugin's worker, or on

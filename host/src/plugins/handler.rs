@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use crate::telemetry::striped::Striped;
+
 /// Slow calls among the last [`WINDOW`] calls of an inline handler that
 /// move it to the worker pool: one large or unlucky request never does.
 const SLOW_CALLS: usize = 3;
@@ -30,8 +32,10 @@ pub(crate) struct HandlerInfo {
 /// touched once per call (twice when the call was slow).
 #[derive(Debug, Default)]
 struct Judge {
-    /// Calls judged so far: the clock of `slow`.
-    calls: AtomicU64,
+    /// Calls judged so far: the clock of `slow`. In stripes, which a fast
+    /// inline call (nearly every call) only adds to, and only a slow one
+    /// sums.
+    calls: Striped,
     /// The numbers (from 1) of the most recent slow calls but one.
     slow: [AtomicU64; SLOW_CALLS - 1],
     /// Fast pooled calls in a row since the handler was demoted.
@@ -85,10 +89,11 @@ impl HandlerInfo {
     /// demoted handler after enough fast calls in a row.
     pub(crate) fn judge(&self, ran_inline: bool, slow: bool) -> ModeChange {
         let judge = &self.judge;
-        let n = judge.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        judge.calls.add(1);
         match (ran_inline, slow) {
             (true, false) => ModeChange::Unchanged,
             (true, true) => {
+                let n = judge.calls.sum();
                 // The oldest remembered slow call; 0 is "none".
                 let (oldest, slot) = judge
                     .slow
@@ -98,7 +103,7 @@ impl HandlerInfo {
                     .map(|(i, v)| (v, i))
                     .min()
                     .unwrap_or((0, 0));
-                if oldest != 0 && n - oldest < WINDOW {
+                if oldest != 0 && n.saturating_sub(oldest) < WINDOW {
                     for s in &judge.slow {
                         s.store(0, Ordering::Relaxed);
                     }

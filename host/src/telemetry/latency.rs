@@ -3,8 +3,9 @@
 //! prometheus-client's `Histogram` takes a mutex on every observation, and
 //! every request of a plugin observes the same one from both worker
 //! threads. Here an observation is two relaxed atomic additions (its bucket
-//! and the sum); the count is the buckets' total, read only when `/metrics`
-//! is rendered.
+//! and the sum) to the calling thread's stripe ([`super::striped`]); the
+//! count is the buckets' total, and the stripes are summed, only when
+//! `/metrics` is rendered or the sampler reads them.
 //!
 //! The buckets are fine enough (1, 2, 5 per decade from 1 µs) for the
 //! status page to estimate percentiles from them ([`Buckets::quantile`]).
@@ -17,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use super::striped::{stripe, Padded, STRIPES};
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{MetricType, TypedMetric},
@@ -117,22 +119,32 @@ struct Counts {
 
 /// A latency histogram in seconds; clones share their counts.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Latency(Arc<Counts>);
+pub(crate) struct Latency(Arc<[Padded<Counts>; STRIPES]>);
 
 impl Latency {
     pub(crate) fn observe(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NS.partition_point(|&bound| bound < ns);
-        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        let counts = &self.0[stripe()].0;
+        counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        counts.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The sum of all observations, in nanoseconds.
+    fn sum_ns(&self) -> u64 {
+        self.0.iter().fold(0u64, |sum, counts| {
+            sum.wrapping_add(counts.0.sum_ns.load(Ordering::Relaxed))
+        })
     }
 
     /// The counts so far (relaxed reads: a concurrent observation may be
     /// in one bucket and not yet in another's total, never lost).
     pub(crate) fn buckets(&self) -> Buckets {
         let mut out = Buckets::default();
-        for (out, count) in out.0.iter_mut().zip(&self.0.buckets) {
-            *out = count.load(Ordering::Relaxed);
+        for counts in self.0.iter() {
+            for (out, count) in out.0.iter_mut().zip(&counts.0.buckets) {
+                *out = out.wrapping_add(count.load(Ordering::Relaxed));
+            }
         }
         out
     }
@@ -148,12 +160,9 @@ impl EncodeMetric for Latency {
             .iter()
             .map(|&ns| ns as f64 / 1e9)
             .chain([f64::INFINITY]);
-        let buckets: Vec<(f64, u64)> = bounds
-            .zip(&self.0.buckets)
-            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
-            .collect();
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.buckets().0).collect();
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.sum_ns() as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 

@@ -19,6 +19,7 @@ use super::event_bus::LiveSink;
 use super::{
     latency::{Buckets, Latency},
     plugin_reports::PluginReports,
+    striped::Striped,
 };
 use crate::base::lock::lock;
 
@@ -106,23 +107,26 @@ struct EventLabel {
     event: String,
 }
 
+/// A counter that every request bumps: in stripes ([`super::striped`]).
+pub(crate) type RequestCounter = Counter<u64, Striped>;
+
 /// The counters and the latency histogram of one routed message type.
 #[derive(Clone, Debug)]
 pub(crate) struct RouteMetrics {
-    pub ok: Counter,
-    pub error: Counter,
-    pub panic: Counter,
-    pub timeout: Counter,
+    pub ok: RequestCounter,
+    pub error: RequestCounter,
+    pub panic: RequestCounter,
+    pub timeout: RequestCounter,
     pub latency: Latency,
 }
 
 /// The Prometheus metrics.
 pub(crate) struct Metrics {
-    pub(super) invalid: Counter,
-    pub(super) unknown_type: Counter,
+    pub(super) invalid: RequestCounter,
+    pub(super) unknown_type: RequestCounter,
     registry: Registry,
     pub(super) connections: Gauge,
-    messages: Family<MessageLabels, Counter>,
+    messages: Family<MessageLabels, RequestCounter>,
     handler_seconds: Family<PluginLabel, Latency>,
     plugin_events: Family<EventLabel, Counter>,
     worker_crashes: Family<PluginLabel, Counter>,
@@ -147,7 +151,7 @@ pub(crate) struct Metrics {
     pub reports: Arc<PluginReports>,
     /// Every routed type's outcome counters, for [`Metrics::read`]; types
     /// come from plugins, never from clients.
-    outcomes: Mutex<HashMap<String, [Counter; 4]>>,
+    outcomes: Mutex<HashMap<String, [RequestCounter; 4]>>,
     /// Every plugin's latency histogram, by plugin name.
     latencies: Mutex<BTreeMap<String, Latency>>,
 }
@@ -175,7 +179,7 @@ impl Default for Metrics {
             "Open WebSocket connections",
             connections.clone(),
         );
-        let messages = Family::<MessageLabels, Counter>::default();
+        let messages = Family::<MessageLabels, RequestCounter>::default();
         registry.register(
             "messages",
             "Requests handled, by message type and outcome",

@@ -17,6 +17,7 @@ pub(crate) mod plugin_events;
 pub(crate) mod plugin_reports;
 pub(crate) mod plugin_states;
 pub(crate) mod readiness;
+pub(crate) mod striped;
 
 use std::{
     path::Path,
