@@ -15,6 +15,13 @@
 //! too, marked when it kept its threads busy (it was the bottleneck). The
 //! servers run with the same `--workers`, and the cases alternate over
 //! `--rounds` rounds, so that a slow moment of the machine hits them all.
+//!
+//! The ratios to the yardstick are taken round by round (each case against
+//! the yardstick's run of the same round, minutes apart at most) and the
+//! table shows their median and range: the machine's speed drifts by 10%
+//! and more over a run, which a ratio of sums would take for a difference
+//! between servers. Replies/s, latencies and CPU per reply are over all
+//! rounds.
 
 use std::time::{Duration, Instant};
 
@@ -57,8 +64,9 @@ pub struct ThroughputArgs {
     #[arg(long, default_value_t = 1)]
     pub generator_threads: usize,
 
-    /// Rounds over all servers, alternating; each row sums its rounds.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds over all servers, alternating; each row sums its rounds,
+    /// and its ratios are the median of the rounds' ratios.
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 
     /// Run only the cases whose name contains this text (the first case,
@@ -85,6 +93,8 @@ struct Outcome {
     server_cpu: Duration,
     generator_cpu: Duration,
     errors: Errors,
+    /// Each round's replies/s and CPU per reply (µs), for the ratios.
+    rounds: Vec<(f64, f64)>,
 }
 
 impl Outcome {
@@ -264,6 +274,10 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         for (case, outcome) in cases.iter().zip(&mut outcomes) {
             eprintln!("throughput: round {round}: {}", case.name);
             let (phase, cpu) = measure(artifacts, case, args).await?;
+            outcome.rounds.push((
+                phase.replies as f64 / cpu.wall.as_secs_f64().max(f64::MIN_POSITIVE),
+                report::micros_per(cpu.server, phase.replies),
+            ));
             outcome.replies += phase.replies;
             outcome.measured += cpu.wall;
             outcome.latencies_us.extend_from_slice(&phase.latencies_us);
@@ -285,8 +299,8 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             "p99",
             "server CPU per reply",
             "generator CPU",
-            "replies/s vs yardstick",
-            "CPU per reply vs yardstick",
+            "replies/s vs yardstick (median, range of rounds)",
+            "CPU per reply vs yardstick (median, range of rounds)",
             "p99 vs yardstick",
             "errors",
         ],
@@ -312,13 +326,39 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
                 "{cores:.2} cores{}",
                 if saturated { " (saturated)" } else { "" }
             ),
-            report::ratio(outcome.replies_per_s(), base.replies_per_s()),
-            report::ratio(outcome.cpu_per_reply_us(), base.cpu_per_reply_us()),
+            round_ratios(&outcome.rounds, &base.rounds, |round| round.0),
+            round_ratios(&outcome.rounds, &base.rounds, |round| round.1),
             report::ratio(f64::from(latency.p99), f64::from(base_latency.p99)),
             outcome.errors.describe(),
         ]);
     }
     Ok(table)
+}
+
+/// The median and range of a figure's ratio to the yardstick's, round by
+/// round: "1.02× (0.97–1.05)".
+fn round_ratios(
+    case: &[(f64, f64)],
+    base: &[(f64, f64)],
+    figure: impl Fn(&(f64, f64)) -> f64,
+) -> String {
+    let mut ratios: Vec<f64> = case
+        .iter()
+        .zip(base)
+        .filter(|(_, base)| figure(base) > 0.0)
+        .map(|(round, base)| figure(round) / figure(base))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (Some(low), Some(high)) = (ratios.first(), ratios.last()) else {
+        return "–".to_owned();
+    };
+    let middle = ratios.len() / 2;
+    let median = if ratios.len().is_multiple_of(2) {
+        (ratios[middle - 1] + ratios[middle]) / 2.0
+    } else {
+        ratios[middle]
+    };
+    format!("{median:.2}× ({low:.2}–{high:.2})")
 }
 
 /// One round of one case: the measured phase and the CPU used in it.
