@@ -6,7 +6,7 @@
 //! share, the idle timer goes through the timer wheel. A [`WokenOnly`]
 //! future gets a waker of its own ([`Wakes`], one per task, shared by its
 //! wrapped futures) and is polled again only after that waker fired, so a
-//! frame costs such a branch two plain atomic loads.
+//! frame costs such a branch three plain atomic loads.
 //!
 //! The task's waker stays registered once it is ([`TaskSlot`]): a wake does
 //! not take it away, as `AtomicWaker`'s does, so a poll need not register

@@ -128,13 +128,11 @@ impl Dispatcher {
                 return Begun::Answered(Answer::Reply(rejection.reply()));
             }
         };
-        // The route is borrowed from the snapshot for an inline call and
-        // cloned only for a call that waits: a clone is two reference
-        // counts that every request of the plugin, on every runtime
-        // thread, would add to and take from.
-        let snapshot = self.registry.snapshot();
-        let route = match snapshot.routes.get(envelope.kind.as_ref()) {
-            Some(route) => route,
+        // Cloned, and the snapshot let go at once: a call holding the
+        // snapshot would keep every plugin version that a reload replaces
+        // meanwhile, and retire them on this thread when it ends.
+        let route = match self.registry.snapshot().routes.get(envelope.kind.as_ref()) {
+            Some(route) => route.clone(),
             None => {
                 self.monitor.unknown_type();
                 let kind = envelope.kind.as_ref();
@@ -153,7 +151,7 @@ impl Dispatcher {
             return Begun::Waiting(Waiting {
                 text,
                 envelope,
-                route: route.clone(),
+                route,
                 inline,
                 scope: scope.clone(),
                 connection: caller.id,
@@ -165,13 +163,13 @@ impl Dispatcher {
         // arrival, parsing included: for the frames that are judged (at most
         // `JUDGED_UP_TO`) that is tens of microseconds at most, far below
         // the inline budget.
-        let watched = inline_watch::begin(route, arrived);
+        let watched = inline_watch::begin(&route, arrived);
         let cx = self.context(caller.id);
         let outcome = run::inline(&cx, &route.plugin, route.handler, &envelope, text, scope);
         drop(watched);
         let took = arrived.elapsed();
         let ended = (outcome, Some(took), took);
-        Begun::Answered(self.ended(text, envelope, route, inline, ended))
+        Begun::Answered(self.ended(text, envelope, &route, inline, ended))
     }
 
     /// Runs a call that must be waited for: in the plugin's worker, or on

@@ -3,11 +3,10 @@
 //!
 //! A shared `AtomicU64` that both threads add to moves its cache line from
 //! one core to the other on most requests, and an atomic add waits for it:
-//! the request path bumped five of them per call (the type's outcome, the
-//! plugin's latency bucket and sum, the handler's judge) and cloned two
-//! `Arc`s. Here each thread adds to a stripe of its own, a line apart from
-//! the others, and a read (a scrape, the sampler, a slow call's judging)
-//! sums the stripes.
+//! the request path bumped four of them per call (the type's outcome, the
+//! plugin's latency bucket and sum, the handler's judge). Here each thread
+//! adds to a stripe of its own, a line apart from the others, and a read
+//! (a scrape, the sampler, a slow call's judging) sums the stripes.
 
 use std::{
     cell::Cell,
