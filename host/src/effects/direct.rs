@@ -33,7 +33,7 @@ impl ReplyLine for Line {
         let bytes: usize = effects.iter().map(|e| e.body.len()).sum();
         let plain = self
             .deflate()
-            .is_none_or(|d| effects.iter().all(|e| e.body.len() < d.threshold as usize));
+            .is_none_or(|d| effects.iter().all(|e| d.too_short(e.body.len())));
         if bytes > MAX_DIRECT
             || !plain
             || !only_sends(effects)

@@ -33,6 +33,13 @@ pub(crate) struct Deflate {
     pub level: u8,
 }
 
+impl Deflate {
+    /// Whether a message of `len` bytes goes uncompressed for its size.
+    pub(crate) fn too_short(&self, len: usize) -> bool {
+        len < self.threshold as usize
+    }
+}
+
 /// The smallest window zlib writes raw deflate with.
 pub(crate) const MIN_WINDOW_BITS: u8 = 9;
 /// The largest window of DEFLATE.
@@ -82,7 +89,7 @@ pub(crate) fn write_frame(
     payload: &[u8],
     deflate: Deflate,
 ) -> bool {
-    if payload.len() < deflate.threshold as usize {
+    if deflate.too_short(payload.len()) {
         frame::write_frame(out, opcode, payload);
         return false;
     }

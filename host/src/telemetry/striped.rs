@@ -45,9 +45,11 @@ pub(crate) fn stripe() -> usize {
 pub(crate) struct Striped([Padded<AtomicU64>; STRIPES]);
 
 impl Striped {
-    /// Adds `n` to the calling thread's stripe.
-    pub(crate) fn add(&self, n: u64) {
-        self.0[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    /// Adds `n` to the calling thread's stripe; returns the stripe's
+    /// count before, not the total: summing would read every other
+    /// thread's line, which is what this avoids.
+    pub(crate) fn add(&self, n: u64) -> u64 {
+        self.0[stripe()].0.fetch_add(n, Ordering::Relaxed)
     }
 
     /// The total (relaxed: an add in flight may be missing, never lost).
@@ -58,16 +60,14 @@ impl Striped {
     }
 }
 
+/// Increments return what [`Striped::add`] does (nothing here uses it).
 impl prometheus_client::metrics::counter::Atomic<u64> for Striped {
-    /// Returns the stripe's count before, not the total: summing would
-    /// read every other thread's line, which is what this avoids (nothing
-    /// here uses what an increment returns).
     fn inc(&self) -> u64 {
-        self.inc_by(1)
+        self.add(1)
     }
 
     fn inc_by(&self, v: u64) -> u64 {
-        self.0[stripe()].0.fetch_add(v, Ordering::Relaxed)
+        self.add(v)
     }
 
     fn get(&self) -> u64 {
