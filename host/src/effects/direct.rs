@@ -6,11 +6,12 @@
 //! the connection's [`Writer`](crate::socket::writer::Writer) frames them;
 //! and only a small one, that no connection would compress.
 
-use rohrpost_plugin_api::abi::Effect;
-
 use super::{action::is_json_object, only_sends};
 use crate::{
-    plugins::isolation::slot::{Direct, ReplyLine},
+    plugins::isolation::{
+        frame::EffectRef,
+        slot::{Direct, ReplyLine},
+    },
     socket::{
         buffers,
         frame::{self, OpCode},
@@ -23,7 +24,7 @@ use crate::{
 const MAX_DIRECT: usize = 2048;
 
 impl ReplyLine for Line {
-    fn write_sends(&self, effects: &[Effect]) -> Direct {
+    fn write_sends(&self, effects: &[EffectRef<'_>]) -> Direct {
         if effects.is_empty() {
             return Direct::Written;
         }
@@ -36,8 +37,8 @@ impl ReplyLine for Line {
             .is_none_or(|d| effects.iter().all(|e| d.too_short(e.body.len())));
         if bytes > MAX_DIRECT
             || !plain
-            || !only_sends(effects)
-            || !effects.iter().all(|e| is_json_object(e.body.as_str()))
+            || !only_sends(effects.iter().map(|e| (e.kind, e.body.len())))
+            || !effects.iter().all(|e| is_json_object(e.body))
         {
             return Direct::Declined;
         }

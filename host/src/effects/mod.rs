@@ -167,7 +167,7 @@ impl Effects<'_> {
                 plugin,
                 request,
                 effects,
-            } if only_sends(&effects) => {
+            } if only_sends(effects.iter().map(|e| (e.kind, e.body.len()))) => {
                 // What `apply` does with sends alone: no group, no state,
                 // each message checked and written in order.
                 for effect in RVec::into_iter(effects) {
@@ -248,13 +248,10 @@ impl Effects<'_> {
 /// them first.
 const FLUSH_PAST: usize = 64 * 1024;
 
-/// Whether `effects` only send to the caller, few and small enough to be
-/// written without waiting.
-fn only_sends(effects: &[Effect]) -> bool {
-    effects.len() <= 16
-        && effects
-            .iter()
-            .all(|e| e.kind == EFFECT_SEND && e.body.len() <= FLUSH_PAST / 16)
+/// Whether `effects` (each its kind and the length of its body) only
+/// send to the caller, few and small enough to be written without waiting.
+fn only_sends(mut effects: impl ExactSizeIterator<Item = (u32, usize)>) -> bool {
+    effects.len() <= 16 && effects.all(|(kind, len)| kind == EFFECT_SEND && len <= FLUSH_PAST / 16)
 }
 
 /// How many actions are carried out between two yields to the runtime.

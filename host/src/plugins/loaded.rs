@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::plugins::outcome::{Outcome, Tally};
 use crate::telemetry::plugin_events::{Identity, PluginInfo};
+use crate::telemetry::striped::Striped;
 use crate::{
     config::Isolation, plugins::files::shadow::ShadowDir, plugins::handler::HandlerInfo,
     plugins::isolation::WorkerHandle, plugins::library, plugins::manifest::*,
@@ -55,7 +56,8 @@ pub(crate) struct LoadedPlugin {
 /// Call counts of one loaded plugin version.
 #[derive(Debug, Default)]
 struct Stats {
-    calls: AtomicU64,
+    /// Counted on every call, by every runtime thread: in stripes.
+    calls: Striped,
     errors: AtomicU64,
     panics: AtomicU64,
     timeouts: AtomicU64,
@@ -110,7 +112,7 @@ impl LoadedPlugin {
     pub(crate) fn call(&self, handler: u32, call: &Call<'_>) -> CallOutcome {
         match &self.backend {
             Backend::InProcess(module) => {
-                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                self.stats.calls.add(1);
                 (module.call())(handler, call)
             }
             Backend::Worker(_) => CallOutcome::Failed(
@@ -135,7 +137,7 @@ impl LoadedPlugin {
 
     /// Counts a call made through the plugin's worker.
     pub(crate) fn count_call(&self) {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.add(1);
     }
 
     /// Counts how a call ended.
@@ -152,7 +154,7 @@ impl LoadedPlugin {
     /// The call counts so far.
     pub(crate) fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
-            calls: self.stats.calls.load(Ordering::Relaxed),
+            calls: self.stats.calls.sum(),
             errors: self.stats.errors.load(Ordering::Relaxed),
             panics: self.stats.panics.load(Ordering::Relaxed),
             timeouts: self.stats.timeouts.load(Ordering::Relaxed),

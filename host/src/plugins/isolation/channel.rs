@@ -469,7 +469,7 @@ impl WriterTask {
 
 /// How a call through the channel ended, and how long the handler ran in
 /// the worker when it answered.
-pub(crate) type CallEnd = (Outcome, Option<Duration>);
+pub(crate) type CallEnd<'a> = (frame::Returned<'a>, Option<Duration>);
 
 struct Calls {
     /// False once the channel has ended, or the worker is draining: no
@@ -504,7 +504,7 @@ struct InFlight {
 impl InFlight {
     /// Ends the call; its slot when the caller's wake-up is put off (see
     /// [`super::slot::Owed`]).
-    fn end(mut self, (outcome, ran_for): CallEnd) -> Option<Arc<Slot>> {
+    fn end(mut self, (outcome, ran_for): CallEnd<'_>) -> Option<Arc<Slot>> {
         let slot = self.slot.take()?;
         slot.end(outcome, ran_for, self.line.as_ref())
             .then_some(slot)
@@ -512,7 +512,7 @@ impl InFlight {
 
     /// Ends the call with an outcome that wakes its caller.
     fn fail(self, outcome: Outcome) {
-        if let Some(slot) = self.end((outcome, None)) {
+        if let Some(slot) = self.end((outcome.into(), None)) {
             slot.wake_if_unclaimed();
         }
     }
@@ -522,7 +522,7 @@ impl Drop for InFlight {
     /// A call let go of without an end (its worker is gone) crashed.
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let _ = slot.end(Outcome::Crashed, None, None);
+            let _ = slot.end(Outcome::Crashed.into(), None, None);
         }
     }
 }
@@ -603,6 +603,9 @@ pub(crate) struct PendingCall<'w> {
     slot: Arc<Slot>,
     /// Woken for a reply written for the caller too.
     eager: bool,
+    /// Its end was taken: the reader of replies (or whoever ended it)
+    /// took it out of the table then, and there is nothing to forget.
+    taken: bool,
 }
 
 impl PendingCall<'_> {
@@ -615,24 +618,31 @@ impl PendingCall<'_> {
         attention: Option<&dyn Attention>,
     ) -> std::task::Poll<Ended> {
         use std::task::Poll;
-        if let Poll::Ready(end) = self.slot.poll_end(cx, self.eager) {
-            return Poll::Ready(end);
-        }
-        match attention {
-            Some(attention) if !self.eager => {
-                if attention.poll_wanted(cx).is_pending() {
-                    return Poll::Pending;
+        let polled = match self.slot.poll_end(cx, self.eager) {
+            Poll::Ready(end) => Poll::Ready(end),
+            Poll::Pending => match attention {
+                Some(attention) if !self.eager => {
+                    if attention.poll_wanted(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.eager = true;
+                    self.slot.poll_end(cx, true)
                 }
-                self.eager = true;
-                self.slot.poll_end(cx, true)
-            }
-            _ => Poll::Pending,
-        }
+                _ => Poll::Pending,
+            },
+        };
+        self.taken = polled.is_ready();
+        polled
     }
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
+        // A call ends in its slot only once out of the table (see
+        // `InFlight::end`): one lock of the table per call, not two.
+        if self.taken {
+            return;
+        }
         self.slot.leave();
         self.worker.forget(self.id);
     }
@@ -703,6 +713,7 @@ impl Worker {
             id,
             slot,
             eager: false,
+            taken: false,
         })
     }
 
@@ -756,7 +767,7 @@ impl Worker {
     /// A reply arrived; the caller's slot when its wake-up is put off (see
     /// [`super::slot::Owed`]).
     #[must_use]
-    pub(crate) fn complete(&self, reply: frame::Reply) -> Option<Arc<Slot>> {
+    pub(crate) fn complete(&self, reply: frame::Reply<'_>) -> Option<Arc<Slot>> {
         let (waiter, idle) = {
             let mut calls = self.lock();
             let waiter = calls.waiting.remove(&reply.call_id);

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use abi_stable::std_types::{RString, RVec};
+use abi_stable::std_types::RVec;
 use rohrpost_plugin_api::abi::{CallOutcome, Effect};
 use thiserror::Error;
 
@@ -78,7 +78,13 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(tag: u8, capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity + 5);
+        Writer::reusing(Vec::new(), tag, capacity)
+    }
+
+    /// A frame written into `buf`, whatever it held.
+    pub(crate) fn reusing(mut buf: Vec<u8>, tag: u8, capacity: usize) -> Self {
+        buf.clear();
+        buf.reserve(capacity + 5);
         buf.extend_from_slice(&[0; 4]);
         buf.push(tag);
         Writer { buf }
@@ -198,9 +204,10 @@ pub(crate) struct CallParts<'a> {
 /// A [`CALL`] frame; its call id (the first 8 bytes after the tag) is
 /// filled in by [`set_call_id`] once the worker is known.
 pub(crate) fn call(parts: &CallParts<'_>) -> Vec<u8> {
+    // Room for all of it: growing the frame cost a reallocation per call.
     let mut w = Writer::new(
         CALL,
-        32 + parts.frame.len() + parts.kind.len() + parts.scope.len(),
+        CALL_FIELDS + parts.frame.len() + parts.kind.len() + parts.scope.len(),
     );
     w.u64(0)
         .u32(parts.handler)
@@ -214,6 +221,10 @@ pub(crate) fn call(parts: &CallParts<'_>) -> Vec<u8> {
         .str(parts.scope);
     w.finish()
 }
+
+/// Bytes of a [`CALL`] body besides its tag and strings: the call id,
+/// handler, inline flag, the strings' three lengths and the two ranges.
+const CALL_FIELDS: usize = 8 + 4 + 1 + 3 * 4 + 4 * 4;
 
 /// Writes the call id into a frame made by [`call`].
 pub(crate) fn set_call_id(frame: &mut [u8], id: u64) {
@@ -266,7 +277,19 @@ const PANICKED: u8 = 2;
 
 /// A [`REPLY`] frame: the call's id, how long the handler ran, and its
 /// outcome.
+#[cfg(test)]
 pub(crate) fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> Vec<u8> {
+    reply_in(Vec::new(), call_id, ran_for, outcome)
+}
+
+/// A [`REPLY`] frame written into `buf` (the worker keeps one buffer for
+/// all its replies).
+pub(crate) fn reply_in(
+    buf: Vec<u8>,
+    call_id: u64,
+    ran_for: Duration,
+    outcome: &CallOutcome,
+) -> Vec<u8> {
     // Room for all of it: growing the frame cost a reallocation per reply.
     let room = match outcome {
         CallOutcome::Done(effects) => effects
@@ -275,7 +298,7 @@ pub(crate) fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> V
             .sum(),
         CallOutcome::Failed(text) | CallOutcome::Panicked(text) => 4 + text.len(),
     };
-    let mut w = Writer::new(REPLY, 32 + room);
+    let mut w = Writer::reusing(buf, REPLY, 32 + room);
     w.u64(call_id)
         .u64(u64::try_from(ran_for.as_nanos()).unwrap_or(u64::MAX));
     match outcome {
@@ -297,11 +320,81 @@ pub(crate) fn reply(call_id: u64, ran_for: Duration, outcome: &CallOutcome) -> V
     w.finish()
 }
 
-/// A [`REPLY`] as the host reads it.
-pub(crate) struct Reply {
+/// A [`REPLY`] as the host reads it, its texts still in the frame.
+pub(crate) struct Reply<'a> {
     pub call_id: u64,
     pub ran_for: Duration,
-    pub outcome: Outcome,
+    pub outcome: Returned<'a>,
+}
+
+/// What a reply says the call came to.
+pub(crate) enum Returned<'a> {
+    /// The plugin's effects.
+    Done(Effects<'a>),
+    /// Anything else: failed, panicked, or too many effects to read.
+    Other(Outcome),
+}
+
+impl Returned<'_> {
+    /// The outcome, owning its texts.
+    pub(crate) fn into_outcome(self) -> Outcome {
+        match self {
+            Returned::Done(effects) => Outcome::Returned(CallOutcome::Done(effects.into_owned())),
+            Returned::Other(outcome) => outcome,
+        }
+    }
+}
+
+impl From<Outcome> for Returned<'_> {
+    fn from(outcome: Outcome) -> Self {
+        Returned::Other(outcome)
+    }
+}
+
+/// Most effects a reply may have and still be read without allocating
+/// (a pong has one). Few: the list is moved with the reply, by value.
+const FEW: usize = 4;
+
+/// One effect of a reply, borrowed from its frame.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct EffectRef<'a> {
+    pub kind: u32,
+    pub target: &'a str,
+    pub body: &'a str,
+}
+
+/// A reply's effects: borrowed from the frame when there are few (a pong
+/// written to its caller by the reader of replies then costs no
+/// allocation), owned when there are more.
+pub(crate) enum Effects<'a> {
+    Few([EffectRef<'a>; FEW], usize),
+    Many(RVec<Effect>),
+}
+
+impl<'a> Effects<'a> {
+    /// The effects, when they are few.
+    pub(crate) fn few(&self) -> Option<&[EffectRef<'a>]> {
+        match self {
+            Effects::Few(list, len) => list.get(..*len),
+            Effects::Many(_) => None,
+        }
+    }
+
+    /// The effects as the plugin ABI has them.
+    pub(crate) fn into_owned(self) -> RVec<Effect> {
+        match self {
+            Effects::Few(list, len) => list
+                .iter()
+                .take(len)
+                .map(|e| Effect {
+                    kind: e.kind,
+                    target: e.target.into(),
+                    body: e.body.into(),
+                })
+                .collect(),
+            Effects::Many(effects) => effects,
+        }
+    }
 }
 
 /// A plugin's question, as the host reads it.
@@ -349,30 +442,56 @@ pub(crate) fn read_answer(r: &mut Reader<'_>) -> Result<(u64, Result<String, Str
 
 /// Reads a [`REPLY`] body (after the tag); a reply with more than
 /// `max_effects` effects is not decoded further.
-pub(crate) fn read_reply(r: &mut Reader<'_>, max_effects: usize) -> Result<Reply, FrameError> {
+pub(crate) fn read_reply<'a>(
+    r: &mut Reader<'a>,
+    max_effects: usize,
+) -> Result<Reply<'a>, FrameError> {
     let call_id = r.u64()?;
     let ran_for = Duration::from_nanos(r.u64()?);
     let outcome = match r.u8()? {
         DONE => {
             let n = r.count(12)?;
             if n > max_effects {
+                let too_many = Outcome::TooManyEffects {
+                    count: n,
+                    limit: max_effects,
+                };
                 return Ok(Reply {
                     call_id,
                     ran_for,
-                    outcome: Outcome::TooManyEffects {
-                        count: n,
-                        limit: max_effects,
-                    },
+                    outcome: too_many.into(),
                 });
             }
-            let mut effects = RVec::with_capacity(n);
-            for _ in 0..n {
-                let kind = r.u32()?;
-                let target = RString::from(r.str()?);
-                let body = RString::from(r.str()?);
-                effects.push(Effect { kind, target, body });
-            }
-            CallOutcome::Done(effects)
+            let effect = |r: &mut Reader<'a>| -> Result<EffectRef<'a>, FrameError> {
+                Ok(EffectRef {
+                    kind: r.u32()?,
+                    target: r.str()?,
+                    body: r.str()?,
+                })
+            };
+            let effects = if n <= FEW {
+                let mut list = [EffectRef::default(); FEW];
+                for slot in list.iter_mut().take(n) {
+                    *slot = effect(r)?;
+                }
+                Effects::Few(list, n)
+            } else {
+                let mut owned = RVec::with_capacity(n);
+                for _ in 0..n {
+                    let e = effect(r)?;
+                    owned.push(Effect {
+                        kind: e.kind,
+                        target: e.target.into(),
+                        body: e.body.into(),
+                    });
+                }
+                Effects::Many(owned)
+            };
+            return Ok(Reply {
+                call_id,
+                ran_for,
+                outcome: Returned::Done(effects),
+            });
         }
         FAILED => CallOutcome::Failed(r.str()?.into()),
         PANICKED => CallOutcome::Panicked(r.str()?.into()),
@@ -381,7 +500,7 @@ pub(crate) fn read_reply(r: &mut Reader<'_>, max_effects: usize) -> Result<Reply
     Ok(Reply {
         call_id,
         ran_for,
-        outcome: Outcome::Returned(outcome),
+        outcome: Outcome::Returned(outcome).into(),
     })
 }
 
@@ -491,6 +610,8 @@ mod tests {
             kind: "ping",
             scope: "{}",
         });
+        // Made in one allocation, never regrown.
+        assert_eq!(frame.len(), frame.capacity());
         set_call_id(&mut frame, 42);
         let (tag, rest) = body(&frame);
         assert_eq!(tag, CALL);
@@ -524,7 +645,7 @@ mod tests {
             assert_eq!(back.call_id, 9);
             assert_eq!(back.ran_for, Duration::from_micros(3));
             assert_eq!(
-                format!("{:?}", back.outcome),
+                format!("{:?}", back.outcome.into_outcome()),
                 format!("Returned({outcome:?})")
             );
         }
@@ -543,11 +664,35 @@ mod tests {
         let back = read_reply(&mut Reader::new(rest), 2).unwrap();
         assert_eq!(back.call_id, 7);
         assert!(matches!(
-            back.outcome,
+            back.outcome.into_outcome(),
             Outcome::TooManyEffects { count: 3, limit: 2 }
         ));
         let back = read_reply(&mut Reader::new(rest), 3).unwrap();
-        assert!(matches!(back.outcome, Outcome::Returned(CallOutcome::Done(e)) if e.len() == 3));
+        let Returned::Done(effects) = back.outcome else {
+            panic!("done");
+        };
+        assert_eq!(effects.few().map(<[_]>::len), Some(3));
+        assert_eq!(effects.into_owned().len(), 3);
+    }
+
+    #[test]
+    fn many_effects_are_read_as_few_are() {
+        for n in [FEW - 1, FEW, FEW + 1, 100] {
+            let effects: RVec<Effect> = (0..n)
+                .map(|i| Effect {
+                    kind: i as u32,
+                    target: format!("g{i}").into(),
+                    body: format!("{{\"n\":{i}}}").into(),
+                })
+                .collect();
+            let frame = reply(1, Duration::ZERO, &CallOutcome::Done(effects.clone()));
+            let back = read_reply(&mut Reader::new(body(&frame).1), 1000).unwrap();
+            let Returned::Done(read) = back.outcome else {
+                panic!("done");
+            };
+            assert_eq!(read.few().is_some(), n <= FEW, "{n}");
+            assert_eq!(format!("{:?}", read.into_owned()), format!("{effects:?}"));
+        }
     }
 
     #[test]

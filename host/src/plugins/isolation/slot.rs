@@ -30,8 +30,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rohrpost_plugin_api::abi::{CallOutcome, Effect};
+use rohrpost_plugin_api::abi::CallOutcome;
 
+use super::frame::{EffectRef, Returned};
 use crate::plugins::outcome::Outcome;
 
 /// What became of a reply written for its caller.
@@ -50,7 +51,7 @@ pub(crate) enum Direct {
 pub(crate) trait ReplyLine: Send + Sync {
     /// Writes `effects` if they only send the caller messages that go out
     /// as they are, in order; else writes nothing.
-    fn write_sends(&self, effects: &[Effect]) -> Direct;
+    fn write_sends(&self, effects: &[EffectRef<'_>]) -> Direct;
 }
 
 /// Whatever else a caller waiting quietly waits for.
@@ -107,7 +108,7 @@ impl Slot {
     #[must_use]
     pub(crate) fn end(
         &self,
-        outcome: Outcome,
+        outcome: Returned<'_>,
         ran_for: Option<Duration>,
         line: Option<&Arc<dyn ReplyLine>>,
     ) -> bool {
@@ -115,24 +116,31 @@ impl Slot {
         if state.gone || state.end.is_some() {
             return false;
         }
-        let mut ended = Ended {
-            outcome,
-            ran_for,
-            written: None,
-        };
+        let mut written = None;
         let mut wake = true;
-        if let (Some(line), Outcome::Returned(CallOutcome::Done(effects))) = (line, &ended.outcome)
-        {
+        let few = match &outcome {
+            Returned::Done(effects) => effects.few(),
+            Returned::Other(_) => None,
+        };
+        if let (Some(line), Some(effects)) = (line, few) {
             // Under the slot's lock: a caller that has stopped waiting
             // (its connection ended) is never written to.
             let direct = line.write_sends(effects);
             if direct != Direct::Declined {
-                ended.outcome = Outcome::Returned(CallOutcome::Done(Default::default()));
-                ended.written = Some(Instant::now());
+                written = Some(Instant::now());
                 wake = state.eager || direct == Direct::Part;
             }
         }
-        state.end = Some(ended);
+        let outcome = match written {
+            // Nothing left to carry out: no texts to copy.
+            Some(_) => Outcome::Returned(CallOutcome::Done(Default::default())),
+            None => outcome.into_outcome(),
+        };
+        state.end = Some(Ended {
+            outcome,
+            ran_for,
+            written,
+        });
         if !wake {
             return true;
         }
@@ -241,13 +249,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::plugins::isolation::frame::Effects;
     use rohrpost_plugin_api::abi::EFFECT_SEND;
 
     /// A line that takes or declines everything, and counts its writes.
     struct Counting(Direct, AtomicUsize);
 
     impl ReplyLine for Counting {
-        fn write_sends(&self, _: &[Effect]) -> Direct {
+        fn write_sends(&self, _: &[EffectRef<'_>]) -> Direct {
             self.1.fetch_add(1, Ordering::Relaxed);
             match self.0 {
                 Direct::Written => Direct::Written,
@@ -266,15 +275,14 @@ mod tests {
         }
     }
 
-    fn pong() -> Outcome {
-        Outcome::Returned(CallOutcome::Done(
-            vec![Effect {
-                kind: EFFECT_SEND,
-                target: "".into(),
-                body: "{}".into(),
-            }]
-            .into(),
-        ))
+    fn pong() -> Returned<'static> {
+        let mut list = [EffectRef::default(); 4];
+        list[0] = EffectRef {
+            kind: EFFECT_SEND,
+            target: "",
+            body: "{}",
+        };
+        Returned::Done(Effects::Few(list, 1))
     }
 
     fn line(direct: Direct) -> (Arc<Counting>, Arc<dyn ReplyLine>) {
@@ -340,7 +348,7 @@ mod tests {
         assert_eq!(counting.1.load(Ordering::Relaxed), 0);
 
         let slot = Slot::default();
-        assert!(!slot.end(Outcome::Crashed, None, Some(&line)));
+        assert!(!slot.end(Outcome::Crashed.into(), None, Some(&line)));
         assert_eq!(counting.1.load(Ordering::Relaxed), 0);
         // The first end stays.
         assert!(!slot.end(pong(), None, Some(&line)));

@@ -225,7 +225,12 @@ thread_local! {
     /// inline call waited for an answer; empty on other threads.
     static INPUT: RefCell<Option<BufReader<UnixStream>>> = const { RefCell::new(None) };
     static DEFERRED: RefCell<VecDeque<Vec<u8>>> = const { RefCell::new(VecDeque::new()) };
+    /// This thread's buffer for replies: one allocation for all of them.
+    static REPLY: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
+
+/// Bytes of a reply buffer kept for the next reply.
+const KEPT_REPLY: usize = 64 * 1024;
 
 fn waiters() -> std::sync::MutexGuard<'static, Option<Waiters>> {
     WAITERS.lock().unwrap_or_else(|p| p.into_inner())
@@ -328,6 +333,14 @@ fn watch_parent() {
                 exit(0);
             }
         });
+}
+
+/// Sends a reply made by [`run_call`] and keeps its buffer for the next.
+fn reply(out: &Mutex<UnixStream>, bytes: Vec<u8>) {
+    send_reply(out, &bytes);
+    if bytes.capacity() <= KEPT_REPLY {
+        REPLY.set(bytes);
+    }
 }
 
 /// Sends one reply: through the ring of replies, waking the server if it
@@ -495,7 +508,7 @@ fn take(
                 exit(2)
             };
             if call.inline {
-                send_reply(out, &run_call(module, &call));
+                reply(out, run_call(module, &call));
             } else {
                 pool.submit(body.to_vec());
             }
@@ -539,7 +552,7 @@ fn run_call(module: PluginModRef, call: &frame::IncomingCall<'_>) -> Vec<u8> {
         None => (module.call())(call.handler, &abi_call),
     };
     CALL_ID.with(|c| c.set(before));
-    frame::reply(call.call_id, started.elapsed(), &outcome)
+    frame::reply_in(REPLY.take(), call.call_id, started.elapsed(), &outcome)
 }
 
 /// Threads for pooled calls, started when none is idle.
@@ -606,8 +619,7 @@ impl PoolShared {
             let Ok(call) = frame::read_call(&mut Reader::new(&body[1..])) else {
                 exit(2)
             };
-            let reply = run_call(self.module, &call);
-            send_reply(&self.out, &reply);
+            reply(&self.out, run_call(self.module, &call));
             self.idle.fetch_add(1, Ordering::AcqRel);
         }
     }
