@@ -469,7 +469,7 @@ impl WriterTask {
 
 /// How a call through the channel ended, and how long the handler ran in
 /// the worker when it answered.
-pub(crate) type CallEnd<'a> = (frame::Returned<'a>, Option<Duration>);
+pub(crate) type CallEnd<'a> = (frame::ReplyOutcome<'a>, Option<Duration>);
 
 struct Calls {
     /// False once the channel has ended, or the worker is draining: no
@@ -631,7 +631,7 @@ impl PendingCall<'_> {
                 _ => Poll::Pending,
             },
         };
-        self.taken = polled.is_ready();
+        self.taken |= polled.is_ready();
         polled
     }
 }

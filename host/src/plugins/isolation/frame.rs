@@ -84,7 +84,7 @@ impl Writer {
     /// A frame written into `buf`, whatever it held.
     pub(crate) fn reusing(mut buf: Vec<u8>, tag: u8, capacity: usize) -> Self {
         buf.clear();
-        buf.reserve(capacity + 5);
+        buf.reserve_exact(capacity + 5);
         buf.extend_from_slice(&[0; 4]);
         buf.push(tag);
         Writer { buf }
@@ -324,36 +324,42 @@ pub(crate) fn reply_in(
 pub(crate) struct Reply<'a> {
     pub call_id: u64,
     pub ran_for: Duration,
-    pub outcome: Returned<'a>,
+    pub outcome: ReplyOutcome<'a>,
 }
 
 /// What a reply says the call came to.
-pub(crate) enum Returned<'a> {
+pub(crate) enum ReplyOutcome<'a> {
     /// The plugin's effects.
-    Done(Effects<'a>),
+    Done(ReplyEffects<'a>),
     /// Anything else: failed, panicked, or too many effects to read.
     Other(Outcome),
 }
 
-impl Returned<'_> {
+impl ReplyOutcome<'_> {
     /// The outcome, owning its texts.
     pub(crate) fn into_outcome(self) -> Outcome {
         match self {
-            Returned::Done(effects) => Outcome::Returned(CallOutcome::Done(effects.into_owned())),
-            Returned::Other(outcome) => outcome,
+            ReplyOutcome::Done(effects) => {
+                Outcome::Returned(CallOutcome::Done(effects.into_owned()))
+            }
+            ReplyOutcome::Other(outcome) => outcome,
         }
     }
 }
 
-impl From<Outcome> for Returned<'_> {
+impl From<Outcome> for ReplyOutcome<'_> {
     fn from(outcome: Outcome) -> Self {
-        Returned::Other(outcome)
+        ReplyOutcome::Other(outcome)
     }
 }
 
 /// Most effects a reply may have and still be read without allocating
 /// (a pong has one). Few: the list is moved with the reply, by value.
-const FEW: usize = 4;
+pub(crate) const FEW: usize = 4;
+
+/// Most effects [`ReplyEffects::lend`] lends: a reply with more is never
+/// written by the reader of replies (see `effects::only_sends`).
+pub(crate) const LENT: usize = 16;
 
 /// One effect of a reply, borrowed from its frame.
 #[derive(Clone, Copy, Debug, Default)]
@@ -366,24 +372,36 @@ pub(crate) struct EffectRef<'a> {
 /// A reply's effects: borrowed from the frame when there are few (a pong
 /// written to its caller by the reader of replies then costs no
 /// allocation), owned when there are more.
-pub(crate) enum Effects<'a> {
+pub(crate) enum ReplyEffects<'a> {
     Few([EffectRef<'a>; FEW], usize),
     Many(RVec<Effect>),
 }
 
-impl<'a> Effects<'a> {
-    /// The effects, when they are few.
-    pub(crate) fn few(&self) -> Option<&[EffectRef<'a>]> {
+impl ReplyEffects<'_> {
+    /// Runs `f` on the effects as borrowed slices; `None` when there are
+    /// more than [`LENT`].
+    pub(crate) fn lend<R>(&self, f: impl FnOnce(&[EffectRef<'_>]) -> R) -> Option<R> {
         match self {
-            Effects::Few(list, len) => list.get(..*len),
-            Effects::Many(_) => None,
+            ReplyEffects::Few(list, len) => list.get(..*len).map(f),
+            ReplyEffects::Many(effects) if effects.len() <= LENT => {
+                let mut list = [EffectRef::default(); LENT];
+                for (slot, e) in list.iter_mut().zip(effects.iter()) {
+                    *slot = EffectRef {
+                        kind: e.kind,
+                        target: e.target.as_str(),
+                        body: e.body.as_str(),
+                    };
+                }
+                list.get(..effects.len()).map(f)
+            }
+            ReplyEffects::Many(_) => None,
         }
     }
 
     /// The effects as the plugin ABI has them.
     pub(crate) fn into_owned(self) -> RVec<Effect> {
         match self {
-            Effects::Few(list, len) => list
+            ReplyEffects::Few(list, len) => list
                 .iter()
                 .take(len)
                 .map(|e| Effect {
@@ -392,7 +410,7 @@ impl<'a> Effects<'a> {
                     body: e.body.into(),
                 })
                 .collect(),
-            Effects::Many(effects) => effects,
+            ReplyEffects::Many(effects) => effects,
         }
     }
 }
@@ -474,7 +492,7 @@ pub(crate) fn read_reply<'a>(
                 for slot in list.iter_mut().take(n) {
                     *slot = effect(r)?;
                 }
-                Effects::Few(list, n)
+                ReplyEffects::Few(list, n)
             } else {
                 let mut owned = RVec::with_capacity(n);
                 for _ in 0..n {
@@ -485,12 +503,12 @@ pub(crate) fn read_reply<'a>(
                         body: e.body.into(),
                     });
                 }
-                Effects::Many(owned)
+                ReplyEffects::Many(owned)
             };
             return Ok(Reply {
                 call_id,
                 ran_for,
-                outcome: Returned::Done(effects),
+                outcome: ReplyOutcome::Done(effects),
             });
         }
         FAILED => CallOutcome::Failed(r.str()?.into()),
@@ -668,16 +686,16 @@ mod tests {
             Outcome::TooManyEffects { count: 3, limit: 2 }
         ));
         let back = read_reply(&mut Reader::new(rest), 3).unwrap();
-        let Returned::Done(effects) = back.outcome else {
+        let ReplyOutcome::Done(effects) = back.outcome else {
             panic!("done");
         };
-        assert_eq!(effects.few().map(<[_]>::len), Some(3));
+        assert_eq!(effects.lend(|lent| lent.len()), Some(3));
         assert_eq!(effects.into_owned().len(), 3);
     }
 
     #[test]
     fn many_effects_are_read_as_few_are() {
-        for n in [FEW - 1, FEW, FEW + 1, 100] {
+        for n in [FEW - 1, FEW, FEW + 1, LENT, LENT + 1, 100] {
             let effects: RVec<Effect> = (0..n)
                 .map(|i| Effect {
                     kind: i as u32,
@@ -687,10 +705,26 @@ mod tests {
                 .collect();
             let frame = reply(1, Duration::ZERO, &CallOutcome::Done(effects.clone()));
             let back = read_reply(&mut Reader::new(body(&frame).1), 1000).unwrap();
-            let Returned::Done(read) = back.outcome else {
+            let ReplyOutcome::Done(read) = back.outcome else {
                 panic!("done");
             };
-            assert_eq!(read.few().is_some(), n <= FEW, "{n}");
+            assert_eq!(matches!(read, ReplyEffects::Few(..)), n <= FEW, "{n}");
+            let lent = read.lend(|lent| {
+                format!(
+                    "{:?}",
+                    lent.iter()
+                        .map(|e| (e.kind, e.target, e.body))
+                        .collect::<Vec<_>>()
+                )
+            });
+            let expected = format!(
+                "{:?}",
+                effects
+                    .iter()
+                    .map(|e| (e.kind, e.target.as_str(), e.body.as_str()))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(lent, (n <= LENT).then_some(expected), "{n}");
             assert_eq!(format!("{:?}", read.into_owned()), format!("{effects:?}"));
         }
     }

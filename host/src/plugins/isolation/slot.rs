@@ -22,6 +22,11 @@
 //! beyond sending, a socket that takes only part of the reply or none)
 //! ends in the slot as before and wakes the caller, which carries it out
 //! itself.
+//!
+//! The reply's messages are written from the reply's frame as the reader
+//! read it ([`super::frame::ReplyEffects`]): a pong's text is never
+//! copied out of it. They are turned into the plugin ABI's owned effects
+//! only for a caller that carries them out itself.
 
 use std::{
     collections::VecDeque,
@@ -32,7 +37,7 @@ use std::{
 
 use rohrpost_plugin_api::abi::CallOutcome;
 
-use super::frame::{EffectRef, Returned};
+use super::frame::{EffectRef, ReplyOutcome};
 use crate::plugins::outcome::Outcome;
 
 /// What became of a reply written for its caller.
@@ -49,8 +54,9 @@ pub(crate) enum Direct {
 
 /// A caller's socket, for the reader of replies.
 pub(crate) trait ReplyLine: Send + Sync {
-    /// Writes `effects` if they only send the caller messages that go out
-    /// as they are, in order; else writes nothing.
+    /// Writes `effects` (lent from the reply's frame) if they only send
+    /// the caller messages that go out as they are, in order; else writes
+    /// nothing.
     fn write_sends(&self, effects: &[EffectRef<'_>]) -> Direct;
 }
 
@@ -108,24 +114,28 @@ impl Slot {
     #[must_use]
     pub(crate) fn end(
         &self,
-        outcome: Returned<'_>,
+        outcome: ReplyOutcome<'_>,
         ran_for: Option<Duration>,
         line: Option<&Arc<dyn ReplyLine>>,
     ) -> bool {
+        // Nothing to write for the caller: its texts are copied before the
+        // lock is taken.
+        let (outcome, line) = match (outcome, line) {
+            (done @ ReplyOutcome::Done(_), Some(line)) => (done, Some(line)),
+            (outcome, _) => (outcome.into_outcome().into(), None),
+        };
         let mut state = self.state();
         if state.gone || state.end.is_some() {
             return false;
         }
         let mut written = None;
         let mut wake = true;
-        let few = match &outcome {
-            Returned::Done(effects) => effects.few(),
-            Returned::Other(_) => None,
-        };
-        if let (Some(line), Some(effects)) = (line, few) {
+        if let (Some(line), ReplyOutcome::Done(effects)) = (line, &outcome) {
             // Under the slot's lock: a caller that has stopped waiting
             // (its connection ended) is never written to.
-            let direct = line.write_sends(effects);
+            let direct = effects
+                .lend(|effects| line.write_sends(effects))
+                .unwrap_or(Direct::Declined);
             if direct != Direct::Declined {
                 written = Some(Instant::now());
                 wake = state.eager || direct == Direct::Part;
@@ -249,8 +259,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::plugins::isolation::frame::Effects;
-    use rohrpost_plugin_api::abi::EFFECT_SEND;
+    use crate::plugins::isolation::frame::{ReplyEffects, FEW};
+    use rohrpost_plugin_api::abi::{Effect, EFFECT_SEND};
 
     /// A line that takes or declines everything, and counts its writes.
     struct Counting(Direct, AtomicUsize);
@@ -275,14 +285,14 @@ mod tests {
         }
     }
 
-    fn pong() -> Returned<'static> {
-        let mut list = [EffectRef::default(); 4];
+    fn pong() -> ReplyOutcome<'static> {
+        let mut list = [EffectRef::default(); FEW];
         list[0] = EffectRef {
             kind: EFFECT_SEND,
             target: "",
             body: "{}",
         };
-        Returned::Done(Effects::Few(list, 1))
+        ReplyOutcome::Done(ReplyEffects::Few(list, 1))
     }
 
     fn line(direct: Direct) -> (Arc<Counting>, Arc<dyn ReplyLine>) {
@@ -336,6 +346,33 @@ mod tests {
                 panic!("done");
             };
             assert_eq!(effects.is_empty(), written);
+        }
+    }
+
+    #[test]
+    fn a_reply_of_many_sends_is_written_too_and_a_longer_one_is_not() {
+        use crate::plugins::isolation::frame::LENT;
+        for (n, written) in [(FEW + 1, true), (LENT, true), (LENT + 1, false)] {
+            let effects = (0..n)
+                .map(|_| Effect {
+                    kind: EFFECT_SEND,
+                    target: "".into(),
+                    body: "{}".into(),
+                })
+                .collect();
+            let slot = Slot::default();
+            let (counting, line) = line(Direct::Written);
+            let outcome = ReplyOutcome::Done(ReplyEffects::Many(effects));
+            assert_eq!(slot.end(outcome, None, Some(&line)), written, "{n}");
+            assert_eq!(counting.1.load(Ordering::Relaxed), usize::from(written));
+            let (_, waker) = waker();
+            let Poll::Ready(end) = slot.poll_end(&mut Context::from_waker(&waker), false) else {
+                panic!("ended");
+            };
+            let Outcome::Returned(CallOutcome::Done(left)) = end.outcome else {
+                panic!("done");
+            };
+            assert_eq!(left.len(), if written { 0 } else { n });
         }
     }
 

@@ -230,7 +230,7 @@ thread_local! {
 }
 
 /// Bytes of a reply buffer kept for the next reply.
-const KEPT_REPLY: usize = 64 * 1024;
+const KEPT_REPLY: usize = 16 * 1024;
 
 fn waiters() -> std::sync::MutexGuard<'static, Option<Waiters>> {
     WAITERS.lock().unwrap_or_else(|p| p.into_inner())
