@@ -25,6 +25,7 @@ use tracing::{error, warn};
 use self::action::{first_bad_group, is_json_object, joins_past, state_changes, Action, Unusable};
 use crate::plugins::{
     hooks::{self, Hook},
+    isolation::slot::MOST_SENDS_AT_ONCE,
     outcome::Outcome,
 };
 use crate::{
@@ -251,7 +252,8 @@ const FLUSH_PAST: usize = 64 * 1024;
 /// Whether `effects` (each its kind and the length of its body) only
 /// send to the caller, few and small enough to be written without waiting.
 fn only_sends(mut effects: impl ExactSizeIterator<Item = (u32, usize)>) -> bool {
-    effects.len() <= 16 && effects.all(|(kind, len)| kind == EFFECT_SEND && len <= FLUSH_PAST / 16)
+    effects.len() <= MOST_SENDS_AT_ONCE
+        && effects.all(|(kind, len)| kind == EFFECT_SEND && len <= FLUSH_PAST / MOST_SENDS_AT_ONCE)
 }
 
 /// How many actions are carried out between two yields to the runtime.

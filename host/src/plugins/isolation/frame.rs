@@ -357,16 +357,33 @@ impl From<Outcome> for ReplyOutcome<'_> {
 /// (a pong has one). Few: the list is moved with the reply, by value.
 pub(crate) const FEW: usize = 4;
 
-/// Most effects [`ReplyEffects::lend`] lends: a reply with more is never
-/// written by the reader of replies (see `effects::only_sends`).
-pub(crate) const LENT: usize = 16;
-
 /// One effect of a reply, borrowed from its frame.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct EffectRef<'a> {
     pub kind: u32,
     pub target: &'a str,
     pub body: &'a str,
+}
+
+impl<'a> EffectRef<'a> {
+    /// An owned effect, borrowed.
+    pub(crate) fn of(effect: &'a Effect) -> Self {
+        EffectRef {
+            kind: effect.kind,
+            target: effect.target.as_str(),
+            body: effect.body.as_str(),
+        }
+    }
+}
+
+impl From<EffectRef<'_>> for Effect {
+    fn from(e: EffectRef<'_>) -> Self {
+        Effect {
+            kind: e.kind,
+            target: e.target.into(),
+            body: e.body.into(),
+        }
+    }
 }
 
 /// A reply's effects: borrowed from the frame when there are few (a pong
@@ -378,38 +395,10 @@ pub(crate) enum ReplyEffects<'a> {
 }
 
 impl ReplyEffects<'_> {
-    /// Runs `f` on the effects as borrowed slices; `None` when there are
-    /// more than [`LENT`].
-    pub(crate) fn lend<R>(&self, f: impl FnOnce(&[EffectRef<'_>]) -> R) -> Option<R> {
-        match self {
-            ReplyEffects::Few(list, len) => list.get(..*len).map(f),
-            ReplyEffects::Many(effects) if effects.len() <= LENT => {
-                let mut list = [EffectRef::default(); LENT];
-                for (slot, e) in list.iter_mut().zip(effects.iter()) {
-                    *slot = EffectRef {
-                        kind: e.kind,
-                        target: e.target.as_str(),
-                        body: e.body.as_str(),
-                    };
-                }
-                list.get(..effects.len()).map(f)
-            }
-            ReplyEffects::Many(_) => None,
-        }
-    }
-
     /// The effects as the plugin ABI has them.
     pub(crate) fn into_owned(self) -> RVec<Effect> {
         match self {
-            ReplyEffects::Few(list, len) => list
-                .iter()
-                .take(len)
-                .map(|e| Effect {
-                    kind: e.kind,
-                    target: e.target.into(),
-                    body: e.body.into(),
-                })
-                .collect(),
+            ReplyEffects::Few(list, len) => list.into_iter().take(len).map(Effect::from).collect(),
             ReplyEffects::Many(effects) => effects,
         }
     }
@@ -496,12 +485,7 @@ pub(crate) fn read_reply<'a>(
             } else {
                 let mut owned = RVec::with_capacity(n);
                 for _ in 0..n {
-                    let e = effect(r)?;
-                    owned.push(Effect {
-                        kind: e.kind,
-                        target: e.target.into(),
-                        body: e.body.into(),
-                    });
+                    owned.push(effect(r)?.into());
                 }
                 ReplyEffects::Many(owned)
             };
@@ -689,13 +673,13 @@ mod tests {
         let ReplyOutcome::Done(effects) = back.outcome else {
             panic!("done");
         };
-        assert_eq!(effects.lend(|lent| lent.len()), Some(3));
+        assert!(matches!(effects, ReplyEffects::Few(_, 3)));
         assert_eq!(effects.into_owned().len(), 3);
     }
 
     #[test]
     fn many_effects_are_read_as_few_are() {
-        for n in [FEW - 1, FEW, FEW + 1, LENT, LENT + 1, 100] {
+        for n in [FEW - 1, FEW, FEW + 1, 100] {
             let effects: RVec<Effect> = (0..n)
                 .map(|i| Effect {
                     kind: i as u32,
@@ -709,22 +693,6 @@ mod tests {
                 panic!("done");
             };
             assert_eq!(matches!(read, ReplyEffects::Few(..)), n <= FEW, "{n}");
-            let lent = read.lend(|lent| {
-                format!(
-                    "{:?}",
-                    lent.iter()
-                        .map(|e| (e.kind, e.target, e.body))
-                        .collect::<Vec<_>>()
-                )
-            });
-            let expected = format!(
-                "{:?}",
-                effects
-                    .iter()
-                    .map(|e| (e.kind, e.target.as_str(), e.body.as_str()))
-                    .collect::<Vec<_>>()
-            );
-            assert_eq!(lent, (n <= LENT).then_some(expected), "{n}");
             assert_eq!(format!("{:?}", read.into_owned()), format!("{effects:?}"));
         }
     }

@@ -37,7 +37,7 @@ use std::{
 
 use rohrpost_plugin_api::abi::CallOutcome;
 
-use super::frame::{EffectRef, ReplyOutcome};
+use super::frame::{EffectRef, ReplyEffects, ReplyOutcome};
 use crate::plugins::outcome::Outcome;
 
 /// What became of a reply written for its caller.
@@ -51,6 +51,10 @@ pub(crate) enum Direct {
     /// Nothing was written: the caller carries the reply out itself.
     Declined,
 }
+
+/// Most messages one reply may send and still be written at once, by the
+/// reader of replies or by the caller without waiting.
+pub(crate) const MOST_SENDS_AT_ONCE: usize = 16;
 
 /// A caller's socket, for the reader of replies.
 pub(crate) trait ReplyLine: Send + Sync {
@@ -133,9 +137,8 @@ impl Slot {
         if let (Some(line), ReplyOutcome::Done(effects)) = (line, &outcome) {
             // Under the slot's lock: a caller that has stopped waiting
             // (its connection ended) is never written to.
-            let direct = effects
-                .lend(|effects| line.write_sends(effects))
-                .unwrap_or(Direct::Declined);
+            let direct =
+                lend(effects, |effects| line.write_sends(effects)).unwrap_or(Direct::Declined);
             if direct != Direct::Declined {
                 written = Some(Instant::now());
                 wake = state.eager || direct == Direct::Part;
@@ -205,6 +208,23 @@ impl Slot {
     }
 }
 
+/// Runs `f` on a reply's effects as borrowed slices, the few read in
+/// place as they are, more (up to [`MOST_SENDS_AT_ONCE`]) lent from
+/// their owned copies; `None` for a reply with more.
+fn lend<R>(effects: &ReplyEffects<'_>, f: impl FnOnce(&[EffectRef<'_>]) -> R) -> Option<R> {
+    match effects {
+        ReplyEffects::Few(list, len) => list.get(..*len).map(f),
+        ReplyEffects::Many(owned) if owned.len() <= MOST_SENDS_AT_ONCE => {
+            let mut list = [EffectRef::default(); MOST_SENDS_AT_ONCE];
+            for (slot, effect) in list.iter_mut().zip(owned.iter()) {
+                *slot = EffectRef::of(effect);
+            }
+            list.get(..owned.len()).map(f)
+        }
+        ReplyEffects::Many(_) => None,
+    }
+}
+
 /// How long a caller waiting quietly may leave a reply written for it
 /// unclaimed before it is woken anyway.
 pub(crate) const LINGER: Duration = Duration::from_millis(5);
@@ -259,7 +279,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::plugins::isolation::frame::{ReplyEffects, FEW};
+    use crate::plugins::isolation::frame::FEW;
     use rohrpost_plugin_api::abi::{Effect, EFFECT_SEND};
 
     /// A line that takes or declines everything, and counts its writes.
@@ -351,8 +371,8 @@ mod tests {
 
     #[test]
     fn a_reply_of_many_sends_is_written_too_and_a_longer_one_is_not() {
-        use crate::plugins::isolation::frame::LENT;
-        for (n, written) in [(FEW + 1, true), (LENT, true), (LENT + 1, false)] {
+        let most = MOST_SENDS_AT_ONCE;
+        for (n, written) in [(FEW + 1, true), (most, true), (most + 1, false)] {
             let effects = (0..n)
                 .map(|_| Effect {
                     kind: EFFECT_SEND,
@@ -373,6 +393,46 @@ mod tests {
                 panic!("done");
             };
             assert_eq!(left.len(), if written { 0 } else { n });
+        }
+    }
+
+    #[test]
+    fn effects_are_lent_whole_and_in_order_up_to_the_most_sent_at_once() {
+        use crate::plugins::isolation::frame::{self, Reader};
+        for n in [
+            FEW - 1,
+            FEW,
+            FEW + 1,
+            MOST_SENDS_AT_ONCE,
+            MOST_SENDS_AT_ONCE + 1,
+        ] {
+            let effects: abi_stable::std_types::RVec<Effect> = (0..n)
+                .map(|i| Effect {
+                    kind: i as u32,
+                    target: format!("g{i}").into(),
+                    body: format!("{{\"n\":{i}}}").into(),
+                })
+                .collect();
+            let done = CallOutcome::Done(effects.clone());
+            let bytes = frame::reply_in(Vec::new(), 1, Duration::ZERO, &done);
+            let read = frame::read_reply(&mut Reader::new(&bytes[5..]), 1000).expect("a reply");
+            let ReplyOutcome::Done(read) = read.outcome else {
+                panic!("done");
+            };
+            let as_tuples = |list: &[EffectRef<'_>]| {
+                format!(
+                    "{:?}",
+                    list.iter()
+                        .map(|e| (e.kind, e.target, e.body))
+                        .collect::<Vec<_>>()
+                )
+            };
+            let expected: Vec<EffectRef<'_>> = effects.iter().map(EffectRef::of).collect();
+            assert_eq!(
+                lend(&read, as_tuples),
+                (n <= MOST_SENDS_AT_ONCE).then(|| as_tuples(&expected)),
+                "{n}"
+            );
         }
     }
 
