@@ -410,8 +410,8 @@ async fn a_stuffed_group_set_is_read_within_bounds() {
 }
 
 /// `/api/hosts` reads the presence hash of hosts within bounds: a value
-/// of 50 MB is left in Redis, and of a hash of 200 000 fields only the
-/// first 1 024 are read; both are counted, the answer still comes, and
+/// of 50 MB is left in Redis (and never copied), and of a hash of
+/// 200 000 fields only 1 024 are read; both are counted, the answer still comes, and
 /// the host's peak memory hardly moves.
 #[tokio::test]
 async fn a_stuffed_presence_hash_is_read_within_bounds() {
@@ -448,7 +448,7 @@ async fn a_stuffed_presence_hash_is_read_within_bounds() {
     assert_eq!(hosts().await.len(), 1, "the host itself is still listed");
     let after_huge = rejected(&a).await;
     assert!(after_huge > rejected_before, "the huge value is counted");
-    // Many fields: the first 1 024 the scan finds are read (the host's
+    // Many fields: 1 024 of those Redis picks are read (the host's
     // own among them or not), the others counted.
     stuff(port, "HSET", key, "flood-", 200_000, "x");
     let (status, body) = rohrpost_tests::get(&a.addr, "/api/hosts").await.unwrap();
