@@ -16,12 +16,14 @@
 //! servers run with the same `--workers`, and the cases alternate over
 //! `--rounds` rounds, so that a slow moment of the machine hits them all.
 //!
-//! The ratios to the yardstick are taken round by round (each case against
-//! the yardstick's run of the same round, minutes apart at most) and the
-//! table shows their median and range: the machine's speed drifts by 10%
-//! and more over a run, which a ratio of sums would take for a difference
-//! between servers. Replies/s, latencies and CPU per reply are over all
-//! rounds.
+//! The ratios to the yardstick are taken round by round and the table
+//! shows their median and range: the machine's speed drifts by 10% and
+//! more over a run, which a ratio of sums would take for a difference
+//! between servers. The yardstick runs first in each round and once more
+//! after the last, and each case is compared with the yardstick as it was
+//! when the case ran, between its runs before and after ([`Yardstick`]);
+//! the two cases the targets judge run right after it. Replies/s,
+//! latencies and CPU per reply are over all rounds.
 
 use std::time::{Duration, Instant};
 
@@ -175,20 +177,7 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             request: Request::Ping,
             huge_first: false,
         },
-        Case {
-            name: "minimal (axum + serde_json)",
-            spec: Spec::Baseline {
-                args: &minimal_args,
-            },
-            request: Request::Ping,
-            huge_first: false,
-        },
-        Case {
-            name: "baseline",
-            spec: Spec::Baseline { args: &worker_args },
-            request: Request::Ping,
-            huge_first: false,
-        },
+        // The two cases the targets judge, next to the yardstick.
         Case {
             name: "host, ping (inline)",
             spec: host_ping,
@@ -202,6 +191,20 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
                 log: HOST_LOG,
                 args: &process_args,
             },
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "minimal (axum + serde_json)",
+            spec: Spec::Baseline {
+                args: &minimal_args,
+            },
+            request: Request::Ping,
+            huge_first: false,
+        },
+        Case {
+            name: "baseline",
+            spec: Spec::Baseline { args: &worker_args },
             request: Request::Ping,
             huge_first: false,
         },
@@ -270,7 +273,8 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         cases.insert(1.min(cases.len()), reference);
     }
     let mut outcomes: Vec<Outcome> = cases.iter().map(|_| Outcome::default()).collect();
-    for round in 1..=args.rounds.max(1) {
+    let rounds = args.rounds.max(1);
+    for round in 1..=rounds {
         for (case, outcome) in cases.iter().zip(&mut outcomes) {
             eprintln!("throughput: round {round}: {}", case.name);
             let (phase, cpu) = measure(artifacts, case, args).await?;
@@ -286,11 +290,20 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             outcome.errors.add(&phase.errors);
         }
     }
+    // The yardstick once more after the last round: each case's ratio is
+    // to the yardstick as it was when the case ran, between its runs
+    // before and after.
+    eprintln!("throughput: closing: {}", cases[0].name);
+    let (phase, cpu) = measure(artifacts, &cases[0], args).await?;
+    let closing = (
+        phase.replies as f64 / cpu.wall.as_secs_f64().max(f64::MIN_POSITIVE),
+        report::micros_per(cpu.server, phase.replies),
+    );
 
     let mut table = Table::new(
         &format!(
             "throughput: {} connections, closed loop, {} rounds of {:?} after {:?} warm-up, {workers} server workers, {} generator thread(s)",
-            args.connections, args.rounds.max(1), args.duration, args.warmup, args.generator_threads
+            args.connections, rounds, args.duration, args.warmup, args.generator_threads
         ),
         &[
             "server",
@@ -312,8 +325,14 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
             Latency::of_sorted(&outcome.latencies_us)
         })
         .collect();
-    let (base, base_latency) = (&outcomes[0], latencies[0]);
-    for ((case, outcome), latency) in cases.iter().zip(&outcomes).zip(&latencies) {
+    let yardstick = Yardstick {
+        rounds: &outcomes[0].rounds,
+        closing,
+        cases: cases.len(),
+    };
+    let base_latency = latencies[0];
+    for (at, ((case, outcome), latency)) in cases.iter().zip(&outcomes).zip(&latencies).enumerate()
+    {
         let cores = outcome.generator_cores();
         let saturated = cores >= SATURATED * args.generator_threads as f64;
         table.row(vec![
@@ -326,8 +345,8 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
                 "{cores:.2} cores{}",
                 if saturated { " (saturated)" } else { "" }
             ),
-            round_ratios(&outcome.rounds, &base.rounds, |round| round.0),
-            round_ratios(&outcome.rounds, &base.rounds, |round| round.1),
+            round_ratios(&outcome.rounds, &yardstick, at, |round| round.0),
+            round_ratios(&outcome.rounds, &yardstick, at, |round| round.1),
             report::ratio(f64::from(latency.p99), f64::from(base_latency.p99)),
             outcome.errors.describe(),
         ]);
@@ -335,18 +354,44 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
     Ok(table)
 }
 
+/// The yardstick's runs: one at the start of each round (it is the
+/// first case) and one after the last.
+struct Yardstick<'a> {
+    rounds: &'a [(f64, f64)],
+    closing: (f64, f64),
+    cases: usize,
+}
+
+impl Yardstick<'_> {
+    /// A figure of the yardstick when the case at position `at` of round
+    /// `round` ran: between its run at the start of that round and its
+    /// next run, in proportion to the case's place in the round (on a
+    /// log scale, as the figure is compared by ratio). A machine whose
+    /// speed drifts over a round then moves a case's ratio no more than
+    /// the yardstick's.
+    fn at(&self, round: usize, at: usize, figure: impl Fn(&(f64, f64)) -> f64) -> Option<f64> {
+        let start = figure(self.rounds.get(round)?);
+        let next = figure(self.rounds.get(round + 1).unwrap_or(&self.closing));
+        if start <= 0.0 || next <= 0.0 {
+            return None;
+        }
+        let weight = at as f64 / self.cases.max(1) as f64;
+        Some((start.ln() * (1.0 - weight) + next.ln() * weight).exp())
+    }
+}
+
 /// The median and range of a figure's ratio to the yardstick's, round by
-/// round: "1.02× (0.97–1.05)".
+/// round, for the case at position `at` of each round: "1.02× (0.97–1.05)".
 fn round_ratios(
     case: &[(f64, f64)],
-    base: &[(f64, f64)],
+    yardstick: &Yardstick<'_>,
+    at: usize,
     figure: impl Fn(&(f64, f64)) -> f64,
 ) -> String {
     let mut ratios: Vec<f64> = case
         .iter()
-        .zip(base)
-        .filter(|(_, base)| figure(base) > 0.0)
-        .map(|(round, base)| figure(round) / figure(base))
+        .enumerate()
+        .filter_map(|(round, own)| Some(figure(own) / yardstick.at(round, at, &figure)?))
         .collect();
     ratios.sort_by(f64::total_cmp);
     let (Some(low), Some(high)) = (ratios.first(), ratios.last()) else {
@@ -426,4 +471,50 @@ async fn measure(
         report::micros_per(cpu.server, measured.replies)
     );
     Ok((measured, cpu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_drift_over_the_rounds_moves_no_ratio() {
+        // The machine slows by 10% per round, evenly over each round of 4
+        // cases; the case at position 2 costs 1.2x the yardstick.
+        let cost = |round: usize, at: usize| 10.0 * 1.1f64.powf(round as f64 + at as f64 / 4.0);
+        let rounds: Vec<(f64, f64)> = (0..3).map(|round| (1.0, cost(round, 0))).collect();
+        let yardstick = Yardstick {
+            rounds: &rounds,
+            closing: (1.0, cost(3, 0)),
+            cases: 4,
+        };
+        let case: Vec<(f64, f64)> = (0..3).map(|round| (1.0, 1.2 * cost(round, 2))).collect();
+        assert_eq!(
+            round_ratios(&case, &yardstick, 2, |r| r.1),
+            "1.20× (1.20–1.20)"
+        );
+        assert_eq!(
+            round_ratios(&rounds, &yardstick, 0, |r| r.1),
+            "1.00× (1.00–1.00)"
+        );
+        // Against the yardstick of each round's start alone, as before,
+        // the drift showed up as a difference between the servers.
+        let naive = case[0].1 / rounds[0].1;
+        assert!(naive > 1.25, "{naive}");
+    }
+
+    #[test]
+    fn a_yardstick_run_without_replies_gives_no_ratio() {
+        let rounds = [(0.0, 0.0), (1.0, 10.0)];
+        let yardstick = Yardstick {
+            rounds: &rounds,
+            closing: (1.0, 10.0),
+            cases: 2,
+        };
+        let case = [(1.0, 12.0), (1.0, 12.0)];
+        assert_eq!(
+            round_ratios(&case, &yardstick, 1, |r| r.1),
+            "1.20× (1.20–1.20)"
+        );
+    }
 }
