@@ -473,3 +473,47 @@ async fn a_stuffed_presence_hash_is_read_within_bounds() {
         grown >> 20
     );
 }
+
+/// On a Redis without `HRANDFIELD` (before 6.2; here the command is
+/// renamed away) the presence hash is read by a scan: the host still
+/// lists itself, and a value over its bound is left out and counted.
+#[tokio::test]
+async fn presence_is_read_on_a_redis_without_hrandfield() {
+    let port = free_port();
+    let port_text = port.to_string();
+    let _redis = OwnRedis::start_with(
+        port,
+        &["--port", &port_text, "--rename-command", "HRANDFIELD", ""],
+        || cli(port, &["PING"], None) == "PONG",
+    )
+    .await;
+    let missing = cli(port, &["HRANDFIELD", "any", "1"], None);
+    assert!(missing.contains("unknown command"), "{missing}");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let a = Host::start_with(&["ping"], &["--groups", &url, "--groups-prefix", "h:"]).unwrap();
+    let key = "h:group:rohrpost-presence:hosts";
+    let deadline = tokio::time::Instant::now() + T;
+    while cli(port, &["HLEN", key], None) != "1" {
+        assert!(tokio::time::Instant::now() < deadline, "no presence entry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let long_value = "x".repeat(1000);
+    assert_eq!(cli(port, &["HSET", key, "long", &long_value], None), "1");
+    let before = rejected(&a).await;
+    let deadline = tokio::time::Instant::now() + T;
+    let hosts = loop {
+        let (status, body) = rohrpost_tests::get(&a.addr, "/api/hosts").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let hosts: Value = serde_json::from_str(&body).unwrap();
+        let hosts = hosts["hosts"].as_array().cloned().unwrap_or_default();
+        if !hosts.is_empty() || tokio::time::Instant::now() > deadline {
+            break hosts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(hosts.len(), 1, "the host lists itself: {hosts:?}");
+    assert!(rejected(&a).await > before, "the long value is counted");
+    a.wait_for_log(&["dropped a payload from Redis", key], T)
+        .await
+        .unwrap();
+}

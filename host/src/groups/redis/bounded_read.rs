@@ -92,9 +92,11 @@ return {total - #names, names}
 /// field is longer than `ARGV[2]` bytes or whose value is longer than
 /// `ARGV[2 + i]` bytes (for `KEYS[i]`) is left out. The fields are picked
 /// without their values (`HRANDFIELD`) and a value is measured before it
-/// is read (`HSTRLEN`): a scan would copy every value it passes into the
+/// is read (`HSTRLEN`): a scan copies every value it passes into the
 /// script, and one value of 50 MB took Redis a quarter of a second per
 /// read, blocking every other client, where this takes under 10 ms.
+/// Redis before 6.2 has no `HRANDFIELD`: there the script scans, looking
+/// at `ARGV[1]` entries (and what the last scan step brought).
 /// Returns, for each hash, how many entries were left out and the fields
 /// and values read, one after the other.
 const HASHES: &str = r"
@@ -105,14 +107,33 @@ for k = 1, #KEYS do
     local longest_value = tonumber(ARGV[2 + k])
     local entries = {}
     local taken = 0
-    local fields = redis.call('HRANDFIELD', KEYS[k], most)
-    for i = 1, #fields do
-        local field = fields[i]
-        if #field <= longest and redis.call('HSTRLEN', KEYS[k], field) <= longest_value then
+    local take = function(field, value)
+        if taken < most and #field <= longest and #value <= longest_value then
             entries[#entries + 1] = field
-            entries[#entries + 1] = redis.call('HGET', KEYS[k], field)
+            entries[#entries + 1] = value
             taken = taken + 1
         end
+    end
+    local fields = redis.pcall('HRANDFIELD', KEYS[k], most)
+    if type(fields) == 'table' and fields.err == nil then
+        for i = 1, #fields do
+            local field = fields[i]
+            if #field <= longest and redis.call('HSTRLEN', KEYS[k], field) <= longest_value then
+                take(field, redis.call('HGET', KEYS[k], field))
+            end
+        end
+    else
+        local seen = 0
+        local cursor = '0'
+        repeat
+            local scan = redis.call('HSCAN', KEYS[k], cursor, 'COUNT', 128)
+            cursor = scan[1]
+            local batch = scan[2]
+            for i = 1, #batch, 2 do
+                seen = seen + 1
+                take(batch[i], batch[i + 1])
+            end
+        until cursor == '0' or seen >= most
     end
     replies[k] = {math.max(redis.call('HLEN', KEYS[k]) - taken, 0), entries}
 end
