@@ -409,6 +409,32 @@ async fn a_stuffed_group_set_is_read_within_bounds() {
     assert_eq!(cli(port, &["ZCARD", "asgispecific.flood!"], None), "1");
 }
 
+/// Waits until the presence hash of hosts `key` on `port` holds one entry.
+async fn wait_for_own_presence(port: u16, key: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    while cli(port, &["HLEN", key], None) != "1" {
+        assert!(tokio::time::Instant::now() < deadline, "no presence entry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The hosts `host` lists in `/api/hosts`, once it answers with some (a
+/// read that does not answer within its wait lists none), or none after
+/// [`T`].
+async fn listed_hosts(host: &Host) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (status, body) = rohrpost_tests::get(&host.addr, "/api/hosts").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let hosts: Value = serde_json::from_str(&body).unwrap();
+        let hosts = hosts["hosts"].as_array().cloned().unwrap_or_default();
+        if !hosts.is_empty() || tokio::time::Instant::now() > deadline {
+            return hosts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `/api/hosts` reads the presence hash of hosts within bounds: a value
 /// of 50 MB is left in Redis (and never copied), and of a hash of
 /// 200 000 fields only 1 024 are read; both are counted, the answer still comes, and
@@ -420,32 +446,17 @@ async fn a_stuffed_presence_hash_is_read_within_bounds() {
     let url = format!("redis://127.0.0.1:{port}/0");
     let a = Host::start_with(&["ping"], &["--groups", &url, "--groups-prefix", "h:"]).unwrap();
     let key = "h:group:rohrpost-presence:hosts";
-    let deadline = tokio::time::Instant::now() + T;
-    while cli(port, &["HLEN", key], None) != "1" {
-        assert!(tokio::time::Instant::now() < deadline, "no presence entry");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The hosts listed, once the host answered with some (a read that
-    // does not answer within its wait lists none).
-    let hosts = async || {
-        let deadline = tokio::time::Instant::now() + T;
-        loop {
-            let (status, body) = rohrpost_tests::get(&a.addr, "/api/hosts").await.unwrap();
-            assert_eq!(status, 200, "{body}");
-            let hosts: Value = serde_json::from_str(&body).unwrap();
-            let hosts = hosts["hosts"].as_array().cloned().unwrap_or_default();
-            if !hosts.is_empty() || tokio::time::Instant::now() > deadline {
-                return hosts;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    assert_eq!(hosts().await.len(), 1);
+    wait_for_own_presence(port, key).await;
+    assert_eq!(listed_hosts(&a).await.len(), 1);
     let peak_before = a.memory("VmHWM").unwrap();
     let rejected_before = rejected(&a).await;
     let huge = command_generated(port, &["HSET", key, "huge"], 50 << 20).await;
     assert_eq!(huge, ":1\r\n");
-    assert_eq!(hosts().await.len(), 1, "the host itself is still listed");
+    assert_eq!(
+        listed_hosts(&a).await.len(),
+        1,
+        "the host itself is still listed"
+    );
     let after_huge = rejected(&a).await;
     assert!(after_huge > rejected_before, "the huge value is counted");
     // Many fields: 1 024 of those Redis picks are read (the host's
@@ -492,25 +503,11 @@ async fn presence_is_read_on_a_redis_without_hrandfield() {
     let url = format!("redis://127.0.0.1:{port}/0");
     let a = Host::start_with(&["ping"], &["--groups", &url, "--groups-prefix", "h:"]).unwrap();
     let key = "h:group:rohrpost-presence:hosts";
-    let deadline = tokio::time::Instant::now() + T;
-    while cli(port, &["HLEN", key], None) != "1" {
-        assert!(tokio::time::Instant::now() < deadline, "no presence entry");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_own_presence(port, key).await;
     let long_value = "x".repeat(1000);
     assert_eq!(cli(port, &["HSET", key, "long", &long_value], None), "1");
     let before = rejected(&a).await;
-    let deadline = tokio::time::Instant::now() + T;
-    let hosts = loop {
-        let (status, body) = rohrpost_tests::get(&a.addr, "/api/hosts").await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        let hosts: Value = serde_json::from_str(&body).unwrap();
-        let hosts = hosts["hosts"].as_array().cloned().unwrap_or_default();
-        if !hosts.is_empty() || tokio::time::Instant::now() > deadline {
-            break hosts;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let hosts = listed_hosts(&a).await;
     assert_eq!(hosts.len(), 1, "the host lists itself: {hosts:?}");
     assert!(rejected(&a).await > before, "the long value is counted");
     a.wait_for_log(&["dropped a payload from Redis", key], T)
