@@ -278,10 +278,7 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         for (case, outcome) in cases.iter().zip(&mut outcomes) {
             eprintln!("throughput: round {round}: {}", case.name);
             let (phase, cpu) = measure(artifacts, case, args).await?;
-            outcome.rounds.push((
-                phase.replies as f64 / cpu.wall.as_secs_f64().max(f64::MIN_POSITIVE),
-                report::micros_per(cpu.server, phase.replies),
-            ));
+            outcome.rounds.push(figures(&phase, &cpu));
             outcome.replies += phase.replies;
             outcome.measured += cpu.wall;
             outcome.latencies_us.extend_from_slice(&phase.latencies_us);
@@ -295,10 +292,10 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
     // before and after.
     eprintln!("throughput: closing: {}", cases[0].name);
     let (phase, cpu) = measure(artifacts, &cases[0], args).await?;
-    let closing = (
-        phase.replies as f64 / cpu.wall.as_secs_f64().max(f64::MIN_POSITIVE),
-        report::micros_per(cpu.server, phase.replies),
-    );
+    let closing = figures(&phase, &cpu);
+    // Its errors count in the yardstick's row; its figures only in the
+    // ratios.
+    outcomes[0].errors.add(&phase.errors);
 
     let mut table = Table::new(
         &format!(
@@ -352,6 +349,15 @@ pub async fn run(artifacts: &Artifacts, args: &ThroughputArgs) -> Result<Table> 
         ]);
     }
     Ok(table)
+}
+
+/// One run's replies per second and server CPU per reply (µs), the
+/// figures its ratios compare.
+fn figures(phase: &PhaseStats, cpu: &CpuUse) -> (f64, f64) {
+    (
+        phase.replies as f64 / cpu.wall.as_secs_f64().max(f64::MIN_POSITIVE),
+        report::micros_per(cpu.server, phase.replies),
+    )
 }
 
 /// The yardstick's runs: one at the start of each round (it is the

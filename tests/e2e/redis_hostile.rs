@@ -437,8 +437,8 @@ async fn listed_hosts(host: &Host) -> Vec<Value> {
 
 /// `/api/hosts` reads the presence hash of hosts within bounds: a value
 /// of 50 MB is left in Redis (and never copied), and of a hash of
-/// 200 000 fields only 1 024 are read; both are counted, the answer still comes, and
-/// the host's peak memory hardly moves.
+/// 200 000 fields only 1 024 are read; both are counted, the answer
+/// still comes, and the host's peak memory hardly moves.
 #[tokio::test]
 async fn a_stuffed_presence_hash_is_read_within_bounds() {
     let port = free_port();
