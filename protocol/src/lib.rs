@@ -11,6 +11,8 @@
 //! raw text slices of the frame (so big integers and `"123"` go back exactly
 //! as sent), and the handler parses only what it needs.
 
+mod scan;
+
 use std::{borrow::Cow, time::Duration};
 
 use rohrpost_plugin_api::{wire, GroupNameError};
@@ -179,6 +181,22 @@ pub fn parse(frame: &str) -> Result<Envelope<'_>, Rejection<'_>> {
 
 /// Reads one text frame holding at most `max_containers` arrays and objects.
 pub fn parse_bounded(frame: &str, max_containers: usize) -> Result<Envelope<'_>, Rejection<'_>> {
+    // Most frames are read in one pass; the rest, errors included, by
+    // serde_json.
+    match scan::parts(frame, max_containers) {
+        Some(parts) => envelope(parts.id, parts.kind, parts.data),
+        None => parse_full(frame, max_containers),
+    }
+}
+
+/// Whether `text` is a JSON object, as a message a plugin sends must be.
+pub fn is_json_object(text: &str) -> bool {
+    text.starts_with('{')
+        && (scan::object(text).is_some() || serde_json::from_str::<IgnoredAny>(text).is_ok())
+}
+
+/// Reads one text frame with serde_json: any frame, with the exact error.
+fn parse_full(frame: &str, max_containers: usize) -> Result<Envelope<'_>, Rejection<'_>> {
     if frame.is_empty() {
         return Err(Rejection::Empty);
     }
@@ -194,14 +212,20 @@ pub fn parse_bounded(frame: &str, max_containers: usize) -> Result<Envelope<'_>,
     }
     let fields: Fields<'_> = serde_json::from_str(frame).map_err(decode)?;
     check_raw_parts(frame, max_containers)?;
-    let kind = fields.kind.ok_or(Rejection::MissingType)?;
-    let id = fields.id.ok_or(Rejection::MissingId)?;
+    envelope(fields.id, fields.kind, fields.data)
+}
+
+/// The envelope of a valid JSON object's raw top-level fields, or what is
+/// wrong with them.
+fn envelope<'a>(
+    id: Option<&'a str>,
+    kind: Option<&'a str>,
+    data: Option<&'a str>,
+) -> Result<Envelope<'a>, Rejection<'a>> {
+    let kind = kind.ok_or(Rejection::MissingType)?;
+    let id = id.ok_or(Rejection::MissingId)?;
     let kind = decode_string(kind).ok_or(Rejection::TypeNotString { id })?;
-    Ok(Envelope {
-        id,
-        kind,
-        data: fields.data,
-    })
+    Ok(Envelope { id, kind, data })
 }
 
 /// How deep arrays and objects may nest: serde_json's own limit, which

@@ -9,7 +9,7 @@ use rohrpost_plugin_api::{
     },
     GroupNameRule,
 };
-use serde::de::IgnoredAny;
+use rohrpost_protocol::is_json_object;
 
 use crate::groups::{ConnectionId, MemoryGroups};
 
@@ -103,10 +103,6 @@ pub(crate) fn state_changes(effects: &[Effect]) -> Vec<(&str, Option<&str>)> {
             (e.target.as_str(), value)
         })
         .collect()
-}
-
-pub(crate) fn is_json_object(text: &str) -> bool {
-    text.starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
 /// Whether carrying out `effects` in order would put `connection` in more

@@ -6,7 +6,7 @@
 //! the connection's [`Writer`](crate::socket::writer::Writer) frames them;
 //! and only a small one, that no connection would compress.
 
-use super::{action::is_json_object, only_sends};
+use super::only_sends;
 use crate::{
     plugins::isolation::{
         frame::EffectRef,
@@ -18,6 +18,7 @@ use crate::{
         line::{Line, Wrote},
     },
 };
+use rohrpost_protocol::is_json_object;
 
 /// The most bytes of messages a reply written by the reader of replies
 /// may have.

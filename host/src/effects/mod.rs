@@ -22,7 +22,7 @@ use rohrpost_plugin_api::{
 };
 use tracing::{error, warn};
 
-use self::action::{first_bad_group, is_json_object, joins_past, state_changes, Action, Unusable};
+use self::action::{first_bad_group, joins_past, state_changes, Action, Unusable};
 use crate::plugins::{
     hooks::{self, Hook},
     isolation::slot::MOST_SENDS_AT_ONCE,
@@ -35,6 +35,7 @@ use crate::{
     socket::outbound::{Outbound, QueueLimits, Queued, Stop},
     socket::writer::Writer,
 };
+use rohrpost_protocol::is_json_object;
 use rohrpost_protocol::{Close, Envelope, Failure};
 
 /// What a plugin's effects answer, and so what they may do and what
