@@ -47,13 +47,8 @@ pub(crate) fn parts(frame: &str, max_containers: usize) -> Option<Parts<'_>> {
         // No fields: the full parse says which one is missing.
         return None;
     }
-    loop {
-        let key = scan.string()?;
-        scan.space();
-        scan.expect(b':')?;
-        scan.space();
-        let start = scan.at;
-        scan.value()?;
+    scan.items(b'}', |scan| {
+        let (key, start) = scan.member()?;
         let raw = frame.get(start..scan.at)?;
         match key {
             b"\"id\"" => parts.id = Some(raw),
@@ -61,13 +56,8 @@ pub(crate) fn parts(frame: &str, max_containers: usize) -> Option<Parts<'_>> {
             b"\"data\"" => parts.data = Some(raw),
             _ => {}
         }
-        scan.space();
-        match scan.next()? {
-            b',' => scan.space(),
-            b'}' => break,
-            _ => return None,
-        }
-    }
+        Some(())
+    })?;
     scan.space();
     (scan.at == scan.bytes.len()).then_some(parts)
 }
@@ -161,46 +151,46 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn object(&mut self) -> Option<()> {
-        self.enter(b'{')?;
+    /// An object's key and where its value starts; the value read.
+    fn member(&mut self) -> Option<(&'a [u8], usize)> {
+        let key = self.string()?;
         self.space();
-        if self.peek()? == b'}' {
+        self.expect(b':')?;
+        self.space();
+        let start = self.at;
+        self.value()?;
+        Some((key, start))
+    }
+
+    /// The items of an array or an object, each read by `item`, up to
+    /// and with its `close`.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.space();
+        if self.peek()? == close {
             self.at += 1;
-        } else {
-            loop {
-                self.string()?;
-                self.space();
-                self.expect(b':')?;
-                self.space();
-                self.value()?;
-                self.space();
-                match self.next()? {
-                    b',' => self.space(),
-                    b'}' => break,
-                    _ => return None,
-                }
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            self.space();
+            match self.next()? {
+                b',' => self.space(),
+                b if b == close => return Some(()),
+                _ => return None,
             }
         }
+    }
+
+    fn object(&mut self) -> Option<()> {
+        self.enter(b'{')?;
+        self.items(b'}', |scan| scan.member().map(|_| ()))?;
         self.depth -= 1;
         Some(())
     }
 
     fn array(&mut self) -> Option<()> {
         self.enter(b'[')?;
-        self.space();
-        if self.peek()? == b']' {
-            self.at += 1;
-        } else {
-            loop {
-                self.value()?;
-                self.space();
-                match self.next()? {
-                    b',' => self.space(),
-                    b']' => break,
-                    _ => return None,
-                }
-            }
-        }
+        self.items(b']', Self::value)?;
         self.depth -= 1;
         Some(())
     }
