@@ -293,14 +293,7 @@ mod tests {
         let mut frames = Frames(0x2545_f491_4f6c_dd1d);
         let mut read_here = 0;
         for _ in 0..20_000 {
-            let mut text = String::new();
-            frames.object(&mut text, 0);
-            if frames.below(4) == 0 {
-                let at = frames.below(text.len() + 1);
-                if text.is_char_boundary(at) {
-                    text.truncate(at);
-                }
-            }
+            let text = frames.frame();
             let full = text.starts_with('{')
                 && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
             assert_eq!(crate::is_json_object(&text), full, "{text:?}");
@@ -320,6 +313,22 @@ mod tests {
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             (self.0 % n as u64) as usize
+        }
+
+        /// The next frame: an object, now and then cut short or with a
+        /// byte that does not belong.
+        fn frame(&mut self) -> String {
+            let mut frame = String::new();
+            self.object(&mut frame, 0);
+            let at = self.below(frame.len() + 1);
+            if frame.is_char_boundary(at) {
+                match self.below(8) {
+                    0 => frame.truncate(at),
+                    1 => frame.insert(at, [',', ':', '}', ']', '"', '\\'][self.below(6)]),
+                    _ => {}
+                }
+            }
+            frame
         }
 
         fn value(&mut self, out: &mut String, depth: usize) {
@@ -391,24 +400,7 @@ mod tests {
         let mut frames = Frames(0x9e37_79b9_7f4a_7c15);
         let mut read_here = 0;
         for _ in 0..50_000 {
-            let mut frame = String::new();
-            frames.object(&mut frame, 0);
-            // Now and then a cut, or a byte that does not belong.
-            match frames.below(8) {
-                0 => {
-                    let at = frames.below(frame.len() + 1);
-                    if frame.is_char_boundary(at) {
-                        frame.truncate(at);
-                    }
-                }
-                1 => {
-                    let at = frames.below(frame.len() + 1);
-                    if frame.is_char_boundary(at) {
-                        frame.insert(at, [',', ':', '}', ']', '"', '\\'][frames.below(6)]);
-                    }
-                }
-                _ => {}
-            }
+            let frame = frames.frame();
             for max in [MAX_CONTAINERS, 2] {
                 read_here += usize::from(parts(&frame, max).is_some());
                 same(&frame, max);
