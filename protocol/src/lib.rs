@@ -19,6 +19,8 @@ use rohrpost_plugin_api::{wire, GroupNameError};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use self::scan::Parts;
+
 /// A request whose envelope is valid.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
@@ -184,7 +186,7 @@ pub fn parse_bounded(frame: &str, max_containers: usize) -> Result<Envelope<'_>,
     // Most frames are read in one pass; the rest, errors included, by
     // serde_json.
     match scan::parts(frame, max_containers) {
-        Some(parts) => envelope(parts.id, parts.kind, parts.data),
+        Some(parts) => envelope(parts),
         None => parse_full(frame, max_containers),
     }
 }
@@ -210,22 +212,22 @@ fn parse_full(frame: &str, max_containers: usize) -> Result<Envelope<'_>, Reject
         serde_json::from_str::<IgnoredAny>(frame).map_err(decode)?;
         return Err(Rejection::NotObject);
     }
-    let fields: Fields<'_> = serde_json::from_str(frame).map_err(decode)?;
+    let parts: Parts<'_> = serde_json::from_str(frame).map_err(decode)?;
     check_raw_parts(frame, max_containers)?;
-    envelope(fields.id, fields.kind, fields.data)
+    envelope(parts)
 }
 
 /// The envelope of a valid JSON object's raw top-level fields, or what is
 /// wrong with them.
-fn envelope<'a>(
-    id: Option<&'a str>,
-    kind: Option<&'a str>,
-    data: Option<&'a str>,
-) -> Result<Envelope<'a>, Rejection<'a>> {
-    let kind = kind.ok_or(Rejection::MissingType)?;
-    let id = id.ok_or(Rejection::MissingId)?;
+fn envelope(parts: Parts<'_>) -> Result<Envelope<'_>, Rejection<'_>> {
+    let kind = parts.kind.ok_or(Rejection::MissingType)?;
+    let id = parts.id.ok_or(Rejection::MissingId)?;
     let kind = decode_string(kind).ok_or(Rejection::TypeNotString { id })?;
-    Ok(Envelope { id, kind, data })
+    Ok(Envelope {
+        id,
+        kind,
+        data: parts.data,
+    })
 }
 
 /// How deep arrays and objects may nest: serde_json's own limit, which
@@ -311,32 +313,24 @@ fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
-/// The top-level fields the host looks at; the last of duplicate keys wins,
-/// as in most JSON readers.
-#[derive(Default)]
-struct Fields<'a> {
-    id: Option<&'a str>,
-    kind: Option<&'a str>,
-    data: Option<&'a str>,
-}
-
-impl<'de> serde::Deserialize<'de> for Fields<'de> {
+/// The top-level fields read by serde_json, as [`scan`] reads them.
+impl<'de> serde::Deserialize<'de> for Parts<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(FieldsVisitor)
+        d.deserialize_map(PartsVisitor)
     }
 }
 
-struct FieldsVisitor;
+struct PartsVisitor;
 
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields<'de>;
+impl<'de> Visitor<'de> for PartsVisitor {
+    type Value = Parts<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Fields::default();
+        let mut fields = Parts::default();
         while let Some(key) = map.next_key::<Key>()? {
             let slot = match key {
                 Key::Id => &mut fields.id,

@@ -12,8 +12,8 @@
 //! error texts. It accepts nothing the full parse rejects, and where it
 //! accepts, it finds the same parts (tested against the full parse).
 
-/// The raw text of the top-level fields the host looks at; the last of
-/// duplicate keys wins, as in the full parse.
+/// The raw text of the top-level fields the host looks at, read here or
+/// by serde_json; the last of duplicate keys wins, in both.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Parts<'a> {
     pub id: Option<&'a str>,

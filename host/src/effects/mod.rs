@@ -35,8 +35,7 @@ use crate::{
     socket::outbound::{Outbound, QueueLimits, Queued, Stop},
     socket::writer::Writer,
 };
-use rohrpost_protocol::is_json_object;
-use rohrpost_protocol::{Close, Envelope, Failure};
+use rohrpost_protocol::{is_json_object, Close, Envelope, Failure};
 
 /// What a plugin's effects answer, and so what they may do and what
 /// becomes of one that cannot be carried out.
