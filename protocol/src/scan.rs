@@ -1,5 +1,6 @@
 //! An ordinary frame's `id`, `type` and `data` read in one pass, without
-//! serde_json.
+//! serde_json; and a plugin's message checked to be a JSON object the same
+//! way.
 //!
 //! Why: read through serde_json (a raw value per field, then the second
 //! pass that checks nesting, containers and escapes) the envelope was the
@@ -14,7 +15,7 @@
 
 /// The raw text of the top-level fields the host looks at, read here or
 /// by serde_json; the last of duplicate keys wins, in both.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Parts<'a> {
     pub id: Option<&'a str>,
     pub kind: Option<&'a str>,
@@ -32,14 +33,7 @@ const MAX_NUMBER: usize = 40;
 /// to be valid and holds at most `max_containers` arrays and objects;
 /// `None` for the full parse to decide.
 pub(crate) fn parts(frame: &str, max_containers: usize) -> Option<Parts<'_>> {
-    let mut scan = Scan {
-        bytes: frame.as_bytes(),
-        at: 0,
-        depth: 0,
-        containers: 0,
-        max_containers,
-    };
-    scan.space();
+    let mut scan = Scan::new(frame, max_containers);
     let mut parts = Parts::default();
     scan.enter(b'{')?;
     scan.space();
@@ -58,25 +52,16 @@ pub(crate) fn parts(frame: &str, max_containers: usize) -> Option<Parts<'_>> {
         }
         Some(())
     })?;
-    scan.space();
-    (scan.at == scan.bytes.len()).then_some(parts)
+    scan.at_end().then_some(parts)
 }
 
 /// Whether `text` is one JSON object this reader knows to be valid (as
 /// deep and with as many containers as this reader reads); `None` for the
 /// full parse to decide.
 pub(crate) fn object(text: &str) -> Option<()> {
-    let mut scan = Scan {
-        bytes: text.as_bytes(),
-        at: 0,
-        depth: 0,
-        containers: 0,
-        max_containers: usize::MAX,
-    };
-    scan.space();
+    let mut scan = Scan::new(text, usize::MAX);
     scan.object()?;
-    scan.space();
-    (scan.at == scan.bytes.len()).then_some(())
+    scan.at_end().then_some(())
 }
 
 /// Where the reader is in the frame, and how deep and how many containers
@@ -90,6 +75,25 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
+    /// A reader at the first thing in `text` that is not whitespace.
+    fn new(text: &'a str, max_containers: usize) -> Self {
+        let mut scan = Scan {
+            bytes: text.as_bytes(),
+            at: 0,
+            depth: 0,
+            containers: 0,
+            max_containers,
+        };
+        scan.space();
+        scan
+    }
+
+    /// Whether nothing but whitespace is left.
+    fn at_end(&mut self) -> bool {
+        self.space();
+        self.at == self.bytes.len()
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
